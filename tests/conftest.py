@@ -1,0 +1,9 @@
+"""Shared pytest setup. Tier markers (unit, integration, stages, e2e) are set per module."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "hack"))  # tests use the hack/ scripts (tiny models, generators)
