@@ -1,0 +1,374 @@
+"""The evaluation report: lineage hashes, and the JSON / Markdown / PNG renderings.
+
+JSON is for machines (a model registry, the operator), Markdown for a person reading
+the storage, and the PNG of score versus latency for a person who would rather look.
+The lineage section lets anyone trace a student back to the exact spec, data and
+teacher that made it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from distillery import __version__
+from distillery.api import DistillationJob
+from distillery.storage import Layout, resolve_model
+
+MODEL_ORDER = ("teacher", "baseline", "student")
+_CHUNK = 1 << 20
+
+
+# ------------------------------------------------------------------ hashing
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def spec_hash(job: DistillationJob) -> str:
+    """sha256 of the spec as canonical JSON (camelCase, defaults filled in): equal specs, equal hashes."""
+    spec = job.spec.model_dump(mode="json", by_alias=True)
+    return "sha256:" + hashlib.sha256(canonical_json(spec).encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def _files(root: Path, patterns: Iterable[str]) -> list[Path]:
+    found = {p for pattern in patterns for p in root.rglob(pattern) if p.is_file()}
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def tree_digest(root: Path, patterns: Iterable[str] = ("*",)) -> dict[str, Any]:
+    """One hash over a directory's files (relative path and content of each, in sorted order).
+
+    Renaming, adding or changing any file changes it; timestamps do not.
+    """
+    if not root.is_dir():
+        return {"sha256": None, "files": 0, "bytes": 0, "missing": True}
+    digest = hashlib.sha256()
+    files = _files(root, patterns)
+    size = 0
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(file_sha256(path).encode() + b"\n")
+        size += path.stat().st_size
+    return {"sha256": "sha256:" + digest.hexdigest(), "files": len(files), "bytes": size}
+
+
+def _input_digest(layout: Layout, relative: str | None) -> dict[str, Any] | None:
+    if relative is None:
+        return None
+    path = layout.input(relative)
+    if not path.is_file():
+        return {"path": relative, "sha256": None, "missing": True}
+    return {"path": relative, "sha256": file_sha256(path), "bytes": path.stat().st_size}
+
+
+def lineage(job: DistillationJob, layout: Layout) -> dict[str, Any]:
+    """Everything that made the student, each with a content hash where the content is on storage.
+
+    The teacher's and the base model's weights are named, not hashed (a teacher can be
+    hundreds of GB); the data, the generated records and the student are hashed.
+    """
+    spec = job.spec
+    if spec.teacher.endpoint is not None:
+        teacher = {"endpoint": spec.teacher.endpoint.url, "model": spec.teacher.endpoint.model}
+    else:
+        teacher = {
+            "model": spec.teacher.model,
+            "resolved": resolve_model(layout.root, spec.teacher.model or ""),
+        }
+    student_files = []
+    if layout.student.is_dir():
+        for path in _files(layout.student, ["*"]):
+            student_files.append(
+                {
+                    "path": path.relative_to(layout.student).as_posix(),
+                    "bytes": path.stat().st_size,
+                    "sha256": file_sha256(path),
+                }
+            )
+    return {
+        "job": job.metadata.name,
+        "specHash": spec_hash(job),
+        "distilleryVersion": __version__,
+        "teacher": teacher,
+        "studentBase": {
+            "model": spec.student.model,
+            "resolved": resolve_model(layout.root, spec.student.model),
+        },
+        "trainingMethod": spec.training.method.value,
+        "data": {
+            "train": _input_digest(layout, spec.data.train),
+            "validation": _input_digest(layout, spec.data.validation),
+        },
+        "generated": {
+            split: tree_digest(layout.generated(split), ["*.jsonl"]) for split in ("train", "validation")
+        },
+        "student": {"path": _relative(layout, layout.student), "files": student_files},
+    }
+
+
+def _relative(layout: Layout, path: Path) -> str:
+    try:
+        return path.relative_to(layout.root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+# ------------------------------------------------------------------ model size
+
+
+def safetensors_parameters(model_dir: Path) -> int | None:
+    """Parameters stored in a model directory's safetensors files, read from their headers only.
+
+    No weights are loaded, so this costs milliseconds even for a large model.
+    """
+    total, seen = 0, False
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        with open(path, "rb") as handle:
+            header_len = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(header_len))
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            count = 1
+            for dim in entry["shape"]:
+                count *= dim
+            total += count
+        seen = True
+    return total if seen else None
+
+
+def directory_bytes(model_dir: Path) -> int | None:
+    """Bytes on disk of a model directory (every file in it), None when it is not a local directory."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return None
+    return sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
+
+
+# ------------------------------------------------------------------ renderings
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(value)
+
+
+def _count(value: int | None) -> str:
+    if value is None:
+        return "-"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.1f}{unit}"
+    return str(value)
+
+
+TASK_COLUMNS = (
+    ("accuracy", "accuracy"),
+    ("bleu", "BLEU"),
+    ("rougeL", "ROUGE-L"),
+    ("teacherAgreement", "agreement"),
+)
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The few lines a person reads at the end of `distillery run` / `distillery evaluate`."""
+    metric = report["metric"]
+    lines = [
+        f"evaluation of {report['job']} on {report['samples']} validation records ({report['taskType']}, score = {metric})"
+    ]
+    for name in MODEL_ORDER:
+        entry = report["models"].get(name)
+        if entry is None:
+            continue
+        lines.append(
+            f"  {name:<9}{metric} {_num(entry.get('score'))}   p50 {_num(entry.get('latencyP50Ms'), 0)} ms"
+            f"   p95 {_num(entry.get('latencyP95Ms'), 0)} ms   {_count(entry.get('parameters'))} params"
+            + ("   (from generation records)" if entry.get("source") == "generation records" else "")
+        )
+    if report.get("retention") is not None:
+        lines.append(f"  retention {report['retention']:.3f} (student / teacher)")
+    delta = (report.get("improvement") or {}).get("absolute")
+    if delta is not None:
+        lines.append(f"  improvement over baseline {delta:+.3f} {metric}")
+    gate = report["gate"]
+    lines.append(f"  {'PASSED' if gate['passed'] else 'FAILED'}: {gate['reason']}")
+    return lines
+
+
+def render_markdown(report: dict[str, Any], png_name: str | None) -> str:
+    metric = report["metric"]
+    gate = report["gate"]
+    out = [
+        f"# Evaluation of `{report['job']}`",
+        "",
+        f"**Quality gate {'passed' if gate['passed'] else 'FAILED'}** — {gate['reason']}",
+        "",
+        f"Task `{report['taskType']}`, score = **{metric}**, on {report['samples']} held-out validation records, "
+        f"greedy decoding, at most {report['maxTokens']} tokens, {report['concurrency']} requests in flight. "
+        f"Written {report['created']}.",
+        "",
+    ]
+    columns = [key for key, _ in TASK_COLUMNS if any(key in m for m in report["models"].values())]
+    header = [
+        "model",
+        metric,
+        *[dict(TASK_COLUMNS)[c] for c in columns if c != metric],
+        "p50 ms",
+        "p95 ms",
+        "tokens/s",
+        "peak memory",
+        "parameters",
+        "size",
+        "source",
+    ]
+    out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name in MODEL_ORDER:
+        entry = report["models"].get(name)
+        if entry is None:
+            continue
+        row = [f"**{name}**", _num(entry.get("score"))]
+        row += [_num(entry.get(c)) for c in columns if c != metric]
+        row += [
+            _num(entry.get("latencyP50Ms"), 0),
+            _num(entry.get("latencyP95Ms"), 0),
+            _num(entry.get("outputTokensPerSecond"), 1),
+            _bytes(entry.get("peakMemoryBytes")),
+            _count(entry.get("parameters")),
+            _bytes(entry.get("sizeBytes")),
+            entry.get("source", ""),
+        ]
+        out.append("| " + " | ".join(row) + " |")
+    out.append("")
+    if report.get("retention") is not None:
+        out.append(f"- **Retention** (student / teacher {metric}): {report['retention']:.3f}")
+    imp = report.get("improvement") or {}
+    if imp.get("absolute") is not None:
+        rel = f" ({imp['relative']:+.1%})" if imp.get("relative") is not None else ""
+        out.append(f"- **Improvement over the baseline**: {imp['absolute']:+.3f} {metric}{rel}")
+    for check in gate.get("checks", []):
+        out.append(f"- gate `{check['name']}`: {'ok' if check['passed'] else 'FAILED'} — {check['text']}")
+    out.append("")
+    if png_name:
+        out += [f"![score versus p95 latency]({png_name})", ""]
+    if report.get("notes"):
+        out += ["## Notes", ""] + [f"- {note}" for note in report["notes"]] + [""]
+    lin = report["lineage"]
+    out += [
+        "## Lineage",
+        "",
+        f"- spec: `{lin['specHash']}` (distillery {lin['distilleryVersion']}, method `{lin['trainingMethod']}`)",
+        f"- teacher: `{lin['teacher'].get('model')}`"
+        + (f" at {lin['teacher']['endpoint']}" if lin["teacher"].get("endpoint") else ""),
+        f"- student base: `{lin['studentBase']['model']}`",
+    ]
+    for split, entry in lin["data"].items():
+        if entry:
+            out.append(f"- {split} data: `{entry['path']}` `{entry.get('sha256')}`")
+    for split, entry in lin["generated"].items():
+        out.append(f"- generated {split}: {entry['files']} files, `{entry.get('sha256')}`")
+    out.append(f"- student: `{lin['student']['path']}`")
+    out += [f"  - `{f['path']}` {_bytes(f['bytes'])} `{f['sha256']}`" for f in lin["student"]["files"]]
+    return "\n".join(out) + "\n"
+
+
+def render_png(report: dict[str, Any], path: Path) -> bool:
+    """Score versus p95 latency, one labelled point per model, gate thresholds as dashed lines.
+
+    Returns False (and writes nothing) when no model has both values.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display in pods
+    import matplotlib.pyplot as plt
+
+    colors = {"teacher": "#1f77b4", "baseline": "#7f7f7f", "student": "#d62728"}
+    points = [
+        (name, e["latencyP95Ms"], e["score"])
+        for name in MODEL_ORDER
+        if (e := report["models"].get(name))
+        and e.get("latencyP95Ms") is not None
+        and e.get("score") is not None
+    ]
+    if not points:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for name, latency, score in points:
+        ax.scatter([latency], [score], s=90, color=colors[name], zorder=3)
+        ax.annotate(name, (latency, score), textcoords="offset points", xytext=(8, 6), fontsize=10)
+    gate = {c["name"]: c["threshold"] for c in report["gate"].get("checks", [])}
+    if "minScore" in gate:
+        ax.axhline(gate["minScore"], linestyle="--", color="#2ca02c", linewidth=1, label="gate: minScore")
+    if "maxLatencyMs" in gate:
+        ax.axvline(
+            gate["maxLatencyMs"], linestyle="--", color="#ff7f0e", linewidth=1, label="gate: maxLatencyMs"
+        )
+    teacher = report["models"].get("teacher") or {}
+    if "minRetention" in gate and teacher.get("score") is not None:
+        ax.axhline(
+            gate["minRetention"] * teacher["score"],
+            linestyle=":",
+            color="#9467bd",
+            linewidth=1,
+            label="gate: minRetention x teacher",
+        )
+    ax.set_xlabel("p95 latency per response (ms)")
+    ax.set_ylabel(report["metric"])
+    ax.set_ylim(bottom=0, top=max(1.0, max(p[2] for p in points) * 1.1))
+    ax.set_xlim(left=0, right=max(p[1] for p in points) * 1.25 + 1)
+    verdict = "passed" if report["gate"]["passed"] else "FAILED"
+    ax.set_title(f"{report['job']}: {report['metric']} vs latency (gate {verdict})")
+    ax.grid(True, alpha=0.3)
+    if gate:
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def write_report(report: dict[str, Any], json_path: Path) -> dict[str, Path]:
+    """Write the JSON, the PNG and the Markdown beside each other; returns their paths."""
+    png = json_path.with_suffix(".png")
+    paths = {"json": json_path}
+    if render_png(report, png):
+        paths["png"] = png
+    md = json_path.with_suffix(".md")
+    md.write_text(render_markdown(report, png.name if "png" in paths else None), encoding="utf-8")
+    paths["markdown"] = md
+    write_json_atomic(json_path, report)
+    return paths
