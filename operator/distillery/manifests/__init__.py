@@ -1,0 +1,65 @@
+"""Pure builders of every child object of a DistillationJob: spec in, manifest dicts out.
+
+`build(child, job, config)` is the one entry point the controller uses; each child
+has a fixed key, a deterministic name (`names(job)`) and the job as its owner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from distillery.api import DistillationJob
+from distillery.manifests.common import BuildConfig, Names, fit_name, label_value, names
+from distillery.manifests.jobs import build_evaluation_job, build_generation_job, build_pvc, build_training_job
+from distillery.manifests.teacher import (
+    build_teacher_deployment,
+    build_teacher_network_policy,
+    build_teacher_service,
+    teacher_model,
+    teacher_url,
+)
+
+# Child key -> (apiVersion, kind, plural, name of it in `Names`, builder).
+Builder = Callable[[DistillationJob, BuildConfig], "dict[str, Any] | None"]
+CHILDREN: dict[str, tuple[str, str, str, str, Builder]] = {
+    "pvc": ("v1", "PersistentVolumeClaim", "persistentvolumeclaims", "pvc", lambda j, c: build_pvc(j)),
+    "teacher": ("apps/v1", "Deployment", "deployments", "teacher", lambda j, c: build_teacher_deployment(j)),
+    "teacher-service": ("v1", "Service", "services", "teacher", lambda j, c: build_teacher_service(j)),
+    "teacher-policy": (
+        "networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", "teacher_policy",
+        lambda j, c: build_teacher_network_policy(j),
+    ),
+    "generate": ("batch/v1", "Job", "jobs", "generate", build_generation_job),
+    "train": ("batch/v1", "Job", "jobs", "train", build_training_job),
+    "evaluate": ("batch/v1", "Job", "jobs", "evaluate", build_evaluation_job),
+}
+
+
+def build(child: str, job: DistillationJob, config: BuildConfig) -> dict[str, Any] | None:
+    return CHILDREN[child][4](job, config)
+
+
+def child_name(child: str, job: DistillationJob) -> str:
+    return getattr(names(job), CHILDREN[child][3])
+
+
+__all__ = [
+    "CHILDREN",
+    "BuildConfig",
+    "Names",
+    "build",
+    "build_evaluation_job",
+    "build_generation_job",
+    "build_pvc",
+    "build_teacher_deployment",
+    "build_teacher_network_policy",
+    "build_teacher_service",
+    "build_training_job",
+    "child_name",
+    "fit_name",
+    "label_value",
+    "names",
+    "teacher_model",
+    "teacher_url",
+]

@@ -1,0 +1,300 @@
+"""What every child object shares: names, labels, owner references, pod security, resources.
+
+Everything here is pure: a DistillationJob (validated) in, plain dicts out. No I/O,
+no Kubernetes client, no torch or vLLM; the operator image has none of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from distillery.api import API_VERSION, KIND, DistillationJob, Resources, StageRuntime, Toleration
+
+# Label keys. `managed-by` + `job` + `stage` are what selectors and the NetworkPolicy use.
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "distillery-operator"
+JOB_LABEL = "distillery.dev/job"
+STAGE_LABEL = "distillery.dev/stage"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+# Ports inside the pods (fixed: they are part of the contract between pods, not a user setting).
+TEACHER_PORT = 8000
+METRICS_PORT = 9090
+
+# A DNS-1123/1035 label (Service, Job, label values) is at most 63 characters. Job
+# controllers add "-<index>" to Indexed pods' hostnames, so Job names keep room for it.
+NAME_LIMIT = 63
+JOB_NAME_LIMIT = 52
+
+# Non-root user for every pod; the worker images create this user, the vLLM image
+# runs fine as any uid once HOME and the caches point at writable places.
+RUN_AS_USER = 1000
+
+# Requests used when the spec gives none, so the scheduler can place pods sensibly.
+DEFAULT_REQUESTS: dict[str, dict[str, str]] = {
+    "teacher": {"cpu": "2", "memory": "8Gi"},
+    "generate": {"cpu": "500m", "memory": "1Gi"},
+    "train": {"cpu": "2", "memory": "8Gi"},
+    "evaluate": {"cpu": "2", "memory": "8Gi"},
+}
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Operator-wide settings the builders need (taken from the environment by the operator)."""
+
+    worker_image: str = "ghcr.io/distillery/worker:0.1.0"
+    worker_cuda_image: str = "ghcr.io/distillery/worker-cuda:0.1.0"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> BuildConfig:
+        env = dict(os.environ) if env is None else env
+        defaults = cls()
+        return cls(
+            worker_image=env.get("DISTILLERY_WORKER_IMAGE") or defaults.worker_image,
+            worker_cuda_image=env.get("DISTILLERY_WORKER_CUDA_IMAGE") or defaults.worker_cuda_image,
+        )
+
+    def worker_image_for(self, runtime: StageRuntime, gpus: int) -> str:
+        if runtime.image:
+            return runtime.image
+        return self.worker_cuda_image if gpus > 0 else self.worker_image
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
+def fit_name(base: str, suffix: str = "", limit: int = NAME_LIMIT) -> str:
+    """A DNS-1035 label `<base>-<suffix>` of at most `limit` characters, the same for the same input.
+
+    Job names may be 253 characters with dots; children need short labels. When the
+    base has to be changed (cut, dots replaced, digit first), a hash of the original
+    keeps two different jobs from getting the same child names.
+    """
+    tail = f"-{suffix}" if suffix else ""
+    clean = re.sub(r"[^a-z0-9-]", "-", base.lower())
+    if not clean[:1].isalpha():
+        clean = "dj-" + clean
+    if clean == base and len(clean) + len(tail) <= limit:
+        return clean + tail
+    keep = limit - len(tail) - 7
+    return f"{clean[:keep].rstrip('-')}-{_short_hash(base)}{tail}"
+
+
+def label_value(name: str) -> str:
+    """A label value (at most 63 characters) standing for the job name."""
+    if len(name) <= NAME_LIMIT:
+        return name
+    return f"{name[: NAME_LIMIT - 7].rstrip('-.')}-{_short_hash(name)}"
+
+
+@dataclass(frozen=True)
+class Names:
+    """Every child's name, derived from the job's name only (so an operator restart finds them)."""
+
+    job: str
+
+    @property
+    def pvc(self) -> str:
+        return fit_name(self.job, "data")
+
+    @property
+    def teacher(self) -> str:  # Deployment and Service
+        return fit_name(self.job, "teacher")
+
+    @property
+    def teacher_policy(self) -> str:
+        return fit_name(self.job, "teacher-ingress")
+
+    @property
+    def generate(self) -> str:
+        return fit_name(self.job, "generate", JOB_NAME_LIMIT)
+
+    @property
+    def train(self) -> str:
+        return fit_name(self.job, "train", JOB_NAME_LIMIT)
+
+    @property
+    def evaluate(self) -> str:
+        return fit_name(self.job, "evaluate", JOB_NAME_LIMIT)
+
+
+def names(job: DistillationJob) -> Names:
+    return Names(_require(job.metadata.name, "metadata.name"))
+
+
+def _require(value: str | None, field: str) -> str:
+    if not value:
+        raise ValueError(f"{field}: is required to build child objects")
+    return value
+
+
+def selector_labels(job: DistillationJob, stage: str) -> dict[str, str]:
+    return {JOB_LABEL: label_value(names(job).job), STAGE_LABEL: stage}
+
+
+def labels(job: DistillationJob, stage: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "distillery",
+        "app.kubernetes.io/component": stage,
+        "app.kubernetes.io/part-of": "distillery",
+        MANAGED_BY: MANAGER,
+        **selector_labels(job, stage),
+    }
+
+
+def owner_reference(job: DistillationJob) -> dict[str, Any]:
+    """Makes the job the controller of the child: deleting the job deletes the child (garbage collector)."""
+    extra = job.metadata.model_extra or {}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": names(job).job,
+        "uid": _require(extra.get("uid"), "metadata.uid"),
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def metadata(job: DistillationJob, name: str, stage: str, extra_labels: dict[str, str] | None = None) -> dict:
+    return {
+        "name": name,
+        "namespace": _require(job.metadata.namespace, "metadata.namespace"),
+        "labels": {**labels(job, stage), **(extra_labels or {})},
+        "ownerReferences": [owner_reference(job)],
+    }
+
+
+def job_argument(job: DistillationJob) -> str:
+    """The job as the inline JSON every stage takes with `--job` (spec defaults filled in)."""
+    document = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": job.metadata.name, "namespace": job.metadata.namespace},
+        "spec": job.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+    return json.dumps(document, separators=(",", ":"), sort_keys=True)
+
+
+def _quantity(value: str | int) -> str:
+    return str(value)
+
+
+def resources(spec: Resources, stage: str, gpus: int) -> dict[str, Any]:
+    """Requests and limits: the spec's, default requests where it has none, and GPUs as a limit."""
+    requests = {**DEFAULT_REQUESTS[stage], **{k: _quantity(v) for k, v in spec.requests.items()}}
+    limits = {k: _quantity(v) for k, v in spec.limits.items()}
+    if gpus > 0:
+        # Extended resources are requested through limits (requests default to them).
+        limits.setdefault("nvidia.com/gpu", str(gpus))
+    out: dict[str, Any] = {"requests": requests}
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def tolerations(items: list[Toleration]) -> list[dict[str, Any]]:
+    return [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in items]
+
+
+def pod_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "fsGroup": RUN_AS_USER,  # the storage volume becomes writable by that group
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def storage_volume(job: DistillationJob) -> dict[str, Any]:
+    pvc = job.spec.storage.pvc
+    if pvc is None:
+        raise ValueError("spec.storage.pvc: is required in a cluster (storage.path is only for `distillery run`)")
+    claim = pvc.claim_name or names(job).pvc
+    return {"name": "storage", "persistentVolumeClaim": {"claimName": claim}}
+
+
+def shm_volume() -> dict[str, Any]:
+    # PyTorch/NCCL and vLLM's tensor parallelism share tensors through /dev/shm; the
+    # container runtime's default 64 MiB is far too small.
+    return {"name": "shm", "emptyDir": {"medium": "Memory"}}
+
+
+def volume_mounts(job: DistillationJob) -> list[dict[str, Any]]:
+    return [
+        {"name": "storage", "mountPath": job.spec.storage.mount_path},
+        {"name": "shm", "mountPath": "/dev/shm"},
+    ]
+
+
+def common_env(job: DistillationJob) -> list[dict[str, Any]]:
+    mount = job.spec.storage.mount_path
+    return [
+        # A non-root uid may have no home directory; caches go where they survive restarts.
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "HF_HOME", "value": f"{mount}/.cache/huggingface"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+
+
+def pod_spec(
+    job: DistillationJob,
+    container: dict[str, Any],
+    *,
+    node_selector: dict[str, str],
+    toleration_items: list[Toleration],
+    restart_policy: str,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        # Stage pods never talk to the Kubernetes API.
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security(),
+        "restartPolicy": restart_policy,
+        "containers": [container],
+        "volumes": [storage_volume(job), shm_volume()],
+    }
+    if node_selector:
+        spec["nodeSelector"] = dict(node_selector)
+    if toleration_items:
+        spec["tolerations"] = tolerations(toleration_items)
+    return spec
+
+
+def container(
+    job: DistillationJob,
+    *,
+    name: str,
+    image: str,
+    command: list[str],
+    args: list[str] | None = None,
+    env: list[dict[str, Any]] | None = None,
+    resource_spec: dict[str, Any],
+    ports: list[dict[str, Any]],
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "command": command,
+        "workingDir": job.spec.storage.mount_path,
+        "env": common_env(job) + (env or []),
+        "ports": ports,
+        "resources": resource_spec,
+        "volumeMounts": volume_mounts(job),
+        "securityContext": container_security(),
+        # Stages write a JSON summary to /dev/termination-log; a crash leaves the log tail instead.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if args is not None:
+        out["args"] = args
+    return out

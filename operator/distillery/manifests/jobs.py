@@ -1,0 +1,165 @@
+"""The stage Jobs (generation, training, evaluation) and the storage claim."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distillery.api import DistillationJob, StageRuntime
+from distillery.manifests import common
+from distillery.manifests.teacher import teacher_model, teacher_url
+
+
+def _metrics_port() -> list[dict[str, Any]]:
+    return [{"name": "metrics", "containerPort": common.METRICS_PORT, "protocol": "TCP"}]
+
+
+def _job(
+    job: DistillationJob,
+    *,
+    name: str,
+    stage: str,
+    runtime: StageRuntime,
+    container: dict[str, Any],
+    job_spec: dict[str, Any],
+) -> dict[str, Any]:
+    queue = job.spec.queue_name
+    extra = {common.KUEUE_QUEUE_LABEL: queue} if queue else {}
+    spec: dict[str, Any] = {
+        **job_spec,
+        # With a Kueue queue the Job starts suspended and Kueue admits it (unsuspends) when
+        # quota allows, as Kueue documents for batch/v1 Jobs.
+        "suspend": bool(queue),
+        "template": {
+            "metadata": {"labels": common.labels(job, stage)},
+            "spec": common.pod_spec(
+                job,
+                container,
+                node_selector=runtime.node_selector,
+                toleration_items=runtime.tolerations,
+                restart_policy="Never",
+            ),
+        },
+    }
+    if runtime.active_deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = runtime.active_deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": common.metadata(job, name, stage, extra),
+        "spec": spec,
+    }
+
+
+def build_generation_job(job: DistillationJob, config: common.BuildConfig) -> dict[str, Any]:
+    """An Indexed Job: one pod per shard, each retried on its own (a failed shard fails the stage)."""
+    gen = job.spec.generation
+    mount = job.spec.storage.mount_path
+    env: list[dict[str, Any]] = []
+    endpoint = job.spec.teacher.endpoint
+    if endpoint is not None and endpoint.api_key_secret is not None:
+        ref = endpoint.api_key_secret
+        env.append(
+            {"name": "DISTILLERY_TEACHER_API_KEY", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+        )
+    container = common.container(
+        job,
+        name="generate",
+        image=config.worker_image_for(gen, 0),
+        command=["distillery", "generate"],
+        # The shard index comes from JOB_COMPLETION_INDEX, which the Job controller sets.
+        args=[
+            "--job", common.job_argument(job),
+            "--storage", mount,
+            "--teacher-url", teacher_url(job),
+            "--teacher-model", teacher_model(job),
+            "--metrics-port", str(common.METRICS_PORT),
+        ],
+        env=env,
+        resource_spec=common.resources(gen.resources, "generate", 0),
+        ports=_metrics_port(),
+    )
+    return _job(
+        job,
+        name=common.names(job).generate,
+        stage="generate",
+        runtime=gen,
+        container=container,
+        job_spec={
+            "completionMode": "Indexed",
+            "completions": gen.shards,
+            "parallelism": gen.parallelism or gen.shards,
+            "backoffLimitPerIndex": gen.backoff_limit,
+            # One shard that keeps failing fails the stage at once instead of burning GPU hours.
+            "maxFailedIndexes": 0,
+        },
+    )
+
+
+def build_training_job(job: DistillationJob, config: common.BuildConfig) -> dict[str, Any]:
+    # Imported here: the training stage owns its command line (torchrun when gpus > 1).
+    from distillery.stages.train import train_command
+
+    training = job.spec.training
+    command = list(train_command(job, job.spec.storage.mount_path))
+    container = common.container(
+        job,
+        name="train",
+        image=config.worker_image_for(training, training.gpus),
+        command=command[:1],
+        args=command[1:],
+        resource_spec=common.resources(training.resources, "train", training.gpus),
+        ports=_metrics_port(),
+    )
+    return _job(
+        job,
+        name=common.names(job).train,
+        stage="train",
+        runtime=training,
+        container=container,
+        # A retried pod resumes from the latest checkpoint on the storage.
+        job_spec={"completions": 1, "parallelism": 1, "backoffLimit": training.backoff_limit},
+    )
+
+
+def build_evaluation_job(job: DistillationJob, config: common.BuildConfig) -> dict[str, Any]:
+    evaluation = job.spec.evaluation
+    container = common.container(
+        job,
+        name="evaluate",
+        image=config.worker_image_for(evaluation, evaluation.gpus),
+        command=["distillery", "evaluate"],
+        args=[
+            "--job", common.job_argument(job),
+            "--storage", job.spec.storage.mount_path,
+            "--metrics-port", str(common.METRICS_PORT),
+        ],
+        resource_spec=common.resources(evaluation.resources, "evaluate", evaluation.gpus),
+        ports=_metrics_port(),
+    )
+    return _job(
+        job,
+        name=common.names(job).evaluate,
+        stage="evaluate",
+        runtime=evaluation,
+        container=container,
+        job_spec={"completions": 1, "parallelism": 1, "backoffLimit": evaluation.backoff_limit},
+    )
+
+
+def build_pvc(job: DistillationJob) -> dict[str, Any] | None:
+    """The claim the operator creates when the spec gives a size; None when it names an existing one."""
+    pvc = job.spec.storage.pvc
+    if pvc is None or pvc.size is None:
+        return None
+    spec: dict[str, Any] = {
+        "accessModes": list(pvc.access_modes),
+        "resources": {"requests": {"storage": str(pvc.size)}},
+    }
+    if pvc.storage_class_name:
+        spec["storageClassName"] = pvc.storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": common.metadata(job, common.names(job).pvc, "storage"),
+        "spec": spec,
+    }

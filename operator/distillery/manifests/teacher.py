@@ -1,0 +1,117 @@
+"""The served teacher: a vLLM Deployment, its Service, and the NetworkPolicy in front of it."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from distillery.api import DistillationJob
+from distillery.manifests import common
+
+# How often the kubelet asks vLLM's /health while the model loads. The startup probe
+# allows `teacher.startupTimeoutSeconds` in all: a 405B model takes many minutes to load.
+STARTUP_PROBE_PERIOD_SECONDS = 10
+
+
+def teacher_url(job: DistillationJob) -> str:
+    """The OpenAI base URL the generation pods use: the job's own teacher, or its endpoint."""
+    endpoint = job.spec.teacher.endpoint
+    if endpoint is not None:
+        return endpoint.url
+    return f"http://{common.names(job).teacher}:{common.TEACHER_PORT}/v1"
+
+
+def teacher_model(job: DistillationJob) -> str:
+    endpoint = job.spec.teacher.endpoint
+    return endpoint.model if endpoint is not None else job.spec.teacher.served_model_name
+
+
+def _health() -> dict[str, Any]:
+    return {"httpGet": {"path": "/health", "port": "http"}}
+
+
+def build_teacher_deployment(job: DistillationJob) -> dict[str, Any]:
+    # Imported here: the teacher stage module holds the one definition of vLLM's arguments.
+    from distillery.stages.teacher import VLLM_MODULE, vllm_server_args
+
+    teacher = job.spec.teacher
+    if teacher.model is None:
+        raise ValueError("spec.teacher.model: is required to serve the teacher (an endpoint needs no Deployment)")
+    name = common.names(job).teacher
+    env: list[dict[str, Any]] = []
+    if teacher.hf_token_secret is not None:
+        ref = teacher.hf_token_secret
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    container = common.container(
+        job,
+        name="vllm",
+        image=teacher.image,
+        command=["python3", "-m", VLLM_MODULE],
+        args=list(vllm_server_args(teacher, teacher.model, port=common.TEACHER_PORT)),
+        env=env,
+        resource_spec=common.resources(teacher.resources, "teacher", teacher.gpus),
+        ports=[{"name": "http", "containerPort": common.TEACHER_PORT, "protocol": "TCP"}],
+    )
+    container["startupProbe"] = {
+        **_health(),
+        "periodSeconds": STARTUP_PROBE_PERIOD_SECONDS,
+        "failureThreshold": math.ceil(teacher.startup_timeout_seconds / STARTUP_PROBE_PERIOD_SECONDS),
+    }
+    container["readinessProbe"] = {**_health(), "periodSeconds": 10, "failureThreshold": 3}
+    # Restart a wedged server, but only after it has been unhealthy for a while (long requests).
+    container["livenessProbe"] = {**_health(), "periodSeconds": 30, "failureThreshold": 5, "timeoutSeconds": 10}
+    pod_labels = common.labels(job, "teacher")
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": common.metadata(job, name, "teacher"),
+        "spec": {
+            "replicas": 1,
+            # Never two teachers at once: a rolling update would need twice the GPUs.
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": common.selector_labels(job, "teacher")},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": common.pod_spec(
+                    job,
+                    container,
+                    node_selector=teacher.node_selector,
+                    toleration_items=teacher.tolerations,
+                    restart_policy="Always",
+                ),
+            },
+        },
+    }
+
+
+def build_teacher_service(job: DistillationJob) -> dict[str, Any]:
+    name = common.names(job).teacher
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": common.metadata(job, name, "teacher"),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": common.selector_labels(job, "teacher"),
+            "ports": [{"name": "http", "port": common.TEACHER_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def build_teacher_network_policy(job: DistillationJob) -> dict[str, Any]:
+    """Only this job's generation pods may reach its teacher (the kubelet's probes are not affected)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": common.metadata(job, common.names(job).teacher_policy, "teacher"),
+        "spec": {
+            "podSelector": {"matchLabels": common.selector_labels(job, "teacher")},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": common.selector_labels(job, "generate")}}],
+                    "ports": [{"protocol": "TCP", "port": common.TEACHER_PORT}],
+                }
+            ],
+        },
+    }

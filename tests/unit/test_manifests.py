@@ -1,0 +1,252 @@
+"""Manifest builders: golden files, upstream schema validation (strict), names and invariants.
+
+Regenerate the golden files after an intended change with
+`DISTILLERY_UPDATE_GOLDEN=1 python -m pytest tests/unit/test_manifests.py`, then review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from distillery.api import DistillationJob
+from distillery.manifests import CHILDREN, BuildConfig, build, child_name, fit_name, label_value, names
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden"
+K8S_VERSION = "1.31.0"
+CONFIG = BuildConfig(worker_image="example.com/worker:1", worker_cuda_image="example.com/worker-cuda:1")
+UID = "0b7c4a52-8c1e-4a11-9a5e-3f1d2b6c7a90"
+
+
+def _with_meta(document: dict, name: str | None = None, namespace: str = "ml-platform") -> DistillationJob:
+    document = json.loads(json.dumps(document))
+    document["metadata"] = {
+        "name": name or document["metadata"]["name"],
+        "namespace": namespace,
+        "uid": UID,
+    }
+    return DistillationJob.model_validate(document)
+
+
+def _gpu_job() -> DistillationJob:
+    return _with_meta(yaml.safe_load((ROOT / "examples" / "distillation.yaml").read_text()))
+
+
+def _endpoint_job() -> DistillationJob:
+    """An external teacher, an existing claim, and a name far longer than a child may be."""
+    return _with_meta(
+        {
+            "apiVersion": "distillery.dev/v1alpha1",
+            "kind": "DistillationJob",
+            "metadata": {"name": "x"},
+            "spec": {
+                "teacher": {
+                    "endpoint": {
+                        "url": "https://llm.example.com/v1",
+                        "model": "big-model",
+                        "apiKeySecret": {"name": "llm-key", "key": "api-key"},
+                    }
+                },
+                "student": {"model": "models/student"},
+                "data": {"taskType": "math", "train": "math/train.jsonl"},
+                "generation": {"shards": 4, "backoffLimit": 3},
+                "training": {"gpus": 0, "epochs": 1},
+                "evaluation": {"gpus": 0, "compare": ["baseline", "student"]},
+                "storage": {"pvc": {"claimName": "shared-data"}, "mountPath": "/mnt/store"},
+            },
+        },
+        name="support.team-" + "very-long-distillation-job-name-" * 5 + "v2",
+        namespace="team-a",
+    )
+
+
+def _tiny_job() -> DistillationJob:
+    document = yaml.safe_load((ROOT / "examples" / "tiny.yaml").read_text())
+    document["spec"]["storage"] = {"pvc": {"size": "1Gi", "accessModes": ["ReadWriteOnce"]}}
+    return _with_meta(document, namespace="default")
+
+
+CASES = {"gpu": _gpu_job, "endpoint": _endpoint_job, "tiny": _tiny_job}
+
+
+def _kinds(job: DistillationJob) -> list[str]:
+    """The children this job has: no teacher for an endpoint, no claim for an existing one."""
+    served = job.spec.teacher.endpoint is None
+    create_claim = job.spec.storage.pvc is not None and job.spec.storage.pvc.size is not None
+    return [
+        child
+        for child in CHILDREN
+        if (served or not child.startswith("teacher")) and (create_claim or child != "pvc")
+    ]
+
+
+def _children(job: DistillationJob) -> dict[str, dict]:
+    return {child: build(child, job, CONFIG) for child in _kinds(job)}
+
+
+ALL = [(case, child) for case, make in CASES.items() for child in _kinds(make())]
+
+
+@pytest.mark.parametrize(("case", "child"), ALL, ids=[f"{c}-{k}" for c, k in ALL])
+def test_matches_golden_file(case: str, child: str):
+    manifest = build(child, CASES[case](), CONFIG)
+    text = yaml.safe_dump(manifest, sort_keys=True, width=100)
+    path = GOLDEN / case / f"{child}.yaml"
+    if os.environ.get("DISTILLERY_UPDATE_GOLDEN"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"{path} is missing; run with DISTILLERY_UPDATE_GOLDEN=1 and review it"
+    assert text == path.read_text(), f"{path.relative_to(ROOT)} differs (DISTILLERY_UPDATE_GOLDEN=1 to update)"
+
+
+@pytest.mark.parametrize(("case", "child"), ALL, ids=[f"{c}-{k}" for c, k in ALL])
+def test_validates_against_upstream_schema(case: str, child: str):
+    manifest = build(child, CASES[case](), CONFIG)
+    kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+
+
+def test_schema_validation_catches_a_broken_manifest():
+    """The validator used above does reject mistakes (so the test above can fail)."""
+    manifest = build("generate", _tiny_job(), CONFIG)
+    manifest["spec"]["template"]["spec"]["containers"][0]["workingdir"] = "/data"  # wrong case
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_children_are_owned_labelled_and_run_as_non_root(case: str):
+    job = CASES[case]()
+    for child, manifest in _children(job).items():
+        meta = manifest["metadata"]
+        assert meta["name"] == child_name(child, job)
+        assert len(meta["name"]) <= 63
+        owner = meta["ownerReferences"][0]
+        assert (owner["kind"], owner["uid"], owner["controller"]) == ("DistillationJob", UID, True)
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "distillery-operator"
+        assert meta["labels"]["distillery.dev/job"] == label_value(job.metadata.name)
+        template = manifest["spec"].get("template")
+        if template:
+            pod = template["spec"]
+            assert pod["securityContext"]["runAsNonRoot"] is True
+            assert pod["automountServiceAccountToken"] is False
+            (container,) = pod["containers"]
+            assert container["resources"]["requests"], child
+            assert container["workingDir"] == job.spec.storage.mount_path
+            assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+            assert template["metadata"]["labels"]["distillery.dev/stage"] == meta["labels"]["distillery.dev/stage"]
+
+
+def test_secrets_are_passed_by_reference_only():
+    for job in (_gpu_job(), _endpoint_job()):
+        text = json.dumps(_children(job))
+        assert "secretKeyRef" in text
+        for manifest in _children(job).values():
+            for container in manifest["spec"].get("template", {}).get("spec", {}).get("containers", []):
+                for env in container["env"]:
+                    assert "value" in env or "secretKeyRef" in env["valueFrom"]
+                    if env["name"] in ("HF_TOKEN", "DISTILLERY_TEACHER_API_KEY"):
+                        assert "value" not in env
+
+
+def test_generation_job_shards_parallelism_and_teacher_url():
+    job = _gpu_job()
+    gen = build("generate", job, CONFIG)
+    assert gen["spec"]["completionMode"] == "Indexed"
+    assert (gen["spec"]["completions"], gen["spec"]["parallelism"]) == (16, 8)
+    assert gen["spec"]["backoffLimitPerIndex"] == job.spec.generation.backoff_limit
+    args = gen["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--teacher-url") + 1] == f"http://{names(job).teacher}:8000/v1"
+    inline = json.loads(args[args.index("--job") + 1])
+    assert DistillationJob.model_validate(inline).spec == job.spec
+    tiny = build("generate", _tiny_job(), CONFIG)["spec"]
+    assert tiny["parallelism"] == tiny["completions"] == 2
+
+
+def test_kueue_queue_label_and_suspended_start():
+    job = _gpu_job()
+    for child in ("generate", "train", "evaluate"):
+        manifest = build(child, job, CONFIG)
+        assert manifest["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-team-a"
+        assert manifest["spec"]["suspend"] is True
+    assert "kueue.x-k8s.io/queue-name" not in build("train", _tiny_job(), CONFIG)["metadata"]["labels"]
+
+
+def test_teacher_gpus_probe_and_placement():
+    job = _gpu_job()
+    deployment = build("teacher", job, CONFIG)
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert "--tensor-parallel-size" in container["args"]
+    probe = container["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= job.spec.teacher.startup_timeout_seconds
+    assert probe["httpGet"]["path"] == container["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"][
+        "labels"
+    ].items()
+
+
+def test_network_policy_admits_only_this_jobs_generation_pods():
+    job = _gpu_job()
+    policy = build("teacher-policy", job, CONFIG)["spec"]
+    teacher_pods = build("teacher", job, CONFIG)["spec"]["template"]["metadata"]["labels"]
+    generation_pods = build("generate", job, CONFIG)["spec"]["template"]["metadata"]["labels"]
+    training_pods = build("train", job, CONFIG)["spec"]["template"]["metadata"]["labels"]
+    other_job_pods = build("generate", _tiny_job(), CONFIG)["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= teacher_pods.items()
+    allowed = policy["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+    assert allowed.items() <= generation_pods.items()
+    assert not allowed.items() <= training_pods.items()
+    assert not allowed.items() <= other_job_pods.items()
+
+
+def test_training_job_uses_torchrun_only_with_several_gpus():
+    gpu = build("train", _gpu_job(), CONFIG)["spec"]["template"]["spec"]["containers"][0]
+    cpu = build("train", _tiny_job(), CONFIG)["spec"]["template"]["spec"]["containers"][0]
+    assert "torchrun" in " ".join(gpu["command"] + gpu["args"])
+    assert "torchrun" not in " ".join(cpu["command"] + cpu["args"])
+    assert gpu["image"] == CONFIG.worker_cuda_image and cpu["image"] == CONFIG.worker_image
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a", "x" * 253, "support.team-" + "y" * 80, "9lives", "a" * 63],
+)
+def test_child_names_fit_and_are_deterministic(name: str):
+    for suffix, limit in (("teacher-ingress", 63), ("generate", 52)):
+        first = fit_name(name, suffix, limit)
+        assert first == fit_name(name, suffix, limit)
+        assert len(first) <= limit
+        assert first[0].isalpha() and first.endswith(suffix)
+        assert all(c.isalnum() or c == "-" for c in first)
+    assert len(label_value(name)) <= 63
+
+
+def test_similar_long_names_get_different_children():
+    base = "z" * 70
+    assert fit_name(base + "a", "train", 52) != fit_name(base + "b", "train", 52)
+    assert fit_name("a.b", "train") != fit_name("a-b", "train")
+
+
+def test_no_claim_is_built_for_an_existing_one():
+    assert build("pvc", _endpoint_job(), CONFIG) is None
+    claim = build("pvc", _gpu_job(), CONFIG)
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2Ti"
+
+
+def test_worker_images_come_from_the_environment_and_spec_overrides():
+    config = BuildConfig.from_env({"DISTILLERY_WORKER_IMAGE": "r/w:2", "DISTILLERY_WORKER_CUDA_IMAGE": "r/c:2"})
+    assert (config.worker_image, config.worker_cuda_image) == ("r/w:2", "r/c:2")
+    job = _tiny_job()
+    job.spec.evaluation.image = "custom/eval:3"
+    assert build("evaluate", job, config)["spec"]["template"]["spec"]["containers"][0]["image"] == "custom/eval:3"
