@@ -11,7 +11,12 @@ from typing import Any
 
 from distillery.api import DistillationJob
 from distillery.manifests.common import BuildConfig, Names, fit_name, label_value, names
-from distillery.manifests.jobs import build_evaluation_job, build_generation_job, build_pvc, build_training_job
+from distillery.manifests.jobs import (
+    build_evaluation_job,
+    build_generation_job,
+    build_pvc,
+    build_training_job,
+)
 from distillery.manifests.teacher import (
     build_teacher_deployment,
     build_teacher_network_policy,
@@ -27,7 +32,10 @@ CHILDREN: dict[str, tuple[str, str, str, str, Builder]] = {
     "teacher": ("apps/v1", "Deployment", "deployments", "teacher", lambda j, c: build_teacher_deployment(j)),
     "teacher-service": ("v1", "Service", "services", "teacher", lambda j, c: build_teacher_service(j)),
     "teacher-policy": (
-        "networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", "teacher_policy",
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        "teacher_policy",
         lambda j, c: build_teacher_network_policy(j),
     ),
     "generate": ("batch/v1", "Job", "jobs", "generate", build_generation_job),

@@ -220,7 +220,9 @@ def container_security() -> dict[str, Any]:
 def storage_volume(job: DistillationJob) -> dict[str, Any]:
     pvc = job.spec.storage.pvc
     if pvc is None:
-        raise ValueError("spec.storage.pvc: is required in a cluster (storage.path is only for `distillery run`)")
+        raise ValueError(
+            "spec.storage.pvc: is required in a cluster (storage.path is only for `distillery run`)"
+        )
     claim = pvc.claim_name or names(job).pvc
     return {"name": "storage", "persistentVolumeClaim": {"claimName": claim}}
 

@@ -59,7 +59,10 @@ def build_generation_job(job: DistillationJob, config: common.BuildConfig) -> di
     if endpoint is not None and endpoint.api_key_secret is not None:
         ref = endpoint.api_key_secret
         env.append(
-            {"name": "DISTILLERY_TEACHER_API_KEY", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+            {
+                "name": "DISTILLERY_TEACHER_API_KEY",
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
         )
     container = common.container(
         job,
@@ -68,11 +71,16 @@ def build_generation_job(job: DistillationJob, config: common.BuildConfig) -> di
         command=["distillery", "generate"],
         # The shard index comes from JOB_COMPLETION_INDEX, which the Job controller sets.
         args=[
-            "--job", common.job_argument(job),
-            "--storage", mount,
-            "--teacher-url", teacher_url(job),
-            "--teacher-model", teacher_model(job),
-            "--metrics-port", str(common.METRICS_PORT),
+            "--job",
+            common.job_argument(job),
+            "--storage",
+            mount,
+            "--teacher-url",
+            teacher_url(job),
+            "--teacher-model",
+            teacher_model(job),
+            "--metrics-port",
+            str(common.METRICS_PORT),
         ],
         env=env,
         resource_spec=common.resources(gen.resources, "generate", 0),
@@ -129,9 +137,12 @@ def build_evaluation_job(job: DistillationJob, config: common.BuildConfig) -> di
         image=config.worker_image_for(evaluation, evaluation.gpus),
         command=["distillery", "evaluate"],
         args=[
-            "--job", common.job_argument(job),
-            "--storage", job.spec.storage.mount_path,
-            "--metrics-port", str(common.METRICS_PORT),
+            "--job",
+            common.job_argument(job),
+            "--storage",
+            job.spec.storage.mount_path,
+            "--metrics-port",
+            str(common.METRICS_PORT),
         ],
         resource_spec=common.resources(evaluation.resources, "evaluate", evaluation.gpus),
         ports=_metrics_port(),

@@ -36,7 +36,9 @@ def build_teacher_deployment(job: DistillationJob) -> dict[str, Any]:
 
     teacher = job.spec.teacher
     if teacher.model is None:
-        raise ValueError("spec.teacher.model: is required to serve the teacher (an endpoint needs no Deployment)")
+        raise ValueError(
+            "spec.teacher.model: is required to serve the teacher (an endpoint needs no Deployment)"
+        )
     name = common.names(job).teacher
     env: list[dict[str, Any]] = []
     if teacher.hf_token_secret is not None:
@@ -59,7 +61,12 @@ def build_teacher_deployment(job: DistillationJob) -> dict[str, Any]:
     }
     container["readinessProbe"] = {**_health(), "periodSeconds": 10, "failureThreshold": 3}
     # Restart a wedged server, but only after it has been unhealthy for a while (long requests).
-    container["livenessProbe"] = {**_health(), "periodSeconds": 30, "failureThreshold": 5, "timeoutSeconds": 10}
+    container["livenessProbe"] = {
+        **_health(),
+        "periodSeconds": 30,
+        "failureThreshold": 5,
+        "timeoutSeconds": 10,
+    }
     pod_labels = common.labels(job, "teacher")
     return {
         "apiVersion": "apps/v1",

@@ -1,0 +1,218 @@
+"""The phase machine: every transition, table-driven, with no API server at all."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from distillery.api import ConditionType, DistillationJobSpec, DistillationJobStatus, Phase
+from distillery.controller.observe import JobState, Observed, TeacherState
+from distillery.controller.phases import decide, events, next_status
+
+pytestmark = pytest.mark.unit
+
+C = ConditionType
+NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
+BASE = {
+    "teacher": {"model": "models/teacher", "gpus": 1, "startupTimeoutSeconds": 600},
+    "student": {"model": "models/student"},
+    "data": {"taskType": "qa", "train": "d/train.jsonl", "validation": "d/val.jsonl"},
+    "generation": {"shards": 4},
+    "evaluation": {"gate": {"minRetention": 0.8}},
+    "storage": {"pvc": {"size": "10Gi"}},
+}
+
+
+def spec(**changes) -> DistillationJobSpec:
+    document = {**BASE, **changes}
+    return DistillationJobSpec.model_validate(document)
+
+
+ENDPOINT = {"endpoint": {"url": "https://llm.example.com/v1", "model": "big"}}
+
+
+def status(phase: Phase | None = None, *true: ConditionType, **fields) -> DistillationJobStatus:
+    conditions = [
+        {"type": t.value, "status": "True", "reason": "Completed", "lastTransitionTime": "2026-11-28T11:00:00Z"}
+        for t in true
+    ]
+    return DistillationJobStatus.model_validate({"phase": phase, "conditions": conditions, **fields})
+
+
+def job(**fields) -> JobState:
+    return JobState(exists=True, **fields)
+
+
+GEN_SUMMARY = ({"records": 10, "tokens": 100, "rejected": {"length": 1, "verify": 2}},)
+EVAL_PASS = ({"metric": "accuracy", "scores": {"teacher": {"score": 0.8}, "student": {"score": 0.7}},
+              "retention": 0.875, "gate": {"passed": True, "reason": "retention 0.875 >= 0.8"},
+              "report": "/data/jobs/j/reports/evaluation.json"},)  # fmt: skip
+EVAL_FAIL = ({"scores": {"teacher": 0.8, "student": 0.4}, "retention": 0.5, "gate_passed": False,
+              "gate_reason": "retention 0.50 < 0.80"},)  # fmt: skip
+TEACHER_UP = TeacherState(exists=True, ready=True)
+TEACHER_LOADING = TeacherState(exists=True, ready=False)
+
+# (id, spec, status, observed, expected phase, expected ensure ⊇, expected delete, condition (type, status, reason))
+TABLE = [
+    ("new job starts the teacher", spec(), status(), Observed(), Phase.teacher_starting,
+     {"pvc", "teacher", "teacher-service", "teacher-policy"}, (), (C.teacher_ready, "False", "Starting")),
+    ("teacher still loading", spec(), status(Phase.teacher_starting), Observed(teacher=TEACHER_LOADING),
+     Phase.teacher_starting, {"teacher"}, (), (C.teacher_ready, "False", "Starting")),
+    ("teacher ready starts generation", spec(), status(Phase.teacher_starting), Observed(teacher=TEACHER_UP),
+     Phase.generating, {"generate", "teacher"}, (), (C.teacher_ready, "True", "Ready")),
+    ("endpoint teacher needs no deployment", spec(teacher=ENDPOINT), status(), Observed(), Phase.generating,
+     {"generate"}, (), (C.teacher_ready, "True", "ExternalEndpoint")),
+    ("shards running", spec(), status(Phase.generating),
+     Observed(teacher=TEACHER_UP, generate=job(succeeded=2, active=2)), Phase.generating, {"generate"}, (),
+     (C.data_generated, "False", "Generating")),
+    ("generation done: teacher removed, training starts", spec(), status(Phase.generating),
+     Observed(teacher=TEACHER_UP, generate=job(complete=True, succeeded=4, summaries=GEN_SUMMARY)),
+     Phase.training, {"train"}, ("teacher",), (C.data_generated, "True", "Completed")),
+    ("a failed shard fails the job", spec(), status(Phase.generating),
+     Observed(teacher=TEACHER_UP, generate=job(failed=True, reason="FailedIndexes", failed_indexes="2",
+                                               pod_error="teacher returned 500")),
+     Phase.failed, set(), ("teacher",), (C.data_generated, "False", "FailedIndexes")),
+    ("training running", spec(), status(Phase.training, C.data_generated), Observed(train=job(active=1)),
+     Phase.training, {"train"}, (), (C.student_trained, "False", "Training")),
+    ("training failed", spec(), status(Phase.training, C.data_generated),
+     Observed(train=job(failed=True, reason="BackoffLimitExceeded", pod_error="CUDA out of memory")),
+     Phase.failed, set(), (), (C.student_trained, "False", "BackoffLimitExceeded")),
+    ("training done starts evaluation", spec(), status(Phase.training, C.data_generated),
+     Observed(train=job(complete=True, summaries=({"train_loss": 1.25, "step": 30},))), Phase.evaluating,
+     {"evaluate"}, (), (C.student_trained, "True", "Completed")),
+    ("evaluation running", spec(), status(Phase.evaluating, C.data_generated, C.student_trained),
+     Observed(evaluate=job(active=1)), Phase.evaluating, {"evaluate"}, (), (C.evaluated, "False", "Evaluating")),
+    ("gate passed: succeeded", spec(), status(Phase.evaluating, C.data_generated, C.student_trained),
+     Observed(evaluate=job(complete=True, summaries=EVAL_PASS)), Phase.succeeded, set(), (),
+     (C.quality_gate_passed, "True", "GatePassed")),
+    ("gate failed (evaluator exits non-zero): failed", spec(),
+     status(Phase.evaluating, C.data_generated, C.student_trained),
+     Observed(evaluate=job(failed=True, reason="BackoffLimitExceeded", summaries=EVAL_FAIL)), Phase.failed, set(),
+     (), (C.quality_gate_passed, "False", "GateFailed")),
+    ("evaluator crashed", spec(), status(Phase.evaluating, C.data_generated, C.student_trained),
+     Observed(evaluate=job(failed=True, reason="DeadlineExceeded")), Phase.failed, set(), (),
+     (C.evaluated, "False", "DeadlineExceeded")),
+    ("no gate: succeeded", spec(evaluation={}), status(Phase.evaluating, C.data_generated, C.student_trained),
+     Observed(evaluate=job(complete=True, summaries=({"scores": {"student": 0.5}},))), Phase.succeeded, set(), (),
+     (C.quality_gate_passed, "True", "NoGate")),
+    ("suspend while generating", spec(suspend=True), status(Phase.generating, C.teacher_ready),
+     Observed(teacher=TEACHER_UP, generate=job(active=4)), Phase.suspended, set(), ("teacher",),
+     (C.teacher_ready, "False", "Suspended")),
+    ("resume waits for the teacher before the shards", spec(), status(Phase.suspended),
+     Observed(generate=job(suspended=True, succeeded=1)), Phase.teacher_starting, {"teacher"}, (),
+     (C.teacher_ready, "False", "Starting")),
+    ("resume with teacher up resumes shards", spec(), status(Phase.teacher_starting),
+     Observed(teacher=TEACHER_UP, generate=job(suspended=True, succeeded=1)), Phase.generating, {"generate"}, (),
+     (C.data_generated, "False", "Generating")),
+    ("resume while training", spec(), status(Phase.suspended, C.data_generated),
+     Observed(train=job(suspended=True)), Phase.training, {"train"}, (), (C.student_trained, "False", "Training")),
+    ("succeeded stays succeeded and removes a leftover teacher", spec(), status(Phase.succeeded),
+     Observed(teacher=TEACHER_UP), Phase.succeeded, set(), ("teacher",), None),
+    ("failed stays failed", spec(), status(Phase.failed, message="x"), Observed(), Phase.failed, set(), (), None),
+]
+
+
+@pytest.mark.parametrize(("case", "s", "st", "obs", "phase", "ensure", "delete", "cond"), TABLE,
+                         ids=[row[0] for row in TABLE])  # fmt: skip
+def test_transition(case, s, st, obs, phase, ensure, delete, cond):
+    step = decide(s, [], st, obs, NOW, "j")
+    assert step.phase is phase, step.message
+    assert ensure <= set(step.ensure), step.ensure
+    assert step.delete == delete
+    if cond is not None:
+        kind, value, reason = cond
+        found = [c for c in step.conditions if c.type == kind]
+        assert found, f"no {kind} in {step.conditions}"
+        assert (found[-1].status, found[-1].reason) == (value, reason)
+        assert found[-1].message
+
+
+def test_generation_progress_sums_the_shard_summaries():
+    step = decide(spec(), [], status(Phase.generating),
+                  Observed(teacher=TEACHER_UP, generate=job(complete=True, succeeded=4, summaries=GEN_SUMMARY * 2)),
+                  NOW, "j")  # fmt: skip
+    assert (step.progress["records"], step.progress["tokens"], step.progress["rejected"]) == (20, 200, 6)
+    assert step.progress["shards_done"] == 4
+    assert "generate" in step.finished_stages
+
+
+def test_failure_message_names_the_shard_and_the_error():
+    obs = Observed(teacher=TEACHER_UP, generate=job(failed=True, reason="FailedIndexes", failed_indexes="2",
+                                                    pod_error="teacher returned 500"))  # fmt: skip
+    step = decide(spec(), [], status(Phase.generating), obs, NOW, "j")
+    assert "2" in step.message and "teacher returned 500" in step.message
+
+
+def test_teacher_startup_timeout_fails_the_job():
+    started = (NOW - timedelta(seconds=601)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    st = DistillationJobStatus.model_validate({"phase": "TeacherStarting", "conditions": [
+        {"type": "TeacherReady", "status": "False", "reason": "Starting", "lastTransitionTime": started}]})  # fmt: skip
+    obs = Observed(teacher=TeacherState(exists=True, waiting_reason="CrashLoopBackOff"))
+    step = decide(spec(), [], st, obs, NOW, "j")
+    assert step.phase is Phase.failed
+    assert step.conditions[0].reason == "StartupTimeout"
+    assert "startupTimeoutSeconds" in step.message and "CrashLoopBackOff" in step.message
+    assert step.delete == ("teacher",)
+    still = decide(spec(), [], st, obs, NOW - timedelta(seconds=2), "j")
+    assert still.phase is Phase.teacher_starting
+
+
+def test_invalid_spec_fails_with_the_field_and_then_stays_quiet():
+    step = decide(None, ["spec.storage.pvc: is required in a cluster"], status(), Observed(), NOW, "j")
+    assert step.phase is Phase.failed and "spec.storage.pvc" in step.message
+    after = next_status(status(), step, NOW, 1)
+    again = decide(None, ["spec.storage.pvc: is required in a cluster"], after, Observed(), NOW, "j")
+    assert again.phase is Phase.failed and not again.ensure and not again.delete
+
+
+def test_suspend_suspends_only_running_jobs():
+    obs = Observed(generate=job(complete=True), train=job(active=1))
+    step = decide(spec(suspend=True), [], status(Phase.training, C.data_generated), obs, NOW, "j")
+    assert step.suspend == ("train",)
+
+
+def test_kueue_jobs_are_not_resumed_by_the_operator():
+    obs = Observed(train=job(suspended=True))
+    plain = decide(spec(), [], status(Phase.training, C.data_generated), obs, NOW, "j")
+    queued = decide(spec(queueName="q"), [], status(Phase.training, C.data_generated), obs, NOW, "j")
+    assert plain.resume == ("train",) and queued.resume == ()
+
+
+def test_ttl_after_finished():
+    done = status(Phase.succeeded, completionTime="2026-11-28T11:00:00Z")
+    assert decide(spec(ttlSecondsAfterFinished=3599), [], done, Observed(), NOW, "j").delete_self
+    waiting = decide(spec(ttlSecondsAfterFinished=3601), [], done, Observed(), NOW, "j")
+    assert not waiting.delete_self and waiting.requeue_after == pytest.approx(1)
+    assert not decide(spec(), [], done, Observed(), NOW, "j").delete_self
+
+
+def test_success_fills_evaluation_and_artifacts():
+    step = decide(spec(), [], status(Phase.evaluating, C.data_generated, C.student_trained),
+                  Observed(evaluate=job(complete=True, summaries=EVAL_PASS)), NOW, "j")  # fmt: skip
+    new = next_status(status(Phase.evaluating), step, NOW, 3)
+    assert new.evaluation.retention == 0.875 and new.evaluation.gate_passed is True
+    assert new.evaluation.student.score == 0.7
+    assert new.artifacts.report == "/data/jobs/j/reports/evaluation.json"
+    assert new.artifacts.student == "/data/jobs/j/student"
+    assert new.completion_time and new.observed_generation == 3
+
+
+def test_conditions_keep_their_transition_time_until_they_change():
+    first = next_status(status(), decide(spec(), [], status(), Observed(), NOW, "j"), NOW, 1)
+    later = NOW + timedelta(minutes=5)
+    second = next_status(first, decide(spec(), [], first, Observed(teacher=TEACHER_LOADING), later, "j"), later, 1)
+    (c1,), (c2,) = first.conditions, second.conditions
+    assert c1.last_transition_time == c2.last_transition_time == "2026-11-28T12:00:00Z"
+    ready = next_status(second, decide(spec(), [], second, Observed(teacher=TEACHER_UP), later, "j"), later, 1)
+    teacher = next(c for c in ready.conditions if c.type == C.teacher_ready)
+    assert teacher.status == "True" and teacher.last_transition_time == "2026-11-28T12:05:00Z"
+
+
+def test_events_for_phase_and_condition_changes():
+    old = status(Phase.generating)
+    new = next_status(old, decide(spec(), [], old, Observed(generate=job(failed=True, reason="FailedIndexes")),
+                                  NOW, "j"), NOW, 1)  # fmt: skip
+    got = {(e.type, e.reason) for e in events(old, new)}
+    assert ("Warning", "Failed") in got and ("Warning", "DataGeneratedFailedIndexes") in got
+    assert events(new, new) == []
