@@ -27,8 +27,7 @@ from distillery.api import DataSpec, TaskType
 # Built-in system prompts; `data.systemPrompt` replaces them. Short and explicit about the
 # answer format, so that `extract_answer` can find the answer in the teacher's text.
 DEFAULT_SYSTEM_PROMPTS: dict[TaskType, str | None] = {
-    TaskType.nli: "You judge whether a premise entails a hypothesis. "
-    "Answer with exactly one word: {labels}.",
+    TaskType.nli: "You judge whether a premise entails a hypothesis. Answer with exactly one word: {labels}.",
     TaskType.qa: "Answer the question. If a context is given, answer from it. Give a short answer.",
     TaskType.math: "Solve the problem step by step. End with a final line of the form 'Answer: <number>'.",
     TaskType.summarization: "Summarize the text faithfully in a few sentences.",
@@ -63,7 +62,9 @@ def _text_field(data: DataSpec, record: dict, attribute: str, required: bool) ->
             )
         return None
     if isinstance(value, (dict, list)):
-        raise RecordError(f"field {name!r} (data.fields.{attribute}) is a {type(value).__name__}; expected text")
+        raise RecordError(
+            f"field {name!r} (data.fields.{attribute}) is a {type(value).__name__}; expected text"
+        )
     return str(value)
 
 
@@ -96,9 +97,11 @@ def _conversation(data: DataSpec, record: dict) -> list[dict]:
             f"field {name!r} (data.fields.messages) must be a non-empty list of {{role, content}} messages"
         )
     for position, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("content"), str) or message.get(
-            "role"
-        ) not in ("system", "user", "assistant"):
+        if (
+            not isinstance(message, dict)
+            or not isinstance(message.get("content"), str)
+            or message.get("role") not in ("system", "user", "assistant")
+        ):
             raise RecordError(
                 f"field {name!r}[{position}] must be {{'role': system|user|assistant, 'content': text}}"
             )
@@ -149,8 +152,10 @@ def reference_of(data: DataSpec, record: dict) -> str | None:
         messages = record.get(data.fields.messages)
         if isinstance(messages, list) and messages:
             last = messages[-1]
-            if isinstance(last, dict) and last.get("role") == "assistant" and any(
-                isinstance(m, dict) and m.get("role") == "user" for m in messages
+            if (
+                isinstance(last, dict)
+                and last.get("role") == "assistant"
+                and any(isinstance(m, dict) and m.get("role") == "user" for m in messages)
             ):
                 return last.get("content")
     return None

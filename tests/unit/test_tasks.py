@@ -51,7 +51,9 @@ def test_qa_without_context_drops_the_context_block():
 
 def test_template_uses_any_record_field_and_names_a_missing_one():
     spec = data("summarization", promptTemplate="Title: {title}\n{prompt}", systemPrompt="")
-    assert build_messages(spec, {"title": "T", "prompt": "Body"}) == [{"role": "user", "content": "Title: T\nBody"}]
+    assert build_messages(spec, {"title": "T", "prompt": "Body"}) == [
+        {"role": "user", "content": "Title: T\nBody"}
+    ]
     with pytest.raises(RecordError, match=r"uses \{title\}.*no field 'title'"):
         build_messages(spec, {"prompt": "Body"})
 

@@ -1,15 +1,325 @@
-"""Placeholder: this entry point is filled by its own issue."""
+"""Teacher launch: the vLLM server command line, a local vLLM subprocess, or an external endpoint.
+
+One function (`vllm_server_args`) turns the spec into vLLM's arguments; the operator's
+teacher Deployment runs `python -m VLLM_MODULE <those args>`, and the local runner starts
+the same server as a subprocess (`local_vllm_server`, also used by evaluation to serve the
+student). Generation only ever sees a `TeacherConnection`: a base URL, a model name and an
+optional API key, whichever way the teacher is provided.
+
+    distillery teacher --job J --storage DIR [--port 8000]
+
+runs the server in the foreground (what a teacher pod could run).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from distillery.api import DistillationJob, TeacherSpec
+
+VLLM_MODULE = "vllm.entrypoints.openai.api_server"
+# The operator fills this from `teacher.endpoint.apiKeySecret` (a secretKeyRef, never copied).
+API_KEY_ENV = "DISTILLERY_TEACHER_API_KEY"
+# vLLM shuts down its engine processes on SIGTERM; a loaded GPU server can take a while.
+STOP_GRACE_SECONDS = 30.0
+LOG_TAIL_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class TeacherConnection:
+    """Where generation sends requests: an OpenAI-compatible base URL (ending in /v1) and a model name."""
+
+    base_url: str
+    model: str
+    api_key: str | None = None
+
+    def __repr__(self) -> str:  # never print the key
+        key = "set" if self.api_key else "none"
+        return f"TeacherConnection(base_url={self.base_url!r}, model={self.model!r}, api_key={key})"
+
+
+def teacher_connection(
+    teacher: TeacherSpec, base_url: str | None = None, environ: Mapping[str, str] = os.environ
+) -> TeacherConnection:
+    """The connection for a spec: its external endpoint (API key from DISTILLERY_TEACHER_API_KEY),
+    or the served model at `base_url` (e.g. the teacher Service's URL)."""
+    if teacher.endpoint is not None:
+        return TeacherConnection(
+            base_url=(base_url or teacher.endpoint.url).rstrip("/"),
+            model=teacher.endpoint.model,
+            api_key=environ.get(API_KEY_ENV) or None,
+        )
+    if not base_url:
+        raise ValueError("teacher.model is served by vLLM: give the server's base URL (e.g. --teacher-url)")
+    return TeacherConnection(base_url=base_url.rstrip("/"), model=teacher.served_model_name)
+
+
+def _server_args(
+    model: str,
+    served_model_name: str,
+    *,
+    host: str,
+    port: int,
+    dtype: str,
+    tensor_parallel_size: int = 1,
+    max_model_len: int | None = None,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    args = ["--model", model, "--served-model-name", served_model_name, "--host", host, "--port", str(port)]
+    args += ["--dtype", dtype]
+    if tensor_parallel_size > 1:
+        args += ["--tensor-parallel-size", str(tensor_parallel_size)]
+    if max_model_len is not None:
+        args += ["--max-model-len", str(max_model_len)]
+    return args + list(extra_args)
+
+
+def vllm_server_args(teacher: TeacherSpec, model: str, port: int = 8000) -> list[str]:
+    """Arguments after `python -m VLLM_MODULE` for this teacher; `model` is the resolved model path or id."""
+    return _server_args(
+        model,
+        teacher.served_model_name,
+        host="0.0.0.0",  # in a pod the Service reaches it on the pod IP
+        port=port,
+        dtype=teacher.dtype,
+        tensor_parallel_size=teacher.tensor_parallel_size,
+        max_model_len=teacher.max_model_len,
+        extra_args=teacher.extra_args,
+    )
+
+
+@dataclass(frozen=True)
+class VllmServer:
+    """A running local vLLM server."""
+
+    base_url: str
+    model: str
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def root_url(self) -> str:
+        return self.base_url.removesuffix("/v1")
+
+    def connection(self) -> TeacherConnection:
+        return TeacherConnection(self.base_url, self.model)
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(log_tail(self.log_path).splitlines()[-lines:])
+
+
+class ServerStartError(RuntimeError):
+    """vLLM exited or did not become ready in time; the message carries the end of its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def log_tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - chars))
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return "(no log)"
+
+
+def _get_json(url: str, timeout: float = 5.0) -> object | None:
+    """GET url; the parsed JSON body on 200, None on any failure (the caller retries until its deadline)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body = response.read()
+            return json.loads(body) if body.strip() else {}
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def wait_until_ready(
+    base_url: str,
+    model: str,
+    deadline: float,
+    process: subprocess.Popen | None = None,
+    log_path: Path | None = None,
+) -> None:
+    """Wait for GET /health to answer and /v1/models to list `model`; fail early when `process` dies."""
+    root = base_url.removesuffix("/v1")
+    last = "no answer on /health yet"
+    while True:
+        if process is not None and process.poll() is not None:
+            tail = log_tail(log_path) if log_path else ""
+            raise ServerStartError(
+                f"vLLM exited with code {process.returncode} while starting; log tail:\n{tail}"
+            )
+        if _get_json(f"{root}/health") is not None:
+            models = _get_json(f"{base_url}/models")
+            served = [m.get("id") for m in (models or {}).get("data", [])] if isinstance(models, dict) else []
+            if model in served:
+                return
+            last = f"/v1/models lists {served}, not {model!r}"
+        if time.monotonic() >= deadline:
+            tail = log_tail(log_path) if log_path else ""
+            raise ServerStartError(f"vLLM at {base_url} was not ready in time ({last}); log tail:\n{tail}")
+        time.sleep(0.5)  # poll interval of the readiness loop (bounded by the deadline above)
+
+
+def stop_process(process: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM the process group (vLLM runs its engine in child processes), SIGKILL after `grace` seconds."""
+    if process.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@contextlib.contextmanager
+def local_vllm_server(
+    model: str,
+    served_model_name: str,
+    *,
+    port: int | None = None,
+    dtype: str = "auto",
+    max_model_len: int | None = None,
+    extra_args: Sequence[str] = (),
+    startup_timeout: float = 600,
+    log_path: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    tensor_parallel_size: int = 1,
+) -> Iterator[VllmServer]:
+    """Start `python -m VLLM_MODULE` on 127.0.0.1, wait until it serves `served_model_name`, stop it on exit.
+
+    `env` is added to this process's environment (e.g. VLLM_CPU_KVCACHE_SPACE). The server's
+    output goes to `log_path` (a temporary file when empty); a failed start raises
+    ServerStartError with the end of that log.
+    """
+    port = port or free_port()
+    if log_path is None:
+        handle, name = tempfile.mkstemp(prefix="vllm-", suffix=".log")
+        os.close(handle)
+        log_path = Path(name)
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        VLLM_MODULE,
+        *_server_args(
+            model,
+            served_model_name,
+            host="127.0.0.1",
+            port=port,
+            dtype=dtype,
+            tensor_parallel_size=tensor_parallel_size,
+            max_model_len=max_model_len,
+            extra_args=extra_args,
+        ),
+    ]
+    base_url = f"http://127.0.0.1:{port}/v1"
+    print(
+        f"teacher: starting vLLM for {served_model_name!r} on {base_url} (log: {log_path})", file=sys.stderr
+    )
+    started = time.monotonic()
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # its own process group, so stop_process reaches the engine workers
+        )
+    try:
+        wait_until_ready(base_url, served_model_name, started + startup_timeout, process, log_path)
+        print(f"teacher: vLLM ready in {time.monotonic() - started:.0f}s", file=sys.stderr)
+        yield VllmServer(base_url=base_url, model=served_model_name, process=process, log_path=log_path)
+    finally:
+        stop_process(process)
+
+
+@contextlib.contextmanager
+def serve_teacher(
+    spec: DistillationJob | TeacherSpec,
+    storage_root: Path,
+    *,
+    port: int | None = None,
+    log_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[TeacherConnection]:
+    """The teacher for the local runner: its external endpoint as is, or its model served by a local vLLM."""
+    from distillery.storage import Layout, resolve_model
+
+    teacher = spec.spec.teacher if isinstance(spec, DistillationJob) else spec
+    if teacher.endpoint is not None:
+        yield teacher_connection(teacher)
+        return
+    if log_path is None and isinstance(spec, DistillationJob):
+        log_path = Layout(Path(storage_root), spec.metadata.name or "job").work / "logs" / "teacher.log"
+    with local_vllm_server(
+        resolve_model(Path(storage_root), teacher.model or ""),
+        teacher.served_model_name,
+        port=port,
+        dtype=teacher.dtype,
+        max_model_len=teacher.max_model_len,
+        extra_args=teacher.extra_args,
+        startup_timeout=teacher.startup_timeout_seconds,
+        log_path=log_path,
+        env=env,
+        tensor_parallel_size=teacher.tensor_parallel_size,
+    ) as server:
+        yield server.connection()
+
+
+# ------------------------------------------------------------------ CLI
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    from distillery.cli import add_job_argument
+
+    add_job_argument(parser)
+    parser.add_argument("--storage", default=".", metavar="DIR", help="the job's storage root (default: .)")
+    parser.add_argument("--port", type=int, default=8000, help="port vLLM listens on (default: 8000)")
+    parser.add_argument("--dry-run", action="store_true", help="print the vLLM command instead of running it")
 
 
 def main(args: argparse.Namespace) -> int:
-    print("distillery: this command is not implemented yet", file=sys.stderr)
-    return 2
+    from distillery.cli import job_from_argument
+    from distillery.storage import resolve_model
+
+    job = job_from_argument(args.job)
+    teacher = job.spec.teacher
+    if teacher.endpoint is not None:
+        print(
+            f"distillery teacher: teacher.endpoint is set ({teacher.endpoint.url}); there is no model to serve",
+            file=sys.stderr,
+        )
+        return 2
+    model = resolve_model(Path(args.storage), teacher.model or "")
+    command = [sys.executable, "-m", VLLM_MODULE, *vllm_server_args(teacher, model, port=args.port)]
+    print(" ".join(command), file=sys.stderr, flush=True)
+    if args.dry_run:
+        return 0
+    # Replace this process: the pod's signals (SIGTERM on scale-down) go straight to vLLM.
+    os.execv(sys.executable, command)
+    return 0  # not reached

@@ -1,0 +1,253 @@
+"""An OpenAI-compatible chat-completions client: bounded concurrency, per-request timeout, retries.
+
+Shared by generation (the teacher writes the data) and evaluation (every compared model
+answers the validation prompts). Plain `httpx.AsyncClient` over one pooled connection per
+request in flight: the same transport the `openai` package uses, without its per-call
+model validation, which matters when the client shares a few CPU cores with the server.
+
+Retries: timeouts, dropped connections, HTTP 429 and 5xx are retried with exponential
+backoff and jitter (a `Retry-After` header is honoured); other 4xx answers (a wrong model
+name, a prompt too long) are final. The concurrency slot is released while backing off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from distillery.stages.teacher import TeacherConnection
+
+# Backoff of retry n (0-based): between half and all of min(cap, base * 2**n) seconds.
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_CAP_SECONDS = 30.0
+ERROR_BODY_CHARS = 300
+TOKEN_ID_PREFIX = "token_id:"
+
+
+class RequestFailed(Exception):
+    """A request that got no usable answer; `kind` is a short label (timeout, connection, http_404, ...)."""
+
+    def __init__(self, kind: str, message: str, retryable: bool):
+        super().__init__(message)
+        self.kind = kind
+        self.retryable = retryable
+
+
+@dataclass
+class ChatChoice:
+    text: str
+    finish_reason: str | None
+    completion_tokens: int | None
+    logprobs: list[dict] | None = None
+
+
+@dataclass
+class ChatResult:
+    choices: list[ChatChoice]
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    attempts: int = 1
+    model: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def backoff_delay(attempt: int, rng: random.Random | None = None, retry_after: float | None = None) -> float:
+    """Seconds to wait before retry `attempt` (0-based): exponential, capped, with "equal jitter"
+    (half fixed, half random) so that many shards retrying at once spread out but still back off."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
+    delay = ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, BACKOFF_CAP_SECONDS))
+    return delay
+
+
+def parse_logprobs(content: list[dict]) -> list[dict]:
+    """vLLM's per-token logprobs (tokens as `token_id:N`, from `return_tokens_as_token_ids`)
+    -> [{"token_id", "logprob", "top": [[id, logprob], ...]}], the stored record format."""
+
+    def token_id(token: str) -> int:
+        if not token.startswith(TOKEN_ID_PREFIX):
+            raise RequestFailed(
+                "bad_logprobs",
+                f"the teacher returned logprob tokens as text ({token!r}); top-k logprobs need a vLLM "
+                "teacher that honours return_tokens_as_token_ids",
+                retryable=False,
+            )
+        return int(token[len(TOKEN_ID_PREFIX) :])
+
+    return [
+        {
+            "token_id": token_id(entry["token"]),
+            "logprob": entry["logprob"],
+            "top": [[token_id(top["token"]), top["logprob"]] for top in entry.get("top_logprobs") or ()],
+        }
+        for entry in content
+    ]
+
+
+def _error_message(response: Any) -> str:
+    try:
+        body = response.json()
+        error = body.get("error", body) if isinstance(body, dict) else body
+        text = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+    except ValueError:
+        text = response.text
+    return " ".join(str(text).split())[:ERROR_BODY_CHARS]
+
+
+def _retry_after(response: Any) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class ChatClient:
+    """Async chat completions against one OpenAI-compatible server. Use as `async with`.
+
+    `observer(outcome, seconds)` is called for every attempt: outcome "ok" (seconds = latency),
+    "retry" or "error" (seconds = None); generation feeds its Prometheus metrics from it.
+    """
+
+    def __init__(
+        self,
+        connection: TeacherConnection,
+        *,
+        concurrency: int,
+        timeout: float,
+        max_retries: int,
+        observer: Callable[[str, float | None], None] | None = None,
+        rng: random.Random | None = None,
+    ):
+        self.connection = connection
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.observer = observer or (lambda outcome, seconds: None)
+        self.rng = rng or random.Random()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._http: Any = None
+
+    async def __aenter__(self) -> ChatClient:
+        import httpx
+
+        headers = {"Content-Type": "application/json"}
+        if self.connection.api_key:
+            headers["Authorization"] = f"Bearer {self.connection.api_key}"
+        self._http = httpx.AsyncClient(
+            base_url=self.connection.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 30.0)),
+            limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._http.aclose()
+
+    async def list_models(self) -> list[str]:
+        """Model ids the server lists on GET /models; raises RequestFailed (one attempt)."""
+        response = await self._send("GET", "/models", None)
+        if response.status_code != 200:
+            raise RequestFailed(
+                f"http_{response.status_code}",
+                f"GET {self.connection.base_url}/models: HTTP {response.status_code}: {_error_message(response)}",
+                retryable=response.status_code == 429 or response.status_code >= 500,
+            )
+        return [str(m.get("id")) for m in response.json().get("data", [])]
+
+    async def complete(self, messages: list[dict], **params: Any) -> ChatResult:
+        """One chat completion (all `n` choices), retried as the module docstring says."""
+        body = {"model": self.connection.model, "messages": messages, **params}
+        payload = json.dumps(body, ensure_ascii=False).encode()
+        attempt = 0
+        while True:
+            retry_after = None
+            started = time.monotonic()
+            try:
+                async with self._slots:
+                    response = await self._send("POST", "/chat/completions", payload)
+                    if response.status_code == 200:
+                        result = self._parse(response.json(), time.monotonic() - started)
+                        result.attempts = attempt + 1
+                        self.observer("ok", result.latency_s)
+                        return result
+                status = response.status_code
+                retry_after = _retry_after(response)
+                failure = RequestFailed(
+                    f"http_{status}",
+                    f"HTTP {status} from the teacher: {_error_message(response)}",
+                    retryable=status == 429 or status >= 500,
+                )
+            except RequestFailed as error:
+                failure = error
+            except ValueError as error:  # a 200 whose body is not the JSON it should be
+                failure = RequestFailed(
+                    "bad_response", f"unreadable response from the teacher: {error}", True
+                )
+            if not failure.retryable or attempt >= self.max_retries:
+                self.observer("error", None)
+                if attempt:
+                    failure.args = (f"{failure.args[0]} (after {attempt + 1} attempts)",)
+                raise failure
+            self.observer("retry", None)
+            await asyncio.sleep(backoff_delay(attempt, self.rng, retry_after))
+            attempt += 1
+
+    async def _send(self, method: str, path: str, payload: bytes | None) -> Any:
+        import httpx
+
+        try:
+            # wait_for bounds the whole request; httpx's timeout alone bounds each read.
+            return await asyncio.wait_for(self._http.request(method, path, content=payload), self.timeout)
+        except (asyncio.TimeoutError, httpx.TimeoutException):
+            raise RequestFailed(
+                "timeout", f"no answer from the teacher within {self.timeout:g}s", True
+            ) from None
+        except httpx.TransportError as error:
+            raise RequestFailed(
+                "connection",
+                f"connection to {self.connection.base_url} failed: {type(error).__name__}: {error}".rstrip(
+                    ": "
+                ),
+                True,
+            ) from None
+
+    @staticmethod
+    def _parse(body: dict, latency_s: float) -> ChatResult:
+        try:
+            raw_choices = sorted(body["choices"], key=lambda c: c.get("index", 0))
+            usage = body.get("usage") or {}
+            choices = []
+            for choice in raw_choices:
+                content = (choice.get("logprobs") or {}).get("content")
+                logprobs = parse_logprobs(content) if content is not None else None
+                choices.append(
+                    ChatChoice(
+                        text=choice["message"].get("content") or "",
+                        finish_reason=choice.get("finish_reason"),
+                        completion_tokens=len(logprobs) if logprobs is not None else None,
+                        logprobs=logprobs,
+                    )
+                )
+        except (KeyError, TypeError, AttributeError) as error:
+            raise RequestFailed(
+                "bad_response", f"the teacher's answer lacks {error}", retryable=False
+            ) from None
+        completion = int(usage.get("completion_tokens") or 0)
+        if len(choices) == 1 and choices[0].completion_tokens is None:
+            choices[0].completion_tokens = completion
+        return ChatResult(
+            choices=choices,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=completion,
+            latency_s=latency_s,
+            model=body.get("model"),
+        )
