@@ -18,6 +18,13 @@ Generated record format (one JSON object per line, `generated/<split>/shard-K-of
     latency_ms     wall time of the request that produced it
     logprobs       null, or one entry per response token:
                    {"token_id": int, "logprob": float, "top": [[token_id, logprob], ...]}
+    line           1-based line of the input record in its JSONL file (what resume keys on)
+    sample         0-based sample number of this response (< samplesPerPrompt)
+
+Rejected records (`shard-K-of-N.rejected.jsonl`) have the same fields plus
+`reject_reason` (truncated, too_short, too_long, wrong_answer, duplicate) and
+`reject_detail` (for a person). A split of a shard is complete exactly when its
+`shard-K-of-N.summary.json` exists; until then its files end in `.partial`.
 """
 
 from __future__ import annotations
