@@ -1,0 +1,187 @@
+"""Records -> training examples, batches and the loss wrapper of the training stage (no training runs)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from distillery.api import DistillationJob
+from distillery.stages.train_data import (
+    IGNORE,
+    collate,
+    encode,
+    length_grouped_batches,
+    read_records,
+    record_files,
+)
+
+pytestmark = pytest.mark.unit
+
+MESSAGES = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What is 2+3?"}]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from make_tiny_models import build_tokenizer  # hack/ is on sys.path (tests/conftest.py)
+
+    return build_tokenizer(600)
+
+
+def _teacher_logprobs(tokenizer, response: str, with_stop: bool) -> list[dict]:
+    ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    if with_stop:  # a server may report the stop token it sampled
+        ids = [*ids, tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    return [{"token_id": i, "logprob": -0.1, "top": [[i, -0.1], [7, -2.5]]} for i in ids]
+
+
+def test_loss_is_on_the_answer_and_the_stop_token_only(tokenizer):
+    example = encode({"messages": MESSAGES, "response": "The answer is 5."}, tokenizer, 512)
+    prompt = tokenizer.decode(example.input_ids[: example.prompt_length])
+    learned = tokenizer.decode(example.input_ids[example.prompt_length :])
+    assert prompt.endswith("<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n")
+    assert learned == "The answer is 5.<|im_end|>\n"
+    # Tokenized exactly as a server tokenizes the prompt at inference:
+    served = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
+    assert example.input_ids[: example.prompt_length] == tokenizer(served, add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize("with_stop", [False, True])
+def test_teacher_tokens_line_up_with_their_top_k(tokenizer, with_stop):
+    record = {
+        "messages": MESSAGES,
+        "response": "The answer is 5.",
+        "logprobs": _teacher_logprobs(tokenizer, "The answer is 5.", with_stop),
+    }
+    plain = encode(record, tokenizer, 512)
+    teacher = encode(record, tokenizer, 512, use_teacher_tokens=True)
+    assert plain.teacher_top == {}
+    assert teacher.input_ids == plain.input_ids  # the stop token is not doubled
+    assert len(teacher.teacher_top) == len(record["logprobs"])
+    for position, top in teacher.teacher_top.items():
+        assert top[0][0] == teacher.input_ids[position]  # each top-k sits at the token it scored
+        assert position >= teacher.prompt_length
+
+
+def test_truncation_drops_what_does_not_fit(tokenizer):
+    record = {"messages": MESSAGES, "response": "one two three four five six seven eight nine ten"}
+    record["logprobs"] = _teacher_logprobs(tokenizer, record["response"], False)
+    full = encode(record, tokenizer, 512, use_teacher_tokens=True)
+    cut = encode(record, tokenizer, full.prompt_length + 3, use_teacher_tokens=True)
+    assert len(cut.input_ids) == full.prompt_length + 3
+    assert sorted(cut.teacher_top) == [full.prompt_length, full.prompt_length + 1, full.prompt_length + 2]
+    assert encode(record, tokenizer, full.prompt_length) is None  # no room left for an answer
+
+
+def test_record_files_skip_rejected_and_errors_name_the_line(tmp_path):
+    (tmp_path / "shard-00000-of-00002.jsonl").write_text(json.dumps({"messages": [], "response": "a"}) + "\n\n")
+    (tmp_path / "shard-00000-of-00002.rejected.jsonl").write_text("{}\n")
+    (tmp_path / "shard-00001-of-00002.jsonl").write_text('{"messages": []}\n')
+    files = record_files(tmp_path)
+    assert [f.name for f in files] == ["shard-00000-of-00002.jsonl", "shard-00001-of-00002.jsonl"]
+    assert record_files(tmp_path / "absent") == []
+    with pytest.raises(ValueError, match=r"shard-00001-of-00002.jsonl:1: expected 'messages'"):
+        list(read_records(files))
+
+
+def test_length_grouped_batches_cover_everything_once_and_cut_padding():
+    import random
+
+    rng = random.Random(0)
+    lengths = [rng.randint(10, 400) for _ in range(1000)]
+    batches = length_grouped_batches(lengths, 8, seed=1, epoch=0)
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    assert batches == length_grouped_batches(lengths, 8, seed=1, epoch=0)  # resumable: same order again
+    assert batches != length_grouped_batches(lengths, 8, seed=1, epoch=1)  # reshuffled each epoch
+
+    def padding(groups):
+        computed = sum(len(b) * max(lengths[i] for i in b) for b in groups)
+        return 1 - sum(lengths) / computed
+
+    order = list(range(1000))
+    rng.shuffle(order)
+    random_batches = [order[i : i + 8] for i in range(0, 1000, 8)]
+    assert padding(batches) < 0.05 < 0.3 < padding(random_batches)
+
+
+def test_collate_pads_and_maps_teacher_rows(tokenizer):
+    short = encode({"messages": MESSAGES, "response": "5"}, tokenizer, 512)
+    record = {"messages": MESSAGES, "response": "It is 5."}
+    record["logprobs"] = _teacher_logprobs(tokenizer, record["response"], False)
+    scored = encode(record, tokenizer, 512, use_teacher_tokens=True)
+    batch = collate([short, scored], pad_id=0)
+    width = max(len(short.input_ids), len(scored.input_ids))
+    assert batch["input_ids"].shape == (2, width)
+    assert batch["real_tokens"] == len(short.input_ids) + len(scored.input_ids)
+    assert batch["loss_tokens"] == short.loss_tokens + scored.loss_tokens
+    assert (batch["labels"][0, : short.prompt_length] == IGNORE).all()
+    assert (batch["labels"][0, len(short.input_ids) :] == IGNORE).all()  # padding has no loss
+    rows = batch["kd_slot"][1][batch["kd_slot"][1] >= 0]
+    assert rows.tolist() == list(range(len(record["logprobs"])))
+    assert (batch["kd_slot"][0] == -1).all()
+    assert batch["top_ids"].shape == (len(record["logprobs"]), 2)
+
+
+def test_loss_on_answer_positions_equals_the_models_own_loss(tokenizer):
+    """The trainer runs the LM head only where there are labels; the result must be the usual loss."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from distillery.stages.trainer import CausalLMLoss
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, num_attention_heads=2, num_key_value_heads=2,
+                         num_hidden_layers=1, intermediate_size=128, tie_word_embeddings=True)  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    examples = [
+        encode({"messages": MESSAGES, "response": text}, tokenizer, 512) for text in ("5", "Five, I think.")
+    ]
+    batch = collate(examples, pad_id=0)
+    ce_sum, kd_sum = CausalLMLoss(model)(**{k: batch[k] for k in ("input_ids", "attention_mask", "labels",
+                                                               "kd_slot", "top_ids", "top_logprobs")})  # fmt: skip
+    reference = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    assert torch.isclose(ce_sum / batch["loss_tokens"], reference.loss, atol=1e-5)
+    assert kd_sum.item() == 0.0
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    from distillery.stages.trainer import lr_factor
+
+    factors = [lr_factor(step, total=10, warmup=2) for step in range(10)]
+    assert factors[:2] == [0.5, 1.0]
+    assert all(a >= b for a, b in zip(factors[1:], factors[2:], strict=False))
+    assert lr_factor(10, total=10, warmup=2) == 0.0
+
+
+def _job(gpus: int) -> DistillationJob:
+    return DistillationJob.model_validate({
+        "metadata": {"name": "demo", "namespace": "ml"},
+        "spec": {
+            "teacher": {"model": "models/teacher"},
+            "student": {"model": "models/student"},
+            "data": {"taskType": "qa", "train": "train.jsonl"},
+            "training": {"gpus": gpus, "learningRate": 1e-4},
+        },
+    })  # fmt: skip
+
+
+def test_train_command_uses_torchrun_for_several_gpus():
+    from distillery.cli import job_from_argument
+    from distillery.stages.train import train_command
+
+    single = train_command(_job(1), "/data")
+    assert single[:2] == ["distillery", "train"]
+    assert single[single.index("--storage") + 1] == "/data"
+    assert job_from_argument(single[single.index("--job") + 1]).spec == _job(1).spec
+
+    multi = train_command(_job(4), "/data")
+    assert multi[:5] == ["torchrun", "--standalone", "--nproc_per_node=4", "--module", "distillery.cli"]
+    assert multi[5:7] == ["train", "--job"]
+    assert job_from_argument(multi[multi.index("--job") + 1]).spec.training.gpus == 4
+
+
+def test_train_cli_parses_its_arguments():
+    from distillery.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--job", "job.yaml", "--storage", "/data", "--metrics-port", "9090"])
+    assert (args.job, args.storage, args.metrics_port) == ("job.yaml", "/data", 9090)
