@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -44,7 +45,9 @@ def test_loss_is_on_the_answer_and_the_stop_token_only(tokenizer):
     assert learned == "The answer is 5.<|im_end|>\n"
     # Tokenized exactly as a server tokenizes the prompt at inference:
     served = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
-    assert example.input_ids[: example.prompt_length] == tokenizer(served, add_special_tokens=False)["input_ids"]
+    assert (
+        example.input_ids[: example.prompt_length] == tokenizer(served, add_special_tokens=False)["input_ids"]
+    )
 
 
 @pytest.mark.parametrize("with_stop", [False, True])
@@ -75,7 +78,9 @@ def test_truncation_drops_what_does_not_fit(tokenizer):
 
 
 def test_record_files_skip_rejected_and_errors_name_the_line(tmp_path):
-    (tmp_path / "shard-00000-of-00002.jsonl").write_text(json.dumps({"messages": [], "response": "a"}) + "\n\n")
+    (tmp_path / "shard-00000-of-00002.jsonl").write_text(
+        json.dumps({"messages": [], "response": "a"}) + "\n\n"
+    )
     (tmp_path / "shard-00000-of-00002.rejected.jsonl").write_text("{}\n")
     (tmp_path / "shard-00001-of-00002.jsonl").write_text('{"messages": []}\n')
     files = record_files(tmp_path)
@@ -139,7 +144,9 @@ def test_loss_on_answer_positions_equals_the_models_own_loss(tokenizer):
     batch = collate(examples, pad_id=0)
     ce_sum, kd_sum = CausalLMLoss(model)(**{k: batch[k] for k in ("input_ids", "attention_mask", "labels",
                                                                "kd_slot", "top_ids", "top_logprobs")})  # fmt: skip
-    reference = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    reference = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+    )
     assert torch.isclose(ce_sum / batch["loss_tokens"], reference.loss, atol=1e-5)
     assert kd_sum.item() == 0.0
 
@@ -149,7 +156,7 @@ def test_learning_rate_warms_up_then_decays_to_zero():
 
     factors = [lr_factor(step, total=10, warmup=2) for step in range(10)]
     assert factors[:2] == [0.5, 1.0]
-    assert all(a >= b for a, b in zip(factors[1:], factors[2:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(factors))
     assert lr_factor(10, total=10, warmup=2) == 0.0
 
 
@@ -183,5 +190,7 @@ def test_train_command_uses_torchrun_for_several_gpus():
 def test_train_cli_parses_its_arguments():
     from distillery.cli import build_parser
 
-    args = build_parser().parse_args(["train", "--job", "job.yaml", "--storage", "/data", "--metrics-port", "9090"])
+    args = build_parser().parse_args(
+        ["train", "--job", "job.yaml", "--storage", "/data", "--metrics-port", "9090"]
+    )
     assert (args.job, args.storage, args.metrics_port) == ("job.yaml", "/data", 9090)

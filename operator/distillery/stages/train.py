@@ -59,7 +59,7 @@ def train_command(job: DistillationJob, storage: str, metrics_port: int = METRIC
 
 
 def job_name(job: DistillationJob) -> str:
-    return job.metadata.name or "default"
+    return job.metadata.name or "job"  # as the generate stage names it
 
 
 def _refuse(field: str, message: str) -> InvalidJob:
