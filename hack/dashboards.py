@@ -84,8 +84,10 @@ def graph(title, description, unit, *queries, width=8, height=8, stack=False, mi
 
 def _thresholds(*steps):
     """Absolute thresholds from (value, colour) pairs; the first value is the base (None)."""
-    return dashboard.ThresholdsConfig().mode(dashboard_models.ThresholdsMode.ABSOLUTE).steps(
-        [dashboard_models.Threshold(value=value, color=color) for value, color in steps]
+    return (
+        dashboard.ThresholdsConfig()
+        .mode(dashboard_models.ThresholdsMode.ABSOLUTE)
+        .steps([dashboard_models.Threshold(value=value, color=color) for value, color in steps])
     )
 
 
@@ -151,17 +153,19 @@ def overview() -> dashboard.Dashboard:
     board = (
         dashboard.Dashboard("Distillery / Overview")
         .uid("distillery-overview")
-        .description("DistillationJobs by phase and progress; generation, training and evaluation; operator health.")
+        .description(
+            "DistillationJobs by phase and progress; generation, training and evaluation; operator health."
+        )
         .tags(["distillery", "llm", "kubernetes"])
         .editable()
         .refresh("30s")
         .time("now-6h", "now")
         .timezone("browser")
-        .with_variable(
-            dashboard.DatasourceVariable("datasource").label("Data source").type("prometheus")
-        )
+        .with_variable(dashboard.DatasourceVariable("datasource").label("Data source").type("prometheus"))
         .with_variable(_label_variable("namespace", "Namespace", "distillery_job_phase"))
-        .with_variable(_label_variable("job", "DistillationJob", 'distillery_job_phase{namespace=~"$namespace"}'))
+        .with_variable(
+            _label_variable("job", "DistillationJob", 'distillery_job_phase{namespace=~"$namespace"}')
+        )
     )
 
     board = board.with_row(dashboard.Row("Jobs"))
@@ -176,7 +180,11 @@ def overview() -> dashboard.Dashboard:
             "Pending or Suspended DistillationJobs (all namespaces).",
             'sum(distillery_jobs{phase=~"Pending|Suspended"})',
         ),
-        single("Succeeded jobs", "DistillationJobs that finished and passed.", 'sum(distillery_jobs{phase="Succeeded"})'),
+        single(
+            "Succeeded jobs",
+            "DistillationJobs that finished and passed.",
+            'sum(distillery_jobs{phase="Succeeded"})',
+        ),
         single(
             "Failed jobs",
             "DistillationJobs in phase Failed: `kubectl describe dj` says why.",
@@ -428,7 +436,9 @@ def variable_selectors(board: dict) -> list[tuple[str, str]]:
             query = query.get("query", "") if isinstance(query, dict) else query
             match = _LABEL_VALUES.match(query)
             if not match:
-                raise ValueError(f"variable {variable['name']}: expected label_values(selector, label), got {query!r}")
+                raise ValueError(
+                    f"variable {variable['name']}: expected label_values(selector, label), got {query!r}"
+                )
             found.append((variable["name"], match["selector"]))
     return found
 
@@ -494,7 +504,9 @@ def alert_rules(path: Path = ALERTS_FILE) -> list[dict]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="only report stale files")
     args = parser.parse_args()
     stale = []

@@ -59,9 +59,9 @@ def test_alert_parses_uses_exported_metrics_and_says_what_to_do(rule):
 
 def test_the_check_catches_what_it_should():
     """The checks above fail on a misspelt metric and on broken PromQL."""
-    assert unknown_metrics('sum(rate(distillery_generation_request_total{job=~"$job"}[$__rate_interval]))') == {
-        "distillery_generation_request_total"
-    }
+    assert unknown_metrics(
+        'sum(rate(distillery_generation_request_total{job=~"$job"}[$__rate_interval]))'
+    ) == {"distillery_generation_request_total"}
     assert unknown_metrics("distillery_jobs_total") == {"distillery_jobs_total"}
     with pytest.raises(ValueError):
         promql_parser.parse("sum by (phase (distillery_jobs)")

@@ -1,0 +1,365 @@
+"""The Helm chart, rendered by the real helm (hack/install-tools.sh): lint --strict, every
+rendered object valid against the upstream schemas (Kubernetes, Prometheus Operator), and
+the properties the issue asks for (CRD = crds/, hardened operator pod, documented values)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from functools import cache
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from dashboards import alert_rules
+from tests.tools import helm_binary
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "distillery"
+FULL = CHART / "ci" / "full-values.yaml"
+KUBERNETES_VERSION = "1.31.0"
+NAMESPACE = "distillery-system"
+VALUE_SETS = {"defaults": [], "full": ["-f", str(FULL)]}
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=120, check=check)
+
+
+@cache
+def render(values: str, *extra: str) -> tuple[dict, ...]:
+    """helm template with one of VALUE_SETS (plus extra args), CRDs included."""
+    result = helm(
+        "template",
+        "distillery",
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "--include-crds",
+        *VALUE_SETS[values],
+        *extra,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def find(docs, kind: str, name_suffix: str = "") -> dict:
+    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)]
+    assert len(matches) == 1, (
+        f"expected one {kind} *{name_suffix}, got {[d['metadata']['name'] for d in matches]}"
+    )
+    return matches[0]
+
+
+# ------------------------------------------------------------------ lint and schemas
+
+
+@pytest.mark.parametrize("values", VALUE_SETS)
+def test_helm_lint_strict(values):
+    result = helm("lint", "--strict", str(CHART), "--namespace", NAMESPACE, *VALUE_SETS[values], check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _prometheus_operator_model(kind: str):
+    from cloudcoil.models.prometheus_operator import v1
+
+    return getattr(v1, kind)
+
+
+def _dropped_fields(given, kept, path="") -> list[str]:
+    """Paths in `given` that a model round trip dropped: fields the schema does not know."""
+    if isinstance(given, dict):
+        assert isinstance(kept, dict), path
+        dropped = [f"{path}.{key}" for key in given if key not in kept]
+        return dropped + [
+            p for key in given if key in kept for p in _dropped_fields(given[key], kept[key], f"{path}.{key}")
+        ]
+    if isinstance(given, list):
+        return [
+            p
+            for i, (g, k) in enumerate(zip(given, kept, strict=True))
+            for p in _dropped_fields(g, k, f"{path}[{i}]")
+        ]
+    return []
+
+
+def validate(doc: dict) -> None:
+    """Validate one rendered object against its upstream schema, refusing unknown fields."""
+    if doc["apiVersion"] == "monitoring.coreos.com/v1":
+        model = _prometheus_operator_model(doc["kind"]).model_validate(doc)
+        kept = model.model_dump(by_alias=True, exclude_unset=True, mode="json")
+        dropped = _dropped_fields(doc, kept)
+        assert not dropped, f"{doc['kind']}: fields unknown to the Prometheus Operator's CRD: {dropped}"
+    else:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("values", VALUE_SETS)
+def test_rendered_objects_validate_against_upstream_schemas(values):
+    docs = render(values)
+    for doc in docs:
+        try:
+            validate(doc)
+        except Exception as error:  # name the object: a bare schema error does not
+            raise AssertionError(f"{doc['kind']}/{doc['metadata']['name']}: {error}") from error
+
+
+def test_schema_validation_catches_mistakes():
+    """validate() fails on an unknown field and on a wrong type, for both kinds of schema."""
+    monitor = json.loads(json.dumps(find(render("full"), "ServiceMonitor")))
+    monitor["spec"]["endpoints"][0]["honourLabels"] = True
+    with pytest.raises(AssertionError, match="honourLabels"):
+        validate(monitor)
+    deployment = json.loads(json.dumps(find(render("defaults"), "Deployment")))
+    deployment["spec"]["replicas"] = "one"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(deployment)
+
+
+def test_default_render_has_exactly_the_core_objects():
+    kinds = sorted(d["kind"] for d in render("defaults"))
+    expected = sorted(
+        ["CustomResourceDefinition", "Deployment", "ServiceAccount", "ClusterRoleBinding", "Service"]
+        + (["ClusterRole"] if (CHART / "templates" / "clusterrole.yaml").exists() else [])
+    )
+    assert kinds == expected
+
+
+def test_full_render_has_every_optional_object():
+    kinds = {d["kind"] for d in render("full")}
+    assert kinds >= {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"}
+
+
+# ------------------------------------------------------------------ CRDs
+
+
+def test_chart_crds_are_the_generated_crds():
+    ours = sorted(p.name for p in (CHART / "crds").iterdir())
+    theirs = sorted(p.name for p in (ROOT / "crds").iterdir())
+    assert ours == theirs
+    for name in ours:
+        assert (CHART / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes(), name
+    rendered = find(render("defaults"), "CustomResourceDefinition")
+    assert rendered == yaml.safe_load((ROOT / "crds" / ours[0]).read_text())
+
+
+# ------------------------------------------------------------------ the operator pod
+
+
+@pytest.mark.parametrize("values", VALUE_SETS)
+def test_operator_pod_is_hardened_and_probed(values):
+    deployment = find(render(values), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, probe
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    assert container["command"] + container["args"][:1] == ["distillery", "operator", "--metrics-port=8080"]
+    assert {"name": "metrics", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+    assert pod["serviceAccountName"] == find(render(values), "ServiceAccount")["metadata"]["name"]
+
+
+def test_worker_images_reach_the_operator():
+    def env(values):
+        (container,) = find(render(values), "Deployment")["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    assert env("defaults")["DISTILLERY_WORKER_IMAGE"] == "distillery/worker-cpu:0.1.0"
+    assert env("defaults")["DISTILLERY_WORKER_CUDA_IMAGE"] == "distillery/worker-cuda:0.1.0"
+    full = env("full")
+    assert full["DISTILLERY_WORKER_IMAGE"] == "registry.example.com/distillery/worker-cpu:0.1.0-rc1"
+    assert full["DISTILLERY_WORKER_CUDA_IMAGE"] == "registry.example.com/distillery/worker-cuda:0.1.0"
+    assert full["DISTILLERY_LOG_FORMAT"] == "json"
+
+
+def test_rbac_binds_the_service_account_to_the_operator_role():
+    docs = render("full")
+    binding = find(docs, "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "distillery-operator", "namespace": NAMESPACE}
+    ]
+    assert binding["roleRef"]["name"] == "distillery"
+    if (CHART / "templates" / "clusterrole.yaml").exists():
+        assert find(docs, "ClusterRole")["metadata"]["name"] == binding["roleRef"]["name"]
+
+
+# ------------------------------------------------------------------ monitoring wiring
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_metrics_service_monitor_and_pod_wire_together():
+    docs = render("full")
+    pod = find(docs, "Deployment")["spec"]["template"]
+    service = find(docs, "Service", "-metrics")
+    monitor = find(docs, "ServiceMonitor")
+    assert _selects(service["spec"]["selector"], pod["metadata"]["labels"])
+    assert _selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    # The alerts and dashboards match job="distillery-operator", via the Service label jobLabel names.
+    assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == "distillery-operator"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"] == "metrics"
+    assert endpoint["honorLabels"] is True
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_pod_monitor_selects_worker_pods_and_labels_their_job():
+    monitor = find(render("full"), "PodMonitor")
+    assert monitor["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/managed-by": "distillery"}}
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["distillation", "research"]}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "metrics"
+    targets = {r["targetLabel"]: r["sourceLabels"] for r in endpoint["relabelings"]}
+    assert targets == {
+        "job": ["__meta_kubernetes_pod_label_distillery_dev_job"],
+        "stage": ["__meta_kubernetes_pod_label_distillery_dev_stage"],
+    }
+
+
+def test_prometheus_rule_ships_the_rule_file():
+    rule = find(render("full"), "PrometheusRule")
+    (group,) = rule["spec"]["groups"]
+    shipped = {r["alert"]: r for r in group["rules"]}
+    expected = {r["alert"]: r for r in alert_rules() if r["alert"] != "DistillationReconcileErrors"}
+    assert shipped.keys() == expected.keys()
+    for name, r in shipped.items():
+        assert r["expr"] == expected[name]["expr"] and r.get("for") == expected[name].get("for"), name
+        assert r["labels"] == {**expected[name]["labels"], "team": "ml-platform"}, name
+
+
+def test_unknown_disabled_alert_is_refused_by_name():
+    result = helm(
+        "template",
+        "x",
+        str(CHART),
+        "--set",
+        "prometheusRule.enabled=true",
+        "--set",
+        "prometheusRule.disabledAlerts={DistillationJobFaild}",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert '"DistillationJobFaild" is not an alert of this chart' in result.stderr
+
+
+def test_dashboards_become_sidecar_configmaps():
+    docs = [d for d in render("full") if d["kind"] == "ConfigMap"]
+    files = sorted((CHART / "dashboards").glob("*.json"))
+    assert len(docs) == len(files) >= 1
+    for doc, path in zip(sorted(docs, key=lambda d: d["metadata"]["name"]), files, strict=True):
+        assert doc["metadata"]["namespace"] == "monitoring"
+        assert doc["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert doc["metadata"]["annotations"] == {"grafana_folder": "Distillery"}
+        assert json.loads(doc["data"][path.name]) == json.loads(path.read_text())
+
+
+def test_monitoring_objects_are_off_by_default():
+    kinds = {d["kind"] for d in render("defaults")}
+    assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"}
+
+
+# ------------------------------------------------------------------ values: documented and schema'd
+
+
+def _value_paths(node, prefix=()):
+    if isinstance(node, dict):
+        for key, child in node.items():
+            yield (*prefix, key)
+            yield from _value_paths(child, (*prefix, key))
+
+
+def _documented_paths() -> set[tuple[str, ...]]:
+    """Keys of values.yaml with a `# --` comment in the comment block right above them."""
+    documented, stack, comment = set(), [], False
+    for line in (CHART / "values.yaml").read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("# --"):
+            comment = True
+            continue
+        if stripped.startswith("#"):
+            continue
+        match = re.match(r"^(\s*)([A-Za-z0-9_]+):", line)
+        if not match:
+            comment = False
+            continue
+        depth = len(match[1]) // 2
+        stack[depth:] = [match[2]]
+        if comment:
+            documented.add(tuple(stack))
+        comment = False
+    return documented
+
+
+def test_every_value_is_documented_where_it_is_defined():
+    documented = _documented_paths()
+
+    def undocumented(node, path=()):
+        """Keys with no `# --` comment of their own; a commented key covers its whole
+        (free-form) value, a group without one needs every child documented."""
+        missing = []
+        for key, child in node.items():
+            here = (*path, key)
+            if here in documented:
+                continue
+            if isinstance(child, dict) and child:
+                missing += undocumented(child, here)
+            else:
+                missing.append(".".join(here))
+        return missing
+
+    missing = undocumented(yaml.safe_load((CHART / "values.yaml").read_text()))
+    assert not missing, f"values without a `# --` comment: {missing}"
+
+
+def test_schema_knows_every_value_and_accepts_both_value_sets():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.validate(values, schema)
+    full = yaml.safe_load(FULL.read_text())
+    for key, part in full.items():  # helm merges the file over the defaults
+        values[key] = {**values[key], **part} if isinstance(part, dict) else part
+    jsonschema.validate(values, schema)
+    missing = []
+    for path in _value_paths(yaml.safe_load((CHART / "values.yaml").read_text())):
+        node = schema
+        for key in path:
+            if node.get("additionalProperties", True) is not False and key not in node.get("properties", {}):
+                break  # a free-form object: the schema does not list its keys
+            node = node.get("properties", {}).get(key)
+            if node is None:
+                missing.append(".".join(path))
+                break
+    assert not missing, f"values.schema.json does not describe: {missing}"
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("operator.replicaz=1", "replicaz"),
+        ("operator.replicas=2", "maximum"),
+        ("metrics.serviceMonitor.interval=often", "interval"),
+    ],
+)
+def test_helm_refuses_bad_values_naming_the_key(setting, message):
+    result = helm("template", "x", str(CHART), "--set", setting, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
