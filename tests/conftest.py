@@ -7,3 +7,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "hack"))  # tests use the hack/ scripts (tiny models, generators)
+
+# Session fixtures: `tiny_models` and ONE shared vLLM teacher (`vllm_teacher`).
+pytest_plugins = ["tests.fixtures_models"]
