@@ -87,8 +87,16 @@ def test_request_params_follow_the_spec():
 
 
 def test_parse_logprobs_keeps_token_ids():
-    content = [{"token": "token_id:7", "logprob": -0.1, "top_logprobs": [{"token": "token_id:7", "logprob": -0.1},
-                                                                          {"token": "token_id:9", "logprob": -2.5}]}]  # fmt: skip
+    content = [
+        {
+            "token": "token_id:7",
+            "logprob": -0.1,
+            "top_logprobs": [
+                {"token": "token_id:7", "logprob": -0.1},
+                {"token": "token_id:9", "logprob": -2.5},
+            ],
+        }
+    ]
     assert parse_logprobs(content) == [{"token_id": 7, "logprob": -0.1, "top": [[7, -0.1], [9, -2.5]]}]
     with pytest.raises(RequestFailed, match="return_tokens_as_token_ids"):
         parse_logprobs([{"token": "hello", "logprob": -1.0}])
@@ -104,9 +112,16 @@ def test_backoff_grows_is_jittered_capped_and_honours_retry_after():
 
 
 def record(line, sample=0, **extra):
-    return json.dumps({"line": line, "sample": sample, "messages": [{"role": "user", "content": str(line)}],
-                       "response": f"r{line}.{sample}", "usage": {"prompt_tokens": 3, "completion_tokens": 2},
-                       **extra})  # fmt: skip
+    return json.dumps(
+        {
+            "line": line,
+            "sample": sample,
+            "messages": [{"role": "user", "content": str(line)}],
+            "response": f"r{line}.{sample}",
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+            **extra,
+        }
+    )
 
 
 def test_cut_torn_tail(tmp_path):
@@ -141,12 +156,33 @@ def test_recover_refuses_records_from_another_input(tmp_path):
 
 
 def test_vllm_server_args_from_the_spec():
-    teacher = TeacherSpec(model="m", servedModelName="big", gpus=4, tensorParallelSize=4, maxModelLen=4096,
-                          dtype="bfloat16", extraArgs=["--enable-prefix-caching"])  # fmt: skip
+    teacher = TeacherSpec(
+        model="m",
+        servedModelName="big",
+        gpus=4,
+        tensorParallelSize=4,
+        maxModelLen=4096,
+        dtype="bfloat16",
+        extraArgs=["--enable-prefix-caching"],
+    )
     args = vllm_server_args(teacher, "/data/models/m", port=8080)
-    assert args == ["--model", "/data/models/m", "--served-model-name", "big", "--host", "0.0.0.0",
-                    "--port", "8080", "--dtype", "bfloat16", "--tensor-parallel-size", "4",
-                    "--max-model-len", "4096", "--enable-prefix-caching"]  # fmt: skip
+    assert args == [
+        "--model",
+        "/data/models/m",
+        "--served-model-name",
+        "big",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8080",
+        "--dtype",
+        "bfloat16",
+        "--tensor-parallel-size",
+        "4",
+        "--max-model-len",
+        "4096",
+        "--enable-prefix-caching",
+    ]
 
 
 def test_teacher_connection_from_endpoint_or_served_model():
@@ -162,3 +198,66 @@ def test_teacher_connection_from_endpoint_or_served_model():
     assert (served.model, served.api_key) == ("teacher", None)
     with pytest.raises(ValueError, match="--teacher-url"):
         teacher_connection(TeacherSpec(model="m"), None, environ={})
+
+
+def job_document(teacher: dict) -> dict:
+    return {
+        "metadata": {"name": "j"},
+        "spec": {
+            "teacher": teacher,
+            "student": {"model": "s"},
+            "data": {"taskType": "qa", "train": "t.jsonl"},
+        },
+    }
+
+
+def test_teacher_command_serves_the_model_from_storage(tmp_path, capsys):
+    from distillery.cli import main
+
+    (tmp_path / "models" / "big").mkdir(parents=True)
+    job = json.dumps(job_document({"model": "models/big", "gpus": 0}))
+    assert main(["teacher", "--job", job, "--storage", str(tmp_path), "--port", "9000", "--dry-run"]) == 0
+    command = capsys.readouterr().err
+    assert (
+        f"-m vllm.entrypoints.openai.api_server --model {tmp_path}/models/big --served-model-name teacher"
+        in command
+    )
+    assert "--port 9000" in command
+
+
+def test_teacher_command_refuses_an_external_endpoint(capsys):
+    from distillery.cli import main
+
+    job = json.dumps(job_document({"endpoint": {"url": "https://x.example/v1", "model": "m"}}))
+    assert main(["teacher", "--job", job]) == 2
+    assert "teacher.endpoint is set" in capsys.readouterr().err
+
+
+def test_serve_teacher_passes_an_external_endpoint_through(tmp_path, monkeypatch):
+    from distillery.api import DistillationJob
+    from distillery.stages.teacher import serve_teacher
+
+    monkeypatch.setenv(API_KEY_ENV, "sk-2")
+    job = DistillationJob.model_validate(
+        job_document({"endpoint": {"url": "https://x.example/v1", "model": "m"}})
+    )
+    with serve_teacher(job, tmp_path) as connection:
+        assert (connection.base_url, connection.model, connection.api_key) == (
+            "https://x.example/v1",
+            "m",
+            "sk-2",
+        )
+
+
+def test_generate_command_rejects_a_shard_index_out_of_range(tmp_path, capsys, monkeypatch):
+    from distillery.cli import main
+
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "3")
+    monkeypatch.setenv("DISTILLERY_TERMINATION_LOG", str(tmp_path / "termination"))
+    job = json.dumps(job_document({"model": "m"}))
+    assert (
+        main(["generate", "--job", job, "--storage", str(tmp_path), "--teacher-url", "http://t:8000/v1"]) == 1
+    )
+    assert "shard index 3 is out of range; expected 0-0" in capsys.readouterr().err
+    termination = json.loads((tmp_path / "termination").read_text())
+    assert termination["failed"] is True and termination["shard"] == 3

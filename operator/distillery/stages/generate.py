@@ -220,8 +220,22 @@ class SplitStats:
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> SplitStats:
-        stats = cls(**{k: value[k] for k in ("prompts", "done", "resumed", "accepted_prompts", "records",
-                                             "errors", "prompt_tokens", "output_tokens") if k in value})  # fmt: skip
+        stats = cls(
+            **{
+                k: value[k]
+                for k in (
+                    "prompts",
+                    "done",
+                    "resumed",
+                    "accepted_prompts",
+                    "records",
+                    "errors",
+                    "prompt_tokens",
+                    "output_tokens",
+                )
+                if k in value
+            }
+        )
         stats.rejected = Counter(value.get("rejected", {}))
         stats.error_kinds = Counter(value.get("error_kinds", {}))
         stats.error_samples = list(value.get("error_samples", []))
@@ -367,14 +381,18 @@ class Shard:
         self.index = shard_index
         self.count = job.spec.generation.shards
         if not 0 <= shard_index < self.count:
-            raise ValueError(f"shard index {shard_index} is out of range; expected 0-{self.count - 1} "
-                             f"(generation.shards is {self.count})")  # fmt: skip
+            raise ValueError(
+                f"shard index {shard_index} is out of range; expected 0-{self.count - 1} "
+                f"(generation.shards is {self.count})"
+            )
         self.connection = connection
         self.layout = Layout(Path(storage_root), job.metadata.name or "job")
         self.params = request_params(self.generation)
         data = job.spec.data
-        sources = {"train": (data.train, data.max_train_samples), "validation": (data.validation,
-                   data.max_validation_samples)}  # fmt: skip
+        sources = {
+            "train": (data.train, data.max_train_samples),
+            "validation": (data.validation, data.max_validation_samples),
+        }
         self.splits = [
             SplitWork(
                 name=split,
@@ -407,8 +425,9 @@ class Shard:
                 work.complete = True
                 continue
             input_lines = 0
-            for prompt in iter_prompts(self.spec.data, work.path, self.index, self.count, work.limit,
-                                       work.field_name):  # fmt: skip
+            for prompt in iter_prompts(
+                self.spec.data, work.path, self.index, self.count, work.limit, work.field_name
+            ):
                 work.stats.prompts += 1
                 input_lines = prompt.line
             work.records.parent.mkdir(parents=True, exist_ok=True)
@@ -465,8 +484,9 @@ class Shard:
                             await self._smoke_test(work, pending)
                             smoke_tested = True
                         self._current = work
-                        await asyncio.gather(*(self._worker(work, pending)
-                                               for _ in range(self.generation.concurrency)))  # fmt: skip
+                        await asyncio.gather(
+                            *(self._worker(work, pending) for _ in range(self.generation.concurrency))
+                        )
                         for handle in (records, rejected):
                             handle.flush()
                             os.fsync(handle.fileno())
@@ -566,8 +586,9 @@ class Shard:
                 "latency_ms": round(result.latency_s * 1000, 1),
                 "logprobs": choice.logprobs if self.generation.top_logprobs else None,
             }
-            verdict = rejection(filters, data.task_type, data.labels, choice.text, choice.finish_reason,
-                                prompt.reference)  # fmt: skip
+            verdict = rejection(
+                filters, data.task_type, data.labels, choice.text, choice.finish_reason, prompt.reference
+            )
             if verdict is None and work.seen is not None:
                 key = dedup_key(prompt.messages, choice.text)
                 if key in work.seen:
