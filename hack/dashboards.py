@@ -330,8 +330,8 @@ def overview() -> dashboard.Dashboard:
             "Per-response latency quantiles of each compared model, as measured by the evaluate pod.",
             "s",
             (
-                f"max by (namespace, job, model, quantile) (distillery_eval_latency_seconds{{{evaluate}}})",
-                per_job + " {{model}} q{{quantile}}",
+                f"max by (namespace, job, model, percentile) (distillery_eval_latency_seconds{{{evaluate}}})",
+                per_job + " {{model}} p{{percentile}}",
             ),
         ),
     ):

@@ -95,8 +95,11 @@ TRAIN_TOKENS_PER_SECOND = Gauge(
 
 # ------------------------------------------------------------------ evaluation worker
 EVAL_SCORE = Gauge("distillery_eval_score", "Task score (0-1) of a compared model.", ["model"])
+# Not `quantile`: Prometheus reserves that label for summaries (promtool check metrics refuses it).
 EVAL_LATENCY = Gauge(
-    "distillery_eval_latency_seconds", "Per-response latency of a compared model.", ["model", "quantile"]
+    "distillery_eval_latency_seconds",
+    "Per-response latency of a compared model at a percentile (label values 50, 95).",
+    ["model", "percentile"],
 )
 EVAL_THROUGHPUT = Gauge(
     "distillery_eval_output_tokens_per_second", "Output tokens per second of a compared model.", ["model"]

@@ -1,0 +1,361 @@
+"""A real Prometheus (Debian's package) scrapes Distillery's metrics on 127.0.0.1 and
+evaluates every dashboard query and every alert of the chart; promtool lints the scraped
+text and unit-tests the alerts.
+
+What is scraped: this file, run as a script, serves the registry of
+operator/distillery/metrics.py with prometheus_client and keeps it moving (counters
+grow, histograms fill) like a busy operator and its worker pods would. It stands in for
+`distillery operator`, which needs a Kubernetes API server to start; the series, names
+and labels are the real ones because they come from the same module.
+
+Prometheus scrapes it the way the chart's ServiceMonitor and PodMonitor do: the operator
+job as job="distillery-operator" with honor_labels, and one scrape job per worker stage
+whose targets get the DistillationJob as `job` plus `namespace`, `stage` and `pod`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "hack"))  # also when run as a script
+
+import dashboards  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+ALERT_TESTS = ROOT / "tests" / "rules" / "alerts.test.yaml"
+NAMESPACE, JOB, FAILED_JOB = "ml", "support-bot", "broken-bot"
+# Worker stage -> the metric names its pods export (metrics.py's sections).
+WORKER_METRICS = {
+    "generate": "distillery_generation_.*",
+    "train": "distillery_train_.*",
+    "evaluate": "distillery_eval_.*",
+}
+STARTUP_DEADLINE_S = 60.0
+
+
+# ------------------------------------------------------------------ the stand-in exporter
+
+
+def serve_workload(port: int, lifetime_s: float) -> None:
+    """Serve metrics.py's registry on 127.0.0.1:port and keep it changing, for at most
+    lifetime_s seconds or until the parent process goes away."""
+    from prometheus_client import start_http_server
+
+    from distillery import metrics as m
+
+    parent = os.getppid()
+    rng = random.Random(7)
+
+    # Operator: one job generating, one failed, and cluster-wide counts by phase.
+    for phase, count in zip(m.PHASES, (0, 0, 1, 0, 0, 3, 1, 0), strict=True):
+        m.JOBS.labels(phase).set(count)
+    for phase in m.PHASES:
+        m.JOB_PHASE.labels(NAMESPACE, JOB, phase).set(1 if phase == "Generating" else 0)
+        m.JOB_PHASE.labels(NAMESPACE, FAILED_JOB, phase).set(1 if phase == "Failed" else 0)
+    m.JOB_TRAIN_LOSS.labels(NAMESPACE, JOB).set(1.7)
+    for model, score in (("teacher", 0.82), ("baseline", 0.41), ("student", 0.77)):
+        m.JOB_EVAL_SCORE.labels(NAMESPACE, JOB, model).set(score)
+        m.EVAL_SCORE.labels(model).set(score)
+        m.EVAL_THROUGHPUT.labels(model).set(100 / score)
+        for percentile, latency in (("50", 0.2), ("95", 0.6)):
+            m.EVAL_LATENCY.labels(model, percentile).set(latency * score)
+    m.JOB_RETENTION.labels(NAMESPACE, JOB).set(0.77 / 0.82)
+    m.GEN_IN_FLIGHT.set(12)
+    m.TRAIN_VALIDATION_LOSS.set(1.9)
+
+    start_http_server(port, addr="127.0.0.1")
+    print("ready", flush=True)
+
+    started, step = time.monotonic(), 0
+    while time.monotonic() - started < lifetime_s and os.getppid() == parent:
+        step += 1
+        m.JOB_PROGRESS.labels(NAMESPACE, JOB, "generate").set(min(1.0, step / 1000))
+        m.JOB_RECORDS.labels(NAMESPACE, JOB).set(step * 3)
+        m.JOB_TOKENS.labels(NAMESPACE, JOB).set(step * 300)
+        m.JOB_REJECTED.labels(NAMESPACE, JOB).set(step // 10)
+        m.STAGE_DURATION.labels(rng.choice(("teacher", "generate"))).observe(rng.uniform(30, 900))
+        m.RECONCILES.labels(rng.choice(("ok", "ok", "ok", "retry", "error"))).inc()
+        m.RECONCILE_DURATION.observe(rng.uniform(0.005, 0.3))
+        m.CHILDREN_CREATED.labels(rng.choice(("Deployment", "Service", "Job"))).inc()
+        for _ in range(5):
+            outcome = rng.choice(("ok",) * 8 + ("retry", "error"))
+            m.GEN_REQUESTS.labels(outcome).inc()
+            if outcome == "ok":
+                m.GEN_REQUEST_DURATION.observe(rng.uniform(0.2, 4.0))
+                m.GEN_TOKENS.labels("prompt").inc(rng.randint(20, 60))
+                m.GEN_TOKENS.labels("completion").inc(rng.randint(30, 120))
+                m.GEN_RECORDS.inc()
+        m.GEN_REJECTED.labels(rng.choice(("length", "duplicate"))).inc()
+        m.TRAIN_LOSS.set(2.5 / (1 + step / 50))
+        m.TRAIN_STEP.set(step)
+        m.TRAIN_EPOCH.set(step / 200)
+        m.TRAIN_TOKENS.inc(340)
+        m.TRAIN_TOKENS_PER_SECOND.set(rng.uniform(300, 360))
+        time.sleep(0.1)  # the pace of the simulated workload, not a wait on a condition
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, timeout: float = 5.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read()
+
+
+def wait_for(what: str, condition, deadline_s: float, process: subprocess.Popen | None = None):
+    """Poll `condition` until it returns something truthy, or fail naming `what`."""
+    deadline, last_error = time.monotonic() + deadline_s, None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{what}: the process exited with {process.returncode}")
+        try:
+            result = condition()
+            if result:
+                return result
+        except (OSError, ValueError, KeyError) as error:
+            last_error = error
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not true after {deadline_s:.0f} s (last error: {last_error})")
+
+
+class Prometheus:
+    def __init__(self, url: str):
+        self.url = url
+
+    def api(self, path: str, **params) -> dict:
+        query = urllib.parse.urlencode(params, doseq=True)
+        try:
+            body = get(f"{self.url}/api/v1/{path}?{query}")
+        except urllib.error.HTTPError as error:  # 400 carries the PromQL error in its body
+            body = error.read()
+        return json.loads(body)
+
+    def query(self, expr: str) -> dict:
+        return self.api("query", query=expr)
+
+
+def scrape_config(exporter: str) -> dict:
+    operator_names = "distillery_(" + "|".join(s.split("_")[1] for s in WORKER_METRICS.values()) + ")_.*"
+    jobs = [
+        {
+            "job_name": "distillery-operator",
+            "honor_labels": True,  # as the chart's ServiceMonitor: keep the per-job labels
+            "static_configs": [{"targets": [exporter]}],
+            "metric_relabel_configs": [
+                {"source_labels": ["__name__"], "regex": operator_names, "action": "drop"}
+            ],
+        }
+    ]
+    for stage, names in WORKER_METRICS.items():
+        jobs.append(
+            {
+                "job_name": f"workers-{stage}",
+                "static_configs": [
+                    {
+                        "targets": [exporter],
+                        "labels": {"namespace": NAMESPACE, "stage": stage, "pod": f"{JOB}-{stage}-0"},
+                    }
+                ],
+                # As the chart's PodMonitor: `job` is the pod's DistillationJob.
+                "relabel_configs": [{"target_label": "job", "replacement": JOB}],
+                "metric_relabel_configs": [{"source_labels": ["__name__"], "regex": names, "action": "keep"}],
+            }
+        )
+    return {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(dashboards.ALERTS_FILE)],
+        "scrape_configs": jobs,
+    }
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def exporter():
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")]),
+    }
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--port", str(port), "--lifetime", "600"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(
+            "the metrics stand-in serves /metrics", lambda: get(f"{url}/metrics"), STARTUP_DEADLINE_S, process
+        )
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="module")
+def prometheus(exporter, tmp_path_factory):
+    from tests.tools import prometheus_binary
+
+    workdir = tmp_path_factory.mktemp("prometheus")
+    config = workdir / "prometheus.yml"
+    config.write_text(yaml.safe_dump(scrape_config(exporter)))
+    port = free_port()
+    log = (workdir / "prometheus.log").open("w")
+    process = subprocess.Popen(
+        [
+            prometheus_binary(),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    server = Prometheus(f"http://127.0.0.1:{port}")
+    try:
+        wait_for("prometheus is ready", lambda: get(f"{server.url}/-/ready"), STARTUP_DEADLINE_S, process)
+
+        def all_targets_up():
+            targets = server.api("targets")["data"]["activeTargets"]
+            return len(targets) == 1 + len(WORKER_METRICS) and all(t["health"] == "up" for t in targets)
+
+        wait_for("every scrape target is up", all_targets_up, STARTUP_DEADLINE_S, process)
+        # rate() needs two samples of a growing counter in its window.
+        wait_for(
+            "rates are computable",
+            lambda: server.query("rate(distillery_generation_requests_total[1m]) > 0")["data"]["result"],
+            STARTUP_DEADLINE_S,
+            process,
+        )
+        yield server
+    finally:
+        stop(process)
+        log.close()
+
+
+# ------------------------------------------------------------------ tests
+
+
+def test_promtool_check_metrics_accepts_the_exposition(exporter):
+    from tests.tools import promtool_binary
+
+    text = get(f"http://{exporter}/metrics")
+    assert b"distillery_generation_requests_total" in text
+    result = subprocess.run(
+        [promtool_binary(), "check", "metrics"], input=text, capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 0 and not result.stdout.strip(), (result.stdout + result.stderr).decode()
+
+
+def test_promtool_checks_and_unit_tests_the_alerts():
+    from tests.tools import promtool_binary
+
+    check = subprocess.run(
+        [promtool_binary(), "check", "rules", str(dashboards.ALERTS_FILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"SUCCESS: {len(dashboards.alert_rules())} rules found" in check.stdout
+    unit = subprocess.run(
+        [promtool_binary(), "test", "rules", str(ALERT_TESTS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert unit.returncode == 0, unit.stdout + unit.stderr
+    tested = {
+        t["alertname"]
+        for case in yaml.safe_load(ALERT_TESTS.read_text())["tests"]
+        for t in case["alert_rule_test"]
+    }
+    assert tested == {r["alert"] for r in dashboards.alert_rules()}, "every alert needs a promtool test"
+
+
+BOARDS = [json.loads(text) for text in dashboards.generated_files().values()]
+QUERIES = [(title, expr) for board in BOARDS for title, expr in dashboards.panel_queries(board)]
+
+
+@pytest.mark.parametrize(("title", "expr"), QUERIES, ids=[f"{i}:{t}" for i, (t, _) in enumerate(QUERIES)])
+def test_dashboard_query_returns_data(prometheus, title, expr):
+    response = prometheus.query(dashboards.substitute_variables(expr))
+    assert response["status"] == "success", f"{title}: {response.get('error')}"
+    assert response["data"]["result"], f"{title}: no series for {expr}"
+
+
+def test_dashboard_variables_list_the_jobs(prometheus):
+    (board,) = BOARDS
+    values = {}
+    for name, selector in dashboards.variable_selectors(board):
+        response = prometheus.api(
+            f"label/{name}/values", **{"match[]": dashboards.substitute_variables(selector)}
+        )
+        assert response["status"] == "success", response
+        values[name] = set(response["data"])
+    assert values == {"namespace": {NAMESPACE}, "job": {JOB, FAILED_JOB}}
+
+
+@pytest.mark.parametrize("rule", dashboards.alert_rules(), ids=lambda r: r["alert"])
+def test_alert_expression_executes(prometheus, rule):
+    response = prometheus.query(rule["expr"])
+    assert response["status"] == "success", f"{rule['alert']}: {response.get('error')}"
+
+
+def test_prometheus_loads_and_evaluates_the_alerts(prometheus):
+    def evaluated_rules():
+        groups = prometheus.api("rules")["data"]["groups"]
+        rules = [r for g in groups for r in g["rules"]]
+        return rules if rules and all(r.get("lastEvaluation", "").startswith("2") for r in rules) else None
+
+    rules = wait_for("every rule has been evaluated", evaluated_rules, STARTUP_DEADLINE_S)
+    assert {r["name"] for r in rules} == {r["alert"] for r in dashboards.alert_rules()}
+    assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
+    # The stand-in has one Failed job, and that alert has no `for`: it fires at once.
+    failed = next(r for r in rules if r["name"] == "DistillationJobFailed")
+    assert [(a["labels"]["job"], a["state"]) for a in failed["alerts"]] == [(FAILED_JOB, "firing")]
+    # The operator target is up, so OperatorDown stays quiet.
+    assert next(r for r in rules if r["name"] == "DistillationOperatorDown")["alerts"] == []
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Serve Distillery's metrics with a simulated workload.")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--lifetime", type=float, default=300.0, help="seconds before exiting on its own")
+    args = parser.parse_args()
+    serve_workload(args.port, args.lifetime)
