@@ -90,9 +90,14 @@ def _dropped_fields(given, kept, path="") -> list[str]:
     return []
 
 
-def validate(doc: dict) -> None:
-    """Validate one rendered object against its upstream schema, refusing unknown fields."""
-    if doc["apiVersion"] == "monitoring.coreos.com/v1":
+def validate(doc: dict, crds: dict[str, dict] | None = None) -> None:
+    """Validate one rendered object against its upstream schema, refusing unknown fields.
+    Objects of a CRD rendered alongside (kopf's peering) are checked against that CRD."""
+    group = doc["apiVersion"].split("/")[0]
+    if crds and (doc["kind"], group) in crds:
+        version = crds[(doc["kind"], group)]["spec"]["versions"][0]
+        jsonschema.validate(doc, version["schema"]["openAPIV3Schema"])
+    elif doc["apiVersion"] == "monitoring.coreos.com/v1":
         model = _prometheus_operator_model(doc["kind"]).model_validate(doc)
         kept = model.model_dump(by_alias=True, exclude_unset=True, mode="json")
         dropped = _dropped_fields(doc, kept)
@@ -104,9 +109,14 @@ def validate(doc: dict) -> None:
 @pytest.mark.parametrize("values", VALUE_SETS)
 def test_rendered_objects_validate_against_upstream_schemas(values):
     docs = render(values)
+    crds = {
+        (d["spec"]["names"]["kind"], d["spec"]["group"]): d
+        for d in docs
+        if d["kind"] == "CustomResourceDefinition"
+    }
     for doc in docs:
         try:
-            validate(doc)
+            validate(doc, crds)
         except Exception as error:  # name the object: a bare schema error does not
             raise AssertionError(f"{doc['kind']}/{doc['metadata']['name']}: {error}") from error
 
@@ -134,7 +144,7 @@ def test_default_render_has_exactly_the_core_objects():
 
 def test_full_render_has_every_optional_object():
     kinds = {d["kind"] for d in render("full")}
-    assert kinds >= {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"}
+    assert kinds >= {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap", "ClusterKopfPeering"}
 
 
 # ------------------------------------------------------------------ CRDs
@@ -146,7 +156,7 @@ def test_chart_crds_are_the_generated_crds():
     assert ours == theirs
     for name in ours:
         assert (CHART / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes(), name
-    rendered = find(render("defaults"), "CustomResourceDefinition")
+    rendered = find(render("defaults"), "CustomResourceDefinition", ".distillery.dev")
     assert rendered == yaml.safe_load((ROOT / "crds" / ours[0]).read_text())
 
 
@@ -158,20 +168,59 @@ def test_operator_pod_is_hardened_and_probed(values):
     deployment = find(render(values), "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+    for probe in ("startupProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, probe
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     assert container["command"] + container["args"][:1] == ["distillery", "operator", "--metrics-port=8080"]
     assert {"name": "metrics", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
     assert pod["serviceAccountName"] == find(render(values), "ServiceAccount")["metadata"]["name"]
+
+
+def test_standalone_by_default():
+    deployment = find(render("defaults"), "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert container["args"] == ["--metrics-port=8080"]
+    assert "kopf.dev" not in json.dumps(render("defaults"))
+
+
+def test_leader_election_runs_replicas_with_kopf_peering():
+    docs = render("full")
+    deployment = find(docs, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert "--peering=distillery" in container["args"]
+    crds = {d["metadata"]["name"]: d for d in docs if d["kind"] == "CustomResourceDefinition"}
+    for name in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
+        assert crds[name]["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    peering = find(docs, "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "distillery"
+    # A hook, applied once the CRD exists: helm cannot create a CRD and its objects together.
+    assert peering["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+
+
+def test_watched_namespaces_get_namespaced_peerings():
+    docs = render("full", "--set", "operator.watchNamespaces={team-a,team-b}")
+    (container,) = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert [a for a in container["args"] if a.startswith("--namespace")] == [
+        "--namespace=team-a",
+        "--namespace=team-b",
+    ]
+    peerings = [d for d in docs if d["kind"] == "KopfPeering"]
+    assert [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in peerings] == [
+        ("team-a", "distillery"),
+        ("team-b", "distillery"),
+    ]
+    assert not [d for d in docs if d["kind"] == "ClusterKopfPeering"]
 
 
 def test_worker_images_reach_the_operator():
@@ -355,7 +404,8 @@ def test_schema_knows_every_value_and_accepts_both_value_sets():
     ("setting", "message"),
     [
         ("operator.replicaz=1", "replicaz"),
-        ("operator.replicas=2", "maximum"),
+        ("operator.replicas=2", "operator.replicas: 2 replicas need operator.leaderElection.enabled=true"),
+        ("operator.watchNamespaces={Team_A}", "watchNamespaces"),
         ("metrics.serviceMonitor.interval=often", "interval"),
     ],
 )
