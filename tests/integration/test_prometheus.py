@@ -2,29 +2,37 @@
 evaluates every dashboard query and every alert of the chart; promtool lints the scraped
 text and unit-tests the alerts.
 
-What is scraped: this file, run as a script, serves the registry of
-operator/distillery/metrics.py with prometheus_client and keeps it moving (counters
-grow, histograms fill) like a busy operator and its worker pods would. It stands in for
-`distillery operator`, which needs a Kubernetes API server to start; the series, names
-and labels are the real ones because they come from the same module.
+Two things are scraped:
 
-Prometheus scrapes it the way the chart's ServiceMonitor and PodMonitor do: the operator
-job as job="distillery-operator" with honor_labels, and one scrape job per worker stage
-whose targets get the DistillationJob as `job` plus `namespace`, `stage` and `pod`.
+- the real `distillery operator` (a subprocess, on kmock's in-memory Kubernetes API
+  server, reached through a kubeconfig) reconciling a DistillationJob;
+- a stand-in: this file, run as a script, serves the registry of
+  operator/distillery/metrics.py with prometheus_client and keeps it moving (counters
+  grow, histograms fill) the way the worker pods (generate / train / evaluate) and a job
+  further along its life (progress, stage durations, scores) would. Nothing here runs
+  those pods, so the stand-in gives those series their values; names and labels are the
+  real ones because they come from the same module.
+
+Prometheus scrapes them the way the chart's ServiceMonitor and PodMonitor do: operators as
+job="distillery-operator" with honor_labels, and one scrape job per worker stage whose
+targets get the DistillationJob as `job` plus `namespace`, `stage` and `pod`.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -39,6 +47,7 @@ pytestmark = pytest.mark.integration
 
 ALERT_TESTS = ROOT / "tests" / "rules" / "alerts.test.yaml"
 NAMESPACE, JOB, FAILED_JOB = "ml", "support-bot", "broken-bot"
+REAL_JOB = "real-job"  # reconciled by the real operator
 # Worker stage -> the metric names its pods export (metrics.py's sections).
 WORKER_METRICS = {
     "generate": "distillery_generation_.*",
@@ -155,17 +164,27 @@ class Prometheus:
         return self.api("query", query=expr)
 
 
-def scrape_config(exporter: str) -> dict:
-    operator_names = "distillery_(" + "|".join(s.split("_")[1] for s in WORKER_METRICS.values()) + ")_.*"
+def scrape_config(stand_in: str, operator: str) -> dict:
+    worker_names = "distillery_(" + "|".join(s.split("_")[1] for s in WORKER_METRICS.values()) + ")_.*"
     jobs = [
         {
+            # The real operator, scraped as the chart's ServiceMonitor does: job label fixed,
+            # the per-job `namespace` and `job` labels it exports kept (honor_labels).
             "job_name": "distillery-operator",
-            "honor_labels": True,  # as the chart's ServiceMonitor: keep the per-job labels
-            "static_configs": [{"targets": [exporter]}],
+            "honor_labels": True,
+            "static_configs": [{"targets": [operator]}],
+        },
+        {
+            # The stand-in's operator-side series: a second operator target (as a second
+            # replica would be), further along in its jobs' lives.
+            "job_name": "distillery-operator-stand-in",
+            "honor_labels": True,
+            "static_configs": [{"targets": [stand_in]}],
+            "relabel_configs": [{"target_label": "job", "replacement": "distillery-operator"}],
             "metric_relabel_configs": [
-                {"source_labels": ["__name__"], "regex": operator_names, "action": "drop"}
+                {"source_labels": ["__name__"], "regex": worker_names, "action": "drop"}
             ],
-        }
+        },
     ]
     for stage, names in WORKER_METRICS.items():
         jobs.append(
@@ -173,7 +192,7 @@ def scrape_config(exporter: str) -> dict:
                 "job_name": f"workers-{stage}",
                 "static_configs": [
                     {
-                        "targets": [exporter],
+                        "targets": [stand_in],
                         "labels": {"namespace": NAMESPACE, "stage": stage, "pod": f"{JOB}-{stage}-0"},
                     }
                 ],
@@ -198,11 +217,35 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
+def _operator_can_log_in() -> bool:
+    """Whether `distillery operator`, in a fresh process, has a kopf login handler. kopf only
+    adds its standard kubeconfig / in-cluster logins to a SmartOperatorRegistry; a plain
+    OperatorRegistry without an @kopf.on.login handler cannot authenticate anywhere.
+    (Checked in a subprocess: the integration conftest adds a test-only login here.)"""
+    probe = (
+        "from distillery.controller import handlers; "
+        "print(any(h.activity.value == 'authentication' for h in handlers.registry._activities.get_all_handlers()))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    return result.stdout.strip() == "True"
+
+
+OPERATOR_LOGIN_BUG = pytest.mark.xfail(
+    not _operator_can_log_in(),
+    reason="operator/distillery/controller/handlers.py registers no kopf login handler, so `distillery "
+    "operator` cannot authenticate (kubeconfig or in-cluster); add "
+    "`kopf.on.login(registry=registry)(kopf.login_via_client)`",
+    strict=True,
+)
+
+
 # ------------------------------------------------------------------ fixtures
 
 
 @pytest.fixture(scope="module")
-def exporter():
+def stand_in():
     port = free_port()
     env = {
         **os.environ,
@@ -211,8 +254,7 @@ def exporter():
     process = subprocess.Popen(
         [sys.executable, __file__, "--port", str(port), "--lifetime", "600"],
         env=env,
-        stdout=subprocess.PIPE,
-        text=True,
+        stdout=subprocess.DEVNULL,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -224,13 +266,146 @@ def exporter():
         stop(process)
 
 
+class KubeAPI:
+    """kmock's in-memory Kubernetes API server on 127.0.0.1, in its own thread and event loop."""
+
+    def __init__(self):
+        import kmock
+
+        from tests.integration.conftest import RESOURCES, VERBS
+
+        self.loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._stop: asyncio.Event | None = None
+
+        async def serve():
+            self._stop = asyncio.Event()
+            async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator):
+                for resource, info in RESOURCES.items():
+                    emulator.resources[resource] = {**info, "verbs": VERBS}
+                # kmock cannot parse POST /api/v1/namespaces; store the namespace directly.
+                emulator.objects["v1/namespaces", None, NAMESPACE] = {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": NAMESPACE, "uid": str(uuid.uuid4())},
+                }
+                self.emulator, self.url = emulator, str(emulator.url).rstrip("/")
+                self._started.set()
+                await self._stop.wait()
+
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(serve(),), daemon=True)
+        self.thread.start()
+        if not self._started.wait(STARTUP_DEADLINE_S):
+            raise AssertionError("kmock's emulator did not start")
+
+    def kubeconfig(self) -> str:
+        # kopf's client login wants some credential; the emulator checks none.
+        return yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
+                "users": [{"name": "test", "user": {"token": "unchecked"}}],
+                "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "test"}}],
+                "current-context": "emulator",
+            }
+        )
+
+    def watching(self, plural: str) -> bool:
+        return any(
+            r.resource is not None and r.resource.plural == plural and r.params.get("watch") in ("true", "1")
+            for r in list(self.emulator)
+        )
+
+    def create_job(self, name: str, spec: dict) -> int:
+        body = {
+            "apiVersion": "distillery.dev/v1alpha1",
+            "kind": "DistillationJob",
+            "metadata": {
+                "name": name,
+                "namespace": NAMESPACE,
+                "generation": 1,
+                # The emulator fills in nothing; a real API server would set these.
+                "uid": str(uuid.uuid4()),
+                "resourceVersion": "1",
+                "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+            "spec": spec,
+        }
+        path = f"/apis/distillery.dev/v1alpha1/namespaces/{NAMESPACE}/distillationjobs"
+
+        async def post():
+            async with self.emulator.request("POST", path, json=body) as response:
+                return response.status
+
+        return asyncio.run_coroutine_threadsafe(post(), self.loop).result(timeout=30)
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(timeout=10)
+
+
+class Operator:
+    """`distillery operator` as its Deployment runs it, against the emulator."""
+
+    def __init__(self, api: KubeAPI, workdir: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        kubeconfig = workdir / "kubeconfig"
+        kubeconfig.write_text(api.kubeconfig())
+        self.log_path = workdir / "operator.log"
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "distillery.cli", "operator", f"--metrics-port={self.port}"],
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log_path.read_text().splitlines()[-15:])
+
+    def close(self):
+        stop(self.process)
+        self._log.close()
+
+
 @pytest.fixture(scope="module")
-def prometheus(exporter, tmp_path_factory):
+def kube_api():
+    api = KubeAPI()
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="module")
+def operator(kube_api, tmp_path_factory):
+    """The real operator; tests that need it running check `process.poll()` themselves, so
+    that the other tests still run when it cannot start."""
+    from tests.integration.conftest import spec
+
+    running = Operator(kube_api, tmp_path_factory.mktemp("operator"))
+    try:
+        # Create the job only once the operator watches: the emulator replays stored
+        # objects on every watch.
+        wait_for(
+            "the operator watches DistillationJobs",
+            lambda: running.process.poll() is not None or kube_api.watching("distillationjobs"),
+            STARTUP_DEADLINE_S,
+        )
+        if running.process.poll() is None:
+            assert kube_api.create_job(REAL_JOB, spec()) in (200, 201)
+        yield running
+    finally:
+        running.close()
+
+
+@pytest.fixture(scope="module")
+def prometheus(stand_in, operator, tmp_path_factory):
     from tests.tools import prometheus_binary
 
     workdir = tmp_path_factory.mktemp("prometheus")
     config = workdir / "prometheus.yml"
-    config.write_text(yaml.safe_dump(scrape_config(exporter)))
+    config.write_text(yaml.safe_dump(scrape_config(stand_in, f"127.0.0.1:{operator.port}")))
     port = free_port()
     log = (workdir / "prometheus.log").open("w")
     process = subprocess.Popen(
@@ -248,11 +423,12 @@ def prometheus(exporter, tmp_path_factory):
     try:
         wait_for("prometheus is ready", lambda: get(f"{server.url}/-/ready"), STARTUP_DEADLINE_S, process)
 
-        def all_targets_up():
+        def stand_in_targets_up():
             targets = server.api("targets")["data"]["activeTargets"]
-            return len(targets) == 1 + len(WORKER_METRICS) and all(t["health"] == "up" for t in targets)
+            mine = [t for t in targets if t["scrapeUrl"].startswith(f"http://{stand_in}/")]
+            return len(mine) == 1 + len(WORKER_METRICS) and all(t["health"] == "up" for t in mine)
 
-        wait_for("every scrape target is up", all_targets_up, STARTUP_DEADLINE_S, process)
+        wait_for("the stand-in's scrape targets are up", stand_in_targets_up, STARTUP_DEADLINE_S, process)
         # rate() needs two samples of a growing counter in its window.
         wait_for(
             "rates are computable",
@@ -269,15 +445,51 @@ def prometheus(exporter, tmp_path_factory):
 # ------------------------------------------------------------------ tests
 
 
-def test_promtool_check_metrics_accepts_the_exposition(exporter):
+def _promtool_check_metrics(text: bytes) -> None:
     from tests.tools import promtool_binary
 
-    text = get(f"http://{exporter}/metrics")
-    assert b"distillery_generation_requests_total" in text
     result = subprocess.run(
         [promtool_binary(), "check", "metrics"], input=text, capture_output=True, timeout=60, check=False
     )
     assert result.returncode == 0 and not result.stdout.strip(), (result.stdout + result.stderr).decode()
+
+
+def test_promtool_check_metrics_accepts_every_distillery_metric(stand_in):
+    text = get(f"http://{stand_in}/metrics")
+    # The stand-in sets every labelled metric, so every name of metrics.py is in the text.
+    assert b"distillery_eval_latency_seconds{" in text and b"distillery_job_phase{" in text
+    _promtool_check_metrics(text)
+
+
+@OPERATOR_LOGIN_BUG
+def test_real_operator_serves_probes_and_clean_metrics(operator):
+    assert operator.process.poll() is None, f"the operator exited:\n{operator.log_tail()}"
+    # The chart's probes: liveness /healthz, readiness /readyz.
+    wait_for("the operator is ready", lambda: get(f"{operator.url}/readyz") == b"ready\n", STARTUP_DEADLINE_S)
+    assert get(f"{operator.url}/healthz") == b"ok\n"
+    _promtool_check_metrics(get(f"{operator.url}/metrics"))
+
+
+@OPERATOR_LOGIN_BUG
+def test_prometheus_sees_the_real_operator_reconcile_a_job(prometheus, operator):
+    assert operator.process.poll() is None, f"the operator exited:\n{operator.log_tail()}"
+    target = f'job="distillery-operator", instance="127.0.0.1:{operator.port}"'
+    wait_for(
+        "the operator target is up", lambda: prometheus.query(f"up{{{target}}} == 1")["data"]["result"], 30
+    )
+    # The operator's own series of the job it reconciles, through the honor_labels scrape.
+    phases = wait_for(
+        "the operator's phase series for the job",
+        lambda: prometheus.query(f'distillery_job_phase{{namespace="{NAMESPACE}", job="{REAL_JOB}"}} == 1')[
+            "data"
+        ]["result"],
+        30,
+    )
+    assert [p["metric"]["phase"] for p in phases] in (["Pending"], ["TeacherStarting"])
+    reconciles = prometheus.query(f'sum(distillery_reconcile_total{{{target}, result="ok"}})')["data"][
+        "result"
+    ]
+    assert reconciles and float(reconciles[0]["value"][1]) >= 1
 
 
 def test_promtool_checks_and_unit_tests_the_alerts():
@@ -328,7 +540,8 @@ def test_dashboard_variables_list_the_jobs(prometheus):
         )
         assert response["status"] == "success", response
         values[name] = set(response["data"])
-    assert values == {"namespace": {NAMESPACE}, "job": {JOB, FAILED_JOB}}
+    assert values["namespace"] == {NAMESPACE}
+    assert values["job"] >= {JOB, FAILED_JOB}  # plus the real operator's job, when it runs
 
 
 @pytest.mark.parametrize("rule", dashboards.alert_rules(), ids=lambda r: r["alert"])
