@@ -354,6 +354,11 @@ class EvaluationSpec(StageRuntime):
     concurrency: int = Field(8, ge=1, le=1024, description="Requests in flight while scoring a model.")
     max_tokens: int | None = Field(None, ge=1, description="Largest answer; empty uses generation.maxTokens.")
     gpus: int = Field(1, ge=0, le=64, description="GPUs for the eval pod (it serves the student with vLLM).")
+    extra_args: list[str] = Field(
+        default_factory=list,
+        description="More vLLM server arguments when serving the student and the baseline, "
+        "e.g. `--max-model-len 4096`; passed as is.",
+    )
     gate: GateSpec = section(GateSpec, "Quality gate; a failed gate fails the job but keeps every artifact.")
 
 
