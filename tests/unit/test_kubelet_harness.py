@@ -8,14 +8,12 @@ Python command; the whole module takes seconds.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
 import os
 import re
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +21,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import kmock
 import pytest
 
 from tests.e2e import kubelet as harness
@@ -33,46 +30,6 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "ns1"
-RESOURCES = {
-    "batch/v1/jobs": "Job",
-    "apps/v1/deployments": "Deployment",
-    "v1/services": "Service",
-    "v1/pods": "Pod",
-    "v1/secrets": "Secret",
-    "v1/configmaps": "ConfigMap",
-}
-
-
-@contextlib.contextmanager
-def serve_emulator() -> Iterator[tuple[kmock.KubernetesEmulator, str]]:
-    """kmock's in-memory API server on a port of its own, in a thread (the harness and tests use HTTP)."""
-    ready = threading.Event()
-    box: dict[str, Any] = {}
-
-    async def run() -> None:
-        emulator = kmock.KubernetesEmulator()
-        for resource, kind in RESOURCES.items():
-            emulator.resources[resource] = kmock.ResourceInfo(
-                kind=kind,
-                namespaced=True,
-                subresources={"status"},
-                verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-            )
-        async with emulator, kmock.Server(emulator) as server:
-            box.update(
-                emulator=emulator, url=str(server.url), loop=asyncio.get_running_loop(), stop=asyncio.Event()
-            )
-            ready.set()
-            await box["stop"].wait()
-
-    thread = threading.Thread(target=lambda: asyncio.run(run()), daemon=True)
-    thread.start()
-    assert ready.wait(10), "the emulator did not start"
-    try:
-        yield box["emulator"], box["url"]
-    finally:
-        box["loop"].call_soon_threadsafe(box["stop"].set)
-        thread.join(10)
 
 
 class Api:
@@ -109,10 +66,10 @@ class Api:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[kmock.KubernetesEmulator, Api, Kubelet, Path]]:
+def cluster(tmp_path: Path) -> Iterator[tuple[Any, Api, Kubelet, Path]]:
     storage = tmp_path / "storage"
     storage.mkdir()
-    with serve_emulator() as (emulator, url):
+    with harness.serve_emulator([NS]) as (emulator, url):
         kubelet = Kubelet(
             url, tmp_path / "kubelet", claims={"claim-a": storage}, retry_delay=0.1, grace_seconds=3
         )
