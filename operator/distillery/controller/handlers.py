@@ -38,6 +38,7 @@ REQUEST_TIMEOUT = (10, 60)
 
 _state_lock = threading.Lock()
 _phases: dict[tuple[str, str], str] = {}  # (namespace, name) -> phase, for the jobs-by-phase gauge
+_deleted: set[str] = set()  # uids of deleted jobs: a reconcile still in flight must not re-export them
 _heartbeat = {"ready": False, "beat": 0.0}
 
 
@@ -63,6 +64,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf's own API calls (patches, events) must not block forever either.
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
+    # Deleting a job waits for a reconcile that is running at that moment; check every
+    # second whether it finished (kopf's default is 60 s, a minute of "Terminating").
+    settings.background.cancellation_polling = 1
     # Keep kopf's bookkeeping in our own annotation/finalizer names, not in status.
     settings.persistence.finalizer = "distillery.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="distillery.dev")
@@ -117,10 +121,11 @@ def reconcile(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, registry=registry)
-def forget(namespace: str, name: str, **_: Any) -> None:
+def forget(namespace: str, name: str, uid: str, **_: Any) -> None:
     """The children go with the job (owner references); only our metrics need forgetting."""
-    metrics.forget_job(namespace, name)
     with _state_lock:
+        _deleted.add(uid)
+        metrics.forget_job(namespace, name)
         _phases.pop((namespace, name), None)
         _count_phases()
 
@@ -128,6 +133,8 @@ def forget(namespace: str, name: str, **_: Any) -> None:
 def _reconcile(body: dict[str, Any], logger: logging.Logger) -> None:
     meta = body.get("metadata") or {}
     name, namespace = meta["name"], meta["namespace"]
+    if meta.get("deletionTimestamp"):
+        return  # being deleted: the garbage collector removes the children; `forget` drops the metrics
     try:
         status = DistillationJobStatus.model_validate(body.get("status") or {})
     except ValueError:
@@ -154,15 +161,14 @@ def _reconcile(body: dict[str, Any], logger: logging.Logger) -> None:
             GROUP, VERSION, namespace, PLURAL, name, {"status": new_doc},
         )  # fmt: skip
         for event in phases.events(status, new):
-            (kopf.warn if event.type == "Warning" else kopf.info)(
-                body, reason=event.reason, message=event.message
-            )
+            # kopf.event posts whatever settings.posting.level is (that level mutes kopf's own chatter).
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
             logger.info("%s: %s", event.reason, event.message)
     for stage in step.finished_stages:
         seconds = phases.stage_duration(getattr(observed, stage))
         if seconds is not None:
             metrics.STAGE_DURATION.labels(stage).observe(seconds)
-    _export(namespace, name, new)
+    _export(namespace, name, meta.get("uid", ""), new)
 
 
 def _parse(body: dict[str, Any]) -> tuple[DistillationJob | None, list[str]]:
@@ -316,11 +322,13 @@ def _carry_out(job: DistillationJob, step: phases.Step, observed: Observed, logg
 # ------------------------------------------------------------------ metrics
 
 
-def _export(namespace: str, name: str, status: DistillationJobStatus) -> None:
+def _export(namespace: str, name: str, uid: str, status: DistillationJobStatus) -> None:
     phase = status.phase.value if status.phase else Phase.pending.value
-    for candidate in metrics.PHASES:
-        metrics.JOB_PHASE.labels(namespace, name, candidate).set(1 if candidate == phase else 0)
     with _state_lock:
+        if uid in _deleted:
+            return
+        for candidate in metrics.PHASES:
+            metrics.JOB_PHASE.labels(namespace, name, candidate).set(1 if candidate == phase else 0)
         _phases[(namespace, name)] = phase
         _count_phases()
     progress = status.progress

@@ -1,0 +1,289 @@
+"""The operator against kmock's in-memory Kubernetes API server.
+
+The test plays the cluster's controllers: it marks the teacher Deployment ready, writes
+Job status and adds the pods (with their termination messages) that the Job controller
+and the kubelet would. Every request the operator makes is recorded for the RBAC test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest_asyncio
+
+# Reconcile fast in tests; read when the handlers module is imported, so set it first.
+os.environ.setdefault("DISTILLERY_RECONCILE_SECONDS", "0.5")
+
+import kmock
+import kopf
+import kubernetes
+from kopf.testing import KopfRunner
+
+from distillery.controller import handlers
+
+NAMESPACE = "ml"
+PEERING = "distillery"
+DJ = "distillery.dev/v1alpha1/distillationjobs"
+
+# Every resource the operator (or kopf for it) may touch; the emulator refuses others.
+RESOURCES: dict[str, dict[str, Any]] = {
+    DJ: {"namespaced": True, "kind": "DistillationJob", "subresources": ["status"]},
+    "apps/v1/deployments": {"namespaced": True, "kind": "Deployment"},
+    "batch/v1/jobs": {"namespaced": True, "kind": "Job", "subresources": ["status"]},
+    "v1/services": {"namespaced": True, "kind": "Service"},
+    "v1/persistentvolumeclaims": {"namespaced": True, "kind": "PersistentVolumeClaim"},
+    "networking.k8s.io/v1/networkpolicies": {"namespaced": True, "kind": "NetworkPolicy"},
+    "v1/pods": {"namespaced": True, "kind": "Pod"},
+    "v1/events": {"namespaced": True, "kind": "Event"},
+    "v1/namespaces": {"namespaced": False, "kind": "Namespace"},
+    "apiextensions.k8s.io/v1/customresourcedefinitions": {"namespaced": False, "kind": "CustomResourceDefinition"},
+    "kopf.dev/v1/clusterkopfpeerings": {"namespaced": False, "kind": "ClusterKopfPeering"},
+}
+VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
+
+# (apiGroup, resource[/subresource], verb) of every operator request, across the session.
+SEEN_REQUESTS: set[tuple[str, str, str]] = set()
+
+_LOGIN = {"url": ""}
+
+
+@kopf.on.login(registry=handlers.registry)
+def _login_to_emulator(**_: Any) -> kopf.ConnectionInfo:
+    """Test-only: both kopf and the official client talk to the emulator of the running test."""
+    configuration = kubernetes.client.Configuration()
+    configuration.host = _LOGIN["url"]
+    kubernetes.client.Configuration.set_default(configuration)
+    return kopf.ConnectionInfo(server=_LOGIN["url"], insecure=True)
+
+
+_versions = itertools.count(1)
+
+
+def _verb(request: kmock.Request) -> str | None:
+    method = str(request.method.value if hasattr(request.method, "value") else request.method).upper()
+    if method == "GET":
+        if request.params.get("watch") in ("true", "1"):
+            return "watch"
+        return "get" if request.name else "list"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method)
+
+
+class Cluster:
+    """The emulator plus helpers to play the cluster's side."""
+
+    def __init__(self, server: kmock.KubernetesEmulator):
+        self.server = server
+
+    # ---------------------------------------------------------------- raw API
+    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with self.server.request(method, path, json=body) as response:
+            text = await response.text()
+            return response.status, (json.loads(text) if text else None)
+
+    @staticmethod
+    def path(resource: str, name: str | None = None, namespace: str | None = NAMESPACE, sub: str = "") -> str:
+        group_version, plural = resource.rsplit("/", 1)
+        base = f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
+        if namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{plural}"
+        if name:
+            base += f"/{name}"
+        return base + (f"/{sub}" if sub else "")
+
+    async def get(self, resource: str, name: str, namespace: str | None = NAMESPACE) -> dict | None:
+        status, body = await self.request("GET", self.path(resource, name, namespace))
+        return body if status == 200 else None
+
+    async def list(self, resource: str, namespace: str | None = NAMESPACE) -> list[dict]:
+        status, body = await self.request("GET", self.path(resource, None, namespace))
+        assert status == 200, body
+        return body["items"]
+
+    async def create(self, resource: str, obj: dict, namespace: str | None = NAMESPACE) -> dict:
+        meta = obj.setdefault("metadata", {})
+        if namespace:
+            meta.setdefault("namespace", namespace)
+        # The emulator fills in nothing; a real API server would set these.
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("resourceVersion", str(next(_versions)))
+        meta.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        status, body = await self.request("POST", self.path(resource, None, namespace), obj)
+        assert status in (200, 201), body
+        return body
+
+    async def patch(self, resource: str, name: str, patch: dict, sub: str = "") -> dict:
+        patch.setdefault("metadata", {})["resourceVersion"] = str(next(_versions))
+        status, body = await self.request("PATCH", self.path(resource, name, NAMESPACE, sub), patch)
+        assert status == 200, body
+        return body
+
+    async def delete(self, resource: str, name: str) -> None:
+        status, body = await self.request("DELETE", self.path(resource, name))
+        assert status == 200, body
+
+    # ---------------------------------------------------------------- waiting
+    async def wait_for(self, what: str, probe: Callable[[], Any], timeout: float = 20.0) -> Any:
+        """Poll `probe` (sync or async) until it returns something truthy, or fail naming `what`."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = probe()
+            if asyncio.iscoroutine(last):
+                last = await last
+            if last:
+                return last
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+    async def job_status(self, name: str) -> dict:
+        body = await self.get(DJ, name)
+        return (body or {}).get("status") or {}
+
+    async def wait_phase(self, name: str, phase: str, timeout: float = 20.0) -> dict:
+        async def probe():
+            status = await self.job_status(name)
+            return status if status.get("phase") == phase else None
+
+        return await self.wait_for(f"{name} to reach phase {phase}", probe, timeout)
+
+    async def wait_child(self, resource: str, name: str, timeout: float = 20.0) -> dict:
+        return await self.wait_for(f"{resource} {name}", lambda: self.get(resource, name), timeout)
+
+    # ---------------------------------------------------------------- playing the cluster
+    async def create_job(self, name: str, spec: dict) -> dict:
+        return await self.create(
+            DJ, {"apiVersion": "distillery.dev/v1alpha1", "kind": "DistillationJob",
+                 "metadata": {"name": name, "generation": 1}, "spec": spec},
+        )  # fmt: skip
+
+    async def teacher_ready(self, name: str) -> None:
+        await self.patch("apps/v1/deployments", name, {"status": {"readyReplicas": 1, "replicas": 1}}, "status")
+
+    async def finish_pod(self, job: dict, stage: str, summary: dict | str, exit_code: int = 0, index: int = 0) -> None:
+        """A pod of `job` that ran and ended, with `summary` as its termination message."""
+        labels = job["spec"]["template"]["metadata"]["labels"]
+        message = summary if isinstance(summary, str) else json.dumps(summary)
+        await self.create(
+            "v1/pods",
+            {
+                "metadata": {
+                    "name": f"{job['metadata']['name']}-{index}-{uuid.uuid4().hex[:5]}",
+                    "labels": {**labels, "job-name": job["metadata"]["name"]},
+                    "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
+                },
+                "spec": job["spec"]["template"]["spec"],
+                "status": {
+                    "phase": "Succeeded" if exit_code == 0 else "Failed",
+                    "containerStatuses": [
+                        {"name": stage, "ready": False, "restartCount": 0, "image": "x", "imageID": "x",
+                         "state": {"terminated": {"exitCode": exit_code, "message": message,
+                                                  "reason": "Completed" if exit_code == 0 else "Error"}}}
+                    ],
+                },
+            },
+        )  # fmt: skip
+
+    async def job_done(self, name: str, succeeded: int = 1) -> None:
+        await self.patch("batch/v1/jobs", name, {"status": {
+            "succeeded": succeeded, "startTime": "2026-11-28T10:00:00Z", "completionTime": "2026-11-28T10:10:00Z",
+            "conditions": [{"type": "Complete", "status": "True"}]}}, "status")  # fmt: skip
+
+    async def job_failed(self, name: str, reason: str, message: str, **status: Any) -> None:
+        await self.patch("batch/v1/jobs", name, {"status": {
+            **status, "conditions": [{"type": "Failed", "status": "True", "reason": reason, "message": message}]}},
+            "status")  # fmt: skip
+
+    def record_requests(self) -> None:
+        for request in list(self.server):
+            if request.resource is None or not request.resource.plural:
+                continue  # discovery (/api, /apis, /version) needs no RBAC rule
+            verb = _verb(request)
+            resource = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
+            if verb:
+                SEEN_REQUESTS.add((request.resource.group or "", resource, verb))
+
+    # ---------------------------------------------------------------- the operator
+    @contextlib.asynccontextmanager
+    async def operator(self):
+        """Run the operator (leader election on) until the block ends."""
+        runner = KopfRunner(
+            ["run", "--all-namespaces", "--peering", PEERING, "--verbose"],
+            registry=handlers.registry,
+            timeout=30,
+        )
+        runner.__enter__()
+        try:
+            await self.wait_for("the operator's watch on DistillationJobs", self._watching, timeout=30)
+            yield runner
+        finally:
+            await asyncio.to_thread(runner.__exit__, None, None, None)
+
+    def _watching(self) -> bool:
+        return any(
+            _verb(r) == "watch" and r.resource is not None and r.resource.plural == "distillationjobs"
+            for r in list(self.server)
+        )
+
+
+class Emulator(kmock.KubernetesEmulator):
+    """kmock's emulator plus what every API server does on create: a name from generateName, a uid.
+
+    kopf posts Events with generateName only; without this, every Event after the first
+    would collide on the empty name.
+    """
+
+    async def _handle(self, request):
+        if request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            meta = request.data.setdefault("metadata", {})
+            if not meta.get("name") and meta.get("generateName"):
+                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("resourceVersion", str(next(_versions)))
+        return await super()._handle(request)
+
+
+@pytest_asyncio.fixture()
+async def cluster():
+    async with Emulator() as server, kmock.Server(server):
+        for resource, info in RESOURCES.items():
+            server.resources[resource] = {**info, "verbs": VERBS}
+        _LOGIN["url"] = str(server.url).rstrip("/")
+        world = Cluster(server)
+        async for value in _run(world, server):
+            yield value
+
+
+async def _run(world: Cluster, kmock: Emulator):
+    # kmock cannot parse POST /api/v1/namespaces (it reads "namespaces" as a namespace path); store it directly.
+    kmock.objects["v1/namespaces", None, NAMESPACE] = {"apiVersion": "v1", "kind": "Namespace",
+                                                       "metadata": {"name": NAMESPACE, "uid": str(uuid.uuid4())}}  # fmt: skip
+    await world.create("kopf.dev/v1/clusterkopfpeerings", {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
+                                                           "metadata": {"name": PEERING}}, namespace=None)  # fmt: skip
+    try:
+        yield world
+    finally:
+        world.record_requests()
+
+
+def spec(**changes: Any) -> dict:
+    """A small valid spec: served teacher, 2 shards, a created claim, a retention gate."""
+    base = {
+        "teacher": {"model": "models/teacher", "gpus": 0, "startupTimeoutSeconds": 600},
+        "student": {"model": "models/student"},
+        "data": {"taskType": "qa", "train": "data/train.jsonl", "validation": "data/validation.jsonl"},
+        "generation": {"shards": 2},
+        "training": {"gpus": 0},
+        "evaluation": {"gpus": 0, "gate": {"minRetention": 0.5}},
+        "storage": {"pvc": {"size": "1Gi"}},
+    }
+    base.update(changes)
+    return base

@@ -1,0 +1,204 @@
+"""The operator on the in-memory API server: full runs, failures, suspend, restart, deletion."""
+
+from __future__ import annotations
+
+import pytest
+
+from distillery import metrics
+from tests.integration.conftest import DJ, Cluster, spec
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
+
+GEN = {"records": 5, "tokens": 50, "rejected": {"length": 1}}
+EVAL_OK = {"metric": "accuracy", "scores": {"teacher": {"score": 0.8}, "baseline": {"score": 0.3},
+           "student": {"score": 0.6}}, "retention": 0.75, "gate": {"passed": True, "reason": "0.75 >= 0.5"},
+           "report": "/data/jobs/walk/reports/evaluation.json"}  # fmt: skip
+
+
+async def _generate(cluster: Cluster, name: str, shards: int = 2) -> dict:
+    """Teacher ready -> the generation Job appears; its shards finish."""
+    await cluster.wait_phase(name, "TeacherStarting")
+    await cluster.teacher_ready(f"{name}-teacher")
+    gen = await cluster.wait_child("batch/v1/jobs", f"{name}-generate")
+    for index in range(shards):
+        await cluster.finish_pod(gen, "generate", GEN, index=index)
+    await cluster.job_done(f"{name}-generate", succeeded=shards)
+    return gen
+
+
+async def test_a_job_walks_through_every_phase_to_succeeded(cluster: Cluster):
+    async with cluster.operator():
+        await cluster.create_job("walk", spec())
+        await cluster.wait_phase("walk", "TeacherStarting")
+        for resource, child in [("apps/v1/deployments", "walk-teacher"), ("v1/services", "walk-teacher"),
+                                ("networking.k8s.io/v1/networkpolicies", "walk-teacher-ingress"),
+                                ("v1/persistentvolumeclaims", "walk-data")]:  # fmt: skip
+            await cluster.wait_child(resource, child)
+        assert await cluster.get("batch/v1/jobs", "walk-generate") is None, "no shards before the teacher is ready"
+
+        await _generate(cluster, "walk")
+        status = await cluster.wait_phase("walk", "Training")
+        assert status["progress"]["records"] == 10 and status["progress"]["shardsDone"] == 2
+        await cluster.wait_for("the teacher to be removed", lambda: _absent(cluster, "apps/v1/deployments", "walk-teacher"))
+
+        train = await cluster.wait_child("batch/v1/jobs", "walk-train")
+        await cluster.finish_pod(train, "train", {"train_loss": 0.42, "step": 7, "epoch": 1.0})
+        await cluster.job_done("walk-train")
+        await cluster.wait_phase("walk", "Evaluating")
+
+        ev = await cluster.wait_child("batch/v1/jobs", "walk-evaluate")
+        await cluster.finish_pod(ev, "evaluate", EVAL_OK)
+        await cluster.job_done("walk-evaluate")
+        status = await cluster.wait_phase("walk", "Succeeded")
+
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert conditions == {
+        "TeacherReady": ("False", "ScaledDown"),
+        "DataGenerated": ("True", "Completed"),
+        "StudentTrained": ("True", "Completed"),
+        "Evaluated": ("True", "Completed"),
+        "QualityGatePassed": ("True", "GatePassed"),
+    }
+    assert status["evaluation"]["retention"] == 0.75 and status["evaluation"]["student"]["score"] == 0.6
+    assert status["artifacts"]["report"] == "/data/jobs/walk/reports/evaluation.json"
+    assert status["progress"]["trainLoss"] == 0.42
+    assert status["observedGeneration"] == 1 and status["startTime"] and status["completionTime"]
+    reasons = {e.get("reason") for e in await cluster.list("v1/events")}
+    assert {"TeacherStarting", "Generating", "Training", "Evaluating", "Succeeded"} <= reasons
+    assert metrics.JOB_RETENTION.labels("ml", "walk")._value.get() == 0.75
+    assert metrics.JOB_PHASE.labels("ml", "walk", "Succeeded")._value.get() == 1
+
+
+async def _absent(cluster: Cluster, resource: str, name: str) -> bool:
+    return await cluster.get(resource, name) is None
+
+
+async def test_a_failed_shard_fails_the_job_with_the_reason(cluster: Cluster):
+    async with cluster.operator():
+        await cluster.create_job("shard", spec())
+        await cluster.wait_phase("shard", "TeacherStarting")
+        await cluster.teacher_ready("shard-teacher")
+        gen = await cluster.wait_child("batch/v1/jobs", "shard-generate")
+        await cluster.finish_pod(gen, "generate", GEN, index=0)
+        await cluster.finish_pod(gen, "generate", {"error": "teacher answered 500 to 80% of requests"}, 1, index=1)
+        await cluster.job_failed("shard-generate", "FailedIndexes", "Job has failed indexes", failedIndexes="1",
+                                 succeeded=1)  # fmt: skip
+        status = await cluster.wait_phase("shard", "Failed")
+        await cluster.wait_for("the teacher to be removed", lambda: _absent(cluster, "apps/v1/deployments", "shard-teacher"))
+    data = next(c for c in status["conditions"] if c["type"] == "DataGenerated")
+    assert (data["status"], data["reason"]) == ("False", "FailedIndexes")
+    assert "failed shards: 1" in status["message"] and "teacher answered 500" in status["message"]
+    assert await cluster.get("batch/v1/jobs", "shard-train") is None
+
+
+async def test_a_failed_training_job_fails_the_job(cluster: Cluster):
+    async with cluster.operator():
+        await cluster.create_job("oom", spec(teacher={"endpoint": {"url": "http://llm:8000/v1", "model": "m"}}))
+        gen = await cluster.wait_child("batch/v1/jobs", "oom-generate")
+        assert await cluster.get("apps/v1/deployments", "oom-teacher") is None, "an endpoint teacher is not served"
+        await cluster.finish_pod(gen, "generate", GEN)
+        await cluster.job_done("oom-generate", succeeded=2)
+        train = await cluster.wait_child("batch/v1/jobs", "oom-train")
+        await cluster.finish_pod(train, "train", "Traceback ...\ntorch.OutOfMemoryError: CUDA out of memory", 1)
+        await cluster.job_failed("oom-train", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+        status = await cluster.wait_phase("oom", "Failed")
+    trained = next(c for c in status["conditions"] if c["type"] == "StudentTrained")
+    assert (trained["status"], trained["reason"]) == ("False", "BackoffLimitExceeded")
+    assert "CUDA out of memory" in status["message"]
+    warnings = [e for e in await cluster.list("v1/events") if e.get("type") == "Warning"]
+    assert any(e["reason"] == "Failed" for e in warnings)
+
+
+async def test_suspend_and_resume(cluster: Cluster):
+    async with cluster.operator():
+        await cluster.create_job("pause", spec())
+        await cluster.wait_phase("pause", "TeacherStarting")
+        await cluster.teacher_ready("pause-teacher")
+        await cluster.wait_child("batch/v1/jobs", "pause-generate")
+        await cluster.wait_phase("pause", "Generating")
+
+        await cluster.patch(DJ, "pause", {"spec": {"suspend": True}, "metadata": {"generation": 2}})
+        status = await cluster.wait_phase("pause", "Suspended")
+        assert status["observedGeneration"] == 2
+        await cluster.wait_for("the teacher to be removed", lambda: _absent(cluster, "apps/v1/deployments", "pause-teacher"))
+        gen = await cluster.wait_for("the shards to be suspended", lambda: _suspended(cluster, "pause-generate", True))
+
+        await cluster.patch(DJ, "pause", {"spec": {"suspend": False}, "metadata": {"generation": 3}})
+        await cluster.wait_phase("pause", "TeacherStarting")
+        await cluster.wait_child("apps/v1/deployments", "pause-teacher")
+        assert (await cluster.get("batch/v1/jobs", "pause-generate"))["spec"]["suspend"] is True, "shards wait for the teacher"
+        await cluster.teacher_ready("pause-teacher")
+        await cluster.wait_for("the shards to resume", lambda: _suspended(cluster, "pause-generate", False))
+        await cluster.wait_phase("pause", "Generating")
+    assert gen["metadata"]["uid"] == (await cluster.get("batch/v1/jobs", "pause-generate"))["metadata"]["uid"]
+
+
+async def test_an_operator_restart_creates_no_duplicates_and_keeps_progress(cluster: Cluster):
+    async with cluster.operator():
+        await cluster.create_job("again", spec())
+        await _generate(cluster, "again")
+        await cluster.wait_child("batch/v1/jobs", "again-train")
+        before = await cluster.wait_phase("again", "Training")
+    async with cluster.operator():
+        train = await cluster.wait_child("batch/v1/jobs", "again-train")
+        await cluster.finish_pod(train, "train", {"train_loss": 0.5})
+        await cluster.job_done("again-train")
+        after = await cluster.wait_phase("again", "Evaluating")
+    creates = [r for r in list(cluster.server) if r.method.value.upper() == "POST" and r.resource is not None
+               and r.resource.plural not in ("events", "pods", "distillationjobs")]  # fmt: skip
+    names = [(r.resource.plural, r.data["metadata"]["name"]) for r in creates]
+    assert len(names) == len(set(names)), f"a child was created twice: {names}"
+    assert ("jobs", "again-evaluate") in names
+    assert after["progress"]["records"] == before["progress"]["records"] == 10
+    assert after["startTime"] == before["startTime"]
+    data = next(c for c in after["conditions"] if c["type"] == "DataGenerated")
+    assert data["lastTransitionTime"] == next(c for c in before["conditions"] if c["type"] == "DataGenerated")[
+        "lastTransitionTime"
+    ]
+
+
+async def test_deletion_releases_the_job_and_children_are_owned(cluster: Cluster):
+    async with cluster.operator():
+        created = await cluster.create_job("gone", spec())
+        await cluster.wait_child("apps/v1/deployments", "gone-teacher")
+        await cluster.wait_for("the finalizer", lambda: _has_finalizer(cluster, "gone"))
+        await cluster.delete(DJ, "gone")
+        await cluster.wait_for("the job to be gone", lambda: _absent(cluster, DJ, "gone"))
+        children = [await cluster.get(r, n) for r, n in [("apps/v1/deployments", "gone-teacher"),
+                                                         ("v1/services", "gone-teacher"),
+                                                         ("v1/persistentvolumeclaims", "gone-data")]]  # fmt: skip
+    for child in children:
+        (owner,) = child["metadata"]["ownerReferences"]
+        assert owner["uid"] == created["metadata"]["uid"] and owner["controller"] is True
+    series = [s for m in metrics.JOB_PHASE.collect() for s in m.samples if s.labels["job"] == "gone"]
+    assert series == [], "a deleted job's series are forgotten"
+
+
+async def test_an_invalid_spec_fails_once_naming_the_field(cluster: Cluster):
+    bad = spec(training={"method": "kd"}, storage={"path": "local/dir"})
+    async with cluster.operator():
+        await cluster.create_job("bad", bad)
+        status = await cluster.wait_phase("bad", "Failed")
+        # Let several reconcile ticks pass (this is the only job): none may write anything.
+        start = _reconciles()
+        await cluster.wait_for("four more reconcile ticks", lambda: _reconciles() >= start + 4, timeout=20)
+    assert "spec.generation.topLogprobs" in status["message"]
+    writes = [r for r in list(cluster.server) if r.method.value.upper() in ("POST", "PATCH")
+              and r.resource is not None and r.resource.plural not in ("distillationjobs", "events", "clusterkopfpeerings")]  # fmt: skip
+    assert writes == [], "an invalid job must not create children"
+    status_patches = [r for r in list(cluster.server) if r.subresource == "status" and r.name == "bad"]
+    assert len(status_patches) == 1, "Failed is written once, not on every tick"
+
+
+def _reconciles() -> float:
+    return metrics.RECONCILES.labels("ok")._value.get()
+
+
+async def _has_finalizer(cluster: Cluster, name: str) -> bool:
+    body = await cluster.get(DJ, name)
+    return bool(body and body["metadata"].get("finalizers"))
+
+
+async def _suspended(cluster: Cluster, name: str, value: bool) -> dict | None:
+    job = await cluster.get("batch/v1/jobs", name)
+    return job if job and job["spec"].get("suspend") is value else None
