@@ -485,7 +485,8 @@ def test_prometheus_sees_the_real_operator_reconcile_a_job(prometheus, operator)
         ]["result"],
         30,
     )
-    assert [p["metric"]["phase"] for p in phases] in (["Pending"], ["TeacherStarting"])
+    (phase,) = [p["metric"]["phase"] for p in phases]
+    assert phase != "Failed", f"the operator failed the job:\n{operator.log_tail()}"
     reconciles = prometheus.query(f'sum(distillery_reconcile_total{{{target}, result="ok"}})')["data"][
         "result"
     ]
@@ -561,7 +562,8 @@ def test_prometheus_loads_and_evaluates_the_alerts(prometheus):
     assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
     # The stand-in has one Failed job, and that alert has no `for`: it fires at once.
     failed = next(r for r in rules if r["name"] == "DistillationJobFailed")
-    assert [(a["labels"]["job"], a["state"]) for a in failed["alerts"]] == [(FAILED_JOB, "firing")]
+    assert (FAILED_JOB, "firing") in [(a["labels"]["job"], a["state"]) for a in failed["alerts"]]
+    assert JOB not in [a["labels"]["job"] for a in failed["alerts"]]
     # The operator target is up, so OperatorDown stays quiet.
     assert next(r for r in rules if r["name"] == "DistillationOperatorDown")["alerts"] == []
 
