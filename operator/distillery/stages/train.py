@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -283,6 +284,11 @@ def main(args: argparse.Namespace) -> int:
         if rank == 0:
             write_termination_message({"stage": "train", "error": str(error)})
         raise
+    except ValueError as error:  # unreadable records: the message names the file and line
+        if rank == 0:
+            write_termination_message({"stage": "train", "error": str(error)})
+        print(f"distillery train: {error}", file=sys.stderr)
+        return 1
     except Exception as error:
         if rank == 0:
             write_termination_message({"stage": "train", "error": f"{type(error).__name__}: {error}"})
