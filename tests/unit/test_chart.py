@@ -189,7 +189,9 @@ def test_standalone_by_default():
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
     assert container["args"] == ["--metrics-port=8080"]
-    assert "kopf.dev" not in json.dumps(render("defaults"))
+    docs = render("defaults")
+    assert not [d for d in docs if d["kind"] in ("ClusterKopfPeering", "KopfPeering")]
+    assert not [d for d in docs if d["metadata"]["name"].endswith(".kopf.dev")]
 
 
 def test_leader_election_runs_replicas_with_kopf_peering():
