@@ -104,7 +104,9 @@ def test_matches_golden_file(case: str, child: str):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     assert path.exists(), f"{path} is missing; run with DISTILLERY_UPDATE_GOLDEN=1 and review it"
-    assert text == path.read_text(), f"{path.relative_to(ROOT)} differs (DISTILLERY_UPDATE_GOLDEN=1 to update)"
+    assert text == path.read_text(), (
+        f"{path.relative_to(ROOT)} differs (DISTILLERY_UPDATE_GOLDEN=1 to update)"
+    )
 
 
 @pytest.mark.parametrize(("case", "child"), ALL, ids=[f"{c}-{k}" for c, k in ALL])
@@ -141,7 +143,10 @@ def test_children_are_owned_labelled_and_run_as_non_root(case: str):
             assert container["resources"]["requests"], child
             assert container["workingDir"] == job.spec.storage.mount_path
             assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
-            assert template["metadata"]["labels"]["distillery.dev/stage"] == meta["labels"]["distillery.dev/stage"]
+            assert (
+                template["metadata"]["labels"]["distillery.dev/stage"]
+                == meta["labels"]["distillery.dev/stage"]
+            )
 
 
 def test_secrets_are_passed_by_reference_only():
@@ -191,9 +196,10 @@ def test_teacher_gpus_probe_and_placement():
     assert probe["httpGet"]["path"] == container["readinessProbe"]["httpGet"]["path"] == "/health"
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
-    assert deployment["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"][
-        "labels"
-    ].items()
+    assert (
+        deployment["spec"]["selector"]["matchLabels"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
 
 
 def test_network_policy_admits_only_this_jobs_generation_pods():
@@ -245,8 +251,13 @@ def test_no_claim_is_built_for_an_existing_one():
 
 
 def test_worker_images_come_from_the_environment_and_spec_overrides():
-    config = BuildConfig.from_env({"DISTILLERY_WORKER_IMAGE": "r/w:2", "DISTILLERY_WORKER_CUDA_IMAGE": "r/c:2"})
+    config = BuildConfig.from_env(
+        {"DISTILLERY_WORKER_IMAGE": "r/w:2", "DISTILLERY_WORKER_CUDA_IMAGE": "r/c:2"}
+    )
     assert (config.worker_image, config.worker_cuda_image) == ("r/w:2", "r/c:2")
     job = _tiny_job()
     job.spec.evaluation.image = "custom/eval:3"
-    assert build("evaluate", job, config)["spec"]["template"]["spec"]["containers"][0]["image"] == "custom/eval:3"
+    assert (
+        build("evaluate", job, config)["spec"]["template"]["spec"]["containers"][0]["image"]
+        == "custom/eval:3"
+    )

@@ -34,7 +34,12 @@ ENDPOINT = {"endpoint": {"url": "https://llm.example.com/v1", "model": "big"}}
 
 def status(phase: Phase | None = None, *true: ConditionType, **fields) -> DistillationJobStatus:
     conditions = [
-        {"type": t.value, "status": "True", "reason": "Completed", "lastTransitionTime": "2026-11-28T11:00:00Z"}
+        {
+            "type": t.value,
+            "status": "True",
+            "reason": "Completed",
+            "lastTransitionTime": "2026-11-28T11:00:00Z",
+        }
         for t in true
     ]
     return DistillationJobStatus.model_validate({"phase": phase, "conditions": conditions, **fields})
@@ -54,6 +59,7 @@ TEACHER_UP = TeacherState(exists=True, ready=True)
 TEACHER_LOADING = TeacherState(exists=True, ready=False)
 
 # (id, spec, status, observed, expected phase, expected ensure ⊇, expected delete, condition (type, status, reason))
+# fmt: off
 TABLE = [
     ("new job starts the teacher", spec(), status(), Observed(), Phase.teacher_starting,
      {"pvc", "teacher", "teacher-service", "teacher-policy"}, (), (C.teacher_ready, "False", "Starting")),
@@ -111,6 +117,7 @@ TABLE = [
      Observed(teacher=TEACHER_UP), Phase.succeeded, set(), ("teacher",), None),
     ("failed stays failed", spec(), status(Phase.failed, message="x"), Observed(), Phase.failed, set(), (), None),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize(("case", "s", "st", "obs", "phase", "ensure", "delete", "cond"), TABLE,
@@ -201,10 +208,14 @@ def test_success_fills_evaluation_and_artifacts():
 def test_conditions_keep_their_transition_time_until_they_change():
     first = next_status(status(), decide(spec(), [], status(), Observed(), NOW, "j"), NOW, 1)
     later = NOW + timedelta(minutes=5)
-    second = next_status(first, decide(spec(), [], first, Observed(teacher=TEACHER_LOADING), later, "j"), later, 1)
+    second = next_status(
+        first, decide(spec(), [], first, Observed(teacher=TEACHER_LOADING), later, "j"), later, 1
+    )
     (c1,), (c2,) = first.conditions, second.conditions
     assert c1.last_transition_time == c2.last_transition_time == "2026-11-28T12:00:00Z"
-    ready = next_status(second, decide(spec(), [], second, Observed(teacher=TEACHER_UP), later, "j"), later, 1)
+    ready = next_status(
+        second, decide(spec(), [], second, Observed(teacher=TEACHER_UP), later, "j"), later, 1
+    )
     teacher = next(c for c in ready.conditions if c.type == C.teacher_ready)
     assert teacher.status == "True" and teacher.last_transition_time == "2026-11-28T12:05:00Z"
 
