@@ -95,9 +95,26 @@ def _children(job: DistillationJob) -> dict[str, dict]:
 ALL = [(case, child) for case, make in CASES.items() for child in _kinds(make())]
 
 
+def _without_inline_job(manifest: dict, job: DistillationJob) -> dict:
+    """The manifest with each inline `--job` JSON replaced by a marker, after checking it is this job.
+
+    The JSON carries every spec default, so it changes whenever the API gains a field;
+    the golden files would then churn for reasons that are not the builders'.
+    """
+    manifest = json.loads(json.dumps(manifest))
+    for container in manifest["spec"].get("template", {}).get("spec", {}).get("containers", []):
+        args = container.get("args", [])
+        for index, arg in enumerate(args):
+            if arg.startswith('{"apiVersion"'):
+                assert DistillationJob.model_validate(json.loads(arg)).spec == job.spec
+                args[index] = "<the job as inline JSON>"
+    return manifest
+
+
 @pytest.mark.parametrize(("case", "child"), ALL, ids=[f"{c}-{k}" for c, k in ALL])
 def test_matches_golden_file(case: str, child: str):
-    manifest = build(child, CASES[case](), CONFIG)
+    job = CASES[case]()
+    manifest = _without_inline_job(build(child, job, CONFIG), job)
     text = yaml.safe_dump(manifest, sort_keys=True, width=100)
     path = GOLDEN / case / f"{child}.yaml"
     if os.environ.get("DISTILLERY_UPDATE_GOLDEN"):
