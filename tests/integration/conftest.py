@@ -17,12 +17,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import pytest_asyncio
 
 # Reconcile fast in tests; read when the handlers module is imported, so set it first.
 os.environ.setdefault("DISTILLERY_RECONCILE_SECONDS", "0.5")
 
 import kmock
+import kmock._internal.parsing as kmock_parsing
 import kopf
 import kubernetes
 from kopf.testing import KopfRunner
@@ -49,11 +51,14 @@ RESOURCES: dict[str, dict[str, Any]] = {
         "kind": "CustomResourceDefinition",
     },
     "kopf.dev/v1/clusterkopfpeerings": {"namespaced": False, "kind": "ClusterKopfPeering"},
+    "kopf.dev/v1/kopfpeerings": {"namespaced": True, "kind": "KopfPeering"},
 }
 VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
 
-# (apiGroup, resource[/subresource], verb) of every operator request, across the session.
+# (apiGroup, resource[/subresource], verb) of every operator request, across the session,
+# and the tests whose requests are in it.
 SEEN_REQUESTS: set[tuple[str, str, str]] = set()
+RECORDED_TESTS: set[str] = set()
 
 _LOGIN = {"url": ""}
 
@@ -209,12 +214,18 @@ class Cluster:
             **status, "conditions": [{"type": "Failed", "status": "True", "reason": reason, "message": message}]}},
             "status")  # fmt: skip
 
+    def operator_requests(self) -> list[kmock.Request]:
+        """The API requests the operator made (not discovery, not the test playing the cluster)."""
+        return [
+            r
+            for r in list(self.server)
+            if r.resource is not None
+            and r.resource.plural
+            and not r.headers.get("User-Agent", "").startswith("kmock/")
+        ]
+
     def record_requests(self) -> None:
-        for request in list(self.server):
-            if request.resource is None or not request.resource.plural:
-                continue  # discovery (/api, /apis, /version) needs no RBAC rule
-            if request.headers.get("User-Agent", "").startswith("kmock/"):
-                continue  # the test itself, playing the cluster
+        for request in self.operator_requests():
             verb = _verb(request)
             resource = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
             if verb:
@@ -222,24 +233,29 @@ class Cluster:
 
     # ---------------------------------------------------------------- the operator
     @contextlib.asynccontextmanager
-    async def operator(self):
-        """Run the operator (leader election on) until the block ends."""
+    async def operator(self, namespace: str | None = None):
+        """Run the operator (leader election on) until the block ends: cluster-wide, or in one namespace."""
+        scope = ["--namespace", namespace] if namespace else ["--all-namespaces"]
         runner = KopfRunner(
-            ["run", "--all-namespaces", "--peering", PEERING, "--verbose"],
+            ["run", *scope, "--peering", PEERING, "--verbose"],
             registry=handlers.registry,
             timeout=30,
         )
+        watches = self._watches()
         runner.__enter__()
         try:
-            await self.wait_for("the operator's watch on DistillationJobs", self._watching, timeout=30)
+            await self.wait_for(
+                "the operator's watch on DistillationJobs", lambda: self._watches() > watches, 30
+            )
             yield runner
         finally:
             await asyncio.to_thread(runner.__exit__, None, None, None)
 
-    def _watching(self) -> bool:
-        return any(
-            _verb(r) == "watch" and r.resource is not None and r.resource.plural == "distillationjobs"
+    def _watches(self) -> int:
+        return sum(
+            1
             for r in list(self.server)
+            if _verb(r) == "watch" and r.resource is not None and r.resource.plural == "distillationjobs"
         )
 
 
@@ -260,27 +276,33 @@ class Emulator(kmock.KubernetesEmulator):
         return await super()._handle(request)
 
 
+def _parse_path(path: str, _original=kmock_parsing.parse_path) -> kmock_parsing.ParsedPath:
+    """kmock 0.8 reads `/api/v1/namespaces` as "namespace <missing>" and fails; it is the namespaces list."""
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
+        return kmock_parsing.ParsedPath("", "v1", "namespaces", None, parts[3] if len(parts) == 4 else None)
+    return _original(path)
+
+
 @pytest_asyncio.fixture()
-async def cluster():
+async def cluster(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):
+    monkeypatch.setattr(kmock_parsing, "parse_path", _parse_path)
     async with Emulator() as server, kmock.Server(server):
         for resource, info in RESOURCES.items():
             server.resources[resource] = {**info, "verbs": VERBS}
         _LOGIN["url"] = str(server.url).rstrip("/")
         world = Cluster(server)
-        async for value in _run(world, server):
-            yield value
-
-
-async def _run(world: Cluster, kmock: Emulator):
-    # kmock cannot parse POST /api/v1/namespaces (it reads "namespaces" as a namespace path); store it directly.
-    kmock.objects["v1/namespaces", None, NAMESPACE] = {"apiVersion": "v1", "kind": "Namespace",
-                                                       "metadata": {"name": NAMESPACE, "uid": str(uuid.uuid4())}}  # fmt: skip
-    await world.create("kopf.dev/v1/clusterkopfpeerings", {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
-                                                           "metadata": {"name": PEERING}}, namespace=None)  # fmt: skip
-    try:
-        yield world
-    finally:
-        world.record_requests()
+        await world.create("v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+                           namespace=None)  # fmt: skip
+        for kind, plural, namespace in [("ClusterKopfPeering", "clusterkopfpeerings", None),
+                                        ("KopfPeering", "kopfpeerings", NAMESPACE)]:  # fmt: skip
+            peering = {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": PEERING}}
+            await world.create(f"kopf.dev/v1/{plural}", peering, namespace=namespace)
+        try:
+            yield world
+        finally:
+            world.record_requests()
+            RECORDED_TESTS.add(request.node.originalname)
 
 
 def spec(**changes: Any) -> dict:

@@ -176,7 +176,7 @@ async def test_an_operator_restart_creates_no_duplicates_and_keeps_progress(clus
         await cluster.finish_pod(train, "train", {"train_loss": 0.5})
         await cluster.job_done("again-train")
         after = await cluster.wait_phase("again", "Evaluating")
-    creates = [r for r in list(cluster.server) if r.method.value.upper() == "POST" and r.resource is not None
+    creates = [r for r in cluster.operator_requests() if r.method.value.upper() == "POST" and r.resource is not None
                and r.resource.plural not in ("events", "pods", "distillationjobs")]  # fmt: skip
     names = [(r.resource.plural, r.data["metadata"]["name"]) for r in creates]
     assert len(names) == len(set(names)), f"a child was created twice: {names}"
@@ -216,10 +216,10 @@ async def test_an_invalid_spec_fails_once_naming_the_field(cluster: Cluster):
         start = _reconciles()
         await cluster.wait_for("four more reconcile ticks", lambda: _reconciles() >= start + 4, timeout=20)
     assert "spec.generation.topLogprobs" in status["message"]
-    writes = [r for r in list(cluster.server) if r.method.value.upper() in ("POST", "PATCH")
+    writes = [r for r in cluster.operator_requests() if r.method.value.upper() in ("POST", "PATCH")
               and r.resource is not None and r.resource.plural not in ("distillationjobs", "events", "clusterkopfpeerings")]  # fmt: skip
     assert writes == [], "an invalid job must not create children"
-    status_patches = [r for r in list(cluster.server) if r.subresource == "status" and r.name == "bad"]
+    status_patches = [r for r in cluster.operator_requests() if r.subresource == "status" and r.name == "bad"]
     assert len(status_patches) == 1, "Failed is written once, not on every tick"
 
 
@@ -248,3 +248,13 @@ async def test_a_finished_job_is_deleted_after_its_ttl(cluster: Cluster):
         status = await cluster.wait_phase("ttl", "Failed")
         assert status["completionTime"]
         await cluster.wait_for("the job to be deleted by its TTL", lambda: _absent(cluster, DJ, "ttl"))
+
+
+async def test_an_operator_restricted_to_one_namespace(cluster: Cluster):
+    """`--namespace` mode: kopf's namespaced peering object; the job runs as cluster-wide."""
+    async with cluster.operator(namespace="ml"):
+        await cluster.create_job("local", spec())
+        await cluster.wait_phase("local", "TeacherStarting")
+        await cluster.teacher_ready("local-teacher")
+        await cluster.wait_child("batch/v1/jobs", "local-generate")
+        await cluster.wait_phase("local", "Generating")
