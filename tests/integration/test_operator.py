@@ -27,6 +27,7 @@ async def _generate(cluster: Cluster, name: str, shards: int = 2) -> dict:
 
 
 async def test_a_job_walks_through_every_phase_to_succeeded(cluster: Cluster):
+    durations_before = _observed_durations("generate")
     async with cluster.operator():
         await cluster.create_job("walk", spec())
         await cluster.wait_phase("walk", "TeacherStarting")
@@ -71,7 +72,13 @@ async def test_a_job_walks_through_every_phase_to_succeeded(cluster: Cluster):
     assert status["progress"]["trainLoss"] == 0.42
     assert status["observedGeneration"] == 1 and status["startTime"] and status["completionTime"]
     assert metrics.JOB_RETENTION.labels("ml", "walk")._value.get() == 0.75
+    assert _observed_durations("generate") > durations_before
     assert metrics.JOB_PHASE.labels("ml", "walk", "Succeeded")._value.get() == 1
+
+
+def _observed_durations(stage: str) -> float:
+    (family,) = [m for m in metrics.STAGE_DURATION.collect()]
+    return sum(s.value for s in family.samples if s.name.endswith("_count") and s.labels.get("stage") == stage)
 
 
 async def _event_reasons(cluster: Cluster, wanted: set[str]) -> bool:
@@ -162,6 +169,12 @@ async def test_suspend_and_resume(cluster: Cluster):
         await cluster.teacher_ready("pause-teacher")
         await cluster.wait_for("the shards to resume", lambda: _suspended(cluster, "pause-generate", False))
         await cluster.wait_phase("pause", "Generating")
+    patches = [
+        r
+        for r in cluster.operator_requests()
+        if r.method.value.upper() == "PATCH" and r.resource.plural == "jobs"
+    ]
+    assert patches and all(r.headers["Content-Type"] == "application/merge-patch+json" for r in patches)
     assert gen["metadata"]["uid"] == (await cluster.get("batch/v1/jobs", "pause-generate"))["metadata"]["uid"]
 
 

@@ -36,6 +36,10 @@ RECONCILE_SECONDS = float(os.environ.get("DISTILLERY_RECONCILE_SECONDS", "10"))
 # (connect, read) timeout of every API call, so a hung connection cannot stall a handler thread.
 REQUEST_TIMEOUT = (10, 60)
 
+# The client's default for built-in kinds is a JSON patch (a list of operations); our
+# patches are partial objects, which the API server accepts only as a merge patch.
+MERGE_PATCH = "application/merge-patch+json"
+
 _state_lock = threading.Lock()
 _phases: dict[tuple[str, str], str] = {}  # (namespace, name) -> phase, for the jobs-by-phase gauge
 _deleted: set[str] = set()  # uids of deleted jobs: a reconcile still in flight must not re-export them
@@ -158,7 +162,7 @@ def _reconcile(body: dict[str, Any], logger: logging.Logger) -> None:
     if new_doc != old_doc:
         _call(
             client.CustomObjectsApi().patch_namespaced_custom_object_status,
-            GROUP, VERSION, namespace, PLURAL, name, {"status": new_doc},
+            GROUP, VERSION, namespace, PLURAL, name, {"status": new_doc}, _content_type=MERGE_PATCH,
         )  # fmt: skip
         for event in phases.events(status, new):
             # kopf.event posts whatever settings.posting.level is (that level mutes kopf's own chatter).
@@ -315,6 +319,7 @@ def _carry_out(job: DistillationJob, step: phases.Step, observed: Observed, logg
             child_name(stage, job),
             namespace,
             {"spec": {"suspend": value}},
+            _content_type=MERGE_PATCH,
         )
         logger.info("%s the %s Job", "suspended" if value else "resumed", stage)
 
