@@ -78,7 +78,9 @@ async def test_a_job_walks_through_every_phase_to_succeeded(cluster: Cluster):
 
 def _observed_durations(stage: str) -> float:
     (family,) = [m for m in metrics.STAGE_DURATION.collect()]
-    return sum(s.value for s in family.samples if s.name.endswith("_count") and s.labels.get("stage") == stage)
+    return sum(
+        s.value for s in family.samples if s.name.endswith("_count") and s.labels.get("stage") == stage
+    )
 
 
 async def _event_reasons(cluster: Cluster, wanted: set[str]) -> bool:
@@ -271,3 +273,16 @@ async def test_an_operator_restricted_to_one_namespace(cluster: Cluster):
         await cluster.teacher_ready("local-teacher")
         await cluster.wait_child("batch/v1/jobs", "local-generate")
         await cluster.wait_phase("local", "Generating")
+
+
+async def test_pending_until_the_named_claim_exists(cluster: Cluster):
+    async with cluster.operator():
+        await cluster.create_job("claim", spec(storage={"pvc": {"claimName": "shared"}}))
+        status = await cluster.wait_phase("claim", "Pending")
+        assert "shared" in status["message"] and "storage.pvc.claimName" in status["message"]
+        assert await cluster.get("apps/v1/deployments", "claim-teacher") is None
+        await cluster.create("v1/persistentvolumeclaims", {"metadata": {"name": "shared"}, "spec": {}})
+        await cluster.wait_phase("claim", "TeacherStarting")
+    assert await cluster.get("v1/persistentvolumeclaims", "claim-data") is None, (
+        "an existing claim is not created"
+    )

@@ -246,7 +246,12 @@ def _observe(job: DistillationJob) -> Observed:
     def stage_pods(stage: str) -> list[dict[str, Any]]:
         return [p for p in pods if ((p.get("metadata") or {}).get("labels") or {}).get(STAGE_LABEL) == stage]
 
+    claim = job.spec.storage.pvc.claim_name if job.spec.storage.pvc else None
+    started = deployment is not None or any(stage_jobs.values())
+    # Only before anything runs: a claim deleted later shows up as failing pods, not as Pending.
+    claim_missing = bool(claim) and not started and _get("PersistentVolumeClaim", namespace, claim) is None
     return Observed(
+        claim_missing=claim_missing,
         teacher=teacher_state(deployment, stage_pods("teacher")),
         generate=job_state(stage_jobs["generate"], stage_pods("generate")),
         train=job_state(stage_jobs["train"], stage_pods("train")),

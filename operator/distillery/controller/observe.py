@@ -49,6 +49,8 @@ class Observed:
     generate: JobState = field(default_factory=JobState)
     train: JobState = field(default_factory=JobState)
     evaluate: JobState = field(default_factory=JobState)
+    # The existing claim named by storage.pvc.claimName does not exist (yet).
+    claim_missing: bool = False
 
 
 def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -139,6 +139,12 @@ def decide(
             suspend=running,
         )
 
+    if observed.claim_missing:
+        claim = spec.storage.pvc.claim_name if spec.storage.pvc else ""
+        return Step(
+            Phase.pending, f"waiting for PersistentVolumeClaim {claim!r} (storage.pvc.claimName) to exist"
+        )
+
     # Paths as the pods see them; PurePosixPath never touches the operator's filesystem.
     layout = Layout(root=PurePosixPath(spec.storage.mount_path), job_name=job_name)  # type: ignore[arg-type]
     ensure: list[str] = ["pvc"] if spec.storage.pvc is not None and spec.storage.pvc.size is not None else []
