@@ -25,7 +25,6 @@ os.environ.setdefault("DISTILLERY_RECONCILE_SECONDS", "0.5")
 
 import kmock
 import kmock._internal.parsing as kmock_parsing
-import kopf
 import kubernetes
 from kopf.testing import KopfRunner
 
@@ -59,18 +58,6 @@ VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
 # and the tests whose requests are in it.
 SEEN_REQUESTS: set[tuple[str, str, str]] = set()
 RECORDED_TESTS: set[str] = set()
-
-_LOGIN = {"url": ""}
-
-
-@kopf.on.login(registry=handlers.registry)
-def _login_to_emulator(**_: Any) -> kopf.ConnectionInfo:
-    """Test-only: both kopf and the official client talk to the emulator of the running test."""
-    configuration = kubernetes.client.Configuration()
-    configuration.host = _LOGIN["url"]
-    kubernetes.client.Configuration.set_default(configuration)
-    return kopf.ConnectionInfo(server=_LOGIN["url"], insecure=True)
-
 
 _versions = itertools.count(1)
 
@@ -290,7 +277,10 @@ async def cluster(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureReques
     async with Emulator() as server, kmock.Server(server):
         for resource, info in RESOURCES.items():
             server.resources[resource] = {**info, "verbs": VERBS}
-        _LOGIN["url"] = str(server.url).rstrip("/")
+        # Both kopf and the official client talk to this test's emulator.
+        configuration = kubernetes.client.Configuration()
+        configuration.host = str(server.url).rstrip("/")
+        handlers.use_configuration(configuration)
         world = Cluster(server)
         await world.create("v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
                            namespace=None)  # fmt: skip

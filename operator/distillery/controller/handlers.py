@@ -54,6 +54,34 @@ def health() -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------ login
+
+# Set by `use_configuration` (tests, embedding); None: in-cluster service account or kubeconfig.
+_configuration: dict[str, client.Configuration] = {}
+
+
+def use_configuration(configuration: client.Configuration) -> None:
+    """Point both the official client and kopf at this API server instead of the usual lookup."""
+    client.Configuration.set_default(configuration)
+    _configuration["explicit"] = configuration
+
+
+@kopf.on.login(registry=registry)
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf and the official client share one set of credentials.
+
+    kopf's `login_via_client` loads the service account (in a pod) or the kubeconfig and
+    sets it as the official client's default too; it runs again whenever the API answers
+    401, so a rotated service-account token is picked up.
+    """
+    configuration = _configuration.get("explicit")
+    if configuration is None:
+        return kopf.login_via_client(**kwargs)
+    return kopf.ConnectionInfo(
+        server=configuration.host, insecure=not configuration.verify_ssl, ca_path=configuration.ssl_ca_cert
+    )
+
+
 # ------------------------------------------------------------------ startup
 
 

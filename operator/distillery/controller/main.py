@@ -32,7 +32,6 @@ def main(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
-    _configure_client()
     if args.metrics_port:
         server.start(args.metrics_port, handlers.health)
     namespaces = args.namespace or []
@@ -44,17 +43,3 @@ def main(args: argparse.Namespace) -> int:
         standalone=args.peering is None,
     )
     return 0
-
-
-def _configure_client() -> None:
-    """The official client (our child objects) uses the pod's service account, or a kubeconfig outside.
-
-    kopf logs itself in the same way (its fallback login handlers); doing it here too means
-    our API calls never depend on which of kopf's login handlers happened to win.
-    """
-    from kubernetes import config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
