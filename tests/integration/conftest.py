@@ -220,11 +220,11 @@ class Cluster:
 
     # ---------------------------------------------------------------- the operator
     @contextlib.asynccontextmanager
-    async def operator(self, namespace: str | None = None):
+    async def operator(self, namespace: str | None = None, priority: int = 0):
         """Run the operator (leader election on) until the block ends: cluster-wide, or in one namespace."""
         scope = ["--namespace", namespace] if namespace else ["--all-namespaces"]
         runner = KopfRunner(
-            ["run", *scope, "--peering", PEERING, "--verbose"],
+            ["run", *scope, "--peering", PEERING, "--priority", str(priority), "--verbose"],
             registry=handlers.registry,
             timeout=30,
         )

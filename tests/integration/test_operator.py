@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from distillery import metrics
@@ -286,3 +288,50 @@ async def test_pending_until_the_named_claim_exists(cluster: Cluster):
     assert await cluster.get("v1/persistentvolumeclaims", "claim-data") is None, (
         "an existing claim is not created"
     )
+
+
+async def test_two_replicas_only_the_leader_acts_and_the_other_takes_over(cluster: Cluster):
+    """kopf peering: the lower-priority replica pauses while the leader runs, and resumes when it goes."""
+    caplog = _Records()
+    peering_log = logging.getLogger("kopf._core.engines.peering")
+    peering_log.addHandler(caplog)
+    try:
+        await _handover(cluster, caplog)
+    finally:
+        peering_log.removeHandler(caplog)
+    conflicts = [r for r in cluster.operator_requests() if r.method.value.upper() == "POST"
+                 and r.resource.plural in ("jobs", "deployments", "services")]  # fmt: skip
+    names = [(r.resource.plural, r.data["metadata"]["name"]) for r in conflicts]
+    assert len(names) == len(set(names)), f"two replicas both created: {names}"
+    assert ("jobs", "ha-train") in names
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def _handover(cluster: Cluster, caplog: _Records) -> None:
+    async with cluster.operator(priority=10):
+        async with cluster.operator(priority=100):
+            await cluster.wait_for(
+                "the standby replica to pause", lambda: _logged(caplog, "Pausing operations")
+            )
+            await cluster.create_job("ha", spec())
+            await cluster.wait_phase("ha", "TeacherStarting")
+            await cluster.teacher_ready("ha-teacher")
+            await cluster.wait_child("batch/v1/jobs", "ha-generate")
+        # The leader is gone: the standby resumes and carries the job on.
+        await cluster.wait_for(
+            "the standby replica to resume", lambda: _logged(caplog, "Resuming operations")
+        )
+        await cluster.job_done("ha-generate", succeeded=2)
+        await cluster.wait_phase("ha", "Training")
+
+
+def _logged(caplog: _Records, text: str) -> bool:
+    return any(text in record.getMessage() for record in caplog.records)
