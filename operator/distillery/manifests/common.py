@@ -31,9 +31,9 @@ METRICS_PORT = 9090
 NAME_LIMIT = 63
 JOB_NAME_LIMIT = 52
 
-# Non-root user for every pod; the worker images create this user, the vLLM image
-# runs fine as any uid once HOME and the caches point at writable places.
-RUN_AS_USER = 1000
+# Non-root user for every pod: the uid the worker images run as (images/README.md); the
+# upstream vLLM image runs fine as any uid once HOME and the caches point at writable places.
+RUN_AS_USER = 65532
 
 # Requests used when the spec gives none, so the scheduler can place pods sensibly.
 DEFAULT_REQUESTS: dict[str, dict[str, str]] = {
