@@ -93,10 +93,20 @@ def test_task_scores_pick_the_task_metric_as_score():
     assert "bleu" in out
     assert "teacherAgreement" not in out
     out = scoring.task_scores(
-        TaskType.qa, ["accuracy", "teacherAgreement"], ["Paris"], ["paris"], ["Rome"], []
+        TaskType.qa, ["accuracy", "bleu", "rougeL", "teacherAgreement"], ["Paris"], ["paris"], ["Rome"], []
     )
     assert out["score"] == out["accuracy"] == 1.0
     assert out["teacherAgreement"] == 0.0
+    assert "bleu" not in out and "rougeL" not in out  # overlap metrics mean nothing for one-word answers
+
+
+def test_token_f1_is_squad_f1_of_the_extracted_answer():
+    # "the big red barn" -> answer tokens [big, red, barn]; reference "red barn" -> P 2/3, R 1 -> F1 0.8.
+    # Second record: no overlap -> 0.
+    value = scoring.token_f1(["The big red barn.", "blue"], ["red barn", "green"])
+    assert value == pytest.approx((0.8 + 0.0) / 2)
+    out = scoring.task_scores(TaskType.qa, ["f1"], ["red barn"], ["Red barn"], None, [])
+    assert out["f1"] == pytest.approx(1.0)
 
 
 # ------------------------------------------------------------------ serving metrics

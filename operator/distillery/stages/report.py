@@ -347,13 +347,14 @@ def render_png(report: dict[str, Any], path: Path) -> bool:
         )
     ax.set_xlabel("p95 latency per response (ms)")
     ax.set_ylabel(report["metric"])
-    ax.set_ylim(bottom=0, top=max(1.0, max(p[2] for p in points) * 1.1))
+    # A little room below 0 and beside the points, so a model scoring 0 keeps its label.
+    ax.set_ylim(bottom=-0.08, top=max(1.0, max(p[2] for p in points)) * 1.1)
     ax.set_xlim(left=0, right=max(p[1] for p in points) * 1.25 + 1)
     verdict = "passed" if report["gate"]["passed"] else "FAILED"
     ax.set_title(f"{report['job']}: {report['metric']} vs latency (gate {verdict})")
     ax.grid(True, alpha=0.3)
     if gate:
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -86,6 +86,24 @@ def teacher_agreement(
     return rouge_l(predictions, teacher)
 
 
+def token_f1(predictions: Sequence[str], references: Sequence[str | None]) -> float | None:
+    """SQuAD token F1 of the extracted qa answer against the reference (normalised words), averaged."""
+    from collections import Counter
+
+    pairs = [(p, r) for p, r in zip(predictions, references, strict=True) if r is not None]
+    if not pairs:
+        return None
+    total = 0.0
+    for prediction, reference in pairs:
+        answer = (tasks.extract_answer(TaskType.qa, prediction, []) or "").split()
+        expected = tasks.normalize_text(reference).split()
+        common = sum((Counter(answer) & Counter(expected)).values())
+        if common:
+            precision, recall = common / len(answer), common / len(expected)
+            total += 2 * precision * recall / (precision + recall)
+    return total / len(pairs)
+
+
 def task_scores(
     task: TaskType,
     metrics: Sequence[str],
@@ -94,15 +112,24 @@ def task_scores(
     teacher: Sequence[str | None] | None,
     labels: Sequence[str],
 ) -> dict[str, float | None]:
-    """Every task metric the spec asks for, plus `score` (the task metric, always computed)."""
+    """The task metrics the spec asks for that mean something for this task, plus `score`.
+
+    nli / qa / math have one right answer: accuracy (and token F1 for qa). BLEU and ROUGE-L
+    measure overlap with a free text, so they are computed for summarization and conversation
+    only (on one-word answers BLEU is 0 by construction). The task metric is always computed.
+    """
     out: dict[str, float | None] = {}
     wanted = set(metrics) | {task_metric(task)}
-    if "accuracy" in wanted and task in CLASSIFICATION_TASKS:
-        out["accuracy"] = accuracy(task, predictions, references, labels)
-    if "bleu" in wanted:
-        out["bleu"] = bleu(predictions, references)
-    if "rougeL" in wanted:
-        out["rougeL"] = rouge_l(predictions, references)
+    if task in CLASSIFICATION_TASKS:
+        if "accuracy" in wanted:
+            out["accuracy"] = accuracy(task, predictions, references, labels)
+        if "f1" in wanted and task is TaskType.qa:
+            out["f1"] = token_f1(predictions, references)
+    else:
+        if "bleu" in wanted:
+            out["bleu"] = bleu(predictions, references)
+        if "rougeL" in wanted:
+            out["rougeL"] = rouge_l(predictions, references)
     if "teacherAgreement" in wanted and teacher is not None:
         out["teacherAgreement"] = teacher_agreement(task, predictions, teacher, labels)
     out["score"] = out.get(task_metric(task))
