@@ -126,7 +126,7 @@ spec:
         - name: prepare
           image: $WORKER_IMAGE
           imagePullPolicy: IfNotPresent
-          command: [python, /scripts/prepare_tiny.py, --storage, /data]
+          command: [python, /scripts/prepare_tiny.py, --out, /data]
           env: [{name: HOME, value: /tmp}]
           volumeMounts:
             - {name: storage, mountPath: /data}
