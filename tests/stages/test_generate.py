@@ -19,11 +19,12 @@ from urllib.parse import urlparse
 
 import pytest
 
-from distillery.api import DistillationJob
+from distillery.api import DistillationJob, TaskType
 from distillery.stages import generate as gen
 from distillery.stages.generate import GenerationFailed, generate_shard
 from distillery.stages.teacher import TeacherConnection, free_port
 from distillery.storage import Layout
+from distillery.tasks import extract_answer
 from tests.stages.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.stages
@@ -114,7 +115,7 @@ def test_full_shard_writes_verified_records_with_logprobs(tmp_path, teacher):
     assert reasons["duplicate"] == 4  # temperature 0: a repeated prompt gets the same answer
     assert len(accepted) >= 10, f"the tiny teacher should get most sums right; rejected: {reasons}"
     for record in accepted:
-        assert record["response"].strip() == record["reference"], record  # verified against the sum
+        assert extract_answer(TaskType.math, record["response"], []) == record["reference"], record
         assert record["teacher_model"] == "teacher" and record["finish_reason"] == "stop"
         assert record["messages"] == [{"role": "user", "content": train[record["line"] - 1]["prompt"]}]
         assert len(record["logprobs"]) == record["usage"]["completion_tokens"] > 0
@@ -123,7 +124,7 @@ def test_full_shard_writes_verified_records_with_logprobs(tmp_path, teacher):
         assert first["top"][0][1] >= first["top"][-1][1]
     for record in rejected:
         if record["reject_reason"] == "wrong_answer":
-            assert record["response"].strip() != record["reference"]
+            assert extract_answer(TaskType.math, record["response"], []) != record["reference"]
 
     val_accepted, val_rejected = outputs(job, tmp_path, "validation")
     assert_each_prompt_once(val_accepted + val_rejected, validation)
@@ -266,7 +267,10 @@ def test_retries_run_out_and_the_success_ratio_fails_the_shard(tmp_path, teacher
     proxy = FaultProxy(upstream.hostname, upstream.port, lambda n: "500" if n > 4 else None)
     with (
         proxy,
-        pytest.raises(GenerationFailed, match=r"train: only \d+ of 12 prompts .* minSuccessRatio 0.9"),
+        pytest.raises(
+            GenerationFailed,
+            match=r"train: only 4 of 12 prompts .* generation.minSuccessRatio 0.9; .*http_500",
+        ),
     ):
         generate_shard(job, tmp_path, 0, TeacherConnection(proxy.base_url, teacher.model))
     # The failed shard leaves only partial files; a restart retries the failed prompts.

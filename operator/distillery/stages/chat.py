@@ -205,7 +205,10 @@ class ChatClient:
         import httpx
 
         try:
-            # wait_for bounds the whole request; httpx's timeout alone bounds each read.
+            # A deadline on the whole request; httpx's timeout alone bounds each read.
+            if hasattr(asyncio, "timeout"):  # Python 3.11+: no extra task per request
+                async with asyncio.timeout(self.timeout):
+                    return await self._http.request(method, path, content=payload)
             return await asyncio.wait_for(self._http.request(method, path, content=payload), self.timeout)
         except (asyncio.TimeoutError, httpx.TimeoutException):
             raise RequestFailed(
