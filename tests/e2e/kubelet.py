@@ -28,8 +28,10 @@ node would, and plays these parts for the objects it sees there:
 * garbage collector, for the Pods it made only: deleting their Job or Deployment stops
   and deletes them.
 
-A container runs as a process group of its own (`start_new_session`), so stopping a pod
-ends every process it started (vLLM forks an engine process); its output goes to
+A container runs as a process group of its own (`start_new_session`), and each of its
+processes carries a marker variable (`KUBELET_HARNESS_CONTAINER`), so stopping a pod ends
+every process it started, as a cgroup does, even those that left the group (a stage that
+starts vLLM in a session of its own); its output goes to
 `<root>/pods/<namespace>/<pod>/<container>.log`, and the exact local command line it ran
 to `<container>.command.json` beside it.
 
@@ -118,6 +120,9 @@ TERMINATION_MESSAGE_LIMIT = 4096  # bytes the kubelet keeps of a termination mes
 FALLBACK_LOG_LINES, FALLBACK_LOG_BYTES = 80, 2048  # FallbackToLogsOnError: the log tail it keeps
 FAST_PROBE_SECONDS = 1.0  # how often startup/readiness probes run until a container is ready
 MAX_BACKOFF_SECONDS = 10.0
+# An environment variable every container process carries, so that stopping a container ends
+# every process it started, as a cgroup would (see marked_processes).
+CONTAINER_MARKER = "KUBELET_HARNESS_CONTAINER"
 POD_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # what the API server's generateName uses
 
 
@@ -321,6 +326,7 @@ class Container:
     last_state: dict[str, Any] = field(default_factory=dict)
     exit_codes: list[int] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
+    marker: str = ""  # the CONTAINER_MARKER value its processes carry
 
     @property
     def name(self) -> str:
@@ -391,7 +397,9 @@ class LocalPod:
 
     def _container(self, spec: dict[str, Any]) -> Container:
         name = spec["name"]
-        return Container(spec, self.dir / f"{name}.log", self.dir / f"{name}.termination-log")
+        container = Container(spec, self.dir / f"{name}.log", self.dir / f"{name}.termination-log")
+        container.marker = f"{self.namespace}/{self.name}/{name}/{uuid.uuid4().hex[:8]}"
+        return container
 
     # ------------------------------------------------------------ state
 
@@ -503,18 +511,18 @@ class LocalPod:
         process = container.process
         if process is None or process.returncode is not None:
             return
-        signal_group(process.pid, signal.SIGTERM)
+        signal_container(container, signal.SIGTERM)
         try:
             await asyncio.wait_for(process.wait(), grace)
         except asyncio.TimeoutError:
-            signal_group(process.pid, signal.SIGKILL)
+            signal_container(container, signal.SIGKILL)
             await process.wait()
 
     def kill(self, sig: int) -> bool:
-        """Signal the main container's process group (a crash, an OOM kill), as a test asks."""
+        """Signal every process of the main container (a crash, an OOM kill, a freeze), as a test asks."""
         for container in self.containers:
             if container.process is not None and container.process.returncode is None:
-                signal_group(container.process.pid, sig)
+                signal_container(container, sig)
                 return True
         return False
 
@@ -630,7 +638,7 @@ class LocalPod:
         if probes is not None:
             probes.cancel()
         # The runtime tears the whole container down when its first process ends.
-        signal_group(process.pid, signal.SIGKILL)
+        signal_container(container, signal.SIGKILL)
         code = exit_code(returncode)
         container.exit_codes.append(code)
         container.ready = False
@@ -729,6 +737,28 @@ class LocalPod:
 def signal_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
+
+
+def marked_processes(marker: str) -> list[int]:
+    """Processes whose environment carries this container's marker: everything it started,
+    including processes that left its process group (vLLM servers a stage starts with a
+    session of their own). It stands in for the container's cgroup."""
+    needle = f"{CONTAINER_MARKER}={marker}\0".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            if needle in environ.read_bytes():
+                found.append(int(environ.parent.name))
+    return found
+
+
+def signal_container(container: Container, sig: int) -> None:
+    """Signal every process of a container: its process group and every marked process."""
+    if container.process is not None:
+        signal_group(container.process.pid, sig)
+    for pid in marked_processes(container.marker):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
 
 
 # ---------------------------------------------------------------- controllers
@@ -1664,7 +1694,7 @@ class Kubelet:
         argv[0] = self._executable(argv[0])
         workdir = rewrite(spec.get("workingDir") or "") or str(pod.dir / "workdir")
         Path(workdir).mkdir(parents=True, exist_ok=True)
-        return argv, {**self._image_env(pod), **env}, workdir
+        return argv, {**self._image_env(pod), **env, CONTAINER_MARKER: container.marker}, workdir
 
     def _executable(self, name: str) -> str:
         if os.sep in name and os.access(name, os.X_OK):

@@ -308,15 +308,21 @@ def test_killed_pod_is_replaced_and_the_replacement_resumes(cluster):
 
 
 def test_deleting_a_job_stops_its_processes_and_deletes_its_pods(cluster):
-    _, api, kubelet, _ = cluster
-    api.create(job("doomed", {"command": ["sh", "-c", "sleep 60 & sleep 60"]}))
+    _, api, kubelet, storage = cluster
+    # A child in the container's process group, and one that left it (as vLLM servers do).
+    script = "sleep 60 & setsid sleep 61 & echo $! > escaped.pid; sleep 60"
+    api.create(job("doomed", {"command": ["sh", "-c", script], **storage_mount()}))
     pid = wait_for(lambda: next((p.pid for p in kubelet.pods() if p.pid), None), "the pod to run", kubelet)
+    escaped = int(wait_for(lambda: (storage / "escaped.pid").exists() and (storage / "escaped.pid").read_text(),
+                           "the escaped child's pid", kubelet))  # fmt: skip
+    assert alive(escaped) and os.getpgid(escaped) != pid
     api.call("DELETE", harness.api_path("batch/v1", "jobs", NS, "doomed"))
 
     wait_for(lambda: not api.pods(**{"job-name": "doomed"}), "the Job's pods to be deleted", kubelet)
     wait_for(lambda: not alive(pid), "the pod's process to end", kubelet)
-    # The whole process group ends, not just the first process (sh's background sleep too).
+    # Every process of the container ends, as with a cgroup: its group and the escaped child.
     assert group_members(pid) == []
+    wait_for(lambda: not alive(escaped), "the escaped child to end", kubelet)
 
 
 def test_missing_secret_holds_the_pod_until_it_exists(cluster):
