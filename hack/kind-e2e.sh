@@ -120,8 +120,9 @@ spec:
   template:
     spec:
       restartPolicy: Never
-      # The stage pods run as uid 1000 with fsGroup 1000; files made here must be theirs.
-      securityContext: {runAsUser: 1000, runAsGroup: 1000, fsGroup: 1000}
+      # The stage pods run as uid 65532 (the worker images' user, fsGroup 65532); files
+      # made here must be theirs.
+      securityContext: {runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532}
       containers:
         - name: prepare
           image: $WORKER_IMAGE
