@@ -381,6 +381,21 @@ def build_report(
     }
 
 
+def write_answers(path: Path, prompts: list[Any], runs: dict[str, ModelRun]) -> Path:
+    """Every model's answer to every prompt beside the reference, for a person checking the scores."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for index, prompt in enumerate(prompts):
+            row = {"id": prompt.id, "line": prompt.line, "prompt": prompt.messages[-1]["content"],
+                   "reference": prompt.reference}  # fmt: skip
+            for name, run in runs.items():
+                answer = run.answers[index]
+                row[name] = answer.text if answer.error is None else None
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
 def status_summary(report: dict[str, Any], report_path: str) -> dict[str, Any]:
     """The stage's summary: `EvaluationStatus` fields (what the operator copies into status) + the report path."""
     scores = {
@@ -478,6 +493,9 @@ def evaluate_job(
 
     report = build_report(job, layout, prompts, runs, models)
     paths = reports.write_report(report, layout.evaluation_report)
+    paths["answers"] = write_answers(
+        layout.evaluation_report.with_name("evaluation-answers.jsonl"), prompts, runs
+    )
     say("report: " + ", ".join(str(p) for p in paths.values()))
     _publish_metrics(report)
     summary = status_summary(report, paths["json"].relative_to(root).as_posix())

@@ -1,0 +1,181 @@
+"""The evaluate stage against the session's real vLLM server (tiny models): scores, serving metrics, report, gate.
+
+One server serves every compared model here (the session's teacher), so a test costs seconds;
+that the stage starts its own vLLM per model is exercised end to end in tests/e2e/test_run_tiny.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from distillery import tasks
+from distillery.api import DistillationJob, TaskType
+from distillery.stages import evaluate
+from distillery.stages.generate import generate_shard
+from distillery.stages.teacher import TeacherConnection
+from distillery.storage import Layout
+
+pytestmark = pytest.mark.stages
+
+VALIDATION = 16
+
+
+def make_job(
+    tmp_path, gate: dict, compare=("teacher", "baseline", "student"), endpoint=None
+) -> DistillationJob:
+    teacher = {"model": "models/teacher"} if endpoint is None else {"endpoint": endpoint}
+    return DistillationJob.model_validate(
+        {
+            "metadata": {"name": "evaljob"},
+            "spec": {
+                "teacher": teacher,
+                "student": {"model": "models/student"},
+                "data": {"taskType": "qa", "train": "data/train.jsonl", "validation": "data/validation.jsonl",
+                         "promptTemplate": "{prompt}", "systemPrompt": ""},
+                "generation": {"temperature": 0.0, "maxTokens": 8, "minSuccessRatio": 0.0, "smokeTestPrompts": 0,
+                               "filters": {"verify": False}},
+                "evaluation": {"gpus": 0, "concurrency": 4, "compare": list(compare), "gate": gate},
+            },
+        }
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory, tiny_models, vllm_teacher):
+    """A job's storage after generation: the models, the prompts, and the teacher's answers to them."""
+    from make_tiny_models import task_examples  # hack/
+    from prepare_tiny import write_records
+
+    root = tmp_path_factory.mktemp("eval-storage")
+    (root / "models").mkdir()
+    for name in ("teacher", "student"):
+        shutil.copytree(tiny_models[name], root / "models" / name)
+    write_records(root / "data" / "train.jsonl", task_examples(random.Random(5), 2), "train")
+    write_records(root / "data" / "validation.jsonl", task_examples(random.Random(6), VALIDATION), "val")
+    job = make_job(root, {})
+    generate_shard(job, root, 0, TeacherConnection(vllm_teacher.base_url, vllm_teacher.model))
+    layout = Layout(root, "evaljob")
+    # The "distilled" student is the base model itself: these tests check the measuring, not training.
+    shutil.copytree(tiny_models["student"], layout.student)
+    return root
+
+
+def shared_server(vllm_teacher):
+    """serve() for evaluate_job that hands out the session's server instead of starting one per model."""
+
+    @contextlib.contextmanager
+    def serve(job, layout, name, model):
+        yield TeacherConnection(vllm_teacher.base_url, vllm_teacher.model), vllm_teacher.process.pid
+
+    return serve
+
+
+def fresh(storage, tmp_path):
+    """A private copy of the storage, so each test writes its own report."""
+    root = tmp_path / "storage"
+    shutil.copytree(storage, root)
+    return root
+
+
+def test_scores_every_model_and_writes_json_markdown_png(storage, tmp_path, vllm_teacher):
+    root = fresh(storage, tmp_path)
+    job = make_job(root, {"minRetention": 0.5})
+    report = evaluate.evaluate_job(job, root, serve=shared_server(vllm_teacher), say=lambda m: None)
+
+    layout = Layout(root, "evaljob")
+    assert json.loads(layout.evaluation_report.read_text()) == report
+    assert layout.evaluation_report.with_suffix(".md").read_text().startswith("# Evaluation of `evaljob`")
+    assert layout.evaluation_report.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    done = json.loads(layout.stage_done("evaluate").read_text())
+    assert done["gatePassed"] is True and done["report"] == "jobs/evaljob/reports/evaluation.json"
+
+    # The teacher's score is recomputed here from its generation records, accepted or rejected.
+    records = [
+        json.loads(line)
+        for path in sorted(layout.generated("validation").glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+    assert len(records) == VALIDATION
+    right = sum(tasks.answers_match(TaskType.qa, r["response"], r["reference"], []) for r in records)
+    teacher = report["models"]["teacher"]
+    assert teacher["source"] == "generation records"
+    assert teacher["score"] == pytest.approx(right / VALIDATION)
+    assert teacher["latencyP50Ms"] > 0
+    assert teacher["outputTokensPerSecond"] is None  # not measured from records, and the report says so
+    assert any("generation" in note for note in report["notes"])
+
+    # "student" and "baseline" were both the teacher's server, greedy as generation was: they give
+    # the teacher's answers (batching on CPU may flip a rare near-tie), so retention is about 1.
+    for name in ("baseline", "student"):
+        entry = report["models"][name]
+        assert entry["answered"] == VALIDATION and entry["errors"] == 0
+        assert entry["teacherAgreement"] >= 0.9
+        assert entry["score"] == pytest.approx(teacher["score"], abs=0.1)
+        assert 0 < entry["latencyP50Ms"] <= entry["latencyP95Ms"]
+        assert entry["outputTokensPerSecond"] > 0 and entry["responsesPerSecond"] > 0
+        assert entry["peakMemoryBytes"] > 100 * 2**20  # a vLLM server's resident memory
+    assert report["retention"] == pytest.approx(1.0, abs=0.1)
+    assert report["improvement"]["absolute"] == pytest.approx(0.0, abs=0.1)
+
+    # Parameters are read from safetensors headers; transformers counts the same model.
+    from transformers import AutoModelForCausalLM
+
+    expected = AutoModelForCausalLM.from_pretrained(layout.student).num_parameters()
+    assert report["models"]["student"]["parameters"] == expected
+    assert report["models"]["student"]["sizeBytes"] > expected * 4  # fp32 weights plus tokenizer files
+
+    answers = [
+        json.loads(line) for line in (layout.reports / "evaluation-answers.jsonl").read_text().splitlines()
+    ]
+    assert len(answers) == VALIDATION
+    # One server, greedy: the same answers (batching on CPU may flip a rare near-tie).
+    assert sum(row["student"] == row["baseline"] for row in answers) >= 0.9 * VALIDATION
+
+    lineage = report["lineage"]
+    assert lineage["generated"]["validation"]["files"] == 2  # records + rejected records
+    assert {f["path"] for f in lineage["student"]["files"]} >= {"config.json", "model.safetensors"}
+    assert lineage["data"]["validation"]["sha256"].startswith("sha256:")
+
+
+def test_failed_gate_reports_why_and_keeps_every_artifact(storage, tmp_path, vllm_teacher):
+    root = fresh(storage, tmp_path)
+    job = make_job(root, {"minScore": 2.0, "maxLatencyMs": 0.001})
+    report = evaluate.evaluate_job(job, root, serve=shared_server(vllm_teacher), say=lambda m: None)
+    assert report["gate"]["passed"] is False
+    assert "minScore 2" in report["gate"]["reason"] and "maxLatencyMs 0.001" in report["gate"]["reason"]
+    layout = Layout(root, "evaljob")
+    for path in (layout.evaluation_report, layout.evaluation_report.with_suffix(".md"), layout.student):
+        assert path.exists()
+    assert "Quality gate FAILED" in layout.evaluation_report.with_suffix(".md").read_text()
+
+
+def test_cli_measures_a_live_teacher_and_exits_1_on_a_failed_gate(storage, tmp_path, vllm_teacher):
+    root = fresh(storage, tmp_path)
+    job = make_job(root, {"minScore": 2.0}, compare=["teacher"],
+                   endpoint={"url": vllm_teacher.base_url, "model": vllm_teacher.model})  # fmt: skip
+    document = json.dumps(job.model_dump(mode="json", by_alias=True, exclude_none=True))
+    termination = tmp_path / "termination-log"
+    result = subprocess.run(
+        [sys.executable, "-m", "distillery.cli", "evaluate", "--job", document, "--storage", str(root),
+         "--teacher-url", vllm_teacher.base_url],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "DISTILLERY_TERMINATION_LOG": str(termination)},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["gatePassed"] is False
+    assert "FAILED: quality gate failed" in result.stdout
+    assert json.loads(termination.read_text()) == summary
+    report = json.loads(Layout(root, "evaljob").evaluation_report.read_text())
+    teacher = report["models"]["teacher"]
+    assert teacher["source"] == "live" and teacher["answered"] == VALIDATION
+    assert teacher["outputTokensPerSecond"] > 0
+    assert "baseline" not in report["models"]
