@@ -132,6 +132,9 @@ def run_child(command: list[str], capture: bool = False) -> tuple[int, str]:
     try:
         out, _ = process.communicate()
         return process.returncode, out or ""
+    except KeyboardInterrupt:
+        stop_children()  # this child and any other stage subprocess still running
+        raise
     finally:
         with _children_lock:
             _children.discard(process)
@@ -252,11 +255,7 @@ def run_train(job: DistillationJob, root: Path, layout: Layout, progress: Callab
         command = _cli(*command[1:])
     if layout.checkpoints.is_dir() and any(layout.checkpoints.iterdir()):
         progress(f"resuming from the checkpoints in {layout.checkpoints}")
-    try:
-        code, _ = run_child(command)  # training prints its progress on stdout: let it through
-    except KeyboardInterrupt:
-        stop_children()
-        raise
+    code, _ = run_child(command)  # training prints its progress on stdout: let it through
     done = layout.stage_done("train")  # training writes it once the student is saved
     if code != 0 or not done.exists():
         raise StageFailed(f"train failed (exit code {code}); its output above says why")

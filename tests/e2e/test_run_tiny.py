@@ -1,0 +1,108 @@
+"""`distillery run examples/tiny.yaml` end to end: real vLLM servers, real training, the report.
+
+The run is interrupted once training has written a checkpoint, then run again: generation is
+skipped, training resumes from its checkpoint, evaluation scores teacher, baseline and the
+distilled student, and the report says the student beats its baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+STAGE_DEADLINE_S = 600
+
+
+def wait_for(condition, deadline_s: float, process: subprocess.Popen, log: Path, what: str) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(
+                f"distillery run exited ({process.returncode}) before {what}:\n{log.read_text()[-4000:]}"
+            )
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"no {what} after {deadline_s}s:\n{log.read_text()[-4000:]}")
+        time.sleep(0.1)  # poll interval, bounded by the deadline
+
+
+def start_run(spec: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONUNBUFFERED": "1"}
+    with open(log, "ab") as handle:
+        return subprocess.Popen(
+            [sys.executable, "-m", "distillery.cli", "run", str(spec)],
+            stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=spec.parent,
+        )  # fmt: skip
+
+
+@pytest.mark.timeout(2400)  # three vLLM starts and a training run: minutes on 2 idle cores, more when shared
+def test_tiny_example_runs_resumes_and_reports(tmp_path, tiny_models):
+    from prepare_tiny import write_data  # hack/
+
+    storage = tmp_path / "storage"
+    (storage / "models").mkdir(parents=True)
+    for name in ("teacher", "student"):  # the models prepare_tiny.py makes (same script, seed, steps)
+        shutil.copytree(tiny_models[name], storage / "models" / name)
+    write_data(storage)
+    document = yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text())
+    document["spec"]["storage"]["path"] = "storage"  # the example itself, on this test's storage
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(document))
+    work = storage / "jobs" / "tiny"
+
+    # First run: interrupt it once training has saved a checkpoint.
+    first_log = tmp_path / "first.log"
+    run = start_run(spec, first_log)
+    try:
+        wait_for(lambda: any((work / "checkpoints").glob("step-*/state.pt")), STAGE_DEADLINE_S, run, first_log,
+                 "training checkpoint")  # fmt: skip
+        run.send_signal(signal.SIGINT)
+        assert run.wait(timeout=120) == 130
+    finally:
+        if run.poll() is None:
+            run.kill()
+    first = first_log.read_text()
+    assert "[1/3] generate: done" in first
+    assert "interrupted; run the same command again to resume" in first
+    assert not (work / "state" / "train.done.json").exists()
+
+    # Second run: generation skipped, training resumed, evaluation done, report printed.
+    second_log = tmp_path / "second.log"
+    run = start_run(spec, second_log)
+    try:
+        code = run.wait(timeout=3 * STAGE_DEADLINE_S)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    second = second_log.read_text()
+    assert code == 0, second[-6000:]
+    assert "[1/3] generate: already done" in second
+    assert "resuming from the checkpoints" in second
+    assert (
+        "teacher: starting vLLM" not in second.split("[3/3]")[0]
+    )  # no teacher started for the skipped stage
+    train = json.loads((work / "state" / "train.done.json").read_text())
+    assert train["resumed_from_step"] > 0
+
+    report = json.loads((work / "reports" / "evaluation.json").read_text())
+    assert set(report["models"]) == {"teacher", "baseline", "student"}
+    assert (work / "reports" / "evaluation.md").is_file()
+    assert (work / "reports" / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
+    scores = {name: entry["score"] for name, entry in report["models"].items()}
+    assert scores["student"] > scores["baseline"], scores  # distillation helped
+    assert report["gate"]["passed"] is True, report["gate"]
+    assert report["models"]["student"]["source"] == "served"
+    assert "PASSED: quality gate passed" in second
+    assert f"retention {report['retention']:.3f}" in second
