@@ -265,6 +265,8 @@ def kd_of(model_dir: Path, root: Path, job: DistillationJob) -> float:
 
 
 def test_logit_kd_learns_the_teachers_distributions(tiny_models, tmp_path):
+    from prometheus_client import REGISTRY
+
     from distillery.stages.train import train_student
 
     write_records(
@@ -276,8 +278,16 @@ def test_logit_kd_learns_the_teachers_distributions(tiny_models, tmp_path):
     job = make_job("kd", tiny_models["student"], tiny_models["teacher"], method="kd", alpha=0.9,
                    kdTemperature=1.0, epochs=3)  # fmt: skip
     before = kd_of(tiny_models["student"], tmp_path, job)
+    tokens_before = REGISTRY.get_sample_value("distillery_train_tokens_total") or 0.0
     summary = train_student(job, tmp_path)
     report = json.loads(Layout(tmp_path, "kd").training_report.read_text())
+    # What /metrics showed while it ran (the same registry the worker serves).
+    assert REGISTRY.get_sample_value("distillery_train_step") == report["step"]
+    assert REGISTRY.get_sample_value("distillery_train_loss") == pytest.approx(
+        report["history"][-1]["loss"], abs=1e-4
+    )
+    assert REGISTRY.get_sample_value("distillery_train_tokens_total") - tokens_before == report["tokens"]
+    assert REGISTRY.get_sample_value("distillery_train_tokens_per_second") > 0
     assert summary["method"] == report["method"] == "kd"
     kd = [point["kd"] for point in report["history"]]
     assert len(kd) == report["step"] and sum(kd[-3:]) < 0.7 * sum(kd[:3]), kd
