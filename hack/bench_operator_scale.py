@@ -9,6 +9,8 @@ whole request history per request) and a fresh `distillery operator --namespace 
 process, KUBECONFIG pointing at the server, the shipped reconcile interval unless
 --reconcile-seconds says otherwise). Then:
 
+0. one warm-up job, waited for until it has its Deployment (the cold start: imports, first
+   connections), so the figures below describe a running operator;
 1. the N jobs are POSTed as fast as the API takes them (64 in flight);
 2. time until each has its teacher Deployment: server-side creation time of the Deployment minus
    that of its job (p50 / p95 / max), and until the last one;
@@ -17,7 +19,8 @@ process, KUBECONFIG pointing at the server, the shipped reconcile interval unles
 4. the operator's CPU time (user + system, /proc) from the first create to the last Deployment, per
    job, and its peak RSS (VmHWM) minus its idle RSS, per job;
 5. steady state: for --steady seconds after that, API requests/s and the operator's CPU use, which
-   is what grows with N (every job is re-read every reconcile interval).
+   is what grows with N (every job is re-read every reconcile interval); the API server's own CPU
+   is shown beside it, to tell whether the stand-in or the operator is the limit.
 
 Nothing runs a pod: the jobs stay at TeacherStarting, which is the point where the operator's
 per-job cost is its steady cost. Prints one line per N and a JSON summary last.
@@ -44,6 +47,7 @@ NAMESPACE = "bench"
 DJ_PATH = f"/apis/distillery.dev/v1alpha1/namespaces/{NAMESPACE}/distillationjobs"
 DEPLOYMENTS = "apps/v1/deployments"
 DJS = "distillery.dev/v1alpha1/distillationjobs"
+WARMUP = 99999  # index of the warm-up job, outside every measured range
 
 
 # `distillery operator`, plus kopf's stock kubeconfig login: handlers.registry is a bare
@@ -154,7 +158,7 @@ def reconcile_histogram(metrics_url: str) -> tuple[list[tuple[float, float]], fl
     return sorted(buckets), total, count
 
 
-async def create_jobs(url: str, count: int, concurrency: int = 64) -> None:
+async def create_jobs(url: str, count: int, concurrency: int = 64, first: int = 0) -> None:
     import aiohttp
 
     slots = asyncio.Semaphore(concurrency)
@@ -165,7 +169,7 @@ async def create_jobs(url: str, count: int, concurrency: int = 64) -> None:
                 if response.status != 201:
                     raise SystemExit(f"creating job {index}: HTTP {response.status} {await response.text()}")
 
-        await asyncio.gather(*(one(i) for i in range(count)))
+        await asyncio.gather(*(one(i) for i in range(first, first + count)))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -216,19 +220,31 @@ def one_size(count: int, args: argparse.Namespace, work: Path) -> dict:
                  "the operator to watch DistillationJobs", 120)  # fmt: skip
         if operator.poll() is not None:
             raise SystemExit(f"the operator exited; see {log.name}")
-        proc = Proc(operator.pid)
-        time.sleep(1)  # let its start-up settle before the idle figures (not a wait on a condition)
-        idle_rss, cpu0 = proc.memory("VmRSS"), proc.cpu()
+        # One job first, so that the figures below are not the first reconcile's imports and
+        # connection set-up (its time is reported as the cold start).
+        cold_started = time.monotonic()
+        asyncio.run(create_jobs(url, 1, first=WARMUP))
+        wait_for(
+            lambda: len(stats()["created"].get(DEPLOYMENTS, {})) >= 1, "the warm-up job's Deployment", 300
+        )
+        cold_s = time.monotonic() - cold_started
+        proc, api = Proc(operator.pid), Proc(server.pid)
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        # The warm-up's reconcile ends after its Deployment exists; its time is taken out below.
+        before = wait_for(
+            lambda: (h := reconcile_histogram(metrics_url))[2] >= 1 and h, "the first reconcile", 60
+        )
+        idle_rss, cpu0, api0 = proc.memory("VmRSS"), proc.cpu(), api.cpu()
 
         started = time.monotonic()
         asyncio.run(create_jobs(url, count))
         created_s = time.monotonic() - started
         wait_for(
-            lambda: len(stats()["created"].get(DEPLOYMENTS, {})) >= count,
+            lambda: len(stats()["created"].get(DEPLOYMENTS, {})) >= count + 1,
             f"{count} teacher Deployments", args.deadline, interval=0.5,
         )  # fmt: skip
         all_s = time.monotonic() - started
-        cpu1 = proc.cpu()
+        cpu1, api1 = proc.cpu(), api.cpu()
         snapshot = stats()
         made = snapshot["created"]
         jobs, deployments = made[DJS], made[DEPLOYMENTS]
@@ -239,9 +255,11 @@ def one_size(count: int, args: argparse.Namespace, work: Path) -> dict:
         steady_started = time.monotonic()
         time.sleep(args.steady)  # a fixed measuring window, not a wait for a condition
         steady_s = time.monotonic() - steady_started
-        cpu2 = proc.cpu()
+        cpu2, api2 = proc.cpu(), api.cpu()
         requests1 = sum(stats()["requests"].values())
-        buckets, total, reconciles = reconcile_histogram(f"http://127.0.0.1:{metrics_port}/metrics")
+        after = reconcile_histogram(metrics_url)
+        buckets = [(bound, count - dict(before[0]).get(bound, 0)) for bound, count in after[0]]
+        total, reconciles = after[1] - before[1], after[2] - before[2]
         peak = proc.memory("VmHWM")
         by_kind = {k: v for k, v in stats()["requests"].items() if v}
     finally:
@@ -250,6 +268,7 @@ def one_size(count: int, args: argparse.Namespace, work: Path) -> dict:
         stop(server)
     result = {
         "jobs": count,
+        "cold_start_first_deployment_seconds": round(cold_s, 2),
         "create_seconds": round(created_s, 2),
         "all_deployments_seconds": round(all_s, 2),
         "deployment_delay_p50_s": round(percentile(delays, 50), 3),
@@ -266,6 +285,9 @@ def one_size(count: int, args: argparse.Namespace, work: Path) -> dict:
         "rss_kib_per_job": round((peak - idle_rss) / count / 1024, 1),
         "steady_requests_per_s": round((requests1 - requests0) / steady_s, 1),
         "steady_operator_cpu_percent": round((cpu2 - cpu1) / steady_s * 100, 1),
+        "api_server_cpu_seconds_to_all_deployments": round(api1 - api0, 2),
+        "steady_api_server_cpu_percent": round((api2 - api1) / steady_s * 100, 1),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
         "requests": by_kind,
     }
     print(
@@ -275,7 +297,8 @@ def one_size(count: int, args: argparse.Namespace, work: Path) -> dict:
         f"p95 {result['reconcile_p95_ms']} ms over {reconciles:.0f}; operator CPU {result['cpu_ms_per_job']} "
         f"ms/job, RSS {result['idle_rss_mib']} -> {result['peak_rss_mib']} MiB "
         f"({result['rss_kib_per_job']} KiB/job); steady: {result['steady_requests_per_s']} API requests/s, "
-        f"operator CPU {result['steady_operator_cpu_percent']}%",
+        f"operator CPU {result['steady_operator_cpu_percent']}%, API server CPU "
+        f"{result['steady_api_server_cpu_percent']}%; cold start {cold_s:.1f}s; load {result['loadavg_1m']}",
         flush=True,
     )
     return result
