@@ -6,19 +6,21 @@ benchmark client (`vllm.benchmarks.serve`), against one vLLM server, at several 
                                             [--max-tokens 64] [--rounds 2]
 
 hack/bench_generate.py compares the stage with the plain client at one concurrency; this adds the
-reference client vLLM itself ships and sweeps the concurrency. Per concurrency and round, the stage
-and the plain client send the same prompts (hack/bench_generate.py's review prompts) as chat requests
-with greedy decoding and --max-tokens; vLLM's client sends as many random-token prompts of their mean
-length (chat template included; its `custom` dataset would need pandas); the best round of each is kept. Output tokens/s = output tokens the
-server reported / wall time of the client's whole run (the stage's includes its input pass, smoke
-test, filters and JSONL writes).
+reference client vLLM itself ships and sweeps the concurrency. After one warm-up round of every
+client, per concurrency and round, the stage and the plain client send the same prompts
+(hack/bench_generate.py's review prompts) as chat requests with greedy decoding and --max-tokens;
+vLLM's client sends as many random-token prompts of their mean length (chat template included; its
+`custom` dataset would need pandas). The best round of each is kept. Output tokens/s = output
+tokens the server reported / wall time of the client's whole run (the stage's includes its input
+pass, smoke test, filters and JSONL writes).
 
-The model is SmolLM2-135M-Instruct as hack/bench_quality.py leaves it (build/bench-quality/models/teacher;
-or `python hack/convert_smollm2.py DIR` and --model-dir DIR), the model of DESIGN.md's reference
-figures. Its answers may stop before --max-tokens while vLLM's client runs with --ignore-eos (its
-random prompts would otherwise end anywhere), so compare tokens/s, not requests/s; each line shows
-the tokens each client got. (The tiny random teacher of hack/make_tiny_models.py is no use here:
-its answers decode to empty text, which the stage rightly rejects.) Prints one line per run, a table, and a JSON summary last.
+The model is SmolLM2-135M-Instruct as hack/bench_quality.py leaves it
+(build/bench-quality/models/teacher; or `python hack/convert_smollm2.py DIR` and --model-dir DIR),
+the model of DESIGN.md's reference figures. Its answers may stop before --max-tokens while vLLM's
+client runs with --ignore-eos (its random prompts would otherwise end anywhere), so compare
+tokens/s, not requests/s; each line shows the tokens each client got. (The tiny random teacher of
+hack/make_tiny_models.py is no use here: its answers decode to empty text, which the stage rightly
+rejects.) Prints one line per run, a table, and a JSON summary last.
 """
 
 from __future__ import annotations
@@ -91,7 +93,8 @@ def sweep(base_url: str, model: str, tokenizer: str, args: argparse.Namespace, w
     best: dict[int, dict[str, float]] = {}
     for concurrency in args.concurrency:
         rates: dict[str, list[float]] = {name: [] for name in CLIENTS}
-        for round_ in range(args.rounds + 1):  # round 0 warms up the server at this concurrency
+        first = concurrency == args.concurrency[0]
+        for round_ in range(0 if first else 1, args.rounds + 1):  # round 0 (once) warms up server and clients
             for name in CLIENTS:
                 if name == "vllm-bench":
                     tokens, seconds = vllm_bench(base_url, model, tokenizer, input_len, len(records), concurrency,
