@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
 """Build the Grafana dashboards the Helm chart ships, with grafana-foundation-sdk.
 
-    python hack/dashboards.py          # write charts/distillery/dashboards/*.json
-    python hack/dashboards.py --check  # exit 1 and name the stale files
+    python hack/update_generated.py    # writes charts/distillery/dashboards/*.json (with the CRD)
 
 The chart loads each JSON file into a ConfigMap for the Grafana sidecar. Tests parse
 every expression (promql-parser), check each metric name against
@@ -16,7 +15,6 @@ DistillationJob) and `stage`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -503,26 +501,5 @@ def alert_rules(path: Path = ALERTS_FILE) -> list[dict]:
     return [rule for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--check", action="store_true", help="only report stale files")
-    args = parser.parse_args()
-    stale = []
-    for path, text in generated_files().items():
-        if not path.exists() or path.read_text() != text:
-            stale.append(path.relative_to(ROOT))
-            if not args.check:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
-    if args.check and stale:
-        print("stale dashboards (run `python hack/dashboards.py`):", *stale, sep="\n  ")
-        return 1
-    for path in stale:
-        print(f"wrote {path}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit("the dashboards are written with the other generated files: python hack/update_generated.py")

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Regenerate every file derived from operator/distillery/api.py.
+"""Regenerate every generated file: the CRD and docs/api.md (from operator/distillery/api.py)
+and the Grafana dashboards (from hack/dashboards.py).
 
     python hack/update_generated.py          # write them
     python hack/update_generated.py --check  # exit 1 and name the stale ones
@@ -16,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
+import dashboards  # noqa: E402  (hack/dashboards.py: the chart's Grafana dashboards)
 from distillery.crd import render_crd  # noqa: E402
 from distillery.docs import render_api_docs  # noqa: E402
 
@@ -28,6 +30,7 @@ def generated_files() -> dict[Path, str]:
         ROOT / "crds" / CRD_NAME: crd,
         ROOT / "charts" / "distillery" / "crds" / CRD_NAME: crd,
         ROOT / "docs" / "api.md": render_api_docs(),
+        **dashboards.generated_files(),
     }
 
 

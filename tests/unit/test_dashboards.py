@@ -32,8 +32,8 @@ def unknown_metrics(expr: str) -> set[str]:
 
 @pytest.mark.parametrize("path", list(generated_files()), ids=lambda p: p.name)
 def test_dashboard_file_is_fresh(path):
-    assert path.exists(), f"{path} is missing: run python hack/dashboards.py"
-    assert path.read_text() == generated_files()[path], f"{path} is stale: run python hack/dashboards.py"
+    assert path.exists(), f"{path} is missing: run python hack/update_generated.py"
+    assert path.read_text() == generated_files()[path], f"{path} is stale: run python hack/update_generated.py"
 
 
 @pytest.mark.parametrize(("board", "title", "expr"), QUERIES, ids=[f"{b}:{t}" for b, t, _ in QUERIES])
