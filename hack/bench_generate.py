@@ -246,6 +246,23 @@ class StubServer:
             writer.close()
 
 
+def watch_peak_rss(process: subprocess.Popen, peak_kib: list[int]) -> None:
+    """Follow the child's VmHWM (its peak RSS since exec) until it exits.
+
+    Not wait4()'s ru_maxrss: that counts the parent's memory the child had between fork
+    and exec (this process holds torch after making the tiny models).
+    """
+    status = Path(f"/proc/{process.pid}/status")
+    while process.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kib[0] = max(peak_kib[0], int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)  # VmHWM is a high-water mark: only growth in the last 50 ms could be missed
+
+
 def memory(args, work: Path) -> dict:
     stub = StubServer()
     out = {}
@@ -273,14 +290,17 @@ def memory(args, work: Path) -> dict:
         }
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        peak_kib = [0]
+        watcher = threading.Thread(target=watch_peak_rss, args=(process, peak_kib), daemon=True)
+        watcher.start()
         stdout = process.stdout.read()
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
+        process.wait()
+        watcher.join()
         seconds = time.perf_counter() - started
         summary = json.loads(stdout)
         if process.returncode or summary.get("records") != size:
             raise SystemExit(f"memory run over {size} prompts failed: {summary}")
-        peak_mib = usage.ru_maxrss / 1024  # Linux: KiB
+        peak_mib = peak_kib[0] / 1024
         print(
             f"memory: {size} prompts -> {summary['records']} records in {seconds:.1f}s, "
             f"peak RSS {peak_mib:.1f} MiB",
