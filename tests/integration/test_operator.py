@@ -11,9 +11,10 @@ from tests.integration.conftest import DJ, Cluster, spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
-GEN = {"records": 5, "tokens": 50, "rejected": {"length": 1}}
-EVAL_OK = {"metric": "accuracy", "scores": {"teacher": {"score": 0.8}, "baseline": {"score": 0.3},
-           "student": {"score": 0.6}}, "retention": 0.75, "gate": {"passed": True, "reason": "0.75 >= 0.5"},
+# Summaries in the stages' own formats (generate's `summary`, evaluate's `status_summary`).
+GEN = {"stage": "generate", "records": 5, "output_tokens": 50, "prompt_tokens": 20, "rejected": {"length": 1}}
+EVAL_OK = {"stage": "evaluate", "metric": "accuracy", "teacher": {"score": 0.8}, "baseline": {"score": 0.3},
+           "student": {"score": 0.6}, "retention": 0.75, "gatePassed": True, "gateReason": "0.75 >= 0.5",
            "report": "/data/jobs/walk/reports/evaluation.json"}  # fmt: skip
 
 

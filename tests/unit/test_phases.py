@@ -49,12 +49,14 @@ def job(**fields) -> JobState:
     return JobState(exists=True, **fields)
 
 
-GEN_SUMMARY = ({"records": 10, "tokens": 100, "rejected": {"length": 1, "verify": 2}},)
-EVAL_PASS = ({"metric": "accuracy", "scores": {"teacher": {"score": 0.8}, "student": {"score": 0.7}},
-              "retention": 0.875, "gate": {"passed": True, "reason": "retention 0.875 >= 0.8"},
+# Summaries in the stages' own formats (generate's `summary`, evaluate's `status_summary`).
+GEN_SUMMARY = ({"stage": "generate", "records": 10, "output_tokens": 100, "prompt_tokens": 40,
+                "rejected": {"length": 1, "verify": 2}},)  # fmt: skip
+EVAL_PASS = ({"stage": "evaluate", "metric": "accuracy", "teacher": {"score": 0.8}, "student": {"score": 0.7},
+              "retention": 0.875, "gatePassed": True, "gateReason": "retention 0.875 >= 0.8",
               "report": "/data/jobs/j/reports/evaluation.json"},)  # fmt: skip
-EVAL_FAIL = ({"scores": {"teacher": 0.8, "student": 0.4}, "retention": 0.5, "gate_passed": False,
-              "gate_reason": "retention 0.50 < 0.80"},)  # fmt: skip
+EVAL_FAIL = ({"stage": "evaluate", "metric": "accuracy", "teacher": {"score": 0.8}, "student": {"score": 0.4},
+              "retention": 0.5, "gatePassed": False, "gateReason": "retention 0.50 < 0.80"},)  # fmt: skip
 TEACHER_UP = TeacherState(exists=True, ready=True)
 TEACHER_LOADING = TeacherState(exists=True, ready=False)
 
@@ -92,15 +94,16 @@ TABLE = [
     ("gate passed: succeeded", spec(), status(Phase.evaluating, C.data_generated, C.student_trained),
      Observed(evaluate=job(complete=True, summaries=EVAL_PASS)), Phase.succeeded, set(), (),
      (C.quality_gate_passed, "True", "GatePassed")),
-    ("gate failed (evaluator exits non-zero): failed", spec(),
+    ("gate failed (the eval pod exits 0 with the verdict): failed", spec(),
      status(Phase.evaluating, C.data_generated, C.student_trained),
-     Observed(evaluate=job(failed=True, reason="BackoffLimitExceeded", summaries=EVAL_FAIL)), Phase.failed, set(),
+     Observed(evaluate=job(complete=True, summaries=EVAL_FAIL)), Phase.failed, set(),
      (), (C.quality_gate_passed, "False", "GateFailed")),
     ("evaluator crashed", spec(), status(Phase.evaluating, C.data_generated, C.student_trained),
      Observed(evaluate=job(failed=True, reason="DeadlineExceeded")), Phase.failed, set(), (),
      (C.evaluated, "False", "DeadlineExceeded")),
     ("no gate: succeeded", spec(evaluation={}), status(Phase.evaluating, C.data_generated, C.student_trained),
-     Observed(evaluate=job(complete=True, summaries=({"scores": {"student": 0.5}},))), Phase.succeeded, set(), (),
+     Observed(evaluate=job(complete=True, summaries=({"stage": "evaluate", "student": {"score": 0.5}},))),
+     Phase.succeeded, set(), (),
      (C.quality_gate_passed, "True", "NoGate")),
     ("suspend while generating", spec(suspend=True), status(Phase.generating, C.teacher_ready),
      Observed(teacher=TEACHER_UP, generate=job(active=4)), Phase.suspended, set(), ("teacher",),
@@ -230,3 +233,21 @@ def test_events_for_phase_and_condition_changes():
     got = {(e.type, e.reason) for e in events(old, new)}
     assert ("Warning", "Failed") in got and ("Warning", "DataGeneratedFailedIndexes") in got
     assert events(new, new) == []
+
+
+def test_the_operator_reads_the_summaries_the_stages_write():
+    """Contract test: evaluate's own `status_summary` and generate's keys, read by observe."""
+    from distillery.controller.observe import evaluation_result, generation_totals
+    from distillery.stages.evaluate import status_summary
+
+    report = {
+        "metric": "accuracy",
+        "retention": 0.9,
+        "gate": {"passed": False, "reason": "retention 0.90 < 0.95"},
+        "models": {"teacher": {"score": 1.0, "latencyP50Ms": 12.0}, "student": {"score": 0.9}},
+    }
+    result = evaluation_result((status_summary(report, "jobs/j/reports/evaluation.json"),))
+    assert result["gate_passed"] is False and result["gate_reason"] == "retention 0.90 < 0.95"
+    assert result["scores"]["teacher"] == {"score": 1.0, "latencyP50Ms": 12.0}
+    assert result["retention"] == 0.9 and result["report"] == "jobs/j/reports/evaluation.json"
+    assert generation_totals(GEN_SUMMARY + GEN_SUMMARY) == {"records": 20, "tokens": 200, "rejected": 6}

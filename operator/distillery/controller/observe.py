@@ -11,6 +11,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
+from distillery.api import EvaluationStatus
+
+_EVALUATION_FIELDS = {field.alias for field in EvaluationStatus.model_fields.values()}
+
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 
@@ -138,77 +144,61 @@ def _number(value: Any) -> float | None:
         return None
     if isinstance(value, (int, float)):
         return value
-    if isinstance(value, dict):  # e.g. rejected by reason, or tokens by direction
-        for key in ("completion", "output", "completion_tokens"):
-            if key in value:
-                return _number(value[key])
+    if isinstance(value, dict):  # rejected responses by reason
         numbers = [_number(v) for v in value.values()]
         return sum(n for n in numbers if n is not None)
     return None
 
 
+# The keys each stage's summary uses (see the stages' `summary`/`status_summary`).
+GENERATION_TOTALS = {"records": "records", "tokens": "output_tokens", "rejected": "rejected"}
+
+
 def generation_totals(summaries: tuple[dict[str, Any], ...]) -> dict[str, int]:
-    """Records, tokens and rejected responses summed over the finished shards."""
-    totals = {"records": 0, "tokens": 0, "rejected": 0}
+    """Records, output tokens and rejected responses summed over the finished shards."""
+    totals = dict.fromkeys(GENERATION_TOTALS, 0)
     for summary in summaries:
-        for key in totals:
+        for total, key in GENERATION_TOTALS.items():
             value = _number(summary.get(key))
             if value is not None:
-                totals[key] += int(value)
+                totals[total] += int(value)
     return totals
-
-
-def _first(summary: dict[str, Any], *keys: str) -> Any:
-    for key in keys:
-        if summary.get(key) is not None:
-            return summary[key]
-    return None
 
 
 def training_result(summaries: tuple[dict[str, Any], ...]) -> dict[str, Any]:
     if not summaries:
         return {}
     summary = summaries[-1]
-    out = {
-        "train_loss": _number(_first(summary, "train_loss", "loss")),
-        "validation_loss": _number(_first(summary, "validation_loss", "eval_loss")),
-        "step": _number(_first(summary, "step", "steps")),
-        "epoch": _number(_first(summary, "epoch", "epochs")),
-        "student": _first(summary, "student", "output"),
-    }
+    out = {key: _number(summary.get(key)) for key in ("train_loss", "validation_loss", "step", "epoch")}
+    out["student"] = summary.get("student")
     return {k: v for k, v in out.items() if v is not None}
 
 
 def evaluation_result(summaries: tuple[dict[str, Any], ...]) -> dict[str, Any]:
-    """Scores, retention, the gate and the report path, from the evaluator's summary."""
+    """Scores, retention, the gate and the report path, from the evaluator's summary.
+
+    The evaluator writes `EvaluationStatus` fields (camelCase) plus `report`, so the
+    status model itself parses it; a summary it cannot parse reads as no result.
+    """
     if not summaries:
         return {}
     summary = summaries[-1]
-    scores: dict[str, dict[str, float]] = {}
-    for model, value in (summary.get("scores") or {}).items():
-        if isinstance(value, dict):
-            entry = {
-                "score": _number(_first(value, "score", "task_score")),
-                "latencyP50Ms": _number(_first(value, "latency_p50_ms", "latencyP50Ms")),
-                "latencyP95Ms": _number(_first(value, "latency_p95_ms", "latencyP95Ms")),
-            }
-        else:
-            entry = {"score": _number(value)}
-        scores[model] = {k: v for k, v in entry.items() if v is not None}
-    gate = summary.get("gate")
-    passed = _first(summary, "gate_passed", "passed")
-    reason = summary.get("gate_reason")
-    if isinstance(gate, dict):
-        passed = gate.get("passed", passed)
-        reason = gate.get("reason", reason)
-    elif isinstance(gate, bool):
-        passed = gate
+    fields = {k: v for k, v in summary.items() if k in _EVALUATION_FIELDS}
+    try:
+        parsed = EvaluationStatus.model_validate(fields)
+    except ValidationError:
+        return {}
+    scores = {
+        model: score.model_dump(by_alias=True, exclude_none=True)
+        for model in ("teacher", "baseline", "student")
+        if (score := getattr(parsed, model)) is not None
+    }
     out = {
-        "metric": summary.get("metric"),
+        "metric": parsed.metric,
         "scores": scores,
-        "retention": _number(summary.get("retention")),
-        "gate_passed": passed if isinstance(passed, bool) else None,
-        "gate_reason": reason,
-        "report": _first(summary, "report", "report_path"),
+        "retention": parsed.retention,
+        "gate_passed": parsed.gate_passed,
+        "gate_reason": parsed.gate_reason,
+        "report": summary.get("report"),
     }
     return {k: v for k, v in out.items() if v is not None}

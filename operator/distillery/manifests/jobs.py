@@ -143,6 +143,10 @@ def build_evaluation_job(job: DistillationJob, config: common.BuildConfig) -> di
             job.spec.storage.mount_path,
             "--metrics-port",
             str(common.METRICS_PORT),
+            # A failed gate is a verdict the operator reads from the summary; exiting non-zero
+            # would make the Job retry an evaluation whose answer cannot change.
+            "--gate-exit-code",
+            "0",
         ],
         resource_spec=common.resources(evaluation.resources, "evaluate", evaluation.gpus),
         ports=_metrics_port(),
