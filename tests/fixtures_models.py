@@ -155,11 +155,20 @@ def start_vllm(
 
 @pytest.fixture(scope="session")
 def vllm_teacher(tiny_models, tmp_path_factory):
+    # The project's own launcher (the one the local runner and evaluation use), same flags as vllm_command.
+    from distillery.stages.teacher import local_vllm_server
+
     log_path = tmp_path_factory.mktemp("vllm") / "teacher.log"
     t0 = time.monotonic()
-    server = start_vllm(tiny_models["teacher"], "teacher", log_path)
-    print(f"\nvLLM teacher healthy after {time.monotonic() - t0:.1f}s at {server.base_url}", file=sys.stderr)
-    try:
+    with local_vllm_server(
+        str(tiny_models["teacher"]),
+        "teacher",
+        dtype="float32",
+        max_model_len=512,
+        extra_args=["-O0"],
+        startup_timeout=STARTUP_DEADLINE_S,
+        log_path=log_path,
+        env=vllm_env(),
+    ) as server:
+        print(f"\nvLLM teacher healthy after {time.monotonic() - t0:.1f}s at {server.base_url}", file=sys.stderr)
         yield server
-    finally:
-        stop_vllm(server.process)
