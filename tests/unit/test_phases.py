@@ -251,3 +251,14 @@ def test_the_operator_reads_the_summaries_the_stages_write():
     assert result["scores"]["teacher"] == {"score": 1.0, "latencyP50Ms": 12.0}
     assert result["retention"] == 0.9 and result["report"] == "jobs/j/reports/evaluation.json"
     assert generation_totals(GEN_SUMMARY + GEN_SUMMARY) == {"records": 20, "tokens": 200, "rejected": 6}
+
+
+def test_status_does_not_change_on_every_tick_while_the_teacher_loads():
+    """Status writes are API traffic and watch events: a loading teacher must not cause one per tick."""
+    first = next_status(status(), decide(spec(), [], status(), Observed(), NOW, "j"), NOW, 1)
+    ticks = []
+    for seconds in (10, 20):
+        now = NOW + timedelta(seconds=seconds)
+        ticks.append(next_status(first, decide(spec(), [], first, Observed(teacher=TEACHER_LOADING), now, "j"), now, 1))
+    assert ticks[0] == ticks[1]
+    assert "since 2026-11-28T12:00:00Z" in ticks[0].message

@@ -190,10 +190,13 @@ def decide(
                         delete=_teacher_present(observed),
                     )
                 waiting = f" ({observed.teacher.waiting_reason})" if observed.teacher.waiting_reason else ""
-                # A suspended generation Job (after a resume) waits for the teacher too.
+                # A suspended generation Job (after a resume) waits for the teacher too. The message
+                # names when the wait began, not the seconds so far, so status stays unchanged
+                # (no write, no watch event) on every tick while a big model loads.
                 return Step(
                     Phase.teacher_starting,
-                    f"waiting for the teacher to load {spec.teacher.model}{waiting}, {int(waited)} s so far",
+                    f"waiting for the teacher to load {spec.teacher.model}{waiting} since {_now_text(started)} "
+                    f"(teacher.startupTimeoutSeconds: {limit})",
                     tuple(conditions),
                     ensure=tuple(ensure),
                     progress={**progress, "summary": "teacher loading"},
