@@ -50,19 +50,6 @@ DJS = "distillery.dev/v1alpha1/distillationjobs"
 WARMUP = 99999  # index of the warm-up job, outside every measured range
 
 
-# `distillery operator`, plus kopf's stock kubeconfig login: handlers.registry is a bare
-# kopf.OperatorRegistry, which (unlike kopf's default SmartOperatorRegistry) has no login handler,
-# so `distillery operator` alone cannot authenticate outside the tests' own login handler.
-OPERATOR = """
-import sys, kopf
-from distillery.controller import handlers
-if not any("login" in h.id for h in handlers.registry._activities.get_all_handlers()):
-    kopf.on.login(registry=handlers.registry)(kopf.login_via_client)
-from distillery.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def job_body(index: int) -> dict:
     return {
         "apiVersion": "distillery.dev/v1alpha1",
@@ -213,7 +200,7 @@ def one_size(count: int, args: argparse.Namespace, work: Path) -> dict:
         if args.reconcile_seconds:
             env["DISTILLERY_RECONCILE_SECONDS"] = str(args.reconcile_seconds)
         operator = subprocess.Popen(
-            [sys.executable, "-c", OPERATOR, "operator", "--namespace", NAMESPACE, "--metrics-port", str(metrics_port)],
+            [sys.executable, "-m", "distillery.cli", "operator", "--namespace", NAMESPACE, "--metrics-port", str(metrics_port)],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         wait_for(lambda: operator.poll() is not None or stats()["requests"].get(f"watch {DJS}"),
