@@ -90,7 +90,7 @@ def test_tiny_example_runs_resumes_and_reports(tmp_path, tiny_models):
     assert "[1/3] generate: already done" in second, second[-6000:]
     assert "resuming from the checkpoints" in second
     # No teacher is started for the skipped stage.
-    assert "teacher: starting vLLM" not in second.split("[3/3]")[0]
+    assert "vllm: starting 'teacher'" not in second.split("[3/3]")[0]
     train = json.loads((work / "state" / "train.done.json").read_text())
     assert train["resumed_from_step"] > 0
     assert code == 0, second[-3000:]

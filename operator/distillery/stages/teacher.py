@@ -238,7 +238,7 @@ def local_vllm_server(
     ]
     base_url = f"http://127.0.0.1:{port}/v1"
     print(
-        f"teacher: starting vLLM for {served_model_name!r} on {base_url} (log: {log_path})", file=sys.stderr
+        f"vllm: starting {served_model_name!r} on {base_url} (log: {log_path})", file=sys.stderr
     )
     started = time.monotonic()
     with open(log_path, "ab") as log:
@@ -252,7 +252,7 @@ def local_vllm_server(
         )
     try:
         wait_until_ready(base_url, served_model_name, started + startup_timeout, process, log_path)
-        print(f"teacher: vLLM ready in {time.monotonic() - started:.0f}s", file=sys.stderr)
+        print(f"vllm: {served_model_name!r} ready in {time.monotonic() - started:.0f}s", file=sys.stderr)
         yield VllmServer(base_url=base_url, model=served_model_name, process=process, log_path=log_path)
     finally:
         stop_process(process)
