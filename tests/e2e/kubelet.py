@@ -92,6 +92,8 @@ import socket
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -158,6 +160,44 @@ def api_path(
     if subresource:
         path += f"/{subresource}"
     return path
+
+
+class RestClient:
+    """Blocking REST calls to the emulator in one namespace, as kubectl makes them (for the tests that drive it)."""
+
+    def __init__(self, url: str, namespace: str):
+        self.url = url.rstrip("/")
+        self.namespace = namespace
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        """The decoded response, or None for a 404."""
+        content_type = "application/merge-patch+json" if method == "PATCH" else "application/json"
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": content_type}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return None
+            raise
+
+    def create(self, obj: dict[str, Any]) -> None:
+        plural = obj["kind"].lower() + "s"
+        self.call("POST", api_path(obj["apiVersion"], plural, self.namespace), obj)
+
+    def get(self, api_version: str, plural: str, name: str) -> dict[str, Any] | None:
+        return self.call("GET", api_path(api_version, plural, self.namespace, name))
+
+    def items(self, api_version: str, plural: str) -> list[dict[str, Any]]:
+        return self.call("GET", api_path(api_version, plural, self.namespace))["items"]
+
+    def pods(self, **labels: str) -> list[dict[str, Any]]:
+        # The emulator ignores labelSelector; filter here, as a real API server would.
+        items = self.items("v1", "pods")
+        return [p for p in items if all(p["metadata"]["labels"].get(k) == v for k, v in labels.items())]
 
 
 def compress_indexes(indexes: Iterable[int]) -> str:

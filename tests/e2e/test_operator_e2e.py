@@ -23,8 +23,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.kubelet import Kubelet, api_path, kubeconfig, serve_emulator
+from tests.e2e.kubelet import Kubelet, RestClient, api_path, kubeconfig, serve_emulator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -60,30 +58,11 @@ POD_ENV = {
 # ---------------------------------------------------------------- the pieces
 
 
-class Api:
-    """REST calls to the emulator, as kubectl makes them."""
+class Api(RestClient):
+    """REST calls to the emulator in the test's namespace, plus the job's status."""
 
     def __init__(self, url: str):
-        self.url = url
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as error:
-            if error.code == 404:
-                return None
-            raise
-
-    def get(self, api_version: str, plural: str, name: str) -> dict[str, Any] | None:
-        return self.call("GET", api_path(api_version, plural, NAMESPACE, name))
-
-    def items(self, api_version: str, plural: str) -> list[dict[str, Any]]:
-        return self.call("GET", api_path(api_version, plural, NAMESPACE))["items"]
+        super().__init__(url, NAMESPACE)
 
     def status(self) -> dict[str, Any]:
         return (self.get(*DJ, "tiny") or {}).get("status") or {}

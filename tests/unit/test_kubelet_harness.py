@@ -15,8 +15,6 @@ import os
 import re
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,41 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 NS = "ns1"
 
 
-class Api:
-    """A few REST calls against the emulator, as kubectl would make them."""
-
-    def __init__(self, url: str):
-        self.url = url.rstrip("/")
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        headers = {
-            "Content-Type": "application/merge-patch+json" if method == "PATCH" else "application/json"
-        }
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as error:
-            if error.code == 404:
-                return None
-            raise
-
-    def create(self, obj: dict[str, Any]) -> None:
-        api_version, plural = obj["apiVersion"], obj["kind"].lower() + "s"
-        self.call("POST", harness.api_path(api_version, plural, NS), obj)
-
-    def get(self, api_version: str, plural: str, name: str) -> dict[str, Any] | None:
-        return self.call("GET", harness.api_path(api_version, plural, NS, name))
-
-    def pods(self, **labels: str) -> list[dict[str, Any]]:
-        items = self.call("GET", harness.api_path("v1", "pods", NS))["items"]
-        # The emulator ignores labelSelector; filter here, as a real API server would.
-        return [p for p in items if all(p["metadata"]["labels"].get(k) == v for k, v in labels.items())]
-
-
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[Any, Api, Kubelet, Path]]:
+def cluster(tmp_path: Path) -> Iterator[tuple[Any, harness.RestClient, Kubelet, Path]]:
     storage = tmp_path / "storage"
     storage.mkdir()
     with harness.serve_emulator([NS]) as (emulator, url):
@@ -75,7 +40,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Any, Api, Kubelet, Path]]:
         )
         kubelet.start()
         try:
-            yield emulator, Api(url), kubelet, storage
+            yield emulator, harness.RestClient(url, NS), kubelet, storage
         finally:
             kubelet.stop()
 
@@ -116,7 +81,7 @@ def storage_mount() -> dict[str, Any]:
     return {"volumeMounts": [{"name": "storage", "mountPath": "/data"}], "workingDir": "/data"}
 
 
-def finished(api: Api, name: str) -> dict[str, Any] | None:
+def finished(api: harness.RestClient, name: str) -> dict[str, Any] | None:
     obj = api.get("batch/v1", "jobs", name)
     status = (obj or {}).get("status") or {}
     if any(c["type"] in ("Complete", "Failed") for c in status.get("conditions") or []):
