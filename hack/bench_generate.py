@@ -130,8 +130,8 @@ async def plain_client(base_url: str, model: str, records: list[dict], concurren
 def stage_run(base_url: str, model: str, work: Path, concurrency: int, max_tokens: int):
     import shutil
 
-    from distillery.stages.generate import generate_shard
-    from distillery.stages.teacher import TeacherConnection
+    from distillery.generation.shard import generate_shard
+    from distillery.serving.client import TeacherConnection
 
     shutil.rmtree(work / "jobs", ignore_errors=True)
     job = job_for("prompts.jsonl", concurrency, max_tokens)
@@ -274,7 +274,7 @@ def memory(args, work: Path) -> dict:
         command = [
             sys.executable,
             "-m",
-            "distillery.cli",
+            "distillery",
             "generate",
             "--job",
             job.model_dump_json(by_alias=True),
@@ -328,7 +328,7 @@ def main() -> int:
     args = parser.parse_args()
     args.memory_sizes = [int(s) for s in args.memory_sizes.split(",") if s]
 
-    from distillery.stages.teacher import local_vllm_server
+    from distillery.serving.vllm import local_vllm_server
 
     report: dict = {"prompts": args.prompts, "concurrency": args.concurrency, "max_tokens": args.max_tokens}
     with tempfile.TemporaryDirectory(prefix="bench-generate-") as tmp:

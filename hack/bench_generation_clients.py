@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
 
-    from distillery.stages.teacher import local_vllm_server
+    from distillery.serving.vllm import local_vllm_server
 
     print(
         f"bench-generation-clients: load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs",

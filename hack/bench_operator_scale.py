@@ -200,7 +200,7 @@ def one_size(count: int, args: argparse.Namespace, work: Path) -> dict:
         if args.reconcile_seconds:
             env["DISTILLERY_RECONCILE_SECONDS"] = str(args.reconcile_seconds)
         operator = subprocess.Popen(
-            [sys.executable, "-m", "distillery.cli", "operator", "--namespace", NAMESPACE, "--metrics-port", str(metrics_port)],
+            [sys.executable, "-m", "distillery", "operator", "--namespace", NAMESPACE, "--metrics-port", str(metrics_port)],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         wait_for(lambda: operator.poll() is not None or stats()["requests"].get(f"watch {DJS}"),

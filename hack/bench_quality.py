@@ -12,7 +12,7 @@
 3. student   the teacher with all but its first --layers decoder layers removed (same tokenizer, so
              logit KD works); the same untrained model is the baseline.
 4. teacher first: the teacher is served alone and answers the validation prompts, exactly as
-             evaluation asks the other models (`stages.evaluate.ask_model`: same client, greedy,
+             evaluation asks the other models (`evaluation.answers.ask_model`: same client, greedy,
              same concurrency); its accuracy, latency and the server's peak memory are measured
              here. The benchmark stops when the teacher is not well above chance (--min-teacher).
 5. `distillery run OUT/job.yaml`: generate (teacher answers the training prompts, verified
@@ -198,8 +198,8 @@ def job_document(args: argparse.Namespace) -> dict:
 def measure_teacher(job_file: Path, root: Path) -> dict:
     """Serve the teacher alone and score it on the validation prompts exactly as evaluation scores the others."""
     from distillery.errors import load_job_file
-    from distillery.stages import scoring
-    from distillery.stages.evaluate import ask_model, serve_local, validation_prompts
+    from distillery.evaluation import scoring
+    from distillery.evaluation.answers import ask_model, serve_local, validation_prompts
     from distillery.storage import Layout
 
     job = load_job_file(str(job_file))
@@ -227,7 +227,7 @@ def stage_times(log: str) -> dict[str, int]:
 
 
 def run_job(job_file: Path) -> tuple[int, dict[str, int], float]:
-    command = [sys.executable, "-m", "distillery.cli", "run", str(job_file)]
+    command = [sys.executable, "-m", "distillery", "run", str(job_file)]
     print("bench-quality: " + " ".join(command), flush=True)
     started = time.monotonic()
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)

@@ -75,7 +75,7 @@ WORDS = tuple(
 
 def chat_examples(tokenizer, n: int, seed: int, max_length: int):
     """Short chats of varied length (10-120 word prompts, 3-60 word answers), as the stage encodes them."""
-    from distillery.stages.train_data import encode
+    from distillery.training.data import encode
 
     rng = random.Random(seed)
     examples = []
@@ -89,7 +89,7 @@ def chat_examples(tokenizer, n: int, seed: int, max_length: int):
 
 def token_examples(vocab: int, n: int, seed: int):
     """Random-token examples for the GPU speed run: prompt 64-512 tokens, answer 64-512 tokens."""
-    from distillery.stages.train_data import Example
+    from distillery.training.data import Example
 
     rng = random.Random(seed)
     out = []
@@ -118,7 +118,7 @@ def llama(size: str, vocab: int):
 def run_stage(model, examples, args, device) -> dict:
     import torch
 
-    from distillery.stages.trainer import TrainConfig, train
+    from distillery.training.loop import TrainConfig, train
 
     config = TrainConfig(learning_rate=args.lr, batch_size=args.batch_size, epochs=1, warmup_ratio=0.0,
                          precision=args.precision, log_every_seconds=1e9)  # fmt: skip
@@ -136,7 +136,7 @@ def run_hf_trainer(model, examples, args, device) -> dict:
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from distillery.stages.train_data import IGNORE
+    from distillery.training.data import IGNORE
 
     rows = [{"input_ids": e.input_ids, "labels": [IGNORE] * e.prompt_length + e.input_ids[e.prompt_length :]}
             for e in examples]  # fmt: skip

@@ -5,7 +5,7 @@
 
 The chart loads each JSON file into a ConfigMap for the Grafana sidecar. Tests parse
 every expression (promql-parser), check each metric name against
-operator/distillery/metrics.py, and run the expressions on a real Prometheus.
+the metrics modules (METRIC_MODULES), and run the expressions on a real Prometheus.
 
 Label conventions the queries rely on (the chart's ServiceMonitor and PodMonitor set them):
 the operator's target has job="distillery-operator" and keeps the per-job `namespace` and
@@ -478,19 +478,27 @@ _SUFFIXES = {
 }
 
 
+# Each process's metrics module; its REGISTRY is what that process serves on /metrics.
+METRIC_MODULES = (
+    "distillery.controller.metrics",
+    "distillery.generation.metrics",
+    "distillery.training.metrics",
+    "distillery.evaluation.metrics",
+)
+
+
 def exported_metric_names() -> set[str]:
-    """Every series name the operator and worker processes export: operator/distillery/metrics.py
-    plus prometheus_client's default process and platform collectors, with the suffixes
-    each metric type adds (_total, _bucket, _sum, _count, _created)."""
+    """Every series name the operator and the stage processes export: their registries (Distillery's
+    series and the process collector's), with the suffixes each metric type adds (_total, _bucket,
+    _sum, _count, _created)."""
+    import importlib
+
     sys.path.insert(0, str(ROOT / "operator"))
-    from prometheus_client import REGISTRY
-
-    import distillery.metrics  # noqa: F401  registers every Distillery metric
-
     names = set()
-    for family in REGISTRY.collect():
-        names.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",)))
-        names.update(sample.name for sample in family.samples)
+    for module in METRIC_MODULES:
+        for family in importlib.import_module(module).REGISTRY.collect():
+            names.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",)))
+            names.update(sample.name for sample in family.samples)
     return names
 
 

@@ -9,7 +9,7 @@ Register from tests/conftest.py with ``pytest_plugins = ["tests.fixtures_models"
 * ``vllm_teacher`` -> VllmServer(base_url=".../v1", model="teacher", process, log_path), ONE server per session.
 
 The launcher here (``vllm_command`` / ``start_vllm`` / ``stop_vllm``) is deliberately small and
-self-contained; ``distillery.stages.teacher`` is meant to replace it once that module exists.
+self-contained; ``distillery.serving.vllm`` is meant to replace it once that module exists.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def start_vllm(
 @pytest.fixture(scope="session")
 def vllm_teacher(tiny_models, tmp_path_factory):
     # The project's own launcher (the one the local runner and evaluation use), same flags as vllm_command.
-    from distillery.stages.teacher import local_vllm_server
+    from distillery.serving.vllm import local_vllm_server
 
     log_path = tmp_path_factory.mktemp("vllm") / "teacher.log"
     t0 = time.monotonic()

@@ -81,6 +81,44 @@ class ConditionType(str, enum.Enum):
     quality_gate_passed = "QualityGatePassed"
 
 
+class Reason(str, enum.Enum):
+    """Reasons of the job's conditions set by the operator (one CamelCase word each).
+
+    A failed stage's condition carries the stage's own reason instead (`FailureReason` in
+    `distillery.contract.summaries`, e.g. InvalidInput), or the Kubernetes Job's
+    (BackoffLimitExceeded, DeadlineExceeded, ...) when the stage left no summary.
+    """
+
+    # progress
+    starting = "Starting"
+    ready = "Ready"
+    external_endpoint = "ExternalEndpoint"
+    generating = "Generating"
+    training = "Training"
+    evaluating = "Evaluating"
+    completed = "Completed"
+    scaled_down = "ScaledDown"
+    suspended = "Suspended"
+    # verdicts and failures
+    gate_passed = "GatePassed"
+    no_gate = "NoGate"
+    gate_failed = "GateFailed"
+    no_gate_result = "NoGateResult"
+    startup_timeout = "StartupTimeout"
+    job_failed = "JobFailed"
+
+
+# False conditions with these reasons are work under way, not trouble (Normal Events).
+_PROGRESS_REASONS = frozenset(
+    {Reason.starting, Reason.generating, Reason.training, Reason.evaluating, Reason.scaled_down, Reason.suspended}
+)
+
+
+def is_progress_reason(reason: str) -> bool:
+    """Whether a condition reason (ours, a stage's or a Job's) means work under way."""
+    return any(reason == member.value for member in _PROGRESS_REASONS)
+
+
 # ---------------------------------------------------------------- shared pieces
 
 Quantity = str | int

@@ -1,54 +1,36 @@
-"""The `distillery` command line.
+"""The `distillery` command line: the program's one entry point (nothing imports this module).
 
 Every subcommand lives in its own module with `add_arguments(parser)` and
 `main(args) -> int`; those modules import heavy libraries (torch, vLLM, kopf)
 only inside their functions, so `distillery validate` stays fast and works
-with the core install alone.
+with the core install alone. `python -m distillery` runs the same (`__main__.py`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
-from typing import Any
 
 from distillery import __version__
-from distillery.errors import InvalidJob, format_problem, load_documents, load_job_file, parse_job
+from distillery.errors import InvalidJob, format_problem, load_documents, parse_job
 
 # subcommand -> (module, one-line help, the extra that provides its dependencies)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "run": ("distillery.local", "run a whole DistillationJob on this machine (no cluster)", "worker,vllm-cpu"),
+    "run": (
+        "distillery.local",
+        "run a whole DistillationJob on this machine (no cluster)",
+        "worker,vllm-cpu",
+    ),
     "operator": ("distillery.controller.main", "run the Kubernetes operator", "operator"),
-    "teacher": ("distillery.stages.teacher", "serve the teacher with vLLM (what the teacher pod runs)", "vllm"),
     "generate": ("distillery.stages.generate", "phase 1: one shard of teacher generation", "worker"),
     "train": ("distillery.stages.train", "phase 2: fine-tune the student on the teacher's data", "worker"),
-    "evaluate": ("distillery.stages.evaluate", "score student vs baseline vs teacher; apply the gate", "worker"),
+    "evaluate": (
+        "distillery.stages.evaluate",
+        "score student vs baseline vs teacher; apply the gate",
+        "worker",
+    ),
 }
-
-
-def add_job_argument(parser: argparse.ArgumentParser) -> None:
-    """The `--job` option every stage takes: a YAML file, or the job inline as JSON (pods use that)."""
-    parser.add_argument(
-        "--job",
-        required=True,
-        metavar="FILE|JSON",
-        help="the DistillationJob: a YAML/JSON file, or the whole job as inline JSON",
-    )
-
-
-def job_from_argument(value: str):
-    """Parse `--job`; raises InvalidJob with one line per problem."""
-    if value.lstrip().startswith("{"):
-        try:
-            document: Any = json.loads(value)
-        except json.JSONDecodeError as error:
-            from distillery.api import Problem
-
-            raise InvalidJob([Problem("--job", f"is not valid JSON: {error}")]) from None
-        return parse_job(document, "--job")
-    return load_job_file(value)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -100,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check DistillationJob files; one line per problem")
     validate.add_argument("files", nargs="+", metavar="FILE")
     validate.set_defaults(func=_validate)
-    sub.add_parser("crd", help="print the CustomResourceDefinition generated from the API").set_defaults(func=_crd)
+    sub.add_parser("crd", help="print the CustomResourceDefinition generated from the API").set_defaults(
+        func=_crd
+    )
     sub.add_parser("docs", help="print the API reference (docs/api.md)").set_defaults(func=_docs)
 
     for name, (module_name, help_text, extra) in SUBCOMMANDS.items():

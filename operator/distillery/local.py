@@ -8,7 +8,11 @@ The same stage code the operator's pods run, chained here:
              run as parallel local workers (`distillery generate` subprocesses, at most
              `generation.parallelism` at once), then the teacher is stopped;
 2. train     `distillery train` in a subprocess (so its memory is returned before serving);
-3. evaluate  student vs baseline vs teacher, the report, and the quality gate.
+3. evaluate  `distillery evaluate`: student vs baseline vs teacher, the report, the gate.
+
+Each stage process is started with the command line the operator's pods run
+(`contract.commands`, with this machine's storage path), and reports the same typed summary
+(`contract.summaries`), written to a file here instead of the termination message.
 
 Storage is `storage.path` relative to the spec file's directory (default `.distillery/<name>`
 beside it). A completed stage leaves `Layout.stage_done(stage)` and is skipped on the next
@@ -23,6 +27,7 @@ import argparse
 import contextlib
 import importlib.util
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -34,8 +39,23 @@ from pathlib import Path
 from typing import Any
 
 from distillery.api import DistillationJob, Problem
+from distillery.contract.commands import (
+    PYTHON_MODULE,
+    TERMINATION_LOG_ENV,
+    EvaluateCommand,
+    GenerateCommand,
+    StageCommand,
+    TrainCommand,
+)
+from distillery.contract.summaries import (
+    EvaluateSummary,
+    GenerateSummary,
+    StageSummary,
+    generation_totals,
+    read_summary,
+)
 from distillery.errors import InvalidJob
-from distillery.storage import SPLITS, Layout, resolve_model
+from distillery.storage import Layout, resolve_model, write_json_atomic
 
 STAGES = ("generate", "train", "evaluate")
 CHILD_STOP_SECONDS = 30.0
@@ -43,7 +63,7 @@ _children: set[subprocess.Popen] = set()
 _children_lock = threading.Lock()
 
 
-class StageFailed(RuntimeError):
+class RunFailed(RuntimeError):
     """A stage ended without its result; the message says which and why."""
 
 
@@ -108,36 +128,44 @@ def check_tokenizers(job: DistillationJob, root: Path) -> None:
 
     if job.spec.training.method is not TrainingMethod.kd:
         return
-    from distillery.stages.train import _load_tokenizer, check_kd_tokenizers
+    from distillery.training.student import _load_tokenizer, check_kd_tokenizers
 
     student = job.spec.student
     check_kd_tokenizers(job, root, _load_tokenizer(resolve_model(root, student.tokenizer or student.model),
                                                    "spec.student.tokenizer"))  # fmt: skip
 
 
-# ------------------------------------------------------------------ children
+# ------------------------------------------------------------------ stage processes
+
+# This interpreter, not whatever `distillery` PATH finds: one install runs every stage.
+ENTRY = (sys.executable, "-m", PYTHON_MODULE)
 
 
-def job_argument(job: DistillationJob) -> str:
-    """The job as inline JSON, as the operator passes it to pods."""
-    document = job.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"status"})
-    return json.dumps(document, separators=(",", ":"))
+def run_stage_process(
+    command: StageCommand, summary_path: Path, show_stdout: bool = False
+) -> tuple[int, StageSummary | None]:
+    """Run one stage command as a subprocess; its exit code and summary.
 
-
-def run_child(command: list[str], capture: bool = False) -> tuple[int, str]:
-    """Run a stage subprocess (its stderr shown live); `capture` returns its stdout (the JSON summary)."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE if capture else None, text=True)
+    Its progress (stderr) is shown live; stdout, where it repeats its summary, only when asked
+    (training prints its loss curve there). The summary goes to `summary_path` as it would
+    to a pod's termination message.
+    """
+    summary_path.parent.mkdir(parents=True, exist_ok=True)
+    summary_path.unlink(missing_ok=True)
+    env = {**os.environ, TERMINATION_LOG_ENV: str(summary_path)}
+    stdout = None if show_stdout else subprocess.DEVNULL
+    process = subprocess.Popen(command.argv(ENTRY), env=env, stdout=stdout)
     with _children_lock:
         _children.add(process)
     try:
-        out, _ = process.communicate()
-        return process.returncode, out or ""
+        process.wait()
     except KeyboardInterrupt:
         stop_children()  # this child and any other stage subprocess still running
         raise
     finally:
         with _children_lock:
             _children.discard(process)
+    return process.returncode, read_summary(summary_path)
 
 
 def stop_children() -> None:
@@ -156,52 +184,35 @@ def stop_children() -> None:
             process.wait()
 
 
-def _cli(*arguments: str) -> list[str]:
-    return [sys.executable, "-m", "distillery.cli", *arguments]
+def failure_text(stage: str, code: int, summary: StageSummary | None) -> str:
+    if summary is not None and summary.failure is not None:
+        return f"{summary.failure.reason.value}: {summary.failure.message}"
+    return f"exit code {code}; its output above says why"
 
 
-def _last_json(text: str) -> dict[str, Any]:
-    for line in reversed(text.strip().splitlines()):
-        with contextlib.suppress(ValueError):
-            value = json.loads(line)
-            if isinstance(value, dict):
-                return value
-    return {}
-
-
-def _write_done(layout: Layout, stage: str, summary: dict[str, Any]) -> None:
-    from distillery.stages.report import write_json_atomic
-
-    write_json_atomic(layout.stage_done(stage), summary)
+def _write_done(layout: Layout, stage: str, summary: Any) -> None:
+    write_json_atomic(
+        layout.stage_done(stage), summary.model_dump(mode="json", by_alias=True, exclude_none=True)
+    )
 
 
 # ------------------------------------------------------------------ stages
 
 
+def shard_summaries(job: DistillationJob, layout: Layout) -> list[GenerateSummary | None]:
+    """Each shard's summary from what it left on storage; None for a shard not finished yet."""
+    from distillery.generation.files import stored_summary
+
+    return [stored_summary(job, layout, k) for k in range(job.spec.generation.shards)]
+
+
 def generation_complete(job: DistillationJob, layout: Layout) -> bool:
     """Every shard wrote its summary for every split it has (generation renames its files before that)."""
-    shards = job.spec.generation.shards
-    splits = [s for s in SPLITS if s == "train" or job.spec.data.validation is not None]
-    return all(layout.shard_summary(split, k, shards).exists() for split in splits for k in range(shards))
+    return all(shard_summaries(job, layout))
 
 
-def shard_summaries(job: DistillationJob, layout: Layout) -> dict[str, Any]:
-    totals: dict[str, Any] = {"stage": "generate", "shards": job.spec.generation.shards, "records": 0,
-                              "rejected": 0, "errors": 0}  # fmt: skip
-    for split in SPLITS:
-        for k in range(job.spec.generation.shards):
-            path = layout.shard_summary(split, k, job.spec.generation.shards)
-            if path.exists():
-                summary = json.loads(path.read_text())
-                totals["records"] += summary.get("records", 0)
-                totals["rejected"] += sum((summary.get("rejected") or {}).values())
-                totals["errors"] += summary.get("errors", 0)
-    return totals
-
-
-def run_generate(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None]) -> dict:
-    from distillery.stages.evaluate import cpu_server_env
-    from distillery.stages.teacher import serve_teacher
+def run_generate(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None]) -> None:
+    from distillery.serving.vllm import cpu_server_env, serve_teacher
 
     spec = job.spec
     shards = spec.generation.shards
@@ -217,55 +228,49 @@ def run_generate(job: DistillationJob, root: Path, layout: Layout, progress: Cal
         progress(
             f"{shards} shard(s), {parallel} at a time, {spec.generation.concurrency} requests in flight each"
         )
-        base = _cli("generate", "--job", job_argument(job), "--storage", str(root), "--teacher-url", connection.base_url,
-                    "--teacher-model", connection.model)  # fmt: skip
 
-        def shard(index: int) -> tuple[int, int, dict]:
-            code, out = run_child([*base, "--shard-index", str(index)], capture=True)
-            return index, code, _last_json(out)
+        def shard(index: int) -> tuple[int, int, StageSummary | None]:
+            command = GenerateCommand(job=job, storage=str(root), teacher_url=connection.base_url,
+                                      teacher_model=connection.model, shard_index=index)  # fmt: skip
+            return (index, *run_stage_process(command, layout.stage_summary("generate", index)))
 
         failures = []
         with ThreadPoolExecutor(max_workers=parallel) as pool:
             try:
                 for index, code, summary in pool.map(shard, range(shards)):
-                    if code != 0:
-                        failures.append(f"shard {index}: {summary.get('reason', f'exit code {code}')}")
-                    else:
-                        progress(
-                            f"shard {index + 1}/{shards} done: {summary.get('records', 0)} records, "
-                            f"{sum((summary.get('rejected') or {}).values())} rejected, "
-                            f"{summary.get('errors', 0)} errors"
-                        )
+                    if code != 0 or not isinstance(summary, GenerateSummary):
+                        failures.append(f"shard {index}: {failure_text('generate', code, summary)}")
+                        continue
+                    progress(
+                        f"shard {index + 1}/{shards} done: {summary.records} records, "
+                        f"{sum(summary.rejected.values())} rejected, {summary.errors} errors"
+                    )
             except KeyboardInterrupt:
                 stop_children()  # before the pool waits for its threads, which wait for the shards
                 raise
         if failures:
-            raise StageFailed("generate failed: " + "; ".join(failures))
+            raise RunFailed("generate failed: " + "; ".join(failures))
     progress("teacher stopped")
-    summary = shard_summaries(job, layout)
-    _write_done(layout, "generate", summary)
-    return summary
+    _write_done(layout, "generate", generation_totals(s for s in shard_summaries(job, layout) if s))
 
 
-def run_train(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None]) -> dict:
-    from distillery.stages.train import train_command
-
-    command = train_command(job, str(root), metrics_port=0)
-    if command[0] == "distillery":  # one process: this interpreter, whatever PATH says
-        command = _cli(*command[1:])
+def run_train(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None]) -> None:
     if layout.checkpoints.is_dir() and any(layout.checkpoints.iterdir()):
         progress(f"resuming from the checkpoints in {layout.checkpoints}")
-    code, _ = run_child(command)  # training prints its progress on stdout: let it through
-    done = layout.stage_done("train")  # training writes it once the student is saved
-    if code != 0 or not done.exists():
-        raise StageFailed(f"train failed (exit code {code}); its output above says why")
-    return json.loads(done.read_text())
+    command = TrainCommand(job=job, storage=str(root))
+    code, summary = run_stage_process(command, layout.stage_summary("train"), show_stdout=True)
+    if code != 0 or summary is None or not summary.succeeded:
+        raise RunFailed(f"train failed: {failure_text('train', code, summary)}")
+    _write_done(layout, "train", summary)
 
 
-def run_evaluate(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None]) -> dict:
-    from distillery.stages.evaluate import evaluate_job
-
-    return evaluate_job(job, root, say=progress)
+def run_evaluate(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None]) -> None:
+    # A failed gate is a verdict (read from the summary), so the stage exits 0 either way.
+    command = EvaluateCommand(job=job, storage=str(root), gate_exit_code=0)
+    code, summary = run_stage_process(command, layout.stage_summary("evaluate"))
+    if code != 0 or not isinstance(summary, EvaluateSummary) or not summary.succeeded:
+        raise RunFailed(f"evaluate failed: {failure_text('evaluate', code, summary)}")
+    _write_done(layout, "evaluate", summary)
 
 
 STAGE_FUNCTIONS = {"generate": run_generate, "train": run_train, "evaluate": run_evaluate}
@@ -281,25 +286,20 @@ def timed(stage: str, number: int) -> Iterator[Callable[[str], None]]:
 
 
 def run_job(job: DistillationJob, root: Path) -> dict[str, Any]:
-    """Run (or resume) every stage; returns the evaluation report. Raises StageFailed."""
-    from distillery.stages.evaluate import EvaluationFailed
-
-    layout = Layout(root, job.metadata.name or "job")
+    """Run (or resume) every stage; returns the evaluation report. Raises RunFailed."""
+    layout = Layout.of(job, root)
     for number, stage in enumerate(STAGES, 1):
         marker = layout.stage_done(stage)
         if stage == "generate" and not marker.exists() and generation_complete(job, layout):
-            _write_done(layout, stage, shard_summaries(job, layout))
+            _write_done(layout, stage, generation_totals(s for s in shard_summaries(job, layout) if s))
         if marker.exists():
             say(f"[{number}/{len(STAGES)}] {stage}: already done ({marker.relative_to(root)}), skipped")
             continue
         with timed(stage, number) as progress:
-            try:
-                STAGE_FUNCTIONS[stage](job, root, layout, progress)
-            except EvaluationFailed as error:
-                raise StageFailed(f"evaluate failed: {error}") from None
+            STAGE_FUNCTIONS[stage](job, root, layout, progress)
     report_path = layout.evaluation_report
     if not report_path.exists():
-        raise StageFailed(
+        raise RunFailed(
             f"evaluate is marked done but {report_path} is missing; delete {layout.stage_done('evaluate')}"
         )
     return json.loads(report_path.read_text())
@@ -317,7 +317,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from distillery.errors import load_job_file
-    from distillery.stages.report import summary_lines
+    from distillery.evaluation.report import summary_lines
 
     spec_file = Path(args.file)
     job = load_job_file(str(spec_file))  # InvalidJob: one line per problem, exit 2, nothing started
@@ -330,7 +330,7 @@ def main(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         report = run_job(job, root)
-    except StageFailed as error:
+    except RunFailed as error:
         say(f"distillery run: {error}")
         say("distillery run: fix the cause and run the same command again; finished stages are kept")
         return 1
@@ -340,7 +340,7 @@ def main(args: argparse.Namespace) -> int:
     print()
     for line in summary_lines(report):
         print(line)
-    layout = Layout(root, job.metadata.name or "job")
+    layout = Layout.of(job, root)
     print(f"  report: {layout.evaluation_report.with_suffix('.md')} (+ .json, .png)")
     print(f"  student: {layout.student}")
     say(f"distillery run: finished in {time.monotonic() - started:.0f}s")

@@ -29,8 +29,14 @@ Rejected records (`shard-K-of-N.rejected.jsonl`) have the same fields plus
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from distillery.api import DistillationJob
 
 SPLITS = ("train", "validation")
 
@@ -43,6 +49,11 @@ def shard_name(index: int, count: int) -> str:
 class Layout:
     root: Path
     job_name: str
+
+    @classmethod
+    def of(cls, job: DistillationJob, root: Path | str) -> Layout:
+        """The layout of a job's storage mounted (or kept locally) at `root`."""
+        return cls(Path(root), job.metadata.name or "job")
 
     def input(self, relative: str) -> Path:
         path = Path(relative)
@@ -84,9 +95,20 @@ class Layout:
     def evaluation_report(self) -> Path:
         return self.reports / "evaluation.json"
 
+    @property
+    def state(self) -> Path:
+        """`distillery run`'s own bookkeeping (the cluster keeps it in the job's status instead)."""
+        return self.work / "state"
+
     def stage_done(self, stage: str) -> Path:
         """Marker a completed stage leaves (its summary); the local runner skips stages that have one."""
-        return self.work / "state" / f"{stage}.done.json"
+        return self.state / f"{stage}.done.json"
+
+    def stage_summary(self, stage: str, shard: int | None = None) -> Path:
+        """Where a stage process started by `distillery run` writes its summary (its termination message)."""
+        return self.state / (
+            f"{stage}-{shard}.summary.json" if shard is not None else f"{stage}.summary.json"
+        )
 
 
 def resolve_model(root: Path, value: str) -> str:
@@ -97,3 +119,15 @@ def resolve_model(root: Path, value: str) -> str:
     """
     candidate = Path(value) if Path(value).is_absolute() else root / value
     return str(candidate) if candidate.exists() else value
+
+
+def write_json_atomic(path: Path, value: Any, sort_keys: bool = True) -> None:
+    """Write JSON so a reader sees the old file or the whole new one, never a torn one (tmp + fsync + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=2, sort_keys=sort_keys)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)

@@ -42,7 +42,7 @@ def start_run(spec: Path, log: Path) -> subprocess.Popen:
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONUNBUFFERED": "1"}
     with open(log, "ab") as handle:
         return subprocess.Popen(
-            [sys.executable, "-m", "distillery.cli", "run", str(spec)],
+            [sys.executable, "-m", "distillery", "run", str(spec)],
             stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=spec.parent,
         )  # fmt: skip
 

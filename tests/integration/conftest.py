@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from distillery.contract.summaries import StageSummary, termination_message
+
 # Reconcile fast in tests; read when the handlers module is imported, so set it first.
 os.environ.setdefault("DISTILLERY_RECONCILE_SECONDS", "0.5")
 
@@ -166,11 +168,12 @@ class Cluster:
         )
 
     async def finish_pod(
-        self, job: dict, stage: str, summary: dict | str, exit_code: int = 0, index: int = 0
+        self, job: dict, stage: str, summary: StageSummary | str, exit_code: int = 0, index: int = 0
     ) -> None:
-        """A pod of `job` that ran and ended, with `summary` as its termination message."""
+        """A pod of `job` that ran and ended, with `summary` (a stage's typed summary, or a log tail
+        when a stage crashed before writing one) as its termination message."""
         labels = job["spec"]["template"]["metadata"]["labels"]
-        message = summary if isinstance(summary, str) else json.dumps(summary)
+        message = summary if isinstance(summary, str) else termination_message(summary)
         await self.create(
             "v1/pods",
             {

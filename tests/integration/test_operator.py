@@ -6,16 +6,24 @@ import logging
 
 import pytest
 
-from distillery import metrics
+from distillery.contract.summaries import (
+    EvaluateSummary,
+    Failure,
+    FailureReason,
+    GenerateSummary,
+    TrainSummary,
+)
+from distillery.controller import metrics
 from tests.integration.conftest import DJ, Cluster, spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
-# Summaries in the stages' own formats (generate's `summary`, evaluate's `status_summary`).
-GEN = {"stage": "generate", "records": 5, "output_tokens": 50, "prompt_tokens": 20, "rejected": {"length": 1}}
-EVAL_OK = {"stage": "evaluate", "metric": "accuracy", "teacher": {"score": 0.8}, "baseline": {"score": 0.3},
-           "student": {"score": 0.6}, "retention": 0.75, "gatePassed": True, "gateReason": "0.75 >= 0.5",
-           "report": "/data/jobs/walk/reports/evaluation.json"}  # fmt: skip
+# The stages' typed summaries, as their pods leave them in the termination message.
+GEN = GenerateSummary(records=5, output_tokens=50, prompt_tokens=20, rejected={"length": 1})
+EVAL_OK = EvaluateSummary.model_validate(
+    {"evaluation": {"metric": "accuracy", "teacher": {"score": 0.8}, "baseline": {"score": 0.3},
+                    "student": {"score": 0.6}, "retention": 0.75, "gatePassed": True, "gateReason": "0.75 >= 0.5"},
+     "report": "/data/jobs/walk/reports/evaluation.json"})  # fmt: skip
 
 
 async def _generate(cluster: Cluster, name: str, shards: int = 2) -> dict:
@@ -50,7 +58,7 @@ async def test_a_job_walks_through_every_phase_to_succeeded(cluster: Cluster):
         )
 
         train = await cluster.wait_child("batch/v1/jobs", "walk-train")
-        await cluster.finish_pod(train, "train", {"train_loss": 0.42, "step": 7, "epoch": 1.0})
+        await cluster.finish_pod(train, "train", TrainSummary(train_loss=0.42, step=7, epoch=1.0))
         await cluster.job_done("walk-train")
         await cluster.wait_phase("walk", "Evaluating")
 
@@ -107,9 +115,8 @@ async def test_a_failed_shard_fails_the_job_with_the_reason(cluster: Cluster):
         await cluster.teacher_ready("shard-teacher")
         gen = await cluster.wait_child("batch/v1/jobs", "shard-generate")
         await cluster.finish_pod(gen, "generate", GEN, index=0)
-        await cluster.finish_pod(
-            gen, "generate", {"error": "teacher answered 500 to 80% of requests"}, 1, index=1
-        )
+        failure = Failure.of(FailureReason.too_few_accepted, "teacher answered 500 to 80% of requests")
+        await cluster.finish_pod(gen, "generate", GenerateSummary(shard=1, shards=2, failure=failure), 1, index=1)
         await cluster.job_failed("shard-generate", "FailedIndexes", "Job has failed indexes", failedIndexes="1",
                                  succeeded=1)  # fmt: skip
         status = await cluster.wait_phase("shard", "Failed")
@@ -117,7 +124,8 @@ async def test_a_failed_shard_fails_the_job_with_the_reason(cluster: Cluster):
             "the teacher to be removed", lambda: _absent(cluster, "apps/v1/deployments", "shard-teacher")
         )
     data = next(c for c in status["conditions"] if c["type"] == "DataGenerated")
-    assert (data["status"], data["reason"]) == ("False", "FailedIndexes")
+    # The stage's own reason, not the Job's FailedIndexes.
+    assert (data["status"], data["reason"]) == ("False", "TooFewAccepted")
     assert "failed shards: 1" in status["message"] and "teacher answered 500" in status["message"]
     assert await cluster.get("batch/v1/jobs", "shard-train") is None
 
@@ -191,7 +199,7 @@ async def test_an_operator_restart_creates_no_duplicates_and_keeps_progress(clus
         before = await cluster.wait_phase("again", "Training")
     async with cluster.operator():
         train = await cluster.wait_child("batch/v1/jobs", "again-train")
-        await cluster.finish_pod(train, "train", {"train_loss": 0.5})
+        await cluster.finish_pod(train, "train", TrainSummary(train_loss=0.5))
         await cluster.job_done("again-train")
         after = await cluster.wait_phase("again", "Evaluating")
     creates = [r for r in cluster.operator_requests() if r.method.value.upper() == "POST" and r.resource is not None

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import urllib.error
 import urllib.request
 
 import pytest
 
-from distillery import metrics
-from distillery.cli import build_parser
-from distillery.controller import server
+from distillery.controller import main as operator_main
+from distillery.controller import metrics, server
 
 pytestmark = pytest.mark.integration
+
+
+def operator_parser() -> argparse.ArgumentParser:
+    """`distillery operator`'s own arguments, as the entry point declares them."""
+    parser = argparse.ArgumentParser()
+    operator_main.add_arguments(parser)
+    return parser
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -60,8 +67,8 @@ def test_metrics_endpoint_serves_the_operator_series():
 
 
 def test_operator_command_line():
-    args = build_parser().parse_args(["operator", "--metrics-port", "9999", "--namespace", "a", "--namespace", "b",
+    args = operator_parser().parse_args(["--metrics-port", "9999", "--namespace", "a", "--namespace", "b",
                                       "--peering", "distillery"])  # fmt: skip
     assert (args.metrics_port, args.namespace, args.peering) == (9999, ["a", "b"], "distillery")
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["operator", "--namespace", "a", "--all-namespaces"])
+        operator_parser().parse_args(["--namespace", "a", "--all-namespaces"])

@@ -6,12 +6,13 @@ Two things are scraped:
 
 - the real `distillery operator` (a subprocess, on kmock's in-memory Kubernetes API
   server, reached through a kubeconfig) reconciling a DistillationJob;
-- a stand-in: this file, run as a script, serves the registry of
-  operator/distillery/metrics.py with prometheus_client and keeps it moving (counters
-  grow, histograms fill) the way the worker pods (generate / train / evaluate) and a job
-  further along its life (progress, stage durations, scores) would. Nothing here runs
-  those pods, so the stand-in gives those series their values; names and labels are the
-  real ones because they come from the same module.
+- a stand-in: this file, run as a script, serves the registries of the operator and of
+  each stage (controller/, generation/, training/, evaluation/ `metrics.py`), each on its
+  own port as its own process would, and keeps them moving (counters grow, histograms
+  fill) the way the worker pods (generate / train / evaluate) and a job further along its
+  life (progress, stage durations, scores) would. Nothing here runs those pods, so the
+  stand-in gives those series their values; names and labels are the real ones because
+  they come from the same modules.
 
 Prometheus scrapes them the way the chart's ServiceMonitor and PodMonitor do: operators as
 job="distillery-operator" with honor_labels, and one scrape job per worker stage whose
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import random
@@ -48,73 +50,80 @@ pytestmark = pytest.mark.integration
 ALERT_TESTS = ROOT / "tests" / "rules" / "alerts.test.yaml"
 NAMESPACE, JOB, FAILED_JOB = "ml", "support-bot", "broken-bot"
 REAL_JOB = "real-job"  # reconciled by the real operator
-# Worker stage -> the metric names its pods export (metrics.py's sections).
-WORKER_METRICS = {
-    "generate": "distillery_generation_.*",
-    "train": "distillery_train_.*",
-    "evaluate": "distillery_eval_.*",
+# Each process and the module whose registry it serves.
+REGISTRIES = {
+    "operator": "distillery.controller.metrics",
+    "generate": "distillery.generation.metrics",
+    "train": "distillery.training.metrics",
+    "evaluate": "distillery.evaluation.metrics",
 }
+WORKER_STAGES = ("generate", "train", "evaluate")
 STARTUP_DEADLINE_S = 60.0
 
 
 # ------------------------------------------------------------------ the stand-in exporter
 
 
-def serve_workload(port: int, lifetime_s: float) -> None:
-    """Serve metrics.py's registry on 127.0.0.1:port and keep it changing, for at most
-    lifetime_s seconds or until the parent process goes away."""
+def serve_workload(ports: dict[str, int], lifetime_s: float) -> None:
+    """Serve each process's registry on 127.0.0.1:ports[process] and keep them changing, for at
+    most lifetime_s seconds or until the parent process goes away."""
     from prometheus_client import start_http_server
 
-    from distillery import metrics as m
+    from distillery.api import Phase
+    from distillery.controller import metrics as op
+    from distillery.evaluation import metrics as ev
+    from distillery.generation import metrics as gen
+    from distillery.training import metrics as tr
 
     parent = os.getppid()
     rng = random.Random(7)
 
     # Operator: one job generating, one failed, and cluster-wide counts by phase.
-    for phase, count in zip(m.PHASES, (0, 0, 1, 0, 0, 3, 1, 0), strict=True):
-        m.JOBS.labels(phase).set(count)
-    for phase in m.PHASES:
-        m.JOB_PHASE.labels(NAMESPACE, JOB, phase).set(1 if phase == "Generating" else 0)
-        m.JOB_PHASE.labels(NAMESPACE, FAILED_JOB, phase).set(1 if phase == "Failed" else 0)
-    m.JOB_TRAIN_LOSS.labels(NAMESPACE, JOB).set(1.7)
+    for phase, count in zip(Phase, (0, 0, 1, 0, 0, 3, 1, 0), strict=True):
+        op.JOBS.labels(phase.value).set(count)
+    for phase in Phase:
+        op.JOB_PHASE.labels(NAMESPACE, JOB, phase.value).set(1 if phase is Phase.generating else 0)
+        op.JOB_PHASE.labels(NAMESPACE, FAILED_JOB, phase.value).set(1 if phase is Phase.failed else 0)
+    op.JOB_TRAIN_LOSS.labels(NAMESPACE, JOB).set(1.7)
     for model, score in (("teacher", 0.82), ("baseline", 0.41), ("student", 0.77)):
-        m.JOB_EVAL_SCORE.labels(NAMESPACE, JOB, model).set(score)
-        m.EVAL_SCORE.labels(model).set(score)
-        m.EVAL_THROUGHPUT.labels(model).set(100 / score)
+        op.JOB_EVAL_SCORE.labels(NAMESPACE, JOB, model).set(score)
+        ev.EVAL_SCORE.labels(model).set(score)
+        ev.EVAL_THROUGHPUT.labels(model).set(100 / score)
         for percentile, latency in (("50", 0.2), ("95", 0.6)):
-            m.EVAL_LATENCY.labels(model, percentile).set(latency * score)
-    m.JOB_RETENTION.labels(NAMESPACE, JOB).set(0.77 / 0.82)
-    m.GEN_IN_FLIGHT.set(12)
-    m.TRAIN_VALIDATION_LOSS.set(1.9)
+            ev.EVAL_LATENCY.labels(model, percentile).set(latency * score)
+    op.JOB_RETENTION.labels(NAMESPACE, JOB).set(0.77 / 0.82)
+    gen.GEN_IN_FLIGHT.set(12)
+    tr.TRAIN_VALIDATION_LOSS.set(1.9)
 
-    start_http_server(port, addr="127.0.0.1")
+    for process, module in REGISTRIES.items():
+        start_http_server(ports[process], addr="127.0.0.1", registry=importlib.import_module(module).REGISTRY)
     print("ready", flush=True)
 
     started, step = time.monotonic(), 0
     while time.monotonic() - started < lifetime_s and os.getppid() == parent:
         step += 1
-        m.JOB_PROGRESS.labels(NAMESPACE, JOB, "generate").set(min(1.0, step / 1000))
-        m.JOB_RECORDS.labels(NAMESPACE, JOB).set(step * 3)
-        m.JOB_TOKENS.labels(NAMESPACE, JOB).set(step * 300)
-        m.JOB_REJECTED.labels(NAMESPACE, JOB).set(step // 10)
-        m.STAGE_DURATION.labels(rng.choice(("teacher", "generate"))).observe(rng.uniform(30, 900))
-        m.RECONCILES.labels(rng.choice(("ok", "ok", "ok", "retry", "error"))).inc()
-        m.RECONCILE_DURATION.observe(rng.uniform(0.005, 0.3))
-        m.CHILDREN_CREATED.labels(rng.choice(("Deployment", "Service", "Job"))).inc()
+        op.JOB_PROGRESS.labels(NAMESPACE, JOB, "generate").set(min(1.0, step / 1000))
+        op.JOB_RECORDS.labels(NAMESPACE, JOB).set(step * 3)
+        op.JOB_TOKENS.labels(NAMESPACE, JOB).set(step * 300)
+        op.JOB_REJECTED.labels(NAMESPACE, JOB).set(step // 10)
+        op.STAGE_DURATION.labels(rng.choice(("teacher", "generate"))).observe(rng.uniform(30, 900))
+        op.RECONCILES.labels(rng.choice(("ok", "ok", "ok", "retry", "error"))).inc()
+        op.RECONCILE_DURATION.observe(rng.uniform(0.005, 0.3))
+        op.CHILDREN_CREATED.labels(rng.choice(("Deployment", "Service", "Job"))).inc()
         for _ in range(5):
             outcome = rng.choice(("ok",) * 8 + ("retry", "error"))
-            m.GEN_REQUESTS.labels(outcome).inc()
+            gen.GEN_REQUESTS.labels(outcome).inc()
             if outcome == "ok":
-                m.GEN_REQUEST_DURATION.observe(rng.uniform(0.2, 4.0))
-                m.GEN_TOKENS.labels("prompt").inc(rng.randint(20, 60))
-                m.GEN_TOKENS.labels("completion").inc(rng.randint(30, 120))
-                m.GEN_RECORDS.inc()
-        m.GEN_REJECTED.labels(rng.choice(("length", "duplicate"))).inc()
-        m.TRAIN_LOSS.set(2.5 / (1 + step / 50))
-        m.TRAIN_STEP.set(step)
-        m.TRAIN_EPOCH.set(step / 200)
-        m.TRAIN_TOKENS.inc(340)
-        m.TRAIN_TOKENS_PER_SECOND.set(rng.uniform(300, 360))
+                gen.GEN_REQUEST_DURATION.observe(rng.uniform(0.2, 4.0))
+                gen.GEN_TOKENS.labels("prompt").inc(rng.randint(20, 60))
+                gen.GEN_TOKENS.labels("completion").inc(rng.randint(30, 120))
+                gen.GEN_RECORDS.inc()
+        gen.GEN_REJECTED.labels(rng.choice(("length", "duplicate"))).inc()
+        tr.TRAIN_LOSS.set(2.5 / (1 + step / 50))
+        tr.TRAIN_STEP.set(step)
+        tr.TRAIN_EPOCH.set(step / 200)
+        tr.TRAIN_TOKENS.inc(340)
+        tr.TRAIN_TOKENS_PER_SECOND.set(rng.uniform(300, 360))
         time.sleep(0.1)  # the pace of the simulated workload, not a wait on a condition
 
 
@@ -164,8 +173,7 @@ class Prometheus:
         return self.api("query", query=expr)
 
 
-def scrape_config(stand_in: str, operator: str) -> dict:
-    worker_names = "distillery_(" + "|".join(s.split("_")[1] for s in WORKER_METRICS.values()) + ")_.*"
+def scrape_config(stand_in: dict[str, str], operator: str) -> dict:
     jobs = [
         {
             # The real operator, scraped as the chart's ServiceMonitor does: job label fixed,
@@ -175,30 +183,26 @@ def scrape_config(stand_in: str, operator: str) -> dict:
             "static_configs": [{"targets": [operator]}],
         },
         {
-            # The stand-in's operator-side series: a second operator target (as a second
+            # The stand-in's operator registry: a second operator target (as a second
             # replica would be), further along in its jobs' lives.
             "job_name": "distillery-operator-stand-in",
             "honor_labels": True,
-            "static_configs": [{"targets": [stand_in]}],
+            "static_configs": [{"targets": [stand_in["operator"]]}],
             "relabel_configs": [{"target_label": "job", "replacement": "distillery-operator"}],
-            "metric_relabel_configs": [
-                {"source_labels": ["__name__"], "regex": worker_names, "action": "drop"}
-            ],
         },
     ]
-    for stage, names in WORKER_METRICS.items():
+    for stage in WORKER_STAGES:
         jobs.append(
             {
                 "job_name": f"workers-{stage}",
                 "static_configs": [
                     {
-                        "targets": [stand_in],
+                        "targets": [stand_in[stage]],
                         "labels": {"namespace": NAMESPACE, "stage": stage, "pod": f"{JOB}-{stage}-0"},
                     }
                 ],
                 # As the chart's PodMonitor: `job` is the pod's DistillationJob.
                 "relabel_configs": [{"target_label": "job", "replacement": JOB}],
-                "metric_relabel_configs": [{"source_labels": ["__name__"], "regex": names, "action": "keep"}],
             }
         )
     return {
@@ -246,22 +250,25 @@ OPERATOR_LOGIN_BUG = pytest.mark.xfail(
 
 @pytest.fixture(scope="module")
 def stand_in():
-    port = free_port()
+    """process -> the address serving its registry."""
+    ports = {process: free_port() for process in REGISTRIES}
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")]),
     }
     process = subprocess.Popen(
-        [sys.executable, __file__, "--port", str(port), "--lifetime", "600"],
+        [sys.executable, __file__, "--ports", json.dumps(ports), "--lifetime", "600"],
         env=env,
         stdout=subprocess.DEVNULL,
     )
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for(
-            "the metrics stand-in serves /metrics", lambda: get(f"{url}/metrics"), STARTUP_DEADLINE_S, process
-        )
-        yield f"127.0.0.1:{port}"
+        for port in ports.values():
+            url = f"http://127.0.0.1:{port}"
+            wait_for(
+                "the metrics stand-in serves /metrics", lambda url=url: get(f"{url}/metrics"), STARTUP_DEADLINE_S,
+                process,
+            )  # fmt: skip
+        yield {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     finally:
         stop(process)
 
@@ -356,7 +363,7 @@ class Operator:
         self.log_path = workdir / "operator.log"
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "distillery.cli", "operator", f"--metrics-port={self.port}"],
+            [sys.executable, "-m", "distillery", "operator", f"--metrics-port={self.port}"],
             env={**os.environ, "KUBECONFIG": str(kubeconfig)},
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -425,8 +432,10 @@ def prometheus(stand_in, operator, tmp_path_factory):
 
         def stand_in_targets_up():
             targets = server.api("targets")["data"]["activeTargets"]
-            mine = [t for t in targets if t["scrapeUrl"].startswith(f"http://{stand_in}/")]
-            return len(mine) == 1 + len(WORKER_METRICS) and all(t["health"] == "up" for t in mine)
+            mine = [
+                t for t in targets if any(t["scrapeUrl"] == f"http://{a}/metrics" for a in stand_in.values())
+            ]
+            return len(mine) == len(REGISTRIES) and all(t["health"] == "up" for t in mine)
 
         wait_for("the stand-in's scrape targets are up", stand_in_targets_up, STARTUP_DEADLINE_S, process)
         # rate() needs two samples of a growing counter in its window.
@@ -455,10 +464,32 @@ def _promtool_check_metrics(text: bytes) -> None:
 
 
 def test_promtool_check_metrics_accepts_every_distillery_metric(stand_in):
-    text = get(f"http://{stand_in}/metrics")
-    # The stand-in sets every labelled metric, so every name of metrics.py is in the text.
-    assert b"distillery_eval_latency_seconds{" in text and b"distillery_job_phase{" in text
-    _promtool_check_metrics(text)
+    texts = {process: get(f"http://{address}/metrics") for process, address in stand_in.items()}
+    # The stand-in sets every labelled metric, so every name of each registry is in its text.
+    assert (
+        b"distillery_eval_latency_seconds{" in texts["evaluate"]
+        and b"distillery_job_phase{" in texts["operator"]
+    )
+    for text in texts.values():
+        _promtool_check_metrics(text)
+
+
+def test_each_process_exports_only_its_own_series(stand_in, operator):
+    """The operator's /metrics has no worker series and a stage's none of the operator's or another stage's."""
+    own = {"operator": ("distillery_job", "distillery_jobs", "distillery_reconcile", "distillery_children",
+                        "distillery_stage"),
+           "generate": ("distillery_generation_",), "train": ("distillery_train_",), "evaluate": ("distillery_eval_",)}  # fmt: skip
+    texts = {process: get(f"http://{address}/metrics").decode() for process, address in stand_in.items()}
+    if operator.process.poll() is None:
+        wait_for("the operator serves /metrics", lambda: get(f"{operator.url}/metrics"), STARTUP_DEADLINE_S)
+        texts["operator (real process)"] = get(f"{operator.url}/metrics").decode()
+    for process, text in texts.items():
+        names = {
+            line.split("{")[0].split(" ")[0] for line in text.splitlines() if line.startswith("distillery_")
+        }
+        prefixes = own[process.split(" ")[0]]
+        assert names, process
+        assert all(name.startswith(prefixes) for name in names), (process, sorted(names))
 
 
 @OPERATOR_LOGIN_BUG
@@ -570,7 +601,7 @@ def test_prometheus_loads_and_evaluates_the_alerts(prometheus):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Serve Distillery's metrics with a simulated workload.")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ports", type=json.loads, required=True, help='JSON: {"operator": PORT, ...}')
     parser.add_argument("--lifetime", type=float, default=300.0, help="seconds before exiting on its own")
     args = parser.parse_args()
-    serve_workload(args.port, args.lifetime)
+    serve_workload(args.ports, args.lifetime)

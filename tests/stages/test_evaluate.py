@@ -18,9 +18,9 @@ import pytest
 
 from distillery import tasks
 from distillery.api import DistillationJob, TaskType
-from distillery.stages import evaluate
-from distillery.stages.generate import generate_shard
-from distillery.stages.teacher import TeacherConnection
+from distillery.evaluation import evaluate
+from distillery.generation.shard import generate_shard
+from distillery.serving.client import TeacherConnection
 from distillery.storage import Layout
 
 pytestmark = pytest.mark.stages
@@ -94,8 +94,8 @@ def test_scores_every_model_and_writes_json_markdown_png(storage, tmp_path, vllm
     assert json.loads(layout.evaluation_report.read_text()) == report
     assert layout.evaluation_report.with_suffix(".md").read_text().startswith("# Evaluation of `evaljob`")
     assert layout.evaluation_report.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    done = json.loads(layout.stage_done("evaluate").read_text())
-    assert done["gatePassed"] is True and done["report"] == "jobs/evaljob/reports/evaluation.json"
+    done = evaluate.evaluate_summary(report, "jobs/evaljob/reports/evaluation.json")
+    assert done.evaluation.gate_passed is True and done.evaluation.retention == report["retention"]
 
     # The teacher's score is recomputed here from its generation records, accepted or rejected.
     records = [
@@ -164,14 +164,14 @@ def test_cli_measures_a_live_teacher_and_exits_1_on_a_failed_gate(storage, tmp_p
     document = json.dumps(job.model_dump(mode="json", by_alias=True, exclude_none=True))
     termination = tmp_path / "termination-log"
     result = subprocess.run(
-        [sys.executable, "-m", "distillery.cli", "evaluate", "--job", document, "--storage", str(root),
+        [sys.executable, "-m", "distillery", "evaluate", "--job", document, "--storage", str(root),
          "--teacher-url", vllm_teacher.base_url],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "DISTILLERY_TERMINATION_LOG": str(termination)},
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["gatePassed"] is False
+    assert summary["evaluation"]["gatePassed"] is False and summary["report"] == "jobs/evaljob/reports/evaluation.json"
     assert "FAILED: quality gate failed" in result.stdout
     assert json.loads(termination.read_text()) == summary
     report = json.loads(Layout(root, "evaljob").evaluation_report.read_text())

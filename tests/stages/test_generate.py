@@ -20,9 +20,10 @@ from urllib.parse import urlparse
 import pytest
 
 from distillery.api import DistillationJob, TaskType
-from distillery.stages import generate as gen
-from distillery.stages.generate import GenerationFailed, generate_shard
-from distillery.stages.teacher import TeacherConnection, free_port
+from distillery.generation.files import partial_path
+from distillery.generation.shard import GenerationFailed, generate_shard
+from distillery.serving.client import TeacherConnection
+from distillery.serving.vllm import free_port
 from distillery.storage import Layout
 from distillery.tasks import extract_answer
 from tests.stages.fault_proxy import FaultProxy
@@ -128,17 +129,17 @@ def test_full_shard_writes_verified_records_with_logprobs(tmp_path, teacher):
 
     val_accepted, val_rejected = outputs(job, tmp_path, "validation")
     assert_each_prompt_once(val_accepted + val_rejected, validation)
-    assert summary["records"] == len(accepted) + len(val_accepted)
-    assert summary["rejected"] == dict(Counter(r["reject_reason"] for r in rejected + val_rejected))
-    assert summary["output_tokens"] >= sum(r["usage"]["completion_tokens"] for r in accepted)
-    assert summary["errors"] == 0 and summary["prompts"] == len(train) + len(validation)
+    assert summary.records == len(accepted) + len(val_accepted)
+    assert summary.rejected == dict(Counter(r["reject_reason"] for r in rejected + val_rejected))
+    assert summary.output_tokens >= sum(r["usage"]["completion_tokens"] for r in accepted)
+    assert summary.errors == 0 and summary.prompts == len(train) + len(validation)
     layout = Layout(tmp_path, "tiny")
     assert json.loads(layout.shard_summary("train", 0, 1).read_text())["records"] == len(accepted)
     assert not list(layout.generated("train").glob("*.partial"))
 
     # Run again: everything is done, nothing is asked or written twice.
     again = generate_shard(job, tmp_path, 0, teacher)
-    assert again["records"] == summary["records"] and again["resumed"] == summary["prompts"]
+    assert again.records == summary.records and again.resumed == summary.prompts
     assert outputs(job, tmp_path) == (accepted, rejected)
 
 
@@ -146,7 +147,7 @@ def run_cli(job: DistillationJob, storage: Path, *args: str, env: dict | None = 
     command = [
         sys.executable,
         "-m",
-        "distillery.cli",
+        "distillery",
         "generate",
         "--job",
         job.model_dump_json(by_alias=True),
@@ -204,7 +205,7 @@ def wait_for(condition, deadline_s: float, what: str):
 def test_restart_after_kill_loses_and_duplicates_nothing(tmp_path, teacher):
     train = additions(150)
     job = make_job(tmp_path, train, concurrency=4, samplesPerPrompt=2, temperature=1.0, filters=KEEP_ALL)
-    partial = gen.partial_path(Layout(tmp_path, "tiny").shard_records("train", 0, 1))
+    partial = partial_path(Layout(tmp_path, "tiny").shard_records("train", 0, 1))
     process = run_cli(job, tmp_path, "--teacher-url", teacher.base_url, start_new_session=True)
     try:
         wait_for(lambda: partial.exists() and partial.read_text().count("\n") >= 40, 240, "40 records")
@@ -218,7 +219,7 @@ def test_restart_after_kill_loses_and_duplicates_nothing(tmp_path, teacher):
         handle.write(json.dumps({**json.loads(lines[0]), "line": missing, "sample": 0}) + "\n" + '{"id": "q1')
 
     summary = generate_shard(job, tmp_path, 0, teacher)
-    assert summary["resumed"] > 0 and summary["errors"] == 0
+    assert summary.resumed > 0 and summary.errors == 0
     accepted, rejected = outputs(job, tmp_path)
     assert rejected == []
     assert_each_prompt_once(accepted, train, samples=2)
@@ -247,7 +248,7 @@ def test_survives_500s_rate_limits_timeouts_and_dropped_connections(tmp_path, te
     with proxy:
         summary = generate_shard(job, tmp_path, 0, TeacherConnection(proxy.base_url, teacher.model))
     assert set(proxy.faults) == {"500", "drop", "timeout", "429"}
-    assert summary["errors"] == 0 and summary["records"] == len(train)
+    assert summary.errors == 0 and summary.records == len(train)
     accepted, _ = outputs(job, tmp_path)
     assert_each_prompt_once(accepted, train)
 
@@ -277,7 +278,7 @@ def test_retries_run_out_and_the_success_ratio_fails_the_shard(tmp_path, teacher
     layout = Layout(tmp_path, "tiny")
     assert not layout.shard_records("train", 0, 1).exists()
     summary = generate_shard(job, tmp_path, 0, teacher)
-    assert summary["records"] == 12 and summary["errors"] == 0
+    assert summary.records == 12 and summary.errors == 0
 
 
 def test_smoke_test_fails_fast_with_the_reason(tmp_path, teacher):

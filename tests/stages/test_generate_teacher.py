@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from distillery.stages.teacher import ServerStartError, local_vllm_server
+from distillery.serving.vllm import ServerStartError, local_vllm_server
 
 pytestmark = pytest.mark.stages
 

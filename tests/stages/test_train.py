@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from distillery.api import DistillationJob
+from distillery.contract.summaries import TrainSummary, parse_summary
 from distillery.storage import Layout
 
 pytestmark = pytest.mark.stages
@@ -115,7 +116,7 @@ def greedy_answers(model_dir: Path, prompts: list[str]) -> list[str]:
 
 def run_cli(arguments: list[str], termination: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO / "operator"), "DISTILLERY_TERMINATION_LOG": str(termination)}
-    return subprocess.run([sys.executable, "-m", "distillery.cli", *arguments], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "distillery", *arguments], env=env, capture_output=True,
                           text=True, timeout=600)  # fmt: skip
 
 
@@ -148,11 +149,11 @@ def test_sft_loss_goes_down_and_the_report_says_so(sft_run):
     assert report["tokens"] == report["history"][-1]["tokens"]
     assert 0 <= report["padding_fraction"] < 0.2  # length-grouped batches
     assert report["method"] == "sft" and report["device"] == "cpu" and report["precision"] == "fp32"
-    # The summary: last line of stdout, the termination message and the done-marker agree.
+    # The summary: last line of stdout and the termination message agree, and parse as the typed summary.
     summary = json.loads(sft_run["result"].stdout.strip().splitlines()[-1])
     assert json.loads(sft_run["termination"].read_text()) == summary
-    assert json.loads(sft_run["layout"].stage_done("train").read_text()) == summary
-    assert summary["train_loss"] == losses[-1] and summary["validation_loss"] == validation[-1]
+    assert isinstance(parse_summary(sft_run["termination"].read_text()), TrainSummary)
+    assert summary["trainLoss"] == losses[-1] and summary["validationLoss"] == validation[-1]
     assert "validation loss" in sft_run["result"].stdout  # progress a person can follow
 
 
@@ -199,7 +200,7 @@ def test_saved_student_is_safetensors_and_is_served_by_vllm(sft_run, tmp_path):
 
 
 def test_a_killed_training_resumes_from_its_checkpoint(tiny_models, tmp_path):
-    from distillery.stages.trainer import Checkpoints
+    from distillery.training.checkpoints import Checkpoints
 
     write_records(tmp_path, "resume", "train", answer_records(toy_pairs(128, seed=5), "train"))
     job = make_job("resume", tiny_models["student"], tiny_models["teacher"], batchSize=8, epochs=2,
@@ -209,7 +210,7 @@ def test_a_killed_training_resumes_from_its_checkpoint(tiny_models, tmp_path):
     layout = Layout(tmp_path, "resume")
     arguments = ["train", "--job", str(job_file), "--storage", str(tmp_path)]
     env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
-    process = subprocess.Popen([sys.executable, "-m", "distillery.cli", *arguments], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "distillery", *arguments], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.monotonic() + 300
@@ -251,8 +252,9 @@ def kd_of(model_dir: Path, root: Path, job: DistillationJob) -> float:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from distillery.stages.train import load_examples
-    from distillery.stages.trainer import CausalLMLoss, TrainConfig, evaluate_loss
+    from distillery.training.loop import TrainConfig
+    from distillery.training.loss import CausalLMLoss, evaluate_loss
+    from distillery.training.student import load_examples
 
     files = [Layout(root, job.metadata.name).generated("validation") / "shard-00000-of-00001.jsonl"]
     examples, _, _ = load_examples(files, AutoTokenizer.from_pretrained(model_dir), 128, True)
@@ -265,9 +267,8 @@ def kd_of(model_dir: Path, root: Path, job: DistillationJob) -> float:
 
 
 def test_logit_kd_learns_the_teachers_distributions(tiny_models, tmp_path):
-    from prometheus_client import REGISTRY
-
-    from distillery.stages.train import train_student
+    from distillery.training.metrics import REGISTRY
+    from distillery.training.student import train_student
 
     write_records(
         tmp_path, "kd", "train", teacher_records(tiny_models["teacher"], toy_pairs(128, 6), "train")
@@ -288,7 +289,7 @@ def test_logit_kd_learns_the_teachers_distributions(tiny_models, tmp_path):
     )
     assert REGISTRY.get_sample_value("distillery_train_tokens_total") - tokens_before == report["tokens"]
     assert REGISTRY.get_sample_value("distillery_train_tokens_per_second") > 0
-    assert summary["method"] == report["method"] == "kd"
+    assert summary.method == report["method"] == "kd"
     kd = [point["kd"] for point in report["history"]]
     assert len(kd) == report["step"] and sum(kd[-3:]) < 0.7 * sum(kd[:3]), kd
     assert all(point["loss"] == pytest.approx(0.1 * point["ce"] + 0.9 * point["kd"], abs=1e-4)
@@ -310,14 +311,15 @@ def test_logit_kd_with_mismatched_tokenizers_is_refused(tiny_models, tmp_path):
         "spec.training.method: is 'kd' but the student's and the teacher's tokenizers differ"
     )
     assert "vocabulary size" in message and "Use training.method: sft (sequence-level KD)" in message
-    assert "tokenizers differ" in json.loads(termination.read_text())["error"]
+    failure = json.loads(termination.read_text())["failure"]
+    assert failure["reason"] == "InvalidSpec" and "tokenizers differ" in failure["message"]
     assert not Layout(tmp_path, "kd").checkpoints.exists()  # refused before any training
 
 
 def test_lora_adapters_are_merged_into_the_saved_student(tiny_models, tmp_path):
     from safetensors import safe_open
 
-    from distillery.stages.train import train_student
+    from distillery.training.student import train_student
 
     write_records(tmp_path, "lora", "train", answer_records(toy_pairs(64, seed=9), "train"))
     job = make_job("lora", tiny_models["student"], tiny_models["teacher"], epochs=1,
@@ -344,11 +346,12 @@ def test_torchrun_processes_share_the_work_and_rank_0_writes(tiny_models, tmp_pa
     """The operator's multi-GPU command, run on CPU: two processes, gloo instead of NCCL."""
     from transformers import AutoTokenizer
 
-    from distillery.stages.train import load_examples, train_command
+    from distillery.contract.commands import TrainCommand
+    from distillery.training.student import load_examples
 
     write_records(tmp_path, "ddp", "train", answer_records(toy_pairs(64, seed=10), "train"))
     job = make_job("ddp", tiny_models["student"], tiny_models["teacher"], batchSize=8, epochs=1, gpus=2)
-    command = train_command(job, str(tmp_path), metrics_port=0)
+    command = TrainCommand(job=job, storage=str(tmp_path)).argv()
     assert command[:3] == ["torchrun", "--standalone", "--nproc_per_node=2"]
     env = {**os.environ, "PYTHONPATH": str(REPO / "operator"), "OMP_NUM_THREADS": "1",
            "DISTILLERY_TERMINATION_LOG": str(tmp_path / "termination-log")}  # fmt: skip

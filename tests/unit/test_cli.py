@@ -15,12 +15,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def distillery(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "distillery.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "distillery", *args], capture_output=True, text=True, timeout=120
     )
 
 
 def test_examples_are_valid():
-    result = distillery("validate", str(ROOT / "examples" / "tiny.yaml"), str(ROOT / "examples" / "distillation.yaml"))
+    result = distillery(
+        "validate", str(ROOT / "examples" / "tiny.yaml"), str(ROOT / "examples" / "distillation.yaml")
+    )
     assert result.returncode == 0, result.stderr
     assert "tiny.yaml: valid" in result.stdout
 

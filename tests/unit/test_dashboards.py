@@ -1,5 +1,5 @@
 """The chart's Grafana dashboards and alerts: fresh, parseable PromQL, and only metrics the
-code exports (operator/distillery/metrics.py). The real-Prometheus test runs them."""
+code exports (each process's metrics module: hack/dashboards.METRIC_MODULES). The real-Prometheus test runs them."""
 
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ def unknown_metrics(expr: str) -> set[str]:
 @pytest.mark.parametrize("path", list(generated_files()), ids=lambda p: p.name)
 def test_dashboard_file_is_fresh(path):
     assert path.exists(), f"{path} is missing: run python hack/update_generated.py"
-    assert path.read_text() == generated_files()[path], f"{path} is stale: run python hack/update_generated.py"
+    assert path.read_text() == generated_files()[path], (
+        f"{path} is stale: run python hack/update_generated.py"
+    )
 
 
 @pytest.mark.parametrize(("board", "title", "expr"), QUERIES, ids=[f"{b}:{t}" for b, t, _ in QUERIES])

@@ -9,18 +9,17 @@ from collections import Counter
 import pytest
 
 from distillery.api import DataSpec, FilterSpec, GenerationSpec, TaskType, TeacherSpec
-from distillery.stages.chat import BACKOFF_CAP_SECONDS, RequestFailed, backoff_delay, parse_logprobs
-from distillery.stages.generate import (
-    InputError,
-    SplitStats,
-    cut_torn_tail,
-    iter_prompts,
-    owned,
-    recover,
-    rejection,
-    request_params,
+from distillery.contract.commands import API_KEY_ENV, VLLM_MODULE, teacher_server_args
+from distillery.generation.files import SplitStats, cut_torn_tail, recover
+from distillery.generation.filters import rejection, request_params
+from distillery.generation.prompts import InputError, iter_prompts, owned
+from distillery.serving.client import (
+    BACKOFF_CAP_SECONDS,
+    RequestFailed,
+    backoff_delay,
+    parse_logprobs,
+    teacher_connection,
 )
-from distillery.stages.teacher import API_KEY_ENV, teacher_connection, vllm_server_args
 
 pytestmark = pytest.mark.unit
 
@@ -165,7 +164,7 @@ def test_vllm_server_args_from_the_spec():
         dtype="bfloat16",
         extraArgs=["--enable-prefix-caching"],
     )
-    args = vllm_server_args(teacher, "/data/models/m", port=8080)
+    args = teacher_server_args(teacher, "/data/models/m", port=8080)
     assert args == [
         "--model",
         "/data/models/m",
@@ -211,31 +210,38 @@ def job_document(teacher: dict) -> dict:
     }
 
 
-def test_teacher_command_serves_the_model_from_storage(tmp_path, capsys):
-    from distillery.cli import main
+def test_the_teacher_pod_runs_the_contract_vllm_command():
+    # What was `distillery teacher --dry-run`: the teacher Deployment runs vLLM directly, with
+    # the contract's arguments, the same ones a local server gets (with its own host and port).
+    from distillery.api import DistillationJob
+    from distillery.manifests import BuildConfig, build
 
-    (tmp_path / "models" / "big").mkdir(parents=True)
-    job = json.dumps(job_document({"model": "models/big", "gpus": 0}))
-    assert main(["teacher", "--job", job, "--storage", str(tmp_path), "--port", "9000", "--dry-run"]) == 0
-    command = capsys.readouterr().err
-    assert (
-        f"-m vllm.entrypoints.openai.api_server --model {tmp_path}/models/big --served-model-name teacher"
-        in command
-    )
-    assert "--port 9000" in command
+    document = job_document({"model": "models/big", "gpus": 0})
+    document["metadata"].update(namespace="ns", uid="u-1")
+    document["spec"]["storage"] = {"pvc": {"claimName": "data"}}
+    job = DistillationJob.model_validate(document)
+    container = build("teacher", job, BuildConfig())["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["python3", "-m", VLLM_MODULE]
+    assert container["args"] == teacher_server_args(job.spec.teacher, "models/big", port=8000)
+    args = " ".join(teacher_server_args(job.spec.teacher, "/data/models/big", port=9000))
+    assert "--model /data/models/big --served-model-name teacher" in args
+    assert "--port 9000" in args
 
 
-def test_teacher_command_refuses_an_external_endpoint(capsys):
-    from distillery.cli import main
+def test_an_external_endpoint_has_no_teacher_pod():
+    from distillery.api import DistillationJob
+    from distillery.manifests import BuildConfig, build
 
-    job = json.dumps(job_document({"endpoint": {"url": "https://x.example/v1", "model": "m"}}))
-    assert main(["teacher", "--job", job]) == 2
-    assert "teacher.endpoint is set" in capsys.readouterr().err
+    document = job_document({"endpoint": {"url": "https://x.example/v1", "model": "m"}})
+    document["metadata"].update(namespace="ns", uid="u-1")
+    document["spec"]["storage"] = {"pvc": {"claimName": "data"}}
+    with pytest.raises(ValueError, match="an endpoint needs no Deployment"):
+        build("teacher", DistillationJob.model_validate(document), BuildConfig())
 
 
 def test_serve_teacher_passes_an_external_endpoint_through(tmp_path, monkeypatch):
     from distillery.api import DistillationJob
-    from distillery.stages.teacher import serve_teacher
+    from distillery.serving.vllm import serve_teacher
 
     monkeypatch.setenv(API_KEY_ENV, "sk-2")
     job = DistillationJob.model_validate(
@@ -250,7 +256,14 @@ def test_serve_teacher_passes_an_external_endpoint_through(tmp_path, monkeypatch
 
 
 def test_generate_command_rejects_a_shard_index_out_of_range(tmp_path, capsys, monkeypatch):
-    from distillery.cli import main
+    import argparse
+
+    from distillery.stages import generate
+
+    def main(argv):  # `distillery generate ...`, in this process
+        parser = argparse.ArgumentParser()
+        generate.add_arguments(parser)
+        return generate.main(parser.parse_args(argv[1:]))
 
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "3")
     monkeypatch.setenv("DISTILLERY_TERMINATION_LOG", str(tmp_path / "termination"))
@@ -260,4 +273,4 @@ def test_generate_command_rejects_a_shard_index_out_of_range(tmp_path, capsys, m
     )
     assert "shard index 3 is out of range; expected 0-0" in capsys.readouterr().err
     termination = json.loads((tmp_path / "termination").read_text())
-    assert termination["failed"] is True and termination["shard"] == 3
+    assert termination["failure"]["reason"] == "InvalidSpec" and termination["shard"] == 3

@@ -7,7 +7,7 @@ import torch
 
 from distillery.api import DistillationJob
 from distillery.errors import InvalidJob
-from distillery.stages.kd import tokenizer_differences, topk_kd_loss
+from distillery.training.kd import tokenizer_differences, topk_kd_loss
 
 pytestmark = pytest.mark.unit
 
@@ -116,7 +116,7 @@ def test_different_special_tokens_are_named(tokenizers):
 
 
 def test_kd_with_an_endpoint_teacher_is_refused_with_the_alternative(tmp_path, tokenizers):
-    from distillery.stages.train import check_kd_tokenizers
+    from distillery.training.student import check_kd_tokenizers
 
     job = DistillationJob.model_validate({
         "metadata": {"name": "kd"},

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from distillery.api import DistillationJob
-from distillery.stages.train_data import (
+from distillery.training.data import (
     IGNORE,
     collate,
     encode,
@@ -132,7 +132,7 @@ def test_loss_on_answer_positions_equals_the_models_own_loss(tokenizer):
     """The trainer runs the LM head only where there are labels; the result must be the usual loss."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from distillery.stages.trainer import CausalLMLoss
+    from distillery.training.loss import CausalLMLoss
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, num_attention_heads=2, num_key_value_heads=2,
@@ -152,7 +152,7 @@ def test_loss_on_answer_positions_equals_the_models_own_loss(tokenizer):
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():
-    from distillery.stages.trainer import lr_factor
+    from distillery.training.loop import lr_factor
 
     factors = [lr_factor(step, total=10, warmup=2) for step in range(10)]
     assert factors[:2] == [0.5, 1.0]
@@ -173,24 +173,29 @@ def _job(gpus: int) -> DistillationJob:
 
 
 def test_train_command_uses_torchrun_for_several_gpus():
-    from distillery.cli import job_from_argument
-    from distillery.stages.train import train_command
+    from distillery.contract.commands import TrainCommand, parse_job_argument
 
-    single = train_command(_job(1), "/data")
+    single = TrainCommand(job=_job(1), storage="/data").argv()
     assert single[:2] == ["distillery", "train"]
     assert single[single.index("--storage") + 1] == "/data"
-    assert job_from_argument(single[single.index("--job") + 1]).spec == _job(1).spec
+    assert parse_job_argument(single[single.index("--job") + 1]).spec == _job(1).spec
 
-    multi = train_command(_job(4), "/data")
-    assert multi[:5] == ["torchrun", "--standalone", "--nproc_per_node=4", "--module", "distillery.cli"]
+    multi = TrainCommand(job=_job(4), storage="/data").argv()
+    assert multi[:5] == ["torchrun", "--standalone", "--nproc_per_node=4", "--module", "distillery"]
     assert multi[5:7] == ["train", "--job"]
-    assert job_from_argument(multi[multi.index("--job") + 1]).spec.training.gpus == 4
+    assert parse_job_argument(multi[multi.index("--job") + 1]).spec.training.gpus == 4
 
 
 def test_train_cli_parses_its_arguments():
-    from distillery.cli import build_parser
+    import argparse
 
-    args = build_parser().parse_args(
-        ["train", "--job", "job.yaml", "--storage", "/data", "--metrics-port", "9090"]
-    )
+    from distillery.contract.commands import TrainCommand
+
+    parser = argparse.ArgumentParser()
+    TrainCommand.add_arguments(parser)
+    args = parser.parse_args(["--job", "job.yaml", "--storage", "/data", "--metrics-port", "9090"])
     assert (args.job, args.storage, args.metrics_port) == ("job.yaml", "/data", 9090)
+    # What the pods run parses back into the same command.
+    command = TrainCommand(job=_job(4), storage="/data", metrics_port=9090)
+    again = TrainCommand.from_args(parser.parse_args(command.argv()[6:]))
+    assert again == command

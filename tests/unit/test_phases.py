@@ -7,8 +7,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from distillery.api import ConditionType, DistillationJobSpec, DistillationJobStatus, Phase
+from distillery.contract.summaries import EvaluateSummary, GenerateSummary, TrainSummary
 from distillery.controller.observe import JobState, Observed, TeacherState
-from distillery.controller.phases import decide, events, next_status
+from distillery.controller.phases import decide
+from distillery.controller.status import events, next_status
 
 pytestmark = pytest.mark.unit
 
@@ -49,14 +51,17 @@ def job(**fields) -> JobState:
     return JobState(exists=True, **fields)
 
 
-# Summaries in the stages' own formats (generate's `summary`, evaluate's `status_summary`).
-GEN_SUMMARY = ({"stage": "generate", "records": 10, "output_tokens": 100, "prompt_tokens": 40,
-                "rejected": {"length": 1, "verify": 2}},)  # fmt: skip
-EVAL_PASS = ({"stage": "evaluate", "metric": "accuracy", "teacher": {"score": 0.8}, "student": {"score": 0.7},
-              "retention": 0.875, "gatePassed": True, "gateReason": "retention 0.875 >= 0.8",
-              "report": "/data/jobs/j/reports/evaluation.json"},)  # fmt: skip
-EVAL_FAIL = ({"stage": "evaluate", "metric": "accuracy", "teacher": {"score": 0.8}, "student": {"score": 0.4},
-              "retention": 0.5, "gatePassed": False, "gateReason": "retention 0.50 < 0.80"},)  # fmt: skip
+# The stages' typed summaries (contract.summaries), as the operator parses them from termination messages.
+GEN_SUMMARY = (
+    GenerateSummary(records=10, output_tokens=100, prompt_tokens=40, rejected={"length": 1, "verify": 2}),
+)
+EVAL_PASS = (EvaluateSummary.model_validate(
+    {"evaluation": {"metric": "accuracy", "teacher": {"score": 0.8}, "student": {"score": 0.7}, "retention": 0.875,
+                    "gatePassed": True, "gateReason": "retention 0.875 >= 0.8"},
+     "report": "/data/jobs/j/reports/evaluation.json"}),)  # fmt: skip
+EVAL_FAIL = (EvaluateSummary.model_validate(
+    {"evaluation": {"metric": "accuracy", "teacher": {"score": 0.8}, "student": {"score": 0.4}, "retention": 0.5,
+                    "gatePassed": False, "gateReason": "retention 0.50 < 0.80"}}),)  # fmt: skip
 TEACHER_UP = TeacherState(exists=True, ready=True)
 TEACHER_LOADING = TeacherState(exists=True, ready=False)
 
@@ -87,7 +92,7 @@ TABLE = [
      Observed(train=job(failed=True, reason="BackoffLimitExceeded", pod_error="CUDA out of memory")),
      Phase.failed, set(), (), (C.student_trained, "False", "BackoffLimitExceeded")),
     ("training done starts evaluation", spec(), status(Phase.training, C.data_generated),
-     Observed(train=job(complete=True, summaries=({"train_loss": 1.25, "step": 30},))), Phase.evaluating,
+     Observed(train=job(complete=True, summaries=(TrainSummary(train_loss=1.25, step=30),))), Phase.evaluating,
      {"evaluate"}, (), (C.student_trained, "True", "Completed")),
     ("evaluation running", spec(), status(Phase.evaluating, C.data_generated, C.student_trained),
      Observed(evaluate=job(active=1)), Phase.evaluating, {"evaluate"}, (), (C.evaluated, "False", "Evaluating")),
@@ -102,7 +107,8 @@ TABLE = [
      Observed(evaluate=job(failed=True, reason="DeadlineExceeded")), Phase.failed, set(), (),
      (C.evaluated, "False", "DeadlineExceeded")),
     ("no gate: succeeded", spec(evaluation={}), status(Phase.evaluating, C.data_generated, C.student_trained),
-     Observed(evaluate=job(complete=True, summaries=({"stage": "evaluate", "student": {"score": 0.5}},))),
+     Observed(evaluate=job(complete=True, summaries=(EvaluateSummary.model_validate(
+         {"evaluation": {"student": {"score": 0.5}}}),))),
      Phase.succeeded, set(), (),
      (C.quality_gate_passed, "True", "NoGate")),
     ("suspend while generating", spec(suspend=True), status(Phase.generating, C.teacher_ready),
@@ -236,9 +242,10 @@ def test_events_for_phase_and_condition_changes():
 
 
 def test_the_operator_reads_the_summaries_the_stages_write():
-    """Contract test: evaluate's own `status_summary` and generate's keys, read by observe."""
-    from distillery.controller.observe import evaluation_result, generation_totals
-    from distillery.stages.evaluate import status_summary
+    """Evaluate's own `evaluate_summary`, through its wire form, read by the phase machine (the stage
+    CLIs' real output is fed to the operator in tests/stages/test_contract.py)."""
+    from distillery.contract.summaries import generation_totals, parse_summary, termination_message
+    from distillery.evaluation.evaluate import evaluate_summary
 
     report = {
         "metric": "accuracy",
@@ -246,11 +253,17 @@ def test_the_operator_reads_the_summaries_the_stages_write():
         "gate": {"passed": False, "reason": "retention 0.90 < 0.95"},
         "models": {"teacher": {"score": 1.0, "latencyP50Ms": 12.0}, "student": {"score": 0.9}},
     }
-    result = evaluation_result((status_summary(report, "jobs/j/reports/evaluation.json"),))
-    assert result["gate_passed"] is False and result["gate_reason"] == "retention 0.90 < 0.95"
-    assert result["scores"]["teacher"] == {"score": 1.0, "latencyP50Ms": 12.0}
-    assert result["retention"] == 0.9 and result["report"] == "jobs/j/reports/evaluation.json"
-    assert generation_totals(GEN_SUMMARY + GEN_SUMMARY) == {"records": 20, "tokens": 200, "rejected": 6}
+    wire = termination_message(evaluate_summary(report, "jobs/j/reports/evaluation.json"))
+    step = decide(spec(), [], status(Phase.evaluating, C.data_generated, C.student_trained),
+                  Observed(evaluate=job(complete=True, summaries=(parse_summary(wire),))), NOW, "j")  # fmt: skip
+    assert step.evaluation.gate_passed is False and step.evaluation.gate_reason == "retention 0.90 < 0.95"
+    assert step.evaluation.teacher.model_dump(by_alias=True, exclude_none=True) == {
+        "score": 1.0,
+        "latencyP50Ms": 12.0,
+    }
+    assert step.evaluation.retention == 0.9 and step.artifacts["report"] == "jobs/j/reports/evaluation.json"
+    totals = generation_totals(GEN_SUMMARY + GEN_SUMMARY)
+    assert (totals.records, totals.output_tokens, totals.rejected) == (20, 200, 6)
 
 
 def test_status_does_not_change_on_every_tick_while_the_teacher_loads():
@@ -259,6 +272,8 @@ def test_status_does_not_change_on_every_tick_while_the_teacher_loads():
     ticks = []
     for seconds in (10, 20):
         now = NOW + timedelta(seconds=seconds)
-        ticks.append(next_status(first, decide(spec(), [], first, Observed(teacher=TEACHER_LOADING), now, "j"), now, 1))
+        ticks.append(
+            next_status(first, decide(spec(), [], first, Observed(teacher=TEACHER_LOADING), now, "j"), now, 1)
+        )
     assert ticks[0] == ticks[1]
     assert "since 2026-11-28T12:00:00Z" in ticks[0].message

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from distillery.api import GateSpec, TaskType
-from distillery.stages import scoring
+from distillery.evaluation import scoring
 
 pytestmark = pytest.mark.unit
 

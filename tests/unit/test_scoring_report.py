@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from distillery.api import DistillationJob
-from distillery.stages import report
+from distillery.evaluation import report
 from distillery.storage import Layout
 
 pytestmark = pytest.mark.unit

@@ -1,21 +1,18 @@
 """What the operator sees of a job's children, reduced to what the phase machine needs.
 
-Pure functions from the raw API objects (dicts) to small frozen records; the pods'
-termination messages (each stage's JSON summary) are read tolerantly: a missing or
-malformed summary is skipped, never an error.
+Pure functions from the raw API objects (dicts) to small frozen records. The pods'
+termination messages are the stages' typed summaries (`contract.summaries`), parsed with
+the same models the stages write them with; a message that is not a summary (a log tail
+left by `FallbackToLogsOnError` when a stage crashed before writing one) is kept as the
+error text, never an error of the operator.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
-from distillery.api import EvaluationStatus
-
-_EVALUATION_FIELDS = {field.alias for field in EvaluationStatus.model_fields.values()}
+from distillery.contract.summaries import StageSummary, parse_summary
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
@@ -35,10 +32,12 @@ class JobState:
     failed_indexes: str = ""
     start_time: str | None = None
     completion_time: str | None = None
-    # Termination messages of the stage's finished containers, newest last; for an Indexed
-    # Job only the latest successful one per index.
-    summaries: tuple[dict[str, Any], ...] = ()
-    # The error a failed pod left (its summary's "error", or the log tail), for the Failed message.
+    # Summaries of the stage's successful containers, newest last; for an Indexed Job the
+    # latest one per index.
+    summaries: tuple[StageSummary, ...] = ()
+    # The newest failed pod's summary (its `failure` says why), or None when it left none.
+    failed_summary: StageSummary | None = None
+    # What a failed pod left when it wrote no summary: its log tail or the container's reason.
     pod_error: str = ""
 
 
@@ -64,16 +63,6 @@ def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c.get("type", ""): c for c in items if isinstance(c, dict) and c.get("status") == "True"}
 
 
-def parse_summary(text: str | None) -> dict[str, Any] | None:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except (ValueError, TypeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
     for status in (pod.get("status") or {}).get("containerStatuses") or []:
         state = (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get(
@@ -90,7 +79,8 @@ def job_state(job: dict[str, Any] | None, pods: list[dict[str, Any]] = ()) -> Jo
     status = job.get("status") or {}
     conditions = _conditions(job)
     failed = conditions.get("Failed")
-    summaries: dict[str, dict[str, Any]] = {}
+    summaries: dict[str, StageSummary] = {}
+    failed_summary: StageSummary | None = None
     pod_error = ""
     ordered = sorted(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
     for number, pod in enumerate(ordered):
@@ -98,14 +88,14 @@ def job_state(job: dict[str, Any] | None, pods: list[dict[str, Any]] = ()) -> Jo
         if state is None:
             continue
         summary = parse_summary(state.get("message"))
-        if state.get("exitCode") == 0 and summary is not None:
+        if state.get("exitCode") == 0 and summary is not None and summary.succeeded:
             annotations = (pod.get("metadata") or {}).get("annotations") or {}
             summaries[annotations.get(INDEX_ANNOTATION, f"pod-{number}")] = summary
         elif state.get("exitCode") not in (None, 0):
-            detail = (summary or {}).get("error") if summary else (state.get("message") or "")
-            pod_error = str(detail or state.get("reason") or f"exit code {state.get('exitCode')}").strip()[
-                -500:
-            ]
+            failed_summary, pod_error = summary, ""
+            if summary is None or summary.failure is None:
+                text = state.get("message") or state.get("reason") or f"exit code {state.get('exitCode')}"
+                pod_error = str(text).strip()[-500:]
     return JobState(
         exists=True,
         complete="Complete" in conditions,
@@ -119,6 +109,7 @@ def job_state(job: dict[str, Any] | None, pods: list[dict[str, Any]] = ()) -> Jo
         start_time=status.get("startTime"),
         completion_time=status.get("completionTime"),
         summaries=tuple(summaries[k] for k in sorted(summaries)),
+        failed_summary=failed_summary,
         pod_error=pod_error,
     )
 
@@ -134,71 +125,3 @@ def teacher_state(deployment: dict[str, Any] | None, pods: list[dict[str, Any]] 
             if reason and reason != "ContainerCreating":
                 waiting = reason
     return TeacherState(exists=True, ready=ready, waiting_reason=waiting)
-
-
-# ------------------------------------------------------------------ summaries -> numbers
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, dict):  # rejected responses by reason
-        numbers = [_number(v) for v in value.values()]
-        return sum(n for n in numbers if n is not None)
-    return None
-
-
-# The keys each stage's summary uses (see the stages' `summary`/`status_summary`).
-GENERATION_TOTALS = {"records": "records", "tokens": "output_tokens", "rejected": "rejected"}
-
-
-def generation_totals(summaries: tuple[dict[str, Any], ...]) -> dict[str, int]:
-    """Records, output tokens and rejected responses summed over the finished shards."""
-    totals = dict.fromkeys(GENERATION_TOTALS, 0)
-    for summary in summaries:
-        for total, key in GENERATION_TOTALS.items():
-            value = _number(summary.get(key))
-            if value is not None:
-                totals[total] += int(value)
-    return totals
-
-
-def training_result(summaries: tuple[dict[str, Any], ...]) -> dict[str, Any]:
-    if not summaries:
-        return {}
-    summary = summaries[-1]
-    out = {key: _number(summary.get(key)) for key in ("train_loss", "validation_loss", "step", "epoch")}
-    out["student"] = summary.get("student")
-    return {k: v for k, v in out.items() if v is not None}
-
-
-def evaluation_result(summaries: tuple[dict[str, Any], ...]) -> dict[str, Any]:
-    """Scores, retention, the gate and the report path, from the evaluator's summary.
-
-    The evaluator writes `EvaluationStatus` fields (camelCase) plus `report`, so the
-    status model itself parses it; a summary it cannot parse reads as no result.
-    """
-    if not summaries:
-        return {}
-    summary = summaries[-1]
-    fields = {k: v for k, v in summary.items() if k in _EVALUATION_FIELDS}
-    try:
-        parsed = EvaluationStatus.model_validate(fields)
-    except ValidationError:
-        return {}
-    scores = {
-        model: score.model_dump(by_alias=True, exclude_none=True)
-        for model in ("teacher", "baseline", "student")
-        if (score := getattr(parsed, model)) is not None
-    }
-    out = {
-        "metric": parsed.metric,
-        "scores": scores,
-        "retention": parsed.retention,
-        "gate_passed": parsed.gate_passed,
-        "gate_reason": parsed.gate_reason,
-        "report": summary.get("report"),
-    }
-    return {k: v for k, v in out.items() if v is not None}

@@ -11,7 +11,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from distillery.controller.metrics import REGISTRY
 
 # The event loop beats every 5 s; a minute without a beat means it is stuck.
 STALE_AFTER_SECONDS = 60.0

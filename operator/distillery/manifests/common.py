@@ -7,7 +7,6 @@ no Kubernetes client, no torch or vLLM; the operator image has none of them.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -21,10 +20,6 @@ MANAGER = "distillery-operator"
 JOB_LABEL = "distillery.dev/job"
 STAGE_LABEL = "distillery.dev/stage"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-
-# Ports inside the pods (fixed: they are part of the contract between pods, not a user setting).
-TEACHER_PORT = 8000
-METRICS_PORT = 9090
 
 # A DNS-1123/1035 label (Service, Job, label values) is at most 63 characters. Job
 # controllers add "-<index>" to Indexed pods' hostnames, so Job names keep room for it.
@@ -169,17 +164,6 @@ def metadata(job: DistillationJob, name: str, stage: str, extra_labels: dict[str
         "labels": {**labels(job, stage), **(extra_labels or {})},
         "ownerReferences": [owner_reference(job)],
     }
-
-
-def job_argument(job: DistillationJob) -> str:
-    """The job as the inline JSON every stage takes with `--job` (spec defaults filled in)."""
-    document = {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {"name": job.metadata.name, "namespace": job.metadata.namespace},
-        "spec": job.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
-    }
-    return json.dumps(document, separators=(",", ":"), sort_keys=True)
 
 
 def _quantity(value: str | int) -> str:

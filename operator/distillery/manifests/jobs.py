@@ -5,12 +5,26 @@ from __future__ import annotations
 from typing import Any
 
 from distillery.api import DistillationJob, StageRuntime
+from distillery.contract.commands import (
+    API_KEY_ENV,
+    METRICS_PORT,
+    EvaluateCommand,
+    GenerateCommand,
+    StageCommand,
+    TrainCommand,
+)
 from distillery.manifests import common
 from distillery.manifests.teacher import teacher_model, teacher_url
 
 
 def _metrics_port() -> list[dict[str, Any]]:
-    return [{"name": "metrics", "containerPort": common.METRICS_PORT, "protocol": "TCP"}]
+    return [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}]
+
+
+def _command_line(command: StageCommand) -> dict[str, list[str]]:
+    """The stage's argv as a container's command (the executable) and args (the rest)."""
+    argv = command.argv()
+    return {"command": argv[:1], "args": argv[1:]}
 
 
 def _job(
@@ -60,28 +74,23 @@ def build_generation_job(job: DistillationJob, config: common.BuildConfig) -> di
         ref = endpoint.api_key_secret
         env.append(
             {
-                "name": "DISTILLERY_TEACHER_API_KEY",
+                "name": API_KEY_ENV,
                 "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
             }
         )
+    # The shard index comes from JOB_COMPLETION_INDEX, which the Job controller sets.
+    command = GenerateCommand(
+        job=job,
+        storage=mount,
+        teacher_url=teacher_url(job),
+        teacher_model=teacher_model(job),
+        metrics_port=METRICS_PORT,
+    )
     container = common.container(
         job,
         name="generate",
         image=config.worker_image_for(gen, 0),
-        command=["distillery", "generate"],
-        # The shard index comes from JOB_COMPLETION_INDEX, which the Job controller sets.
-        args=[
-            "--job",
-            common.job_argument(job),
-            "--storage",
-            mount,
-            "--teacher-url",
-            teacher_url(job),
-            "--teacher-model",
-            teacher_model(job),
-            "--metrics-port",
-            str(common.METRICS_PORT),
-        ],
+        **_command_line(command),
         env=env,
         resource_spec=common.resources(gen.resources, "generate", 0),
         ports=_metrics_port(),
@@ -104,17 +113,13 @@ def build_generation_job(job: DistillationJob, config: common.BuildConfig) -> di
 
 
 def build_training_job(job: DistillationJob, config: common.BuildConfig) -> dict[str, Any]:
-    # Imported here: the training stage owns its command line (torchrun when gpus > 1).
-    from distillery.stages.train import train_command
-
     training = job.spec.training
-    command = list(train_command(job, job.spec.storage.mount_path))
+    command = TrainCommand(job=job, storage=job.spec.storage.mount_path, metrics_port=METRICS_PORT)
     container = common.container(
         job,
         name="train",
         image=config.worker_image_for(training, training.gpus),
-        command=command[:1],
-        args=command[1:],
+        **_command_line(command),
         resource_spec=common.resources(training.resources, "train", training.gpus),
         ports=_metrics_port(),
     )
@@ -131,23 +136,16 @@ def build_training_job(job: DistillationJob, config: common.BuildConfig) -> dict
 
 def build_evaluation_job(job: DistillationJob, config: common.BuildConfig) -> dict[str, Any]:
     evaluation = job.spec.evaluation
+    # A failed gate is a verdict the operator reads from the summary; exiting non-zero would
+    # make the Job retry an evaluation whose answer cannot change.
+    command = EvaluateCommand(
+        job=job, storage=job.spec.storage.mount_path, gate_exit_code=0, metrics_port=METRICS_PORT
+    )
     container = common.container(
         job,
         name="evaluate",
         image=config.worker_image_for(evaluation, evaluation.gpus),
-        command=["distillery", "evaluate"],
-        args=[
-            "--job",
-            common.job_argument(job),
-            "--storage",
-            job.spec.storage.mount_path,
-            "--metrics-port",
-            str(common.METRICS_PORT),
-            # A failed gate is a verdict the operator reads from the summary; exiting non-zero
-            # would make the Job retry an evaluation whose answer cannot change.
-            "--gate-exit-code",
-            "0",
-        ],
+        **_command_line(command),
         resource_spec=common.resources(evaluation.resources, "evaluate", evaluation.gpus),
         ports=_metrics_port(),
     )

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from distillery.api import DistillationJob
+from distillery.contract.commands import HF_TOKEN_ENV, TEACHER_PORT, VLLM_MODULE, teacher_server_args
 from distillery.manifests import common
 
 # How often the kubelet asks vLLM's /health while the model loads. The startup probe
@@ -18,7 +19,7 @@ def teacher_url(job: DistillationJob) -> str:
     endpoint = job.spec.teacher.endpoint
     if endpoint is not None:
         return endpoint.url
-    return f"http://{common.names(job).teacher}:{common.TEACHER_PORT}/v1"
+    return f"http://{common.names(job).teacher}:{TEACHER_PORT}/v1"
 
 
 def teacher_model(job: DistillationJob) -> str:
@@ -31,9 +32,6 @@ def _health() -> dict[str, Any]:
 
 
 def build_teacher_deployment(job: DistillationJob) -> dict[str, Any]:
-    # Imported here: the teacher stage module holds the one definition of vLLM's arguments.
-    from distillery.stages.teacher import VLLM_MODULE, vllm_server_args
-
     teacher = job.spec.teacher
     if teacher.model is None:
         raise ValueError(
@@ -43,16 +41,16 @@ def build_teacher_deployment(job: DistillationJob) -> dict[str, Any]:
     env: list[dict[str, Any]] = []
     if teacher.hf_token_secret is not None:
         ref = teacher.hf_token_secret
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+        env.append({"name": HF_TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
     container = common.container(
         job,
         name="vllm",
         image=teacher.image,
         command=["python3", "-m", VLLM_MODULE],
-        args=list(vllm_server_args(teacher, teacher.model, port=common.TEACHER_PORT)),
+        args=teacher_server_args(teacher, teacher.model, port=TEACHER_PORT),
         env=env,
         resource_spec=common.resources(teacher.resources, "teacher", teacher.gpus),
-        ports=[{"name": "http", "containerPort": common.TEACHER_PORT, "protocol": "TCP"}],
+        ports=[{"name": "http", "containerPort": TEACHER_PORT, "protocol": "TCP"}],
     )
     container["startupProbe"] = {
         **_health(),
@@ -100,7 +98,7 @@ def build_teacher_service(job: DistillationJob) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": common.selector_labels(job, "teacher"),
-            "ports": [{"name": "http", "port": common.TEACHER_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [{"name": "http", "port": TEACHER_PORT, "targetPort": "http", "protocol": "TCP"}],
         },
     }
 
@@ -117,7 +115,7 @@ def build_teacher_network_policy(job: DistillationJob) -> dict[str, Any]:
             "ingress": [
                 {
                     "from": [{"podSelector": {"matchLabels": common.selector_labels(job, "generate")}}],
-                    "ports": [{"protocol": "TCP", "port": common.TEACHER_PORT}],
+                    "ports": [{"protocol": "TCP", "port": TEACHER_PORT}],
                 }
             ],
         },

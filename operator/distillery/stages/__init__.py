@@ -1,5 +1,6 @@
-"""The four stages: teacher launch, generate, train, evaluate.
+"""Thin command-line entry points of the stages: `distillery generate | train | evaluate`.
 
-Each is a library function plus a CLI entry point (`add_arguments`, `main`).
-Modules here import heavy libraries (torch, transformers, vLLM) inside functions.
+Each module parses its command (`contract.commands`), runs the stage's library
+(`generation`, `training`, `evaluation`) and reports the typed summary
+(`contract.summaries`) through `stages.common.run_stage`.
 """

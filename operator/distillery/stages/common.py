@@ -1,41 +1,71 @@
-"""Small helpers every stage worker shares: termination message and metrics server."""
+"""What every stage entry point does around its work: metrics server, timing, the summary on success and failure."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-from pathlib import Path
+import sys
+import time
+import traceback
+from collections.abc import Callable
 from typing import Any
 
-# Kubernetes reads at most 4096 bytes of a termination message.
-TERMINATION_LIMIT = 4096
-DEFAULT_TERMINATION_PATH = "/dev/termination-log"
+from distillery.contract.summaries import Failure, FailureReason, StageFailed, StageSummary, write_summary
+from distillery.errors import InvalidJob
 
 
-def termination_message(summary: dict[str, Any]) -> str:
-    """The summary as compact JSON that fits the kubelet's 4 KiB limit (long lists are cut, not the JSON)."""
-    text = json.dumps(summary, separators=(",", ":"), sort_keys=True)
-    if len(text.encode()) <= TERMINATION_LIMIT:
-        return text
-    trimmed = {k: v for k, v in summary.items() if not isinstance(v, (list, dict))}
-    trimmed["truncated"] = True
-    return json.dumps(trimmed, separators=(",", ":"), sort_keys=True)[:TERMINATION_LIMIT]
-
-
-def write_termination_message(summary: dict[str, Any]) -> None:
-    """Write where the kubelet looks (DISTILLERY_TERMINATION_LOG overrides); silently skip when absent."""
-    path = Path(os.environ.get("DISTILLERY_TERMINATION_LOG", DEFAULT_TERMINATION_PATH))
-    if not path.parent.exists():
-        return
-    # Outside a pod /dev/termination-log may not be writable; the summary is on stdout too.
-    with contextlib.suppress(OSError):
-        path.write_text(termination_message(summary))
-
-
-def start_metrics_server(port: int | None) -> None:
-    """Serve /metrics on `port` (0 or None: don't). Workers call this once at start."""
+def start_metrics_server(port: int | None, registry: Any) -> None:
+    """Serve this stage's own registry (plus process CPU/memory) on /metrics; 0 or None: don't."""
     if port:
         from prometheus_client import start_http_server
 
-        start_http_server(port)
+        start_http_server(port, registry=registry)
+
+
+def run_stage(
+    summary_type: type[StageSummary],
+    work: Callable[[], StageSummary],
+    *,
+    context: dict[str, Any] | None = None,
+    report: bool = True,
+    verdict: Callable[[StageSummary], int] = lambda summary: 0,
+) -> int:
+    """Run `work`, then write its summary; on failure write a summary whose `failure` says why.
+
+    `context` fills the failure summary (e.g. which shard); `report` is False on processes
+    that must not write one (torchrun ranks other than 0); `verdict` maps a successful
+    summary to the exit code (evaluation's failed gate). An unexpected error is reported as
+    `Crashed` with its traceback printed to the log.
+    """
+    stage = summary_type.model_fields["stage"].default
+    started = time.monotonic()
+
+    def finish(summary: StageSummary) -> None:
+        if summary.duration_seconds is None:
+            summary = summary.model_copy(update={"duration_seconds": round(time.monotonic() - started, 2)})
+        if report:
+            write_summary(summary)
+
+    def failed(reason: FailureReason, message: str) -> StageSummary:
+        print(f"distillery {stage}: {message}", file=sys.stderr, flush=True)
+        return summary_type(**(context or {}), failure=Failure.of(reason, message))
+
+    try:
+        summary = work()
+    except InvalidJob as error:  # one line per problem, each naming its field, as `distillery validate` prints
+        print(str(error), file=sys.stderr, flush=True)
+        finish(summary_type(**(context or {}), failure=Failure.of(FailureReason.invalid_spec, str(error))))
+        return 2
+    except StageFailed as error:
+        finish(failed(error.reason, str(error)))
+        return 1
+    except KeyboardInterrupt:
+        raise
+    except ModuleNotFoundError as error:  # the CLI turns it into an install hint
+        finish(failed(FailureReason.crashed, f"needs the Python package {error.name!r}"))
+        raise
+    except Exception as error:
+        message = f"{type(error).__name__}: {error}"
+        traceback.print_exc()
+        finish(failed(FailureReason.crashed, message))
+        return 1
+    finish(summary)
+    return verdict(summary)

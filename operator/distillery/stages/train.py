@@ -1,299 +1,34 @@
-"""`distillery train`: phase 2, fine-tune the student on the teacher's records.
+"""`distillery train`: phase 2, fine-tune the student on the teacher's records (the library is `distillery.training`).
 
     distillery train --job JOB --storage DIR [--metrics-port P]
-    torchrun --standalone --nproc_per_node=G --module distillery.cli train --job JOB --storage DIR
+    torchrun --standalone --nproc_per_node=G --module distillery train --job JOB --storage DIR
 
-Reads every record file under `generated/train/` (and `generated/validation/` for a
-validation loss per epoch), trains with sequence-level KD (`sft`: cross-entropy on the
-teacher's responses) or adds logit KD (`kd`: the teacher's stored top-k), optionally
-through LoRA adapters, and writes the student (safetensors + tokenizer + config; LoRA
-merged), `reports/training.json` and resumable checkpoints. The trainer is
-`distillery.stages.trainer`; torch and transformers are imported only when training.
+Ends with a `TrainSummary` (contract.summaries) on stdout and in the termination message,
+written by rank 0 only, on success and on failure.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import sys
-import time
 from pathlib import Path
-from typing import Any
 
-from distillery.api import DistillationJob, Problem, TrainingMethod
-from distillery.cli import add_job_argument, job_from_argument
-from distillery.errors import InvalidJob
-from distillery.stages.common import start_metrics_server, write_termination_message
-from distillery.storage import Layout, resolve_model
+from distillery.contract.commands import TrainCommand
+from distillery.contract.summaries import TrainSummary
+from distillery.stages.common import run_stage, start_metrics_server
 
-METRICS_PORT = 9090
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_job_argument(parser)
-    parser.add_argument(
-        "--storage", default=".", metavar="DIR", help="root of the job's storage (default: .)"
-    )
-    parser.add_argument(
-        "--metrics-port", type=int, default=0, metavar="P", help="serve Prometheus /metrics on P (0: don't)"
-    )
-
-
-def train_command(job: DistillationJob, storage: str, metrics_port: int = METRICS_PORT) -> list[str]:
-    """The training container's command: torchrun with one process per GPU when training.gpus > 1."""
-    document = job.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"status"})
-    arguments = ["train", "--job", json.dumps(document, separators=(",", ":")), "--storage", storage,
-                 "--metrics-port", str(metrics_port)]  # fmt: skip
-    gpus = job.spec.training.gpus
-    if gpus > 1:
-        return [
-            "torchrun",
-            "--standalone",
-            f"--nproc_per_node={gpus}",
-            "--module",
-            "distillery.cli",
-            *arguments,
-        ]
-    return ["distillery", *arguments]
-
-
-def job_name(job: DistillationJob) -> str:
-    return job.metadata.name or "job"  # as the generate stage names it
-
-
-def _refuse(field: str, message: str) -> InvalidJob:
-    return InvalidJob([Problem(field, message)])
-
-
-def _load_tokenizer(reference: str, field: str):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(reference)
-    except (OSError, ValueError) as error:
-        raise _refuse(field, f"cannot load a tokenizer from {reference!r}: {error}") from None
-
-
-def check_kd_tokenizers(job: DistillationJob, root: Path, student_tokenizer: Any) -> None:
-    """Logit KD compares token ids, so it needs the teacher's tokenizer and it must equal the student's."""
-    from distillery.stages.kd import tokenizer_differences
-
-    teacher = job.spec.teacher
-    if teacher.model is None:
-        raise _refuse(
-            "spec.training.method",
-            "is 'kd' but the teacher is an endpoint, whose tokenizer cannot be checked against the "
-            "student's; use training.method: sft (sequence-level KD), which needs only the teacher's text",
-        )
-    teacher_tokenizer = _load_tokenizer(resolve_model(root, teacher.model), "spec.teacher.model")
-    differences = tokenizer_differences(student_tokenizer, teacher_tokenizer)
-    if differences:
-        raise _refuse(
-            "spec.training.method",
-            "is 'kd' but the student's and the teacher's tokenizers differ ("
-            + "; ".join(differences)
-            + "); logit KD needs the same tokenizer. Use training.method: sft (sequence-level KD) instead",
-        )
-
-
-def load_examples(files: list[Path], tokenizer: Any, max_length: int, use_teacher_tokens: bool):
-    """(examples, skipped, records with the teacher's top-k) from record files."""
-    from distillery.stages.train_data import encode, has_teacher_top, read_records
-
-    examples, skipped, scored = [], 0, 0
-    for record in read_records(files):
-        scored += has_teacher_top(record)
-        example = encode(record, tokenizer, max_length, use_teacher_tokens)
-        if example is None:
-            skipped += 1
-        else:
-            examples.append(example)
-    return examples, skipped, scored
-
-
-def _save_student(model: Any, tokenizer: Any, target: Path, dtype: Any) -> None:
-    """safetensors + config + tokenizer, written beside the target and renamed into place."""
-    if hasattr(model, "merge_and_unload"):  # LoRA: fold the adapters into the weights
-        model = model.merge_and_unload()
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.to(dtype).save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-
-
-def train_student(job: DistillationJob, storage_root: Path) -> dict[str, Any]:
-    """Train the job's student on its generated records; returns the summary (also in the report)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from distillery.stages.train_data import FALLBACK_CHAT_TEMPLATE, record_files
-    from distillery.stages.trainer import Distributed, TrainConfig, train
-
-    began = time.time()
-    root = Path(storage_root)
-    spec, training = job.spec, job.spec.training
-    layout = Layout(root, job_name(job))
-    dist = Distributed.from_env()
-    say = print if dist.is_main else (lambda *_a, **_k: None)
-
-    train_files = record_files(layout.generated("train"))
-    if not train_files:
-        raise _refuse(
-            "spec.data.train",
-            f"no teacher records under {layout.generated('train')}; run the generate stage first",
-        )
-    student_ref = resolve_model(root, spec.student.model)
-    tokenizer = _load_tokenizer(
-        resolve_model(root, spec.student.tokenizer or spec.student.model), "spec.student.tokenizer"
-    )
-    if not tokenizer.chat_template:
-        say("the student's tokenizer has no chat template; using ChatML (saved with the student)")
-        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    kd = training.method is TrainingMethod.kd
-    if kd:
-        check_kd_tokenizers(job, root, tokenizer)
-
-    examples, skipped, scored = load_examples(train_files, tokenizer, training.max_seq_length, kd)
-    if not examples:
-        raise _refuse(
-            "spec.training.maxSeqLength",
-            f"no record fits in {training.max_seq_length} tokens with room for an answer",
-        )
-    if kd and scored == 0:
-        raise _refuse(
-            "spec.training.method",
-            "is 'kd' but no record carries the teacher's top-k logprobs (was generation.topLogprobs 0 "
-            "when the data was generated?); regenerate with topLogprobs > 0 or use training.method: sft",
-        )
-    validation, _, _ = load_examples(
-        record_files(layout.generated("validation")), tokenizer, training.max_seq_length, kd
-    )
-    say(f"{len(examples)} training examples ({skipped} skipped: prompt longer than maxSeqLength), "
-        f"{len(validation)} validation examples, method {training.method.value}")  # fmt: skip
-
-    device = dist.setup(use_gpu=training.gpus > 0 and torch.cuda.is_available())
-    torch.manual_seed(training.seed)
-    model = AutoModelForCausalLM.from_pretrained(student_ref, dtype=torch.float32)  # fp32 master weights
-    saved_dtype = getattr(model.config, "dtype", None) or torch.float32
-    saved_dtype = getattr(torch, saved_dtype) if isinstance(saved_dtype, str) else saved_dtype
-    parameters = sum(p.numel() for p in model.parameters())
-    if training.lora:
-        from peft import LoraConfig, get_peft_model
-
-        lora = training.lora
-        model = get_peft_model(
-            model,
-            LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                       target_modules=list(lora.target_modules), task_type="CAUSAL_LM"),
-        )  # fmt: skip
-    model.to(device)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    config = TrainConfig(
-        learning_rate=training.learning_rate, batch_size=training.batch_size,
-        gradient_accumulation_steps=training.gradient_accumulation_steps, epochs=training.epochs,
-        warmup_ratio=training.warmup_ratio, weight_decay=training.weight_decay,
-        max_grad_norm=training.max_grad_norm, precision=training.precision, seed=training.seed, kd=kd,
-        kd_temperature=training.kd_temperature, alpha=training.alpha,
-        checkpoint_every_steps=training.checkpoint_every_steps,
-    )  # fmt: skip
-    try:
-        run = train(model, examples, validation, config, pad_id=pad_id, device=device,
-                    checkpoint_dir=layout.checkpoints, dist=dist, log=say)  # fmt: skip
-    except ValueError as error:
-        raise _refuse("spec.training", str(error)) from None
-
-    summary: dict[str, Any] = {
-        "stage": "train",
-        "method": training.method.value,
-        "student": str(layout.student),
-        "epoch": float(training.epochs),
-        "step": run["updates"],
-        "train_loss": run["history"][-1]["loss"] if run["history"] else None,
-        "validation_loss": run["validation"][-1]["loss"] if run["validation"] else None,
-        "tokens": run["tokens"],
-        "tokens_per_second": run["tokens_per_second"],
-        "resumed_from_step": run["resumed_from_step"],
-        "duration_seconds": round(time.time() - began, 1),
-    }
-    if dist.is_main:
-        _save_student(model, tokenizer, layout.student, saved_dtype)
-        report = {
-            **summary,
-            "examples": len(examples),
-            "skipped_examples": skipped,
-            "validation_examples": len(validation),
-            "parameters": parameters,
-            "trainable_parameters": trainable,
-            "lora": training.lora.model_dump(by_alias=True) if training.lora else None,
-            "device": device.type,
-            "world_size": dist.world_size,
-            "hyperparameters": training.model_dump(
-                mode="json",
-                by_alias=True,
-                include={
-                    "learning_rate",
-                    "batch_size",
-                    "gradient_accumulation_steps",
-                    "epochs",
-                    "max_seq_length",
-                    "warmup_ratio",
-                    "weight_decay",
-                    "max_grad_norm",
-                    "precision",
-                    "seed",
-                    "kd_temperature",
-                    "alpha",
-                },
-            ),
-            **{
-                k: run[k]
-                for k in (
-                    "precision",
-                    "loss_tokens",
-                    "computed_tokens",
-                    "padding_fraction",
-                    "train_seconds",
-                    "validation",
-                    "history",
-                )
-            },
-        }
-        layout.training_report.parent.mkdir(parents=True, exist_ok=True)
-        layout.training_report.write_text(json.dumps(report, indent=1) + "\n")
-        done = layout.stage_done("train")
-        done.parent.mkdir(parents=True, exist_ok=True)
-        done.write_text(json.dumps(summary) + "\n")
-    dist.barrier()
-    if dist.world_size > 1:
-        torch.distributed.destroy_process_group()
-    return summary
+add_arguments = TrainCommand.add_arguments
 
 
 def main(args: argparse.Namespace) -> int:
-    job = job_from_argument(args.job)
-    rank = int(os.environ.get("RANK", 0))
-    start_metrics_server(args.metrics_port if rank == 0 else 0)
-    try:
-        summary = train_student(job, Path(args.storage))
-    except InvalidJob as error:
-        if rank == 0:
-            write_termination_message({"stage": "train", "error": str(error)})
-        raise
-    except ValueError as error:  # unreadable records: the message names the file and line
-        if rank == 0:
-            write_termination_message({"stage": "train", "error": str(error)})
-        print(f"distillery train: {error}", file=sys.stderr)
-        return 1
-    except Exception as error:
-        if rank == 0:
-            write_termination_message({"stage": "train", "error": f"{type(error).__name__}: {error}"})
-        raise
-    if rank == 0:
-        print(json.dumps(summary))
-        write_termination_message(summary)
-    return 0
+    from distillery.training import metrics
+    from distillery.training.student import train_student
+
+    main_rank = int(os.environ.get("RANK", 0)) == 0  # torchrun: one summary, from rank 0
+
+    def work() -> TrainSummary:
+        command = TrainCommand.from_args(args)
+        start_metrics_server(command.metrics_port if main_rank else 0, metrics.REGISTRY)
+        return train_student(command.job, Path(command.storage))
+
+    return run_stage(TrainSummary, work, report=main_rank)

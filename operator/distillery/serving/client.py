@@ -1,7 +1,8 @@
 """An OpenAI-compatible chat-completions client: bounded concurrency, per-request timeout, retries.
 
 Shared by generation (the teacher writes the data) and evaluation (every compared model
-answers the validation prompts). Plain `httpx.AsyncClient` over one pooled connection per
+answers the validation prompts). A `TeacherConnection` says where to send requests,
+whichever way the model is provided (served by us, or an external endpoint). Plain `httpx.AsyncClient` over one pooled connection per
 request in flight: the same transport the `openai` package uses, without its per-call
 model validation, which matters when the client shares a few CPU cores with the server.
 
@@ -14,19 +15,50 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from distillery.stages.teacher import TeacherConnection
+from distillery.api import TeacherSpec
+from distillery.contract.commands import API_KEY_ENV
 
 # Backoff of retry n (0-based): between half and all of min(cap, base * 2**n) seconds.
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 30.0
 ERROR_BODY_CHARS = 300
 TOKEN_ID_PREFIX = "token_id:"
+
+
+@dataclass(frozen=True)
+class TeacherConnection:
+    """Where requests go: an OpenAI-compatible base URL (ending in /v1), a model name, an optional key."""
+
+    base_url: str
+    model: str
+    api_key: str | None = None
+
+    def __repr__(self) -> str:  # never print the key
+        key = "set" if self.api_key else "none"
+        return f"TeacherConnection(base_url={self.base_url!r}, model={self.model!r}, api_key={key})"
+
+
+def teacher_connection(
+    teacher: TeacherSpec, base_url: str | None = None, environ: Mapping[str, str] = os.environ
+) -> TeacherConnection:
+    """The connection for a spec: its external endpoint (API key from DISTILLERY_TEACHER_API_KEY),
+    or the served model at `base_url` (e.g. the teacher Service's URL)."""
+    if teacher.endpoint is not None:
+        return TeacherConnection(
+            base_url=(base_url or teacher.endpoint.url).rstrip("/"),
+            model=teacher.endpoint.model,
+            api_key=environ.get(API_KEY_ENV) or None,
+        )
+    if not base_url:
+        raise ValueError("teacher.model is served by vLLM: give the server's base URL (e.g. --teacher-url)")
+    return TeacherConnection(base_url=base_url.rstrip("/"), model=teacher.served_model_name)
 
 
 class RequestFailed(Exception):

@@ -1,19 +1,13 @@
-"""Teacher launch: the vLLM server command line, a local vLLM subprocess, or an external endpoint.
+"""A local vLLM server: started as a subprocess, waited for, stopped; the teacher for `distillery run`.
 
-One function (`vllm_server_args`) turns the spec into vLLM's arguments; the operator's
-teacher Deployment runs `python -m VLLM_MODULE <those args>`, and the local runner starts
-the same server as a subprocess (`local_vllm_server`, also used by evaluation to serve the
-student). Generation only ever sees a `TeacherConnection`: a base URL, a model name and an
-optional API key, whichever way the teacher is provided.
-
-    distillery teacher --job J --storage DIR [--port 8000]
-
-runs the server in the foreground (what a teacher pod could run).
+The command line is the contract's (`contract.commands.vllm_server_args`), the same one the
+operator's teacher Deployment runs, so a model that serves here serves in the pod. Evaluation
+serves the baseline and the student the same way. Whoever asks a served model for answers
+sees only a `TeacherConnection` (`serving.client`): a base URL, a model name and a key.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -30,76 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distillery.api import DistillationJob, TeacherSpec
+from distillery.contract.commands import VLLM_MODULE, vllm_server_args
+from distillery.contract.summaries import FailureReason, StageFailed
+from distillery.serving.client import TeacherConnection, teacher_connection
+from distillery.storage import Layout, resolve_model
 
-VLLM_MODULE = "vllm.entrypoints.openai.api_server"
-# The operator fills this from `teacher.endpoint.apiKeySecret` (a secretKeyRef, never copied).
-API_KEY_ENV = "DISTILLERY_TEACHER_API_KEY"
 # vLLM shuts down its engine processes on SIGTERM; a loaded GPU server can take a while.
 STOP_GRACE_SECONDS = 30.0
 LOG_TAIL_CHARS = 4000
-
-
-@dataclass(frozen=True)
-class TeacherConnection:
-    """Where generation sends requests: an OpenAI-compatible base URL (ending in /v1) and a model name."""
-
-    base_url: str
-    model: str
-    api_key: str | None = None
-
-    def __repr__(self) -> str:  # never print the key
-        key = "set" if self.api_key else "none"
-        return f"TeacherConnection(base_url={self.base_url!r}, model={self.model!r}, api_key={key})"
-
-
-def teacher_connection(
-    teacher: TeacherSpec, base_url: str | None = None, environ: Mapping[str, str] = os.environ
-) -> TeacherConnection:
-    """The connection for a spec: its external endpoint (API key from DISTILLERY_TEACHER_API_KEY),
-    or the served model at `base_url` (e.g. the teacher Service's URL)."""
-    if teacher.endpoint is not None:
-        return TeacherConnection(
-            base_url=(base_url or teacher.endpoint.url).rstrip("/"),
-            model=teacher.endpoint.model,
-            api_key=environ.get(API_KEY_ENV) or None,
-        )
-    if not base_url:
-        raise ValueError("teacher.model is served by vLLM: give the server's base URL (e.g. --teacher-url)")
-    return TeacherConnection(base_url=base_url.rstrip("/"), model=teacher.served_model_name)
-
-
-def _server_args(
-    model: str,
-    served_model_name: str,
-    *,
-    host: str,
-    port: int,
-    dtype: str,
-    tensor_parallel_size: int = 1,
-    max_model_len: int | None = None,
-    extra_args: Sequence[str] = (),
-) -> list[str]:
-    args = ["--model", model, "--served-model-name", served_model_name, "--host", host, "--port", str(port)]
-    args += ["--dtype", dtype]
-    if tensor_parallel_size > 1:
-        args += ["--tensor-parallel-size", str(tensor_parallel_size)]
-    if max_model_len is not None:
-        args += ["--max-model-len", str(max_model_len)]
-    return args + list(extra_args)
-
-
-def vllm_server_args(teacher: TeacherSpec, model: str, port: int = 8000) -> list[str]:
-    """Arguments after `python -m VLLM_MODULE` for this teacher; `model` is the resolved model path or id."""
-    return _server_args(
-        model,
-        teacher.served_model_name,
-        host="0.0.0.0",  # in a pod the Service reaches it on the pod IP
-        port=port,
-        dtype=teacher.dtype,
-        tensor_parallel_size=teacher.tensor_parallel_size,
-        max_model_len=teacher.max_model_len,
-        extra_args=teacher.extra_args,
-    )
 
 
 @dataclass(frozen=True)
@@ -122,8 +54,10 @@ class VllmServer:
         return "\n".join(log_tail(self.log_path).splitlines()[-lines:])
 
 
-class ServerStartError(RuntimeError):
+class ServerStartError(StageFailed):
     """vLLM exited or did not become ready in time; the message carries the end of its log."""
+
+    reason = FailureReason.server_failed
 
 
 def free_port() -> int:
@@ -225,7 +159,7 @@ def local_vllm_server(
         sys.executable,
         "-m",
         VLLM_MODULE,
-        *_server_args(
+        *vllm_server_args(
             model,
             served_model_name,
             host="127.0.0.1",
@@ -237,9 +171,7 @@ def local_vllm_server(
         ),
     ]
     base_url = f"http://127.0.0.1:{port}/v1"
-    print(
-        f"vllm: starting {served_model_name!r} on {base_url} (log: {log_path})", file=sys.stderr
-    )
+    print(f"vllm: starting {served_model_name!r} on {base_url} (log: {log_path})", file=sys.stderr)
     started = time.monotonic()
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
@@ -268,7 +200,6 @@ def serve_teacher(
     env: Mapping[str, str] | None = None,
 ) -> Iterator[TeacherConnection]:
     """The teacher for the local runner: its external endpoint as is, or its model served by a local vLLM."""
-    from distillery.storage import Layout, resolve_model
 
     teacher = spec.spec.teacher if isinstance(spec, DistillationJob) else spec
     if teacher.endpoint is not None:
@@ -291,35 +222,7 @@ def serve_teacher(
         yield server.connection()
 
 
-# ------------------------------------------------------------------ CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from distillery.cli import add_job_argument
-
-    add_job_argument(parser)
-    parser.add_argument("--storage", default=".", metavar="DIR", help="the job's storage root (default: .)")
-    parser.add_argument("--port", type=int, default=8000, help="port vLLM listens on (default: 8000)")
-    parser.add_argument("--dry-run", action="store_true", help="print the vLLM command instead of running it")
-
-
-def main(args: argparse.Namespace) -> int:
-    from distillery.cli import job_from_argument
-    from distillery.storage import resolve_model
-
-    job = job_from_argument(args.job)
-    teacher = job.spec.teacher
-    if teacher.endpoint is not None:
-        print(
-            f"distillery teacher: teacher.endpoint is set ({teacher.endpoint.url}); there is no model to serve",
-            file=sys.stderr,
-        )
-        return 2
-    model = resolve_model(Path(args.storage), teacher.model or "")
-    command = [sys.executable, "-m", VLLM_MODULE, *vllm_server_args(teacher, model, port=args.port)]
-    print(" ".join(command), file=sys.stderr, flush=True)
-    if args.dry_run:
-        return 0
-    # Replace this process: the pod's signals (SIGTERM on scale-down) go straight to vLLM.
-    os.execv(sys.executable, command)
-    return 0  # not reached
+def cpu_server_env() -> dict[str, str]:
+    """vLLM's CPU build reserves VLLM_CPU_KVCACHE_SPACE GiB for its KV cache; a job this machine can
+    run needs little, so 1 GiB unless the environment says otherwise."""
+    return {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distillery.contract.summaries import FailureReason, StageFailed
+
 IGNORE = -100  # label of tokens without loss (the prompt, padding)
 
 # Used when the student's tokenizer has none (base models): ChatML, what most
@@ -29,6 +31,12 @@ FALLBACK_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+
+class RecordError(StageFailed, ValueError):
+    """A generated record that cannot be read; the message names the file and the line."""
+
+    reason = FailureReason.invalid_input
 
 
 @dataclass
@@ -61,11 +69,11 @@ def read_records(files: list[Path]) -> Iterator[dict[str, Any]]:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{number}: not a JSON record ({error.msg})") from None
+                    raise RecordError(f"{path}:{number}: not a JSON record ({error.msg})") from None
                 if not isinstance(record.get("messages"), list) or not isinstance(
                     record.get("response"), str
                 ):
-                    raise ValueError(
+                    raise RecordError(
                         f"{path}:{number}: expected 'messages' (a list) and 'response' (a string)"
                     )
                 yield record

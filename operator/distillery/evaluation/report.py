@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from distillery import __version__
 from distillery.api import DistillationJob
-from distillery.storage import Layout, resolve_model
+from distillery.storage import Layout, resolve_model, write_json_atomic
 
 MODEL_ORDER = ("teacher", "baseline", "student")
 _CHUNK = 1 << 20
@@ -160,13 +159,6 @@ def directory_bytes(model_dir: Path) -> int | None:
 
 
 # ------------------------------------------------------------------ renderings
-
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -371,5 +363,5 @@ def write_report(report: dict[str, Any], json_path: Path) -> dict[str, Path]:
     md = json_path.with_suffix(".md")
     md.write_text(render_markdown(report, png.name if "png" in paths else None), encoding="utf-8")
     paths["markdown"] = md
-    write_json_atomic(json_path, report)
+    write_json_atomic(json_path, report, sort_keys=False)
     return paths

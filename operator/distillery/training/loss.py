@@ -1,0 +1,117 @@
+"""The loss of a batch: cross-entropy on the response tokens plus top-k KD, and the validation loss.
+
+The LM head runs only on the positions that carry a label: the prompt's hidden states never
+meet the vocabulary projection, the largest matrix of a small model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from distillery.training.data import IGNORE, Example, collate
+from distillery.training.kd import topk_kd_loss
+
+if TYPE_CHECKING:
+    from distillery.training.loop import Distributed, TrainConfig
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `precision` on `device`; None trains in fp32."""
+    if precision == "fp32" or (precision == "auto" and device.type == "cpu"):
+        return None
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise ValueError("training.precision: fp16 needs a GPU; use fp32 or bf16 on CPU")
+        return torch.float16
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16
+
+
+class CausalLMLoss(nn.Module):
+    """Sums of cross-entropy (response tokens) and top-k KD (teacher-scored tokens) for one batch.
+
+    Wraps the model so DistributedDataParallel sees one forward. Runs the model's body, then
+    the LM head only on the positions that carry a label.
+    """
+
+    def __init__(self, model: nn.Module, kd_temperature: float = 1.0):
+        super().__init__()
+        self.model = model
+        core = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wraps the model
+        self.body = getattr(core, core.base_model_prefix)
+        self.head = core.get_output_embeddings()
+        self.softcap = getattr(core.config, "final_logit_softcapping", None)
+        self.kd_temperature = kd_temperature
+
+    def forward(self, input_ids, attention_mask, labels, kd_slot, top_ids, top_logprobs):
+        hidden = self.body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        targets = labels[:, 1:]
+        selected = targets != IGNORE
+        logits = self.head(hidden[:, :-1][selected]).float()
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        ce_sum = nn.functional.cross_entropy(logits, targets[selected], reduction="sum")
+        slots = kd_slot[:, 1:][selected]
+        scored = slots >= 0
+        if top_ids.shape[0]:
+            kd_sum = topk_kd_loss(
+                logits[scored],
+                top_ids[slots[scored]],
+                top_logprobs[slots[scored]],
+                self.kd_temperature,
+                "sum",
+            )
+        else:
+            kd_sum = logits.sum() * 0.0
+        return ce_sum, kd_sum
+
+
+def move(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+    keys = ("input_ids", "attention_mask", "labels", "kd_slot", "top_ids", "top_logprobs")
+    return {k: batch[k].to(device, non_blocking=True) for k in keys}
+
+
+@torch.no_grad()
+def evaluate_loss(
+    loss_module: CausalLMLoss,
+    examples: list[Example],
+    config: TrainConfig,
+    *,
+    pad_id: int,
+    device: torch.device,
+    dist: Distributed | None = None,
+) -> dict[str, float]:
+    """Token-weighted cross-entropy (and KD, where examples carry the teacher's top-k) on `examples`."""
+    if dist is None:
+        from distillery.training.loop import Distributed
+
+        dist = Distributed()
+    amp = autocast_dtype(config.precision, device)
+    was_training = loss_module.training
+    loss_module.eval()
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))[
+        dist.rank :: dist.world_size
+    ]
+    size = config.batch_size * 2
+    ce_total = kd_total = tokens = rows = 0.0
+    for start in range(0, len(order), size):
+        batch = collate([examples[i] for i in order[start : start + size]], pad_id)
+        with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
+            ce_sum, kd_sum = loss_module(**move(batch, device))
+        ce_total += float(ce_sum)
+        kd_total += float(kd_sum)
+        tokens += batch["loss_tokens"]
+        rows += batch["top_ids"].shape[0]
+    ce_total, kd_total, tokens, rows = dist.all_sum([ce_total, kd_total, tokens, rows], device)
+    loss_module.train(was_training)
+    result = {"loss": round(ce_total / max(1.0, tokens), 5), "tokens": int(tokens)}
+    if config.kd and rows:
+        result["kd"] = round(kd_total / rows, 5)
+        result["ce"] = result["loss"]
+        result["loss"] = round((1 - config.alpha) * result["ce"] + config.alpha * result["kd"], 5)
+    return result

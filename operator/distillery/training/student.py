@@ -1,0 +1,242 @@
+"""The training stage for one job: the teacher's records -> examples -> the trained student on storage.
+
+Reads every record file under `generated/train/` (and `generated/validation/` for a
+validation loss per epoch), trains with sequence-level KD (`sft`: cross-entropy on the
+teacher's responses) or adds logit KD (`kd`: the teacher's stored top-k), optionally
+through LoRA adapters, and writes the student (safetensors + tokenizer + config; LoRA
+merged), `reports/training.json` and resumable checkpoints. The loop is
+`training.loop`; torch and transformers are imported only when training.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distillery.api import DistillationJob, Problem, TrainingMethod
+from distillery.contract.summaries import FailureReason, StageFailed, TrainSummary
+from distillery.errors import InvalidJob
+from distillery.storage import Layout, resolve_model, write_json_atomic
+
+
+def _refuse(field: str, message: str) -> InvalidJob:
+    return InvalidJob([Problem(field, message)])
+
+
+def _load_tokenizer(reference: str, field: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(reference)
+    except (OSError, ValueError) as error:
+        raise _refuse(field, f"cannot load a tokenizer from {reference!r}: {error}") from None
+
+
+def check_kd_tokenizers(job: DistillationJob, root: Path, student_tokenizer: Any) -> None:
+    """Logit KD compares token ids, so it needs the teacher's tokenizer and it must equal the student's."""
+    from distillery.training.kd import tokenizer_differences
+
+    teacher = job.spec.teacher
+    if teacher.model is None:
+        raise _refuse(
+            "spec.training.method",
+            "is 'kd' but the teacher is an endpoint, whose tokenizer cannot be checked against the "
+            "student's; use training.method: sft (sequence-level KD), which needs only the teacher's text",
+        )
+    teacher_tokenizer = _load_tokenizer(resolve_model(root, teacher.model), "spec.teacher.model")
+    differences = tokenizer_differences(student_tokenizer, teacher_tokenizer)
+    if differences:
+        raise _refuse(
+            "spec.training.method",
+            "is 'kd' but the student's and the teacher's tokenizers differ ("
+            + "; ".join(differences)
+            + "); logit KD needs the same tokenizer. Use training.method: sft (sequence-level KD) instead",
+        )
+
+
+def load_examples(files: list[Path], tokenizer: Any, max_length: int, use_teacher_tokens: bool):
+    """(examples, skipped, records with the teacher's top-k) from record files."""
+    from distillery.training.data import encode, has_teacher_top, read_records
+
+    examples, skipped, scored = [], 0, 0
+    for record in read_records(files):
+        scored += has_teacher_top(record)
+        example = encode(record, tokenizer, max_length, use_teacher_tokens)
+        if example is None:
+            skipped += 1
+        else:
+            examples.append(example)
+    return examples, skipped, scored
+
+
+def _save_student(model: Any, tokenizer: Any, target: Path, dtype: Any) -> None:
+    """safetensors + config + tokenizer, written beside the target and renamed into place."""
+    if hasattr(model, "merge_and_unload"):  # LoRA: fold the adapters into the weights
+        model = model.merge_and_unload()
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.to(dtype).save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+
+
+@dataclass
+class TrainingData:
+    """The student's tokenizer and the examples it trains and validates on."""
+
+    tokenizer: Any
+    pad_id: int
+    examples: list[Any]
+    validation: list[Any]
+    skipped: int
+
+
+def prepare_data(job: DistillationJob, root: Path, layout: Layout, say: Callable[..., None]) -> TrainingData:
+    """Tokenize the teacher's records with the student's chat template; refuse what cannot train."""
+    from distillery.training.data import FALLBACK_CHAT_TEMPLATE, record_files
+
+    spec, training = job.spec, job.spec.training
+    train_files = record_files(layout.generated("train"))
+    if not train_files:
+        raise StageFailed(
+            f"spec.data.train: no teacher records under {layout.generated('train')}; run the generate stage first",
+            FailureReason.no_data,
+        )
+    tokenizer = _load_tokenizer(
+        resolve_model(root, spec.student.tokenizer or spec.student.model), "spec.student.tokenizer"
+    )
+    if not tokenizer.chat_template:
+        say("the student's tokenizer has no chat template; using ChatML (saved with the student)")
+        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+    kd = training.method is TrainingMethod.kd
+    if kd:
+        check_kd_tokenizers(job, root, tokenizer)
+    examples, skipped, scored = load_examples(train_files, tokenizer, training.max_seq_length, kd)
+    if not examples:
+        raise _refuse(
+            "spec.training.maxSeqLength",
+            f"no record fits in {training.max_seq_length} tokens with room for an answer",
+        )
+    if kd and scored == 0:
+        raise _refuse(
+            "spec.training.method",
+            "is 'kd' but no record carries the teacher's top-k logprobs (was generation.topLogprobs 0 "
+            "when the data was generated?); regenerate with topLogprobs > 0 or use training.method: sft",
+        )
+    validation, _, _ = load_examples(
+        record_files(layout.generated("validation")), tokenizer, training.max_seq_length, kd
+    )
+    say(f"{len(examples)} training examples ({skipped} skipped: prompt longer than maxSeqLength), "
+        f"{len(validation)} validation examples, method {training.method.value}")  # fmt: skip
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return TrainingData(tokenizer, pad_id, examples, validation, skipped)
+
+
+def load_student(job: DistillationJob, root: Path, device: Any) -> tuple[Any, Any, int]:
+    """The student in fp32 master weights (LoRA-wrapped when asked), the dtype to save it in, its size."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    training = job.spec.training
+    torch.manual_seed(training.seed)
+    model = AutoModelForCausalLM.from_pretrained(
+        resolve_model(root, job.spec.student.model), dtype=torch.float32
+    )
+    saved_dtype = getattr(model.config, "dtype", None) or torch.float32
+    saved_dtype = getattr(torch, saved_dtype) if isinstance(saved_dtype, str) else saved_dtype
+    parameters = sum(p.numel() for p in model.parameters())
+    if training.lora:
+        from peft import LoraConfig, get_peft_model
+
+        lora = training.lora
+        model = get_peft_model(
+            model,
+            LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                       target_modules=list(lora.target_modules), task_type="CAUSAL_LM"),
+        )  # fmt: skip
+    return model.to(device), saved_dtype, parameters
+
+
+def train_config(training: Any) -> Any:
+    """The loop's settings from the spec's `training` section."""
+    from distillery.training.loop import TrainConfig
+
+    return TrainConfig(
+        learning_rate=training.learning_rate, batch_size=training.batch_size,
+        gradient_accumulation_steps=training.gradient_accumulation_steps, epochs=training.epochs,
+        warmup_ratio=training.warmup_ratio, weight_decay=training.weight_decay,
+        max_grad_norm=training.max_grad_norm, precision=training.precision, seed=training.seed,
+        kd=training.method is TrainingMethod.kd, kd_temperature=training.kd_temperature, alpha=training.alpha,
+        checkpoint_every_steps=training.checkpoint_every_steps,
+    )  # fmt: skip
+
+
+# Hyperparameters the training report repeats, as the spec names them.
+REPORTED_SETTINGS = {
+    "learning_rate", "batch_size", "gradient_accumulation_steps", "epochs", "max_seq_length", "warmup_ratio",
+    "weight_decay", "max_grad_norm", "precision", "seed", "kd_temperature", "alpha",
+}  # fmt: skip
+REPORTED_RUN = ("precision", "loss_tokens", "computed_tokens", "padding_fraction", "train_seconds", "validation",
+                "history")  # fmt: skip
+
+
+def train_student(job: DistillationJob, storage_root: Path) -> TrainSummary:
+    """Train the job's student on its generated records; returns the summary (also in the report)."""
+    import torch
+
+    from distillery.training.loop import Distributed, train
+
+    began = time.time()
+    root = Path(storage_root)
+    training = job.spec.training
+    layout = Layout.of(job, root)
+    dist = Distributed.from_env()
+    say = print if dist.is_main else (lambda *_a, **_k: None)
+    data = prepare_data(job, root, layout, say)
+    device = dist.setup(use_gpu=training.gpus > 0 and torch.cuda.is_available())
+    model, saved_dtype, parameters = load_student(job, root, device)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    try:
+        run = train(model, data.examples, data.validation, train_config(training), pad_id=data.pad_id,
+                    device=device, checkpoint_dir=layout.checkpoints, dist=dist, log=say)  # fmt: skip
+    except ValueError as error:
+        raise _refuse("spec.training", str(error)) from None
+
+    summary = TrainSummary(
+        method=training.method.value,
+        student=str(layout.student),
+        epoch=float(training.epochs),
+        step=run["updates"],
+        train_loss=run["history"][-1]["loss"] if run["history"] else None,
+        validation_loss=run["validation"][-1]["loss"] if run["validation"] else None,
+        tokens=run["tokens"],
+        tokens_per_second=run["tokens_per_second"],
+        resumed_from_step=run["resumed_from_step"],
+        duration_seconds=round(time.time() - began, 1),
+    )
+    if dist.is_main:
+        _save_student(model, data.tokenizer, layout.student, saved_dtype)
+        report = {
+            **summary.model_dump(),
+            "examples": len(data.examples),
+            "skipped_examples": data.skipped,
+            "validation_examples": len(data.validation),
+            "parameters": parameters,
+            "trainable_parameters": trainable,
+            "lora": training.lora.model_dump(by_alias=True) if training.lora else None,
+            "device": device.type,
+            "world_size": dist.world_size,
+            "hyperparameters": training.model_dump(mode="json", by_alias=True, include=REPORTED_SETTINGS),
+            **{k: run[k] for k in REPORTED_RUN},
+        }
+        write_json_atomic(layout.training_report, report, sort_keys=False)
+    dist.barrier()
+    if dist.world_size > 1:
+        torch.distributed.destroy_process_group()
+    return summary
