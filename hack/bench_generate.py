@@ -137,7 +137,7 @@ def stage_run(base_url: str, model: str, work: Path, concurrency: int, max_token
     job = job_for("prompts.jsonl", concurrency, max_tokens)
     started = time.perf_counter()
     summary = generate_shard(job, work, 0, TeacherConnection(base_url, model))
-    return summary["output_tokens"], time.perf_counter() - started
+    return summary.output_tokens, time.perf_counter() - started
 
 
 def throughput(base_url: str, model: str, args, work: Path) -> dict:
@@ -264,6 +264,8 @@ def watch_peak_rss(process: subprocess.Popen, peak_kib: list[int]) -> None:
 
 
 def memory(args, work: Path) -> dict:
+    from distillery.contract.commands import GenerateCommand
+
     stub = StubServer()
     out = {}
     for size in args.memory_sizes:
@@ -271,18 +273,9 @@ def memory(args, work: Path) -> dict:
         directory.mkdir(parents=True, exist_ok=True)
         write_jsonl(directory / "prompts.jsonl", prompts(size))
         job = job_for("prompts.jsonl", args.concurrency, args.max_tokens)
-        command = [
-            sys.executable,
-            "-m",
-            "distillery",
-            "generate",
-            "--job",
-            job.model_dump_json(by_alias=True),
-            "--storage",
-            str(directory),
-            "--teacher-url",
-            f"http://127.0.0.1:{stub.port}/v1",
-        ]
+        command = GenerateCommand(
+            job=job, storage=str(directory), teacher_url=f"http://127.0.0.1:{stub.port}/v1"
+        ).argv(entry=(sys.executable, "-m", "distillery"))
         env = {
             **os.environ,
             "PYTHONPATH": str(REPO / "operator"),

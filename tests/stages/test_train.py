@@ -173,15 +173,15 @@ def test_trained_student_answers_the_toy_prompts_better_than_before(sft_run, tin
 def test_saved_student_is_safetensors_and_is_served_by_vllm(sft_run, tmp_path):
     import httpx
 
-    from tests.fixtures_models import start_vllm, stop_vllm
+    from distillery.serving.vllm import local_vllm_server
+    from tests.fixtures_models import vllm_options
 
     student = sft_run["layout"].student
     assert (student / "model.safetensors").is_file() and (student / "config.json").is_file()
     assert (student / "tokenizer.json").is_file()
     prompts = [p for p, _ in toy_pairs(8, seed=4)]
     expected = greedy_answers(student, prompts)
-    server = start_vllm(student, "student", tmp_path / "vllm-student.log")
-    try:
+    with local_vllm_server(str(student), "student", log_path=tmp_path / "vllm-student.log", **vllm_options()) as server:
         served = []
         for prompt in prompts:
             response = httpx.post(f"{server.base_url}/chat/completions", timeout=60, json={
@@ -190,8 +190,6 @@ def test_saved_student_is_safetensors_and_is_served_by_vllm(sft_run, tmp_path):
             })  # fmt: skip
             assert response.status_code == 200, response.text
             served.append(response.json()["choices"][0]["message"]["content"].strip())
-    finally:
-        stop_vllm(server.process)
     # Same weights, same template: vLLM's greedy answers are the transformers ones (fp32 ties aside).
     assert sum(s == e for s, e in zip(served, expected, strict=True)) >= 6, (served, expected)
 
