@@ -17,6 +17,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import to_jsonable_python
 
 # Bounds on every string and list of the spec: the API server estimates the cost of the
 # CRD's CEL rules (the spec-wide transition rule compares everything) from them.
@@ -116,9 +117,17 @@ class Model(BaseModel):
     @classmethod
     def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
         schema = super().__get_pydantic_json_schema__(core_schema, handler)
+        target = handler.resolve_ref_schema(schema)
+        for name, info in cls.model_fields.items():
+            # pydantic leaves a default_factory's value out of the schema; the API server fills
+            # defaults from the schema, so CEL rules and `kubectl get` see what the models use.
+            field = target.get("properties", {}).get(info.alias or name)
+            value = info.default_factory() if info.default_factory is not None else None  # type: ignore[call-arg]
+            if field is not None and "default" not in field and value and not isinstance(value, BaseModel):
+                field["default"] = to_jsonable_python(value)
         rules = cls.all_rules()
         if rules:
-            handler.resolve_ref_schema(schema)["x-kubernetes-validations"] = [r.crd() for r in rules]
+            target["x-kubernetes-validations"] = [r.crd() for r in rules]
         return schema
 
 
@@ -130,15 +139,16 @@ def section(cls: type[Model], description: str) -> Any:
 def immutable_except(model: type[Model], mutable: tuple[str, ...], message: str) -> TransitionRule:
     """A transition rule: every field of `model` but `mutable` (camelCase) keeps its old value.
 
-    A field the API server always fills (required, or with a default) is compared as is;
+    A field always there (required, or with a default in the schema) is compared as is;
     an optional one must be absent in both versions or equal (CEL errors on absent fields).
     """
+    schema = model.model_json_schema(by_alias=True)
     parts, exclude = [], set()
     for name, info in model.model_fields.items():
         field = info.alias or name
         if field in mutable:
             exclude.add(name)
-        elif info.is_required() or info.default is not None or info.default_factory is not None:
+        elif field in schema.get("required", ()) or schema["properties"][field].get("default") is not None:
             parts.append(f"self.{field} == oldSelf.{field}")
         else:
             parts.append(
