@@ -6,7 +6,8 @@ The rules are Kubernetes' own (k8s.io/apimachinery `IsDNS1123Subdomain`,
 `IsQualifiedName`, `IsValidLabelValue`, `IsConfigMapKey`, `ParseQuantity`; core/v1's
 container-resource and toleration validation). Patterns use only what RE2 (the API
 server, CEL), Rust's regex (pydantic) and Python's `re` all read the same way, so the
-CRD carries the very patterns the models check.
+CRD carries the very patterns the models check. Below them: the objects of the spec that
+become parts of a pod spec (Secret references, tolerations, resources, a stage's placement).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from distillery.apibase import Model, Problem, Rule, section
+from distillery.apibase import LIST_MAX, Model, Problem, Rule, section
 
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
@@ -317,10 +318,10 @@ class StageRuntime(Model):
     )
     resources: Resources = section(Resources, "Requests and limits of the stage's container.")
     node_selector: dict[QualifiedName, LabelValue] = Field(
-        default_factory=dict, max_length=64, description="Node labels the pods must match."
+        default_factory=dict, max_length=LIST_MAX, description="Node labels the pods must match."
     )
     tolerations: list[Toleration] = Field(
-        default_factory=list, max_length=64, description="Taints the pods tolerate."
+        default_factory=list, max_length=LIST_MAX, description="Taints the pods tolerate."
     )
     backoff_limit: int = Field(2, ge=0, le=100, description="Retries of a failed pod before the stage fails.")
     active_deadline_seconds: int | None = Field(
