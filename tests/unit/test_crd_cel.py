@@ -348,3 +348,27 @@ def test_every_string_list_and_map_of_the_spec_is_bounded():
     MB stays far below the per-rule limit (10^7 cost units)."""
     size = _worst_case_bytes(SCHEMA["properties"]["spec"])
     assert size < 4 * 2**20, size
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"storage__pvc": {"claimName": "Data_1"}},
+        {"storage__pvc": {"size": "2 GiB"}},
+        {"storage__pvc": {"size": "0"}},
+        {"storage__mountPath": "data/"},
+        {"queueName": "Team A"},
+        {"teacher__image": "vllm openai"},
+        {"teacher__hfTokenSecret": {"name": "s", "key": "..k"}},
+        {"training__tolerations": [{"key": "k", "value": "-v-"}]},
+        {"training__resources": {"limits": {"cpu": "-1"}}},
+        {"generation__nodeSelector": {"zone": "eu west"}},
+    ],
+)
+def test_the_crd_patterns_refuse_what_the_models_refuse(change):
+    """The schema's own patterns and lengths (no CEL), as `kubectl apply` meets them."""
+    import jsonschema  # OpenAPI 3.0's boolean exclusiveMinimum is draft 4 semantics
+
+    document = job(**change)
+    assert model_problems(document)
+    assert list(jsonschema.Draft4Validator(SCHEMA).iter_errors(document))
