@@ -2,8 +2,11 @@
 
 pydantic emits JSON Schema 2020-12; Kubernetes wants a *structural* OpenAPI v3.0
 schema: no `$ref`, no `anyOf` of types, every node typed, `nullable` instead of a
-`null` type, boolean `exclusiveMinimum`. This module does that translation and
-nothing else, so the models stay the one source of truth.
+`null` type, boolean `exclusiveMinimum`, no `propertyNames` (a map's key format
+becomes a CEL rule). This module does that translation and nothing else, so the
+models stay the one source of truth: their rules (`Model.RULES`) arrive in the JSON
+Schema as `x-kubernetes-validations` already, and the spec gets the transition rule
+that keeps it immutable (`api.SPEC_TRANSITION_RULE`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 import yaml
 
 from distillery import api
+from distillery.kube_types import EXPECTED
 
 _DROP = {"title", "discriminator"}
 
@@ -38,6 +42,14 @@ def _structural(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     node = {k: v for k, v in node.items() if k not in _DROP}
+    if "patternProperties" in node:  # pydantic's form of a map whose keys have a pattern
+        ((pattern, values),) = node.pop("patternProperties").items()
+        node["additionalProperties"] = values
+        limit = node.pop("propertyNames", {})["maxLength"]
+        node["x-kubernetes-validations"] = [
+            *node.get("x-kubernetes-validations", []),
+            _key_rule(pattern, limit),
+        ]
 
     if "anyOf" in node:
         members = [m for m in node.pop("anyOf") if m.get("type") != "null"]
@@ -78,6 +90,15 @@ def _structural(node: Any) -> Any:
     return {k: _structural(v) for k, v in ordered.items()}
 
 
+def _key_rule(pattern: str, limit: int) -> dict[str, str]:
+    """A map's key format as the CEL rule a structural schema allows (it has no `propertyNames`)."""
+    quoted = pattern.replace("\\", "\\\\").replace("'", "\\'")
+    return {
+        "rule": f"self.all(k, size(k) <= {limit} && k.matches('{quoted}'))",
+        "message": f"expected every key to be {EXPECTED[pattern]}",
+    }
+
+
 def openapi_schema(model: type) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     return _structural(_resolve(raw, raw.get("$defs", {})))
@@ -85,6 +106,10 @@ def openapi_schema(model: type) -> dict[str, Any]:
 
 def _job_schema() -> dict[str, Any]:
     spec = openapi_schema(api.DistillationJobSpec)
+    spec["x-kubernetes-validations"] = [
+        *spec.get("x-kubernetes-validations", []),
+        api.SPEC_TRANSITION_RULE.crd(),
+    ]
     status = openapi_schema(api.DistillationJobStatus)
     # kopf writes its own bookkeeping (handler progress) under status; keep it.
     status["x-kubernetes-preserve-unknown-fields"] = True

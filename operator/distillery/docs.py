@@ -33,8 +33,14 @@ def _constraints(node: dict[str, Any]) -> str:
         parts.append(f"length >= {node['minLength']}")
     if "minItems" in node:
         parts.append(f"at least {node['minItems']} item(s)")
-    if "pattern" in node:
-        parts.append(f"matches `{node['pattern']}`")
+    if "maxLength" in target:
+        parts.append(f"length <= {target['maxLength']}")
+    if "maxItems" in node or "maxProperties" in node:
+        parts.append(f"at most {node.get('maxItems', node.get('maxProperties'))} item(s)")
+    if "pattern" in target:
+        parts.append(f"matches `{target['pattern']}`")
+    if node.get("type") == "object" and "additionalProperties" in node:
+        parts.extend(rule["message"] for rule in node.get("x-kubernetes-validations", []))
     return "; ".join(parts)
 
 
@@ -69,6 +75,10 @@ def _sections(path: str, node: dict[str, Any], out: list[str]) -> None:
     out.append("| field | type | default | allowed | description |")
     out.append("| --- | --- | --- | --- | --- |")
     out.extend(rows)
+    rules = [r for r in node.get("x-kubernetes-validations", []) if "fieldPath" in r]
+    if rules:
+        out.append("\nRules across fields (the CRD refuses these at apply; `distillery validate` too):\n")
+        out.extend(f"- `{r['fieldPath'][1:]}`: {r['message']}" for r in rules)
     for child_path, child in children:
         _sections(child_path, child, out)
 
@@ -79,10 +89,13 @@ def render_api_docs() -> str:
         "# DistillationJob API reference",
         "",
         f"`apiVersion: {api.API_VERSION}`, `kind: {api.KIND}`, short name `{api.SHORT_NAMES[0]}`.",
-        "Every field below is checked when the job is applied (by the CRD schema) and again by",
-        "`distillery validate` and the operator, which also check the rules that span fields",
-        "(for example: exactly one of `teacher.model` and `teacher.endpoint`; `training.method: kd`",
-        "needs `generation.topLogprobs` >= 1). A sub-object left out takes all its defaults.",
+        "Every field below is checked when the job is applied (by the CRD schema: types, ranges,",
+        "patterns, and the rules across fields listed under each section, as CEL) and again by",
+        "`distillery validate`, `distillery run` and the operator. Those also check what CEL cannot:",
+        "resource quantities compared (requests <= limits; extended resources such as",
+        "`nvidia.com/gpu` whole, with requests equal to limits and to `gpus`) and the exact length",
+        "of each part of a label key. A sub-object left out takes all its defaults.",
+        "Once created, the spec is immutable except `suspend` and `ttlSecondsAfterFinished`.",
     ]
     spec = openapi_schema(api.DistillationJobSpec)
     _sections("spec", spec, out)

@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from distillery.api import CrossFieldError, DistillationJob, Problem
+from distillery.kube_types import key_path
 
 
 class InvalidJob(Exception):
@@ -29,12 +30,13 @@ def format_problem(problem: Problem) -> str:
 
 
 def _path(loc: tuple[Any, ...]) -> str:
+    """`spec.teacher.tolerations[0].key`; a map key that is no plain word in brackets: `limits[nvidia.com/gpu]`."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            out += key_path(str(part)) if out else str(part)
     return out
 
 
@@ -48,13 +50,17 @@ def problems_from_validation_error(error: ValidationError) -> list[Problem]:
     for item in error.errors(include_url=False):
         # pydantic appends the validator's type to the path of union/function members;
         # drop those internal segments so the path is the one the user wrote.
-        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+        loc = tuple(
+            p for p in item["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))
+        )
         cause = (item.get("ctx") or {}).get("error")
         if isinstance(cause, CrossFieldError):
             for p in cause.problems:
                 problems.append(Problem(_join(_path(loc), p.path), p.message))
             continue
         message = item["msg"]
+        if item["loc"][-1:] == ("[key]",):  # the map key itself is wrong, not its value
+            message = f"invalid key; {message[0].lower()}{message[1:]}"
         if item["type"] == "missing":
             message = "is required but missing"
         elif item["type"] == "extra_forbidden":
@@ -75,7 +81,9 @@ def _join(prefix: str, path: str) -> str:
 def parse_job(document: Any, source: str = "") -> DistillationJob:
     """Validate one parsed YAML/JSON document as a DistillationJob, or raise InvalidJob."""
     if not isinstance(document, dict):
-        raise InvalidJob([Problem("", f"expected a DistillationJob mapping, got {type(document).__name__}")], source)
+        raise InvalidJob(
+            [Problem("", f"expected a DistillationJob mapping, got {type(document).__name__}")], source
+        )
     try:
         return DistillationJob.model_validate(document)
     except ValidationError as error:

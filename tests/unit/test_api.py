@@ -98,9 +98,9 @@ def test_missing_required_fields():
     [
         ({"teacher__endpoint": {"url": "http://x/v1", "model": "m"}}, "spec.teacher.model: set exactly one of"),
         ({"teacher__model": None}, "spec.teacher.model: set exactly one of"),
-        ({"teacher__gpus": 2, "teacher__tensorParallelSize": 4}, "spec.teacher.tensorParallelSize: is 4"),
+        ({"teacher__gpus": 2, "teacher__tensorParallelSize": 4}, "spec.teacher.tensorParallelSize: expected at most teacher.gpus"),
         ({"training__method": "kd"}, "spec.generation.topLogprobs: is 0 but training.method is 'kd'"),
-        ({"generation__shards": 2, "generation__parallelism": 4}, "spec.generation.parallelism: is 4"),
+        ({"generation__shards": 2, "generation__parallelism": 4}, "spec.generation.parallelism: expected at most generation.shards"),
         ({"storage__pvc": {"claimName": "a", "size": "1Gi"}}, "spec.storage.pvc.claimName: set exactly one of"),
         ({"storage__pvc": {}}, "spec.storage.pvc.claimName: set exactly one of"),
         ({"evaluation__compare": ["student"], "evaluation__gate__minRetention": 0.9},

@@ -172,7 +172,10 @@ def _quantity(value: str | int) -> str:
 
 def resources(spec: Resources, stage: str, gpus: int) -> dict[str, Any]:
     """Requests and limits: the spec's, default requests where it has none, and GPUs as a limit."""
-    requests = {**DEFAULT_REQUESTS[stage], **{k: _quantity(v) for k, v in spec.requests.items()}}
+    # A default request is left out where the spec sets a limit: the API server then takes the
+    # limit as the request, where a default above the limit would be refused.
+    defaults = {k: v for k, v in DEFAULT_REQUESTS[stage].items() if k not in spec.limits}
+    requests = {**defaults, **{k: _quantity(v) for k, v in spec.requests.items()}}
     limits = {k: _quantity(v) for k, v in spec.limits.items()}
     if gpus > 0:
         # Extended resources are requested through limits (requests default to them).

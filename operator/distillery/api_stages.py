@@ -1,0 +1,188 @@
+"""The stage sections of a DistillationJob's spec: generation, training and evaluation.
+
+Re-exported by `distillery.api`, which is where the rest of the code imports them from.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+from pydantic import Field
+
+from distillery.apibase import LIST_MAX, Arg, Model, Name, Rule, section
+from distillery.kube_types import StageRuntime
+
+
+class TrainingMethod(str, enum.Enum):
+    sft = "sft"
+    kd = "kd"
+
+
+# ---------------------------------------------------------------- generation
+
+
+class FilterSpec(Model):
+    min_response_chars: int = Field(1, ge=0, description="Reject teacher responses shorter than this.")
+    max_response_chars: int | None = Field(None, ge=1, description="Reject responses longer than this.")
+    require_finished: bool = Field(
+        True, description="Reject responses cut off by maxTokens (finish reason `length`)."
+    )
+    dedup: bool = Field(True, description="Reject exact duplicates of an earlier (prompt, response) pair.")
+    verify: bool = Field(
+        True,
+        description="When a record has a reference (math answer, qa/nli label), reject responses that disagree.",
+    )
+
+
+class GenerationSpec(StageRuntime):
+    RULES = (
+        Rule(
+            "parallelism",
+            "expected at most generation.shards",
+            "!has(self.parallelism) || self.parallelism <= self.shards",
+            lambda g: g.parallelism is None or g.parallelism <= g.shards,
+        ),
+    )
+
+    shards: int = Field(1, ge=1, le=10000, description="Number of shards (pods of the Indexed Job).")
+    parallelism: int | None = Field(
+        None, ge=1, le=10000, description="Shards running at once; empty runs all shards at once."
+    )
+    concurrency: int = Field(16, ge=1, le=4096, description="Requests in flight per shard.")
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature of the teacher.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling probability mass.")
+    max_tokens: int = Field(512, ge=1, le=131072, description="Largest response, in tokens.")
+    samples_per_prompt: int = Field(1, ge=1, le=64, description="Teacher responses kept per prompt.")
+    top_logprobs: int = Field(
+        0,
+        ge=0,
+        le=20,
+        description="Top-k log-probabilities kept per response token (needed by `kd`); 0 keeps none.",
+    )
+    seed: int | None = Field(None, description="Sampling seed sent to the teacher, for repeatable data.")
+    request_timeout_seconds: float = Field(300.0, gt=0, description="Timeout of one teacher request.")
+    max_retries: int = Field(5, ge=0, le=50, description="Retries of one request on timeouts, 429 and 5xx.")
+    min_success_ratio: float = Field(
+        0.9,
+        ge=0.0,
+        le=1.0,
+        description="A shard fails when fewer of its prompts than this get an accepted answer.",
+    )
+    smoke_test_prompts: int = Field(
+        3, ge=0, le=100, description="Prompts tried before fanning out, to fail fast on a broken teacher."
+    )
+    filters: FilterSpec = section(FilterSpec, "Which teacher responses are kept.")
+
+
+# ---------------------------------------------------------------- training
+
+
+class LoraSpec(Model):
+    r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (scaling is alpha / r).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
+    target_modules: list[Name] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        min_length=1,
+        max_length=LIST_MAX,
+        description="Module names LoRA adapts.",
+    )
+
+
+class TrainingSpec(StageRuntime):
+    RULES = (
+        Rule(
+            "alpha",
+            "is 0 with method 'kd'; expected > 0 (or use method: sft)",
+            "has(self.lora) || self.method != 'kd' || self.alpha != 0.0",
+            lambda t: t.lora is not None or t.method is not TrainingMethod.kd or t.alpha != 0,
+        ),
+    )
+
+    method: TrainingMethod = Field(
+        TrainingMethod.sft,
+        description="`sft`: sequence-level KD (fine-tune on the teacher's text). "
+        "`kd`: adds a loss on the teacher's stored top-k distributions.",
+    )
+    learning_rate: float = Field(2e-5, gt=0.0, le=1.0, description="Peak learning rate (AdamW).")
+    batch_size: int = Field(2, ge=1, le=4096, description="Sequences per device per step.")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="Steps accumulated per update.")
+    epochs: int = Field(3, ge=1, le=1000, description="Passes over the teacher's data.")
+    max_seq_length: int = Field(2048, ge=16, le=1048576, description="Longer sequences are truncated.")
+    warmup_ratio: float = Field(0.03, ge=0.0, le=1.0, description="Fraction of updates with linear warm-up.")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="`auto`: bf16 on GPUs that support it, fp32 on CPU."
+    )
+    seed: int = Field(42, description="Seed for shuffling and initialisation.")
+    kd_temperature: float = Field(1.0, gt=0.0, le=100.0, description="Softmax temperature of the KD loss.")
+    alpha: float = Field(
+        0.5, ge=0.0, le=1.0, description="Weight of the KD loss; (1 - alpha) weighs the cross-entropy."
+    )
+    lora: LoraSpec | None = Field(None, description="Train LoRA adapters (merged into the saved student).")
+    gpus: int = Field(1, ge=0, le=64, description="GPUs on the training node; more than one uses torchrun.")
+    checkpoint_every_steps: int = Field(200, ge=1, description="Save a resumable checkpoint every N updates.")
+
+
+# ---------------------------------------------------------------- evaluation
+
+Metric = Literal[
+    "accuracy", "f1", "bleu", "rougeL", "teacherAgreement", "latency", "throughput", "memory", "size"
+]
+Compared = Literal["teacher", "baseline", "student"]
+
+
+class GateSpec(Model):
+    min_retention: float | None = Field(
+        None, ge=0.0, le=10.0, description="Least student score / teacher score, e.g. 0.9."
+    )
+    min_score: float | None = Field(None, ge=0.0, description="Least task score of the student.")
+    max_latency_ms: float | None = Field(
+        None, gt=0.0, description="Largest p95 latency of the student, in ms."
+    )
+
+
+class EvaluationSpec(StageRuntime):
+    RULES = (
+        Rule(
+            "gate.minRetention",
+            "needs 'teacher' in evaluation.compare to compute retention",
+            "!has(self.gate.minRetention) || 'teacher' in self.compare",
+            lambda e: e.gate.min_retention is None or "teacher" in e.compare,
+        ),
+    )
+
+    metrics: list[Metric] = Field(
+        default_factory=lambda: [
+            "accuracy",
+            "bleu",
+            "rougeL",
+            "teacherAgreement",
+            "latency",
+            "throughput",
+            "memory",
+            "size",
+        ],
+        min_length=1,
+        max_length=LIST_MAX,
+        description="What to measure; the task score is accuracy (nli, qa, math) or ROUGE-L (others).",
+    )
+    compare: list[Compared] = Field(
+        default_factory=lambda: ["teacher", "baseline", "student"],
+        min_length=1,
+        max_length=LIST_MAX,
+        description="Which models to score.",
+    )
+    max_samples: int | None = Field(None, ge=1, description="Score at most N validation records.")
+    concurrency: int = Field(8, ge=1, le=1024, description="Requests in flight while scoring a model.")
+    max_tokens: int | None = Field(None, ge=1, description="Largest answer; empty uses generation.maxTokens.")
+    gpus: int = Field(1, ge=0, le=64, description="GPUs for the eval pod (it serves the student with vLLM).")
+    extra_args: list[Arg] = Field(
+        default_factory=list,
+        max_length=LIST_MAX,
+        description="More vLLM server arguments when serving the student and the baseline, "
+        "e.g. `--max-model-len 4096`; passed as is.",
+    )
+    gate: GateSpec = section(GateSpec, "Quality gate; a failed gate fails the job but keeps every artifact.")

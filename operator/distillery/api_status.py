@@ -1,0 +1,131 @@
+"""The DistillationJob's status: written by the operator only, read by people and `kubectl get`.
+
+Re-exported by `distillery.api`, which is where the rest of the code imports it from.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from distillery.apibase import Model
+
+
+class Phase(str, enum.Enum):
+    pending = "Pending"
+    teacher_starting = "TeacherStarting"
+    generating = "Generating"
+    training = "Training"
+    evaluating = "Evaluating"
+    succeeded = "Succeeded"
+    failed = "Failed"
+    suspended = "Suspended"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (Phase.succeeded, Phase.failed)
+
+
+class ConditionType(str, enum.Enum):
+    teacher_ready = "TeacherReady"
+    data_generated = "DataGenerated"
+    student_trained = "StudentTrained"
+    evaluated = "Evaluated"
+    quality_gate_passed = "QualityGatePassed"
+
+
+class Reason(str, enum.Enum):
+    """Reasons of the job's conditions set by the operator (one CamelCase word each).
+
+    A failed stage's condition carries the stage's own reason instead (`FailureReason` in
+    `distillery.contract.summaries`, e.g. InvalidInput), or the Kubernetes Job's
+    (BackoffLimitExceeded, DeadlineExceeded, ...) when the stage left no summary.
+    """
+
+    # progress
+    starting = "Starting"
+    ready = "Ready"
+    external_endpoint = "ExternalEndpoint"
+    generating = "Generating"
+    training = "Training"
+    evaluating = "Evaluating"
+    completed = "Completed"
+    scaled_down = "ScaledDown"
+    suspended = "Suspended"
+    # verdicts and failures
+    gate_passed = "GatePassed"
+    no_gate = "NoGate"
+    gate_failed = "GateFailed"
+    no_gate_result = "NoGateResult"
+    startup_timeout = "StartupTimeout"
+    job_failed = "JobFailed"
+
+
+# False conditions with these reasons are work under way, not trouble (Normal Events).
+_PROGRESS_REASONS = frozenset(
+    {Reason.starting, Reason.generating, Reason.training, Reason.evaluating, Reason.scaled_down, Reason.suspended}
+)
+
+
+def is_progress_reason(reason: str) -> bool:
+    """Whether a condition reason (ours, a stage's or a Job's) means work under way."""
+    return any(reason == member.value for member in _PROGRESS_REASONS)
+
+
+class Condition(Model):
+    type: ConditionType = Field(description="TeacherReady, DataGenerated, StudentTrained, Evaluated, ...")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="One CamelCase word a program can match on.")
+    message: str = Field("", description="What happened, for a person.")
+    last_transition_time: str | None = Field(None, description="When the status last changed (RFC 3339).")
+
+
+class Progress(Model):
+    summary: str | None = Field(None, description="One line for `kubectl get`, e.g. `generate 3/8 shards`.")
+    shards_done: int | None = Field(None, ge=0, description="Generation shards finished.")
+    shards_total: int | None = Field(None, ge=0, description="Generation shards in all.")
+    records: int | None = Field(None, ge=0, description="Teacher records accepted so far.")
+    tokens: int | None = Field(None, ge=0, description="Teacher output tokens so far.")
+    rejected: int | None = Field(None, ge=0, description="Teacher responses rejected by the filters.")
+    epoch: float | None = Field(None, ge=0, description="Training epoch reached.")
+    step: int | None = Field(None, ge=0, description="Training updates done.")
+    train_loss: float | None = Field(None, description="Latest training loss.")
+    validation_loss: float | None = Field(None, description="Latest validation loss.")
+
+
+class ModelScore(Model):
+    score: float | None = Field(None, description="Task score (accuracy or ROUGE-L) on validation data.")
+    latency_p50_ms: float | None = Field(None, description="Median latency of one response, in ms.")
+    latency_p95_ms: float | None = Field(None, description="95th-percentile latency, in ms.")
+
+
+class EvaluationStatus(Model):
+    metric: str | None = Field(None, description="Name of the task score.")
+    teacher: ModelScore | None = Field(None, description="Teacher's scores.")
+    baseline: ModelScore | None = Field(None, description="Student's base model before distillation.")
+    student: ModelScore | None = Field(None, description="The distilled student.")
+    retention: float | None = Field(None, description="Student score / teacher score.")
+    gate_passed: bool | None = Field(None, description="Whether the quality gate passed.")
+    gate_reason: str | None = Field(None, description="Why the gate passed or failed.")
+
+
+class Artifacts(Model):
+    data: str | None = Field(None, description="Directory of the teacher's generated records.")
+    student: str | None = Field(None, description="Directory of the distilled student (safetensors).")
+    report: str | None = Field(None, description="The evaluation report (JSON; Markdown and PNG beside it).")
+
+
+class DistillationJobStatus(Model):
+    model_config = ConfigDict(extra="ignore")  # kopf keeps its own bookkeeping in status too
+
+    phase: Phase | None = Field(None, description="Where the job is: Pending ... Succeeded / Failed.")
+    message: str | None = Field(None, description="The latest thing a person should know.")
+    conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
+    observed_generation: int | None = Field(None, description="The spec generation this status describes.")
+    start_time: str | None = Field(None, description="When the job started (RFC 3339).")
+    completion_time: str | None = Field(None, description="When it succeeded or failed (RFC 3339).")
+    progress: Progress | None = Field(None, description="Per-stage progress.")
+    evaluation: EvaluationStatus | None = Field(None, description="Scores and the gate.")
+    artifacts: Artifacts | None = Field(None, description="Where the results are on the job's storage.")

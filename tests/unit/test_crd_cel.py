@@ -1,0 +1,374 @@
+"""The CRD's CEL rules (x-kubernetes-validations), run by a real CEL implementation (cel-python).
+
+Every rule in the generated CRD must compile, and on a table of specs it must refuse exactly
+what the models refuse, with the same field and message. Specs are given to CEL as the API
+server would: defaults applied from the schema (structural defaulting), numbers typed by the
+schema (`number` is a double even when written `1`). The transition rule is run with `self`
+and `oldSelf`. Every string, list and map of the spec is bounded, so the API server's cost
+estimate of the rules (from maxLength / maxItems / maxProperties) has a finite bound.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import celpy
+import pytest
+from celpy import celtypes
+
+from distillery import api
+from distillery.crd import build_crd
+from distillery.errors import InvalidJob, parse_job
+
+pytestmark = pytest.mark.unit
+
+SCHEMA = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+ENV = celpy.Environment()
+
+
+def _rules(node: dict, path: tuple = ()) -> list[tuple[tuple, dict, dict]]:
+    """(schema path, schema node, rule) for every rule; `[]` stands for list items, `{}` for map values."""
+    found = [(path, node, rule) for rule in node.get("x-kubernetes-validations", [])]
+    for name, child in node.get("properties", {}).items():
+        found += _rules(child, (*path, name))
+    if "items" in node:
+        found += _rules(node["items"], (*path, "[]"))
+    if isinstance(node.get("additionalProperties"), dict):
+        found += _rules(node["additionalProperties"], (*path, "{}"))
+    return found
+
+
+RULES = _rules(SCHEMA)
+PROGRAMS = {rule["rule"]: ENV.program(ENV.compile(rule["rule"])) for _, _, rule in RULES}
+
+
+def test_every_rule_compiles_names_a_real_field_and_says_what_is_expected():
+    assert len(RULES) >= 20
+    for path, node, rule in RULES:
+        assert rule["message"].strip(), path
+        if "fieldPath" in rule:
+            target = node
+            for part in rule["fieldPath"].split(".")[1:]:
+                target = target["properties"][part]  # KeyError: the fieldPath names no field
+        if "oldSelf" in rule["rule"]:
+            assert path == ("spec",), "the only transition rule is on the spec"
+
+
+# ---------------------------------------------------------------- the API server's view of an object
+
+
+def apply_defaults(value: Any, schema: dict) -> Any:
+    """Structural defaulting as the API server does it: missing properties get their default, recursively."""
+    if isinstance(value, dict) and "properties" in schema:
+        for name, child in schema["properties"].items():
+            if name not in value and "default" in child:
+                value[name] = copy.deepcopy(child["default"])
+            if name in value:
+                value[name] = apply_defaults(value[name], child)
+    elif isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
+        for key in value:
+            value[key] = apply_defaults(value[key], schema["additionalProperties"])
+    elif isinstance(value, list) and "items" in schema:
+        value = [apply_defaults(item, schema["items"]) for item in value]
+    return value
+
+
+def to_cel(value: Any, schema: dict) -> Any:
+    """A JSON value as CEL sees it under this schema (integer vs double by the schema's type)."""
+    kind = schema.get("type")
+    if isinstance(value, bool):
+        return celtypes.BoolType(value)
+    if isinstance(value, dict):
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        return celtypes.MapType(
+            {celtypes.StringType(k): to_cel(v, props.get(k) or extra or {}) for k, v in value.items()}
+        )
+    if isinstance(value, list):
+        return celtypes.ListType([to_cel(item, schema.get("items", {})) for item in value])
+    if kind == "number":
+        return celtypes.DoubleType(value)
+    if isinstance(value, int):
+        return celtypes.IntType(value)
+    return celtypes.StringType(value)
+
+
+def _instances(value: Any, path: tuple, where: str = "spec") -> list[tuple[str, Any]]:
+    if not path:
+        return [(where, value)]
+    head, rest = path[0], path[1:]
+    if head == "[]":
+        return [m for i, item in enumerate(value or []) for m in _instances(item, rest, f"{where}[{i}]")]
+    if head == "{}":
+        return [m for key, item in (value or {}).items() for m in _instances(item, rest, f"{where}.{key}")]
+    if not isinstance(value, dict) or head not in value:
+        return []
+    return _instances(value[head], rest, f"{where}.{head}")
+
+
+def cel_problems(document: dict) -> set[tuple[str, str]]:
+    """(field path, message) of each rule the API server would fail on this object's spec."""
+    spec = apply_defaults(copy.deepcopy(document["spec"]), SCHEMA["properties"]["spec"])
+    failed = set()
+    for path, node, rule in RULES:
+        if "oldSelf" in rule["rule"]:
+            continue  # only on updates
+        for where, value in _instances(spec, path[1:]):
+            if not PROGRAMS[rule["rule"]].evaluate({"self": to_cel(value, node)}):
+                failed.add((where + rule.get("fieldPath", ""), rule["message"]))
+    return failed
+
+
+def model_problems(document: dict) -> set[tuple[str, str]]:
+    try:
+        parse_job(document)
+    except InvalidJob as error:
+        return {(p.path, p.message) for p in error.problems}
+    return set()
+
+
+# ---------------------------------------------------------------- the table
+
+BASE = {
+    "apiVersion": "distillery.dev/v1alpha1",
+    "kind": "DistillationJob",
+    "metadata": {"name": "j"},
+    "spec": {
+        "teacher": {"model": "big"},
+        "student": {"model": "small"},
+        "data": {"taskType": "qa", "train": "t.jsonl", "validation": "v.jsonl"},
+    },
+}
+
+
+def job(**changes: Any) -> dict:
+    document = copy.deepcopy(BASE)
+    for dotted, value in changes.items():
+        node = document["spec"]
+        *parents, leaf = dotted.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return document
+
+
+ENDPOINT = {"url": "http://x/v1", "model": "m"}
+TABLE = {
+    "minimal": job(),
+    "both-teacher-sources": job(teacher__endpoint=ENDPOINT),
+    "no-teacher-source": job(teacher__model=None),
+    "endpoint": job(teacher__model=None, teacher__endpoint=ENDPOINT),
+    "tp-above-gpus": job(teacher__gpus=2, teacher__tensorParallelSize=4),
+    "tp-equal-gpus": job(teacher__gpus=4, teacher__tensorParallelSize=4),
+    "tp-2-on-cpu": job(teacher__gpus=0, teacher__tensorParallelSize=2),
+    "tp-1-on-cpu": job(teacher__gpus=0, teacher__tensorParallelSize=1),
+    "tp-ignored-with-endpoint": job(
+        teacher__model=None, teacher__endpoint=ENDPOINT, teacher__tensorParallelSize=8
+    ),
+    "kd-without-logprobs": job(training__method="kd"),
+    "kd-with-logprobs": job(training__method="kd", generation__topLogprobs=5),
+    "kd-alpha-0": job(training__method="kd", generation__topLogprobs=5, training__alpha=0),
+    "kd-alpha-0-lora": job(
+        training__method="kd", generation__topLogprobs=5, training__alpha=0, training__lora={}
+    ),
+    "sft-alpha-0": job(training__alpha=0),
+    "parallelism-above-shards": job(generation__shards=2, generation__parallelism=4),
+    "parallelism-equal-shards": job(generation__shards=4, generation__parallelism=4),
+    "pvc-both": job(storage__pvc={"claimName": "a", "size": "1Gi"}),
+    "pvc-neither": job(storage__pvc={}),
+    "pvc-claim": job(storage__pvc={"claimName": "a"}),
+    "pvc-rwop-alone": job(storage__pvc={"size": 1, "accessModes": ["ReadWriteOncePod"]}),
+    "pvc-rwop-mixed": job(storage__pvc={"size": "1Gi", "accessModes": ["ReadWriteOncePod", "ReadWriteMany"]}),
+    "mount-dev-shm": job(storage__mountPath="/dev/shm"),
+    "mount-under-dev-shm": job(storage__mountPath="/dev/shm/data"),
+    "mount-dev-shmx": job(storage__mountPath="/dev/shmx"),
+    "retention-without-teacher": job(evaluation__compare=["student"], evaluation__gate={"minRetention": 0.9}),
+    "retention-with-teacher": job(evaluation__gate={"minRetention": 0.9}),
+    "gate-without-validation": job(data__validation=None, evaluation__gate={"minScore": 0.5}),
+    "retention-without-validation": job(data__validation=None, evaluation__gate={"minRetention": 0.5}),
+    "no-gate-no-validation": job(data__validation=None),
+    "nli-one-label": job(data__taskType="nli", data__labels=["yes"]),
+    "nli-two-labels": job(data__taskType="nli", data__labels=["yes", "no"]),
+    "qa-one-label": job(data__labels=["x"]),
+    "nli-default-labels": job(data__taskType="nli"),
+    "toleration-keyless-equal": job(training__tolerations=[{"value": "x"}]),
+    "toleration-keyless-exists": job(training__tolerations=[{"operator": "Exists"}]),
+    "toleration-exists-with-value": job(
+        teacher__tolerations=[{"key": "k", "operator": "Exists", "value": "v"}]
+    ),
+    "toleration-exists-empty-value": job(
+        teacher__tolerations=[{"key": "k", "operator": "Exists", "value": ""}]
+    ),
+    "toleration-seconds-noschedule": job(
+        evaluation__tolerations=[{"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5}]
+    ),
+    "toleration-seconds-no-effect": job(generation__tolerations=[{"key": "k", "tolerationSeconds": 5}]),
+    "toleration-seconds-noexecute": job(
+        generation__tolerations=[
+            {"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}
+        ]
+    ),
+    "two-tolerations-two-problems": job(
+        training__tolerations=[{"operator": "Exists", "value": "x"}, {"key": "k", "tolerationSeconds": 1}]
+    ),
+    "two-teacher-problems": job(teacher__endpoint=ENDPOINT, teacher__gpus=1, teacher__tensorParallelSize=2),
+    "two-spec-problems": job(training__method="kd", data__validation=None, evaluation__gate={"minScore": 1}),
+}
+
+
+@pytest.mark.parametrize("name", list(TABLE))
+def test_cel_rules_and_models_agree(name):
+    assert cel_problems(TABLE[name]) == model_problems(TABLE[name])
+
+
+def test_the_table_has_valid_and_invalid_specs_for_every_rule():
+    refused = {message for document in TABLE.values() for _, message in cel_problems(document)}
+    rules = {rule["message"] for _, _, rule in RULES if "fieldPath" in rule}
+    assert rules <= refused, rules - refused
+    assert sum(not cel_problems(d) for d in TABLE.values()) >= 15
+
+
+# ---------------------------------------------------------------- map keys
+
+KEY_CASES = [
+    ("teacher", "nodeSelector", "gpu", True),
+    ("teacher", "nodeSelector", "nvidia.com/gpu.product", True),
+    ("training", "nodeSelector", "Bad Key", False),
+    ("training", "nodeSelector", "a/b/c", False),
+    ("training", "nodeSelector", "-a", False),
+    ("generation", "nodeSelector", "x" * 64, False),
+    ("teacher", "resources.requests", "cpu", True),
+    ("teacher", "resources.limits", "example.com/fpga", True),
+    ("evaluation", "resources.requests", "gpu", False),
+    ("evaluation", "resources.limits", "hugepages-", False),
+    ("teacher", "resources.limits", "CPU", False),
+]
+
+
+@pytest.mark.parametrize(("section", "field", "key", "valid"), KEY_CASES)
+def test_map_key_rules_agree_with_the_models(section, field, key, valid):
+    value = 1 if "resources" in field else "v"
+    if "example.com" in key:
+        requests_and_limits = {"requests": {key: 1}, "limits": {key: 1}}
+        document = job(**{f"{section}__resources": requests_and_limits})
+    else:
+        document = job(**{f"{section}__{field.replace('.', '__')}": {key: value}})
+    assert (not cel_problems(document)) == valid
+    assert (not model_problems(document)) == valid
+
+
+def test_map_key_rules_are_looser_only_where_a_pattern_cannot_count():
+    """A label key's prefix over 253 characters: the models refuse it, the CRD's pattern cannot."""
+    document = job(teacher__nodeSelector={"a" * 254 + "/b": "v"})
+    assert not cel_problems(document)
+    assert model_problems(document)
+
+
+# ---------------------------------------------------------------- the transition rule
+
+TRANSITION = next(rule for path, _, rule in RULES if "oldSelf" in rule["rule"])
+
+
+def transition_allowed(old: dict, new: dict) -> bool:
+    spec_schema = SCHEMA["properties"]["spec"]
+    old_spec = to_cel(apply_defaults(copy.deepcopy(old["spec"]), spec_schema), spec_schema)
+    new_spec = to_cel(apply_defaults(copy.deepcopy(new["spec"]), spec_schema), spec_schema)
+    return bool(PROGRAMS[TRANSITION["rule"]].evaluate({"self": new_spec, "oldSelf": old_spec}))
+
+
+@pytest.mark.parametrize(
+    ("change", "allowed"),
+    [
+        ({}, True),
+        ({"suspend": True}, True),
+        ({"ttlSecondsAfterFinished": 60}, True),
+        ({"suspend": True, "ttlSecondsAfterFinished": 0}, True),
+        ({"generation": {}}, True),  # the defaults, written out: no change
+        ({"training": {"learningRate": 2e-5}}, True),
+        ({"teacher": {"model": "other"}}, False),
+        ({"training": {"epochs": 4}}, False),
+        ({"queueName": "q"}, False),
+        ({"storage": {"pvc": {"claimName": "other"}}}, False),
+        ({"generation": {"tolerations": [{"operator": "Exists"}]}}, False),
+        ({"data": {"taskType": "qa", "train": "t.jsonl"}}, False),  # validation removed
+    ],
+)
+def test_transition_rule_agrees_with_the_python_rule(change, allowed):
+    old = copy.deepcopy(BASE)
+    new = copy.deepcopy(BASE)
+    for key, value in change.items():
+        if isinstance(value, dict) and key in new["spec"]:
+            new["spec"][key] = {**new["spec"][key], **value} if key != "data" else value
+        else:
+            new["spec"][key] = value
+    assert transition_allowed(old, new) is allowed
+    assert api.SPEC_TRANSITION_RULE.holds(parse_job(old).spec, parse_job(new).spec) is allowed
+    assert transition_allowed(new, old) is allowed  # a removal is a change too
+
+
+def test_transition_rule_message_says_what_to_do():
+    assert "delete the DistillationJob and create it again" in TRANSITION["message"]
+    assert "suspend" in TRANSITION["message"] and "ttlSecondsAfterFinished" in TRANSITION["message"]
+
+
+# ---------------------------------------------------------------- cost bounds
+
+
+def _worst_case_bytes(node: dict, path: str = "spec") -> int:
+    """An upper bound of the JSON size of any valid value of this schema node."""
+    kind = node.get("type")
+    if node.get("x-kubernetes-int-or-string") or kind == "string":
+        if "enum" in node:
+            return max(len(v) for v in node["enum"]) + 2
+        assert "maxLength" in node, f"{path}: a string without maxLength makes the CEL cost unbounded"
+        return node["maxLength"] + 2
+    if kind == "array":
+        assert "maxItems" in node, f"{path}: a list without maxItems"
+        return node["maxItems"] * (_worst_case_bytes(node["items"], path + "[]") + 1) + 2
+    if kind == "object" and "additionalProperties" in node:
+        assert "maxProperties" in node, f"{path}: a map without maxProperties"
+        value = _worst_case_bytes(node["additionalProperties"], path + "{}")
+        key = int(re.search(r"size\(k\) <= (\d+)", node["x-kubernetes-validations"][-1]["rule"])[1]) + 3
+        return node["maxProperties"] * (key + value + 1) + 2
+    if kind == "object":
+        return (
+            sum(len(k) + 4 + _worst_case_bytes(v, f"{path}.{k}") for k, v in node["properties"].items()) + 2
+        )
+    return 24  # a number or a boolean
+
+
+def test_every_string_list_and_map_of_the_spec_is_bounded():
+    """The API server estimates a rule's cost from these bounds and refuses a CRD whose rules could
+    cost too much. The costliest rule compares the whole spec with its old version; comparing is
+    linear in the size compared (cel-go: about 0.1 per byte), so a bounded spec of at most a few
+    MB stays far below the per-rule limit (10^7 cost units)."""
+    size = _worst_case_bytes(SCHEMA["properties"]["spec"])
+    assert size < 4 * 2**20, size
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"storage__pvc": {"claimName": "Data_1"}},
+        {"storage__pvc": {"size": "2 GiB"}},
+        {"storage__pvc": {"size": "0"}},
+        {"storage__mountPath": "data/"},
+        {"queueName": "Team A"},
+        {"teacher__image": "vllm openai"},
+        {"teacher__hfTokenSecret": {"name": "s", "key": "..k"}},
+        {"training__tolerations": [{"key": "k", "value": "-v-"}]},
+        {"training__resources": {"limits": {"cpu": "-1"}}},
+        {"generation__nodeSelector": {"zone": "eu west"}},
+    ],
+)
+def test_the_crd_patterns_refuse_what_the_models_refuse(change):
+    """The schema's own patterns and lengths (no CEL), as `kubectl apply` meets them."""
+    import jsonschema  # OpenAPI 3.0's boolean exclusiveMinimum is draft 4 semantics
+
+    document = job(**change)
+    assert model_problems(document)
+    assert list(jsonschema.Draft4Validator(SCHEMA).iter_errors(document))
