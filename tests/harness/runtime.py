@@ -30,6 +30,8 @@ What a backend must do:
 - `endpoint(sandbox, port)`: where the harness reaches a container port of the pod, for
   httpGet/tcpSocket probes and as a Service endpoint.
 - `proxy_address(service)`: where the proxy of one Service port listens (port 0: any free one).
+  It is called once for each Service port as it appears, so a backend with real name
+  resolution also learns here of Services made after a pod started.
 - `remove_sandbox(sandbox)`: the pod is stopped (every container has ended) or deleted;
   release what `run_sandbox` made. Called at most once per sandbox.
 
