@@ -4,8 +4,8 @@ What is real: the operator (`distillery operator`, its own process, logging in w
 kubeconfig as it would outside a cluster), the manifests it builds, the teacher (vLLM on
 CPU serving the tiny teacher), the generation shards, training and evaluation (each the
 exact command line of its pod). What stands in: the API server (kmock's emulator) and the
-cluster's kubelet and controllers (tests/e2e/kubelet.py, which runs each pod as a local
-process with its volumes mapped to directories and writes pod and Job status back).
+cluster's kubelet and controllers (tests/harness with its process runtime, which runs each
+pod as a local process with its volumes mapped to directories and writes pod and Job status back).
 
 Resilience, in the same run: once a generation shard has written part of its records, the
 operator is killed (SIGKILL) and that shard's pod is killed too; the Job controller replaces
@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.kubelet import Kubelet, RestClient, api_path, kubeconfig, serve_emulator
+from tests.harness import Kubelet, ProcessRuntime, RestClient, api_path, kubeconfig, serve_emulator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -174,7 +174,11 @@ def storage(tmp_path_factory, tiny_models: dict[str, Path]) -> Path:
 def cluster(storage: Path, tmp_path: Path) -> Iterator[tuple[Any, Api, Kubelet, Operator]]:
     with serve_emulator([NAMESPACE]) as (emulator, url):
         kubelet = Kubelet(
-            url, tmp_path / "kubelet", claims={CLAIM: storage}, env=POD_ENV, namespace=NAMESPACE
+            url,
+            tmp_path / "kubelet",
+            runtime=ProcessRuntime(env=POD_ENV),
+            claims={CLAIM: storage},
+            namespace=NAMESPACE,
         )
         kubelet.start()
         operator = Operator(url, emulator, tmp_path)
