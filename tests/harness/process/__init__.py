@@ -32,7 +32,8 @@ rewrites, applied consistently to `command`, `args`, env values and `workingDir`
    without `command` gets its image's ENTRYPOINT from `IMAGE_ENTRYPOINTS`.
 
 Processes get a small environment, as a container would: PATH (this interpreter's
-directory first, standing in for the image's), LANG, HOSTNAME, HOME (a directory of the
+directory first, standing in for the image's), PYTHONPATH when the test has one (so a
+checkout's code runs in the pods as an image would carry it), LANG, HOSTNAME, HOME (a directory of the
 pod), what the test passes as `ProcessRuntime(env=...)` (the image's ENV, e.g.
 `VLLM_CPU_KVCACHE_SPACE`), then the container's own variables. Every pod's address is
 127.0.0.1. Ignored: security contexts and resource limits.

@@ -204,10 +204,14 @@ class ProcessRuntime:
         return os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "/usr/bin:/bin")])
 
     def _image_env(self, sandbox: ProcessSandbox) -> dict[str, str]:
+        # PYTHONPATH, like PATH, stands in for what the image installs: a test run with
+        # PYTHONPATH=<checkout>/operator runs that checkout's code in every pod too.
+        code = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
         return {
             "PATH": self._path(),
             "LANG": "C.UTF-8",
             "HOSTNAME": sandbox.name,
             "HOME": str(sandbox.directory / "home"),
+            **code,
             **self.image_env,
         }
