@@ -92,7 +92,7 @@ def test_tiny_example_runs_resumes_and_reports(tmp_path, tiny_models):
     # No teacher is started for the skipped stage.
     assert "vllm: starting 'teacher'" not in second.split("[3/3]")[0]
     train = json.loads((work / "state" / "train.done.json").read_text())
-    assert train["resumed_from_step"] > 0
+    assert train["resumedFromStep"] > 0  # the typed summary, as the train stage wrote it
     assert code == 0, second[-3000:]
 
     report = json.loads((work / "reports" / "evaluation.json").read_text())
