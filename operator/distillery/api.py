@@ -24,14 +24,6 @@ from distillery.api_stages import (
     TrainingMethod,
     TrainingSpec,
 )
-from distillery.api_storage import (
-    Decontamination,
-    ObjectStoreCredentials,
-    ObjectStoreSpec,
-    OutputSpec,
-    is_uri,
-    uri_rule,
-)
 from distillery.api_status import (
     Artifacts,
     Condition,
@@ -43,6 +35,14 @@ from distillery.api_status import (
     Progress,
     Reason,
     is_progress_reason,
+)
+from distillery.api_storage import (
+    Decontamination,
+    ObjectStoreCredentials,
+    ObjectStoreSpec,
+    OutputSpec,
+    is_uri,
+    uri_rule,
 )
 from distillery.apibase import (
     LIST_MAX,
@@ -96,8 +96,8 @@ __all__ = [  # re-exported: the API's users import every model from here
     "Compared",
     "Condition",
     "ConditionType",
-    "Decontamination",
     "CrossFieldError",
+    "Decontamination",
     "DistillationJobStatus",
     "EvaluationSpec",
     "EvaluationStatus",
