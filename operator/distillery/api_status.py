@@ -67,7 +67,15 @@ class Reason(str, enum.Enum):
 
 # False conditions with these reasons are work under way, not trouble (Normal Events).
 _PROGRESS_REASONS = frozenset(
-    {Reason.checking, Reason.starting, Reason.generating, Reason.training, Reason.evaluating, Reason.scaled_down, Reason.suspended}
+    {
+        Reason.checking,
+        Reason.starting,
+        Reason.generating,
+        Reason.training,
+        Reason.evaluating,
+        Reason.scaled_down,
+        Reason.suspended,
+    }
 )
 
 
@@ -92,7 +100,9 @@ class Progress(Model):
     tokens: int | None = Field(None, ge=0, description="Teacher output tokens so far.")
     rejected: int | None = Field(None, ge=0, description="Teacher responses rejected by the filters.")
     decontaminated: int | None = Field(
-        None, ge=0, description="Training prompts dropped before generation for overlapping validation prompts."
+        None,
+        ge=0,
+        description="Training prompts dropped before generation for overlapping validation prompts.",
     )
     duplicates: int | None = Field(
         None, ge=0, description="Teacher records dropped by training as exact duplicates across shards."
@@ -124,7 +134,8 @@ class Artifacts(Model):
     student: str | None = Field(None, description="Directory of the distilled student (safetensors).")
     report: str | None = Field(None, description="The evaluation report (JSON; Markdown and PNG beside it).")
     output: str | None = Field(
-        None, description="Where the student, report and model card were exported (`spec.output`), once written."
+        None,
+        description="Where the student, report and model card were exported (`spec.output`), once written.",
     )
 
 

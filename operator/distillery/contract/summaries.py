@@ -38,12 +38,17 @@ class FailureReason(str, enum.Enum):
     """Why a stage failed: one CamelCase word, used as the job condition's reason."""
 
     invalid_spec = "InvalidSpec"  # the spec cannot work for this stage (e.g. kd with different tokenizers)
-    invalid_input = "InvalidInput"  # an input file is missing or malformed (the message names the line)
+    invalid_input = "InvalidInput"  # an input is malformed (the message names the line or row)
+    input_not_found = "InputNotFound"  # an input file, object or bucket does not exist (the message names it)
+    access_denied = "AccessDenied"  # the object store refused the credentials
+    input_unreadable = "InputUnreadable"  # the store did not answer, or another I/O error
+    export_failed = "ExportFailed"  # the student, report or model card could not be written to spec.output
     teacher_unreachable = "TeacherUnreachable"  # no answer from the teacher's URL
     teacher_refused = "TeacherRefused"  # wrong API key or model name
     smoke_test_failed = "SmokeTestFailed"  # the first prompts all failed or were all rejected
     too_few_accepted = "TooFewAccepted"  # below generation.minSuccessRatio
     no_data = "NoData"  # nothing to train or evaluate on
+    stale_data = "StaleData"  # an upstream result on storage was made for another spec or other inputs
     server_failed = "ServerFailed"  # vLLM could not serve a model being evaluated
     crashed = "Crashed"  # an unexpected error; the pod's log has the traceback
 
@@ -79,6 +84,7 @@ class StageSummary(_Wire):
     stage: str
     failure: Failure | None = None
     duration_seconds: float | None = None
+    fingerprint: str | None = None  # of what decided the stage's output (`distillery.fingerprints`)
 
     @property
     def succeeded(self) -> bool:
@@ -101,6 +107,7 @@ class GenerateSummary(StageSummary):
     prompts: int = 0
     records: int = 0
     rejected: dict[str, int] = Field(default_factory=dict)  # by reason
+    decontaminated: int = 0  # training prompts dropped for overlapping validation prompts
     errors: int = 0  # prompts whose request failed for good
     error_samples: list[str] = Field(default_factory=list)
     prompt_tokens: int = 0
@@ -121,6 +128,7 @@ class TrainSummary(StageSummary):
     tokens: int | None = None  # real (non-padding) tokens trained on
     tokens_per_second: float | None = None
     resumed_from_step: int | None = None
+    duplicates: int | None = None  # teacher records dropped as exact duplicates across shards
 
 
 class EvaluateSummary(StageSummary):
@@ -208,6 +216,7 @@ class GenerationTotals(_Wire):
     prompts: int = 0
     records: int = 0
     rejected: int = 0
+    decontaminated: int = 0
     errors: int = 0
     prompt_tokens: int = 0
     output_tokens: int = 0
@@ -222,6 +231,7 @@ def generation_totals(summaries: Iterable[GenerateSummary]) -> GenerationTotals:
         totals.prompts += summary.prompts
         totals.records += summary.records
         totals.errors += summary.errors
+        totals.decontaminated += summary.decontaminated
         totals.prompt_tokens += summary.prompt_tokens
         totals.output_tokens += summary.output_tokens
         rejected.update(summary.rejected)

@@ -63,17 +63,17 @@ class ModelRun:
 
 def validation_prompts(job: DistillationJob, layout: Layout) -> list[Any]:
     """The validation prompts every model answers: generation's own reader, so they match what the teacher saw."""
+    from distillery.datasource import resolve
     from distillery.generation.prompts import iter_prompts
 
     data, evaluation = job.spec.data, job.spec.evaluation
     if data.validation is None:
         raise EvaluationFailed("data.validation is empty: there are no held-out prompts to evaluate on")
     limits = [n for n in (data.max_validation_samples, evaluation.max_samples) if n is not None]
-    prompts = list(
-        iter_prompts(
-            data, layout.input(data.validation), 0, 1, min(limits) if limits else None, "data.validation"
-        )
-    )
+    location = resolve(data.validation, layout.root)
+    limit = min(limits) if limits else None
+    store = job.spec.storage.object_store
+    prompts = list(iter_prompts(data, location, 0, 1, limit, "data.validation", store=store))
     if not prompts:
         raise EvaluationFailed(f"data.validation ({data.validation}) has no records")
     return prompts
