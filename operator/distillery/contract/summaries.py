@@ -135,6 +135,7 @@ class EvaluateSummary(StageSummary):
     stage: Literal["evaluate"] = "evaluate"
     evaluation: EvaluationStatus | None = None  # scores, retention and the gate, as status shows them
     report: str | None = None  # the JSON report, relative to the storage root
+    output: str | None = None  # where the student, report and model card were exported (spec.output)
 
 
 Summary = Annotated[GenerateSummary | TrainSummary | EvaluateSummary, Field(discriminator="stage")]

@@ -79,7 +79,7 @@ def validation_prompts(job: DistillationJob, layout: Layout) -> list[Any]:
     return prompts
 
 
-def teacher_records(layout: Layout) -> dict[int, dict]:
+def teacher_records(layout: Layout, shards: int) -> dict[int, dict]:
     """The teacher's first answer to each validation input line, accepted or rejected by the filters.
 
     Rejected answers count too: scoring only the accepted ones would hide the teacher's
@@ -88,7 +88,8 @@ def teacher_records(layout: Layout) -> dict[int, dict]:
     from distillery.training.data import read_records
 
     directory = layout.generated("validation")
-    files = sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
+    current = f"shard-?????-of-{shards:05d}*.jsonl"  # another shard set left by an earlier spec is stale
+    files = sorted(directory.glob(current)) if directory.is_dir() else []
     by_line: dict[int, dict] = {}
     for record in read_records(files):
         if record.get("sample", 0) == 0 and isinstance(record.get("line"), int):
