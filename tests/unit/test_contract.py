@@ -166,7 +166,7 @@ ALLOWED = {
     "local": {"contract", "serving", "generation", "training", "evaluation"},
     "cli": {"local", "controller", "stages", "crd", "docs"},
 }
-BASE = {"api", "apibase", "api_stages", "api_status", "api_storage", "datasource", "fingerprints", "kube_types", "errors", "storage", "tasks", "crd", "docs", "__init__"}
+BASE = {"api", "apibase", "api_stages", "api_status", "api_storage", "datasource", "fingerprints", "inputcheck", "kube_types", "errors", "storage", "tasks", "crd", "docs", "__init__"}
 
 
 def test_imports_run_one_way():

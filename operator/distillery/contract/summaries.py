@@ -97,6 +97,20 @@ class SplitCounts(_Wire):
     errors: int = 0
 
 
+class InputSummary(_Wire):
+    location: str | None = None  # the path or URI, as read (never with credentials)
+    format: str | None = None
+    bytes: int | None = None
+    checked: int = 0  # records parsed
+
+
+class CheckSummary(StageSummary):
+    """The inputs and models checked before the teacher starts."""
+
+    stage: Literal["check"] = "check"
+    inputs: dict[str, InputSummary] = Field(default_factory=dict)  # by spec field
+
+
 class GenerateSummary(StageSummary):
     """One generation shard (both splits)."""
 
@@ -138,9 +152,12 @@ class EvaluateSummary(StageSummary):
     output: str | None = None  # where the student, report and model card were exported (spec.output)
 
 
-Summary = Annotated[GenerateSummary | TrainSummary | EvaluateSummary, Field(discriminator="stage")]
+Summary = Annotated[
+    CheckSummary | GenerateSummary | TrainSummary | EvaluateSummary, Field(discriminator="stage")
+]
 _SUMMARY = TypeAdapter(Summary)
 SUMMARY_TYPES: dict[str, type[StageSummary]] = {
+    "check": CheckSummary,
     "generate": GenerateSummary,
     "train": TrainSummary,
     "evaluate": EvaluateSummary,
