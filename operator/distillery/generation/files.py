@@ -128,15 +128,18 @@ def supersede_stale(layout: Layout, split: str, index: int, count: int, fingerpr
     moved: list[str] = []
     if directory.is_dir():
         own_stale = _stamp(directory, own_stem) != fingerprint
-        for path in sorted(directory.iterdir()):
+        paths = sorted(directory.iterdir())
+        # Read every stamp before moving any: a stamp moves with its shard's files.
+        stamps = {
+            m.group(1): _stamp(directory, m.group(1)) for p in paths if (m := _SHARD_FILE.match(p.name))
+        }
+        for path in paths:
             match = _SHARD_FILE.match(path.name)
             if match is None or (
                 int(match.group(2)) == count and (match.group(1) != own_stem or not own_stale)
             ):
                 continue
-            target = (
-                layout.superseded / (_stamp(directory, match.group(1)) or "unstamped") / "generated" / split
-            )
+            target = layout.superseded / (stamps.get(match.group(1)) or "unstamped") / "generated" / split
             target.mkdir(parents=True, exist_ok=True)
             try:
                 os.replace(path, target / path.name)
