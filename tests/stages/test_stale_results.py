@@ -32,7 +32,8 @@ def make_job(**spec) -> DistillationJob:
         "teacher": {"model": "models/teacher"},
         "student": {"model": "models/student"},
         "data": {"taskType": "qa", "train": "data/train.jsonl", "validation": "data/validation.jsonl",
-                 "promptTemplate": "{prompt}", "systemPrompt": ""},
+                 "promptTemplate": "{prompt}", "systemPrompt": "",
+                 "decontamination": {"enabled": False}},  # every prompt is generated: the counts below are exact
         "generation": {"temperature": 0.0, "maxTokens": 8, "minSuccessRatio": 0.0, "concurrency": 4,
                        "smokeTestPrompts": 0, "filters": {"verify": False, "dedup": False}},
         "evaluation": {"gpus": 0, "concurrency": 4, "compare": ["teacher", "student"]},

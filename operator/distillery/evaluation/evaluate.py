@@ -185,6 +185,7 @@ def rejudge(job: DistillationJob, report: dict[str, Any]) -> dict[str, Any]:
 def write_answers(path: Path, prompts: list[Any], runs: dict[str, ModelRun]) -> Path:
     """Every model's answer to every prompt beside the reference, for a person checking the scores."""
     tmp = path.with_name(path.name + ".tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     with tmp.open("w", encoding="utf-8") as handle:
         for index, prompt in enumerate(prompts):
             row = {"id": prompt.id, "line": prompt.line, "prompt": prompt.messages[-1]["content"],

@@ -14,9 +14,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-from distillery.api import DataSpec, Decontamination, TaskType
+from distillery.api import DataSpec, Decontamination, DistillationJob, TaskType
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -69,3 +70,15 @@ class Decontaminator:
         """False when the training record overlaps the validation prompts more than `maxOverlap`."""
         grams = ngrams(record_text(self.data, record), self.settings.ngram_size)
         return overlap(grams, self.reference) <= self.settings.max_overlap
+
+
+def decontaminator_for(job: DistillationJob, root: Path | str) -> Decontaminator | None:
+    """The job's decontaminator (its validation prompts read once, streamed), or None when it has none."""
+    from distillery.datasource import iter_records, resolve
+
+    data = job.spec.data
+    if not (data.decontamination.enabled and data.validation):
+        return None
+    records = iter_records(resolve(data.validation, root), field="data.validation", declared_format=data.format,
+                           store=job.spec.storage.object_store, limit=data.max_validation_samples)  # fmt: skip
+    return Decontaminator(data, (record for _, record in records))

@@ -30,9 +30,9 @@ from typing import Any
 from distillery import fingerprints
 from distillery.api import DistillationJob
 from distillery.contract.summaries import FailureReason, GenerateSummary, StageFailed
-from distillery.datasource import iter_records, resolve
+from distillery.datasource import resolve
 from distillery.generation import metrics
-from distillery.generation.decontamination import Decontaminator
+from distillery.generation.decontamination import Decontaminator, decontaminator_for
 from distillery.generation.files import SplitStats, partial_path, recover, summarize, supersede_stale
 from distillery.generation.filters import dedup_key, rejection, request_params
 from distillery.generation.prompts import Prompt, iter_prompts
@@ -159,15 +159,9 @@ class Shard:
                             store=self.spec.storage.object_store, keep=keep)  # fmt: skip
 
     def _decontaminator(self) -> Decontaminator | None:
-        """The validation prompts' n-grams, when training prompts are to be checked against them."""
-        data = self.spec.data
+        """The validation prompts' n-grams, while a training split is still to be generated."""
         todo = any(work.name == "train" and not work.summary.exists() for work in self.splits)
-        if not (todo and data.decontamination.enabled and data.validation):
-            return None
-        records = iter_records(resolve(data.validation, self.layout.root), field="data.validation",
-                               declared_format=data.format, store=self.spec.storage.object_store,
-                               limit=data.max_validation_samples)  # fmt: skip
-        return Decontaminator(data, (record for _, record in records))
+        return decontaminator_for(self.job, self.layout.root) if todo else None
 
     def pending(self, work: SplitWork) -> Iterator[Prompt]:
         counts = work.counts
