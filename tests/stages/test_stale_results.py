@@ -35,7 +35,8 @@ def make_job(**spec) -> DistillationJob:
                  "promptTemplate": "{prompt}", "systemPrompt": "",
                  "decontamination": {"enabled": False}},  # every prompt is generated: the counts below are exact
         "generation": {"temperature": 0.0, "maxTokens": 8, "minSuccessRatio": 0.0, "concurrency": 4,
-                       "smokeTestPrompts": 0, "filters": {"verify": False, "dedup": False}},
+                       "smokeTestPrompts": 0,
+                       "filters": {"verify": False, "dedup": False, "requireFinished": False, "minResponseChars": 0}},
         "evaluation": {"gpus": 0, "concurrency": 4, "compare": ["teacher", "student"]},
     }  # fmt: skip
     for key, value in spec.items():
