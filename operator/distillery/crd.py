@@ -131,10 +131,19 @@ def _job_schema() -> dict[str, Any]:
 
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Where the job is."},
-    {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary",
-     "description": "What the current stage has done."},
-    {"name": "Retention", "type": "number", "format": "float", "jsonPath": ".status.evaluation.retention",
-     "description": "Student score / teacher score."},
+    {
+        "name": "Progress",
+        "type": "string",
+        "jsonPath": ".status.progress.summary",
+        "description": "What the current stage has done.",
+    },
+    {
+        "name": "Retention",
+        "type": "number",
+        "format": "float",
+        "jsonPath": ".status.evaluation.retention",
+        "description": "Student score / teacher score.",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from distillery import fingerprints
 from distillery.api import DistillationJob, Problem
 from distillery.contract.commands import (
     PYTHON_MODULE,
@@ -84,33 +85,19 @@ def storage_root(job: DistillationJob, spec_file: Path, override: str | None = N
     return base / ".distillery" / (job.metadata.name or "job")
 
 
-def _looks_local(root: Path, value: str) -> bool:
-    """Whether a model reference means a path (absolute, ./, ../, or under an existing storage directory)
-    rather than a Hugging Face id such as `org/name`."""
-    if value.startswith(("/", "./", "../", "~")):
-        return True
-    first = Path(value).parts[0] if Path(value).parts else ""
-    return bool(first) and (root / first).is_dir()
-
-
 def preflight(job: DistillationJob, root: Path) -> list[Problem]:
-    """What would make a stage fail later, found now: missing inputs, missing models, missing vLLM."""
+    """What would make a stage fail later, found now: unreadable inputs, missing models, missing vLLM.
+
+    The inputs are checked by `distillery check`'s own library (`inputcheck`): each is opened and
+    its first records parsed, on the storage or in the object store.
+    """
+    from distillery.inputcheck import check_job
+
     spec = job.spec
     problems: list[Problem] = []
     if not job.metadata.name:
         problems.append(Problem("metadata.name", "is required (it names the job's directory on storage)"))
-    for field, value in (
-        ("spec.data.train", spec.data.train),
-        ("spec.data.validation", spec.data.validation),
-    ):
-        if value is not None and not Layout(root, "").input(value).is_file():
-            problems.append(Problem(field, f"{value} is not a file under the storage {root}"))
-    models = [("spec.student.model", spec.student.model)]
-    if spec.teacher.model is not None:
-        models.append(("spec.teacher.model", spec.teacher.model))
-    for field, value in models:
-        if _looks_local(root, value) and not Path(resolve_model(root, value)).is_dir():
-            problems.append(Problem(field, f"{value} is not a model directory under the storage {root}"))
+    problems += [Problem(f.field, f.message) for f in check_job(job, root).findings]
     needs_vllm = spec.teacher.model is not None or {"student", "baseline"} & set(spec.evaluation.compare)
     if needs_vllm and importlib.util.find_spec("vllm") is None:
         problems.append(
@@ -190,28 +177,48 @@ def failure_text(stage: str, code: int, summary: StageSummary | None) -> str:
     return f"exit code {code}; its output above says why"
 
 
-def _write_done(layout: Layout, stage: str, summary: Any) -> None:
-    write_json_atomic(
-        layout.stage_done(stage), summary.model_dump(mode="json", by_alias=True, exclude_none=True)
-    )
+def _write_done(layout: Layout, stage: str, summary: Any, key: str) -> None:
+    """The stage's marker: its summary, and the key (`run_keys`) it was done for."""
+    document = summary.model_dump(mode="json", by_alias=True, exclude_none=True)
+    write_json_atomic(layout.stage_done(stage), {**document, "runKey": key})
+
+
+def run_keys(job: DistillationJob, root: Path) -> dict[str, str]:
+    """What each stage's result must have been made for to be kept (`distillery.fingerprints`): generation's
+    and training's fingerprints, and for evaluation its fingerprint with the gate and `output` (the verdict)."""
+    prints = fingerprints.for_job(job, root)
+    return {"generate": prints.generate, "train": prints.train,
+            "evaluate": fingerprints.verdict(job, prints.evaluate)}  # fmt: skip
+
+
+def stage_state(layout: Layout, stage: str, key: str) -> str:
+    """`done` (marker for this key), `changed` (marker for another: run again), or `todo`."""
+    try:
+        marker = json.loads(layout.stage_done(stage).read_text())
+    except (OSError, ValueError):
+        return "todo"
+    return "done" if marker.get("runKey") == key else "changed"
 
 
 # ------------------------------------------------------------------ stages
 
 
-def shard_summaries(job: DistillationJob, layout: Layout) -> list[GenerateSummary | None]:
-    """Each shard's summary from what it left on storage; None for a shard not finished yet."""
+def shard_summaries(
+    job: DistillationJob, layout: Layout, fingerprint: str | None = None
+) -> list[GenerateSummary | None]:
+    """Each shard's summary from what it left on storage; None for a shard not finished yet (or, given a
+    fingerprint, finished for another)."""
     from distillery.generation.files import stored_summary
 
-    return [stored_summary(job, layout, k) for k in range(job.spec.generation.shards)]
+    return [stored_summary(job, layout, k, fingerprint) for k in range(job.spec.generation.shards)]
 
 
-def generation_complete(job: DistillationJob, layout: Layout) -> bool:
+def generation_complete(job: DistillationJob, layout: Layout, fingerprint: str | None = None) -> bool:
     """Every shard wrote its summary for every split it has (generation renames its files before that)."""
-    return all(shard_summaries(job, layout))
+    return all(shard_summaries(job, layout, fingerprint))
 
 
-def run_generate(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None]) -> None:
+def run_generate(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None]) -> Any:
     from distillery.serving.vllm import cpu_server_env, serve_teacher
 
     spec = job.spec
@@ -251,29 +258,38 @@ def run_generate(job: DistillationJob, root: Path, layout: Layout, progress: Cal
         if failures:
             raise RunFailed("generate failed: " + "; ".join(failures))
     progress("teacher stopped")
-    _write_done(layout, "generate", generation_totals(s for s in shard_summaries(job, layout) if s))
+    totals = generation_totals(s for s in shard_summaries(job, layout) if s)
+    if totals.decontaminated:
+        progress(f"{totals.decontaminated} training prompts dropped for overlapping validation prompts")
+    return totals
 
 
-def run_train(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None]) -> None:
+def run_train(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None]) -> Any:
     if layout.checkpoints.is_dir() and any(layout.checkpoints.iterdir()):
         progress(f"resuming from the checkpoints in {layout.checkpoints}")
     command = TrainCommand(job=job, storage=str(root))
     code, summary = run_stage_process(command, layout.stage_summary("train"), show_stdout=True)
     if code != 0 or summary is None or not summary.succeeded:
         raise RunFailed(f"train failed: {failure_text('train', code, summary)}")
-    _write_done(layout, "train", summary)
+    return summary
 
 
-def run_evaluate(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None]) -> None:
+def run_evaluate(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None]) -> Any:
     # A failed gate is a verdict (read from the summary), so the stage exits 0 either way.
     command = EvaluateCommand(job=job, storage=str(root), gate_exit_code=0)
     code, summary = run_stage_process(command, layout.stage_summary("evaluate"))
     if code != 0 or not isinstance(summary, EvaluateSummary) or not summary.succeeded:
         raise RunFailed(f"evaluate failed: {failure_text('evaluate', code, summary)}")
-    _write_done(layout, "evaluate", summary)
+    return summary
 
 
 STAGE_FUNCTIONS = {"generate": run_generate, "train": run_train, "evaluate": run_evaluate}
+CHANGED = {
+    "generate": "the teacher, data, generation settings or inputs changed since it ran",
+    "train": "the student, the training settings or the teacher's records changed since it ran",
+    "evaluate": "the evaluation settings, the gate, spec.output or the student changed since it ran "
+    "(a changed gate alone re-judges the stored scores)",
+}
 
 
 @contextlib.contextmanager
@@ -288,15 +304,25 @@ def timed(stage: str, number: int) -> Iterator[Callable[[str], None]]:
 def run_job(job: DistillationJob, root: Path) -> dict[str, Any]:
     """Run (or resume) every stage; returns the evaluation report. Raises RunFailed."""
     layout = Layout.of(job, root)
+    keys = run_keys(job, root)
     for number, stage in enumerate(STAGES, 1):
-        marker = layout.stage_done(stage)
-        if stage == "generate" and not marker.exists() and generation_complete(job, layout):
-            _write_done(layout, stage, generation_totals(s for s in shard_summaries(job, layout) if s))
-        if marker.exists():
+        marker, key = layout.stage_done(stage), keys[stage]
+        if (
+            stage == "generate"
+            and stage_state(layout, stage, key) != "done"
+            and generation_complete(job, layout, key)
+        ):
+            _write_done(
+                layout, stage, generation_totals(s for s in shard_summaries(job, layout, key) if s), key
+            )
+        state = stage_state(layout, stage, key)
+        if state == "done":
             say(f"[{number}/{len(STAGES)}] {stage}: already done ({marker.relative_to(root)}), skipped")
             continue
+        if state == "changed":
+            say(f"[{number}/{len(STAGES)}] {stage}: {CHANGED[stage]}; running it again")
         with timed(stage, number) as progress:
-            STAGE_FUNCTIONS[stage](job, root, layout, progress)
+            _write_done(layout, stage, STAGE_FUNCTIONS[stage](job, root, layout, progress), key)
     report_path = layout.evaluation_report
     if not report_path.exists():
         raise RunFailed(

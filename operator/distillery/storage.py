@@ -29,6 +29,7 @@ Rejected records (`shard-K-of-N.rejected.jsonl`) have the same fields plus
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ class Layout:
         return cls(Path(root), job.metadata.name or "job")
 
     def input(self, relative: str) -> Path:
+        """A path on the storage (an object-store URI is resolved by `datasource.resolve` instead)."""
         path = Path(relative)
         return path if path.is_absolute() else self.root / path
 
@@ -74,6 +76,22 @@ class Layout:
 
     def shard_summary(self, split: str, index: int, count: int) -> Path:
         return self.generated(split) / f"{shard_name(index, count)}.summary.json"
+
+    def shard_fingerprint(self, split: str, index: int, count: int) -> Path:
+        """The generation fingerprint a shard's files were made for (written before its first record)."""
+        return self.generated(split) / f"{shard_name(index, count)}.fingerprint"
+
+    def shard_set(self, split: str, count: int) -> list[Path]:
+        """The record files of the current shard set (`generation.shards` = count); any other set is stale."""
+        directory = self.generated(split)
+        if not directory.is_dir():
+            return []
+        return sorted(directory.glob(f"shard-?????-of-{count:05d}.jsonl"))
+
+    @property
+    def superseded(self) -> Path:
+        """Results made for another fingerprint, moved aside (kept, never read) when a stage starts over."""
+        return self.work / "superseded"
 
     @property
     def checkpoints(self) -> Path:
@@ -109,6 +127,28 @@ class Layout:
         return self.state / (
             f"{stage}-{shard}.summary.json" if shard is not None else f"{stage}.summary.json"
         )
+
+
+def record_key(messages: list[dict], response: str) -> int:
+    """8-byte hash of a record's (prompt, response) pair: what exact dedup compares, within a shard
+    (generation) and across shards (training)."""
+    text = json.dumps(messages, ensure_ascii=False, sort_keys=True) + "\x00" + response
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+def generated_fingerprint(layout: Layout, split: str, count: int) -> str | None:
+    """The generation fingerprint the current shard set of a split was made for; None when its summaries
+    name none (records written by hand or by an older version). Raises ValueError when they disagree."""
+    found = set()
+    for path in sorted(layout.generated(split).glob(f"shard-?????-of-{count:05d}.summary.json")):
+        found.add(json.loads(path.read_text()).get("fingerprint"))
+    found.discard(None)
+    if len(found) > 1:
+        raise ValueError(
+            f"the shards under {layout.generated(split)} were made for different specs or inputs "
+            f"(fingerprints {sorted(found)}); run generation again"
+        )
+    return found.pop() if found else None
 
 
 def resolve_model(root: Path, value: str) -> str:

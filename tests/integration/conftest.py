@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from distillery.contract.summaries import StageSummary, termination_message
+from distillery.contract.summaries import CheckSummary, InputSummary, StageSummary, termination_message
 
 # Reconcile fast in tests; read when the handlers module is imported, so set it first.
 os.environ.setdefault("DISTILLERY_RECONCILE_SECONDS", "0.5")
@@ -161,6 +161,13 @@ class Cluster:
             DJ, {"apiVersion": "distillery.dev/v1alpha1", "kind": "DistillationJob",
                  "metadata": {"name": name, "generation": 1}, "spec": spec},
         )  # fmt: skip
+
+    async def inputs_ready(self, job_name: str) -> None:
+        """The check Job appears before anything else, and its pod finds the inputs readable."""
+        check = await self.wait_child("batch/v1/jobs", f"{job_name}-check")
+        summary = CheckSummary(inputs={"spec.data.train": InputSummary(location="/data/d/train.jsonl", checked=3)})
+        await self.finish_pod(check, "check", summary)
+        await self.job_done(f"{job_name}-check")
 
     async def teacher_ready(self, name: str) -> None:
         await self.patch(

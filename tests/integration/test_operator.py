@@ -41,6 +41,7 @@ async def test_a_job_walks_through_every_phase_to_succeeded(cluster: Cluster):
     durations_before = _observed_durations("generate")
     async with cluster.operator():
         await cluster.create_job("walk", spec())
+        await cluster.inputs_ready("walk")
         await cluster.wait_phase("walk", "TeacherStarting")
         for resource, child in [("apps/v1/deployments", "walk-teacher"), ("v1/services", "walk-teacher"),
                                 ("networking.k8s.io/v1/networkpolicies", "walk-teacher-ingress"),
@@ -72,6 +73,7 @@ async def test_a_job_walks_through_every_phase_to_succeeded(cluster: Cluster):
 
     conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
     assert conditions == {
+        "InputsReady": ("True", "Completed"),
         "TeacherReady": ("False", "ScaledDown"),
         "DataGenerated": ("True", "Completed"),
         "StudentTrained": ("True", "Completed"),
@@ -111,6 +113,7 @@ async def _absent(cluster: Cluster, resource: str, name: str) -> bool:
 async def test_a_failed_shard_fails_the_job_with_the_reason(cluster: Cluster):
     async with cluster.operator():
         await cluster.create_job("shard", spec())
+        await cluster.inputs_ready("shard")
         await cluster.wait_phase("shard", "TeacherStarting")
         await cluster.teacher_ready("shard-teacher")
         gen = await cluster.wait_child("batch/v1/jobs", "shard-generate")
@@ -135,6 +138,7 @@ async def test_a_failed_training_job_fails_the_job(cluster: Cluster):
         await cluster.create_job(
             "oom", spec(teacher={"endpoint": {"url": "http://llm:8000/v1", "model": "m"}})
         )
+        await cluster.inputs_ready("oom")
         gen = await cluster.wait_child("batch/v1/jobs", "oom-generate")
         assert await cluster.get("apps/v1/deployments", "oom-teacher") is None, (
             "an endpoint teacher is not served"
@@ -158,6 +162,7 @@ async def test_a_failed_training_job_fails_the_job(cluster: Cluster):
 async def test_suspend_and_resume(cluster: Cluster):
     async with cluster.operator():
         await cluster.create_job("pause", spec())
+        await cluster.inputs_ready("pause")
         await cluster.wait_phase("pause", "TeacherStarting")
         await cluster.teacher_ready("pause-teacher")
         await cluster.wait_child("batch/v1/jobs", "pause-generate")
@@ -194,6 +199,7 @@ async def test_suspend_and_resume(cluster: Cluster):
 async def test_an_operator_restart_creates_no_duplicates_and_keeps_progress(cluster: Cluster):
     async with cluster.operator():
         await cluster.create_job("again", spec())
+        await cluster.inputs_ready("again")
         await _generate(cluster, "again")
         await cluster.wait_child("batch/v1/jobs", "again-train")
         before = await cluster.wait_phase("again", "Training")
@@ -219,6 +225,7 @@ async def test_an_operator_restart_creates_no_duplicates_and_keeps_progress(clus
 async def test_deletion_releases_the_job_and_children_are_owned(cluster: Cluster):
     async with cluster.operator():
         created = await cluster.create_job("gone", spec())
+        await cluster.inputs_ready("gone")
         await cluster.wait_child("apps/v1/deployments", "gone-teacher")
         await cluster.wait_for("the finalizer", lambda: _has_finalizer(cluster, "gone"))
         await cluster.delete(DJ, "gone")
@@ -267,6 +274,7 @@ async def test_a_finished_job_is_deleted_after_its_ttl(cluster: Cluster):
     endpoint = {"endpoint": {"url": "http://llm:8000/v1", "model": "m"}}
     async with cluster.operator():
         await cluster.create_job("ttl", spec(teacher=endpoint, ttlSecondsAfterFinished=1))
+        await cluster.inputs_ready("ttl")
         await cluster.wait_child("batch/v1/jobs", "ttl-generate")
         await cluster.job_failed(
             "ttl-generate", "DeadlineExceeded", "Job was active longer than specified deadline"
@@ -280,6 +288,7 @@ async def test_an_operator_restricted_to_one_namespace(cluster: Cluster):
     """`--namespace` mode: kopf's namespaced peering object; the job runs as cluster-wide."""
     async with cluster.operator(namespace="ml"):
         await cluster.create_job("local", spec())
+        await cluster.inputs_ready("local")
         await cluster.wait_phase("local", "TeacherStarting")
         await cluster.teacher_ready("local-teacher")
         await cluster.wait_child("batch/v1/jobs", "local-generate")
@@ -293,6 +302,7 @@ async def test_pending_until_the_named_claim_exists(cluster: Cluster):
         assert "shared" in status["message"] and "storage.pvc.claimName" in status["message"]
         assert await cluster.get("apps/v1/deployments", "claim-teacher") is None
         await cluster.create("v1/persistentvolumeclaims", {"metadata": {"name": "shared"}, "spec": {}})
+        await cluster.inputs_ready("claim")
         await cluster.wait_phase("claim", "TeacherStarting")
     assert await cluster.get("v1/persistentvolumeclaims", "claim-data") is None, (
         "an existing claim is not created"
@@ -331,6 +341,7 @@ async def _handover(cluster: Cluster, caplog: _Records) -> None:
                 "the standby replica to pause", lambda: _logged(caplog, "Pausing operations")
             )
             await cluster.create_job("ha", spec())
+            await cluster.inputs_ready("ha")
             await cluster.wait_phase("ha", "TeacherStarting")
             await cluster.teacher_ready("ha-teacher")
             await cluster.wait_child("batch/v1/jobs", "ha-generate")

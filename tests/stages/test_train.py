@@ -255,7 +255,7 @@ def kd_of(model_dir: Path, root: Path, job: DistillationJob) -> float:
     from distillery.training.student import load_examples
 
     files = [Layout(root, job.metadata.name).generated("validation") / "shard-00000-of-00001.jsonl"]
-    examples, _, _ = load_examples(files, AutoTokenizer.from_pretrained(model_dir), 128, True)
+    examples, *_ = load_examples(files, AutoTokenizer.from_pretrained(model_dir), 128, True)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     config = TrainConfig(
         kd=True, alpha=job.spec.training.alpha, kd_temperature=job.spec.training.kd_temperature
@@ -360,7 +360,7 @@ def test_torchrun_processes_share_the_work_and_rank_0_writes(tiny_models, tmp_pa
     report = json.loads(Layout(tmp_path, "ddp").training_report.read_text())
     assert report["world_size"] == 2
     assert report["step"] == 64 // 8 // 2  # each update takes one batch from each process
-    examples, _, _ = load_examples(
+    examples, *_ = load_examples(
         [Layout(tmp_path, "ddp").generated("train") / "shard-00000-of-00001.jsonl"],
         AutoTokenizer.from_pretrained(tiny_models["student"]),
         128,

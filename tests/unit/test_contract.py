@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from distillery import fingerprints
 from distillery.api import DistillationJob
 from distillery.contract.commands import (
     STAGE_COMMANDS,
+    CheckCommand,
     EvaluateCommand,
     GenerateCommand,
     TrainCommand,
@@ -56,6 +58,7 @@ COMMANDS = [
     TrainCommand(job=job(training={"gpus": 4}), storage="/data"),
     EvaluateCommand(job=job(), storage="/data", gate_exit_code=0, metrics_port=9090),
     EvaluateCommand(job=job(), storage=".", teacher_url="http://t/v1", teacher_model="big"),
+    CheckCommand(job=job(), storage="/data"),
 ]
 
 
@@ -76,6 +79,15 @@ def test_the_job_argument_is_canonical_and_keeps_the_defaults():
     assert document["metadata"] == {"name": "demo", "namespace": "ml"}
     assert document["spec"]["training"]["learningRate"] == 2e-5  # defaults filled in
     assert " " not in text.split('"', 1)[0]  # compact
+
+
+def test_the_job_argument_carries_the_uid_the_fingerprints_use():
+    with_uid = DistillationJob.model_validate(
+        {"metadata": {"name": "demo", "namespace": "ml", "uid": "0b7c4a52-8c1e-4a11-9a5e-3f1d2b6c7a90"},
+         "spec": job().spec.model_dump(by_alias=True)})  # fmt: skip
+    parsed = parse_job_argument(job_argument(with_uid))
+    assert parsed.metadata.model_extra["uid"] == "0b7c4a52-8c1e-4a11-9a5e-3f1d2b6c7a90"
+    assert fingerprints.uid(parsed) == fingerprints.uid(with_uid) and fingerprints.uid(job()) is None
 
 
 def test_a_bad_job_argument_names_the_problem(tmp_path):
@@ -166,7 +178,7 @@ ALLOWED = {
     "local": {"contract", "serving", "generation", "training", "evaluation"},
     "cli": {"local", "controller", "stages", "crd", "docs"},
 }
-BASE = {"api", "apibase", "api_stages", "api_status", "kube_types", "errors", "storage", "tasks", "crd", "docs", "__init__"}
+BASE = {"api", "apibase", "api_stages", "api_status", "api_storage", "datasource", "fingerprints", "inputcheck", "kube_types", "errors", "storage", "tasks", "crd", "docs", "__init__"}
 
 
 def test_imports_run_one_way():

@@ -216,6 +216,13 @@ TABLE = {
         training__tolerations=[{"operator": "Exists", "value": "x"}, {"key": "k", "tolerationSeconds": 1}]
     ),
     "two-teacher-problems": job(teacher__endpoint=ENDPOINT, teacher__gpus=1, teacher__tensorParallelSize=2),
+    "train-s3-uri": job(data__train="s3://bucket/prompts/train.parquet", data__validation="s3://b/v.jsonl"),
+    "train-other-scheme": job(data__train="gs://bucket/train.jsonl"),
+    "train-s3-bucket-only": job(data__train="s3://bucket/"),
+    "validation-http-uri": job(data__validation="https://example.com/v.jsonl"),
+    "output-s3": job(output={"uri": "s3://models/support-bot/v1", "when": "always"}),
+    "output-path": job(output={"uri": "exports/support-bot"}),
+    "output-bucket-only": job(output={"uri": "s3://models"}),
     "two-spec-problems": job(training__method="kd", data__validation=None, evaluation__gate={"minScore": 1}),
 }
 

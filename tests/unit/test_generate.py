@@ -57,8 +57,9 @@ def test_malformed_line_names_the_line(tmp_path):
         list(iter_prompts(MATH, path, 0, 2))
     with pytest.raises(InputError, match=r"line 1: field 'prompt' \(data.fields.prompt\) is missing"):
         list(iter_prompts(MATH, write_lines(tmp_path / "x.jsonl", ['{"question": "a"}']), 0, 1))
-    with pytest.raises(InputError, match="cannot read the input"):
-        list(iter_prompts(MATH, tmp_path / "absent.jsonl", 0, 1))
+    with pytest.raises(InputError, match=r"absent.jsonl\): does not exist") as missing:
+        list(iter_prompts(MATH, tmp_path / "absent.jsonl", 0, 1, field_name="data.train"))
+    assert missing.value.reason.value == "InputNotFound"
 
 
 def test_filters_reject_with_a_reason():

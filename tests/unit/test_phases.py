@@ -7,7 +7,15 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from distillery.api import ConditionType, DistillationJobSpec, DistillationJobStatus, Phase
-from distillery.contract.summaries import EvaluateSummary, GenerateSummary, TrainSummary
+from distillery.contract.summaries import (
+    CheckSummary,
+    EvaluateSummary,
+    Failure,
+    FailureReason,
+    GenerateSummary,
+    InputSummary,
+    TrainSummary,
+)
 from distillery.controller.observe import JobState, Observed, TeacherState
 from distillery.controller.phases import decide
 from distillery.controller.status import events, next_status
@@ -62,20 +70,36 @@ EVAL_PASS = (EvaluateSummary.model_validate(
 EVAL_FAIL = (EvaluateSummary.model_validate(
     {"evaluation": {"metric": "accuracy", "teacher": {"score": 0.8}, "student": {"score": 0.4}, "retention": 0.5,
                     "gatePassed": False, "gateReason": "retention 0.50 < 0.80"}}),)  # fmt: skip
+CHECK_FAILED = CheckSummary(failure=Failure.of(
+    FailureReason.input_not_found, "spec.data.train: s3://prompts/train.parquet does not exist"))
+CHECK_PASSED = CheckSummary(inputs={"spec.data.train": InputSummary(location="s3://prompts/train.parquet",
+                                                                     format="parquet", checked=3)})
 TEACHER_UP = TeacherState(exists=True, ready=True)
 TEACHER_LOADING = TeacherState(exists=True, ready=False)
 
 # (id, spec, status, observed, expected phase, expected ensure ⊇, expected delete, condition (type, status, reason))
 # fmt: off
 TABLE = [
-    ("new job starts the teacher", spec(), status(), Observed(), Phase.teacher_starting,
+    ("new job checks its inputs before anything else", spec(), status(), Observed(), Phase.pending,
+     {"pvc", "check"}, (), (C.inputs_ready, "False", "Checking")),
+    ("a failed check fails the job with the check's reason", spec(), status(Phase.pending),
+     Observed(check=job(failed=True, reason="BackoffLimitExceeded", failed_summary=CHECK_FAILED)), Phase.failed,
+     set(), (), (C.inputs_ready, "False", "InputNotFound")),
+    ("inputs readable: the teacher starts", spec(), status(Phase.pending),
+     Observed(check=job(complete=True, summaries=(CHECK_PASSED,))), Phase.teacher_starting,
+     {"pvc", "teacher", "teacher-service", "teacher-policy"}, (), (C.inputs_ready, "True", "Completed")),
+    ("a job generating before the check existed goes on", spec(), status(Phase.generating),
+     Observed(teacher=TEACHER_UP, generate=job(active=4)), Phase.generating, {"generate"}, (),
+     (C.data_generated, "False", "Generating")),
+    ("new job starts the teacher", spec(), status(None, C.inputs_ready), Observed(), Phase.teacher_starting,
      {"pvc", "teacher", "teacher-service", "teacher-policy"}, (), (C.teacher_ready, "False", "Starting")),
-    ("teacher still loading", spec(), status(Phase.teacher_starting), Observed(teacher=TEACHER_LOADING),
-     Phase.teacher_starting, {"teacher"}, (), (C.teacher_ready, "False", "Starting")),
-    ("teacher ready starts generation", spec(), status(Phase.teacher_starting), Observed(teacher=TEACHER_UP),
-     Phase.generating, {"generate", "teacher"}, (), (C.teacher_ready, "True", "Ready")),
-    ("endpoint teacher needs no deployment", spec(teacher=ENDPOINT), status(), Observed(), Phase.generating,
-     {"generate"}, (), (C.teacher_ready, "True", "ExternalEndpoint")),
+    ("teacher still loading", spec(), status(Phase.teacher_starting, C.inputs_ready),
+     Observed(teacher=TEACHER_LOADING), Phase.teacher_starting, {"teacher"}, (),
+     (C.teacher_ready, "False", "Starting")),
+    ("teacher ready starts generation", spec(), status(Phase.teacher_starting, C.inputs_ready),
+     Observed(teacher=TEACHER_UP), Phase.generating, {"generate", "teacher"}, (), (C.teacher_ready, "True", "Ready")),
+    ("endpoint teacher needs no deployment", spec(teacher=ENDPOINT), status(None, C.inputs_ready), Observed(),
+     Phase.generating, {"generate"}, (), (C.teacher_ready, "True", "ExternalEndpoint")),
     ("shards running", spec(), status(Phase.generating),
      Observed(teacher=TEACHER_UP, generate=job(succeeded=2, active=2)), Phase.generating, {"generate"}, (),
      (C.data_generated, "False", "Generating")),
@@ -166,6 +190,7 @@ def test_failure_message_names_the_shard_and_the_error():
 def test_teacher_startup_timeout_fails_the_job():
     started = (NOW - timedelta(seconds=601)).strftime("%Y-%m-%dT%H:%M:%SZ")
     st = DistillationJobStatus.model_validate({"phase": "TeacherStarting", "conditions": [
+        {"type": "InputsReady", "status": "True", "reason": "Completed"},
         {"type": "TeacherReady", "status": "False", "reason": "Starting", "lastTransitionTime": started}]})  # fmt: skip
     obs = Observed(teacher=TeacherState(exists=True, waiting_reason="CrashLoopBackOff"))
     step = decide(spec(), [], st, obs, NOW, "j")
@@ -218,12 +243,13 @@ def test_success_fills_evaluation_and_artifacts():
 
 
 def test_conditions_keep_their_transition_time_until_they_change():
-    first = next_status(status(), decide(spec(), [], status(), Observed(), NOW, "j"), NOW, 1)
+    checked = status(None, C.inputs_ready)
+    first = next_status(checked, decide(spec(), [], checked, Observed(), NOW, "j"), NOW, 1)
     later = NOW + timedelta(minutes=5)
     second = next_status(
         first, decide(spec(), [], first, Observed(teacher=TEACHER_LOADING), later, "j"), later, 1
     )
-    (c1,), (c2,) = first.conditions, second.conditions
+    c1, c2 = (next(c for c in s.conditions if c.type == C.teacher_ready) for s in (first, second))
     assert c1.last_transition_time == c2.last_transition_time == "2026-11-28T12:00:00Z"
     ready = next_status(
         second, decide(spec(), [], second, Observed(teacher=TEACHER_UP), later, "j"), later, 1
@@ -268,7 +294,8 @@ def test_the_operator_reads_the_summaries_the_stages_write():
 
 def test_status_does_not_change_on_every_tick_while_the_teacher_loads():
     """Status writes are API traffic and watch events: a loading teacher must not cause one per tick."""
-    first = next_status(status(), decide(spec(), [], status(), Observed(), NOW, "j"), NOW, 1)
+    checked = status(None, C.inputs_ready)
+    first = next_status(checked, decide(spec(), [], checked, Observed(), NOW, "j"), NOW, 1)
     ticks = []
     for seconds in (10, 20):
         now = NOW + timedelta(seconds=seconds)
@@ -277,3 +304,26 @@ def test_status_does_not_change_on_every_tick_while_the_teacher_loads():
         )
     assert ticks[0] == ticks[1]
     assert "since 2026-11-28T12:00:00Z" in ticks[0].message
+
+
+def test_a_failed_check_names_the_uri_in_the_message():
+    obs = Observed(check=job(failed=True, reason="BackoffLimitExceeded", failed_summary=CHECK_FAILED))
+    step = decide(spec(), [], status(Phase.pending), obs, NOW, "j")
+    assert step.message == "check failed: spec.data.train: s3://prompts/train.parquet does not exist"
+    assert "generate" not in step.ensure and "teacher" not in step.ensure
+
+
+def test_the_check_reports_what_it_read_and_progress_counts_the_cleaning():
+    step = decide(spec(), [], status(Phase.pending), Observed(check=job(complete=True, summaries=(CHECK_PASSED,))),
+                  NOW, "j")  # fmt: skip
+    ready = next(c for c in step.conditions if c.type == C.inputs_ready)
+    assert ready.message == "readable: s3://prompts/train.parquet (parquet)"
+    cleaned = GenerateSummary(records=5, decontaminated=3)
+    step = decide(spec(), [], status(Phase.generating, C.inputs_ready),
+                  Observed(teacher=TEACHER_UP, generate=job(complete=True, succeeded=4, summaries=(cleaned,) * 2)),
+                  NOW, "j")  # fmt: skip
+    assert step.progress["decontaminated"] == 6
+    step = decide(spec(), [], status(Phase.training, C.inputs_ready, C.data_generated),
+                  Observed(train=job(complete=True, summaries=(TrainSummary(train_loss=1.0, duplicates=4),))),
+                  NOW, "j")  # fmt: skip
+    assert step.progress["duplicates"] == 4

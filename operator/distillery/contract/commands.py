@@ -28,6 +28,9 @@ METRICS_PORT = 9090
 
 # Environment variables a stage reads.
 API_KEY_ENV = "DISTILLERY_TEACHER_API_KEY"  # teacher.endpoint.apiKeySecret, by secretKeyRef
+# storage.objectStore.credentialsSecret, by secretKeyRef: the names botocore (s3fs) reads by itself.
+ACCESS_KEY_ID_ENV = "AWS_ACCESS_KEY_ID"
+SECRET_ACCESS_KEY_ENV = "AWS_SECRET_ACCESS_KEY"
 HF_TOKEN_ENV = "HF_TOKEN"  # teacher.hfTokenSecret, read by vLLM and huggingface_hub
 SHARD_INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by the Indexed Job controller
 TERMINATION_LOG_ENV = "DISTILLERY_TERMINATION_LOG"  # where the summary goes outside a pod
@@ -47,7 +50,11 @@ VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 
 def job_argument(job: DistillationJob) -> str:
     """The job as the canonical inline JSON every stage takes with `--job` (spec defaults filled in)."""
-    metadata = {k: v for k, v in (("name", job.metadata.name), ("namespace", job.metadata.namespace)) if v}
+    # The uid (set by the API server) makes a re-created job under an old name a new job to the stage
+    # fingerprints (`distillery.fingerprints`); absent for `distillery run`.
+    uid = (job.metadata.model_extra or {}).get("uid")
+    pairs = (("name", job.metadata.name), ("namespace", job.metadata.namespace), ("uid", uid))
+    metadata = {k: v for k, v in pairs if v}
     document = {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -146,6 +153,15 @@ class StageCommand:
 
 
 @dataclass(frozen=True)
+class CheckCommand(StageCommand):
+    """`distillery check`: the inputs exist and are readable, and models given as paths are there; before the teacher."""
+
+    subcommand: ClassVar[str] = "check"
+    job: DistillationJob = job_option()
+    storage: str = storage_option()
+
+
+@dataclass(frozen=True)
 class GenerateCommand(StageCommand):
     """`distillery generate`: shard K of `generation.shards` -> the teacher -> records."""
 
@@ -217,7 +233,7 @@ class EvaluateCommand(StageCommand):
 
 
 STAGE_COMMANDS: dict[str, type[StageCommand]] = {
-    command.subcommand: command for command in (GenerateCommand, TrainCommand, EvaluateCommand)
+    command.subcommand: command for command in (CheckCommand, GenerateCommand, TrainCommand, EvaluateCommand)
 }
 
 

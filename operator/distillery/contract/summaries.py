@@ -38,12 +38,17 @@ class FailureReason(str, enum.Enum):
     """Why a stage failed: one CamelCase word, used as the job condition's reason."""
 
     invalid_spec = "InvalidSpec"  # the spec cannot work for this stage (e.g. kd with different tokenizers)
-    invalid_input = "InvalidInput"  # an input file is missing or malformed (the message names the line)
+    invalid_input = "InvalidInput"  # an input is malformed (the message names the line or row)
+    input_not_found = "InputNotFound"  # an input file, object or bucket does not exist (the message names it)
+    access_denied = "AccessDenied"  # the object store refused the credentials
+    input_unreadable = "InputUnreadable"  # the store did not answer, or another I/O error
+    export_failed = "ExportFailed"  # the student, report or model card could not be written to spec.output
     teacher_unreachable = "TeacherUnreachable"  # no answer from the teacher's URL
     teacher_refused = "TeacherRefused"  # wrong API key or model name
     smoke_test_failed = "SmokeTestFailed"  # the first prompts all failed or were all rejected
     too_few_accepted = "TooFewAccepted"  # below generation.minSuccessRatio
     no_data = "NoData"  # nothing to train or evaluate on
+    stale_data = "StaleData"  # an upstream result on storage was made for another spec or other inputs
     server_failed = "ServerFailed"  # vLLM could not serve a model being evaluated
     crashed = "Crashed"  # an unexpected error; the pod's log has the traceback
 
@@ -79,6 +84,7 @@ class StageSummary(_Wire):
     stage: str
     failure: Failure | None = None
     duration_seconds: float | None = None
+    fingerprint: str | None = None  # of what decided the stage's output (`distillery.fingerprints`)
 
     @property
     def succeeded(self) -> bool:
@@ -91,6 +97,20 @@ class SplitCounts(_Wire):
     errors: int = 0
 
 
+class InputSummary(_Wire):
+    location: str | None = None  # the path or URI, as read (never with credentials)
+    format: str | None = None
+    bytes: int | None = None
+    checked: int = 0  # records parsed
+
+
+class CheckSummary(StageSummary):
+    """The inputs and models checked before the teacher starts."""
+
+    stage: Literal["check"] = "check"
+    inputs: dict[str, InputSummary] = Field(default_factory=dict)  # by spec field
+
+
 class GenerateSummary(StageSummary):
     """One generation shard (both splits)."""
 
@@ -101,6 +121,7 @@ class GenerateSummary(StageSummary):
     prompts: int = 0
     records: int = 0
     rejected: dict[str, int] = Field(default_factory=dict)  # by reason
+    decontaminated: int = 0  # training prompts dropped for overlapping validation prompts
     errors: int = 0  # prompts whose request failed for good
     error_samples: list[str] = Field(default_factory=list)
     prompt_tokens: int = 0
@@ -121,17 +142,22 @@ class TrainSummary(StageSummary):
     tokens: int | None = None  # real (non-padding) tokens trained on
     tokens_per_second: float | None = None
     resumed_from_step: int | None = None
+    duplicates: int | None = None  # teacher records dropped as exact duplicates across shards
 
 
 class EvaluateSummary(StageSummary):
     stage: Literal["evaluate"] = "evaluate"
     evaluation: EvaluationStatus | None = None  # scores, retention and the gate, as status shows them
     report: str | None = None  # the JSON report, relative to the storage root
+    output: str | None = None  # where the student, report and model card were exported (spec.output)
 
 
-Summary = Annotated[GenerateSummary | TrainSummary | EvaluateSummary, Field(discriminator="stage")]
+Summary = Annotated[
+    CheckSummary | GenerateSummary | TrainSummary | EvaluateSummary, Field(discriminator="stage")
+]
 _SUMMARY = TypeAdapter(Summary)
 SUMMARY_TYPES: dict[str, type[StageSummary]] = {
+    "check": CheckSummary,
     "generate": GenerateSummary,
     "train": TrainSummary,
     "evaluate": EvaluateSummary,
@@ -208,6 +234,7 @@ class GenerationTotals(_Wire):
     prompts: int = 0
     records: int = 0
     rejected: int = 0
+    decontaminated: int = 0
     errors: int = 0
     prompt_tokens: int = 0
     output_tokens: int = 0
@@ -222,6 +249,7 @@ def generation_totals(summaries: Iterable[GenerateSummary]) -> GenerationTotals:
         totals.prompts += summary.prompts
         totals.records += summary.records
         totals.errors += summary.errors
+        totals.decontaminated += summary.decontaminated
         totals.prompt_tokens += summary.prompt_tokens
         totals.output_tokens += summary.output_tokens
         rejected.update(summary.rejected)

@@ -90,6 +90,7 @@ def observe(job: DistillationJob) -> Observed:
     return Observed(
         claim_missing=claim_missing,
         teacher=teacher_state(deployment, stage_pods("teacher")),
+        check=job_state(stage_jobs["check"], stage_pods("check")),
         generate=job_state(stage_jobs["generate"], stage_pods("generate")),
         train=job_state(stage_jobs["train"], stage_pods("train")),
         evaluate=job_state(stage_jobs["evaluate"], stage_pods("evaluate")),

@@ -51,6 +51,7 @@ class TeacherState:
 @dataclass(frozen=True)
 class Observed:
     teacher: TeacherState = field(default_factory=TeacherState)
+    check: JobState = field(default_factory=JobState)
     generate: JobState = field(default_factory=JobState)
     train: JobState = field(default_factory=JobState)
     evaluate: JobState = field(default_factory=JobState)

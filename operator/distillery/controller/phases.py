@@ -27,7 +27,7 @@ from distillery.api import (
     Phase,
     Reason,
 )
-from distillery.contract.summaries import EvaluateSummary, TrainSummary, generation_totals
+from distillery.contract.summaries import CheckSummary, EvaluateSummary, TrainSummary, generation_totals
 from distillery.controller.observe import JobState, Observed
 from distillery.controller.steps import (
     Cond,
@@ -44,7 +44,7 @@ from distillery.controller.steps import (
 from distillery.storage import Layout
 
 C = ConditionType
-STAGE_ORDER = ("generate", "train", "evaluate")
+STAGE_ORDER = ("check", "generate", "train", "evaluate")
 TEACHER_CHILDREN = ("teacher", "teacher-service", "teacher-policy")
 
 
@@ -73,7 +73,7 @@ def decide(
     walk = Walk(spec, status, observed, now, layout)
     if spec.storage.pvc is not None and spec.storage.pvc.size is not None:
         walk.ensure.append("pvc")
-    return generation(walk) or training(walk) or evaluation(walk)
+    return check(walk) or generation(walk) or training(walk) or evaluation(walk)
 
 
 def suspended(spec: DistillationJobSpec, status: DistillationJobStatus, observed: Observed) -> Step:
@@ -115,6 +115,36 @@ def failure(walk: Walk, kind: ConditionType, stage: str, job: JobState) -> Step:
     )
 
 
+# ------------------------------------------------------------------ 0. the inputs, before the teacher
+
+
+def check(walk: Walk) -> Step | None:
+    """`distillery check` as a small Job: the inputs exist and are readable before a GPU is taken."""
+    job = walk.observed.check
+    # A job that was generating before the check existed (an operator upgrade) goes on without it.
+    started = walk.observed.generate.exists or is_true(walk.status, C.data_generated)
+    if is_true(walk.status, C.inputs_ready) or started:
+        return None
+    if job.failed:
+        return failure(walk, C.inputs_ready, "check", job)
+    if not job.complete:
+        return walk.step(
+            Phase.pending,
+            "checking that the inputs exist and are readable",
+            Cond(C.inputs_ready, "False", Reason.checking, "opening data.train and data.validation"),
+            summary="checking inputs",
+            ensure=("check",),
+            resume=resume(walk.spec, job, "check"),
+        )
+    result = next((s for s in reversed(job.summaries) if isinstance(s, CheckSummary)), None)
+    found = ", ".join(f"{i.location} ({i.format})" for i in result.inputs.values()) if result else ""
+    walk.conditions.append(
+        Cond(C.inputs_ready, "True", Reason.completed, f"readable: {found or 'all inputs'}")
+    )
+    walk.finished.append("check")
+    return None
+
+
 # ------------------------------------------------------------------ 1. teacher + generation
 
 
@@ -151,7 +181,7 @@ def teacher_starting(walk: Walk, ready: Cond) -> Step:
         Phase.teacher_starting,
         f"waiting for the teacher to load {spec.teacher.model}{f' ({waiting})' if waiting else ''} "
         f"since {now_text(started)} (teacher.startupTimeoutSeconds: {limit})",
-        (ready,),
+        (*walk.conditions, ready),
         ensure=tuple(walk.ensure),
         progress={**walk.progress, "summary": "teacher loading"},
     )
@@ -166,7 +196,7 @@ def generation(walk: Walk) -> Step | None:
         done = min(gen.succeeded, shards)
         walk.progress.update(
             shards_total=shards, shards_done=done, records=totals.records, tokens=totals.output_tokens,
-            rejected=totals.rejected,
+            rejected=totals.rejected, decontaminated=totals.decontaminated,
         )  # fmt: skip
         if gen.failed:
             return failure(walk, C.data_generated, "generate", gen)
@@ -219,7 +249,7 @@ def training(walk: Walk) -> Step | None:
                 {
                     k: v
                     for k, v in result.model_dump(
-                        include={"train_loss", "validation_loss", "step", "epoch"}
+                        include={"train_loss", "validation_loss", "step", "epoch", "duplicates"}
                     ).items()
                     if v is not None
                 }
@@ -256,6 +286,8 @@ def evaluation(walk: Walk) -> Step:
     ev = walk.observed.evaluate
     result = evaluation_result(ev)
     walk.artifacts["report"] = (result.report if result else None) or str(walk.layout.evaluation_report)
+    if result is not None and result.output:
+        walk.artifacts["output"] = result.output
     if ev.failed and result is None:
         return failure(walk, C.evaluated, "evaluate", ev)
     if not ev.complete and not (ev.failed and result is not None):

@@ -63,23 +63,23 @@ class ModelRun:
 
 def validation_prompts(job: DistillationJob, layout: Layout) -> list[Any]:
     """The validation prompts every model answers: generation's own reader, so they match what the teacher saw."""
+    from distillery.datasource import resolve
     from distillery.generation.prompts import iter_prompts
 
     data, evaluation = job.spec.data, job.spec.evaluation
     if data.validation is None:
         raise EvaluationFailed("data.validation is empty: there are no held-out prompts to evaluate on")
     limits = [n for n in (data.max_validation_samples, evaluation.max_samples) if n is not None]
-    prompts = list(
-        iter_prompts(
-            data, layout.input(data.validation), 0, 1, min(limits) if limits else None, "data.validation"
-        )
-    )
+    location = resolve(data.validation, layout.root)
+    limit = min(limits) if limits else None
+    store = job.spec.storage.object_store
+    prompts = list(iter_prompts(data, location, 0, 1, limit, "data.validation", store=store))
     if not prompts:
         raise EvaluationFailed(f"data.validation ({data.validation}) has no records")
     return prompts
 
 
-def teacher_records(layout: Layout) -> dict[int, dict]:
+def teacher_records(layout: Layout, shards: int) -> dict[int, dict]:
     """The teacher's first answer to each validation input line, accepted or rejected by the filters.
 
     Rejected answers count too: scoring only the accepted ones would hide the teacher's
@@ -88,7 +88,8 @@ def teacher_records(layout: Layout) -> dict[int, dict]:
     from distillery.training.data import read_records
 
     directory = layout.generated("validation")
-    files = sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
+    current = f"shard-?????-of-{shards:05d}*.jsonl"  # another shard set left by an earlier spec is stale
+    files = sorted(directory.glob(current)) if directory.is_dir() else []
     by_line: dict[int, dict] = {}
     for record in read_records(files):
         if record.get("sample", 0) == 0 and isinstance(record.get("line"), int):

@@ -23,9 +23,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from distillery import fingerprints
 from distillery.api import DistillationJob, EvaluationStatus, ModelScore
-from distillery.contract.summaries import EvaluateSummary
-from distillery.evaluation import metrics, scoring
+from distillery.contract.summaries import EvaluateSummary, FailureReason
+from distillery.evaluation import export, metrics, scoring
 from distillery.evaluation import report as reports
 from distillery.evaluation.answers import (
     EvaluationFailed,
@@ -39,7 +40,7 @@ from distillery.evaluation.answers import (
     validation_prompts,
 )
 from distillery.serving.client import TeacherConnection
-from distillery.storage import Layout, resolve_model
+from distillery.storage import Layout, generated_fingerprint, resolve_model
 
 # ------------------------------------------------------------------ the report
 
@@ -100,6 +101,7 @@ def build_report(
     )
     notes = [note for run in runs.values() for note in run.notes]
     return {
+        "fingerprints": None,
         "job": job.metadata.name or "job",
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "taskType": spec.data.task_type.value,
@@ -113,13 +115,77 @@ def build_report(
         "improvement": scoring.improvement(score("student"), score("baseline")),
         "gate": {"passed": gate.passed, "reason": gate.reason, "checks": gate.checks},
         "notes": notes,
+        "dataCleaning": data_cleaning(job, layout),
         "lineage": reports.lineage(job, layout),
+    }
+
+
+def data_cleaning(job: DistillationJob, layout: Layout) -> dict[str, int]:
+    """What was kept out of the teacher data: decontaminated prompts, rejected answers, cross-shard duplicates."""
+    from distillery.contract.summaries import generation_totals
+    from distillery.generation.files import stored_summary
+
+    shards = [stored_summary(job, layout, k) for k in range(job.spec.generation.shards)]
+    totals = generation_totals(s for s in shards if s is not None)
+    try:
+        duplicates = json.loads(layout.training_report.read_text()).get("duplicates") or 0
+    except (OSError, ValueError):
+        duplicates = 0
+    return {"decontaminated": totals.decontaminated, "rejected": totals.rejected, "duplicates": duplicates}
+
+
+# ------------------------------------------------------------------ fingerprints and re-judging
+
+
+def stage_fingerprints(job: DistillationJob, layout: Layout) -> dict[str, str | None]:
+    """Generation's and training's fingerprints as they left them on storage, and this stage's own."""
+    from distillery.datasource import identity
+
+    shards = job.spec.generation.shards
+    try:
+        generate = generated_fingerprint(layout, "validation", shards) or generated_fingerprint(
+            layout, "train", shards
+        )
+    except ValueError as error:
+        raise EvaluationFailed(str(error), FailureReason.stale_data) from None
+    try:
+        train = json.loads(layout.training_report.read_text()).get("fingerprint")
+    except (OSError, ValueError):
+        train = None  # a student not trained by this project's training stage
+    data = job.spec.data
+    assert data.validation is not None  # validation_prompts refused a job without it
+    validation = identity(data.validation, root=layout.root, store=job.spec.storage.object_store,
+                          field="data.validation")  # fmt: skip
+    own = fingerprints.evaluation(job, {"validation": validation}, train or "untrained")
+    return {"generate": generate, "train": train, "evaluate": own}
+
+
+def stored_report(layout: Layout, fingerprint: str) -> dict[str, Any] | None:
+    """The report on storage when it scored exactly this student on this data with these settings."""
+    try:
+        report = json.loads(layout.evaluation_report.read_text())
+    except (OSError, ValueError):
+        return None
+    return report if (report.get("fingerprints") or {}).get("evaluate") == fingerprint else None
+
+
+def rejudge(job: DistillationJob, report: dict[str, Any]) -> dict[str, Any]:
+    """The stored scores judged by the current gate: nothing is served or scored again (pure)."""
+    student = report["models"].get("student") or {}
+    gate = scoring.apply_gate(job.spec.evaluation.gate, report["metric"], student.get("score"),
+                              report.get("retention"), student.get("latencyP95Ms"))  # fmt: skip
+    judged = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        **report,
+        "gate": {"passed": gate.passed, "reason": gate.reason, "checks": gate.checks},
+        "rejudged": {"at": judged, "previousGate": report["gate"]["reason"]},
     }
 
 
 def write_answers(path: Path, prompts: list[Any], runs: dict[str, ModelRun]) -> Path:
     """Every model's answer to every prompt beside the reference, for a person checking the scores."""
     tmp = path.with_name(path.name + ".tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     with tmp.open("w", encoding="utf-8") as handle:
         for index, prompt in enumerate(prompts):
             row = {"id": prompt.id, "line": prompt.line, "prompt": prompt.messages[-1]["content"],
@@ -130,6 +196,28 @@ def write_answers(path: Path, prompts: list[Any], runs: dict[str, ModelRun]) -> 
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     tmp.replace(path)
     return path
+
+
+def finish(job: DistillationJob, layout: Layout, report: dict[str, Any], say: Callable[[str], None]) -> dict:
+    """Write the report, then export to `spec.output` when the verdict allows it; returns the report."""
+    report["output"] = export.plan(job, report)
+    paths = reports.write_report(report, layout.evaluation_report)
+    say("report: " + ", ".join(str(p) for p in paths.values()))
+    entry = report["output"]
+    if entry is None:
+        return report
+    if not entry["written"]:
+        say(f"not exported to {entry['uri']}: {entry['reason']}")
+        return report
+    try:
+        entry.update(export.export(job, layout, report))
+    except export.ExportFailed as error:
+        report["output"] = {**entry, "written": False, "reason": str(error)}
+        reports.write_report(report, layout.evaluation_report)
+        raise
+    reports.write_report(report, layout.evaluation_report)
+    say(f"exported the student, the report and the model card to {entry['uri']} ({entry['files']} files)")
+    return report
 
 
 def evaluate_summary(report: dict[str, Any], report_path: str) -> EvaluateSummary:
@@ -149,7 +237,13 @@ def evaluate_summary(report: dict[str, Any], report_path: str) -> EvaluateSummar
         gate_reason=report["gate"]["reason"],
         **scores,
     )
-    return EvaluateSummary(evaluation=status, report=report_path)
+    output = report.get("output") or {}
+    return EvaluateSummary(
+        evaluation=status,
+        report=report_path,
+        fingerprint=(report.get("fingerprints") or {}).get("evaluate"),
+        output=output.get("uri") if output.get("written") else None,
+    )
 
 
 def _publish_metrics(report: dict[str, Any]) -> None:
@@ -186,6 +280,14 @@ def evaluate_job(
     spec = job.spec
     compare = spec.evaluation.compare
     prompts = validation_prompts(job, layout)
+    prints = stage_fingerprints(job, layout)
+    previous = stored_report(layout, prints["evaluate"])
+    if previous is not None:
+        say("the report on storage scored this student on this data with these settings: re-judging its "
+            "scores with the current gate (nothing is served again)")  # fmt: skip
+        report = finish(job, layout, rejudge(job, previous), say)
+        _publish_metrics(report)
+        return report
     say(
         f"{len(prompts)} validation prompts, comparing {', '.join(c for c in reports.MODEL_ORDER if c in compare)}"
     )
@@ -204,7 +306,7 @@ def evaluate_job(
             runs["teacher"] = ask_model("teacher", teacher, prompts, job, None, say)
             models["teacher"] = models["teacher"] or teacher.model
         else:
-            records = teacher_records(layout)
+            records = teacher_records(layout, spec.generation.shards)
             if not records:
                 raise EvaluationFailed(
                     f"no teacher answers under {layout.generated('validation')} and no --teacher-url to ask it; "
@@ -222,10 +324,8 @@ def evaluate_job(
         say(f"{name}: done in {time.monotonic() - started:.0f}s (server start included)")
 
     report = build_report(job, layout, prompts, runs, models)
-    paths = reports.write_report(report, layout.evaluation_report)
-    paths["answers"] = write_answers(
-        layout.evaluation_report.with_name("evaluation-answers.jsonl"), prompts, runs
-    )
-    say("report: " + ", ".join(str(p) for p in paths.values()))
+    report["fingerprints"] = prints
+    write_answers(layout.evaluation_report.with_name("evaluation-answers.jsonl"), prompts, runs)
+    report = finish(job, layout, report, say)
     _publish_metrics(report)
     return report

@@ -65,13 +65,19 @@ def tree_digest(root: Path, patterns: Iterable[str] = ("*",)) -> dict[str, Any]:
     return {"sha256": "sha256:" + digest.hexdigest(), "files": len(files), "bytes": size}
 
 
-def _input_digest(layout: Layout, relative: str | None) -> dict[str, Any] | None:
-    if relative is None:
+def _input_digest(
+    job: DistillationJob, layout: Layout, location: str | None, field: str
+) -> dict[str, Any] | None:
+    """A local input's sha256; an object's ETag, size and time (an object may be terabytes: not re-read)."""
+    from distillery.datasource import InputError, identity
+
+    if location is None:
         return None
-    path = layout.input(relative)
-    if not path.is_file():
-        return {"path": relative, "sha256": None, "missing": True}
-    return {"path": relative, "sha256": file_sha256(path), "bytes": path.stat().st_size}
+    try:
+        found = identity(location, root=layout.root, store=job.spec.storage.object_store, field=field)
+    except InputError:
+        return {"path": location, "sha256": None, "missing": True}
+    return {"path": location, "sha256": found.pop("sha256", None), **found}
 
 
 def lineage(job: DistillationJob, layout: Layout) -> dict[str, Any]:
@@ -109,11 +115,14 @@ def lineage(job: DistillationJob, layout: Layout) -> dict[str, Any]:
         },
         "trainingMethod": spec.training.method.value,
         "data": {
-            "train": _input_digest(layout, spec.data.train),
-            "validation": _input_digest(layout, spec.data.validation),
+            "train": _input_digest(job, layout, spec.data.train, "data.train"),
+            "validation": _input_digest(job, layout, spec.data.validation, "data.validation"),
         },
         "generated": {
-            split: tree_digest(layout.generated(split), ["*.jsonl"]) for split in ("train", "validation")
+            split: tree_digest(
+                layout.generated(split), [f"shard-?????-of-{spec.generation.shards:05d}*.jsonl"]
+            )
+            for split in ("train", "validation")
         },
         "student": {"path": _relative(layout, layout.student), "files": student_files},
     }
@@ -218,6 +227,12 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"  improvement over baseline {delta:+.3f} {metric}")
     gate = report["gate"]
     lines.append(f"  {'PASSED' if gate['passed'] else 'FAILED'}: {gate['reason']}")
+    if report.get("rejudged"):
+        lines.append("  (the stored scores, re-judged with the current gate; nothing was served again)")
+    output = report.get("output")
+    if output:
+        lines.append(f"  output: {'exported to' if output['written'] else 'not exported to'} {output['uri']}"
+                     + ("" if output["written"] else f" ({output['reason']})"))  # fmt: skip
     return lines
 
 
@@ -289,9 +304,22 @@ def render_markdown(report: dict[str, Any], png_name: str | None) -> str:
     ]
     for split, entry in lin["data"].items():
         if entry:
-            out.append(f"- {split} data: `{entry['path']}` `{entry.get('sha256')}`")
+            out.append(f"- {split} data: `{entry['path']}` `{entry.get('sha256') or entry.get('etag')}`")
     for split, entry in lin["generated"].items():
         out.append(f"- generated {split}: {entry['files']} files, `{entry.get('sha256')}`")
+    cleaning = report.get("dataCleaning")
+    if cleaning:
+        out.append(f"- teacher data: {cleaning['decontaminated']} training prompts dropped by decontamination, "
+                   f"{cleaning['rejected']} answers rejected by the filters, {cleaning['duplicates']} "
+                   "duplicates across shards dropped by training")  # fmt: skip
+    if report.get("fingerprints"):
+        out.append(
+            "- stage fingerprints: " + ", ".join(f"{k} `{v}`" for k, v in report["fingerprints"].items())
+        )
+    output = report.get("output")
+    if output:
+        out.append(f"- output: {'exported to' if output['written'] else 'not exported to'} `{output['uri']}`"
+                   f" ({output['reason']})")  # fmt: skip
     out.append(f"- student: `{lin['student']['path']}`")
     out += [f"  - `{f['path']}` {_bytes(f['bytes'])} `{f['sha256']}`" for f in lin["student"]["files"]]
     return "\n".join(out) + "\n"

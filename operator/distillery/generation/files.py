@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -42,6 +43,7 @@ class SplitStats:
     accepted_prompts: int = 0  # prompts with at least one accepted sample
     records: int = 0  # accepted records written
     rejected: Counter = field(default_factory=Counter)
+    decontaminated: int = 0  # prompts dropped before generation for overlapping validation prompts
     errors: int = 0  # prompts whose request failed for good (retried on a restart)
     error_kinds: Counter = field(default_factory=Counter)
     error_samples: list[str] = field(default_factory=list)
@@ -66,6 +68,7 @@ class SplitStats:
             "accepted_prompts": self.accepted_prompts,
             "records": self.records,
             "rejected": dict(sorted(self.rejected.items())),
+            "decontaminated": self.decontaminated,
             "errors": self.errors,
             "error_kinds": dict(sorted(self.error_kinds.items())),
             "error_samples": self.error_samples,
@@ -85,6 +88,7 @@ class SplitStats:
                     "resumed",
                     "accepted_prompts",
                     "records",
+                    "decontaminated",
                     "errors",
                     "prompt_tokens",
                     "output_tokens",
@@ -96,6 +100,61 @@ class SplitStats:
         stats.error_kinds = Counter(value.get("error_kinds", {}))
         stats.error_samples = list(value.get("error_samples", []))
         return stats
+
+
+# ------------------------------------------------------------------ stale files
+
+_SHARD_FILE = re.compile(r"^(shard-\d{5}-of-(\d{5}))\.")
+
+
+def _stamp(directory: Path, stem: str) -> str | None:
+    try:
+        return (directory / f"{stem}.fingerprint").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def supersede_stale(layout: Layout, split: str, index: int, count: int, fingerprint: str) -> list[str]:
+    """Move aside what this shard may not resume from, then stamp its fingerprint; returns the names moved.
+
+    Stale are this shard's own files made for another fingerprint (or with no stamp), and every
+    file of another shard set (`generation.shards` changed). They go to
+    `superseded/<their fingerprint>/generated/<split>/`: kept, never read. Shards of one set run
+    at once; each moves only its own files, and a file another shard moved first is skipped.
+    """
+    directory = layout.generated(split)
+    own = layout.shard_fingerprint(split, index, count)
+    own_stem = own.name.removesuffix(".fingerprint")
+    moved: list[str] = []
+    if directory.is_dir():
+        own_stale = _stamp(directory, own_stem) != fingerprint
+        paths = sorted(directory.iterdir())
+        # Read every stamp before moving any: a stamp moves with its shard's files.
+        stamps = {
+            m.group(1): _stamp(directory, m.group(1)) for p in paths if (m := _SHARD_FILE.match(p.name))
+        }
+        for path in paths:
+            match = _SHARD_FILE.match(path.name)
+            if match is None or (
+                int(match.group(2)) == count and (match.group(1) != own_stem or not own_stale)
+            ):
+                continue
+            target = layout.superseded / (stamps.get(match.group(1)) or "unstamped") / "generated" / split
+            target.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(path, target / path.name)
+            except FileNotFoundError:
+                continue
+            moved.append(path.name)
+    if _stamp(directory, own_stem) != fingerprint:
+        own.parent.mkdir(parents=True, exist_ok=True)
+        temporary = own.with_name(own.name + ".tmp")
+        temporary.write_text(fingerprint + "\n")
+        os.replace(temporary, own)
+    return moved
+
+
+# ------------------------------------------------------------------ resume
 
 
 def partial_path(path: Path) -> Path:
@@ -199,7 +258,7 @@ def recover(
 
 
 def summarize(
-    index: int, count: int, teacher_model: str | None, splits: dict[str, SplitStats], **timing: float
+    index: int, count: int, teacher_model: str | None, splits: dict[str, SplitStats], **extra: Any
 ) -> GenerateSummary:
     """A shard's summary from its splits' counts (this run's, or what a finished shard left on storage)."""
     rejected: Counter = Counter()
@@ -212,6 +271,7 @@ def summarize(
         prompts=sum(s.prompts for s in splits.values()),
         records=sum(s.records for s in splits.values()),
         rejected=dict(sorted(rejected.items())),
+        decontaminated=sum(s.decontaminated for s in splits.values()),
         errors=sum(s.errors for s in splits.values()),
         error_samples=[s for stats in splits.values() for s in stats.error_samples][:ERROR_SAMPLES],
         prompt_tokens=sum(s.prompt_tokens for s in splits.values()),
@@ -221,12 +281,15 @@ def summarize(
             name: SplitCounts(prompts=s.prompts, records=s.records, errors=s.errors)
             for name, s in splits.items()
         },
-        **timing,
+        **extra,
     )
 
 
-def stored_summary(job: DistillationJob, layout: Layout, index: int) -> GenerateSummary | None:
-    """The summary of shard `index` from the split summaries it wrote; None until every split is done."""
+def stored_summary(
+    job: DistillationJob, layout: Layout, index: int, fingerprint: str | None = None
+) -> GenerateSummary | None:
+    """The summary of shard `index` from the split summaries it wrote; None until every split is done
+    (or, given a `fingerprint`, when a split was made for another one)."""
     count = job.spec.generation.shards
     splits = {}
     for split in SPLITS:
@@ -235,5 +298,9 @@ def stored_summary(job: DistillationJob, layout: Layout, index: int) -> Generate
         path = layout.shard_summary(split, index, count)
         if not path.exists():
             return None
-        splits[split] = SplitStats.from_dict(json.loads(path.read_text()))
-    return summarize(index, count, None, splits)
+        stored = json.loads(path.read_text())
+        if fingerprint is not None and stored.get("fingerprint") != fingerprint:
+            return None
+        splits[split] = SplitStats.from_dict(stored)
+    summary = summarize(index, count, None, splits)
+    return summary.model_copy(update={"fingerprint": fingerprint}) if fingerprint else summary

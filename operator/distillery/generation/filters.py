@@ -5,19 +5,16 @@ Also the sampling parameters of every teacher request, from the spec.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from distillery.api import FilterSpec, GenerationSpec, TaskType
+from distillery.storage import record_key
 
 REJECT_REASONS = ("truncated", "too_short", "too_long", "wrong_answer", "duplicate")
 
 
-def dedup_key(messages: list[dict], response: str) -> int:
-    """8-byte hash of a (prompt, response) pair: what dedup remembers per accepted record."""
-    text = json.dumps(messages, ensure_ascii=False, sort_keys=True) + "\x00" + response
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+# 8-byte hash of a (prompt, response) pair: what dedup remembers per accepted record.
+dedup_key = record_key
 
 
 def rejection(

@@ -1,29 +1,26 @@
-"""This shard's input records, streamed from JSONL, as chat prompts for the teacher.
+"""This shard's input records, streamed from JSONL or Parquet (a path or an object-store URI), as chat prompts.
 
 The shard owns the records whose position (0-based, blank lines not counted) is K modulo N,
 in `data.train` and `data.validation` alike, so N shards cover every record exactly once.
+Reading is `datasource.iter_records`; a record's number (`Prompt.line`) is its 1-based line in
+a JSONL file or its 1-based row in a Parquet file.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from distillery.api import DataSpec
-from distillery.contract.summaries import FailureReason, StageFailed
+from distillery.api import DataSpec, ObjectStoreSpec
+from distillery.datasource import InputError, input_format, iter_records
 
-
-class InputError(StageFailed, ValueError):
-    """A malformed input file or record; the message names the file and the line."""
-
-    reason = FailureReason.invalid_input
+__all__ = ["InputError", "Prompt", "iter_prompts", "owned"]
 
 
 @dataclass(frozen=True)
 class Prompt:
-    line: int  # 1-based line number in the input file
+    line: int  # 1-based line (JSONL) or row (Parquet) in the input
     id: str
     messages: list[dict]
     reference: str | None
@@ -36,47 +33,28 @@ def owned(position: int, shard_index: int, shard_count: int) -> bool:
 
 def iter_prompts(
     data: DataSpec,
-    path: Path,
+    location: Path | str,
     shard_index: int,
     shard_count: int,
     limit: int | None = None,
     field_name: str = "",
+    store: ObjectStoreSpec | None = None,
+    keep: Callable[[dict], bool] | None = None,
 ) -> Iterator[Prompt]:
-    """This shard's prompts from a JSONL file, streamed; raises InputError naming the line."""
+    """This shard's prompts, streamed; raises InputError naming the line (or row).
+
+    `keep(record)`: a record it refuses (decontamination) is skipped; it still holds its position.
+    """
     from distillery.tasks import RecordError, build_messages, record_id, reference_of
 
-    where = f"{field_name} ({path})" if field_name else str(path)
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed below; a generator cannot use `with` and report OSError
-    except OSError as error:
-        raise InputError(f"{where}: cannot read the input: {error.strerror}") from None
-    with handle:
-        position = 0
-        for line_number, raw in enumerate(handle, 1):
-            if not raw.strip():
-                continue
-            if limit is not None and position >= limit:
-                return
-            position += 1
-            if not owned(position - 1, shard_index, shard_count):
-                continue
-            try:
-                record = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                detail = (
-                    f"{error.msg} at column {error.colno}"
-                    if isinstance(error, json.JSONDecodeError)
-                    else error
-                )
-                raise InputError(f"{where}: line {line_number}: not valid JSON: {detail}") from None
-            if not isinstance(record, dict):
-                raise InputError(
-                    f"{where}: line {line_number}: expected a JSON object, got {type(record).__name__}"
-                )
-            try:
-                messages = build_messages(data, record)
-            except RecordError as error:
-                raise InputError(f"{where}: line {line_number}: {error}") from None
-            yield Prompt(
-                line_number, record_id(data, record, line_number), messages, reference_of(data, record)
-            )
+    unit = "row" if input_format(str(location), data.format) == "parquet" else "line"
+    where = f"{field_name} ({location})" if field_name else str(location)
+    records = iter_records(location, field=field_name, declared_format=data.format, store=store, limit=limit,
+                           select=lambda position: owned(position, shard_index, shard_count))  # fmt: skip
+    for number, record in records:
+        try:
+            messages = build_messages(data, record)
+        except RecordError as error:
+            raise InputError(f"{where}: {unit} {number}: {error}") from None
+        if keep is None or keep(record):
+            yield Prompt(number, record_id(data, record, number), messages, reference_of(data, record))

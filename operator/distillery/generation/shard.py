@@ -27,10 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distillery import fingerprints
 from distillery.api import DistillationJob
 from distillery.contract.summaries import FailureReason, GenerateSummary, StageFailed
+from distillery.datasource import resolve
 from distillery.generation import metrics
-from distillery.generation.files import SplitStats, partial_path, recover, summarize
+from distillery.generation.decontamination import Decontaminator, decontaminator_for
+from distillery.generation.files import SplitStats, partial_path, recover, summarize, supersede_stale
 from distillery.generation.filters import dedup_key, rejection, request_params
 from distillery.generation.prompts import Prompt, iter_prompts
 from distillery.serving.client import ChatClient, RequestFailed, TeacherConnection, backoff_delay
@@ -47,7 +50,7 @@ class GenerationFailed(StageFailed):
 class SplitWork:
     name: str  # "train" / "validation"
     field_name: str  # "data.train" / "data.validation"
-    path: Path
+    location: str  # a resolved path or an object-store URI
     limit: int | None
     records: Path
     rejected: Path
@@ -87,7 +90,7 @@ class Shard:
             SplitWork(
                 name=split,
                 field_name=f"data.{split}",
-                path=self.layout.input(sources[split][0]),
+                location=resolve(sources[split][0], storage_root),
                 limit=sources[split][1],
                 records=self.layout.shard_records(split, shard_index, self.count),
                 rejected=self.layout.shard_rejected(split, shard_index, self.count),
@@ -96,6 +99,8 @@ class Shard:
             for split in SPLITS
             if sources[split][0]
         ]
+        self.decontaminator: Decontaminator | None = None
+        self.fingerprint: str | None = None
         self.in_flight = 0
         self.client: Any = None
         self._current: SplitWork | None = None
@@ -107,6 +112,13 @@ class Shard:
     # ---- preparation: everything that can fail without the teacher fails here, first
 
     def prepare(self) -> None:
+        self.fingerprint = fingerprints.generation(self.job, fingerprints.inputs(self.job, self.layout.root))
+        for work in self.splits:
+            moved = supersede_stale(self.layout, work.name, self.index, self.count, self.fingerprint)
+            if moved:
+                print(f"generate: {work.name}: moved {len(moved)} file(s) made for another spec, inputs or "
+                      f"shard count to {self.layout.superseded}", file=sys.stderr)  # fmt: skip
+        self.decontaminator = self._decontaminator()
         for work in self.splits:
             if work.summary.exists():
                 previous = json.loads(work.summary.read_text())
@@ -115,9 +127,7 @@ class Shard:
                 work.complete = True
                 continue
             input_lines = 0
-            for prompt in iter_prompts(
-                self.spec.data, work.path, self.index, self.count, work.limit, work.field_name
-            ):
+            for prompt in self._prompts(work, counting=True):
                 work.stats.prompts += 1
                 input_lines = prompt.line
             work.records.parent.mkdir(parents=True, exist_ok=True)
@@ -135,11 +145,27 @@ class Shard:
                 work.seen,
             )
 
+    def _prompts(self, work: SplitWork, counting: bool = False) -> Iterator[Prompt]:
+        keep = None
+        if work.name == "train" and self.decontaminator is not None:
+            decontaminator = self.decontaminator
+
+            def keep(record: dict) -> bool:
+                kept = decontaminator.keep(record)
+                work.stats.decontaminated += counting and not kept
+                return kept
+
+        return iter_prompts(self.spec.data, work.location, self.index, self.count, work.limit, work.field_name,
+                            store=self.spec.storage.object_store, keep=keep)  # fmt: skip
+
+    def _decontaminator(self) -> Decontaminator | None:
+        """The validation prompts' n-grams, while a training split is still to be generated."""
+        todo = any(work.name == "train" and not work.summary.exists() for work in self.splits)
+        return decontaminator_for(self.job, self.layout.root) if todo else None
+
     def pending(self, work: SplitWork) -> Iterator[Prompt]:
         counts = work.counts
-        for prompt in iter_prompts(
-            self.spec.data, work.path, self.index, self.count, work.limit, work.field_name
-        ):
+        for prompt in self._prompts(work):
             if not counts[prompt.line]:
                 yield prompt
 
@@ -344,6 +370,7 @@ class Shard:
             "shard": self.index,
             "shards": self.count,
             "teacher_model": self.connection.model,
+            "fingerprint": self.fingerprint,
             **work.stats.as_dict(),
         }
 
@@ -379,6 +406,7 @@ class Shard:
             self.connection.model,
             {work.name: work.stats for work in self.splits},
             duration_seconds=round(duration, 2),
+            fingerprint=self.fingerprint,
             output_tokens_per_second=round(self.new_output_tokens / duration, 1) if duration else 0.0,
         )
 

@@ -12,6 +12,7 @@ from typing import Any
 from distillery.api import DistillationJob
 from distillery.manifests.common import BuildConfig, Names, fit_name, label_value, names
 from distillery.manifests.jobs import (
+    build_check_job,
     build_evaluation_job,
     build_generation_job,
     build_pvc,
@@ -38,6 +39,7 @@ CHILDREN: dict[str, tuple[str, str, str, str, Builder]] = {
         "teacher_policy",
         lambda j, c: build_teacher_network_policy(j),
     ),
+    "check": ("batch/v1", "Job", "jobs", "check", build_check_job),
     "generate": ("batch/v1", "Job", "jobs", "generate", build_generation_job),
     "train": ("batch/v1", "Job", "jobs", "train", build_training_job),
     "evaluate": ("batch/v1", "Job", "jobs", "evaluate", build_evaluation_job),
@@ -57,6 +59,7 @@ __all__ = [
     "BuildConfig",
     "Names",
     "build",
+    "build_check_job",
     "build_evaluation_job",
     "build_generation_job",
     "build_pvc",

@@ -32,6 +32,7 @@ RUN_AS_USER = 65532
 
 # Requests used when the spec gives none, so the scheduler can place pods sensibly.
 DEFAULT_REQUESTS: dict[str, dict[str, str]] = {
+    "check": {"cpu": "100m", "memory": "512Mi"},
     "teacher": {"cpu": "2", "memory": "8Gi"},
     "generate": {"cpu": "500m", "memory": "1Gi"},
     "train": {"cpu": "2", "memory": "8Gi"},
@@ -106,6 +107,10 @@ class Names:
     @property
     def teacher_policy(self) -> str:
         return fit_name(self.job, "teacher-ingress")
+
+    @property
+    def check(self) -> str:
+        return fit_name(self.job, "check", JOB_NAME_LIMIT)
 
     @property
     def generate(self) -> str:
@@ -235,6 +240,22 @@ def common_env(job: DistillationJob) -> list[dict[str, Any]]:
         {"name": "HF_HOME", "value": f"{mount}/.cache/huggingface"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
+
+
+def object_store_env(job: DistillationJob) -> list[dict[str, Any]]:
+    """The object store's access keys from `storage.objectStore.credentialsSecret`, by reference: the pod
+    reads the Secret, the job and its children never hold the keys."""
+    from distillery.contract.commands import ACCESS_KEY_ID_ENV, SECRET_ACCESS_KEY_ENV
+
+    store = job.spec.storage.object_store
+    secret = store.credentials_secret if store is not None else None
+    if secret is None:
+        return []
+    return [
+        {"name": env, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}}}
+        for env, key in ((ACCESS_KEY_ID_ENV, secret.access_key_id_key),
+                         (SECRET_ACCESS_KEY_ENV, secret.secret_access_key_key))
+    ]  # fmt: skip
 
 
 def pod_spec(

@@ -8,6 +8,7 @@ from distillery.api import DistillationJob, StageRuntime
 from distillery.contract.commands import (
     API_KEY_ENV,
     METRICS_PORT,
+    CheckCommand,
     EvaluateCommand,
     GenerateCommand,
     StageCommand,
@@ -15,6 +16,9 @@ from distillery.contract.commands import (
 )
 from distillery.manifests import common
 from distillery.manifests.teacher import teacher_model, teacher_url
+
+# Opening a few objects takes seconds; a store that hangs must not hold the job for long.
+CHECK_DEADLINE_SECONDS = 600
 
 
 def _metrics_port() -> list[dict[str, Any]]:
@@ -64,6 +68,34 @@ def _job(
     }
 
 
+def build_check_job(job: DistillationJob, config: common.BuildConfig) -> dict[str, Any]:
+    """A small Job before the teacher: the inputs exist and are readable (`distillery check`).
+
+    It runs with the generation stage's image and placement (the nodes that can reach the data)
+    and small requests; a failure is a verdict about the inputs, so the pod is not retried.
+    """
+    gen = job.spec.generation
+    command = CheckCommand(job=job, storage=job.spec.storage.mount_path)
+    container = common.container(
+        job,
+        name="check",
+        image=config.worker_image_for(gen, 0),
+        **_command_line(command),
+        env=common.object_store_env(job),
+        resource_spec={"requests": dict(common.DEFAULT_REQUESTS["check"])},
+        ports=[],
+    )
+    runtime = gen.model_copy(update={"active_deadline_seconds": CHECK_DEADLINE_SECONDS})
+    return _job(
+        job,
+        name=common.names(job).check,
+        stage="check",
+        runtime=runtime,
+        container=container,
+        job_spec={"completions": 1, "parallelism": 1, "backoffLimit": 0},
+    )
+
+
 def build_generation_job(job: DistillationJob, config: common.BuildConfig) -> dict[str, Any]:
     """An Indexed Job: one pod per shard, each retried on its own (a failed shard fails the stage)."""
     gen = job.spec.generation
@@ -78,6 +110,7 @@ def build_generation_job(job: DistillationJob, config: common.BuildConfig) -> di
                 "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
             }
         )
+    env += common.object_store_env(job)  # the inputs may be s3:// URIs
     # The shard index comes from JOB_COMPLETION_INDEX, which the Job controller sets.
     command = GenerateCommand(
         job=job,
@@ -146,6 +179,7 @@ def build_evaluation_job(job: DistillationJob, config: common.BuildConfig) -> di
         name="evaluate",
         image=config.worker_image_for(evaluation, evaluation.gpus),
         **_command_line(command),
+        env=common.object_store_env(job),  # validation by URI, and the export to spec.output
         resource_spec=common.resources(evaluation.resources, "evaluate", evaluation.gpus),
         ports=_metrics_port(),
     )

@@ -50,7 +50,9 @@ def run_stage(
 
     try:
         summary = work()
-    except InvalidJob as error:  # one line per problem, each naming its field, as `distillery validate` prints
+    except (
+        InvalidJob
+    ) as error:  # one line per problem, each naming its field, as `distillery validate` prints
         print(str(error), file=sys.stderr, flush=True)
         finish(summary_type(**(context or {}), failure=Failure.of(FailureReason.invalid_spec, str(error))))
         return 2

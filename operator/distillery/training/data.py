@@ -53,11 +53,13 @@ class Example:
         return len(self.input_ids) - self.prompt_length
 
 
-def record_files(directory: Path) -> list[Path]:
-    """The record files of one split (rejected-record files are not training data)."""
+def record_files(directory: Path, shards: int | None = None) -> list[Path]:
+    """The record files of one split (rejected-record files are not training data); given `shards`
+    (generation.shards), only that shard set: files another shard count left are stale."""
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.glob("*.jsonl") if not p.name.endswith(".rejected.jsonl"))
+    pattern = "*.jsonl" if shards is None else f"shard-?????-of-{shards:05d}.jsonl"
+    return sorted(p for p in directory.glob(pattern) if not p.name.endswith(".rejected.jsonl"))
 
 
 def read_records(files: list[Path]) -> Iterator[dict[str, Any]]:

@@ -47,6 +47,8 @@ class TrainConfig:
         alpha: weight of the KD loss; (1 - alpha) weighs the cross-entropy.
         checkpoint_every_steps: save a resumable checkpoint every N updates (and after each epoch).
         log_every_seconds: how often a progress line is printed.
+        fingerprint: the training stage's fingerprint (spec and upstream data); a checkpoint made
+            for another is not resumed.
     """
 
     learning_rate: float = 2e-5
@@ -63,6 +65,7 @@ class TrainConfig:
     alpha: float = 0.5
     checkpoint_every_steps: int = 200
     log_every_seconds: float = 10.0
+    fingerprint: str = ""
 
     def __post_init__(self) -> None:
         for name in (

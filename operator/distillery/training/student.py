@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distillery import fingerprints
 from distillery.api import DistillationJob, Problem, TrainingMethod
 from distillery.contract.summaries import FailureReason, StageFailed, TrainSummary
 from distillery.errors import InvalidJob
-from distillery.storage import Layout, resolve_model, write_json_atomic
+from distillery.storage import Layout, generated_fingerprint, record_key, resolve_model, write_json_atomic
 
 
 def _refuse(field: str, message: str) -> InvalidJob:
@@ -59,19 +60,32 @@ def check_kd_tokenizers(job: DistillationJob, root: Path, student_tokenizer: Any
         )
 
 
-def load_examples(files: list[Path], tokenizer: Any, max_length: int, use_teacher_tokens: bool):
-    """(examples, skipped, records with the teacher's top-k) from record files."""
+def load_examples(
+    files: list[Path], tokenizer: Any, max_length: int, use_teacher_tokens: bool, dedup: bool = False
+):
+    """(examples, skipped, records with the teacher's top-k, duplicates) from record files.
+
+    `dedup`: a record whose (prompt, response) an earlier one had is dropped and counted: each
+    shard dedups its own records, this catches those repeated across shards.
+    """
     from distillery.training.data import encode, has_teacher_top, read_records
 
-    examples, skipped, scored = [], 0, 0
+    examples, skipped, scored, duplicates = [], 0, 0, 0
+    seen: set[int] = set()
     for record in read_records(files):
+        if dedup:
+            key = record_key(record["messages"], record["response"])
+            if key in seen:
+                duplicates += 1
+                continue
+            seen.add(key)
         scored += has_teacher_top(record)
         example = encode(record, tokenizer, max_length, use_teacher_tokens)
         if example is None:
             skipped += 1
         else:
             examples.append(example)
-    return examples, skipped, scored
+    return examples, skipped, scored, duplicates
 
 
 def _save_student(model: Any, tokenizer: Any, target: Path, dtype: Any) -> None:
@@ -95,6 +109,8 @@ class TrainingData:
     examples: list[Any]
     validation: list[Any]
     skipped: int
+    duplicates: int = 0
+    fingerprint: str = ""  # of this training run: the spec's student and training, and the records'
 
 
 def prepare_data(job: DistillationJob, root: Path, layout: Layout, say: Callable[..., None]) -> TrainingData:
@@ -102,7 +118,12 @@ def prepare_data(job: DistillationJob, root: Path, layout: Layout, say: Callable
     from distillery.training.data import FALLBACK_CHAT_TEMPLATE, record_files
 
     spec, training = job.spec, job.spec.training
-    train_files = record_files(layout.generated("train"))
+    shards = spec.generation.shards
+    train_files = record_files(layout.generated("train"), shards)
+    try:
+        upstream = generated_fingerprint(layout, "train", shards)
+    except ValueError as error:
+        raise StageFailed(f"spec.generation: {error}", FailureReason.stale_data) from None
     if not train_files:
         raise StageFailed(
             f"spec.data.train: no teacher records under {layout.generated('train')}; run the generate stage first",
@@ -117,7 +138,9 @@ def prepare_data(job: DistillationJob, root: Path, layout: Layout, say: Callable
     kd = training.method is TrainingMethod.kd
     if kd:
         check_kd_tokenizers(job, root, tokenizer)
-    examples, skipped, scored = load_examples(train_files, tokenizer, training.max_seq_length, kd)
+    examples, skipped, scored, duplicates = load_examples(
+        train_files, tokenizer, training.max_seq_length, kd, dedup=spec.generation.filters.dedup
+    )
     if not examples:
         raise _refuse(
             "spec.training.maxSeqLength",
@@ -129,13 +152,15 @@ def prepare_data(job: DistillationJob, root: Path, layout: Layout, say: Callable
             "is 'kd' but no record carries the teacher's top-k logprobs (was generation.topLogprobs 0 "
             "when the data was generated?); regenerate with topLogprobs > 0 or use training.method: sft",
         )
-    validation, _, _ = load_examples(
-        record_files(layout.generated("validation")), tokenizer, training.max_seq_length, kd
+    validation, _, _, _ = load_examples(
+        record_files(layout.generated("validation"), shards), tokenizer, training.max_seq_length, kd
     )
-    say(f"{len(examples)} training examples ({skipped} skipped: prompt longer than maxSeqLength), "
-        f"{len(validation)} validation examples, method {training.method.value}")  # fmt: skip
+    say(f"{len(examples)} training examples ({skipped} skipped: prompt longer than maxSeqLength, "
+        f"{duplicates} duplicates across shards), {len(validation)} validation examples, "
+        f"method {training.method.value}")  # fmt: skip
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return TrainingData(tokenizer, pad_id, examples, validation, skipped)
+    fingerprint = fingerprints.training(job, upstream or "unstamped")
+    return TrainingData(tokenizer, pad_id, examples, validation, skipped, duplicates, fingerprint)
 
 
 def load_student(job: DistillationJob, root: Path, device: Any) -> tuple[Any, Any, int]:
@@ -163,11 +188,12 @@ def load_student(job: DistillationJob, root: Path, device: Any) -> tuple[Any, An
     return model.to(device), saved_dtype, parameters
 
 
-def train_config(training: Any) -> Any:
-    """The loop's settings from the spec's `training` section."""
+def train_config(training: Any, fingerprint: str = "") -> Any:
+    """The loop's settings from the spec's `training` section (and the stage's fingerprint, for resuming)."""
     from distillery.training.loop import TrainConfig
 
     return TrainConfig(
+        fingerprint=fingerprint,
         learning_rate=training.learning_rate, batch_size=training.batch_size,
         gradient_accumulation_steps=training.gradient_accumulation_steps, epochs=training.epochs,
         warmup_ratio=training.warmup_ratio, weight_decay=training.weight_decay,
@@ -203,7 +229,7 @@ def train_student(job: DistillationJob, storage_root: Path) -> TrainSummary:
     model, saved_dtype, parameters = load_student(job, root, device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     try:
-        run = train(model, data.examples, data.validation, train_config(training), pad_id=data.pad_id,
+        run = train(model, data.examples, data.validation, train_config(training, data.fingerprint), pad_id=data.pad_id,
                     device=device, checkpoint_dir=layout.checkpoints, dist=dist, log=say)  # fmt: skip
     except ValueError as error:
         raise _refuse("spec.training", str(error)) from None
@@ -219,6 +245,8 @@ def train_student(job: DistillationJob, storage_root: Path) -> TrainSummary:
         tokens_per_second=run["tokens_per_second"],
         resumed_from_step=run["resumed_from_step"],
         duration_seconds=round(time.time() - began, 1),
+        duplicates=data.duplicates,
+        fingerprint=data.fingerprint,
     )
     if dist.is_main:
         _save_student(model, data.tokenizer, layout.student, saved_dtype)

@@ -1,0 +1,111 @@
+"""The parts of a DistillationJob's spec about data in and artifacts out: object stores, the export, decontamination.
+
+Re-exported by `distillery.api`, which is where the rest of the code imports them from.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from distillery.apibase import NAME_MAX, PATH_MAX, Model, Rule
+from distillery.kube_types import DnsSubdomain, SecretKey
+
+# The object-store scheme the project supports (S3 and S3-compatible stores: MinIO, Ceph RGW, ...).
+URI_SCHEMES = ("s3",)
+
+
+def is_uri(value: str | None) -> bool:
+    """Whether a location is an object-store URI (`s3://bucket/key`) rather than a path on the storage."""
+    return bool(value) and "://" in value  # type: ignore[operator]
+
+
+def uri_rule(field: str, optional: bool) -> Rule:
+    """A location that is a URI must be `s3://bucket/key` (a path on the storage has no `://`)."""
+    cel = f"!self.{field}.contains('://') || self.{field}.matches('^s3://[^/]+/.+$')"
+    if optional:
+        cel = f"!has(self.{field}) || {cel}"
+
+    def holds(model: Model) -> bool:
+        value = getattr(model, _snake(field))
+        if not is_uri(value):
+            return True
+        scheme, _, rest = value.partition("://")
+        bucket, _, key = rest.partition("/")
+        return scheme in URI_SCHEMES and bool(bucket) and bool(key)
+
+    message = "expected a path on the job's storage or an s3://bucket/key URI"
+    return Rule(field, message, cel, holds)
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
+class Decontamination(Model):
+    """Training prompts too close to a validation prompt are dropped before generation."""
+
+    enabled: bool = Field(True, description="Drop training prompts that overlap the validation prompts.")
+    ngram_size: int = Field(
+        13,
+        ge=1,
+        le=64,
+        description="Words per n-gram (lowercased, punctuation dropped); a prompt shorter than this is "
+        "one n-gram of all its words, so it matches an identical short prompt.",
+    )
+    max_overlap: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="A training prompt is dropped when more than this fraction of its n-grams occur in "
+        "any validation prompt. 0 drops a prompt that shares a single n-gram (the 13-gram rule of "
+        "GPT-3's contamination study).",
+    )
+
+
+class ObjectStoreCredentials(Model):
+    name: DnsSubdomain = Field(description="Secret in the job's namespace holding the access keys.")
+    access_key_id_key: SecretKey = Field(
+        "AWS_ACCESS_KEY_ID", description="Key of the access key id in that Secret."
+    )
+    secret_access_key_key: SecretKey = Field(
+        "AWS_SECRET_ACCESS_KEY", description="Key of the secret access key in that Secret."
+    )
+
+
+class ObjectStoreSpec(Model):
+    """How stage pods reach the object store that `s3://` locations name."""
+
+    endpoint_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        max_length=PATH_MAX,
+        description="Endpoint of an S3-compatible store (MinIO, Ceph RGW), e.g. `http://minio.storage:9000`; "
+        "empty uses AWS S3.",
+    )
+    region: str | None = Field(
+        None, max_length=NAME_MAX, description="Region of the bucket(s), e.g. `us-east-1`."
+    )
+    credentials_secret: ObjectStoreCredentials | None = Field(
+        None,
+        description="Secret whose keys become AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in every stage pod that "
+        "reads or writes the store, by reference (never copied into the job, its status or its report). "
+        "Empty: the pods' own credentials (e.g. IRSA, a node role).",
+    )
+
+
+class OutputSpec(Model):
+    RULES = (uri_rule("uri", optional=False),)
+
+    uri: str = Field(
+        min_length=1,
+        max_length=PATH_MAX,
+        description="Where the distilled student (safetensors, tokenizer, config, chat template), the "
+        "evaluation report (JSON, Markdown, PNG) and a model card (README.md) are written: an "
+        "`s3://bucket/prefix` URI or a path on the job's storage.",
+    )
+    when: Literal["gatePassed", "always"] = Field(
+        "gatePassed",
+        description="`gatePassed`: only when the quality gate passes; `always`: whatever the verdict.",
+    )

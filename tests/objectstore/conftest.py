@@ -1,0 +1,95 @@
+"""A real S3 API server on the loopback for the object-store tests: moto's standalone server, as a subprocess.
+
+It stands in for S3, MinIO or Ceph RGW: the code under test talks to it over HTTP with its real
+clients (s3fs/botocore for the stages, boto3 here to set buckets up), nothing is patched in process.
+Credentials are fake but present, as they would be from the job's Secret.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from distillery.serving.vllm import free_port
+
+STARTUP_DEADLINE_S = 60
+ACCESS_KEY_ID = "AKIDISTILLERYTEST"
+SECRET_ACCESS_KEY = "distillery-test-secret-never-logged"
+
+
+@dataclass(frozen=True)
+class S3:
+    endpoint: str
+    bucket: str
+    client: object  # boto3 S3 client, to set up and inspect the bucket
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def put(self, key: str, body: bytes) -> str:
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
+        return self.uri(key)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        found = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix).get("Contents", [])
+        return sorted(item["Key"] for item in found)
+
+    def get(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """moto's S3 server on 127.0.0.1, started once per session; its endpoint URL."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_DEADLINE_S
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"moto's S3 server did not start:\n{Path(log).read_text()[-3000:]}")
+            time.sleep(0.1)  # poll interval, bounded by the deadline
+    yield endpoint
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch) -> S3:
+    """A fresh bucket on the server, and the access keys in the environment (as a pod gets them)."""
+    import boto3
+
+    for name, value in (("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID), ("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):  # fmt: skip
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    bucket = f"distillery-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    return S3(s3_server, bucket, client)
+
+
+def store(s3: S3) -> dict:
+    """`storage.objectStore` for the test server."""
+    return {"endpointUrl": s3.endpoint, "region": "us-east-1"}
+
+
+def subprocess_env() -> dict[str, str]:
+    return {**os.environ}
