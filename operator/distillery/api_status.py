@@ -61,11 +61,23 @@ class Reason(str, enum.Enum):
     no_gate_result = "NoGateResult"
     startup_timeout = "StartupTimeout"
     job_failed = "JobFailed"
+    child_refused = "ChildRefused"  # the API server refused a child (403 quota, 422 invalid, ...)
+    api_unavailable = "ApiUnavailable"  # 429, 5xx or a timeout: retried with backoff
+    spec_changed = "SpecChanged"
+    stopped = "Stopped"  # a stage Job removed because the job ended
 
 
 # False conditions with these reasons are work under way, not trouble (Normal Events).
 _PROGRESS_REASONS = frozenset(
-    {Reason.starting, Reason.generating, Reason.training, Reason.evaluating, Reason.scaled_down, Reason.suspended}
+    {
+        Reason.starting,
+        Reason.generating,
+        Reason.training,
+        Reason.evaluating,
+        Reason.scaled_down,
+        Reason.suspended,
+        Reason.api_unavailable,
+    }
 )
 
 
@@ -129,3 +141,9 @@ class DistillationJobStatus(Model):
     progress: Progress | None = Field(None, description="Per-stage progress.")
     evaluation: EvaluationStatus | None = Field(None, description="Scores and the gate.")
     artifacts: Artifacts | None = Field(None, description="Where the results are on the job's storage.")
+    spec_hashes: dict[str, str] | None = Field(
+        None,
+        description="A hash of each spec section the job started with: the spec is immutable after creation "
+        "(except suspend and ttlSecondsAfterFinished), and the operator fails a job whose spec changed anyway "
+        "rather than run children of two specs.",
+    )

@@ -90,6 +90,11 @@ RECONCILE_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+LEADER = Gauge(
+    "distillery_operator_leader",
+    "1 when this operator replica reconciles (it holds the leader Lease, or runs alone); 0 while it stands by.",
+    registry=REGISTRY,
+)
 CHILDREN_CREATED = Counter(
     "distillery_children_created_total",
     "Child objects the operator created, by kind.",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distillery.contract.summaries import StageSummary, parse_summary
+from distillery.manifests.common import STAGE_LABEL
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
@@ -125,3 +126,26 @@ def teacher_state(deployment: dict[str, Any] | None, pods: list[dict[str, Any]] 
             if reason and reason != "ContainerCreating":
                 waiting = reason
     return TeacherState(exists=True, ready=ready, waiting_reason=waiting)
+
+
+def _stage(body: dict[str, Any]) -> str:
+    return ((body.get("metadata") or {}).get("labels") or {}).get(STAGE_LABEL, "")
+
+
+def from_children(children: dict[str, list[dict[str, Any]]], claim_missing: bool = False) -> Observed:
+    """The Observed record of a job from its objects as the cache holds them (kind -> bodies)."""
+
+    def of(kind: str, stage: str) -> list[dict[str, Any]]:
+        return [body for body in children.get(kind, ()) if _stage(body) == stage]
+
+    def one(kind: str, stage: str) -> dict[str, Any] | None:
+        found = of(kind, stage)
+        return found[0] if found else None
+
+    return Observed(
+        claim_missing=claim_missing,
+        teacher=teacher_state(one("Deployment", "teacher"), of("Pod", "teacher")),
+        generate=job_state(one("Job", "generate"), of("Pod", "generate")),
+        train=job_state(one("Job", "train"), of("Pod", "train")),
+        evaluate=job_state(one("Job", "evaluate"), of("Pod", "evaluate")),
+    )

@@ -102,6 +102,16 @@ def teacher_present(observed: Observed) -> tuple[str, ...]:
     return ("teacher",) if observed.teacher.exists else ()
 
 
+def stop_everything(observed: Observed) -> tuple[str, ...]:
+    """A job that ended: its teacher and any stage Job still running go (GPUs freed, no pod left working)."""
+    running = tuple(
+        stage
+        for stage in ("generate", "train", "evaluate")
+        if (job := getattr(observed, stage)).exists and not (job.complete or job.failed)
+    )
+    return teacher_present(observed) + running
+
+
 def stage_job(observed: Observed, stage: str) -> JobState:
     return getattr(observed, stage)
 
