@@ -169,6 +169,17 @@ def test_children_are_owned_labelled_and_run_as_non_root(case: str):
             )
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_stage_jobs_never_run_two_pods_at_once_and_forgive_disruptions(case: str):
+    job = CASES[case]()
+    for child in ("generate", "train", "evaluate"):
+        spec = build(child, job, BuildConfig())["spec"]
+        assert spec["podReplacementPolicy"] == "Failed", child
+        (rule,) = spec["podFailurePolicy"]["rules"]
+        assert rule == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+        assert spec["template"]["spec"]["restartPolicy"] == "Never"  # what a podFailurePolicy requires
+
+
 def test_secrets_are_passed_by_reference_only():
     for job in (_gpu_job(), _endpoint_job()):
         text = json.dumps(_children(job))

@@ -43,6 +43,14 @@ def _job(
         # With a Kueue queue the Job starts suspended and Kueue admits it (unsuspends) when
         # quota allows, as Kueue documents for batch/v1 Jobs.
         "suspend": bool(queue),
+        # A replacement only once the old pod has ended: never two pods writing one shard or one
+        # checkpoint while an evicted or preempted pod is still terminating.
+        "podReplacementPolicy": "Failed",
+        # Evictions, preemption and node drains are not the stage's fault: they do not use up
+        # backoffLimit (the replacement resumes from the storage).
+        "podFailurePolicy": {
+            "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
+        },
         "template": {
             "metadata": {"labels": common.labels(job, stage)},
             "spec": common.pod_spec(
