@@ -104,6 +104,8 @@ class Progress(Model):
     epoch: float | None = Field(None, ge=0, description="Training epoch reached.")
     step: int | None = Field(None, ge=0, description="Training updates done.")
     train_loss: float | None = Field(None, description="Latest training loss.")
+    models_done: int | None = Field(None, ge=0, description="Models evaluation has scored so far.")
+    models_total: int | None = Field(None, ge=0, description="Models evaluation compares.")
     validation_loss: float | None = Field(None, description="Latest validation loss.")
 
 

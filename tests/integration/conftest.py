@@ -309,6 +309,7 @@ def _parse_path(path: str, _original=kmock_parsing.parse_path) -> kmock_parsing.
 @pytest_asyncio.fixture()
 async def cluster(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):
     monkeypatch.setattr(kmock_parsing, "parse_path", _parse_path)
+    monkeypatch.setenv("DISTILLERY_PROGRESS_SECONDS", "1")  # read by the operator's progress scraper
     async with Emulator() as server, kmock.Server(server):
         for resource, info in RESOURCES.items():
             server.resources[resource] = {**info, "verbs": VERBS}

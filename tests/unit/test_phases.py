@@ -277,3 +277,15 @@ def test_status_does_not_change_on_every_tick_while_the_teacher_loads():
         )
     assert ticks[0] == ticks[1]
     assert "since 2026-11-28T12:00:00Z" in ticks[0].message
+
+
+def test_progress_a_running_stage_reports_reaches_status_and_the_printer_column():
+    training = decide(spec(), [], status(Phase.training, C.data_generated),
+                      Observed(train=job(active=1), live={"epoch": 1.25, "step": 40, "train_loss": 0.4213}), NOW, "j")  # fmt: skip
+    assert training.progress["summary"] == "train epoch 1.25/3, loss 0.421"
+    assert training.progress["step"] == 40
+    evaluating = decide(spec(), [], status(Phase.evaluating, C.data_generated, C.student_trained),
+                        Observed(evaluate=job(active=1), live={"models_done": 1, "models_total": 3}), NOW, "j")  # fmt: skip
+    assert evaluating.progress["summary"] == "evaluate 1/3 models"
+    new = next_status(status(Phase.evaluating), evaluating, NOW, 1)
+    assert (new.progress.models_done, new.progress.models_total) == (1, 3)

@@ -23,6 +23,7 @@ from distillery.api import GROUP, PLURAL, VERSION
 from distillery.controller import metrics
 from distillery.controller.cache import CHILD_KINDS, Cache, key_of
 from distillery.controller.leader import LeaderElection
+from distillery.controller.progress import ProgressScraper
 from distillery.controller.queue import WorkQueue
 from distillery.controller.reconcile import Reconciler
 from distillery.manifests.common import MANAGED_BY, MANAGER
@@ -42,8 +43,10 @@ class Runtime:
 
     def __init__(self) -> None:
         self.cache = Cache()
+        self.live: dict[tuple[str, str], dict[str, Any]] = {}  # progress the running stage pods report
         self.election: LeaderElection | None = None
-        self.queue = WorkQueue(Reconciler(self.cache), workers=WORKERS, active=self.is_leader)
+        self.queue = WorkQueue(Reconciler(self.cache, self.live), workers=WORKERS, active=self.is_leader)
+        self.scraper = ProgressScraper(self.cache, self.live, self.queue.request, self.is_leader)
         self.ready = False
         self.beat = 0.0
         self.tasks: list[asyncio.Task] = []  # background loops, cancelled at cleanup
@@ -118,7 +121,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.watching.label_selectors[group or version, plural] = OWN_LABELS
     # Our transitions become Events; kopf's own chatter does not.
     settings.posting.level = logging.WARNING
-    loops = [_resync(), _heartbeat()]
+    loops = [_resync(), _heartbeat(), runtime.scraper.run()]
     if _leader_election:
         runtime.election = LeaderElection(**_leader_election, on_elected=_take_over)
         loops.append(runtime.election.run())

@@ -57,6 +57,8 @@ class Observed:
     evaluate: JobState = field(default_factory=JobState)
     # The existing claim named by storage.pvc.claimName does not exist (yet).
     claim_missing: bool = False
+    # What the running stage's pods report of their progress (Progress fields; controller.progress).
+    live: dict[str, Any] = field(default_factory=dict)
 
 
 def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -132,7 +134,9 @@ def _stage(body: dict[str, Any]) -> str:
     return ((body.get("metadata") or {}).get("labels") or {}).get(STAGE_LABEL, "")
 
 
-def from_children(children: dict[str, list[dict[str, Any]]], claim_missing: bool = False) -> Observed:
+def from_children(
+    children: dict[str, list[dict[str, Any]]], claim_missing: bool = False, live: dict[str, Any] | None = None
+) -> Observed:
     """The Observed record of a job from its objects as the cache holds them (kind -> bodies)."""
 
     def of(kind: str, stage: str) -> list[dict[str, Any]]:
@@ -148,4 +152,5 @@ def from_children(children: dict[str, list[dict[str, Any]]], claim_missing: bool
         generate=job_state(one("Job", "generate"), of("Pod", "generate")),
         train=job_state(one("Job", "train"), of("Pod", "train")),
         evaluate=job_state(one("Job", "evaluate"), of("Pod", "evaluate")),
+        live=dict(live or {}),
     )

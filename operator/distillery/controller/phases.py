@@ -292,11 +292,12 @@ def training(walk: Walk) -> Step | None:
         if train.failed:
             return failure(walk, C.student_trained, "train", train)
         if not train.complete:
+            walk.progress.update(walk.observed.live)
             return walk.step(
                 Phase.training,
                 "training the student",
                 Cond(C.student_trained, "False", Reason.training, f"training {walk.spec.student.model}"),
-                summary="train running",
+                summary=training_summary(walk.progress, walk.spec.training.epochs),
                 ensure=("train",),
                 resume=resume(walk.spec, train, "train"),
             )
@@ -306,6 +307,14 @@ def training(walk: Walk) -> Step | None:
         walk.finished.append("train")
     walk.artifacts["student"] = str(walk.layout.student)
     return None
+
+
+def training_summary(progress: dict, epochs: int) -> str:
+    """`kubectl get`'s PROGRESS while training: the epoch and the loss the pod reports."""
+    if progress.get("epoch") is None:
+        return "train running"
+    loss = progress.get("train_loss")
+    return f"train epoch {progress['epoch']:.2f}/{epochs}" + (f", loss {loss:.3g}" if loss is not None else "")
 
 
 # ------------------------------------------------------------------ 3. evaluation and the gate
@@ -324,11 +333,13 @@ def evaluation(walk: Walk) -> Step:
     if ev.failed and result is None:
         return failure(walk, C.evaluated, "evaluate", ev)
     if not ev.complete and not (ev.failed and result is not None):
+        walk.progress.update(walk.observed.live)
+        done, total = walk.progress.get("models_done"), walk.progress.get("models_total")
         return walk.step(
             Phase.evaluating,
             "evaluating student vs baseline vs teacher",
             Cond(C.evaluated, "False", Reason.evaluating, "scoring on held-out data"),
-            summary="evaluate running",
+            summary=f"evaluate {done}/{total} models" if total else "evaluate running",
             ensure=("evaluate",),
             resume=resume(walk.spec, ev, "evaluate"),
         )

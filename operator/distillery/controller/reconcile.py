@@ -35,8 +35,9 @@ CLAIM_RECHECK_SECONDS = 10.0
 
 
 class Reconciler:
-    def __init__(self, cache: Cache):
+    def __init__(self, cache: Cache, live: dict[Key, dict[str, Any]] | None = None):
         self.cache = cache
+        self.live = live if live is not None else {}  # what running stage pods report (controller.progress)
         self._failures: dict[Key, int] = {}  # consecutive transient API errors per job
 
     def __call__(self, key: Key) -> float | Backoff | None:
@@ -66,7 +67,7 @@ class Reconciler:
         job, problems = parse(body)
         now = datetime.now(timezone.utc)
         claim_missing = job is not None and self._claim_missing(job, old)
-        observed = from_children(self.cache.children(key), claim_missing)
+        observed = from_children(self.cache.children(key), claim_missing, self.live.get(key))
         step = phases.decide(job.spec if job else None, problems, old, observed, now, key[1])
         if step.delete_self:
             logger.info("%s/%s: ttlSecondsAfterFinished has passed; deleting the DistillationJob", *key)
