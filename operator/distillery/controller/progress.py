@@ -42,7 +42,7 @@ SERIES = {
     },
     "evaluate": {
         "models_done": "distillery_eval_models_done",
-        "models_total": "distillery_eval_models_total",
+        "models_total": "distillery_eval_models_compared",
     },
 }
 
