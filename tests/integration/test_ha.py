@@ -65,7 +65,7 @@ def creates(emulator: Any) -> Counter:
         (r.resource.plural, r.data["metadata"]["name"])
         for r in list(emulator)
         if str(getattr(r.method, "value", r.method)).upper() == "POST" and r.resource is not None
-        and r.resource.plural not in ("events",) and r.headers.get("User-Agent", "").startswith("OpenAPI")
+        and r.resource.plural not in ("events",) and r.headers.get("User-Agent", "").startswith("distillery-operator")
     )  # fmt: skip
 
 
@@ -123,7 +123,7 @@ def test_two_chart_replicas_one_reconciles_the_other_takes_over(tmp_path):
                 verb
                 and request.resource is not None
                 and request.resource.plural
-                and agent.startswith(("OpenAPI", "kopf"))
+                and agent.startswith(("distillery-operator", "kopf"))
             ):
                 resource = request.resource.plural + (
                     f"/{request.subresource}" if request.subresource else ""

@@ -21,6 +21,7 @@ from kubernetes import client
 
 from distillery.api import GROUP, PLURAL, VERSION
 from distillery.controller import metrics
+from distillery.controller.apiclient import Api
 from distillery.controller.cache import CHILD_KINDS, Cache, key_of
 from distillery.controller.leader import LeaderElection
 from distillery.controller.progress import ProgressScraper
@@ -33,9 +34,12 @@ registry = kopf.OperatorRegistry()
 # How often every job is reconciled even if nothing happened to it: a safety net for a missed
 # watch event, not the way the operator learns about changes.
 RESYNC_SECONDS = float(os.environ.get("DISTILLERY_RESYNC_SECONDS", "300"))
-# Reconciles running at once (threads: the Kubernetes client blocks).
-WORKERS = int(os.environ.get("DISTILLERY_WORKERS", "8"))
+# Reconciles waiting on the API server at once.
+WORKERS = int(os.environ.get("DISTILLERY_WORKERS", "16"))
 OWN_LABELS = f"{MANAGED_BY}={MANAGER}"
+# Children whose only state the phase machine reads is that they exist: their creation (by us)
+# needs no reconcile of the job, their deletion does (they are made again).
+PRESENCE_ONLY = frozenset({"Service", "NetworkPolicy", "PersistentVolumeClaim"})
 
 
 class Runtime:
@@ -43,9 +47,12 @@ class Runtime:
 
     def __init__(self) -> None:
         self.cache = Cache()
+        self.logged_in = asyncio.Event()
+        self.api = Api(self.logged_in)
         self.live: dict[tuple[str, str], dict[str, Any]] = {}  # progress the running stage pods report
         self.election: LeaderElection | None = None
-        self.queue = WorkQueue(Reconciler(self.cache, self.live), workers=WORKERS, active=self.is_leader)
+        self.reconciler = Reconciler(self.cache, self.api, self.live)
+        self.queue = WorkQueue(self.reconciler, workers=WORKERS, active=self.is_leader)
         self.scraper = ProgressScraper(self.cache, self.live, self.queue.request, self.is_leader)
         self.ready = False
         self.beat = 0.0
@@ -85,7 +92,7 @@ def use_configuration(configuration: client.Configuration) -> None:
 
 
 @kopf.on.login(registry=registry)
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """kopf and the official client share one set of credentials.
 
     kopf's `login_via_client` loads the service account (in a pod) or the kubeconfig and
@@ -94,10 +101,13 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """
     configuration = _configuration.get("explicit")
     if configuration is None:
-        return kopf.login_via_client(**kwargs)
-    return kopf.ConnectionInfo(
-        server=configuration.host, insecure=not configuration.verify_ssl, ca_path=configuration.ssl_ca_cert
-    )
+        info = kopf.login_via_client(**kwargs)
+    else:
+        info = kopf.ConnectionInfo(
+            server=configuration.host, insecure=not configuration.verify_ssl, ca_path=configuration.ssl_ca_cert
+        )
+    runtime.logged_in.set()  # the official client's default configuration is now the operator's
+    return info
 
 
 # ------------------------------------------------------------------ startup and shutdown
@@ -123,7 +133,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     loops = [_resync(), _heartbeat(), runtime.scraper.run()]
     if _leader_election:
-        runtime.election = LeaderElection(**_leader_election, on_elected=_take_over)
+        runtime.election = LeaderElection(runtime.api, **_leader_election, on_elected=_take_over)
         loops.append(runtime.election.run())
     else:
         metrics.LEADER.set(1)
@@ -138,6 +148,7 @@ async def shut_down(**_: Any) -> None:
     for task in runtime.tasks:
         task.cancel()
     await runtime.queue.stop()
+    await runtime.api.close()
 
 
 def _take_over() -> None:
@@ -180,7 +191,8 @@ async def job_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         runtime.cache.drop_job(key)
         metrics.forget_job(*key, body.get("metadata", {}).get("uid", ""))
         return
-    runtime.queue.request(key)
+    if not runtime.reconciler.unchanged(key, dict(body)):  # not just the echo of our own status write
+        runtime.queue.request(key)
 
 
 def _child_handlers(kind: str) -> tuple[Any, Any]:
@@ -188,8 +200,9 @@ def _child_handlers(kind: str) -> tuple[Any, Any]:
         runtime.cache.put_child(kind, dict(body))
 
     async def event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        owner = runtime.cache.put_child(kind, dict(body), deleted=type == "DELETED")
-        if owner is not None:
+        deleted = type == "DELETED"
+        owner = runtime.cache.put_child(kind, dict(body), deleted=deleted)
+        if owner is not None and (deleted or kind not in PRESENCE_ONLY):
             runtime.queue.request(owner)
 
     return index, event
@@ -198,5 +211,9 @@ def _child_handlers(kind: str) -> tuple[Any, Any]:
 for _kind, (_group, _version, _plural) in CHILD_KINDS.items():
     _resource = (_group, _version, _plural) if _group else (_version, _plural)
     _index, _event = _child_handlers(_kind)
-    kopf.index(*_resource, labels={MANAGED_BY: MANAGER}, registry=registry, id=f"{_kind.lower()}-index")(_index)
-    kopf.on.event(*_resource, labels={MANAGED_BY: MANAGER}, registry=registry, id=f"{_kind.lower()}-event")(_event)
+    kopf.index(*_resource, labels={MANAGED_BY: MANAGER}, registry=registry, id=f"{_kind.lower()}-index")(
+        _index
+    )
+    kopf.on.event(*_resource, labels={MANAGED_BY: MANAGER}, registry=registry, id=f"{_kind.lower()}-event")(
+        _event
+    )

@@ -3,7 +3,7 @@
 Idempotent: children have fixed names and are created only when the cache has not seen them
 (a 409 from a racing replica, or from our own create whose watch event has not arrived yet,
 counts as success), so an operator restart or a second replica never makes a duplicate.
-Every call has a timeout, so a hung connection cannot stall a reconcile thread.
+Asynchronous (`apiclient`): a reconcile waits on the API server without holding a thread.
 """
 
 from __future__ import annotations
@@ -13,22 +13,19 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
-from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from distillery.api import GROUP, PLURAL, VERSION, DistillationJob
 from distillery.controller import metrics
+from distillery.controller.apiclient import MERGE_PATCH, Api, path
+from distillery.controller.cache import CHILD_KINDS
 from distillery.controller.steps import Step
 from distillery.manifests import CHILDREN, BuildConfig, build, child_name
 
-# (connect, read) timeout of every API call, so a hung connection cannot stall a reconcile thread.
-REQUEST_TIMEOUT = (10, 60)
-
 REPORTER = "distillery-operator"  # the Events' source
-
-# The client's default for built-in kinds is a JSON patch (a list of operations); our
-# patches are partial objects, which the API server accepts only as a merge patch.
-MERGE_PATCH = "application/merge-patch+json"
+# Kubernetes keeps Event messages short (events.k8s.io caps its note at 1 KiB); status has the whole text.
+EVENT_MESSAGE_LIMIT = 1024
+Key = tuple[str, str]
 
 
 class ChildRefused(Exception):
@@ -37,10 +34,6 @@ class ChildRefused(Exception):
     def __init__(self, child: str, message: str):
         super().__init__(message)
         self.child = child
-
-
-def call(fn, *args, **kwargs):
-    return fn(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
 
 
 def transient(error: ApiException) -> bool:
@@ -62,59 +55,52 @@ def describe_error(error: Exception) -> str:
     return f"Kubernetes API unreachable: {type(error).__name__}: {error}"
 
 
-def get_claim(namespace: str, name: str) -> dict[str, Any] | None:
+def child_path(kind: str, namespace: str, name: str | None = None) -> str:
+    return path(*CHILD_KINDS[kind], namespace, name)
+
+
+async def get_claim(api: Api, namespace: str, name: str) -> dict[str, Any] | None:
     """An existing claim the spec names (not ours, so not in the cache); None when absent."""
     try:
-        return call(client.CoreV1Api().read_namespaced_persistent_volume_claim, name, namespace)
+        return await api.request("GET", child_path("PersistentVolumeClaim", namespace, name))
     except ApiException as error:
         if error.status == 404:
             return None
         raise
 
 
-_CREATE = {
-    "Deployment": lambda ns, body: call(client.AppsV1Api().create_namespaced_deployment, ns, body),
-    "Job": lambda ns, body: call(client.BatchV1Api().create_namespaced_job, ns, body),
-    "Service": lambda ns, body: call(client.CoreV1Api().create_namespaced_service, ns, body),
-    "PersistentVolumeClaim": lambda ns, body: call(
-        client.CoreV1Api().create_namespaced_persistent_volume_claim, ns, body
-    ),
-    "NetworkPolicy": lambda ns, body: call(client.NetworkingV1Api().create_namespaced_network_policy, ns, body),
-}
-_DELETE = {
-    "Deployment": lambda ns, name: call(
-        client.AppsV1Api().delete_namespaced_deployment, name, ns, propagation_policy="Background"
-    ),
-    "Job": lambda ns, name: call(client.BatchV1Api().delete_namespaced_job, name, ns, propagation_policy="Background"),
-}
-
-
 def _exists(children: dict[str, list[dict[str, Any]]], kind: str, name: str) -> bool:
     return any((body.get("metadata") or {}).get("name") == name for body in children.get(kind, ()))
 
 
-def create(job: DistillationJob, child: str, config: BuildConfig, logger: logging.Logger) -> None:
+async def create(
+    api: Api, job: DistillationJob, child: str, config: BuildConfig, logger: logging.Logger
+) -> None:
     kind = CHILDREN[child][1]
     manifest = build(child, job, config)
     if manifest is None:
         return
     name = manifest["metadata"]["name"]
     try:
-        _CREATE[kind](job.metadata.namespace, manifest)
+        await api.request("POST", child_path(kind, job.metadata.namespace), manifest)
     except ApiException as error:
         if error.status == 409:  # another replica (or our last try) made it first
             return
         if transient(error):
             raise
-        raise ChildRefused(child, f"{kind} {name}: {error.status} {error.reason}: {api_message(error)}") from None
+        raise ChildRefused(
+            child, f"{kind} {name}: {error.status} {error.reason}: {api_message(error)}"
+        ) from None
     metrics.CHILDREN_CREATED.labels(kind).inc()
     logger.info("%s/%s: created %s %s", job.metadata.namespace, job.metadata.name, kind, name)
 
 
-def delete(key: tuple[str, str], child: str, logger: logging.Logger) -> None:
+async def delete(api: Api, key: Key, child: str, logger: logging.Logger) -> None:
     (namespace, job_name), kind, name = key, CHILDREN[child][1], child_name(child, key[1])
     try:
-        _DELETE[kind](namespace, name)
+        await api.request(
+            "DELETE", child_path(kind, namespace, name), params={"propagationPolicy": "Background"}
+        )
     except ApiException as error:
         if error.status != 404:
             raise
@@ -123,8 +109,9 @@ def delete(key: tuple[str, str], child: str, logger: logging.Logger) -> None:
     logger.info("%s/%s: deleted %s %s (%s)", namespace, job_name, kind, name, what)
 
 
-def carry_out(
-    key: tuple[str, str],
+async def carry_out(
+    api: Api,
+    key: Key,
     job: DistillationJob | None,
     step: Step,
     children: dict[str, list[dict[str, Any]]],
@@ -139,38 +126,35 @@ def carry_out(
         config = BuildConfig.from_env()
         for child in step.ensure:
             if not _exists(children, CHILDREN[child][1], child_name(child, job)):
-                create(job, child, config, logger)
+                await create(api, job, child, config, logger)
     for child in step.delete:
         if _exists(children, CHILDREN[child][1], child_name(child, job_name)):
-            delete(key, child, logger)
+            await delete(api, key, child, logger)
     for stage, value in [(s, True) for s in step.suspend] + [(s, False) for s in step.resume]:
-        call(client.BatchV1Api().patch_namespaced_job, child_name(stage, job_name), namespace,
-             {"spec": {"suspend": value}}, _content_type=MERGE_PATCH)  # fmt: skip
+        url = child_path("Job", namespace, child_name(stage, job_name))
+        await api.request("PATCH", url, {"spec": {"suspend": value}}, MERGE_PATCH)
         logger.info("%s/%s: %s the %s Job", namespace, job_name, "suspended" if value else "resumed", stage)
 
 
-def patch_status(namespace: str, name: str, document: dict[str, Any]) -> None:
-    call(client.CustomObjectsApi().patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name,
-         {"status": document}, _content_type=MERGE_PATCH)  # fmt: skip
+async def patch_status(api: Api, namespace: str, name: str, document: dict[str, Any]) -> None:
+    url = path(GROUP, VERSION, PLURAL, namespace, name, "status")
+    await api.request("PATCH", url, {"status": document}, MERGE_PATCH)
 
 
-def delete_job(namespace: str, name: str) -> None:
+async def delete_job(api: Api, namespace: str, name: str) -> None:
     try:
-        call(client.CustomObjectsApi().delete_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
+        await api.request("DELETE", path(GROUP, VERSION, PLURAL, namespace, name))
     except ApiException as error:
         if error.status != 404:
             raise
 
 
-# Kubernetes keeps Event messages short (events.k8s.io caps its note at 1 KiB); status has the whole text.
-EVENT_MESSAGE_LIMIT = 1024
-
-
-def post_event(body: dict[str, Any], type: str, reason: str, message: str) -> None:
+async def post_event(api: Api, body: dict[str, Any], type: str, reason: str, message: str) -> None:
     """A core/v1 Event about the DistillationJob (what `kubectl describe dj` lists)."""
     meta = body["metadata"]
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     event = {
+        "apiVersion": "v1", "kind": "Event",
         "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
         "involvedObject": {
             "apiVersion": body.get("apiVersion", f"{GROUP}/{VERSION}"), "kind": body.get("kind", "DistillationJob"),
@@ -181,4 +165,4 @@ def post_event(body: dict[str, Any], type: str, reason: str, message: str) -> No
         "source": {"component": REPORTER}, "reportingComponent": REPORTER, "reportingInstance": REPORTER,
         "firstTimestamp": now, "lastTimestamp": now, "count": 1,
     }  # fmt: skip
-    call(client.CoreV1Api().create_namespaced_event, meta["namespace"], event)
+    await api.request("POST", path("", "v1", "events", meta["namespace"]), event)

@@ -18,12 +18,10 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-import urllib3
-from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from distillery.controller import metrics
-from distillery.controller.kube import MERGE_PATCH, call
+from distillery.controller.apiclient import MERGE_PATCH, TRANSIENT, Api, path
 
 logger = logging.getLogger("distillery.leader")
 
@@ -37,9 +35,10 @@ def _microtime(moment: float | None = None) -> str:
 
 
 class LeaderElection:
-    def __init__(self, name: str, namespace: str, identity: str, on_elected: Callable[[], None] = lambda: None,
+    def __init__(self, api: Api, name: str, namespace: str, identity: str, on_elected: Callable[[], None] = lambda: None,
                  lease_seconds: int = LEASE_SECONDS, renew_seconds: int = RENEW_SECONDS):  # fmt: skip
-        self.name, self.namespace, self.identity = name, namespace, identity
+        self.api, self.name, self.namespace, self.identity = api, name, namespace, identity
+        self.url = path("coordination.k8s.io", "v1", "leases", namespace, name)
         self.on_elected = on_elected
         self.lease_seconds, self.renew_seconds = lease_seconds, renew_seconds
         self.leader = False
@@ -50,9 +49,12 @@ class LeaderElection:
         metrics.LEADER.set(0)
         while True:
             try:
-                held = await asyncio.to_thread(self.try_acquire_or_renew)
-            except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
+                held = await self.try_acquire_or_renew()
+            except (ApiException, *TRANSIENT) as error:
                 logger.warning("leader election: %s", error)
+                held = False
+            except Exception:  # a bug must not end the election loop: this replica would never lead
+                logger.exception("leader election failed unexpectedly; trying again")
                 held = False
             if self.leader and not held and time.monotonic() - self._renewed > self.lease_seconds:
                 self._set(False)
@@ -67,52 +69,54 @@ class LeaderElection:
         self.leader = leader
         metrics.LEADER.set(1 if leader else 0)
         if leader:
-            logger.info("leader election: %s holds Lease %s/%s; reconciling", self.identity, self.namespace, self.name)
+            logger.info(
+                "leader election: %s holds Lease %s/%s; reconciling", self.identity, self.namespace, self.name
+            )
             self.on_elected()
         else:
             logger.warning("leader election: lost Lease %s/%s; standing by", self.namespace, self.name)
 
-    def try_acquire_or_renew(self) -> bool:
+    async def try_acquire_or_renew(self) -> bool:
         """One round: create the Lease, renew ours, or take over one whose holder stopped renewing."""
-        api = client.CoordinationV1Api()
         try:
-            lease = call(api.read_namespaced_lease, self.name, self.namespace)
+            lease = await self.api.request("GET", self.url)
         except ApiException as error:
             if error.status != 404:
                 raise
-            return self._write(api, None)
-        spec = lease.spec
-        if spec.holder_identity == self.identity:
-            return self._write(api, lease)
-        record = (spec.holder_identity, spec.renew_time, spec.lease_transitions)
+            return await self._write(None)
+        spec = lease.get("spec") or {}
+        if spec.get("holderIdentity") == self.identity:
+            return await self._write(lease)
+        record = (spec.get("holderIdentity"), spec.get("renewTime"), spec.get("leaseTransitions"))
         if record != self._observed[0]:
             self._observed = (record, time.monotonic())
             return False
-        duration = spec.lease_duration_seconds or self.lease_seconds
-        if spec.holder_identity and time.monotonic() - self._observed[1] < duration:
+        duration = spec.get("leaseDurationSeconds") or self.lease_seconds
+        if spec.get("holderIdentity") and time.monotonic() - self._observed[1] < duration:
             return False  # someone else holds it and keeps renewing
-        return self._write(api, lease)
+        return await self._write(lease)
 
-    def _write(self, api: client.CoordinationV1Api, lease: Any) -> bool:
+    async def _write(self, lease: dict[str, Any] | None) -> bool:
         now = _microtime()
         spec = {"holderIdentity": self.identity, "leaseDurationSeconds": self.lease_seconds, "renewTime": now}
-        if lease is None:
-            body = {"metadata": {"name": self.name, "namespace": self.namespace},
-                    "spec": {**spec, "acquireTime": now, "leaseTransitions": 0}}  # fmt: skip
-            write = lambda: call(api.create_namespaced_lease, self.namespace, body)  # noqa: E731
-        else:
-            ours = lease.spec.holder_identity == self.identity
-            transitions = (lease.spec.lease_transitions or 0) + (0 if ours else 1)
-            acquired = _microtime(lease.spec.acquire_time.timestamp()) if ours and lease.spec.acquire_time else now
-            body = {"metadata": {"name": self.name, "namespace": self.namespace,
-                                 "resourceVersion": lease.metadata.resource_version},
-                    "spec": {**spec, "acquireTime": acquired, "leaseTransitions": transitions}}  # fmt: skip
-            # A merge patch carrying the resourceVersion it was read at: the API server applies it only if
-            # the Lease has not changed since (409 otherwise), as a replace would.
-            write = lambda: call(api.patch_namespaced_lease, self.name, self.namespace, body,  # noqa: E731
-                                 _content_type=MERGE_PATCH)  # fmt: skip
         try:
-            write()
+            if lease is None:
+                body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                        "metadata": {"name": self.name, "namespace": self.namespace},
+                        "spec": {**spec, "acquireTime": now, "leaseTransitions": 0}}  # fmt: skip
+                await self.api.request(
+                    "POST", path("coordination.k8s.io", "v1", "leases", self.namespace), body
+                )
+            else:
+                old = lease.get("spec") or {}
+                ours = old.get("holderIdentity") == self.identity
+                transitions = (old.get("leaseTransitions") or 0) + (0 if ours else 1)
+                acquired = old.get("acquireTime") if ours and old.get("acquireTime") else now
+                # A merge patch carrying the resourceVersion it was read at: the API server applies it only
+                # if the Lease has not changed since (409 otherwise), as a replace would.
+                body = {"metadata": {"resourceVersion": lease["metadata"]["resourceVersion"]},
+                        "spec": {**spec, "acquireTime": acquired, "leaseTransitions": transitions}}  # fmt: skip
+                await self.api.request("PATCH", self.url, body, MERGE_PATCH)
         except ApiException as error:
             if error.status == 409:  # another replica wrote first
                 return False

@@ -106,6 +106,7 @@ CHILDREN_CREATED = Counter(
 
 _state_lock = threading.Lock()
 _phases: dict[tuple[str, str], Phase] = {}  # (namespace, name) -> phase, for the jobs-by-phase gauge
+_counts: dict[Phase, int] = dict.fromkeys(Phase, 0)  # jobs per phase, kept with _phases
 _deleted: set[str] = set()  # uids of deleted jobs: a reconcile still in flight must not re-export them
 
 
@@ -114,8 +115,7 @@ def forget_job(namespace: str, job: str, uid: str = "") -> None:
     with _state_lock:
         if uid:
             _deleted.add(uid)
-        _phases.pop((namespace, job), None)
-        _count_phases()
+        _count(_phases.pop((namespace, job), None), None)
         for gauge in (JOB_RECORDS, JOB_TOKENS, JOB_REJECTED, JOB_TRAIN_LOSS, JOB_RETENTION):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, job)
@@ -138,8 +138,8 @@ def export_status(namespace: str, name: str, uid: str, status: DistillationJobSt
             return
         for candidate in Phase:
             JOB_PHASE.labels(namespace, name, candidate.value).set(1 if candidate is phase else 0)
+        _count(_phases.get((namespace, name)), phase)
         _phases[(namespace, name)] = phase
-        _count_phases()
     progress = status.progress
     if progress is not None:
         for gauge, value in (
@@ -164,6 +164,11 @@ def export_status(namespace: str, name: str, uid: str, status: DistillationJobSt
             JOB_RETENTION.labels(namespace, name).set(evaluation.retention)
 
 
-def _count_phases() -> None:
-    for phase in Phase:
-        JOBS.labels(phase.value).set(sum(1 for p in _phases.values() if p is phase))
+def _count(old: Phase | None, new: Phase | None) -> None:
+    """Move one job from `old` to `new` in the jobs-by-phase gauge (constant time: 1000 jobs, 1000 updates)."""
+    if old is new:
+        return
+    for phase, change in ((old, -1), (new, 1)):
+        if phase is not None:
+            _counts[phase] += change
+            JOBS.labels(phase.value).set(_counts[phase])

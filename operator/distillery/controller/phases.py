@@ -83,7 +83,16 @@ def decide(
 
 
 # Spec sections whose change after the start would leave children of an old spec running.
-IMMUTABLE_SECTIONS = ("teacher", "student", "data", "generation", "training", "evaluation", "storage", "queue_name")
+IMMUTABLE_SECTIONS = (
+    "teacher",
+    "student",
+    "data",
+    "generation",
+    "training",
+    "evaluation",
+    "storage",
+    "queue_name",
+)
 
 
 def spec_hashes(spec: DistillationJobSpec) -> dict[str, str]:
@@ -93,7 +102,9 @@ def spec_hashes(spec: DistillationJobSpec) -> dict[str, str]:
         value = getattr(spec, section)
         dumped = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
         text = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
-        out[DistillationJobSpec.model_fields[section].alias or section] = hashlib.sha256(text.encode()).hexdigest()[:12]
+        out[DistillationJobSpec.model_fields[section].alias or section] = hashlib.sha256(
+            text.encode()
+        ).hexdigest()[:12]
     return out
 
 
@@ -314,7 +325,9 @@ def training_summary(progress: dict, epochs: int) -> str:
     if progress.get("epoch") is None:
         return "train running"
     loss = progress.get("train_loss")
-    return f"train epoch {progress['epoch']:.2f}/{epochs}" + (f", loss {loss:.3g}" if loss is not None else "")
+    return f"train epoch {progress['epoch']:.2f}/{epochs}" + (
+        f", loss {loss:.3g}" if loss is not None else ""
+    )
 
 
 # ------------------------------------------------------------------ 3. evaluation and the gate

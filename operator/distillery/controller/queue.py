@@ -3,9 +3,8 @@
 Requests for a job that is already queued coalesce; a request while its reconcile runs
 queues exactly one more run after it (the level-based reconcile sees everything that changed
 meanwhile). A request may be delayed (a deadline to check, a retry with backoff). Reconciles
-run in threads (the Kubernetes client is blocking) with the caller's context, so kopf's
-Event posting works from them. Nothing runs unless `active()` says so: a standby replica
-keeps its cache warm and its queue idle.
+are coroutines: `workers` of them wait on the API server at once. Nothing runs unless
+`active()` says so: a standby replica keeps its cache warm and its queue idle.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +32,7 @@ class Backoff:
 class WorkQueue:
     def __init__(
         self,
-        work: Callable[[Key], float | Backoff | None],
+        work: Callable[[Key], Awaitable[float | Backoff | None]],
         workers: int = 8,
         active: Callable[[], bool] = lambda: True,
     ):
@@ -54,7 +53,9 @@ class WorkQueue:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._ready = asyncio.Queue()
-        self._tasks = [asyncio.create_task(self._worker(), name=f"reconcile-{n}") for n in range(self.workers)]
+        self._tasks = [
+            asyncio.create_task(self._worker(), name=f"reconcile-{n}") for n in range(self.workers)
+        ]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -115,7 +116,7 @@ class WorkQueue:
             self._running.add(key)
             started = time.monotonic()
             try:
-                again = await asyncio.to_thread(self.work, key)
+                again = await self.work(key)
             except Exception:  # the work function handles what it expects; this is a bug: log, retry later
                 logger.exception("reconcile of %s/%s failed unexpectedly; retrying in 30 s", *key)
                 again = 30.0
