@@ -6,8 +6,8 @@
 For each N, a fresh API server (hack/flat_apiserver.py, its own process: O(1) per get / create /
 patch, so the figures describe the operator, not the stand-in; kmock's emulator re-filters its
 whole request history per request) and a fresh `distillery operator --namespace bench` (its own
-process, KUBECONFIG pointing at the server, the shipped reconcile interval unless
---reconcile-seconds says otherwise). Then:
+process, KUBECONFIG pointing at the server, the shipped resync interval unless --resync-seconds
+says otherwise). Then:
 
 0. one warm-up job, waited for until it has its Deployment (the cold start: imports, first
    connections), so the figures below describe a running operator;
@@ -18,9 +18,10 @@ process, KUBECONFIG pointing at the server, the shipped reconcile interval unles
    interpolated in its buckets as Prometheus' histogram_quantile does;
 4. the operator's CPU time (user + system, /proc) from the first create to the last Deployment, per
    job, and its peak RSS (VmHWM) minus its idle RSS, per job;
-5. steady state: for --steady seconds after that, API requests/s and the operator's CPU use, which
-   is what grows with N (every job is re-read every reconcile interval); the API server's own CPU
-   is shown beside it, to tell whether the stand-in or the operator is the limit.
+5. steady state: once the operator has caught up (no API request for 3 s), for --steady seconds,
+   API requests/s and the operator's CPU use: with event-driven reconciling nothing should happen
+   while nothing changes (the resync safety net runs every 5 minutes); the API server's own CPU is
+   shown beside it, to tell whether the stand-in or the operator is the limit.
 
 Nothing runs a pod: the jobs stay at TeacherStarting, which is the point where the operator's
 per-job cost is its steady cost. Prints one line per N and a JSON summary last.
@@ -197,10 +198,14 @@ def one_size(count: int, args: argparse.Namespace, work: Path) -> dict:
         metrics_port = free_port()
         log = (work / f"operator-{count}.log").open("w")
         env = {**os.environ, "KUBECONFIG": str(config), "PYTHONPATH": str(REPO / "operator")}
-        if args.reconcile_seconds:
-            env["DISTILLERY_RECONCILE_SECONDS"] = str(args.reconcile_seconds)
+        if args.resync_seconds:
+            env["DISTILLERY_RESYNC_SECONDS"] = str(args.resync_seconds)
+        command = [sys.executable, "-m", "distillery", "operator", "--namespace", NAMESPACE, "--metrics-port",
+                   str(metrics_port)]  # fmt: skip
+        if args.profile:  # figures are then py-spy's, not the operator's: for finding where time goes only
+            command = ["py-spy", "record", "--format", "raw", "-r", "250", "-o", str(args.profile), "--", *command]
         operator = subprocess.Popen(
-            [sys.executable, "-m", "distillery", "operator", "--namespace", NAMESPACE, "--metrics-port", str(metrics_port)],
+            command,
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         wait_for(lambda: operator.poll() is not None or stats()["requests"].get(f"watch {DJS}"),
@@ -238,7 +243,15 @@ def one_size(count: int, args: argparse.Namespace, work: Path) -> dict:
         delays = [deployments[f"{NAMESPACE}/{teacher_name(i)}"] - jobs[f"{NAMESPACE}/job-{i:05d}"]
                   for i in range(count)]  # fmt: skip
 
-        requests0 = sum(snapshot["requests"].values())
+        # Steady state begins once the operator has caught up (status writes and Events after the
+        # Deployments): no API request for 3 s, or at most a minute more.
+        settled_at, last = time.monotonic(), sum(stats()["requests"].values())
+        while time.monotonic() - settled_at < 3 and time.monotonic() - started < all_s + 60:
+            time.sleep(0.5)  # sampling the request count, not waiting for a fixed time
+            now = sum(stats()["requests"].values())
+            if now != last:
+                settled_at, last = time.monotonic(), now
+        requests0 = sum(stats()["requests"].values())
         steady_started = time.monotonic()
         time.sleep(args.steady)  # a fixed measuring window, not a wait for a condition
         steady_s = time.monotonic() - steady_started
@@ -299,11 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--steady", type=float, default=30.0, help="steady-state window in seconds (default 30)"
     )
-    parser.add_argument("--reconcile-seconds", type=float, default=None,
-                        help="DISTILLERY_RECONCILE_SECONDS for the operator (default: the shipped 10)")  # fmt: skip
+    parser.add_argument("--resync-seconds", type=float, default=None,
+                        help="DISTILLERY_RESYNC_SECONDS for the operator (default: the shipped 300)")  # fmt: skip
     parser.add_argument(
         "--deadline", type=float, default=900.0, help="most seconds to wait for the Deployments"
     )
+    parser.add_argument("--profile", type=Path, help="run the operator under py-spy, writing this raw profile")
     parser.add_argument("--work", type=Path, default=REPO / "build" / "bench-operator-scale",
                         help="where the kubeconfig and the operator's logs go")  # fmt: skip
     args = parser.parse_args(argv)

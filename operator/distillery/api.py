@@ -329,6 +329,12 @@ class PvcSpec(Model):
         max_length=3,
         description="Access modes of a created claim; shards on several nodes need ReadWriteMany.",
     )
+    reclaim_policy: Literal["Retain", "Delete"] = Field(
+        "Retain",
+        description="What happens to a created claim when the job is deleted (or its TTL passes): `Retain` "
+        "keeps it and its data (the student, the report, the generated records); `Delete` removes it with "
+        "the job. An existing claim (`claimName`) is never deleted.",
+    )
 
 
 class StorageSpec(Model):

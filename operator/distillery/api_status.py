@@ -63,6 +63,10 @@ class Reason(str, enum.Enum):
     no_gate_result = "NoGateResult"
     startup_timeout = "StartupTimeout"
     job_failed = "JobFailed"
+    child_refused = "ChildRefused"  # the API server refused a child (403 quota, 422 invalid, ...)
+    api_unavailable = "ApiUnavailable"  # 429, 5xx or a timeout: retried with backoff
+    spec_changed = "SpecChanged"
+    stopped = "Stopped"  # a stage Job removed because the job ended
 
 
 # False conditions with these reasons are work under way, not trouble (Normal Events).
@@ -75,6 +79,7 @@ _PROGRESS_REASONS = frozenset(
         Reason.evaluating,
         Reason.scaled_down,
         Reason.suspended,
+        Reason.api_unavailable,
     }
 )
 
@@ -110,6 +115,8 @@ class Progress(Model):
     epoch: float | None = Field(None, ge=0, description="Training epoch reached.")
     step: int | None = Field(None, ge=0, description="Training updates done.")
     train_loss: float | None = Field(None, description="Latest training loss.")
+    models_done: int | None = Field(None, ge=0, description="Models evaluation has scored so far.")
+    models_total: int | None = Field(None, ge=0, description="Models evaluation compares.")
     validation_loss: float | None = Field(None, description="Latest validation loss.")
 
 
@@ -151,3 +158,9 @@ class DistillationJobStatus(Model):
     progress: Progress | None = Field(None, description="Per-stage progress.")
     evaluation: EvaluationStatus | None = Field(None, description="Scores and the gate.")
     artifacts: Artifacts | None = Field(None, description="Where the results are on the job's storage.")
+    spec_hashes: dict[str, str] | None = Field(
+        None,
+        description="A hash of each spec section the job started with: the spec is immutable after creation "
+        "(except suspend and ttlSecondsAfterFinished), and the operator fails a job whose spec changed anyway "
+        "rather than run children of two specs.",
+    )

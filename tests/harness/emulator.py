@@ -11,6 +11,8 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import aiohttp.web
+
 from tests.harness.errors import HarnessError
 from tests.harness.helpers import now_rfc3339, random_suffix
 
@@ -28,7 +30,7 @@ RESOURCES: dict[str, tuple[str, bool]] = {
     "v1/events": ("Event", True),
     "v1/namespaces": ("Namespace", False),
     "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False),
-    "kopf.dev/v1/clusterkopfpeerings": ("ClusterKopfPeering", False),
+    "coordination.k8s.io/v1/leases": ("Lease", True),
 }
 
 
@@ -46,6 +48,9 @@ def serve_emulator(namespaces: Iterable[str] = ()) -> Iterator[tuple[Any, str]]:
 
     class Emulator(kmock.KubernetesEmulator):
         async def _handle(self, request: Any) -> Any:
+            stale = _stale_replace(self, request)
+            if stale:
+                return aiohttp.web.json_response(stale, status=409)
             if request.action == kmock.action.CREATE and isinstance(request.data, dict):
                 meta = request.data.setdefault("metadata", {})
                 if not meta.get("name") and meta.get("generateName"):
@@ -93,6 +98,29 @@ def serve_emulator(namespaces: Iterable[str] = ()) -> Iterator[tuple[Any, str]]:
     finally:
         box["loop"].call_soon_threadsafe(box["stop"].set)
         thread.join(15)
+
+
+def _stale_replace(emulator: Any, request: Any) -> dict[str, Any] | None:
+    """A PUT or PATCH carrying an older resourceVersion than the stored object's: the API server's 409 Conflict.
+
+    Optimistic concurrency, which leader election relies on (of two replicas replacing a Lease
+    read at the same version, one wins). No await between this check and the store's update,
+    so on the emulator's single event loop nothing can change in between.
+    """
+    method = str(getattr(request.method, "value", request.method)).upper()
+    if method not in ("PUT", "PATCH") or request.resource is None or not isinstance(request.data, dict):
+        return None
+    sent = (request.data.get("metadata") or {}).get("resourceVersion")
+    key = (request.resource, request.namespace, request.name)
+    stored = emulator._objects[key] if key in emulator._objects else None  # noqa: SIM401 - kmock has no .get
+    if not sent or stored is None or stored.deleted:
+        return None
+    current = (stored.raw.get("metadata") or {}).get("resourceVersion")
+    if current is None or str(current) == str(sent):
+        return None
+    return {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 409, "reason": "Conflict",
+            "message": f"Operation cannot be fulfilled on {request.resource.plural} \"{request.name}\": "
+                       "the object has been modified; please apply your changes to the latest version and try again"}  # fmt: skip
 
 
 def kubeconfig(url: str) -> str:

@@ -44,6 +44,7 @@ class JobController(Controller):
         self.started_at = 0.0
         self.conditions: list[dict[str, Any]] = []
         self.completion_time: str | None = None
+        self.policy_failure: tuple[str, str] | None = None  # a podFailurePolicy FailJob rule matched
         super().__init__(kubelet, obj)
 
     @property
@@ -52,7 +53,7 @@ class JobController(Controller):
 
     async def reconcile(self) -> float | None:
         spec = self.obj.get("spec") or {}
-        for unsupported in ("podFailurePolicy", "successPolicy"):
+        for unsupported in ("successPolicy",):
             if spec.get(unsupported):
                 raise HarnessError(
                     f"spec.{unsupported} is not emulated; the harness cannot run this Job faithfully"
@@ -70,7 +71,7 @@ class JobController(Controller):
         if indexed and completions is None:
             raise HarnessError("spec.completions: an Indexed Job needs it")
 
-        self._count_terminated(indexed, per_index)
+        self._count_terminated(spec, indexed, per_index)
         active = [pod for pod in self.pods if pod.active]
         # With restartPolicy OnFailure, container restarts count as failures.
         restarts = sum(c.restart_count for pod in self.pods for c in pod.containers)
@@ -86,7 +87,9 @@ class JobController(Controller):
             self.conditions = [c for c in self.conditions if c["type"] != "Suspended"]
             if self.start_time is None:
                 self.start_time, self.started_at = now_rfc3339(), time.monotonic()
-            failure = self._failure(spec, indexed, completions, per_index, backoff_limit, restarts)
+            failure = self.policy_failure or self._failure(
+                spec, indexed, completions, per_index, backoff_limit, restarts
+            )
             if failure is not None:
                 reason, message = failure
                 self._set_condition("FailureTarget", reason, message)
@@ -113,7 +116,7 @@ class JobController(Controller):
             wait = left if wait is None else min(wait, left)
         return None if wait is None else max(wait, 0.05)
 
-    def _count_terminated(self, indexed: bool, per_index: int | None) -> None:
+    def _count_terminated(self, spec: dict[str, Any], indexed: bool, per_index: int | None) -> None:
         for pod in self.pods:
             if not pod.terminal or pod.name in self.counted:
                 continue
@@ -125,12 +128,22 @@ class JobController(Controller):
                 if pod.index is not None:
                     self.succeeded_indexes.add(pod.index)
                 continue
+            action = failure_action(spec.get("podFailurePolicy"), pod)
+            if action == "Ignore":
+                self.kubelet.event(f"pod {pod.name} failed; podFailurePolicy: Ignore (not counted)")
+                continue
+            if action == "FailJob":
+                self.policy_failure = (
+                    "PodFailurePolicy",
+                    f"Pod {pod.name} failed; podFailurePolicy: FailJob",
+                )
             self.failed += 1
             delay = min(self.kubelet.retry_delay * 2 ** (self.failed - 1), MAX_BACKOFF_SECONDS)
             self.retry_at[pod.index] = time.monotonic() + delay
             if pod.index is not None:
                 self.index_failures[pod.index] = self.index_failures.get(pod.index, 0) + 1
-                if per_index is not None and self.index_failures[pod.index] > per_index:
+                limit_passed = per_index is not None and self.index_failures[pod.index] > per_index
+                if action == "FailIndex" or limit_passed:
                     self.failed_indexes.add(pod.index)
 
     def _failure(
@@ -170,7 +183,10 @@ class JobController(Controller):
     async def _create_pods(
         self, spec: dict[str, Any], indexed: bool, completions: int | None, parallelism: int
     ) -> float | None:
-        active = [pod for pod in self.pods if pod.active]
+        default = "Failed" if spec.get("podFailurePolicy") else "TerminatingOrFailed"
+        wait_for_end = spec.get("podReplacementPolicy", default) == "Failed"
+        # With podReplacementPolicy Failed a terminating pod still holds its place until it has ended.
+        active = [pod for pod in self.pods if pod.active or (wait_for_end and not pod.terminal)]
         now = time.monotonic()
         wait: float | None = None
         if indexed:
@@ -245,7 +261,7 @@ class JobController(Controller):
             "startTime": self.start_time,
             "active": len(active) or None,
             "ready": sum(1 for pod in active if pod.ready),
-            "terminating": 0,
+            "terminating": sum(1 for pod in self.pods if pod.stopping and not pod.terminal),
             "succeeded": self.succeeded or None,
             "failed": self.failed or None,
             "conditions": self.conditions or None,
@@ -257,3 +273,27 @@ class JobController(Controller):
             if per_index is not None:
                 status["failedIndexes"] = compress_indexes(self.failed_indexes) or None
         await self.write_status(status)
+
+
+def failure_action(policy: dict[str, Any] | None, pod: Pod) -> str:
+    """The action of the first podFailurePolicy rule a failed pod matches; Count when none does."""
+    conditions = {c["type"] for c in pod.status().get("conditions") or [] if c.get("status") == "True"}
+    codes = {c.name: c.exit_codes[-1] for c in pod.containers if c.exit_codes}
+    for rule in (policy or {}).get("rules") or []:
+        on_conditions = rule.get("onPodConditions")
+        if on_conditions and any(
+            c["type"] in conditions for c in on_conditions if c.get("status", "True") == "True"
+        ):
+            return rule["action"]
+        on_codes = rule.get("onExitCodes")
+        if on_codes:
+            names = [on_codes["containerName"]] if on_codes.get("containerName") else list(codes)
+            values = set(on_codes.get("values") or [])
+            hit = any(
+                (codes[n] in values) == (on_codes["operator"] == "In")
+                for n in names
+                if n in codes and codes[n] != 0
+            )
+            if hit:
+                return rule["action"]
+    return "Count"

@@ -187,6 +187,8 @@ class Pod:
         if grace is None:
             grace = min(float(self.spec.get("terminationGracePeriodSeconds", 30)), self.kubelet.grace_seconds)
         self.stopping = True
+        if self.owner is not None:
+            self.owner.wake()  # a terminating pod: a TerminatingOrFailed Job replaces it right away
         for container in self.containers + self.init_containers:
             await self.terminate_container(container, grace)
         if self.task is not None:

@@ -11,29 +11,23 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-import pytest_asyncio
-
-from distillery.contract.summaries import CheckSummary, InputSummary, StageSummary, termination_message
-
-# Reconcile fast in tests; read when the handlers module is imported, so set it first.
-os.environ.setdefault("DISTILLERY_RECONCILE_SECONDS", "0.5")
-
+import aiohttp.web
 import kmock
 import kmock._internal.parsing as kmock_parsing
 import kubernetes
+import pytest
+import pytest_asyncio
 from kopf.testing import KopfRunner
 
+from distillery.contract.summaries import CheckSummary, InputSummary, StageSummary, termination_message
 from distillery.controller import handlers
 
 NAMESPACE = "ml"
-PEERING = "distillery"
 DJ = "distillery.dev/v1alpha1/distillationjobs"
 
 # Every resource the operator (or kopf for it) may touch; the emulator refuses others.
@@ -51,15 +45,13 @@ RESOURCES: dict[str, dict[str, Any]] = {
         "namespaced": False,
         "kind": "CustomResourceDefinition",
     },
-    "kopf.dev/v1/clusterkopfpeerings": {"namespaced": False, "kind": "ClusterKopfPeering"},
-    "kopf.dev/v1/kopfpeerings": {"namespaced": True, "kind": "KopfPeering"},
+    "coordination.k8s.io/v1/leases": {"namespaced": True, "kind": "Lease"},
 }
 VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
 
 # (apiGroup, resource[/subresource], verb) of every operator request, across the session,
 # and the tests whose requests are in it.
-SEEN_REQUESTS: set[tuple[str, str, str]] = set()
-RECORDED_TESTS: set[str] = set()
+SEEN_REQUESTS: dict[str, set[tuple[str, str, str]]] = {}  # test name -> (apiGroup, resource, verb)
 
 _versions = itertools.count(1)
 
@@ -141,6 +133,14 @@ class Cluster:
             await asyncio.sleep(0.1)
         raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
+    def refuse(self, method: str, plural: str, code: int, reason: str, message: str, times: int = 1) -> None:
+        """Answer the next `times` such requests with this error instead of serving them."""
+        faults = getattr(self.server, "faults", None)
+        if faults is None:
+            faults = self.server.faults = []
+        faults.append({"method": method, "plural": plural, "code": code, "reason": reason, "message": message,
+                       "times": times})  # fmt: skip
+
     async def job_status(self, name: str) -> dict:
         body = await self.get(DJ, name)
         return (body or {}).get("status") or {}
@@ -221,20 +221,28 @@ class Cluster:
             and not r.headers.get("User-Agent", "").startswith("kmock/")
         ]
 
-    def record_requests(self) -> None:
+    def record_requests(self, test: str) -> None:
+        seen = SEEN_REQUESTS.setdefault(test, set())
         for request in self.operator_requests():
+            if _blocks_owner_deletion(request):
+                # The API server's OwnerReferencesPermissionEnforcement admission: setting
+                # blockOwnerDeletion needs update on the owner's finalizers subresource.
+                seen.add(("distillery.dev", "distillationjobs/finalizers", "update"))
             verb = _verb(request)
             resource = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
             if verb:
-                SEEN_REQUESTS.add((request.resource.group or "", resource, verb))
+                seen.add((request.resource.group or "", resource, verb))
 
     # ---------------------------------------------------------------- the operator
     @contextlib.asynccontextmanager
-    async def operator(self, namespace: str | None = None, priority: int = 0):
-        """Run the operator (leader election on) until the block ends: cluster-wide, or in one namespace."""
+    async def operator(self, namespace: str | None = None):
+        """Run the operator in this process until the block ends: cluster-wide, or in one namespace.
+
+        (Leader election between replicas is tested with real operator processes: test_ha.py.)
+        """
         scope = ["--namespace", namespace] if namespace else ["--all-namespaces"]
         runner = KopfRunner(
-            ["run", *scope, "--peering", PEERING, "--priority", str(priority), "--verbose"],
+            ["run", *scope, "--standalone", "--verbose"],
             registry=handlers.registry,
             timeout=30,
         )
@@ -256,14 +264,28 @@ class Cluster:
         )
 
 
+def _blocks_owner_deletion(request: kmock.Request) -> bool:
+    body = request.data if isinstance(request.data, dict) else {}
+    owners = (body.get("metadata") or {}).get("ownerReferences") or []
+    return _verb(request) == "create" and any(o.get("blockOwnerDeletion") for o in owners)
+
+
 class Emulator(kmock.KubernetesEmulator):
     """kmock's emulator plus what every API server does on create: a name from generateName, a uid.
 
     kopf posts Events with generateName only; without this, every Event after the first
-    would collide on the empty name.
+    would collide on the empty name. `faults` makes it answer some requests with an error, as a
+    real API server can: a quota's 403, an invalid object's 422, an overloaded server's 503.
     """
 
+    faults: list[dict[str, Any]]
+
     async def _handle(self, request):
+        fault = self._fault(request)
+        if fault is not None:
+            status = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": fault["code"],
+                      "reason": fault["reason"], "message": fault["message"]}  # fmt: skip
+            return aiohttp.web.json_response(status, status=fault["code"])
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):
@@ -271,6 +293,16 @@ class Emulator(kmock.KubernetesEmulator):
             meta.setdefault("uid", str(uuid.uuid4()))
             meta.setdefault("resourceVersion", str(next(_versions)))
         return await super()._handle(request)
+
+    def _fault(self, request) -> dict[str, Any] | None:
+        method = str(getattr(request.method, "value", request.method)).upper()
+        for fault in getattr(self, "faults", []):
+            if fault["times"] and fault["method"] == method and request.resource is not None and (
+                request.resource.plural == fault["plural"]
+            ):
+                fault["times"] -= 1
+                return fault
+        return None
 
 
 def _parse_path(path: str, _original=kmock_parsing.parse_path) -> kmock_parsing.ParsedPath:
@@ -284,6 +316,7 @@ def _parse_path(path: str, _original=kmock_parsing.parse_path) -> kmock_parsing.
 @pytest_asyncio.fixture()
 async def cluster(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):
     monkeypatch.setattr(kmock_parsing, "parse_path", _parse_path)
+    monkeypatch.setenv("DISTILLERY_PROGRESS_SECONDS", "1")  # read by the operator's progress scraper
     async with Emulator() as server, kmock.Server(server):
         for resource, info in RESOURCES.items():
             server.resources[resource] = {**info, "verbs": VERBS}
@@ -294,15 +327,10 @@ async def cluster(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureReques
         world = Cluster(server)
         await world.create("v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
                            namespace=None)  # fmt: skip
-        for kind, plural, namespace in [("ClusterKopfPeering", "clusterkopfpeerings", None),
-                                        ("KopfPeering", "kopfpeerings", NAMESPACE)]:  # fmt: skip
-            peering = {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": PEERING}}
-            await world.create(f"kopf.dev/v1/{plural}", peering, namespace=namespace)
         try:
             yield world
         finally:
-            world.record_requests()
-            RECORDED_TESTS.add(request.node.originalname)
+            world.record_requests(request.node.originalname)
 
 
 def spec(**changes: Any) -> dict:

@@ -279,7 +279,7 @@ class KubeAPI:
     def __init__(self):
         import kmock
 
-        from tests.integration.conftest import RESOURCES, VERBS
+        from tests.integration.conftest import RESOURCES, VERBS, Emulator
 
         self.loop = asyncio.new_event_loop()
         self._started = threading.Event()
@@ -287,7 +287,7 @@ class KubeAPI:
 
         async def serve():
             self._stop = asyncio.Event()
-            async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator):
+            async with Emulator() as emulator, kmock.Server(emulator):
                 for resource, info in RESOURCES.items():
                     emulator.resources[resource] = {**info, "verbs": VERBS}
                 # kmock cannot parse POST /api/v1/namespaces; store the namespace directly.
@@ -477,7 +477,7 @@ def test_promtool_check_metrics_accepts_every_distillery_metric(stand_in):
 def test_each_process_exports_only_its_own_series(stand_in, operator):
     """The operator's /metrics has no worker series and a stage's none of the operator's or another stage's."""
     own = {"operator": ("distillery_job", "distillery_jobs", "distillery_reconcile", "distillery_children",
-                        "distillery_stage"),
+                        "distillery_stage", "distillery_operator"),
            "generate": ("distillery_generation_",), "train": ("distillery_train_",), "evaluate": ("distillery_eval_",)}  # fmt: skip
     texts = {process: get(f"http://{address}/metrics").decode() for process, address in stand_in.items()}
     if operator.process.poll() is None:

@@ -1,9 +1,15 @@
-"""RBAC: the chart's ClusterRole grants exactly what the operator used in the integration tests.
+"""RBAC: the chart grants exactly what the operator uses in the integration tests, in each mode.
 
 Every request the operator made against the emulator in this session (tests/integration,
-recorded by the `cluster` fixture) must be allowed by a rule, and every rule must have been
-needed by some request: nothing missing, nothing extra. Run alone, this module first plays
-the scenarios itself so the record is complete.
+recorded per test by the `cluster` fixture and by the HA test) must be allowed by a rule, and
+every rule must have been needed by some request: nothing missing, nothing extra.
+
+- Watching every namespace: the ClusterRole grants the job rules.
+- `operator.watchNamespaces`: Roles in those namespaces grant them; the ClusterRole keeps only
+  what kopf needs cluster-wide (no create rights on Deployments or Jobs anywhere).
+- Leader election: a Role for the Lease in the release namespace.
+
+Run alone, this module first plays the scenarios itself so the record is complete.
 """
 
 from __future__ import annotations
@@ -14,59 +20,95 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration import test_operator
-from tests.integration.conftest import RECORDED_TESTS, SEEN_REQUESTS, Cluster
+from tests.integration import test_failures, test_ha, test_operator
+from tests.integration.conftest import SEEN_REQUESTS, Cluster
 from tests.tools import helm_binary
 
 pytestmark = [pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "distillery"
+LEASES = ("coordination.k8s.io", "leases")
 
-# The scenarios whose requests the role must cover (deletion, TTL, suspend and failures included).
-SCENARIOS = [
+# The scenarios whose requests the roles must cover (deletion, TTL, suspend and failures included).
+CLUSTER_WIDE = [
     test_operator.test_a_job_walks_through_every_phase_to_succeeded,
     test_operator.test_suspend_and_resume,
     test_operator.test_deletion_releases_the_job_and_children_are_owned,
     test_operator.test_a_finished_job_is_deleted_after_its_ttl,
-    test_operator.test_an_operator_restricted_to_one_namespace,
+    test_operator.test_pending_until_the_named_claim_exists,
+    test_failures.test_a_spec_made_invalid_by_a_patch_stops_the_teacher_and_the_running_shards,
 ]
+NAMESPACED = test_operator.test_an_operator_restricted_to_one_namespace
+HA = test_ha.test_two_chart_replicas_one_reconciles_the_other_takes_over
 
 
-def cluster_role() -> dict:
+def render(*values: str) -> list[dict]:
+    sets = [arg for value in values for arg in ("--set", value)]
     rendered = subprocess.run(
-        [helm_binary(), "template", "distillery", str(CHART), "--show-only", "templates/clusterrole.yaml"],
+        [helm_binary(), "template", "distillery", str(CHART), "--namespace", "distillery-system", *sets],
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
-    (role,) = [doc for doc in yaml.safe_load_all(rendered) if doc]
-    assert role["kind"] == "ClusterRole"
-    return role
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
 
 
-def granted(role: dict) -> set[tuple[str, str, str]]:
+def granted(*roles: dict) -> set[tuple[str, str, str]]:
     out = set()
-    for rule in role["rules"]:
-        for group in rule["apiGroups"]:
-            for resource in rule["resources"]:
-                for verb in rule["verbs"]:
-                    assert "*" not in (group, resource, verb), f"wildcard in {rule}"
-                    out.add((group, resource, verb))
+    for role in roles:
+        for rule in role["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        assert "*" not in (group, resource, verb), f"wildcard in {rule}"
+                        out.add((group, resource, verb))
     return out
 
 
-@pytest.mark.asyncio
-async def test_the_cluster_role_grants_exactly_what_the_operator_uses(cluster: Cluster):
-    for scenario in SCENARIOS:  # those not run in this session (e.g. this module alone): play them now
-        if scenario.__name__ not in RECORDED_TESTS:
+def only(docs: list[dict], kind: str, suffix: str = "") -> dict:
+    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(suffix)]
+    return doc
+
+
+async def recorded(cluster: Cluster, tmp_path: Path) -> None:
+    """Play the scenarios not run in this session (e.g. this module alone)."""
+    for scenario in [*CLUSTER_WIDE, NAMESPACED]:
+        if scenario.__name__ not in SEEN_REQUESTS:
             await scenario(cluster)
-    cluster.record_requests()
-    used = set(SEEN_REQUESTS)
-    allowed = granted(cluster_role())
+            cluster.record_requests(scenario.__name__)
+    if HA.__name__ not in SEEN_REQUESTS:
+        import asyncio
+
+        await asyncio.to_thread(HA, tmp_path)
+
+
+@pytest.mark.asyncio
+async def test_the_roles_grant_exactly_what_the_operator_uses(cluster: Cluster, tmp_path: Path):
+    await recorded(cluster, tmp_path)
+    ha = SEEN_REQUESTS[HA.__name__]
+    cluster_wide = set().union(*(SEEN_REQUESTS[s.__name__] for s in CLUSTER_WIDE), ha)
+    leases = {r for r in cluster_wide if r[:2] == LEASES}
+
+    # Every namespace: the ClusterRole; the Lease: the leader-election Role.
+    docs = render("operator.leaderElection.enabled=true", "operator.replicas=2")
+    allowed = granted(only(docs, "ClusterRole"))
+    used = cluster_wide - leases
     assert not (used - allowed), f"used but not granted: {sorted(used - allowed)}"
     assert not (allowed - used), f"granted but never used: {sorted(allowed - used)}"
+    lease_rules = granted(only(docs, "Role", "-leader-election"))
+    assert leases == lease_rules, (sorted(leases), sorted(lease_rules))
+
+    # watchNamespaces: the job rules in Roles there; cluster-wide only what kopf needs.
+    docs = render("operator.watchNamespaces={ml}")
+    role, cluster_role = only(docs, "Role"), only(docs, "ClusterRole")
+    assert role["metadata"]["namespace"] == "ml"
+    namespaced_use = SEEN_REQUESTS[NAMESPACED.__name__]
+    allowed = granted(role, cluster_role)
+    assert not (namespaced_use - allowed), f"used but not granted: {sorted(namespaced_use - allowed)}"
+    assert granted(cluster_role) <= namespaced_use, "a cluster-wide right the namespaced operator never used"
+    assert not {r for r in granted(cluster_role) if r[2] in ("create", "delete", "patch")}
 
 
-def test_the_role_is_named_and_labelled_by_the_chart_helpers():
-    role = cluster_role()
+def test_the_roles_are_named_and_labelled_by_the_chart_helpers():
+    role = only(render(), "ClusterRole")
     assert role["metadata"]["name"] == "distillery"
     assert role["metadata"]["labels"]["app.kubernetes.io/name"] == "distillery"

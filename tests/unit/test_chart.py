@@ -144,7 +144,7 @@ def test_default_render_has_exactly_the_core_objects():
 
 def test_full_render_has_every_optional_object():
     kinds = {d["kind"] for d in render("full")}
-    assert kinds >= {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap", "ClusterKopfPeering"}
+    assert kinds >= {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap", "Role", "RoleBinding"}
 
 
 # ------------------------------------------------------------------ CRDs
@@ -190,39 +190,43 @@ def test_standalone_by_default():
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
     assert container["args"] == ["--metrics-port=8080"]
     docs = render("defaults")
-    assert not [d for d in docs if d["kind"] in ("ClusterKopfPeering", "KopfPeering")]
-    assert not [d for d in docs if d["metadata"]["name"].endswith(".kopf.dev")]
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+    assert not [d for d in docs if "kopf.dev" in d["metadata"]["name"] or d["kind"].endswith("KopfPeering")]
 
 
-def test_leader_election_runs_replicas_with_kopf_peering():
+def test_leader_election_runs_replicas_on_a_lease():
     docs = render("full")
     deployment = find(docs, "Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
-    assert "--peering=distillery" in container["args"]
-    crds = {d["metadata"]["name"]: d for d in docs if d["kind"] == "CustomResourceDefinition"}
-    for name in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
-        assert crds[name]["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
-    peering = find(docs, "ClusterKopfPeering")
-    assert peering["metadata"]["name"] == "distillery"
-    # A hook, applied once the CRD exists: helm cannot create a CRD and its objects together.
-    assert peering["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    assert "--leader-elect=distillery" in container["args"]
+    env = {e["name"]: e.get("valueFrom") for e in container["env"]}
+    assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    role = find(docs, "Role", "-leader-election")
+    assert role["metadata"]["namespace"] == "distillery-system"
+    assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                              "verbs": ["get", "create", "patch"]}]  # fmt: skip
+    binding = find(docs, "RoleBinding", "-leader-election")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
 
 
-def test_watched_namespaces_get_namespaced_peerings():
+def test_watched_namespaces_get_roles_not_cluster_wide_rights():
     docs = render("full", "--set", "operator.watchNamespaces={team-a,team-b}")
     (container,) = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert [a for a in container["args"] if a.startswith("--namespace")] == [
         "--namespace=team-a",
         "--namespace=team-b",
     ]
-    peerings = [d for d in docs if d["kind"] == "KopfPeering"]
-    assert [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in peerings] == [
-        ("team-a", "distillery"),
-        ("team-b", "distillery"),
-    ]
-    assert not [d for d in docs if d["kind"] == "ClusterKopfPeering"]
+    roles = [d for d in docs if d["kind"] == "Role" and not d["metadata"]["name"].endswith("-leader-election")]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list", "watch", "create", "delete"]} in (
+        roles[0]["rules"]
+    )
+    cluster_role = find(docs, "ClusterRole")
+    granted = {(g, r) for rule in cluster_role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    assert granted == {("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces")}
 
 
 def test_worker_images_reach_the_operator():

@@ -147,8 +147,11 @@ def test_children_are_owned_labelled_and_run_as_non_root(case: str):
         meta = manifest["metadata"]
         assert meta["name"] == child_name(child, job)
         assert len(meta["name"]) <= 63
-        owner = meta["ownerReferences"][0]
-        assert (owner["kind"], owner["uid"], owner["controller"]) == ("DistillationJob", UID, True)
+        if child == "pvc" and job.spec.storage.pvc.reclaim_policy == "Retain":
+            assert "ownerReferences" not in meta, "a retained claim outlives its job"
+        else:
+            owner = meta["ownerReferences"][0]
+            assert (owner["kind"], owner["uid"], owner["controller"]) == ("DistillationJob", UID, True)
         assert meta["labels"]["app.kubernetes.io/managed-by"] == "distillery-operator"
         assert meta["labels"]["distillery.dev/job"] == label_value(job.metadata.name)
         template = manifest["spec"].get("template")
@@ -164,6 +167,17 @@ def test_children_are_owned_labelled_and_run_as_non_root(case: str):
                 template["metadata"]["labels"]["distillery.dev/stage"]
                 == meta["labels"]["distillery.dev/stage"]
             )
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_stage_jobs_never_run_two_pods_at_once_and_forgive_disruptions(case: str):
+    job = CASES[case]()
+    for child in ("generate", "train", "evaluate"):
+        spec = build(child, job, BuildConfig())["spec"]
+        assert spec["podReplacementPolicy"] == "Failed", child
+        (rule,) = spec["podFailurePolicy"]["rules"]
+        assert rule == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+        assert spec["template"]["spec"]["restartPolicy"] == "Never"  # what a podFailurePolicy requires
 
 
 def test_secrets_are_passed_by_reference_only():

@@ -76,3 +76,48 @@ alerts in rules/alerts.yaml and the dashboards match on it, so it is fixed, not 
 {{- define "distillery.scrapeJob" -}}
 distillery-operator
 {{- end -}}
+
+{{/*
+What the operator may do in a namespace where it runs jobs, and nothing more: a ClusterRole's
+rules when it watches every namespace, a Role's in each namespace of `watchNamespaces`.
+tests/integration/test_rbac.py records every request the operator makes in the integration
+tests and fails when a rule here is missing or was never needed.
+*/}}
+{{- define "distillery.namespacedRules" -}}
+# The jobs: watched; their status written; deleted after ttlSecondsAfterFinished.
+- apiGroups: ["distillery.dev"]
+  resources: ["distillationjobs"]
+  verbs: ["list", "watch", "delete"]
+- apiGroups: ["distillery.dev"]
+  resources: ["distillationjobs/status"]
+  verbs: ["patch"]
+# Children carry blockOwnerDeletion: where owner references are enforced, setting it needs
+# update on the owner's finalizers subresource.
+- apiGroups: ["distillery.dev"]
+  resources: ["distillationjobs/finalizers"]
+  verbs: ["update"]
+# Children: watched (with a label selector) into the operator's cache, created when absent.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["list", "watch", "create", "delete"]  # delete: the teacher goes as soon as it is not needed
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["list", "watch", "create", "patch", "delete"]  # patch: suspend; delete: stop a job that ended
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["list", "watch", "create"]
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "list", "watch", "create"]  # get: an existing claimName exists before anything starts
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["list", "watch", "create"]
+# Stage pods: their termination messages carry each stage's summary; their addresses, its progress.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
+# A Kubernetes Event for each transition.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end -}}

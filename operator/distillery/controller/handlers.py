@@ -1,40 +1,81 @@
-"""kopf handlers: read the children, ask the phase machine, carry its step out, write status.
+"""kopf wiring: watch events fill the cache and queue reconciles; leader election decides who runs them.
 
-Everything decided lives in `phases.decide` and `status` (pure); the API calls are in
-`kube`. One timer per DistillationJob drives it; the status is written only when it
-changed, and each transition becomes an Event.
+Event-driven: a DistillationJob's own events and its children's (Deployments, Jobs, Pods,
+Services, NetworkPolicies and claims the operator labelled, watched with a server-side label
+selector) queue a reconcile of that job (`queue`); the reconcile reads everything from the
+cache (`cache`) and decides in pure code (`phases`, `status`). A slow resync (every
+RESYNC_SECONDS) is only a safety net. No kopf timers, so no finalizer on the jobs: deleting one
+is immediate, the garbage collector removes what it owns.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 import kopf
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
-from distillery.api import GROUP, PLURAL, VERSION, DistillationJob, DistillationJobStatus, Problem
-from distillery.controller import kube, metrics, phases, status
-from distillery.controller.observe import Observed
-from distillery.errors import InvalidJob, format_problem, parse_job
+from distillery.api import GROUP, PLURAL, VERSION
+from distillery.controller import metrics
+from distillery.controller.apiclient import Api
+from distillery.controller.cache import CHILD_KINDS, Cache, key_of
+from distillery.controller.leader import LeaderElection
+from distillery.controller.progress import ProgressScraper
+from distillery.controller.queue import WorkQueue
+from distillery.controller.reconcile import Reconciler
+from distillery.manifests.common import MANAGED_BY, MANAGER
 
 registry = kopf.OperatorRegistry()
 
-# How often each job is reconciled. Stages take minutes to days; 10 s keeps `kubectl get`
-# fresh at a few API reads per job. Tests set it lower.
-RECONCILE_SECONDS = float(os.environ.get("DISTILLERY_RECONCILE_SECONDS", "10"))
-_heartbeat = {"ready": False, "beat": 0.0}
+# How often every job is reconciled even if nothing happened to it: a safety net for a missed
+# watch event, not the way the operator learns about changes.
+RESYNC_SECONDS = float(os.environ.get("DISTILLERY_RESYNC_SECONDS", "300"))
+# Reconciles waiting on the API server at once.
+WORKERS = int(os.environ.get("DISTILLERY_WORKERS", "16"))
+OWN_LABELS = f"{MANAGED_BY}={MANAGER}"
+# Children whose only state the phase machine reads is that they exist: their creation (by us)
+# needs no reconcile of the job, their deletion does (they are made again).
+PRESENCE_ONLY = frozenset({"Service", "NetworkPolicy", "PersistentVolumeClaim"})
+
+
+class Runtime:
+    """The operator's moving parts, made at startup (tests run several operators in one process, in turn)."""
+
+    def __init__(self) -> None:
+        self.cache = Cache()
+        self.logged_in = asyncio.Event()
+        self.api = Api(self.logged_in)
+        self.live: dict[tuple[str, str], dict[str, Any]] = {}  # progress the running stage pods report
+        self.election: LeaderElection | None = None
+        self.reconciler = Reconciler(self.cache, self.api, self.live)
+        self.queue = WorkQueue(self.reconciler, workers=WORKERS, active=self.is_leader)
+        self.scraper = ProgressScraper(self.cache, self.live, self.queue.request, self.is_leader)
+        self.ready = False
+        self.beat = 0.0
+        self.tasks: list[asyncio.Task] = []  # background loops, cancelled at cleanup
+
+    def is_leader(self) -> bool:
+        return self.election is None or self.election.leader
+
+
+runtime = Runtime()
+_leader_election: dict[str, Any] = {}  # set by `use_leader_election` (the CLI) before kopf starts
+
+
+def use_leader_election(name: str, namespace: str, identity: str) -> None:
+    _leader_election.update(name=name, namespace=namespace, identity=identity)
 
 
 def health() -> dict[str, Any]:
     """What /healthz and /readyz report: ready once started; healthy while the event loop beats."""
     return {
-        "ready": _heartbeat["ready"],
-        "age": time.monotonic() - _heartbeat["beat"] if _heartbeat["beat"] else None,
+        "ready": runtime.ready,
+        "age": time.monotonic() - runtime.beat if runtime.beat else None,
+        "leader": runtime.is_leader(),
     }
 
 
@@ -51,7 +92,7 @@ def use_configuration(configuration: client.Configuration) -> None:
 
 
 @kopf.on.login(registry=registry)
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """kopf and the official client share one set of credentials.
 
     kopf's `login_via_client` loads the service account (in a pod) or the kubeconfig and
@@ -60,141 +101,119 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """
     configuration = _configuration.get("explicit")
     if configuration is None:
-        return kopf.login_via_client(**kwargs)
-    return kopf.ConnectionInfo(
-        server=configuration.host, insecure=not configuration.verify_ssl, ca_path=configuration.ssl_ca_cert
-    )
+        info = kopf.login_via_client(**kwargs)
+    else:
+        info = kopf.ConnectionInfo(
+            server=configuration.host, insecure=not configuration.verify_ssl, ca_path=configuration.ssl_ca_cert
+        )
+    runtime.logged_in.set()  # the official client's default configuration is now the operator's
+    return info
 
 
-# ------------------------------------------------------------------ startup
+# ------------------------------------------------------------------ startup and shutdown
 
 
 @kopf.on.startup(registry=registry)
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global runtime
+    runtime = Runtime()
     # Ask the API server to end each watch after 5 min, and give up on our side a little
     # later: a watch whose TCP connection died without a FIN otherwise hangs forever and the
     # operator silently stops seeing changes (kopf issues #204 and #585).
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
-    # kopf's own API calls (patches, events) must not block forever either.
+    # kopf's own API calls (events) must not block forever either.
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
-    # Deleting a job waits for a reconcile that is running at that moment; check every
-    # second whether it finished (kopf's default is 60 s, a minute of "Terminating").
-    settings.background.cancellation_polling = 1
-    # Keep kopf's bookkeeping in our own annotation/finalizer names, not in status.
-    settings.persistence.finalizer = "distillery.dev/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="distillery.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="distillery.dev", key="last-handled-configuration"
-    )
-    # Handlers are sync (the official client); one thread per job being reconciled at once.
-    settings.execution.max_workers = int(os.environ.get("DISTILLERY_WORKERS", "8"))
-    # Our transitions become Events; kopf's own "Handler succeeded" chatter does not.
+    # Only the operator's own children and their pods are watched, filtered by the API server.
+    for group, version, plural in CHILD_KINDS.values():
+        settings.watching.label_selectors[group or version, plural] = OWN_LABELS
+    # Our transitions become Events; kopf's own chatter does not.
     settings.posting.level = logging.WARNING
-    _heartbeat["beat"] = time.monotonic()
-    _heartbeat["ready"] = True
+    loops = [_resync(), _heartbeat(), runtime.scraper.run()]
+    if _leader_election:
+        runtime.election = LeaderElection(runtime.api, **_leader_election, on_elected=_take_over)
+        loops.append(runtime.election.run())
+    else:
+        metrics.LEADER.set(1)
+    await runtime.queue.start()
+    runtime.tasks = [asyncio.create_task(loop) for loop in loops]
+    runtime.beat, runtime.ready = time.monotonic(), True
 
 
-async def heartbeat() -> None:
-    """Beats while the operator's event loop is responsive; /healthz fails when it stops."""
-    import asyncio
+@kopf.on.cleanup(registry=registry)
+async def shut_down(**_: Any) -> None:
+    runtime.ready = False
+    for task in runtime.tasks:
+        task.cancel()
+    await runtime.queue.stop()
+    await runtime.api.close()
 
+
+def _take_over() -> None:
+    """Just elected: reconcile every job the cache holds (the old leader may have left work half done)."""
+    runtime.queue.request_all(runtime.cache.jobs())
+
+
+async def _resync() -> None:
     while True:
-        _heartbeat["beat"] = time.monotonic()
+        await asyncio.sleep(RESYNC_SECONDS)
+        if runtime.is_leader():
+            runtime.queue.request_all(runtime.cache.jobs())
+
+
+async def _heartbeat() -> None:
+    """Beats while the operator's event loop is responsive; /healthz fails when it stops."""
+    while True:
+        runtime.beat = time.monotonic()
         await asyncio.sleep(5)
 
 
-@kopf.on.startup(registry=registry)
-async def start_heartbeat(**_: Any) -> None:
-    import asyncio
-
-    asyncio.get_running_loop().create_task(heartbeat())
-
-
-# ------------------------------------------------------------------ the reconcile loop
-
-
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_SECONDS, registry=registry)
-def reconcile(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
-    started = time.monotonic()
-    try:
-        _reconcile(dict(body), logger)
-    except ApiException as error:
-        metrics.RECONCILES.labels("retry").inc()
-        # Transient API trouble: try again on the next tick, with the cause in the log.
-        raise kopf.TemporaryError(
-            f"Kubernetes API error {error.status}: {error.reason}", delay=RECONCILE_SECONDS
-        ) from error
-    except Exception:
-        metrics.RECONCILES.labels("error").inc()
-        raise
-    else:
-        metrics.RECONCILES.labels("ok").inc()
-    finally:
-        metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
+# ------------------------------------------------------------------ watch events
+#
+# kopf runs every indexing handler for the initial listing of every watched resource before it
+# runs any other handler: so the cache is filled from indexing handlers (they store nothing in
+# kopf's own index), and a job's first reconcile sees all its children, never a cold cache that
+# would re-create them or rewrite its status backwards after an operator restart. Deletions
+# reach the event handlers (indexing handlers are not called for them).
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, registry=registry)
-def forget(namespace: str, name: str, uid: str, **_: Any) -> None:
-    """The children go with the job (owner references); only our metrics need forgetting."""
-    metrics.forget_job(namespace, name, uid)
+@kopf.index(GROUP, VERSION, PLURAL, registry=registry)
+async def job_index(body: kopf.Body, **_: Any) -> None:
+    runtime.cache.put_job(dict(body))
 
 
-def _reconcile(body: dict[str, Any], logger: logging.Logger) -> None:
-    meta = body.get("metadata") or {}
-    name, namespace = meta["name"], meta["namespace"]
-    if meta.get("deletionTimestamp"):
-        return  # being deleted: the garbage collector removes the children; `forget` drops the metrics
-    try:
-        old = DistillationJobStatus.model_validate(body.get("status") or {})
-    except ValueError:
-        old = DistillationJobStatus()  # a status we cannot read is rebuilt from the children
-    job, problems = _parse(body)
-    now = datetime.now(timezone.utc)
-    terminal = old.phase is not None and old.phase.is_terminal
-    # Finished or invalid jobs have nothing running to look at: no API reads, no retry storm.
-    observed = Observed() if terminal or job is None else kube.observe(job)
-    step = phases.decide(job.spec if job else None, problems, old, observed, now, name)
-    if step.delete_self:
-        logger.info("ttlSecondsAfterFinished has passed; deleting the DistillationJob")
-        kube.call(
-            client.CustomObjectsApi().delete_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
-        )
+@kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+async def job_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    key = key_of(body)
+    if type == "DELETED":
+        runtime.cache.drop_job(key)
+        metrics.forget_job(*key, body.get("metadata", {}).get("uid", ""))
         return
-    if job is not None:
-        kube.carry_out(job, step, observed, logger)
-    new = status.next_status(old, step, now, meta.get("generation"))
-    new_doc = status.status_document(new)
-    if new_doc != status.status_document(old):
-        kube.call(
-            client.CustomObjectsApi().patch_namespaced_custom_object_status,
-            GROUP, VERSION, namespace, PLURAL, name, {"status": new_doc}, _content_type=kube.MERGE_PATCH,
-        )  # fmt: skip
-        for event in status.events(old, new):
-            # kopf.event posts whatever settings.posting.level is (that level mutes kopf's own chatter).
-            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-            logger.info("%s: %s", event.reason, event.message)
-    for stage in step.finished_stages:
-        seconds = status.stage_duration(getattr(observed, stage))
-        if seconds is not None:
-            metrics.STAGE_DURATION.labels(stage).observe(seconds)
-    metrics.export_status(namespace, name, meta.get("uid", ""), new)
+    if not runtime.reconciler.unchanged(key, dict(body)):  # not just the echo of our own status write
+        runtime.queue.request(key)
 
 
-def _parse(body: dict[str, Any]) -> tuple[DistillationJob | None, list[str]]:
-    document = {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec")}
-    document["metadata"] = {
-        k: v for k, v in (body.get("metadata") or {}).items() if k in ("name", "namespace", "uid")
-    }
-    try:
-        job = parse_job(document)
-    except InvalidJob as error:
-        return None, [format_problem(p) for p in error.problems]
-    if job.spec.storage.pvc is None:
-        problem = Problem(
-            "spec.storage.pvc", "is required in a cluster (storage.path is only for `distillery run`)"
-        )
-        return None, [format_problem(problem)]
-    return job, []
+def _child_handlers(kind: str) -> tuple[Any, Any]:
+    async def index(body: kopf.Body, **_: Any) -> None:
+        runtime.cache.put_child(kind, dict(body))
+
+    async def event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        deleted = type == "DELETED"
+        owner = runtime.cache.put_child(kind, dict(body), deleted=deleted)
+        if owner is not None and (deleted or kind not in PRESENCE_ONLY):
+            runtime.queue.request(owner)
+
+    return index, event
+
+
+for _kind, (_group, _version, _plural) in CHILD_KINDS.items():
+    _resource = (_group, _version, _plural) if _group else (_version, _plural)
+    _index, _event = _child_handlers(_kind)
+    kopf.index(*_resource, labels={MANAGED_BY: MANAGER}, registry=registry, id=f"{_kind.lower()}-index")(
+        _index
+    )
+    kopf.on.event(*_resource, labels={MANAGED_BY: MANAGER}, registry=registry, id=f"{_kind.lower()}-event")(
+        _event
+    )

@@ -1,167 +1,168 @@
-"""The operator's I/O with the Kubernetes API: reading a job's children, carrying a step out.
+"""The operator's writes to the Kubernetes API: create children if absent, delete, (un)suspend, patch status.
 
-Idempotent: children have fixed names and are created only when absent (a 409 from a
-racing replica counts as success), so an operator restart or a second replica never makes
-a duplicate. Every call has a timeout, so a hung connection cannot stall a handler thread.
+Idempotent: children have fixed names and are created only when the cache has not seen them
+(a 409 from a racing replica, or from our own create whose watch event has not arrived yet,
+counts as success), so an operator restart or a second replica never makes a duplicate.
+Asynchronous (`apiclient`): a reconcile waits on the API server without holding a thread.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from datetime import datetime, timezone
 from typing import Any
 
-from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from distillery.api import DistillationJob
+from distillery.api import GROUP, PLURAL, VERSION, DistillationJob
 from distillery.controller import metrics
-from distillery.controller.observe import Observed, job_state, teacher_state
-from distillery.controller.phases import STAGE_ORDER
+from distillery.controller.apiclient import MERGE_PATCH, Api, path
+from distillery.controller.cache import CHILD_KINDS
 from distillery.controller.steps import Step
 from distillery.manifests import CHILDREN, BuildConfig, build, child_name
-from distillery.manifests.common import JOB_LABEL, STAGE_LABEL, label_value
 
-# (connect, read) timeout of every API call, so a hung connection cannot stall a handler thread.
-REQUEST_TIMEOUT = (10, 60)
-
-# The client's default for built-in kinds is a JSON patch (a list of operations); our
-# patches are partial objects, which the API server accepts only as a merge patch.
-MERGE_PATCH = "application/merge-patch+json"
+REPORTER = "distillery-operator"  # the Events' source
+# Kubernetes keeps Event messages short (events.k8s.io caps its note at 1 KiB); status has the whole text.
+EVENT_MESSAGE_LIMIT = 1024
+Key = tuple[str, str]
 
 
-# ------------------------------------------------------------------ reading children
+class ChildRefused(Exception):
+    """The API server refused to create a child with a 4xx other than 409/429 (invalid, forbidden, quota)."""
+
+    def __init__(self, child: str, message: str):
+        super().__init__(message)
+        self.child = child
 
 
-def call(fn, *args, **kwargs):
-    return fn(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+def transient(error: ApiException) -> bool:
+    """429 (throttled) and 5xx are worth retrying; 0 is the client's own failure (connection, timeout)."""
+    return error.status in (0, None, 429) or (error.status or 0) >= 500
 
 
-def get(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-    api, method = _read_method(kind)
+def api_message(error: ApiException) -> str:
+    """The API server's own message (from its Status body), else the HTTP reason."""
     try:
-        return client.ApiClient().sanitize_for_serialization(call(getattr(api, method), name, namespace))
+        return json.loads(error.body or "{}").get("message") or str(error.reason)
+    except (TypeError, ValueError):
+        return str(error.reason or error)
+
+
+def describe_error(error: Exception) -> str:
+    if isinstance(error, ApiException):
+        return f"Kubernetes API error {error.status} {error.reason}: {api_message(error)}"
+    return f"Kubernetes API unreachable: {type(error).__name__}: {error}"
+
+
+def child_path(kind: str, namespace: str, name: str | None = None) -> str:
+    return path(*CHILD_KINDS[kind], namespace, name)
+
+
+async def get_claim(api: Api, namespace: str, name: str) -> dict[str, Any] | None:
+    """An existing claim the spec names (not ours, so not in the cache); None when absent."""
+    try:
+        return await api.request("GET", child_path("PersistentVolumeClaim", namespace, name))
     except ApiException as error:
         if error.status == 404:
             return None
         raise
 
 
-def _read_method(kind: str):
-    return {
-        "Deployment": (client.AppsV1Api(), "read_namespaced_deployment"),
-        "Job": (client.BatchV1Api(), "read_namespaced_job"),
-        "Service": (client.CoreV1Api(), "read_namespaced_service"),
-        "PersistentVolumeClaim": (client.CoreV1Api(), "read_namespaced_persistent_volume_claim"),
-        "NetworkPolicy": (client.NetworkingV1Api(), "read_namespaced_network_policy"),
-    }[kind]
+def _exists(children: dict[str, list[dict[str, Any]]], kind: str, name: str) -> bool:
+    return any((body.get("metadata") or {}).get("name") == name for body in children.get(kind, ()))
 
 
-def _pods(namespace: str, job_name: str) -> list[dict[str, Any]]:
-    selector = f"{JOB_LABEL}={label_value(job_name)}"
-    found = call(client.CoreV1Api().list_namespaced_pod, namespace, label_selector=selector)
-    pods = client.ApiClient().sanitize_for_serialization(found).get("items") or []
-    # Filter here as well: the selector is the server's job, but a stale cache must not mix jobs.
-    return [
-        p
-        for p in pods
-        if ((p.get("metadata") or {}).get("labels") or {}).get(JOB_LABEL) == label_value(job_name)
-    ]
+async def create(
+    api: Api, job: DistillationJob, child: str, config: BuildConfig, logger: logging.Logger
+) -> None:
+    kind = CHILDREN[child][1]
+    manifest = build(child, job, config)
+    if manifest is None:
+        return
+    name = manifest["metadata"]["name"]
+    try:
+        await api.request("POST", child_path(kind, job.metadata.namespace), manifest)
+    except ApiException as error:
+        if error.status == 409:  # another replica (or our last try) made it first
+            return
+        if transient(error):
+            raise
+        raise ChildRefused(
+            child, f"{kind} {name}: {error.status} {error.reason}: {api_message(error)}"
+        ) from None
+    metrics.CHILDREN_CREATED.labels(kind).inc()
+    logger.info("%s/%s: created %s %s", job.metadata.namespace, job.metadata.name, kind, name)
 
 
-def observe(job: DistillationJob) -> Observed:
-    namespace, name = job.metadata.namespace, job.metadata.name
-    deployment = (
-        get("Deployment", namespace, child_name("teacher", job))
-        if job.spec.teacher.endpoint is None
-        else None
-    )
-    stage_jobs = {stage: get("Job", namespace, child_name(stage, job)) for stage in STAGE_ORDER}
-    pods: list[dict[str, Any]] = []
-    if any(stage_jobs.values()) or (deployment and not teacher_state(deployment).ready):
-        pods = _pods(namespace, name)
-
-    def stage_pods(stage: str) -> list[dict[str, Any]]:
-        return [p for p in pods if ((p.get("metadata") or {}).get("labels") or {}).get(STAGE_LABEL) == stage]
-
-    claim = job.spec.storage.pvc.claim_name if job.spec.storage.pvc else None
-    started = deployment is not None or any(stage_jobs.values())
-    # Only before anything runs: a claim deleted later shows up as failing pods, not as Pending.
-    claim_missing = bool(claim) and not started and get("PersistentVolumeClaim", namespace, claim) is None
-    return Observed(
-        claim_missing=claim_missing,
-        teacher=teacher_state(deployment, stage_pods("teacher")),
-        check=job_state(stage_jobs["check"], stage_pods("check")),
-        generate=job_state(stage_jobs["generate"], stage_pods("generate")),
-        train=job_state(stage_jobs["train"], stage_pods("train")),
-        evaluate=job_state(stage_jobs["evaluate"], stage_pods("evaluate")),
-    )
-
-
-# ------------------------------------------------------------------ carrying a step out
-
-
-_CREATE = {
-    "Deployment": lambda ns, body: client.AppsV1Api().create_namespaced_deployment(
-        ns, body, _request_timeout=REQUEST_TIMEOUT
-    ),
-    "Job": lambda ns, body: client.BatchV1Api().create_namespaced_job(
-        ns, body, _request_timeout=REQUEST_TIMEOUT
-    ),
-    "Service": lambda ns, body: client.CoreV1Api().create_namespaced_service(
-        ns, body, _request_timeout=REQUEST_TIMEOUT
-    ),
-    "PersistentVolumeClaim": lambda ns, body: client.CoreV1Api().create_namespaced_persistent_volume_claim(
-        ns, body, _request_timeout=REQUEST_TIMEOUT
-    ),
-    "NetworkPolicy": lambda ns, body: client.NetworkingV1Api().create_namespaced_network_policy(
-        ns, body, _request_timeout=REQUEST_TIMEOUT
-    ),
-}
-
-
-def _known(child: str, observed: Observed) -> bool:
-    """Whether this reconcile already saw the child (then no GET is needed)."""
-    if child == "teacher":
-        return observed.teacher.exists
-    if child in STAGE_ORDER:
-        return getattr(observed, child).exists
-    return False
-
-
-def carry_out(job: DistillationJob, step: Step, observed: Observed, logger: logging.Logger) -> None:
-    namespace = job.metadata.namespace
-    config = BuildConfig.from_env()
-    for child in step.ensure:
-        kind = CHILDREN[child][1]
-        name = child_name(child, job)
-        if _known(child, observed) or get(kind, namespace, name) is not None:
-            continue
-        manifest = build(child, job, config)
-        if manifest is None:
-            continue
-        try:
-            _CREATE[kind](namespace, manifest)
-        except ApiException as error:
-            if error.status != 409:  # 409: another replica (or our last try) made it first
-                raise
-            continue
-        metrics.CHILDREN_CREATED.labels(kind).inc()
-        logger.info("created %s %s", kind, name)
-    for child in step.delete:
-        if child == "teacher" and observed.teacher.exists:
-            try:
-                call(client.AppsV1Api().delete_namespaced_deployment, child_name("teacher", job), namespace,
-                      propagation_policy="Background")  # fmt: skip
-                logger.info("deleted the teacher Deployment (its GPUs are free)")
-            except ApiException as error:
-                if error.status != 404:
-                    raise
-    for stage, value in [(s, True) for s in step.suspend] + [(s, False) for s in step.resume]:
-        call(
-            client.BatchV1Api().patch_namespaced_job,
-            child_name(stage, job),
-            namespace,
-            {"spec": {"suspend": value}},
-            _content_type=MERGE_PATCH,
+async def delete(api: Api, key: Key, child: str, logger: logging.Logger) -> None:
+    (namespace, job_name), kind, name = key, CHILDREN[child][1], child_name(child, key[1])
+    try:
+        await api.request(
+            "DELETE", child_path(kind, namespace, name), params={"propagationPolicy": "Background"}
         )
-        logger.info("%s the %s Job", "suspended" if value else "resumed", stage)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+        return
+    what = "its GPUs are free" if child == "teacher" else "the job ended"
+    logger.info("%s/%s: deleted %s %s (%s)", namespace, job_name, kind, name, what)
+
+
+async def carry_out(
+    api: Api,
+    key: Key,
+    job: DistillationJob | None,
+    step: Step,
+    children: dict[str, list[dict[str, Any]]],
+    logger: logging.Logger,
+) -> None:
+    """Create what the step ensures and the cache lacks; delete, suspend and resume what it says.
+
+    Without a valid spec (`job` None) nothing is created, but what runs is still stopped.
+    """
+    namespace, job_name = key
+    if job is not None:
+        config = BuildConfig.from_env()
+        for child in step.ensure:
+            if not _exists(children, CHILDREN[child][1], child_name(child, job)):
+                await create(api, job, child, config, logger)
+    for child in step.delete:
+        if _exists(children, CHILDREN[child][1], child_name(child, job_name)):
+            await delete(api, key, child, logger)
+    for stage, value in [(s, True) for s in step.suspend] + [(s, False) for s in step.resume]:
+        url = child_path("Job", namespace, child_name(stage, job_name))
+        await api.request("PATCH", url, {"spec": {"suspend": value}}, MERGE_PATCH)
+        logger.info("%s/%s: %s the %s Job", namespace, job_name, "suspended" if value else "resumed", stage)
+
+
+async def patch_status(api: Api, namespace: str, name: str, document: dict[str, Any]) -> None:
+    url = path(GROUP, VERSION, PLURAL, namespace, name, "status")
+    await api.request("PATCH", url, {"status": document}, MERGE_PATCH)
+
+
+async def delete_job(api: Api, namespace: str, name: str) -> None:
+    try:
+        await api.request("DELETE", path(GROUP, VERSION, PLURAL, namespace, name))
+    except ApiException as error:
+        if error.status != 404:
+            raise
+
+
+async def post_event(api: Api, body: dict[str, Any], type: str, reason: str, message: str) -> None:
+    """A core/v1 Event about the DistillationJob (what `kubectl describe dj` lists)."""
+    meta = body["metadata"]
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": body.get("apiVersion", f"{GROUP}/{VERSION}"), "kind": body.get("kind", "DistillationJob"),
+            "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "type": type, "reason": reason, "message": message[:EVENT_MESSAGE_LIMIT],
+        "source": {"component": REPORTER}, "reportingComponent": REPORTER, "reportingInstance": REPORTER,
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    }  # fmt: skip
+    await api.request("POST", path("", "v1", "events", meta["namespace"]), event)

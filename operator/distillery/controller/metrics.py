@@ -19,7 +19,7 @@ from distillery.api import DistillationJobStatus, Phase
 REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
 
-STAGES = ("teacher", "generate", "train", "evaluate")
+STAGES = ("teacher", "check", "generate", "train", "evaluate")
 MODELS = ("teacher", "baseline", "student")
 
 JOBS = Gauge("distillery_jobs", "DistillationJobs the operator sees, by phase.", ["phase"], registry=REGISTRY)
@@ -90,6 +90,11 @@ RECONCILE_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+LEADER = Gauge(
+    "distillery_operator_leader",
+    "1 when this operator replica reconciles (it holds the leader Lease, or runs alone); 0 while it stands by.",
+    registry=REGISTRY,
+)
 CHILDREN_CREATED = Counter(
     "distillery_children_created_total",
     "Child objects the operator created, by kind.",
@@ -101,6 +106,7 @@ CHILDREN_CREATED = Counter(
 
 _state_lock = threading.Lock()
 _phases: dict[tuple[str, str], Phase] = {}  # (namespace, name) -> phase, for the jobs-by-phase gauge
+_counts: dict[Phase, int] = dict.fromkeys(Phase, 0)  # jobs per phase, kept with _phases
 _deleted: set[str] = set()  # uids of deleted jobs: a reconcile still in flight must not re-export them
 
 
@@ -109,8 +115,7 @@ def forget_job(namespace: str, job: str, uid: str = "") -> None:
     with _state_lock:
         if uid:
             _deleted.add(uid)
-        _phases.pop((namespace, job), None)
-        _count_phases()
+        _count(_phases.pop((namespace, job), None), None)
         for gauge in (JOB_RECORDS, JOB_TOKENS, JOB_REJECTED, JOB_TRAIN_LOSS, JOB_RETENTION):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, job)
@@ -133,8 +138,8 @@ def export_status(namespace: str, name: str, uid: str, status: DistillationJobSt
             return
         for candidate in Phase:
             JOB_PHASE.labels(namespace, name, candidate.value).set(1 if candidate is phase else 0)
+        _count(_phases.get((namespace, name)), phase)
         _phases[(namespace, name)] = phase
-        _count_phases()
     progress = status.progress
     if progress is not None:
         for gauge, value in (
@@ -159,6 +164,11 @@ def export_status(namespace: str, name: str, uid: str, status: DistillationJobSt
             JOB_RETENTION.labels(namespace, name).set(evaluation.retention)
 
 
-def _count_phases() -> None:
-    for phase in Phase:
-        JOBS.labels(phase.value).set(sum(1 for p in _phases.values() if p is phase))
+def _count(old: Phase | None, new: Phase | None) -> None:
+    """Move one job from `old` to `new` in the jobs-by-phase gauge (constant time: 1000 jobs, 1000 updates)."""
+    if old is new:
+        return
+    for phase, change in ((old, -1), (new, 1)):
+        if phase is not None:
+            _counts[phase] += change
+            JOBS.labels(phase.value).set(_counts[phase])

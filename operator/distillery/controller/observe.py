@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distillery.contract.summaries import StageSummary, parse_summary
+from distillery.manifests.common import STAGE_LABEL
 
+# The stages that run as Jobs, in the order they run.
+JOB_STAGES = ("check", "generate", "train", "evaluate")
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 
@@ -57,6 +60,8 @@ class Observed:
     evaluate: JobState = field(default_factory=JobState)
     # The existing claim named by storage.pvc.claimName does not exist (yet).
     claim_missing: bool = False
+    # What the running stage's pods report of their progress (Progress fields; controller.progress).
+    live: dict[str, Any] = field(default_factory=dict)
 
 
 def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -126,3 +131,27 @@ def teacher_state(deployment: dict[str, Any] | None, pods: list[dict[str, Any]] 
             if reason and reason != "ContainerCreating":
                 waiting = reason
     return TeacherState(exists=True, ready=ready, waiting_reason=waiting)
+
+
+def _stage(body: dict[str, Any]) -> str:
+    return ((body.get("metadata") or {}).get("labels") or {}).get(STAGE_LABEL, "")
+
+
+def from_children(
+    children: dict[str, list[dict[str, Any]]], claim_missing: bool = False, live: dict[str, Any] | None = None
+) -> Observed:
+    """The Observed record of a job from its objects as the cache holds them (kind -> bodies)."""
+
+    def of(kind: str, stage: str) -> list[dict[str, Any]]:
+        return [body for body in children.get(kind, ()) if _stage(body) == stage]
+
+    def one(kind: str, stage: str) -> dict[str, Any] | None:
+        found = of(kind, stage)
+        return found[0] if found else None
+
+    return Observed(
+        claim_missing=claim_missing,
+        teacher=teacher_state(one("Deployment", "teacher"), of("Pod", "teacher")),
+        live=dict(live or {}),
+        **{stage: job_state(one("Job", stage), of("Pod", stage)) for stage in JOB_STAGES},
+    )

@@ -16,6 +16,8 @@ status and lists the Events.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 from pathlib import PurePosixPath
 
@@ -39,6 +41,7 @@ from distillery.controller.steps import (
     resume,
     stage_job,
     started_at,
+    stop_everything,
     teacher_present,
 )
 from distillery.storage import Layout
@@ -60,7 +63,10 @@ def decide(
     if status.phase is not None and status.phase.is_terminal:
         return finished(spec, status, observed, now)
     if problems or spec is None:
-        return Step(Phase.failed, "invalid spec: " + "; ".join(problems), delete=teacher_present(observed))
+        return Step(Phase.failed, "invalid spec: " + "; ".join(problems), delete=stop_everything(observed))
+    changed = changed_sections(spec, status)
+    if changed:
+        return spec_changed(changed, observed)
     if spec.suspend:
         return suspended(spec, status, observed)
     if observed.claim_missing:
@@ -74,6 +80,74 @@ def decide(
     if spec.storage.pvc is not None and spec.storage.pvc.size is not None:
         walk.ensure.append("pvc")
     return check(walk) or generation(walk) or training(walk) or evaluation(walk)
+
+
+# Spec sections whose change after the start would leave children of an old spec running.
+IMMUTABLE_SECTIONS = (
+    "teacher",
+    "student",
+    "data",
+    "generation",
+    "training",
+    "evaluation",
+    "storage",
+    "queue_name",
+)
+
+
+def spec_hashes(spec: DistillationJobSpec) -> dict[str, str]:
+    """A short hash of each immutable section, as the job started with it (kept in status.specHashes)."""
+    out = {}
+    for section in IMMUTABLE_SECTIONS:
+        value = getattr(spec, section)
+        dumped = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+        text = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
+        out[DistillationJobSpec.model_fields[section].alias or section] = hashlib.sha256(
+            text.encode()
+        ).hexdigest()[:12]
+    return out
+
+
+def changed_sections(spec: DistillationJobSpec, status: DistillationJobStatus) -> list[str]:
+    """The spec sections that differ from those the job started with (none before it started)."""
+    if not status.spec_hashes:
+        return []
+    now = spec_hashes(spec)
+    return [f"spec.{name}" for name, value in now.items() if status.spec_hashes.get(name, value) != value]
+
+
+def spec_changed(changed: list[str], observed: Observed) -> Step:
+    """The spec changed under a running job (an API server without the CRD's transition rule let it)."""
+    message = (
+        f"spec changed after the job started ({', '.join(changed)}); a DistillationJob's spec is immutable "
+        "except suspend and ttlSecondsAfterFinished, so the job stops rather than run children of two specs: "
+        "delete it and create it again (a claim with reclaimPolicy Retain, or an existing claimName, keeps its data)"
+    )
+    return Step(Phase.failed, message, delete=stop_everything(observed))
+
+
+# The condition a refused child belongs to.
+CHILD_CONDITION = {
+    "pvc": C.data_generated,
+    "teacher": C.teacher_ready,
+    "teacher-service": C.teacher_ready,
+    "teacher-policy": C.teacher_ready,
+    "generate": C.data_generated,
+    "train": C.student_trained,
+    "evaluate": C.evaluated,
+}
+
+
+def child_refused(step: Step, child: str, detail: str, observed: Observed) -> Step:
+    """The API server refused a child with a 4xx other than 409/429: trying again cannot help."""
+    condition = Cond(CHILD_CONDITION.get(child, C.teacher_ready), "False", Reason.child_refused, detail)
+    return Step(
+        Phase.failed,
+        f"the API server refused {detail}",
+        (*step.conditions, condition),
+        delete=stop_everything(observed),
+        progress={**step.progress, "summary": "failed"},
+    )
 
 
 def suspended(spec: DistillationJobSpec, status: DistillationJobStatus, observed: Observed) -> Step:
@@ -109,7 +183,7 @@ def failure(walk: Walk, kind: ConditionType, stage: str, job: JobState) -> Step:
         Phase.failed,
         f"{stage} failed: {detail}",
         (*walk.conditions, Cond(kind, "False", reason, detail)),
-        delete=teacher_present(walk.observed),
+        delete=stop_everything(walk.observed),
         progress={**walk.progress, "summary": "failed"},
         finished_stages=tuple(walk.finished),
     )
@@ -184,6 +258,8 @@ def teacher_starting(walk: Walk, ready: Cond) -> Step:
         (*walk.conditions, ready),
         ensure=tuple(walk.ensure),
         progress={**walk.progress, "summary": "teacher loading"},
+        # Come back when the time is up, even if nothing else happens to the job meanwhile.
+        requeue_after=max(1.0, limit - (walk.now - started).total_seconds() + 1),
     )
 
 
@@ -257,11 +333,12 @@ def training(walk: Walk) -> Step | None:
         if train.failed:
             return failure(walk, C.student_trained, "train", train)
         if not train.complete:
+            walk.progress.update(walk.observed.live)
             return walk.step(
                 Phase.training,
                 "training the student",
                 Cond(C.student_trained, "False", Reason.training, f"training {walk.spec.student.model}"),
-                summary="train running",
+                summary=training_summary(walk.progress, walk.spec.training.epochs),
                 ensure=("train",),
                 resume=resume(walk.spec, train, "train"),
             )
@@ -271,6 +348,16 @@ def training(walk: Walk) -> Step | None:
         walk.finished.append("train")
     walk.artifacts["student"] = str(walk.layout.student)
     return None
+
+
+def training_summary(progress: dict, epochs: int) -> str:
+    """`kubectl get`'s PROGRESS while training: the epoch and the loss the pod reports."""
+    if progress.get("epoch") is None:
+        return "train running"
+    loss = progress.get("train_loss")
+    return f"train epoch {progress['epoch']:.2f}/{epochs}" + (
+        f", loss {loss:.3g}" if loss is not None else ""
+    )
 
 
 # ------------------------------------------------------------------ 3. evaluation and the gate
@@ -291,11 +378,13 @@ def evaluation(walk: Walk) -> Step:
     if ev.failed and result is None:
         return failure(walk, C.evaluated, "evaluate", ev)
     if not ev.complete and not (ev.failed and result is not None):
+        walk.progress.update(walk.observed.live)
+        done, total = walk.progress.get("models_done"), walk.progress.get("models_total")
         return walk.step(
             Phase.evaluating,
             "evaluating student vs baseline vs teacher",
             Cond(C.evaluated, "False", Reason.evaluating, "scoring on held-out data"),
-            summary="evaluate running",
+            summary=f"evaluate {done}/{total} models" if total else "evaluate running",
             ensure=("evaluate",),
             resume=resume(walk.spec, ev, "evaluate"),
         )
@@ -359,8 +448,8 @@ def scores_line(result: EvaluateSummary | None) -> str:
 def finished(
     spec: DistillationJobSpec | None, status: DistillationJobStatus, observed: Observed, now: datetime
 ) -> Step:
-    """Succeeded or Failed: nothing runs any more; the teacher stays gone; the TTL counts down."""
-    step = Step(status.phase, status.message or "", delete=teacher_present(observed))
+    """Succeeded or Failed: nothing runs any more (the teacher and running Jobs go); the TTL counts down."""
+    step = Step(status.phase, status.message or "", delete=stop_everything(observed))
     if spec is None or spec.ttl_seconds_after_finished is None:
         return step
     done = parse_time(status.completion_time)

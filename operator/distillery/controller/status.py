@@ -72,14 +72,16 @@ class Event:
 
 
 def events(old: DistillationJobStatus, new: DistillationJobStatus) -> list[Event]:
-    """Kubernetes Events for what changed: the phase, and each condition whose status moved."""
+    """Kubernetes Events for what changed: the phase (Normal, Warning for Failed), and each condition
+    that turned to trouble (Warning, with the cause). Progress that does not change the phase (a
+    condition turning True on the way) makes no Event: the next phase's Event says it."""
     out: list[Event] = []
     before = {c.type: c for c in old.conditions}
     for c in new.conditions:
         prior = before.get(c.type)
-        if prior is None or (prior.status, prior.reason) != (c.status, c.reason):
-            kind = "Warning" if c.status == "False" and not is_progress_reason(c.reason) else "Normal"
-            out.append(Event(kind, f"{c.type.value}{c.reason}", c.message or c.reason))
+        moved = prior is None or (prior.status, prior.reason) != (c.status, c.reason)
+        if moved and c.status == "False" and not is_progress_reason(c.reason):
+            out.append(Event("Warning", f"{c.type.value}{c.reason}", c.message or c.reason))
     if new.phase != old.phase and new.phase is not None:
         kind = "Warning" if new.phase is Phase.failed else "Normal"
         out.append(Event(kind, new.phase.value, new.message or new.phase.value))

@@ -15,7 +15,7 @@ from distillery.api import (
     Phase,
     Reason,
 )
-from distillery.controller.observe import JobState, Observed
+from distillery.controller.observe import JOB_STAGES, JobState, Observed
 from distillery.storage import Layout
 
 
@@ -100,6 +100,16 @@ def is_true(status: DistillationJobStatus, kind: ConditionType) -> bool:
 
 def teacher_present(observed: Observed) -> tuple[str, ...]:
     return ("teacher",) if observed.teacher.exists else ()
+
+
+def stop_everything(observed: Observed) -> tuple[str, ...]:
+    """A job that ended: its teacher and any stage Job still running go (GPUs freed, no pod left working)."""
+    running = tuple(
+        stage
+        for stage in JOB_STAGES
+        if (job := getattr(observed, stage)).exists and not (job.complete or job.failed)
+    )
+    return teacher_present(observed) + running
 
 
 def stage_job(observed: Observed, stage: str) -> JobState:

@@ -300,6 +300,8 @@ def evaluate_job(
         raise EvaluationFailed(f"no trained student at {layout.student}; run the train stage first")
 
     runs: dict[str, ModelRun] = {}
+    metrics.EVAL_MODELS_TOTAL.set(len(compare))
+    metrics.EVAL_MODELS_DONE.set(0)
     if "teacher" in compare:
         if teacher is not None:
             say(f"teacher: asking {teacher.model} at {teacher.base_url}")
@@ -314,6 +316,7 @@ def evaluate_job(
                 )
             runs["teacher"] = run_from_records(prompts, records)
             say("teacher: scored from its generation records")
+        metrics.EVAL_MODELS_DONE.inc()
     for name in ("baseline", "student"):
         if name not in compare:
             continue
@@ -321,6 +324,7 @@ def evaluate_job(
         started = time.monotonic()
         with serve(job, layout, name, models[name]) as (connection, pid):
             runs[name] = ask_model(name, connection, prompts, job, pid, say)
+        metrics.EVAL_MODELS_DONE.inc()
         say(f"{name}: done in {time.monotonic() - started:.0f}s (server start included)")
 
     report = build_report(job, layout, prompts, runs, models)

@@ -23,3 +23,10 @@ EVAL_THROUGHPUT = Gauge(
     ["model"],
     registry=REGISTRY,
 )
+EVAL_MODELS_TOTAL = Gauge(
+    "distillery_eval_models_compared", "Models this evaluation compares (teacher, baseline, student).", registry=REGISTRY
+)
+EVAL_MODELS_DONE = Gauge(
+    "distillery_eval_models_done", "Compared models whose answers are in (the operator shows it as progress).",
+    registry=REGISTRY,
+)

@@ -50,8 +50,9 @@ def build(child: str, job: DistillationJob, config: BuildConfig) -> dict[str, An
     return CHILDREN[child][4](job, config)
 
 
-def child_name(child: str, job: DistillationJob) -> str:
-    return getattr(names(job), CHILDREN[child][3])
+def child_name(child: str, job: DistillationJob | str) -> str:
+    """A child's name, from the job or just its name (all a child's name depends on)."""
+    return getattr(Names(job) if isinstance(job, str) else names(job), CHILDREN[child][3])
 
 
 __all__ = [

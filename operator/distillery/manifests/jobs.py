@@ -47,6 +47,14 @@ def _job(
         # With a Kueue queue the Job starts suspended and Kueue admits it (unsuspends) when
         # quota allows, as Kueue documents for batch/v1 Jobs.
         "suspend": bool(queue),
+        # A replacement only once the old pod has ended: never two pods writing one shard or one
+        # checkpoint while an evicted or preempted pod is still terminating.
+        "podReplacementPolicy": "Failed",
+        # Evictions, preemption and node drains are not the stage's fault: they do not use up
+        # backoffLimit (the replacement resumes from the storage).
+        "podFailurePolicy": {
+            "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
+        },
         "template": {
             "metadata": {"labels": common.labels(job, stage)},
             "spec": common.pod_spec(
@@ -194,7 +202,10 @@ def build_evaluation_job(job: DistillationJob, config: common.BuildConfig) -> di
 
 
 def build_pvc(job: DistillationJob) -> dict[str, Any] | None:
-    """The claim the operator creates when the spec gives a size; None when it names an existing one."""
+    """The claim the operator creates when the spec gives a size; None when it names an existing one.
+
+    Owned by the job (and deleted with it) only with `reclaimPolicy: Delete`.
+    """
     pvc = job.spec.storage.pvc
     if pvc is None or pvc.size is None:
         return None
@@ -204,9 +215,8 @@ def build_pvc(job: DistillationJob) -> dict[str, Any] | None:
     }
     if pvc.storage_class_name:
         spec["storageClassName"] = pvc.storage_class_name
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": common.metadata(job, common.names(job).pvc, "storage"),
-        "spec": spec,
-    }
+    meta = common.metadata(job, common.names(job).pvc, "storage")
+    if pvc.reclaim_policy == "Retain":
+        # Not owned by the job: deleting the job (or its TTL) keeps the data, the student and the report.
+        del meta["ownerReferences"]
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}

@@ -36,7 +36,8 @@ directory first, standing in for the image's), PYTHONPATH when the test has one 
 checkout's code runs in the pods as an image would carry it), LANG, HOSTNAME, HOME (a directory of the
 pod), what the test passes as `ProcessRuntime(env=...)` (the image's ENV, e.g.
 `VLLM_CPU_KVCACHE_SPACE`), then the container's own variables. Every pod's address is
-127.0.0.1. Ignored: security contexts and resource limits.
+a loopback address of its own (127.0.x.y): its declared container ports are forwarded from
+there to where its processes listen. Ignored: security contexts and resource limits.
 """
 
 from tests.harness.process.rewrites import (

@@ -4,6 +4,7 @@ rewrites listed in `tests/harness/process/__init__.py`."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -34,13 +35,19 @@ TERMINATION_LOG_VARIABLE = "DISTILLERY_TERMINATION_LOG"  # where a stage writes 
 
 @dataclass
 class ProcessSandbox:
-    """A pod for the process backend: the loopback address and the pod's port map."""
+    """A pod for the process backend: an address of its own on the loopback, and its port map.
+
+    Processes listen on 127.0.0.1 at their remapped ports; the pod's own address (127.0.x.y,
+    its status.podIP) forwards each declared container port there, so a client that reaches a
+    pod by its IP and container port (an operator scraping /metrics) finds it as in a cluster.
+    """
 
     name: str
     namespace: str
     directory: Path
     ip: str = LOOPBACK
     host_ip: str = LOOPBACK
+    forwarders: list[asyncio.AbstractServer] = field(default_factory=list)
     # Container port -> local port. It outlives a container, so a restarted container
     # listens where probes and proxies look.
     ports: dict[int, int] = field(default_factory=dict)
@@ -89,13 +96,22 @@ class ProcessRuntime:
         self.image_env = dict(env or {})
         self.entrypoints = dict(IMAGE_ENTRYPOINTS if entrypoints is None else entrypoints)
         self._allocated: set[int] = set()
+        self._addresses = (f"127.0.{n // 250 + 1}.{n % 250 + 1}" for n in itertools.count())
 
     # ------------------------------------------------------------ the Runtime protocol
 
     async def run_sandbox(self, pod: Mapping[str, Any], directory: Path) -> ProcessSandbox:
         meta = pod["metadata"]
         directory.mkdir(parents=True, exist_ok=True)
-        return ProcessSandbox(meta["name"], meta.get("namespace") or "default", directory)
+        sandbox = ProcessSandbox(meta["name"], meta.get("namespace") or "default", directory, ip=next(self._addresses))
+        declared = {
+            int(port["containerPort"])
+            for container in [*(pod["spec"].get("initContainers") or []), *pod["spec"].get("containers", [])]
+            for port in container.get("ports") or []
+        }
+        for number in sorted(declared):
+            sandbox.forwarders.append(await asyncio.start_server(_forward(sandbox, number), sandbox.ip, number))
+        return sandbox
 
     async def start(
         self, sandbox: Any, config: ContainerConfig, services: Mapping[ServiceKey, Address]
@@ -145,7 +161,9 @@ class ProcessRuntime:
         return Address(LOOPBACK, 0)
 
     async def remove_sandbox(self, sandbox: Any) -> None:
-        """Nothing to release: every process ended with its container, and the pod's files stay for the test."""
+        """Close the pod address's forwarders; its processes ended with their containers, its files stay."""
+        for server in sandbox.forwarders:
+            server.close()
 
     # ------------------------------------------------------------ the local command line
 
@@ -215,3 +233,19 @@ class ProcessRuntime:
             **code,
             **self.image_env,
         }
+
+
+def _forward(sandbox: ProcessSandbox, port: int):
+    """A connection to the pod's address and container port, piped to where its process listens."""
+    from tests.harness.service_proxy import _pipe
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        local = sandbox.ports.get(port)
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(LOOPBACK, local or port)
+        except OSError:
+            writer.close()  # nothing listens yet: refused, as a pod's closed port is
+            return
+        await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+
+    return handle

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.request
 from typing import Any
 
 import pytest
@@ -76,6 +77,13 @@ def test_deployment_service_readiness_and_scale_to_zero(cluster):
     server = next(p for p in kubelet.pods() if p.owner == "Deployment/web")
     local_port = int(server.argv[server.argv.index("--port") + 1])
     assert local_port != 8000  # each pod listens on a port of its own
+    # ... and is reached at its own address and the container port, as in a cluster (its podIP).
+    pod_ip = api.pods(app="web")[0]["status"]["podIP"]
+    assert pod_ip.startswith("127.0.") and pod_ip != "127.0.0.1"
+    assert (
+        urllib.request.urlopen(f"http://{pod_ip}:8000/direct", timeout=10).read()
+        == f"/direct from {local_port}".encode()
+    )
 
     fetch = (
         "import sys, urllib.request; [print(urllib.request.urlopen(u).read().decode()) for u in sys.argv[1:]]"

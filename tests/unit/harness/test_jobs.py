@@ -231,17 +231,51 @@ def test_missing_secret_holds_the_pod_until_it_exists(cluster):
 
 def test_an_unemulated_job_feature_is_an_error_not_a_silent_run(cluster):
     _, api, kubelet, _ = cluster
-    api.create(
-        job(
-            "policy",
-            {"command": ["true"]},
-            podFailurePolicy={
-                "rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [2]}}]
-            },
-        )
-    )
-    wait_for(lambda: kubelet.errors, "the harness to refuse podFailurePolicy")
-    assert "podFailurePolicy" in kubelet.errors[0]
-    with pytest.raises(HarnessError, match="podFailurePolicy"):
+    api.create(job("policy", {"command": ["true"]}, successPolicy={"rules": [{"succeededCount": 1}]}))
+    wait_for(lambda: kubelet.errors, "the harness to refuse successPolicy")
+    assert "successPolicy" in kubelet.errors[0]
+    with pytest.raises(HarnessError, match="successPolicy"):
         kubelet.check()
     kubelet.errors.clear()  # checked: let the fixture's stop() pass
+
+
+IGNORE_DISRUPTIONS = {
+    "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
+}
+
+
+def test_pod_failure_policy_ignores_an_eviction_and_fails_the_job_on_an_exit_code(cluster):
+    _, api, kubelet, storage = cluster
+    script = "if [ -f evicted ]; then exit 0; else touch evicted; exec sleep 60; fi"
+    api.create(job("evicted", {"command": ["sh", "-c", script], **storage_mount()}, backoffLimit=0,
+                   podFailurePolicy=IGNORE_DISRUPTIONS))  # fmt: skip
+    first = wait_for(lambda: next((p for p in kubelet.pods() if p.pid and (storage / "evicted").exists()), None),
+                     "the first pod to run", kubelet)  # fmt: skip
+    api.call("DELETE", api_path("v1", "pods", NS, first.name))  # an eviction: the pod gets DisruptionTarget
+    status = wait_for(lambda: finished(api, "evicted"), "the Job to finish after the eviction", kubelet)
+    assert condition(status, "Complete") is not None and not status.get("failed"), status
+
+    rules = {"rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [3]}}]}
+    api.create(job("bad-input", {"command": ["sh", "-c", "exit 3"]}, backoffLimit=5, podFailurePolicy=rules))
+    status = wait_for(lambda: finished(api, "bad-input"), "the Job to fail on exit code 3", kubelet)
+    assert condition(status, "Failed")["reason"] == "PodFailurePolicy" and status["failed"] == 1
+
+
+@pytest.mark.parametrize("policy", ["Failed", "TerminatingOrFailed"])
+def test_pod_replacement_policy_decides_whether_two_pods_overlap(cluster, policy):
+    _, api, kubelet, storage = cluster
+    # The first pod takes its time to stop (it ignores SIGTERM until the kubelet's KILL after 3 s).
+    script = 'if [ -f started ]; then exit 0; else touch started; trap "" TERM; sleep 60; fi'
+    # (The API server allows a podFailurePolicy only with podReplacementPolicy Failed.)
+    policies = {"podFailurePolicy": IGNORE_DISRUPTIONS} if policy == "Failed" else {}
+    api.create(job(f"slow-{policy.lower()}", {"command": ["sh", "-c", script], **storage_mount()},
+                   podReplacementPolicy=policy, **policies))  # fmt: skip
+    name = f"slow-{policy.lower()}"
+    first = wait_for(lambda: next((p for p in kubelet.pods() if p.pid and (storage / "started").exists()), None),
+                     "the first pod to run", kubelet)  # fmt: skip
+    api.call("DELETE", api_path("v1", "pods", NS, first.name))
+    replacement = wait_for(lambda: next((p for p in kubelet.pods() if p.name != first.name), None),
+                           "a replacement pod", kubelet)  # fmt: skip
+    overlapped = alive(first.pid)  # was the old pod still running when its replacement was made?
+    wait_for(lambda: finished(api, name), "the Job to finish", kubelet)
+    assert overlapped is (policy == "TerminatingOrFailed"), (policy, replacement.name)

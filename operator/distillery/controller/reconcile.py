@@ -1,0 +1,183 @@
+"""One reconcile of one DistillationJob: from the cache, ask the phase machine, carry the step out, write status.
+
+Reads nothing from the API server (the cache has the job and its children, kept current by
+watch events); writes only what changed. API errors are sorted: a 4xx other than 409/429 is
+the API server refusing what we asked (an invalid child, a quota) and fails the job with the
+server's message; 429, 5xx and timeouts are retried with backoff while the status says so.
+Every job gets a phase on its first reconcile, whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+
+from distillery.api import DistillationJob, DistillationJobStatus, Phase, Problem
+from distillery.controller import kube, metrics, phases, status
+from distillery.controller.apiclient import TRANSIENT, Api
+from distillery.controller.cache import Cache, Key
+from distillery.controller.observe import from_children
+from distillery.controller.queue import Backoff
+from distillery.errors import InvalidJob, format_problem, parse_job
+
+logger = logging.getLogger("distillery.reconcile")
+
+# Retry of transient API trouble: 2, 4, 8 ... seconds, at most a minute apart.
+RETRY_BASE_SECONDS = 2.0
+RETRY_CAP_SECONDS = 60.0
+# A claim named by storage.pvc.claimName that is not there yet is looked for again this often.
+CLAIM_RECHECK_SECONDS = 10.0
+
+
+class Reconciler:
+    def __init__(self, cache: Cache, api: Api, live: dict[Key, dict[str, Any]] | None = None):
+        self.cache = cache
+        self.api = api
+        self.live = live if live is not None else {}  # what running stage pods report (controller.progress)
+        self._seen: dict[Key, tuple[Any, dict[str, Any]]] = {}  # (generation, status) as our last reconcile left it
+        self._failures: dict[Key, int] = {}  # consecutive transient API errors per job
+
+    async def __call__(self, key: Key) -> float | Backoff | None:
+        """Reconcile `key`; returns seconds until it must run again (a deadline), a Backoff, or None."""
+        body = self.cache.job(key)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return None  # deleted: the garbage collector removes owned children
+        started = time.monotonic()
+        try:
+            again = await self._reconcile(key, body)
+        except (ApiException, *TRANSIENT) as error:
+            metrics.RECONCILES.labels("retry").inc()
+            return await self._retry(key, body, error)
+        except Exception:
+            metrics.RECONCILES.labels("error").inc()
+            raise
+        else:
+            metrics.RECONCILES.labels("ok").inc()
+            self._failures.pop(key, None)
+            return again
+        finally:
+            metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
+
+    async def _reconcile(self, key: Key, body: dict[str, Any]) -> float | None:
+        meta = body.get("metadata") or {}
+        old = read_status(body)
+        job, problems = parse(body)
+        now = datetime.now(timezone.utc)
+        claim_missing = job is not None and await self._claim_missing(job, old)
+        observed = from_children(self.cache.children(key), claim_missing, self.live.get(key))
+        step = phases.decide(job.spec if job else None, problems, old, observed, now, key[1])
+        if step.delete_self:
+            logger.info("%s/%s: ttlSecondsAfterFinished has passed; deleting the DistillationJob", *key)
+            await kube.delete_job(self.api, *key)
+            return None
+        try:
+            await kube.carry_out(self.api, key, job, step, self.cache.children(key), logger)
+        except kube.ChildRefused as refusal:
+            step = phases.child_refused(step, refusal.child, str(refusal), observed)
+            await kube.carry_out(self.api, key, job, step, self.cache.children(key), logger)
+        new = status.next_status(old, step, now, meta.get("generation"))
+        if job is not None and new.spec_hashes is None:
+            new.spec_hashes = phases.spec_hashes(job.spec)
+        await self._write(body, old, new)
+        for stage in step.finished_stages:
+            seconds = status.stage_duration(getattr(observed, stage))
+            if seconds is not None:
+                metrics.STAGE_DURATION.labels(stage).observe(seconds)
+        metrics.export_status(key[0], key[1], meta.get("uid", ""), new)
+        if claim_missing:
+            return CLAIM_RECHECK_SECONDS
+        if job is not None and new.phase is not None and new.phase.is_terminal:
+            # The TTL counts from the completion this reconcile may just have written.
+            ttl = phases.finished(job.spec, new, observed, now)
+            return 0.0 if ttl.delete_self else ttl.requeue_after
+        return step.requeue_after
+
+    async def _claim_missing(self, job: DistillationJob, old: DistillationJobStatus) -> bool:
+        """Only before anything runs: a claim deleted later shows up as failing pods, not as Pending."""
+        pvc = job.spec.storage.pvc
+        if pvc is None or pvc.claim_name is None or old.phase not in (None, Phase.pending):
+            return False
+        return await kube.get_claim(self.api, job.metadata.namespace, pvc.claim_name) is None
+
+    def unchanged(self, key: Key, body: dict[str, Any]) -> bool:
+        """Whether a watch event only echoes what our last reconcile of the job wrote (nothing to do)."""
+        seen = self._seen.get(key)
+        generation = (body.get("metadata") or {}).get("generation")
+        return seen is not None and seen == (generation, status.status_document(read_status(body)))
+
+    async def _write(
+        self, body: dict[str, Any], old: DistillationJobStatus, new: DistillationJobStatus
+    ) -> None:
+        new_doc = status.status_document(new)
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        self._seen[key] = ((body.get("metadata") or {}).get("generation"), new_doc)
+        if new_doc == status.status_document(old):
+            return
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        await kube.patch_status(self.api, namespace, name, new_doc)
+        for event in status.events(old, new):
+            logger.info("%s/%s: %s: %s", namespace, name, event.reason, event.message)
+            try:
+                await kube.post_event(self.api, body, event.type, event.reason, event.message)
+            except (ApiException, *TRANSIENT) as error:
+                # Events are a courtesy; the status (written above) is the record. Never retry for them.
+                logger.warning("%s/%s: could not post the %s Event: %s", namespace, name, event.reason,
+                               kube.describe_error(error))  # fmt: skip
+
+    async def _retry(self, key: Key, body: dict[str, Any], error: Exception) -> Backoff:
+        """Transient API trouble: back off, and say so in status (best effort: the API may be down)."""
+        attempts = self._failures[key] = self._failures.get(key, 0) + 1
+        delay = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** (attempts - 1))
+        cause = kube.describe_error(error)
+        logger.warning("%s/%s: %s; retrying in %.0f s (attempt %d)", *key, cause, delay, attempts)
+        old = read_status(body)
+        new = old.model_copy(
+            update={"phase": old.phase or Phase.pending, "message": f"retrying: {cause} (attempt {attempts})"}
+        )
+        with contextlib.suppress(ApiException, *TRANSIENT):
+            await self._write(body, old, new)  # the next attempt tries again
+        return Backoff(delay)
+
+
+def read_status(body: dict[str, Any]) -> DistillationJobStatus:
+    try:
+        return DistillationJobStatus.model_validate(body.get("status") or {})
+    except ValueError:
+        return DistillationJobStatus()  # a status we cannot read is rebuilt from the children
+
+
+_parsed: dict[tuple[Any, ...], tuple[DistillationJob | None, list[str]]] = {}
+
+
+def parse(body: dict[str, Any]) -> tuple[DistillationJob | None, list[str]]:
+    """The job validated, or the problems; the same spec is validated once (its models are frozen in use)."""
+    meta = body.get("metadata") or {}
+    key = (meta.get("namespace"), meta.get("name"), meta.get("uid"), json.dumps(body.get("spec"), sort_keys=True))
+    if key not in _parsed:
+        if len(_parsed) > 4096:  # bounded: a job's old specs go
+            _parsed.clear()
+        _parsed[key] = _parse(body)
+    return _parsed[key]
+
+
+def _parse(body: dict[str, Any]) -> tuple[DistillationJob | None, list[str]]:
+    document = {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec")}
+    document["metadata"] = {
+        k: v for k, v in (body.get("metadata") or {}).items() if k in ("name", "namespace", "uid")
+    }
+    try:
+        job = parse_job(document)
+    except InvalidJob as error:
+        return None, [format_problem(p) for p in error.problems]
+    if job.spec.storage.pvc is None:
+        problem = Problem(
+            "spec.storage.pvc", "is required in a cluster (storage.path is only for `distillery run`)"
+        )
+        return None, [format_problem(problem)]
+    return job, []

@@ -1,0 +1,101 @@
+"""Honest status on every failure: refused children, an unavailable API, a spec that changes or turns
+invalid under a running job. Whatever ends a job frees its GPUs at once: the teacher and any running
+stage Job are deleted in the same reconcile that writes Failed."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.conftest import DJ, Cluster, spec
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
+
+
+async def _generating(cluster: Cluster, name: str) -> None:
+    """A job whose teacher is up and whose shards are running."""
+    await cluster.create_job(name, spec())
+    await cluster.inputs_ready(name)
+    await cluster.wait_phase(name, "TeacherStarting")
+    await cluster.teacher_ready(f"{name}-teacher")
+    await cluster.wait_child("batch/v1/jobs", f"{name}-generate")
+    await cluster.patch("batch/v1/jobs", f"{name}-generate", {"status": {"active": 2}}, "status")
+    await cluster.wait_phase(name, "Generating")
+
+
+async def _gone(cluster: Cluster, resource: str, name: str) -> bool:
+    return await cluster.get(resource, name) is None
+
+
+async def _all_stopped(cluster: Cluster, name: str) -> None:
+    await cluster.wait_for(
+        "the teacher to be deleted", lambda: _gone(cluster, "apps/v1/deployments", f"{name}-teacher")
+    )
+    await cluster.wait_for(
+        "the running shards to be deleted", lambda: _gone(cluster, "batch/v1/jobs", f"{name}-generate")
+    )
+
+
+async def test_a_spec_made_invalid_by_a_patch_stops_the_teacher_and_the_running_shards(cluster: Cluster):
+    async with cluster.operator():
+        await _generating(cluster, "broken")
+        # kd without topLogprobs: what the CRD's CEL rule refuses; an API server without it lets it through.
+        await cluster.patch(
+            DJ, "broken", {"spec": {"training": {"method": "kd"}}, "metadata": {"generation": 2}}
+        )
+        status = await cluster.wait_phase("broken", "Failed")
+        await _all_stopped(cluster, "broken")
+    assert "spec.generation.topLogprobs" in status["message"]
+
+
+async def test_a_spec_changed_after_the_start_fails_naming_the_sections(cluster: Cluster):
+    async with cluster.operator():
+        await _generating(cluster, "edited")
+        status = await cluster.job_status("edited")
+        assert status["specHashes"]["teacher"] and status["specHashes"]["generation"]
+        await cluster.patch(DJ, "edited", {"spec": {"teacher": {"model": "models/bigger"},
+                                                    "generation": {"shards": 4}}, "metadata": {"generation": 2}})  # fmt: skip
+        status = await cluster.wait_phase("edited", "Failed")
+        await _all_stopped(cluster, "edited")
+    assert "spec changed after the job started (spec.teacher, spec.generation)" in status["message"]
+    assert "delete it and create it again" in status["message"]
+    assert status["observedGeneration"] == 2
+
+
+async def test_a_child_the_api_server_refuses_fails_the_job_with_its_message(cluster: Cluster):
+    quota = 'deployments.apps "quota-teacher" is forbidden: exceeded quota: gpus, requested: nvidia.com/gpu=1'
+    cluster.refuse("POST", "deployments", 403, "Forbidden", quota)
+    async with cluster.operator():
+        await cluster.create_job("quota", spec())
+        await cluster.inputs_ready("quota")
+        status = await cluster.wait_phase("quota", "Failed")
+        events = await cluster.wait_for("a Warning Event", lambda: _warnings(cluster, "quota"))
+    teacher = next(c for c in status["conditions"] if c["type"] == "TeacherReady")
+    assert (teacher["status"], teacher["reason"]) == ("False", "ChildRefused")
+    assert "Deployment quota-teacher: 403 Forbidden: " + quota in teacher["message"]
+    assert quota in status["message"]
+    assert any(quota in e["message"] for e in events)
+    assert await cluster.get("batch/v1/jobs", "quota-generate") is None
+
+
+async def test_an_unavailable_api_is_retried_while_the_status_says_so(cluster: Cluster):
+    cluster.refuse("POST", "deployments", 503, "ServiceUnavailable", "etcdserver: request timed out", times=2)
+    async with cluster.operator():
+        await cluster.create_job("busy", spec())
+        await cluster.inputs_ready("busy")
+        retrying = await cluster.wait_for(
+            "the retry in status", lambda: _message_has(cluster, "busy", "retrying: Kubernetes API error 503")
+        )
+        assert retrying["phase"] == "Pending", "a job never sits without a phase"
+        assert "etcdserver: request timed out" in retrying["message"]
+        await cluster.wait_phase("busy", "TeacherStarting", timeout=30)  # after two backoffs (2 s, 4 s)
+    assert await cluster.get("apps/v1/deployments", "busy-teacher") is not None
+
+
+async def _warnings(cluster: Cluster, name: str) -> list[dict]:
+    return [e for e in await cluster.list("v1/events")
+            if e.get("type") == "Warning" and e["involvedObject"]["name"] == name]  # fmt: skip
+
+
+async def _message_has(cluster: Cluster, name: str, text: str) -> dict | None:
+    status = await cluster.job_status(name)
+    return status if text in (status.get("message") or "") else None

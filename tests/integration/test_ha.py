@@ -1,0 +1,152 @@
+"""High availability as the chart sets it up: two replicas, one reconciles, the other takes over.
+
+The operator Deployment is what `helm template` renders with `operator.leaderElection.enabled`
+and `operator.replicas: 2`, nothing else changed but the image name. The harness (tests/harness,
+process runtime) runs both replicas as the kubelet would: the chart's exact command and args
+(its `--metrics-port=8080` gets a free port per pod, as pods have their own network), the
+downward-API env, the probes. They log in to the emulator with a kubeconfig, as outside a
+cluster. The Lease lives in the emulator, which refuses a stale replace as an API server does.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from distillery.contract.summaries import CheckSummary, InputSummary, termination_message
+from tests.harness import Kubelet, ProcessRuntime, RestClient, api_path, kubeconfig, serve_emulator
+from tests.integration.conftest import SEEN_REQUESTS, _verb, spec
+from tests.tools import helm_binary
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+RELEASE_NAMESPACE = "distillery-system"
+JOBS_NAMESPACE = "ml"
+DJ = ("distillery.dev/v1alpha1", "distillationjobs")
+# Lease 15 s + renewal every 5 s: a killed leader is replaced well within a minute.
+TAKEOVER_DEADLINE = 60
+
+
+def chart_operator() -> dict[str, Any]:
+    rendered = subprocess.run(
+        [helm_binary(), "template", "distillery", str(ROOT / "charts" / "distillery"), "--namespace",
+         RELEASE_NAMESPACE, "--set", "operator.leaderElection.enabled=true", "--set", "operator.replicas=2",
+         "--set", "operator.image.repository=distillery-operator"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    (deployment,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment"]
+    return deployment
+
+
+def wait_for(condition, what: str, timeout: float, details=lambda: "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{details()}")
+
+
+def holder(api: RestClient) -> str | None:
+    lease = api.call("GET", api_path("coordination.k8s.io/v1", "leases", RELEASE_NAMESPACE, "distillery"))
+    return (lease or {}).get("spec", {}).get("holderIdentity")
+
+
+def creates(emulator: Any) -> Counter:
+    """(resource, name) of every object the operators POSTed (aside from Events, and the Lease, which both
+    replicas may try to create at start: the API server lets one win and answers the other 409)."""
+    return Counter(
+        (r.resource.plural, r.data["metadata"]["name"])
+        for r in list(emulator)
+        if str(getattr(r.method, "value", r.method)).upper() == "POST" and r.resource is not None
+        and r.resource.plural not in ("events", "leases") and r.headers.get("User-Agent", "").startswith("distillery-operator")
+    )  # fmt: skip
+
+
+def inputs_ready(api: RestClient, name: str, details) -> None:
+    """Play the check Job's controller and pod (the kubelet here runs only the operator's namespace)."""
+    job = wait_for(lambda: api.get("batch/v1", "jobs", f"{name}-check"), f"the {name} check Job", 30, details)
+    summary = CheckSummary(inputs={"spec.data.train": InputSummary(location="/data/d/train.jsonl", checked=3)})
+    pod = f"{name}-check-0"
+    api.create({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": pod, "labels": job["spec"]["template"]["metadata"]["labels"]},
+                "spec": job["spec"]["template"]["spec"]})  # fmt: skip
+    terminated = {"exitCode": 0, "reason": "Completed", "message": termination_message(summary)}
+    api.call("PATCH", api_path("v1", "pods", api.namespace, pod, "status"), {"status": {
+        "phase": "Succeeded", "containerStatuses": [{"name": "check", "state": {"terminated": terminated}}]}})  # fmt: skip
+    api.call("PATCH", api_path("batch/v1", "jobs", api.namespace, f"{name}-check", "status"), {"status": {
+        "succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}})  # fmt: skip
+
+
+def test_two_chart_replicas_one_reconciles_the_other_takes_over(tmp_path):
+    deployment = chart_operator()
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert "--leader-elect=distillery" in container["args"] and deployment["spec"]["replicas"] == 2
+    with serve_emulator([RELEASE_NAMESPACE, JOBS_NAMESPACE]) as (emulator, url):
+        config = tmp_path / "kubeconfig"
+        config.write_text(kubeconfig(url))
+        # retry_delay 10 s: a killed container comes back after the kubelet's first crash back-off.
+        kubelet = Kubelet(url, tmp_path / "kubelet", runtime=ProcessRuntime(env={"KUBECONFIG": str(config)}),
+                          namespace=RELEASE_NAMESPACE, retry_delay=10)  # fmt: skip
+        kubelet.start()
+        try:
+            system, jobs = RestClient(url, RELEASE_NAMESPACE), RestClient(url, JOBS_NAMESPACE)
+            system.create(deployment)
+            details = lambda: kubelet.diagnostics()  # noqa: E731
+            pods = wait_for(lambda: [p for p in kubelet.pods() if p.ready] if len(
+                [p for p in kubelet.pods() if p.ready]) == 2 else None, "both replicas ready", 120, details)  # fmt: skip
+            first = wait_for(lambda: holder(system), "a leader", TAKEOVER_DEADLINE, details)
+            leader = next(p for p in pods if first.startswith(p.name))
+            standby = next(p for p in pods if p is not leader)
+
+            jobs.create({"apiVersion": "distillery.dev/v1alpha1", "kind": "DistillationJob",
+                         "metadata": {"name": "ha", "namespace": JOBS_NAMESPACE}, "spec": spec()})  # fmt: skip
+            inputs_ready(jobs, "ha", details)
+            wait_for(lambda: jobs.get("apps/v1", "deployments", "ha-teacher"), "the teacher", 30, details)
+            wait_for(
+                lambda: (jobs.get(*DJ, "ha") or {}).get("status", {}).get("phase"), "a phase", 30, details
+            )
+            # Exactly one replica acted: only the leader's log has the creations.
+            assert "created Deployment ha-teacher" in leader.log.read_text()
+            assert "created" not in standby.log.read_text()
+
+            kubelet.kill(leader.name)  # SIGKILL: no goodbye, its Lease just stops being renewed
+            started = time.monotonic()
+            second = wait_for(lambda: (h := holder(system)) and h != first and h, "a new leader",
+                              TAKEOVER_DEADLINE, details)  # fmt: skip
+            assert second.startswith(standby.name), (first, second)
+            jobs.create({"apiVersion": "distillery.dev/v1alpha1", "kind": "DistillationJob",
+                         "metadata": {"name": "ha2", "namespace": JOBS_NAMESPACE}, "spec": spec()})  # fmt: skip
+            inputs_ready(jobs, "ha2", details)
+            wait_for(lambda: jobs.get("apps/v1", "deployments", "ha2-teacher"), "the new leader at work",
+                     TAKEOVER_DEADLINE, details)  # fmt: skip
+            print(f"takeover: a new leader {time.monotonic() - started:.1f} s after the old one was killed")
+            assert "created Deployment ha2-teacher" in standby.log.read_text()
+            made = creates(emulator)
+            assert made[("deployments", "ha-teacher")] == 1 and made[("deployments", "ha2-teacher")] == 1
+            assert all(count == 1 for count in made.values()), made
+        finally:
+            kubelet.stop()
+        for request in list(emulator):  # for the RBAC test: what the replicas asked of the API server
+            verb = _verb(request)
+            agent = request.headers.get("User-Agent", "")
+            if (
+                verb
+                and request.resource is not None
+                and request.resource.plural
+                and agent.startswith(("distillery-operator", "kopf"))
+            ):
+                resource = request.resource.plural + (
+                    f"/{request.subresource}" if request.subresource else ""
+                )
+                SEEN_REQUESTS.setdefault("test_two_chart_replicas_one_reconciles_the_other_takes_over", set()).add(
+                    (request.resource.group or "", resource, verb)
+                )
