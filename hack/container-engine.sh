@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# A Docker engine to build and run Distillery's images; prints the DOCKER_HOST to use.
+#
+#   export DOCKER_HOST="$(hack/container-engine.sh)"
+#   hack/container-engine.sh --stop      stop the engine this script started (if any)
+#
+# In order, it uses:
+#   1. $DOCKER_HOST, when it is set and answers;
+#   2. the machine's own engine (/var/run/docker.sock), when it answers (a normal dev machine);
+#   3. an engine this script started before (its socket under ENGINE_DIR);
+#   4. otherwise, as root, it installs Debian's docker.io (apt-get) when dockerd is missing
+#      and starts dockerd in the background with its own data root, exec root and socket
+#      under ENGINE_DIR, detached so the caller can exit. No systemd needed (CI machines).
+#
+# Settings (environment): DISTILLERY_ENGINE_DIR (default /var/lib/distillery-docker),
+# ENGINE_START_TIMEOUT (seconds to wait for `docker info`, default 120).
+# Messages go to stderr; stdout carries only the DOCKER_HOST value.
+set -euo pipefail
+
+ENGINE_DIR=${DISTILLERY_ENGINE_DIR:-/var/lib/distillery-docker}
+ENGINE_START_TIMEOUT=${ENGINE_START_TIMEOUT:-120}
+SOCKET=$ENGINE_DIR/docker.sock
+PIDFILE=$ENGINE_DIR/dockerd.pid
+LOG=$ENGINE_DIR/dockerd.log
+SYSTEM_HOST=unix:///var/run/docker.sock
+OWN_HOST=unix://$SOCKET
+
+log() { printf 'container-engine: %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+answers() { # HOST: does an engine answer there?
+  DOCKER_HOST=$1 timeout 20 docker info >/dev/null 2>&1
+}
+
+own_pid() { # the pid of the dockerd this script started, if it still runs
+  local pid
+  [ -f "$PIDFILE" ] || return 1
+  pid=$(cat "$PIDFILE")
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+stop_own() {
+  local pid
+  if pid=$(own_pid); then
+    log "stopping dockerd (pid $pid)"
+    kill "$pid"
+    # dockerd stops its containers and its containerd first; give it the time that takes.
+    for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || { log "stopped"; return 0; }; sleep 1; done
+    die "dockerd (pid $pid) still runs after 60 s; see $LOG"
+  fi
+  log "no engine started by this script is running"
+}
+
+install_docker() {
+  command -v apt-get >/dev/null || die "dockerd is not installed and there is no apt-get to install it; install Docker"
+  log "installing Debian's docker.io (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq --no-install-recommends docker.io >&2
+}
+
+start_own() {
+  [ "$(id -u)" = 0 ] || die "no Docker engine answers and starting one needs root (run as root, or start Docker and set DOCKER_HOST)"
+  command -v dockerd >/dev/null || install_docker
+  command -v docker >/dev/null || die "the docker client is missing (package docker.io)"
+  mkdir -p "$ENGINE_DIR/data" "$ENGINE_DIR/exec"
+  # A pid file left by a dockerd that died makes the next one refuse to start.
+  if [ -f "$PIDFILE" ] && ! own_pid >/dev/null; then rm -f "$PIDFILE"; fi
+  if ! own_pid >/dev/null; then
+    log "starting dockerd (data under $ENGINE_DIR, log $LOG)"
+    # setsid: its own session, so neither the caller's exit nor a signal to the caller's
+    # process group stops it; no stdin, output to the log, nothing tied to the caller's terminal.
+    setsid dockerd \
+      --data-root "$ENGINE_DIR/data" \
+      --exec-root "$ENGINE_DIR/exec" \
+      --pidfile "$PIDFILE" \
+      -H "$OWN_HOST" \
+      </dev/null >>"$LOG" 2>&1 &
+    disown
+  else
+    log "dockerd (pid $(own_pid)) is starting; waiting for it"
+  fi
+  local deadline=$((SECONDS + ENGINE_START_TIMEOUT))
+  until answers "$OWN_HOST"; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      tail -n 30 "$LOG" >&2 || true
+      die "dockerd did not answer on $SOCKET within ${ENGINE_START_TIMEOUT}s (log above: $LOG)"
+    fi
+    # dockerd exits at once on a bad flag or a busy bridge: say so instead of waiting it out.
+    if ! own_pid >/dev/null && [ $((SECONDS + ENGINE_START_TIMEOUT - deadline)) -gt 10 ]; then
+      tail -n 30 "$LOG" >&2 || true
+      die "dockerd exited while starting (log above: $LOG)"
+    fi
+    sleep 1
+  done
+  log "dockerd answers on $SOCKET"
+}
+
+main() {
+  if [ "${1:-}" = "--stop" ]; then
+    stop_own
+    return 0
+  fi
+  [ $# = 0 ] || die "unknown argument: $1 (usage: $0 [--stop])"
+  command -v docker >/dev/null || [ "$(id -u)" = 0 ] ||
+    die "docker is not installed (install Docker, or run this script as root to install Debian's docker.io)"
+  local host
+  if [ -n "${DOCKER_HOST:-}" ] && answers "$DOCKER_HOST"; then
+    host=$DOCKER_HOST
+  elif command -v docker >/dev/null && answers "$SYSTEM_HOST"; then
+    host=$SYSTEM_HOST
+  elif command -v docker >/dev/null && answers "$OWN_HOST"; then
+    host=$OWN_HOST
+  else
+    start_own
+    host=$OWN_HOST
+  fi
+  log "using the engine at $host ($(DOCKER_HOST=$host docker version --format 'server {{.Server.Version}}' 2>/dev/null))"
+  printf '%s\n' "$host"
+}
+
+main "$@"
