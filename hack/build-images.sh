@@ -21,7 +21,7 @@
 #
 # Settings (environment): OPERATOR_IMAGE (distillery-operator:dev), WORKER_CPU_IMAGE
 # (distillery-worker-cpu:dev), BASE, PYTHON_IMAGE, LOCAL_BASE_IMAGE
-# (distillery-base:bookworm-python3.11), DEBIAN_MIRROR, HOST_CA_BUNDLE
+# (distillery-base:bookworm-python3.11-<hash of the recipe>), DEBIAN_MIRROR, HOST_CA_BUNDLE
 # (/etc/ssl/certs/ca-certificates.crt), TORCH_INDEX_URL (https://download.pytorch.org/whl/cpu),
 # TORCH_WHEEL (glob of the wheel to look for), BUILD_ARGS (more `docker build` words).
 set -euo pipefail
@@ -31,9 +31,14 @@ OPERATOR_IMAGE=${OPERATOR_IMAGE:-distillery-operator:dev}
 WORKER_CPU_IMAGE=${WORKER_CPU_IMAGE:-distillery-worker-cpu:dev}
 BASE=${BASE:-auto}
 PYTHON_IMAGE=${PYTHON_IMAGE:-python:3.11.14-slim-bookworm}
-LOCAL_BASE_IMAGE=${LOCAL_BASE_IMAGE:-distillery-base:bookworm-python3.11}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 HOST_CA_BUNDLE=${HOST_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+# What the real base has and the images rely on: python3 3.11 with venv, certificates, and the
+# Python headers (torch inductor compiles C++ kernels that include Python.h at run time).
+BASE_PACKAGES=python3,python3-venv,python-is-python3,ca-certificates,libpython3.11-dev
+# The tag names the recipe: a changed package list, mirror or CA bundle makes a new base.
+BASE_RECIPE=$(printf '%s\n' "$BASE_PACKAGES" "$DEBIAN_MIRROR" "$(sha256sum 2>/dev/null <"$HOST_CA_BUNDLE")" | sha256sum | cut -c1-12)
+LOCAL_BASE_IMAGE=${LOCAL_BASE_IMAGE:-distillery-base:bookworm-python3.11-$BASE_RECIPE}
 TORCH_INDEX_URL=${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}
 TORCH_WHEEL=${TORCH_WHEEL:-torch-2.13.0+cpu-cp311-cp311-*.whl}
 BUILD_ARGS=${BUILD_ARGS:-}
@@ -58,7 +63,7 @@ make_local_base() {
   # shellcheck disable=SC2064  # expand now: $root is local
   trap "rm -rf '$root'" EXIT
   log "making base $LOCAL_BASE_IMAGE with debootstrap (about a minute)"
-  debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
+  debootstrap --variant=minbase --include="$BASE_PACKAGES" \
     bookworm "$root" "$DEBIAN_MIRROR" >"$root.log" 2>&1 ||
     { tail -n 20 "$root.log" >&2; die "debootstrap failed (log: $root.log)"; }
   rm -f "$root.log"
