@@ -11,7 +11,7 @@ WORKDIR /src
 COPY pyproject.toml images/requirements.py ./
 RUN python requirements.py pyproject.toml operator > requirements.txt
 
-FROM ${PYTHON_IMAGE} AS build
+FROM ${PYTHON_IMAGE} AS deps
 # A package mirror, for networks that cannot reach PyPI (the build stage is not shipped).
 ARG PIP_INDEX_URL=https://pypi.org/simple
 ENV PIP_NO_CACHE_DIR=1 \
@@ -21,16 +21,23 @@ RUN python -m venv /opt/distillery
 # Dependencies first, in their own layer: a code change does not reinstall them.
 COPY --from=requirements /src/requirements.txt /tmp/requirements.txt
 RUN /opt/distillery/bin/pip install -r /tmp/requirements.txt
+
+# The package itself, as a wheel, installed on top of the copied dependency venv in the
+# runtime stage: a code change rebuilds only that small layer.
+FROM deps AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-# A non-editable install: the runtime stage gets no source tree, only site-packages. The
-# build backend is already in the venv (requirements.txt has it), so nothing is downloaded.
-RUN /opt/distillery/bin/pip install --no-deps --no-build-isolation . \
- && /opt/distillery/bin/distillery --version
+# No download: the build backend is in the venv (requirements.txt has it).
+RUN /opt/distillery/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheel .
 
 FROM ${PYTHON_IMAGE}
-COPY --from=build /opt/distillery /opt/distillery
+COPY --from=deps /opt/distillery /opt/distillery
+# A non-editable install: the image gets no source tree, only site-packages.
+COPY --from=build /wheel /tmp/wheel
+RUN /opt/distillery/bin/pip install --no-cache-dir --no-deps --no-index /tmp/wheel/*.whl \
+ && rm -rf /tmp/wheel \
+ && /opt/distillery/bin/distillery --version
 ENV PATH=/opt/distillery/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
