@@ -32,11 +32,34 @@ answers() { # HOST: does an engine answer there?
   DOCKER_HOST=$1 timeout 20 docker info >/dev/null 2>&1
 }
 
+alive() { # PID NAME: is PID a running NAME? (A zombie, or a pid reused by another program, is not.)
+  local pid=$1 name=$2
+  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] || return 1
+  # Field 3 of /proc/PID/stat is the state; Z: exited, not yet reaped by its parent.
+  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
+}
+
 own_pid() { # the pid of the dockerd this script started, if it still runs
   local pid
   [ -f "$PIDFILE" ] || return 1
   pid=$(cat "$PIDFILE")
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+  [ -n "$pid" ] && alive "$pid" dockerd && echo "$pid"
+}
+
+# Pid files left by a dockerd (and its containerd) that died: dockerd refuses to start over its
+# own, and waits in vain for a containerd whose pid file names a dead (or zombie) process.
+remove_stale_pidfiles() {
+  local file name pid
+  for file in "$PIDFILE:dockerd" "$ENGINE_DIR/exec/containerd/containerd.pid:containerd"; do
+    name=${file##*:}
+    file=${file%:*}
+    [ -f "$file" ] || continue
+    pid=$(cat "$file")
+    if [ -z "$pid" ] || ! alive "$pid" "$name"; then
+      log "removing the stale $name pid file $file"
+      rm -f "$file"
+    fi
+  done
 }
 
 stop_own() {
@@ -45,7 +68,7 @@ stop_own() {
     log "stopping dockerd (pid $pid)"
     kill "$pid"
     # dockerd stops its containers and its containerd first; give it the time that takes.
-    for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || { log "stopped"; return 0; }; sleep 1; done
+    for _ in $(seq 60); do alive "$pid" dockerd || { log "stopped"; return 0; }; sleep 1; done
     die "dockerd (pid $pid) still runs after 60 s; see $LOG"
   fi
   log "no engine started by this script is running"
@@ -64,9 +87,8 @@ start_own() {
   command -v dockerd >/dev/null || install_docker
   command -v docker >/dev/null || die "the docker client is missing (package docker.io)"
   mkdir -p "$ENGINE_DIR/data" "$ENGINE_DIR/exec"
-  # A pid file left by a dockerd that died makes the next one refuse to start.
-  if [ -f "$PIDFILE" ] && ! own_pid >/dev/null; then rm -f "$PIDFILE"; fi
   if ! own_pid >/dev/null; then
+    remove_stale_pidfiles
     log "starting dockerd (data under $ENGINE_DIR, log $LOG)"
     # setsid: its own session, so neither the caller's exit nor a signal to the caller's
     # process group stops it; no stdin, output to the log, nothing tied to the caller's terminal.
