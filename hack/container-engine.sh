@@ -5,10 +5,10 @@
 #   hack/container-engine.sh --stop      stop the engine this script started (if any)
 #
 # In order, it uses:
-#   1. $DOCKER_HOST, when it is set and answers;
-#   2. the machine's own engine (/var/run/docker.sock), when it answers (a normal dev machine);
-#   3. an engine this script started before (its socket under ENGINE_DIR);
-#   4. otherwise, as root, it installs Debian's docker.io (apt-get) when dockerd is missing
+#   1. the engine the docker client reaches as configured ($DOCKER_HOST, the current docker
+#      context, or /var/run/docker.sock), when it answers: a normal dev machine;
+#   2. an engine this script started before (its socket under ENGINE_DIR);
+#   3. otherwise, as root, it installs Debian's docker.io (apt-get) when dockerd is missing
 #      and starts dockerd in the background with its own data root, exec root and socket
 #      under ENGINE_DIR, detached so the caller can exit. No systemd needed (CI machines).
 #
@@ -22,14 +22,21 @@ ENGINE_START_TIMEOUT=${ENGINE_START_TIMEOUT:-120}
 SOCKET=$ENGINE_DIR/docker.sock
 PIDFILE=$ENGINE_DIR/dockerd.pid
 LOG=$ENGINE_DIR/dockerd.log
-SYSTEM_HOST=unix:///var/run/docker.sock
 OWN_HOST=unix://$SOCKET
 
 log() { printf 'container-engine: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-answers() { # HOST: does an engine answer there?
-  DOCKER_HOST=$1 timeout 20 docker info >/dev/null 2>&1
+answers() { # [HOST]: does an engine answer there (default: where the client is configured to go)?
+  if [ $# = 1 ]; then
+    DOCKER_HOST=$1 timeout 20 docker info >/dev/null 2>&1
+  else
+    timeout 20 docker info >/dev/null 2>&1
+  fi
+}
+
+configured_host() { # where the docker client goes when DOCKER_HOST is not given
+  docker context inspect --format '{{.Endpoints.docker.Host}}' 2>/dev/null || echo unix:///var/run/docker.sock
 }
 
 alive() { # PID NAME: is PID a running NAME? (A zombie, or a pid reused by another program, is not.)
@@ -127,10 +134,8 @@ main() {
   command -v docker >/dev/null || [ "$(id -u)" = 0 ] ||
     die "docker is not installed (install Docker, or run this script as root to install Debian's docker.io)"
   local host
-  if [ -n "${DOCKER_HOST:-}" ] && answers "$DOCKER_HOST"; then
-    host=$DOCKER_HOST
-  elif command -v docker >/dev/null && answers "$SYSTEM_HOST"; then
-    host=$SYSTEM_HOST
+  if command -v docker >/dev/null && answers; then
+    host=${DOCKER_HOST:-$(configured_host)}
   elif command -v docker >/dev/null && answers "$OWN_HOST"; then
     host=$OWN_HOST
   else
