@@ -20,7 +20,7 @@
 # Settings (environment): OPERATOR_IMAGE, WORKER_CPU_IMAGE (as hack/build-images.sh),
 # SMOKE_STAGES (default "teacher generate train evaluate"), SMOKE_DIR (build/smoke),
 # SMOKE_JOB (examples/tiny.yaml), TEACHER_TIMEOUT (s, 600), STAGE_TIMEOUT (s, 900),
-# VLLM_CPU_KVCACHE_SPACE (GiB for each vLLM server, 1).
+# VLLM_CPU_KVCACHE_SPACE (GiB for each vLLM server, 1). Needs docker and python3 on the host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -137,13 +137,15 @@ check_worker() {
 }
 
 prepare_data() {
-  # The job's volume: group 65532 and setgid directories, as fsGroup makes a claim.
+  # Through a container as root: what earlier pods left is owned by 65532, and the volume is
+  # made as fsGroup makes a claim (group 65532, setgid), whoever runs this script.
   mkdir -p "$DATA" "$PODS" "$LOGS"
-  chgrp 65532 "$DATA" && chmod 2775 "$DATA"
+  docker run --rm --network none --user 0:0 -v "$SMOKE_DIR:/smoke" --entrypoint sh "$WORKER_CPU_IMAGE" -c '
+    rm -rf /smoke/data/jobs /smoke/data/.cache /smoke/pods/* /smoke/logs/*
+    chgrp 65532 /smoke/data && chmod 2775 /smoke/data && chmod 0777 /smoke/pods /smoke/logs' ||
+    die "could not reset $SMOKE_DIR"
   # A fresh job each time; the models are kept (prepare_tiny.py remakes them only when absent).
-  rm -rf "$DATA/jobs" "$DATA/.cache" "${PODS:?}"/* "${LOGS:?}"/*
-  chmod 0777 "$PODS"
-  log "tiny models and prompts into $DATA (hack/prepare_tiny.py in the worker image; ~2 min the first time)"
+  log "tiny models and prompts into $DATA (hack/prepare_tiny.py in the worker image; about a minute the first time)"
   docker run --rm --network none "${RESTRICTED[@]}" "${TMP_VOLUME[@]}" \
     -v "$DATA:/data" -v "$PWD/hack:/hack:ro" -w /data -e HOME=/tmp \
     --entrypoint python "$WORKER_CPU_IMAGE" /hack/prepare_tiny.py --out /data >"$LOGS/prepare.log" 2>&1 ||
@@ -151,12 +153,21 @@ prepare_data() {
   pass "tiny models and prompts made in the worker image as 65532"
 }
 
+# An HTTP request from inside the teacher's container (as the kubelet's probe reaches the pod):
+# no curl and no route to container addresses needed on the host (Docker Desktop has none).
+teacher_http() { # PATH [JSON-BODY]: prints the response body
+  docker exec smoke-teacher python3 -c '
+import sys, urllib.request
+body = sys.argv[2].encode() if len(sys.argv) > 2 else None
+request = urllib.request.Request("http://127.0.0.1:8000" + sys.argv[1], body, {"content-type": "application/json"})
+print(urllib.request.urlopen(request, timeout=60).read().decode())' "$@"
+}
+
 run_teacher() {
-  local ip started=$SECONDS reply
+  local started=$SECONDS reply answer
   start_pod teacher teacher
-  ip=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$NETWORK\").IPAddress}}" smoke-teacher)
-  log "teacher: waiting for vLLM's /health on $ip:8000 (torch.compile on; minutes on 2 cores)"
-  until curl -fsS -o /dev/null --max-time 5 "http://$ip:8000/health" 2>/dev/null; do
+  log "teacher: waiting for vLLM's /health (torch.compile on; a minute or two on 2 cores)"
+  until teacher_http /health >/dev/null 2>&1; do
     if [ "$(docker inspect -f '{{.State.Running}}' smoke-teacher)" != true ]; then
       docker logs smoke-teacher >"$LOGS/teacher.log" 2>&1 || true
       tail -n 40 "$LOGS/teacher.log" >&2
@@ -166,12 +177,12 @@ run_teacher() {
     sleep 2
   done
   pass "teacher healthy after $((SECONDS - started))s"
-  reply=$(curl -fsS --max-time 60 "http://$ip:8000/v1/chat/completions" -H 'content-type: application/json' \
-    -d '{"model": "teacher", "messages": [{"role": "user", "content": "What is 2+3?"}], "max_tokens": 8, "temperature": 0}') ||
+  reply=$(teacher_http /v1/chat/completions \
+    '{"model": "teacher", "messages": [{"role": "user", "content": "What is 2+3?"}], "max_tokens": 8, "temperature": 0}') ||
     die "the teacher's chat completion failed"
-  python3 -c 'import json, sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"])' <<<"$reply" >/dev/null ||
+  answer=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"])' <<<"$reply") ||
     die "unexpected chat completion: $reply"
-  pass "teacher answered a chat completion: $reply"
+  pass "teacher answered a chat completion: 'What is 2+3?' -> '$answer'"
 }
 
 run_generate() {
