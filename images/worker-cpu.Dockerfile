@@ -1,7 +1,7 @@
 # Stage workers (generate / train / evaluate) and a CPU vLLM server, for CPU-only nodes and CI.
 #   docker build -f images/worker-cpu.Dockerfile -t distillery-worker-cpu:dev .
-# (or hack/build-images.sh). Written for Docker's legacy builder too (no `RUN --mount`, no
-# heredocs): BuildKit is not packaged for Debian bookworm, and every builder builds this.
+# (or hack/build-images.sh). Nothing BuildKit-only (no `RUN --mount`, no heredocs): Docker's
+# legacy builder builds it too, which every Docker client has (BuildKit needs buildx in newer ones).
 # Pin the base by digest when publishing releases.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
