@@ -75,11 +75,9 @@ trap cleanup EXIT
 # 3. Images: the operator and the CPU worker (stages + the CPU vLLM teacher), built from
 # this checkout and loaded into the node, so nothing is pushed anywhere.
 log "building $OPERATOR_IMAGE and $WORKER_IMAGE"
-# BUILD_ARGS is split on spaces on purpose: it holds several `--build-arg K=V` words.
-# shellcheck disable=SC2086
-docker build $BUILD_ARGS -f images/operator.Dockerfile -t "$OPERATOR_IMAGE" .
-# shellcheck disable=SC2086
-docker build $BUILD_ARGS -f images/worker-cpu.Dockerfile -t "$WORKER_IMAGE" .
+# The real bases (kind needs a registry anyway); BUILD_ARGS is passed on to `docker build`.
+BASE=registry OPERATOR_IMAGE=$OPERATOR_IMAGE WORKER_CPU_IMAGE=$WORKER_IMAGE BUILD_ARGS=$BUILD_ARGS \
+  hack/build-images.sh operator worker-cpu
 log "loading the images into the kind node"
 kind load docker-image --name "$CLUSTER" "$OPERATOR_IMAGE" "$WORKER_IMAGE"
 
