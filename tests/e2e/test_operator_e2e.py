@@ -316,6 +316,7 @@ def test_tiny_job_end_to_end_survives_operator_and_pod_kills(cluster, storage: P
 
     # No duplicate children, though the operator ran twice: each created exactly once.
     for resource, name in [
+        ("batch/v1/jobs", "tiny-check"),
         ("apps/v1/deployments", "tiny-teacher"),
         ("v1/services", "tiny-teacher"),
         ("batch/v1/jobs", "tiny-generate"),
@@ -324,6 +325,7 @@ def test_tiny_job_end_to_end_survives_operator_and_pod_kills(cluster, storage: P
     ]:
         assert creations(emulator, resource, name) == 1, (resource, name)
     assert sorted(j["metadata"]["name"] for j in api.items("batch/v1", "jobs")) == [
+        "tiny-check",
         "tiny-evaluate",
         "tiny-generate",
         "tiny-train",

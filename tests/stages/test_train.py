@@ -85,7 +85,8 @@ def make_job(name: str, student: Path, teacher: Path, **training) -> Distillatio
             "teacher": {"model": str(teacher)},
             "student": {"model": str(student)},
             "data": {"taskType": "qa", "train": "train.jsonl", "validation": "validation.jsonl"},
-            "generation": generation,
+            # The toy pairs repeat by design (a small task space): train on every one of them.
+            "generation": {**generation, "filters": {"dedup": False}},
             "training": {"learningRate": TOY_LR, "batchSize": 16, "epochs": 3, "warmupRatio": 0.1,
                          "maxSeqLength": 128, **training},
         },
