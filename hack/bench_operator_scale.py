@@ -23,7 +23,9 @@ says otherwise). Then:
    while nothing changes (the resync safety net runs every 5 minutes); the API server's own CPU is
    shown beside it, to tell whether the stand-in or the operator is the limit.
 
-Nothing runs a pod: the jobs stay at TeacherStarting, which is the point where the operator's
+Nothing runs a pod. The API server completes each job's input check Job as it is created (a check
+pod that found the inputs), so the time to the teacher Deployment spans two reconciles of the job,
+as on a cluster: create -> check Job; check complete -> teacher. The jobs then stay at TeacherStarting, which is the point where the operator's
 per-job cost is its steady cost. Prints one line per N and a JSON summary last.
 """
 
@@ -180,7 +182,8 @@ def stop(process: subprocess.Popen) -> None:
 
 def one_size(count: int, args: argparse.Namespace, work: Path) -> dict:
     server = subprocess.Popen(
-        [sys.executable, str(REPO / "hack" / "flat_apiserver.py"), "--namespace", NAMESPACE],
+        [sys.executable, str(REPO / "hack" / "flat_apiserver.py"), "--namespace", NAMESPACE,
+         "--complete-jobs-ending=-check"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     operator = None

@@ -14,7 +14,8 @@ discovery (/api, /apis, /api/v1, /apis/G/V), list (with `labelSelector` equality
 watch (`watch=true` from a `resourceVersion`, `timeoutSeconds`), get, create (uid,
 resourceVersion, creationTimestamp, generateName), merge patch (also used for strategic
 merge patches: the operator's patches are plain dicts), the `status` subresource, delete.
-Nothing is validated; no garbage collection; no admission.
+Nothing is validated; no garbage collection; no admission; no controllers, except that
+`--complete-jobs-ending SUFFIX` completes Jobs so named the moment they are created.
 
 GET /_bench/stats returns the server's own bookkeeping: requests by (verb, resource), and the
 time (server clock, time.time()) each object was created, by resource.
@@ -123,6 +124,7 @@ class Store:
         self.version = 0
         self.created_at: dict[str, dict[str, float]] = collections.defaultdict(dict)
         self.requests: collections.Counter = collections.Counter()
+        self.complete_jobs_ending: str | None = None  # see --complete-jobs-ending
 
     def next_version(self) -> str:
         self.version = next(self.versions)
@@ -296,6 +298,10 @@ def make_app(store: Store) -> web.Application:
             body.setdefault("apiVersion", resource[0])
             body.setdefault("kind", kind)
             store.created_at[label][f"{namespace}/{meta['name']}"] = time.time()
+            if kind == "Job" and store.complete_jobs_ending and meta["name"].endswith(store.complete_jobs_ending):
+                stamp = now_rfc3339()
+                body["status"] = {"succeeded": 1, "startTime": stamp, "completionTime": stamp,
+                                  "conditions": [{"type": "Complete", "status": "True"}]}  # fmt: skip
             if kind == "Event" and not KEEP_EVENTS:
                 return web.json_response(body, status=201)
             objects[key] = body
@@ -375,8 +381,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--namespace", action="append", default=[], help="a namespace that exists from the start"
     )
+    parser.add_argument(
+        "--complete-jobs-ending",
+        metavar="SUFFIX",
+        help="play the Job controller for Jobs whose name ends so: complete at creation (e.g. `-check`, "
+        "so that an operator goes on past its input check as after a pod that found the inputs)",
+    )
     args = parser.parse_args(argv)
     store = Store()
+    store.complete_jobs_ending = args.complete_jobs_ending
     for name in args.namespace:
         store.objects["v1", "namespaces"][None, name] = {
             "apiVersion": "v1",

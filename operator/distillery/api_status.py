@@ -29,6 +29,7 @@ class Phase(str, enum.Enum):
 
 
 class ConditionType(str, enum.Enum):
+    admitted = "Admitted"  # only where the operator's guard is on (controller.guard)
     inputs_ready = "InputsReady"
     teacher_ready = "TeacherReady"
     data_generated = "DataGenerated"
@@ -47,6 +48,8 @@ class Reason(str, enum.Enum):
 
     # progress
     checking = "Checking"
+    allowed = "Allowed"
+    waiting_for_secret = "WaitingForSecret"
     starting = "Starting"
     ready = "Ready"
     external_endpoint = "ExternalEndpoint"
@@ -66,6 +69,7 @@ class Reason(str, enum.Enum):
     child_refused = "ChildRefused"  # the API server refused a child (403 quota, 422 invalid, ...)
     api_unavailable = "ApiUnavailable"  # 429, 5xx or a timeout: retried with backoff
     spec_changed = "SpecChanged"
+    policy_denied = "PolicyDenied"  # the operator's guard refuses an image, a Secret or a toleration
     stopped = "Stopped"  # a stage Job removed because the job ended
 
 

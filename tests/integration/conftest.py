@@ -40,6 +40,7 @@ RESOURCES: dict[str, dict[str, Any]] = {
     "networking.k8s.io/v1/networkpolicies": {"namespaced": True, "kind": "NetworkPolicy"},
     "v1/pods": {"namespaced": True, "kind": "Pod"},
     "v1/events": {"namespaced": True, "kind": "Event"},
+    "v1/secrets": {"namespaced": True, "kind": "Secret"},
     "v1/namespaces": {"namespaced": False, "kind": "Namespace"},
     "apiextensions.k8s.io/v1/customresourcedefinitions": {
         "namespaced": False,

@@ -120,4 +120,10 @@ tests and fails when a rule here is missing or was never needed.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- if .Values.operator.guard.secretLabel }}
+# The guard: the labels of the Secrets a job names (the operator asks for their metadata only).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+{{- end }}
 {{- end -}}

@@ -100,7 +100,7 @@ class Api:
         return headers
 
     async def request(self, method: str, url: str, body: Any = None, content_type: str | None = None,
-                      params: dict[str, str] | None = None) -> dict[str, Any] | None:  # fmt: skip
+                      params: dict[str, str] | None = None, accept: str | None = None) -> dict[str, Any] | None:  # fmt: skip
         """The decoded answer; raises ApiException for an error status, aiohttp/asyncio errors when unreachable."""
         data = json.dumps(body) if body is not None else None
         if self.logged_in is not None:
@@ -108,6 +108,8 @@ class Api:
         for attempt in (0, 1):
             session = await self.session()
             headers = self._headers(content_type or ("application/json" if data is not None else None))
+            if accept:
+                headers["Accept"] = accept
             async with session.request(method, url, data=data, headers=headers, params=params) as response:
                 text = await response.text()
                 if response.status == 401 and attempt == 0:

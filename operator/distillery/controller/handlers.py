@@ -131,6 +131,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.watching.label_selectors[group or version, plural] = OWN_LABELS
     # Our transitions become Events; kopf's own chatter does not.
     settings.posting.level = logging.WARNING
+    logging.getLogger("distillery.operator").info("%s", runtime.reconciler.guard.describe())
     loops = [_resync(), _heartbeat(), runtime.scraper.run()]
     if _leader_election:
         runtime.election = LeaderElection(runtime.api, **_leader_election, on_elected=_take_over)

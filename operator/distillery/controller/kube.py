@@ -69,6 +69,21 @@ async def get_claim(api: Api, namespace: str, name: str) -> dict[str, Any] | Non
         raise
 
 
+# Only the metadata of a Secret: the operator has no use for its data and should never hold it.
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
+
+
+async def get_secret_labels(api: Api, namespace: str, name: str) -> dict[str, str] | None:
+    """The labels of a Secret the spec names (for the guard), or None when it does not exist."""
+    try:
+        found = await api.request("GET", path("", "v1", "secrets", namespace, name), accept=METADATA_ONLY)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return dict(((found or {}).get("metadata") or {}).get("labels") or {})
+
+
 def _exists(children: dict[str, list[dict[str, Any]]], kind: str, name: str) -> bool:
     return any((body.get("metadata") or {}).get("name") == name for body in children.get(kind, ()))
 

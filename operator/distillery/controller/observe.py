@@ -52,6 +52,15 @@ class TeacherState:
 
 
 @dataclass(frozen=True)
+class Admission:
+    """The operator's guard on the job's spec (controller.guard), checked before anything runs."""
+
+    denied: tuple[str, ...] = ()  # "field: why", one per refusal
+    missing_secrets: tuple[str, ...] = ()  # "field: name" of named Secrets not there yet
+    policy: str = ""  # the guard in words
+
+
+@dataclass(frozen=True)
 class Observed:
     teacher: TeacherState = field(default_factory=TeacherState)
     check: JobState = field(default_factory=JobState)
@@ -60,6 +69,8 @@ class Observed:
     evaluate: JobState = field(default_factory=JobState)
     # The existing claim named by storage.pvc.claimName does not exist (yet).
     claim_missing: bool = False
+    # The guard's verdict; None when the guard is off or the job already runs.
+    admission: Admission | None = None
     # What the running stage's pods report of their progress (Progress fields; controller.progress).
     live: dict[str, Any] = field(default_factory=dict)
 
@@ -138,7 +149,10 @@ def _stage(body: dict[str, Any]) -> str:
 
 
 def from_children(
-    children: dict[str, list[dict[str, Any]]], claim_missing: bool = False, live: dict[str, Any] | None = None
+    children: dict[str, list[dict[str, Any]]],
+    claim_missing: bool = False,
+    live: dict[str, Any] | None = None,
+    admission: Admission | None = None,
 ) -> Observed:
     """The Observed record of a job from its objects as the cache holds them (kind -> bodies)."""
 
@@ -151,6 +165,7 @@ def from_children(
 
     return Observed(
         claim_missing=claim_missing,
+        admission=admission,
         teacher=teacher_state(one("Deployment", "teacher"), of("Pod", "teacher")),
         live=dict(live or {}),
         **{stage: job_state(one("Job", stage), of("Pod", stage)) for stage in JOB_STAGES},

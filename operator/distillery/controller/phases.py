@@ -16,8 +16,6 @@ status and lists the Events.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import datetime
 from pathlib import PurePosixPath
 
@@ -30,6 +28,7 @@ from distillery.api import (
     Reason,
 )
 from distillery.contract.summaries import CheckSummary, EvaluateSummary, TrainSummary, generation_totals
+from distillery.controller import policy
 from distillery.controller.observe import JobState, Observed
 from distillery.controller.steps import (
     Cond,
@@ -64,9 +63,12 @@ def decide(
         return finished(spec, status, observed, now)
     if problems or spec is None:
         return Step(Phase.failed, "invalid spec: " + "; ".join(problems), delete=stop_everything(observed))
-    changed = changed_sections(spec, status)
+    changed = policy.changed_sections(spec, status)
     if changed:
-        return spec_changed(changed, observed)
+        return policy.spec_changed(changed, observed)
+    admission = observed.admission
+    if admission is not None and (admission.denied or admission.missing_secrets):
+        return policy.not_admitted(admission, observed)
     if spec.suspend:
         return suspended(spec, status, observed)
     if observed.claim_missing:
@@ -77,77 +79,11 @@ def decide(
     # Paths as the pods see them; PurePosixPath never touches the operator's filesystem.
     layout = Layout(root=PurePosixPath(spec.storage.mount_path), job_name=job_name)  # type: ignore[arg-type]
     walk = Walk(spec, status, observed, now, layout)
+    if admission is not None:
+        walk.conditions.append(Cond(C.admitted, "True", Reason.allowed, admission.policy))
     if spec.storage.pvc is not None and spec.storage.pvc.size is not None:
         walk.ensure.append("pvc")
     return check(walk) or generation(walk) or training(walk) or evaluation(walk)
-
-
-# Spec sections whose change after the start would leave children of an old spec running.
-IMMUTABLE_SECTIONS = (
-    "teacher",
-    "student",
-    "data",
-    "generation",
-    "training",
-    "evaluation",
-    "storage",
-    "queue_name",
-)
-
-
-def spec_hashes(spec: DistillationJobSpec) -> dict[str, str]:
-    """A short hash of each immutable section, as the job started with it (kept in status.specHashes)."""
-    out = {}
-    for section in IMMUTABLE_SECTIONS:
-        value = getattr(spec, section)
-        dumped = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
-        text = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
-        out[DistillationJobSpec.model_fields[section].alias or section] = hashlib.sha256(
-            text.encode()
-        ).hexdigest()[:12]
-    return out
-
-
-def changed_sections(spec: DistillationJobSpec, status: DistillationJobStatus) -> list[str]:
-    """The spec sections that differ from those the job started with (none before it started)."""
-    if not status.spec_hashes:
-        return []
-    now = spec_hashes(spec)
-    return [f"spec.{name}" for name, value in now.items() if status.spec_hashes.get(name, value) != value]
-
-
-def spec_changed(changed: list[str], observed: Observed) -> Step:
-    """The spec changed under a running job (an API server without the CRD's transition rule let it)."""
-    message = (
-        f"spec changed after the job started ({', '.join(changed)}); a DistillationJob's spec is immutable "
-        "except suspend and ttlSecondsAfterFinished, so the job stops rather than run children of two specs: "
-        "delete it and create it again (a claim with reclaimPolicy Retain, or an existing claimName, keeps its data)"
-    )
-    return Step(Phase.failed, message, delete=stop_everything(observed))
-
-
-# The condition a refused child belongs to.
-CHILD_CONDITION = {
-    "pvc": C.data_generated,
-    "teacher": C.teacher_ready,
-    "teacher-service": C.teacher_ready,
-    "teacher-policy": C.teacher_ready,
-    "generate": C.data_generated,
-    "train": C.student_trained,
-    "evaluate": C.evaluated,
-}
-
-
-def child_refused(step: Step, child: str, detail: str, observed: Observed) -> Step:
-    """The API server refused a child with a 4xx other than 409/429: trying again cannot help."""
-    condition = Cond(CHILD_CONDITION.get(child, C.teacher_ready), "False", Reason.child_refused, detail)
-    return Step(
-        Phase.failed,
-        f"the API server refused {detail}",
-        (*step.conditions, condition),
-        delete=stop_everything(observed),
-        progress={**step.progress, "summary": "failed"},
-    )
 
 
 def suspended(spec: DistillationJobSpec, status: DistillationJobStatus, observed: Observed) -> Step:

@@ -19,12 +19,14 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 
 from distillery.api import DistillationJob, DistillationJobStatus, Phase, Problem
-from distillery.controller import kube, metrics, phases, status
+from distillery.controller import guard, kube, metrics, phases, policy, status
 from distillery.controller.apiclient import TRANSIENT, Api
 from distillery.controller.cache import Cache, Key
-from distillery.controller.observe import from_children
+from distillery.controller.guard import Guard
+from distillery.controller.observe import Admission, from_children
 from distillery.controller.queue import Backoff
 from distillery.errors import InvalidJob, format_problem, parse_job
+from distillery.manifests import BuildConfig
 
 logger = logging.getLogger("distillery.reconcile")
 
@@ -36,9 +38,13 @@ CLAIM_RECHECK_SECONDS = 10.0
 
 
 class Reconciler:
-    def __init__(self, cache: Cache, api: Api, live: dict[Key, dict[str, Any]] | None = None):
+    def __init__(
+        self, cache: Cache, api: Api, live: dict[Key, dict[str, Any]] | None = None, guard: Guard | None = None
+    ):
         self.cache = cache
         self.api = api
+        self.guard = guard if guard is not None else Guard.from_env()
+        self.config = BuildConfig.from_env()
         self.live = live if live is not None else {}  # what running stage pods report (controller.progress)
         self._seen: dict[Key, tuple[Any, dict[str, Any]]] = {}  # (generation, status) as our last reconcile left it
         self._failures: dict[Key, int] = {}  # consecutive transient API errors per job
@@ -70,7 +76,8 @@ class Reconciler:
         job, problems = parse(body)
         now = datetime.now(timezone.utc)
         claim_missing = job is not None and await self._claim_missing(job, old)
-        observed = from_children(self.cache.children(key), claim_missing, self.live.get(key))
+        admission = await self._admission(job, old) if job is not None else None
+        observed = from_children(self.cache.children(key), claim_missing, self.live.get(key), admission)
         step = phases.decide(job.spec if job else None, problems, old, observed, now, key[1])
         if step.delete_self:
             logger.info("%s/%s: ttlSecondsAfterFinished has passed; deleting the DistillationJob", *key)
@@ -79,18 +86,18 @@ class Reconciler:
         try:
             await kube.carry_out(self.api, key, job, step, self.cache.children(key), logger)
         except kube.ChildRefused as refusal:
-            step = phases.child_refused(step, refusal.child, str(refusal), observed)
+            step = policy.child_refused(step, refusal.child, str(refusal), observed)
             await kube.carry_out(self.api, key, job, step, self.cache.children(key), logger)
         new = status.next_status(old, step, now, meta.get("generation"))
         if job is not None and new.spec_hashes is None:
-            new.spec_hashes = phases.spec_hashes(job.spec)
+            new.spec_hashes = policy.spec_hashes(job.spec)
         await self._write(body, old, new)
         for stage in step.finished_stages:
             seconds = status.stage_duration(getattr(observed, stage))
             if seconds is not None:
                 metrics.STAGE_DURATION.labels(stage).observe(seconds)
         metrics.export_status(key[0], key[1], meta.get("uid", ""), new)
-        if claim_missing:
+        if claim_missing or (admission is not None and admission.missing_secrets):
             return CLAIM_RECHECK_SECONDS
         if job is not None and new.phase is not None and new.phase.is_terminal:
             # The TTL counts from the completion this reconcile may just have written.
@@ -104,6 +111,21 @@ class Reconciler:
         if pvc is None or pvc.claim_name is None or old.phase not in (None, Phase.pending):
             return False
         return await kube.get_claim(self.api, job.metadata.namespace, pvc.claim_name) is None
+
+    async def _admission(self, job: DistillationJob, old: DistillationJobStatus) -> Admission | None:
+        """The guard's verdict, before anything of the job runs (a running job is not stopped by a new policy)."""
+        if not self.guard.enabled or old.phase not in (None, Phase.pending):
+            return None
+        named = guard.secrets(job.spec) if self.guard.secret_label else []
+        labels, missing = {}, []
+        for field, name in named:
+            found = await kube.get_secret_labels(self.api, job.metadata.namespace, name)
+            if found is None:
+                missing.append(f"{name!r} ({field})")
+            else:
+                labels[name] = found
+        denied = guard.denials(job.spec, self.guard, self.config, labels)
+        return Admission(tuple(denied), tuple(missing), self.guard.describe())
 
     def unchanged(self, key: Key, body: dict[str, Any]) -> bool:
         """Whether a watch event only echoes what our last reconcile of the job wrote (nothing to do)."""

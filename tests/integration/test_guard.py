@@ -1,0 +1,100 @@
+"""The operator's guard against the emulated API server, configured as the chart configures it.
+
+A job asking for an image, a Secret or a toleration the guard refuses fails before any child
+exists, its status and a Warning Event naming the field; a Secret not there yet is waited for;
+the Secrets are read as metadata only, and that `get` is the one right the guard adds to the
+chart's roles.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from distillery.controller import guard
+from tests.integration.conftest import Cluster, _verb, spec
+from tests.integration.test_rbac import granted, only, render
+
+pytestmark = [pytest.mark.integration]
+
+LABEL = "distillery.dev/usable"
+# What the chart sets from operator.guard (templates/deployment.yaml).
+POLICY = {
+    guard.IMAGES_ENV: "registry.corp/ml/,vllm/",
+    guard.SECRET_LABEL_ENV: f"{LABEL}=true",
+    guard.TOLERATIONS_ENV: "nvidia.com/gpu",
+}
+
+
+@pytest.fixture
+def guarded(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in POLICY.items():
+        monkeypatch.setenv(name, value)
+
+
+def _chart_env() -> dict[str, str]:
+    docs = render(
+        "operator.guard.allowedImagePrefixes={registry.corp/ml/,vllm/}",
+        f"operator.guard.secretLabel={LABEL}=true",
+        "operator.guard.allowedTolerationKeys={nvidia.com/gpu}",
+    )
+    (container,) = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container["env"] if e["name"].startswith("DISTILLERY_GUARD_")}
+
+
+def test_the_chart_sets_the_policy_these_tests_run_with():
+    assert _chart_env() == POLICY
+
+
+@pytest.mark.asyncio
+async def test_a_refused_image_and_toleration_fail_the_job_before_any_child(cluster: Cluster, guarded: None):
+    teacher = {"model": "models/teacher", "gpus": 0, "image": "ghcr.io/someone/vllm:1",
+               "tolerations": [{"key": "dedicated", "operator": "Exists"}]}  # fmt: skip
+    async with cluster.operator():
+        await cluster.create_job("denied", spec(teacher=teacher))
+        status = await cluster.wait_phase("denied", "Failed")
+        events = await cluster.wait_for("a Warning Event", lambda: _warnings(cluster, "denied"))
+    admitted = next(c for c in status["conditions"] if c["type"] == "Admitted")
+    assert (admitted["status"], admitted["reason"]) == ("False", "PolicyDenied")
+    assert (
+        "spec.teacher.image: image 'ghcr.io/someone/vllm:1' is not under an allowed prefix"
+        in status["message"]
+    )
+    assert "spec.teacher.tolerations[0]: toleration of taint 'dedicated' is not allowed" in status["message"]
+    assert any("spec.teacher.image" in e["message"] for e in events)
+    created = [r for r in cluster.operator_requests() if r.method.value.upper() == "POST"
+               and r.resource.plural not in ("events",)]  # fmt: skip
+    assert created == [], "nothing of a refused job is created, not even its claim or check"
+
+
+@pytest.mark.asyncio
+async def test_a_secret_is_waited_for_then_allowed_only_with_its_label(cluster: Cluster, guarded: None):
+    hf = {"model": "models/teacher", "gpus": 0, "hfTokenSecret": {"name": "hf", "key": "token"}}
+    async with cluster.operator():
+        await cluster.create_job("gated", spec(teacher=hf))
+        waiting = await cluster.wait_phase("gated", "Pending")
+        assert "waiting for Secret 'hf' (spec.teacher.hfTokenSecret.name) to exist" in waiting["message"]
+        await cluster.create("v1/secrets", {"metadata": {"name": "hf", "labels": {LABEL: "true"}},
+                                            "data": {"token": "c2VjcmV0"}})  # fmt: skip
+        await cluster.wait_child("batch/v1/jobs", "gated-check", timeout=30)  # rechecked every 10 s
+        status = await cluster.job_status("gated")
+
+        await cluster.create("v1/secrets", {"metadata": {"name": "other", "labels": {LABEL: "no"}}})
+        await cluster.create_job(
+            "unlabelled", spec(teacher={**hf, "hfTokenSecret": {"name": "other", "key": "k"}})
+        )
+        refused = await cluster.wait_phase("unlabelled", "Failed")
+    admitted = next(c for c in status["conditions"] if c["type"] == "Admitted")
+    assert (admitted["status"], admitted["reason"]) == ("True", "Allowed")
+    assert "Secret 'other' lacks the label distillery.dev/usable=true" in refused["message"]
+    reads = [r for r in cluster.operator_requests() if r.resource.plural == "secrets"]
+    assert reads and all(r.method.value.upper() == "GET" for r in reads)
+    assert all("as=PartialObjectMetadata" in r.headers.get("Accept", "") for r in reads), "metadata only"
+    used = {(r.resource.group or "", r.resource.plural, _verb(r)) for r in reads}
+    with_guard = granted(only(render(f"operator.guard.secretLabel={LABEL}=true"), "ClusterRole"))
+    without = granted(only(render(), "ClusterRole"))
+    assert with_guard - without == used == {("", "secrets", "get")}
+
+
+async def _warnings(cluster: Cluster, name: str) -> list[dict]:
+    return [e for e in await cluster.list("v1/events")
+            if e.get("type") == "Warning" and e["involvedObject"]["name"] == name]  # fmt: skip
