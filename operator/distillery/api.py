@@ -21,6 +21,7 @@ from distillery.api_stages import (
     GenerationSpec,
     LoraSpec,
     Metric,
+    OnPolicySpec,
     TrainingMethod,
     TrainingSpec,
 )
@@ -99,6 +100,7 @@ __all__ = [  # re-exported: the API's users import every model from here
     "Metric",
     "Model",
     "ModelScore",
+    "OnPolicySpec",
     "Phase",
     "Problem",
     "Progress",
@@ -112,6 +114,7 @@ __all__ = [  # re-exported: the API's users import every model from here
     "TrainingSpec",
     "is_progress_reason",
     "raise_problems",
+    "teacher_needed_for_training",
 ]
 
 
@@ -368,6 +371,12 @@ class DistillationJobSpec(Model):
             ),
         ),
     )
+
+
+def teacher_needed_for_training(spec: DistillationJobSpec) -> bool:
+    """Whether training asks the teacher (onPolicy grades the student's samples), so a served teacher is
+    kept from generation through training and released when training ends."""
+    return spec.training.method is TrainingMethod.on_policy
 
 
 # What may change after creation. Children are built from the spec once; a changed spec

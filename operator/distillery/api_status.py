@@ -65,7 +65,14 @@ class Reason(str, enum.Enum):
 
 # False conditions with these reasons are work under way, not trouble (Normal Events).
 _PROGRESS_REASONS = frozenset(
-    {Reason.starting, Reason.generating, Reason.training, Reason.evaluating, Reason.scaled_down, Reason.suspended}
+    {
+        Reason.starting,
+        Reason.generating,
+        Reason.training,
+        Reason.evaluating,
+        Reason.scaled_down,
+        Reason.suspended,
+    }
 )
 
 
@@ -93,6 +100,9 @@ class Progress(Model):
     step: int | None = Field(None, ge=0, description="Training updates done.")
     train_loss: float | None = Field(None, description="Latest training loss.")
     validation_loss: float | None = Field(None, description="Latest validation loss.")
+    on_policy_loss: float | None = Field(
+        None, description="Latest on-policy loss (reverse KL per sampled token; `method: onPolicy`)."
+    )
 
 
 class ModelScore(Model):

@@ -123,15 +123,16 @@ def preflight(job: DistillationJob, root: Path) -> list[Problem]:
 
 
 def check_tokenizers(job: DistillationJob, root: Path) -> None:
-    """Logit KD needs the teacher's tokenizer to equal the student's: check it now, not after generation."""
+    """Logit KD and onPolicy need the teacher's tokenizer to equal the student's: check it now, not after
+    generation."""
     from distillery.api import TrainingMethod
 
-    if job.spec.training.method is not TrainingMethod.kd:
+    if job.spec.training.method not in (TrainingMethod.kd, TrainingMethod.on_policy):
         return
-    from distillery.training.student import _load_tokenizer, check_kd_tokenizers
+    from distillery.training.student import _load_tokenizer, check_same_tokenizer
 
     student = job.spec.student
-    check_kd_tokenizers(job, root, _load_tokenizer(resolve_model(root, student.tokenizer or student.model),
+    check_same_tokenizer(job, root, _load_tokenizer(resolve_model(root, student.tokenizer or student.model),
                                                    "spec.student.tokenizer"))  # fmt: skip
 
 

@@ -121,6 +121,10 @@ class TrainSummary(StageSummary):
     tokens: int | None = None  # real (non-padding) tokens trained on
     tokens_per_second: float | None = None
     resumed_from_step: int | None = None
+    on_policy_loss: float | None = None  # latest on-policy update's reverse KL per sampled token
+    on_policy_updates: int | None = None  # updates whose batch the student sampled and the teacher graded
+    teacher_scored_tokens: int | None = None  # sampled tokens the teacher graded
+    teacher_prompt_tokens: int | None = None  # tokens sent to the teacher for grading (prompts included)
 
 
 class EvaluateSummary(StageSummary):
