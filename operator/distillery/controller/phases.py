@@ -26,6 +26,7 @@ from distillery.api import (
     EvaluationStatus,
     Phase,
     Reason,
+    teacher_needed_for_training,
 )
 from distillery.contract.summaries import EvaluateSummary, TrainSummary, generation_totals
 from distillery.controller.observe import JobState, Observed
@@ -151,9 +152,10 @@ def teacher_starting(walk: Walk, ready: Cond) -> Step:
         Phase.teacher_starting,
         f"waiting for the teacher to load {spec.teacher.model}{f' ({waiting})' if waiting else ''} "
         f"since {now_text(started)} (teacher.startupTimeoutSeconds: {limit})",
-        (ready,),
+        (*walk.conditions, ready),
         ensure=tuple(walk.ensure),
         progress={**walk.progress, "summary": "teacher loading"},
+        finished_stages=tuple(walk.finished),
     )
 
 
@@ -195,7 +197,7 @@ def generation(walk: Walk) -> Step | None:
                 f"({totals.rejected} responses rejected)",
             )
         )
-        if served:
+        if served and not teacher_needed_for_training(spec):
             walk.conditions.append(
                 Cond(
                     C.teacher_ready, "False", Reason.scaled_down, "generation is done; the teacher is removed"
@@ -212,6 +214,9 @@ def generation(walk: Walk) -> Step | None:
 
 def training(walk: Walk) -> Step | None:
     train = walk.observed.train
+    # onPolicy: the teacher grades the student's samples, so a served teacher stays (or comes back after a
+    # suspension) until training is done, and training waits for it to be ready.
+    keep_teacher = teacher_needed_for_training(walk.spec) and walk.spec.teacher.endpoint is None
     if not is_true(walk.status, C.student_trained):
         result = next((s for s in reversed(train.summaries) if isinstance(s, TrainSummary)), None)
         if result is not None:
@@ -219,7 +224,7 @@ def training(walk: Walk) -> Step | None:
                 {
                     k: v
                     for k, v in result.model_dump(
-                        include={"train_loss", "validation_loss", "step", "epoch"}
+                        include={"train_loss", "validation_loss", "step", "epoch", "on_policy_loss"}
                     ).items()
                     if v is not None
                 }
@@ -227,17 +232,30 @@ def training(walk: Walk) -> Step | None:
         if train.failed:
             return failure(walk, C.student_trained, "train", train)
         if not train.complete:
+            teacher: tuple[Cond, ...] = ()
+            if keep_teacher:
+                walk.ensure += TEACHER_CHILDREN
+                ready, is_ready = teacher_conditions(walk)
+                if not is_ready:
+                    return teacher_starting(walk, ready)
+                teacher = (ready,)
             return walk.step(
                 Phase.training,
                 "training the student",
+                *teacher,
                 Cond(C.student_trained, "False", Reason.training, f"training {walk.spec.student.model}"),
                 summary="train running",
                 ensure=("train",),
                 resume=resume(walk.spec, train, "train"),
+                **({"delete": ()} if keep_teacher else {}),
             )
         loss = result.train_loss if result is not None else None
         message = "student trained" + (f", final loss {loss:.4g}" if loss is not None else "")
         walk.conditions.append(Cond(C.student_trained, "True", Reason.completed, message))
+        if keep_teacher:
+            walk.conditions.append(
+                Cond(C.teacher_ready, "False", Reason.scaled_down, "training is done; the teacher is removed")
+            )
         walk.finished.append("train")
     walk.artifacts["student"] = str(walk.layout.student)
     return None
