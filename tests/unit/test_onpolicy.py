@@ -239,16 +239,30 @@ def test_graded_examples_line_up_with_the_tokens_they_grade():
 
 
 def test_tokens_the_teacher_reads_differently_are_named():
-    from transformers import AutoTokenizer  # noqa: F401 - the check needs only decode()
+    from distillery.serving.prompt_logprobs import Graded
 
     class Student:
+        def __len__(self):
+            return 10
+
         def decode(self, ids):
             return {5: "cat", 6: " sat", 7: "\ufffd"}[ids[0]]
 
-    assert tokens_disagreeing(Student(), [1, 5, 6, 7], 1, ["cat", " sat", "x"]) == []
-    assert tokens_disagreeing(Student(), [1, 5, 6], 1, ["cat", " mat"]) == [
+    def graded(decoded, extra=0):
+        return Graded([{5: -0.1, 6 + extra: -2.0}] * len(decoded), decoded)
+
+    assert tokens_disagreeing(Student(), [1, 5, 6, 7], 1, graded(["cat", " sat", "x"])) == []
+    assert tokens_disagreeing(Student(), [1, 5, 6], 1, graded(["cat", " mat"])) == [
         "id 6 is ' sat' to the student, ' mat' to the teacher"
     ]
+    assert tokens_disagreeing(Student(), [1, 5], 1, graded(["cat"], extra=20)) == [
+        "it ranks ids the student's tokenizer (10 tokens) does not have, e.g. [26]"
+    ]
+
+
+def test_teacher_ids_the_student_cannot_write_stay_in_the_other_bin():
+    example = graded_example([1, 2], [3], [{3: -0.5, 7: -1.0, 99: -2.0}], vocab=50)
+    assert example.teacher_top == {2: [(3, -0.5), (7, -1.0)]}
 
 
 # ---------------------------------------------------------------- refusals
@@ -295,3 +309,21 @@ def test_on_policy_settings_reach_the_loop():
         "metadata": {"name": "s"},
         "spec": {"teacher": {"model": "t"}, "student": {"model": "s"}, "data": {"taskType": "qa", "train": "x"}},
     })).on_policy is None  # fmt: skip
+
+
+def test_a_teacher_refusing_the_students_token_ids_is_a_tokenizer_mismatch():
+    from distillery.serving.client import RequestFailed
+    from distillery.training.student import _grading_failed
+
+    error = RequestFailed(
+        "http_400", "HTTP 400 from the teacher: Token id 100000 is out of vocabulary", False
+    )
+    refusal = _grading_failed(error, on_policy_job(), "http://teacher:8000/v1")
+    assert isinstance(refusal, InvalidJob)
+    assert str(refusal).startswith(
+        "spec.training.method: is 'onPolicy' but the teacher refuses the student's token ids"
+    )
+    unreachable = _grading_failed(
+        RequestFailed("connection", "refused", True), on_policy_job(), "http://t/v1"
+    )
+    assert unreachable.reason.value == "TeacherUnreachable"

@@ -96,10 +96,20 @@ def sample(model: Any, prompts: list[list[int]], *, max_new_tokens: int, tempera
     return completions
 
 
-def graded_example(prompt: list[int], completion: list[int], grades: list[dict[int, float]]) -> Example:
-    """A training example whose every completion token carries the teacher's grades (its listed log-probs)."""
+def graded_example(
+    prompt: list[int], completion: list[int], grades: list[dict[int, float]], vocab: int | None = None
+) -> Example:
+    """A training example whose every completion token carries the teacher's grades (its listed log-probs).
+
+    Ids at or above `vocab` (rows the student's head does not have) are left out: their mass stays in the
+    "other" bin of both models, which is where it belongs for a student that cannot write them."""
     start = len(prompt)
-    top = {start + offset: sorted(g.items(), key=lambda item: -item[1]) for offset, g in enumerate(grades)}
+    top = {
+        start + offset: sorted(
+            ((i, lp) for i, lp in g.items() if vocab is None or i < vocab), key=lambda x: -x[1]
+        )
+        for offset, g in enumerate(grades)
+    }
     return Example(prompt + completion, start, top)
 
 
@@ -114,6 +124,7 @@ class OnPolicySource:
                  stop_ids: set[int], pad_id: int, seed: int, rank: int, device: torch.device):  # fmt: skip
         self.model, self.config, self.grade = model, config, grade
         self.stop_ids, self.pad_id, self.seed, self.rank, self.device = stop_ids, pad_id, seed, rank, device
+        self.vocab = model.get_output_embeddings().weight.shape[0]
 
     def wants(self, step: int) -> bool:
         return is_on_policy(step, self.config.fraction)
@@ -142,7 +153,7 @@ class OnPolicySource:
             totals["sample_seconds"] += sampled - began
             totals["grade_seconds"] += time.perf_counter() - sampled
             examples = [
-                graded_example(p, c, g.positions)
+                graded_example(p, c, g.positions, self.vocab)
                 for p, c, g in zip(prompts, completions, graded, strict=True)
             ]
             scored = sum(len(c) for c in completions)
@@ -164,15 +175,21 @@ def stop_token_ids(tokenizer: Any) -> set[int]:
     return stops | set(closing_ids[:1])
 
 
-def tokens_disagreeing(
-    tokenizer: Any, sequence: list[int], start: int, decoded: list[str | None]
-) -> list[str]:
-    """Tokens whose text, as the teacher wrote it back (`decoded_token`), is not the student's text of that id.
+def tokens_disagreeing(tokenizer: Any, sequence: list[int], start: int, graded: Any) -> list[str]:
+    """How the teacher's reading of `sequence[start:]` (`serving.prompt_logprobs.Graded`) shows another
+    tokenizer: ids it ranks that the student's tokenizer does not have, and ids whose text, as the teacher
+    writes it back (`decoded_token`), is not the student's text of that id.
 
-    For a teacher behind an endpoint, whose tokenizer cannot be loaded, this is the tokenizer check:
-    every id of a real prompt must mean the same text to both. Partial UTF-8 tokens are skipped."""
-    out = []
-    for token, theirs in zip(sequence[start:], decoded, strict=True):
+    For a teacher behind an endpoint, whose tokenizer cannot be loaded, this is the tokenizer check, on a
+    real prompt. Partial UTF-8 tokens are skipped."""
+    size = len(tokenizer)
+    beyond = sorted({i for position in graded.positions for i in position if i >= size})
+    out = (
+        [f"it ranks ids the student's tokenizer ({size} tokens) does not have, e.g. {beyond[:3]}"]
+        if beyond
+        else []
+    )
+    for token, theirs in zip(sequence[start:], graded.decoded, strict=True):
         mine = tokenizer.decode([token])
         if theirs is None or "\ufffd" in mine or "\ufffd" in theirs or mine == theirs:
             continue

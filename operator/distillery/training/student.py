@@ -214,6 +214,9 @@ def _grading_failed(error: Any, job: DistillationJob, url: str) -> Exception:
             f"cannot grade the student's samples: {error}. training.method onPolicy needs a teacher that returns "
             "the log-probabilities of given token ids (vLLM's prompt_logprobs); use training.method: sft instead",
         )
+    if error.kind == "http_400" and "vocabulary" in str(error):  # vLLM: "Token id N is out of vocabulary"
+        return _refuse("spec.training.method", f"is 'onPolicy' but the teacher refuses the student's token ids "
+                       f"({error}): their tokenizers differ; use training.method: sft")  # fmt: skip
     if error.kind in ("http_401", "http_403", "http_404"):
         return StageFailed(f"the teacher at {url} refused the request: {error}; check teacher.endpoint.apiKeySecret "
                            "and the model name", FailureReason.teacher_refused)  # fmt: skip
@@ -249,7 +252,7 @@ def on_policy_source(job: DistillationJob, data: TrainingData, model: Any, devic
                 raise _grading_failed(error, job, connection.base_url) from None
 
         probe = data.examples[0].input_ids  # a real prompt and the teacher's own answer
-        disagreeing = tokens_disagreeing(data.tokenizer, probe, 1, grade([probe], [1], 1)[0].decoded)
+        disagreeing = tokens_disagreeing(data.tokenizer, probe, 1, grade([probe], [1], knobs.top_logprobs)[0])
         if disagreeing:
             raise _refuse("spec.training.method", "is 'onPolicy' but the teacher reads token ids differently from "
                           f"the student's tokenizer ({'; '.join(disagreeing[:3])}); use training.method: sft")  # fmt: skip
