@@ -179,6 +179,36 @@ def animal_class(rng: random.Random) -> tuple[str, str]:
     return f"a {rng.choice(ANIMALS[label])}", label
 
 
+# A larger version of `animal`: 24 animals per class, said in several ways.
+ZOO = {"mammal": ANIMALS["mammal"] + ["wolf", "fox", "deer", "tiger", "monkey", "goat", "sheep", "pig", "zebra",
+                                      "giraffe", "camel", "squirrel", "bat", "dolphin"],
+       "bird": ANIMALS["bird"] + ["robin", "falcon", "seagull", "goose", "flamingo", "ostrich", "peacock",
+                                  "woodpecker", "pelican", "canary", "heron", "stork", "chicken", "turkey"],
+       "fish": ANIMALS["fish"] + ["mackerel", "catfish", "pike", "perch", "bass", "haddock", "anchovy", "halibut",
+                                  "swordfish", "piranha", "minnow", "sturgeon", "tilapia", "snapper"]}  # fmt: skip
+ZOO_FORMS = ["a {a}", "the {a}", "a young {a}", "a wild {a}", "a big {a}", "a small {a}", "an old {a}",
+             "a little {a}", "a hungry {a}", "a tired {a}", "a lone {a}", "this {a}"]  # fmt: skip
+
+
+def zoo_class(rng: random.Random) -> tuple[str, str]:
+    label = rng.choice(sorted(ZOO))
+    return rng.choice(ZOO_FORMS).format(a=rng.choice(ZOO[label])), label
+
+
+CONTINENTS = {"Europe": ["France", "Germany", "Italy", "Spain", "Poland", "Sweden", "Norway", "Greece", "Portugal",
+                         "Austria", "Ireland", "Belgium", "Denmark", "Finland", "Hungary", "Netherlands"],
+              "Asia": ["China", "Japan", "India", "Thailand", "Vietnam", "Korea", "Indonesia", "Pakistan",
+                       "Malaysia", "Nepal", "Mongolia", "Philippines", "Iran", "Iraq", "Cambodia", "Laos"],
+              "Africa": ["Egypt", "Kenya", "Nigeria", "Ghana", "Ethiopia", "Morocco", "Algeria", "Tanzania",
+                         "Uganda", "Senegal", "Zambia", "Angola", "Mali", "Sudan", "Tunisia", "Somalia"]}  # fmt: skip
+CONTINENT_FORMS = ["{c}", "the country {c}", "{c}, the country,"]
+
+
+def continent(rng: random.Random) -> tuple[str, str]:
+    label = rng.choice(sorted(CONTINENTS))
+    return rng.choice(CONTINENT_FORMS).format(c=rng.choice(CONTINENTS[label])), label
+
+
 CANDIDATES = {
     task.name: task
     for task in (
@@ -197,5 +227,9 @@ CANDIDATES = {
         Task("capital", "qa", "What is the capital of {prompt}? Answer with one word.", capital),
         Task("animal", "nli", "Is {prompt} a mammal, a bird or a fish? Answer with one word.", animal_class,
              labels=sorted(ANIMALS), chance=1 / 3),
+        Task("zoo", "nli", "Is {prompt} a mammal, a bird or a fish? Answer with one word.", zoo_class,
+             labels=sorted(ZOO), chance=1 / 3),
+        Task("continent", "nli", "Is {prompt} in Europe, Asia or Africa? Answer with one word.", continent,
+             labels=sorted(CONTINENTS), chance=1 / 3),
     )
 }  # fmt: skip
