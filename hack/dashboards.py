@@ -282,10 +282,12 @@ def overview() -> dashboard.Dashboard:
     for panel in (
         graph(
             "Loss",
-            "Training loss of the latest update and validation loss after the latest epoch.",
+            "Training loss of the latest update, validation loss after the latest epoch, and (method onPolicy) "
+            "the reverse KL to the teacher of the latest on-policy update, per sampled token.",
             "none",
             (f"distillery_train_loss{{{train}}}", per_job + " train"),
             (f"distillery_train_validation_loss{{{train}}}", per_job + " validation"),
+            (f"distillery_train_on_policy_loss{{{train}}}", per_job + " on-policy"),
         ),
         graph(
             "Training tokens / s",

@@ -21,6 +21,7 @@ from distillery.api_stages import (
     GenerationSpec,
     LoraSpec,
     Metric,
+    OnPolicySpec,
     TrainingMethod,
     TrainingSpec,
 )
@@ -110,6 +111,7 @@ __all__ = [  # re-exported: the API's users import every model from here
     "ModelScore",
     "ObjectStoreCredentials",
     "ObjectStoreSpec",
+    "OnPolicySpec",
     "OutputSpec",
     "Phase",
     "Problem",
@@ -125,6 +127,7 @@ __all__ = [  # re-exported: the API's users import every model from here
     "is_progress_reason",
     "is_uri",
     "raise_problems",
+    "teacher_needed_for_training",
 ]
 
 
@@ -406,6 +409,12 @@ class DistillationJobSpec(Model):
             ),
         ),
     )
+
+
+def teacher_needed_for_training(spec: DistillationJobSpec) -> bool:
+    """Whether training asks the teacher (onPolicy grades the student's samples), so a served teacher is
+    kept from generation through training and released when training ends."""
+    return spec.training.method is TrainingMethod.on_policy
 
 
 # What may change after creation. Children are built from the spec once; a changed spec

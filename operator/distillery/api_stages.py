@@ -17,6 +17,7 @@ from distillery.kube_types import StageRuntime
 class TrainingMethod(str, enum.Enum):
     sft = "sft"
     kd = "kd"
+    on_policy = "onPolicy"
 
 
 # ---------------------------------------------------------------- generation
@@ -90,6 +91,46 @@ class LoraSpec(Model):
     )
 
 
+class OnPolicySpec(Model):
+    """On-policy distillation (GKD): the student samples, the served teacher grades every sampled token."""
+
+    fraction: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Share of updates whose batch the student samples and the teacher grades (GKD's lambda); "
+        "the other updates train on the teacher's generated records, as `sft` does.",
+    )
+    samples_per_prompt: int = Field(
+        1, ge=1, le=64, description="Completions the student samples per prompt of an on-policy batch."
+    )
+    temperature: float = Field(
+        1.0,
+        gt=0.0,
+        le=2.0,
+        description="Sampling temperature of the student (1 samples its own distribution).",
+    )
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=131072,
+        description="Longest student completion, in tokens; empty uses generation.maxTokens.",
+    )
+    top_logprobs: int = Field(
+        20,
+        ge=1,
+        le=20,
+        description="Teacher log-probabilities per sampled token (its top-k, plus the sampled token's own); "
+        "vLLM serves at most 20 unless started with a larger `--max-logprobs`.",
+    )
+    request_timeout_seconds: float = Field(
+        300.0, gt=0, description="Timeout of one request for the teacher's log-probabilities."
+    )
+    max_retries: int = Field(
+        5, ge=0, le=50, description="Retries of one teacher request on timeouts, 429 and 5xx."
+    )
+
+
 class TrainingSpec(StageRuntime):
     RULES = (
         Rule(
@@ -103,7 +144,9 @@ class TrainingSpec(StageRuntime):
     method: TrainingMethod = Field(
         TrainingMethod.sft,
         description="`sft`: sequence-level KD (fine-tune on the teacher's text). "
-        "`kd`: adds a loss on the teacher's stored top-k distributions.",
+        "`kd`: adds a loss on the teacher's stored top-k distributions. "
+        "`onPolicy`: the student samples and the served teacher grades each sampled token "
+        "(per-token reverse KL); the teacher is kept through training.",
     )
     learning_rate: float = Field(2e-5, gt=0.0, le=1.0, description="Peak learning rate (AdamW).")
     batch_size: int = Field(2, ge=1, le=4096, description="Sequences per device per step.")
@@ -124,6 +167,7 @@ class TrainingSpec(StageRuntime):
     lora: LoraSpec | None = Field(None, description="Train LoRA adapters (merged into the saved student).")
     gpus: int = Field(1, ge=0, le=64, description="GPUs on the training node; more than one uses torchrun.")
     checkpoint_every_steps: int = Field(200, ge=1, description="Save a resumable checkpoint every N updates.")
+    on_policy: OnPolicySpec = section(OnPolicySpec, "Settings of `method: onPolicy`.")
 
 
 # ---------------------------------------------------------------- evaluation

@@ -122,6 +122,9 @@ class Progress(Model):
     models_done: int | None = Field(None, ge=0, description="Models evaluation has scored so far.")
     models_total: int | None = Field(None, ge=0, description="Models evaluation compares.")
     validation_loss: float | None = Field(None, description="Latest validation loss.")
+    on_policy_loss: float | None = Field(
+        None, description="Latest on-policy loss (reverse KL per sampled token; `method: onPolicy`)."
+    )
 
 
 class ModelScore(Model):

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from distillery import fingerprints
-from distillery.api import DistillationJob, Problem
+from distillery.api import DistillationJob, Problem, teacher_needed_for_training
 from distillery.contract.commands import (
     PYTHON_MODULE,
     TERMINATION_LOG_ENV,
@@ -110,15 +110,16 @@ def preflight(job: DistillationJob, root: Path) -> list[Problem]:
 
 
 def check_tokenizers(job: DistillationJob, root: Path) -> None:
-    """Logit KD needs the teacher's tokenizer to equal the student's: check it now, not after generation."""
+    """Logit KD and onPolicy need the teacher's tokenizer to equal the student's: check it now, not after
+    generation."""
     from distillery.api import TrainingMethod
 
-    if job.spec.training.method is not TrainingMethod.kd:
+    if job.spec.training.method not in (TrainingMethod.kd, TrainingMethod.on_policy):
         return
-    from distillery.training.student import _load_tokenizer, check_kd_tokenizers
+    from distillery.training.student import _load_tokenizer, check_same_tokenizer
 
     student = job.spec.student
-    check_kd_tokenizers(job, root, _load_tokenizer(resolve_model(root, student.tokenizer or student.model),
+    check_same_tokenizer(job, root, _load_tokenizer(resolve_model(root, student.tokenizer or student.model),
                                                    "spec.student.tokenizer"))  # fmt: skip
 
 
@@ -218,12 +219,14 @@ def generation_complete(job: DistillationJob, layout: Layout, fingerprint: str |
     return all(shard_summaries(job, layout, fingerprint))
 
 
-def run_generate(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None]) -> Any:
+@contextlib.contextmanager
+def teacher(
+    job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None]
+) -> Iterator[Any]:
+    """The teacher's connection: its endpoint, or its model served by a local vLLM until the block ends."""
     from distillery.serving.vllm import cpu_server_env, serve_teacher
 
     spec = job.spec
-    shards = spec.generation.shards
-    parallel = spec.generation.parallelism or shards
     if spec.teacher.endpoint is not None:
         progress(f"teacher: the endpoint {spec.teacher.endpoint.url} ({spec.teacher.endpoint.model})")
     else:
@@ -232,6 +235,22 @@ def run_generate(job: DistillationJob, root: Path, layout: Layout, progress: Cal
         )
     env = cpu_server_env() if spec.teacher.gpus == 0 else None
     with serve_teacher(job, root, env=env) as connection:
+        yield connection
+    if spec.teacher.endpoint is None:
+        progress("teacher stopped")
+
+
+def run_generate(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None],
+                 kept_teacher: Any = None) -> Any:  # fmt: skip
+    """The shards, against `kept_teacher` (onPolicy keeps it for training) or a teacher of their own."""
+    spec = job.spec
+    shards = spec.generation.shards
+    parallel = spec.generation.parallelism or shards
+    with (
+        contextlib.nullcontext(kept_teacher)
+        if kept_teacher
+        else teacher(job, root, layout, progress) as connection
+    ):
         progress(
             f"{shards} shard(s), {parallel} at a time, {spec.generation.concurrency} requests in flight each"
         )
@@ -257,24 +276,27 @@ def run_generate(job: DistillationJob, root: Path, layout: Layout, progress: Cal
                 raise
         if failures:
             raise RunFailed("generate failed: " + "; ".join(failures))
-    progress("teacher stopped")
     totals = generation_totals(s for s in shard_summaries(job, layout) if s)
     if totals.decontaminated:
         progress(f"{totals.decontaminated} training prompts dropped for overlapping validation prompts")
     return totals
 
 
-def run_train(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None]) -> Any:
+def run_train(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None],
+              kept_teacher: Any = None) -> Any:  # fmt: skip
+    """Training; `kept_teacher` grades the student's samples (onPolicy)."""
     if layout.checkpoints.is_dir() and any(layout.checkpoints.iterdir()):
         progress(f"resuming from the checkpoints in {layout.checkpoints}")
-    command = TrainCommand(job=job, storage=str(root))
+    url, model = (kept_teacher.base_url, kept_teacher.model) if kept_teacher else (None, None)
+    command = TrainCommand(job=job, storage=str(root), teacher_url=url, teacher_model=model)
     code, summary = run_stage_process(command, layout.stage_summary("train"), show_stdout=True)
     if code != 0 or summary is None or not summary.succeeded:
         raise RunFailed(f"train failed: {failure_text('train', code, summary)}")
     return summary
 
 
-def run_evaluate(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None]) -> Any:
+def run_evaluate(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None],
+                 kept_teacher: Any = None) -> Any:  # fmt: skip
     # A failed gate is a verdict (read from the summary), so the stage exits 0 either way.
     command = EvaluateCommand(job=job, storage=str(root), gate_exit_code=0)
     code, summary = run_stage_process(command, layout.stage_summary("evaluate"))
@@ -302,27 +324,40 @@ def timed(stage: str, number: int) -> Iterator[Callable[[str], None]]:
 
 
 def run_job(job: DistillationJob, root: Path) -> dict[str, Any]:
-    """Run (or resume) every stage; returns the evaluation report. Raises RunFailed."""
+    """Run (or resume) every stage; returns the evaluation report. Raises RunFailed.
+
+    onPolicy: the teacher is started once and kept from generation through training, then stopped."""
     layout = Layout.of(job, root)
     keys = run_keys(job, root)
-    for number, stage in enumerate(STAGES, 1):
-        marker, key = layout.stage_done(stage), keys[stage]
-        if (
-            stage == "generate"
-            and stage_state(layout, stage, key) != "done"
-            and generation_complete(job, layout, key)
-        ):
-            _write_done(
-                layout, stage, generation_totals(s for s in shard_summaries(job, layout, key) if s), key
-            )
-        state = stage_state(layout, stage, key)
-        if state == "done":
-            say(f"[{number}/{len(STAGES)}] {stage}: already done ({marker.relative_to(root)}), skipped")
-            continue
-        if state == "changed":
-            say(f"[{number}/{len(STAGES)}] {stage}: {CHANGED[stage]}; running it again")
-        with timed(stage, number) as progress:
-            _write_done(layout, stage, STAGE_FUNCTIONS[stage](job, root, layout, progress), key)
+    with contextlib.ExitStack() as kept:
+        connection = None
+        for number, stage in enumerate(STAGES, 1):
+            marker, key = layout.stage_done(stage), keys[stage]
+            if (
+                stage == "generate"
+                and stage_state(layout, stage, key) != "done"
+                and generation_complete(job, layout, key)
+            ):
+                _write_done(
+                    layout, stage, generation_totals(s for s in shard_summaries(job, layout, key) if s), key
+                )
+            state = stage_state(layout, stage, key)
+            if state == "done":
+                say(f"[{number}/{len(STAGES)}] {stage}: already done ({marker.relative_to(root)}), skipped")
+                continue
+            if state == "changed":
+                say(f"[{number}/{len(STAGES)}] {stage}: {CHANGED[stage]}; running it again")
+            keep = teacher_needed_for_training(job.spec) and stage != "evaluate"
+            if keep and connection is None:  # onPolicy: one teacher for generation and training
+                connection = kept.enter_context(
+                    teacher(job, root, layout, lambda m: say(f"[kept for training] {m}"))
+                )
+            elif not keep:
+                kept.close()  # the teacher goes as soon as nothing needs it
+                connection = None
+            with timed(stage, number) as progress:
+                summary = STAGE_FUNCTIONS[stage](job, root, layout, progress, connection)
+                _write_done(layout, stage, summary, key)
     report_path = layout.evaluation_report
     if not report_path.exists():
         raise RunFailed(

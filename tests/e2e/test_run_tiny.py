@@ -105,3 +105,40 @@ def test_tiny_example_runs_resumes_and_reports(tmp_path, tiny_models):
     assert report["models"]["student"]["source"] == "served"
     assert "PASSED: quality gate passed" in second
     assert f"retention {report['retention']:.3f}" in second
+
+
+@pytest.mark.timeout(1800)  # two vLLM starts (the teacher, kept; the student) and a short training run
+def test_on_policy_keeps_one_teacher_from_generation_through_training(tmp_path, tiny_models):
+    """`training.method: onPolicy` on one machine: the teacher vLLM started for generation still serves when
+    training asks it to grade the student's samples, and is stopped before evaluation."""
+    from prepare_tiny import write_data  # hack/
+
+    storage = tmp_path / "storage"
+    (storage / "models").mkdir(parents=True)
+    for name in ("teacher", "student"):
+        shutil.copytree(tiny_models[name], storage / "models" / name)
+    write_data(storage, train=64, validation=16)
+    document = yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text())
+    document["spec"]["storage"]["path"] = "storage"
+    document["spec"]["training"].update(
+        method="onPolicy", epochs=2, onPolicy={"fraction": 0.5, "maxTokens": 6}
+    )
+    document["spec"]["evaluation"].update(compare=["teacher", "student"], gate={})
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(document))
+    log = tmp_path / "run.log"
+    run = start_run(spec, log)
+    try:
+        code = run.wait(timeout=3 * STAGE_DEADLINE_S)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    text = log.read_text()
+    assert code == 0, text[-4000:]
+    assert text.count("vllm: starting 'teacher'") == 1, text[-4000:]  # one teacher for both stages
+    # Kept from before generation until training is done, stopped before evaluation starts.
+    order = ["[kept for training] teacher: serving", "[1/3] generate: done", "[2/3] train: done",
+             "[kept for training] teacher stopped", "[3/3] evaluate: starting"]  # fmt: skip
+    assert [text.index(line) for line in order] == sorted(text.index(line) for line in order), text[-4000:]
+    train = json.loads((storage / "jobs" / "tiny" / "state" / "train.done.json").read_text())
+    assert train["method"] == "onPolicy" and train["onPolicyUpdates"] > 0 and train["onPolicyLoss"] > 0

@@ -315,3 +315,31 @@ async def test_pending_until_the_named_claim_exists(cluster: Cluster):
     assert await cluster.get("v1/persistentvolumeclaims", "claim-data") is None, (
         "an existing claim is not created"
     )
+
+
+async def test_on_policy_keeps_the_teacher_through_training_and_removes_it_after(cluster: Cluster):
+    async with cluster.operator():
+        await cluster.create_job("gkd", spec(training={"gpus": 0, "method": "onPolicy"}))
+        await cluster.inputs_ready("gkd")
+        await _generate(cluster, "gkd")
+        train = await cluster.wait_child("batch/v1/jobs", "gkd-train")
+        status = await cluster.wait_phase("gkd", "Training")
+        assert await cluster.get("apps/v1/deployments", "gkd-teacher") is not None, "the teacher is kept"
+        teacher = next(c for c in status["conditions"] if c["type"] == "TeacherReady")
+        assert (teacher["status"], teacher["reason"]) == ("True", "Ready")
+        args = train["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[args.index("--teacher-url") + 1] == "http://gkd-teacher:8000/v1"
+        policy = await cluster.get("networking.k8s.io/v1/networkpolicies", "gkd-teacher-ingress")
+        admitted = policy["spec"]["ingress"][0]["from"]
+        assert {rule["podSelector"]["matchLabels"]["distillery.dev/stage"] for rule in admitted} == {"generate", "train"}
+
+        await cluster.finish_pod(train, "train", TrainSummary(train_loss=0.3, on_policy_loss=0.3, step=7))
+        await cluster.job_done("gkd-train")
+        status = await cluster.wait_phase("gkd", "Evaluating")
+        await cluster.wait_for(
+            "the teacher to be removed", lambda: _absent(cluster, "apps/v1/deployments", "gkd-teacher")
+        )
+    teacher = next(c for c in status["conditions"] if c["type"] == "TeacherReady")
+    assert (teacher["status"], teacher["reason"]) == ("False", "ScaledDown")
+    assert "training is done" in teacher["message"]
+    assert status["progress"]["onPolicyLoss"] == 0.3

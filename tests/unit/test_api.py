@@ -67,7 +67,7 @@ def test_round_trip_uses_camel_case():
         ({"generation__temperature": 3}, "spec.generation.temperature: input should be less than or equal to 2"),
         ({"generation__topP": 0}, "spec.generation.topP: input should be greater than 0"),
         ({"data__taskType": "poetry"}, "spec.data.taskType: input should be 'nli', 'conversation'"),
-        ({"training__method": "dpo"}, "spec.training.method: input should be 'sft' or 'kd'"),
+        ({"training__method": "dpo"}, "spec.training.method: input should be 'sft', 'kd' or 'onPolicy'"),
         ({"generation__temprature": 1}, "spec.generation.temprature: is not a known field"),
         ({"evaluation__gate__minRetention": -1}, "spec.evaluation.gate.minRetention: input should be greater"),
         ({"teacher__endpoint": {"url": "ftp://x", "model": "m"}, "teacher__model": None},

@@ -1,8 +1,10 @@
 """The pure helpers of the benchmark scripts in hack/: the API stand-in's patch and path logic,
-the histogram quantile, the stage-time parser and the quality task's data."""
+the histogram quantile, and the quality benchmark's tasks, budgets and tables."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -12,7 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hack"))
 
 import bench_operator_scale
 import bench_quality
+import bench_quality_report
 import flat_apiserver
+import quality_tasks
 
 pytestmark = pytest.mark.unit
 
@@ -76,17 +80,71 @@ def test_histogram_quantile_interpolates_like_prometheus():
     assert bench_operator_scale.histogram_quantile(0.5, [(1.0, 0.0), (float("inf"), 0.0)]) is None
 
 
-def test_stage_times_reads_the_runners_lines():
-    log = "[1/3] generate: starting\n[1/3] generate: done in 290s\n[2/3] train: done in 1777s\n"
-    assert bench_quality.stage_times(log) == {"generate": 290, "train": 1777}
+@pytest.mark.parametrize("name", sorted(quality_tasks.CANDIDATES))
+def test_quality_tasks_are_labelled_distinct_and_disjoint(name):
+    task = quality_tasks.CANDIDATES[name]
+    validation = task.records(2, 20, prefix="val", fewer=True)
+    train = task.records(1, 60, exclude={r["prompt"] for r in validation}, prefix="train", fewer=True)
+    assert len({r["prompt"] for r in train}) == len(train) and not {r["prompt"] for r in train} & {
+        r["prompt"] for r in validation
+    }
+    for record in train:
+        if task.labels:
+            assert record["answer"] in task.labels
+        if name == "next":  # the answer is the number after the one asked about
+            assert int(record["answer"]) == int(record["prompt"].rstrip("?").split()[-1]) + 1
+        if name == "sentiment":
+            words = quality_tasks.POSITIVE if record["answer"] == "positive" else quality_tasks.NEGATIVE
+            assert any(word in record["prompt"] for word in words), record
 
 
-def test_quality_task_is_labelled_distinct_and_disjoint():
-    train = bench_quality.task_records(1, 200, prefix="train")
-    validation = bench_quality.task_records(2, 50, exclude={r["prompt"] for r in train}, prefix="val")
-    assert len({r["prompt"] for r in train}) == 200
-    assert not {r["prompt"] for r in train} & {r["prompt"] for r in validation}
-    for record in train + validation:
-        words = bench_quality.POSITIVE if record["answer"] == "positive" else bench_quality.NEGATIVE
-        assert any(word in record["prompt"] for word in words), record
-    assert {r["answer"] for r in train} == {"positive", "negative"}
+def test_the_benchmarks_tasks_have_room_for_their_budgets():
+    """The defaults: 100 validation prompts, and enough training prompts for 512 accepted answers when the
+    teacher is right as often as it was measured to be (bench_quality.write_train_prompts)."""
+    args = argparse.Namespace(records_offline=512)
+    for name, teacher_score in (("sentiment", 0.94), ("zoo", 0.85)):
+        task = quality_tasks.CANDIDATES[name]
+        wanted = int(args.records_offline / teacher_score * 1.15) + 32
+        assert len(task.records(1, 5000, fewer=True)) >= 100 + wanted, name
+
+
+def test_methods_get_the_same_updates_and_teacher_budget():
+    args = argparse.Namespace(records_offline=1200, records_on_policy=400, on_policy_fraction=1 / 3, updates=150,
+                              batch_size=16)  # fmt: skip
+    assert bench_quality.budgets(args) == {"offline": 2, "onPolicy": 6}
+    with pytest.raises(SystemExit, match="teacher budgets differ"):
+        bench_quality.budgets(argparse.Namespace(**{**vars(args), "records_offline": 800}))
+    with pytest.raises(SystemExit, match="not a whole number of epochs"):
+        bench_quality.budgets(argparse.Namespace(**{**vars(args), "updates": 140}))
+
+
+def test_a_run_gets_the_first_accepted_answers_and_pays_for_the_rejected_ones(tmp_path):
+    from distillery.storage import Layout
+
+    source = Layout(tmp_path, "data").generated("train")
+    source.mkdir(parents=True)
+
+    def record(line: int, rejected: bool = False) -> str:
+        fields = {"line": line, "usage": {"prompt_tokens": 10, "completion_tokens": 2}, "response": "x",
+                  "messages": []} | ({"reject_reason": "wrong_answer"} if rejected else {})  # fmt: skip
+        return json.dumps(fields) + "\n"
+
+    (source / "shard-00000-of-00002.jsonl").write_text(record(1) + record(5) + record(7))
+    (source / "shard-00001-of-00002.jsonl").write_text(record(2) + record(6))
+    (source / "shard-00001-of-00002.rejected.jsonl").write_text(record(4, True) + record(8, True))
+    assert bench_quality.link_records(tmp_path, "data", "run", 4) == 5 * 12  # lines 1, 2, 4 (rejected), 5, 6
+    lines = [json.loads(x)["line"] for x in (Layout(tmp_path, "run").generated("train") / "shard-00000-of-00001.jsonl")
+             .read_text().splitlines()]  # fmt: skip
+    assert lines == [1, 2, 5, 6]
+    with pytest.raises(SystemExit, match="5 accepted answers, 9 needed"):
+        bench_quality.link_records(tmp_path, "data", "run", 9)
+
+
+def test_mean_and_spread_over_seeds():
+    assert bench_quality_report.spread([0.5, 0.7]) == pytest.approx(
+        {"mean": 0.6, "min": 0.5, "max": 0.7, "sd": 0.1414213, "n": 2}, rel=1e-5
+    )
+    rows = [{"method": "kd", "score": s, "retention": s / 0.8} for s in (0.6, 0.8)]
+    assert bench_quality_report.aggregate(rows) == [
+        "kd        n=2: score 0.700 ± 0.141 (0.600-0.800), retention 0.875 ± 0.177 (0.750-1.000)"
+    ]

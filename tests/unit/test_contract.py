@@ -170,7 +170,7 @@ ALLOWED = {
     "contract": set(),
     "serving": {"contract"},
     "generation": {"contract", "serving"},
-    "training": {"contract"},
+    "training": {"contract", "serving"},  # onPolicy asks the served teacher to grade
     "evaluation": {"contract", "serving", "generation", "training"},
     "stages": {"contract", "serving", "generation", "training", "evaluation", "stages"},
     "manifests": {"contract"},

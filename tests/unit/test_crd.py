@@ -60,7 +60,7 @@ def test_crd_basics():
     assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Progress", "Retention", "Age"]
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     assert spec["training"]["properties"]["learningRate"]["default"] == 2e-5
-    assert spec["training"]["properties"]["method"]["enum"] == ["sft", "kd"]
+    assert spec["training"]["properties"]["method"]["enum"] == ["sft", "kd", "onPolicy"]
     assert spec["generation"]["properties"]["topP"] == {
         "type": "number", "description": spec["generation"]["properties"]["topP"]["description"],
         "default": 1.0, "maximum": 1.0, "minimum": 0.0, "exclusiveMinimum": True,

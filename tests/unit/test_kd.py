@@ -116,7 +116,7 @@ def test_different_special_tokens_are_named(tokenizers):
 
 
 def test_kd_with_an_endpoint_teacher_is_refused_with_the_alternative(tmp_path, tokenizers):
-    from distillery.training.student import check_kd_tokenizers
+    from distillery.training.student import check_same_tokenizer
 
     job = DistillationJob.model_validate({
         "metadata": {"name": "kd"},
@@ -129,7 +129,7 @@ def test_kd_with_an_endpoint_teacher_is_refused_with_the_alternative(tmp_path, t
         },
     })  # fmt: skip
     with pytest.raises(InvalidJob) as caught:
-        check_kd_tokenizers(job, tmp_path, tokenizers[0])
+        check_same_tokenizer(job, tmp_path, tokenizers[0])
     message = str(caught.value)
     assert message.startswith("spec.training.method: is 'kd' but the teacher is an endpoint")
     assert "training.method: sft" in message

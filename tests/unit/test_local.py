@@ -9,7 +9,7 @@ import yaml
 
 from distillery import cli, local
 from distillery.api import DistillationJob
-from distillery.contract.summaries import generation_totals
+from distillery.contract.summaries import StageSummary, generation_totals
 from distillery.storage import Layout
 
 pytestmark = pytest.mark.unit
@@ -107,3 +107,57 @@ def test_generation_counts_as_complete_only_when_every_shard_summary_exists(tmp_
     assert local.generation_complete(spec, layout)
     totals = generation_totals(local.shard_summaries(spec, layout))
     assert (totals.shards, totals.records, totals.rejected, totals.errors) == (2, 11, 3, 1)
+
+
+@pytest.mark.parametrize(
+    ("method", "done", "expected"),
+    [
+        # onPolicy: one teacher from generation through training, gone before evaluation.
+        ("onPolicy", (), ["teacher up", "generate with it", "train with it", "teacher down", "evaluate"]),
+        # resumed after generation: the teacher comes back for training only.
+        ("onPolicy", ("generate",), ["teacher up", "train with it", "teacher down", "evaluate"]),
+        ("onPolicy", ("generate", "train"), ["evaluate"]),
+        # other methods: generation serves its own teacher; training gets none.
+        ("sft", (), ["generate alone", "train alone", "evaluate"]),
+    ],
+)
+def test_the_teacher_is_kept_through_training_only_for_on_policy(
+    tmp_path, monkeypatch, method, done, expected
+):
+    """The stage functions and the teacher are stand-ins that record what run_job asks of them."""
+    import contextlib
+
+    calls: list[str] = []
+    connection = object()
+
+    @contextlib.contextmanager
+    def teacher(*_args):
+        calls.append("teacher up")
+        yield connection
+        calls.append("teacher down")
+
+    def stage(name):
+        def run(_job, _root, layout, _progress, kept=None):
+            calls.append(
+                f"{name} with it" if kept is connection else f"{name} alone" if kept is None else "?"
+            )
+            if name == "evaluate":
+                layout.evaluation_report.parent.mkdir(parents=True, exist_ok=True)
+                layout.evaluation_report.write_text("{}")
+            return StageSummary(stage=name)
+
+        return run
+
+    monkeypatch.setattr(local, "teacher", teacher)
+    monkeypatch.setattr(local, "STAGE_FUNCTIONS", {name: stage(name) for name in local.STAGES})
+    spec = job(training={"method": method})
+    layout = Layout.of(spec, tmp_path)
+    for split in ("train", "validation"):  # the inputs the stages' fingerprints hash
+        (tmp_path / "data").mkdir(exist_ok=True)
+        (tmp_path / "data" / f"{split}.jsonl").write_text('{"prompt": "p"}\n')
+    keys = local.run_keys(spec, tmp_path)
+    for name in done:
+        layout.stage_done(name).parent.mkdir(parents=True, exist_ok=True)
+        layout.stage_done(name).write_text(json.dumps({"runKey": keys[name]}))
+    local.run_job(spec, tmp_path)
+    assert [c.replace("evaluate alone", "evaluate") for c in calls] == expected

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from distillery.api import DistillationJob
+from distillery.api import DistillationJob, TrainingMethod
 from distillery.manifests import CHILDREN, BuildConfig, build, child_name, fit_name, label_value, names
 
 pytestmark = pytest.mark.unit
@@ -74,7 +74,16 @@ def _tiny_job() -> DistillationJob:
     return _with_meta(document, namespace="default")
 
 
-CASES = {"gpu": _gpu_job, "endpoint": _endpoint_job, "tiny": _tiny_job}
+def _onpolicy_job() -> DistillationJob:
+    """The tiny job with on-policy distillation: the training pods ask the teacher to grade."""
+    document = yaml.safe_load((ROOT / "examples" / "tiny.yaml").read_text())
+    document["metadata"]["name"] = "tiny-onpolicy"
+    document["spec"]["storage"] = {"pvc": {"size": "1Gi", "accessModes": ["ReadWriteOnce"]}}
+    document["spec"]["training"].update(method="onPolicy", onPolicy={"fraction": 0.5, "samplesPerPrompt": 2})
+    return _with_meta(document, namespace="default")
+
+
+CASES = {"gpu": _gpu_job, "endpoint": _endpoint_job, "tiny": _tiny_job, "onpolicy": _onpolicy_job}
 
 
 def _kinds(job: DistillationJob) -> list[str]:
@@ -245,6 +254,42 @@ def test_network_policy_admits_only_this_jobs_generation_pods():
     assert allowed.items() <= generation_pods.items()
     assert not allowed.items() <= training_pods.items()
     assert not allowed.items() <= other_job_pods.items()
+
+
+def test_on_policy_training_pods_are_told_the_teacher_and_admitted_by_its_policy():
+    job = _onpolicy_job()
+    train = build("train", job, CONFIG)["spec"]["template"]
+    args = train["spec"]["containers"][0]["args"]
+    assert args[args.index("--teacher-url") + 1] == f"http://{names(job).teacher}:8000/v1"
+    assert args[args.index("--teacher-model") + 1] == "teacher"
+    allowed = [
+        rule["podSelector"]["matchLabels"]
+        for rule in build("teacher-policy", job, CONFIG)["spec"]["ingress"][0]["from"]
+    ]
+    for stage in ("generate", "train"):
+        pods = build(stage, job, CONFIG)["spec"]["template"]["metadata"]["labels"]
+        assert any(rule.items() <= pods.items() for rule in allowed), stage
+    evaluation_pods = build("evaluate", job, CONFIG)["spec"]["template"]["metadata"]["labels"]
+    assert not any(rule.items() <= evaluation_pods.items() for rule in allowed)
+    # Other methods' training pods neither get the URL nor pass the policy (tested above for gpu).
+    assert (
+        "--teacher-url"
+        not in build("train", _tiny_job(), CONFIG)["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+
+
+def test_on_policy_training_with_an_endpoint_gets_its_key_by_reference():
+    job = _endpoint_job()
+    job.spec.training.method = TrainingMethod.on_policy
+    container = build("train", job, CONFIG)["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][container["args"].index("--teacher-url") + 1] == "https://llm.example.com/v1"
+    key = {
+        "name": "DISTILLERY_TEACHER_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "llm-key", "key": "api-key"}},
+    }
+    assert key in container["env"]
+    sft = build("train", _endpoint_job(), CONFIG)["spec"]["template"]["spec"]["containers"][0]
+    assert key not in sft["env"] and "--teacher-url" not in sft["args"]
 
 
 def test_training_job_uses_torchrun_only_with_several_gpus():

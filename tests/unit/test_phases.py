@@ -40,6 +40,7 @@ def spec(**changes) -> DistillationJobSpec:
 
 
 ENDPOINT = {"endpoint": {"url": "https://llm.example.com/v1", "model": "big"}}
+ON_POLICY = {"method": "onPolicy"}
 
 
 def status(phase: Phase | None = None, *true: ConditionType, **fields) -> DistillationJobStatus:
@@ -152,6 +153,24 @@ TABLE = [
     ("succeeded stays succeeded and removes a leftover teacher", spec(), status(Phase.succeeded),
      Observed(teacher=TEACHER_UP), Phase.succeeded, set(), ("teacher",), None),
     ("failed stays failed", spec(), status(Phase.failed, message="x"), Observed(), Phase.failed, set(), (), None),
+    # onPolicy: the teacher grades the student's samples, so it stays through training and goes right after.
+    ("onPolicy: generation done keeps the teacher and starts training", spec(training=ON_POLICY),
+     status(Phase.generating), Observed(teacher=TEACHER_UP, generate=job(complete=True, succeeded=4,
+                                                                         summaries=GEN_SUMMARY)),
+     Phase.training, {"train", "teacher", "teacher-service", "teacher-policy"}, (), (C.teacher_ready, "True", "Ready")),
+    ("onPolicy: training keeps the teacher", spec(training=ON_POLICY), status(Phase.training, C.data_generated),
+     Observed(teacher=TEACHER_UP, train=job(active=1)), Phase.training, {"train", "teacher"}, (),
+     (C.student_trained, "False", "Training")),
+    ("onPolicy: resumed training waits for the teacher before the training pod", spec(training=ON_POLICY),
+     status(Phase.suspended, C.data_generated), Observed(train=job(suspended=True)), Phase.teacher_starting,
+     {"teacher", "teacher-service", "teacher-policy"}, (), (C.teacher_ready, "False", "Starting")),
+    ("onPolicy: training done removes the teacher", spec(training=ON_POLICY),
+     status(Phase.training, C.data_generated, C.teacher_ready),
+     Observed(teacher=TEACHER_UP, train=job(complete=True, summaries=(TrainSummary(train_loss=0.5, step=9),))),
+     Phase.evaluating, {"evaluate"}, ("teacher",), (C.teacher_ready, "False", "ScaledDown")),
+    ("onPolicy with an endpoint: nothing to keep", spec(training=ON_POLICY, teacher=ENDPOINT),
+     status(Phase.training, C.data_generated), Observed(train=job(active=1)), Phase.training, {"train"}, (),
+     (C.student_trained, "False", "Training")),
 ]
 # fmt: on
 
@@ -339,3 +358,11 @@ def test_progress_a_running_stage_reports_reaches_status_and_the_printer_column(
     assert evaluating.progress["summary"] == "evaluate 1/3 models"
     new = next_status(status(Phase.evaluating), evaluating, NOW, 1)
     assert (new.progress.models_done, new.progress.models_total) == (1, 3)
+def test_status_shows_the_on_policy_loss_the_training_stage_reports():
+    from distillery.contract.summaries import parse_summary, termination_message
+
+    wire = termination_message(TrainSummary(train_loss=0.4, on_policy_loss=0.4, step=12, on_policy_updates=6))
+    observed = Observed(teacher=TEACHER_UP, train=job(complete=True, summaries=(parse_summary(wire),)))
+    st = status(Phase.training, C.data_generated)
+    step = decide(spec(training=ON_POLICY), [], st, observed, NOW, "j")
+    assert next_status(st, step, NOW, 1).progress.on_policy_loss == 0.4

@@ -195,6 +195,15 @@ class TrainCommand(StageCommand):
     subcommand: ClassVar[str] = "train"
     job: DistillationJob = job_option()
     storage: str = storage_option()
+    # `training.method: onPolicy` asks the teacher to grade the student's samples.
+    teacher_url: str | None = option(
+        "--teacher-url",
+        "base URL of the teacher's OpenAI API (…/v1), for method onPolicy; default: teacher.endpoint.url",
+        metavar="URL",
+    )
+    teacher_model: str | None = option(
+        "--teacher-model", "model name to request from --teacher-url (default: from the spec)", metavar="NAME"
+    )
     metrics_port: int = metrics_option()
 
     def argv(self, entry: Sequence[str] = ENTRY) -> list[str]:

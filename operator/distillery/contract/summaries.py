@@ -143,6 +143,10 @@ class TrainSummary(StageSummary):
     tokens_per_second: float | None = None
     resumed_from_step: int | None = None
     duplicates: int | None = None  # teacher records dropped as exact duplicates across shards
+    on_policy_loss: float | None = None  # latest on-policy update's reverse KL per sampled token
+    on_policy_updates: int | None = None  # updates whose batch the student sampled and the teacher graded
+    teacher_scored_tokens: int | None = None  # sampled tokens the teacher graded
+    teacher_prompt_tokens: int | None = None  # tokens sent to the teacher for grading (prompts included)
 
 
 class EvaluateSummary(StageSummary):

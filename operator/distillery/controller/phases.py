@@ -26,6 +26,8 @@ from distillery.api import (
     EvaluationStatus,
     Phase,
     Reason,
+    TrainingMethod,
+    teacher_needed_for_training,
 )
 from distillery.contract.summaries import CheckSummary, EvaluateSummary, TrainSummary, generation_totals
 from distillery.controller import policy
@@ -196,6 +198,7 @@ def teacher_starting(walk: Walk, ready: Cond) -> Step:
         progress={**walk.progress, "summary": "teacher loading"},
         # Come back when the time is up, even if nothing else happens to the job meanwhile.
         requeue_after=max(1.0, limit - (walk.now - started).total_seconds() + 1),
+        finished_stages=tuple(walk.finished),
     )
 
 
@@ -237,7 +240,7 @@ def generation(walk: Walk) -> Step | None:
                 f"({totals.rejected} responses rejected)",
             )
         )
-        if served:
+        if served and not teacher_needed_for_training(spec):
             walk.conditions.append(
                 Cond(
                     C.teacher_ready, "False", Reason.scaled_down, "generation is done; the teacher is removed"
@@ -254,6 +257,9 @@ def generation(walk: Walk) -> Step | None:
 
 def training(walk: Walk) -> Step | None:
     train = walk.observed.train
+    # onPolicy: the teacher grades the student's samples, so a served teacher stays (or comes back after a
+    # suspension) until training is done, and training waits for it to be ready.
+    keep_teacher = teacher_needed_for_training(walk.spec) and walk.spec.teacher.endpoint is None
     if not is_true(walk.status, C.student_trained):
         result = next((s for s in reversed(train.summaries) if isinstance(s, TrainSummary)), None)
         if result is not None:
@@ -261,7 +267,7 @@ def training(walk: Walk) -> Step | None:
                 {
                     k: v
                     for k, v in result.model_dump(
-                        include={"train_loss", "validation_loss", "step", "epoch", "duplicates"}
+                        include={"train_loss", "validation_loss", "step", "epoch", "duplicates", "on_policy_loss"}
                     ).items()
                     if v is not None
                 }
@@ -269,18 +275,34 @@ def training(walk: Walk) -> Step | None:
         if train.failed:
             return failure(walk, C.student_trained, "train", train)
         if not train.complete:
-            walk.progress.update(walk.observed.live)
+            live = dict(walk.observed.live)
+            if walk.spec.training.method is not TrainingMethod.on_policy:
+                live.pop("on_policy_loss", None)  # the pod's gauge reads 0 when nothing sets it
+            walk.progress.update(live)
+            teacher: tuple[Cond, ...] = ()
+            if keep_teacher:
+                walk.ensure += TEACHER_CHILDREN
+                ready, is_ready = teacher_conditions(walk)
+                if not is_ready:
+                    return teacher_starting(walk, ready)
+                teacher = (ready,)
             return walk.step(
                 Phase.training,
                 "training the student",
+                *teacher,
                 Cond(C.student_trained, "False", Reason.training, f"training {walk.spec.student.model}"),
                 summary=training_summary(walk.progress, walk.spec.training.epochs),
                 ensure=("train",),
                 resume=resume(walk.spec, train, "train"),
+                **({"delete": ()} if keep_teacher else {}),
             )
         loss = result.train_loss if result is not None else None
         message = "student trained" + (f", final loss {loss:.4g}" if loss is not None else "")
         walk.conditions.append(Cond(C.student_trained, "True", Reason.completed, message))
+        if keep_teacher:
+            walk.conditions.append(
+                Cond(C.teacher_ready, "False", Reason.scaled_down, "training is done; the teacher is removed")
+            )
         walk.finished.append("train")
     walk.artifacts["student"] = str(walk.layout.student)
     return None

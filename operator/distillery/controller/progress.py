@@ -39,6 +39,7 @@ SERIES = {
         "step": "distillery_train_step",
         "epoch": "distillery_train_epoch",
         "train_loss": "distillery_train_loss",
+        "on_policy_loss": "distillery_train_on_policy_loss",  # kept for training.method onPolicy only
     },
     "evaluate": {
         "models_done": "distillery_eval_models_done",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from distillery.api import DistillationJob, StageRuntime
+from distillery.api import DistillationJob, StageRuntime, teacher_needed_for_training
 from distillery.contract.commands import (
     API_KEY_ENV,
     METRICS_PORT,
@@ -102,23 +102,20 @@ def build_check_job(job: DistillationJob, config: common.BuildConfig) -> dict[st
         container=container,
         job_spec={"completions": 1, "parallelism": 1, "backoffLimit": 0},
     )
+def _teacher_key_env(job: DistillationJob) -> list[dict[str, Any]]:
+    """The endpoint teacher's API key, by reference to its Secret, for the pods that ask the teacher."""
+    endpoint = job.spec.teacher.endpoint
+    if endpoint is None or endpoint.api_key_secret is None:
+        return []
+    ref = endpoint.api_key_secret
+    return [{"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
 
 
 def build_generation_job(job: DistillationJob, config: common.BuildConfig) -> dict[str, Any]:
     """An Indexed Job: one pod per shard, each retried on its own (a failed shard fails the stage)."""
     gen = job.spec.generation
     mount = job.spec.storage.mount_path
-    env: list[dict[str, Any]] = []
-    endpoint = job.spec.teacher.endpoint
-    if endpoint is not None and endpoint.api_key_secret is not None:
-        ref = endpoint.api_key_secret
-        env.append(
-            {
-                "name": API_KEY_ENV,
-                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
-            }
-        )
-    env += common.object_store_env(job)  # the inputs may be s3:// URIs
+    env = _teacher_key_env(job) + common.object_store_env(job)  # the inputs may be s3:// URIs
     # The shard index comes from JOB_COMPLETION_INDEX, which the Job controller sets.
     command = GenerateCommand(
         job=job,
@@ -155,12 +152,20 @@ def build_generation_job(job: DistillationJob, config: common.BuildConfig) -> di
 
 def build_training_job(job: DistillationJob, config: common.BuildConfig) -> dict[str, Any]:
     training = job.spec.training
-    command = TrainCommand(job=job, storage=job.spec.storage.mount_path, metrics_port=METRICS_PORT)
+    asks_teacher = teacher_needed_for_training(job.spec)  # onPolicy: the teacher grades the student's samples
+    command = TrainCommand(
+        job=job,
+        storage=job.spec.storage.mount_path,
+        teacher_url=teacher_url(job) if asks_teacher else None,
+        teacher_model=teacher_model(job) if asks_teacher else None,
+        metrics_port=METRICS_PORT,
+    )
     container = common.container(
         job,
         name="train",
         image=config.worker_image_for(training, training.gpus),
         **_command_line(command),
+        env=_teacher_key_env(job) if asks_teacher else [],
         resource_spec=common.resources(training.resources, "train", training.gpus),
         ports=_metrics_port(),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from distillery.api import DistillationJob
+from distillery.api import DistillationJob, teacher_needed_for_training
 from distillery.contract.commands import HF_TOKEN_ENV, TEACHER_PORT, VLLM_MODULE, teacher_server_args
 from distillery.manifests import common
 
@@ -104,7 +104,9 @@ def build_teacher_service(job: DistillationJob) -> dict[str, Any]:
 
 
 def build_teacher_network_policy(job: DistillationJob) -> dict[str, Any]:
-    """Only this job's generation pods may reach its teacher (the kubelet's probes are not affected)."""
+    """Only this job's generation pods may reach its teacher, and its training pods when they ask it to grade
+    (onPolicy); the kubelet's probes are not affected."""
+    stages = ["generate", "train"] if teacher_needed_for_training(job.spec) else ["generate"]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -114,7 +116,10 @@ def build_teacher_network_policy(job: DistillationJob) -> dict[str, Any]:
             "policyTypes": ["Ingress"],
             "ingress": [
                 {
-                    "from": [{"podSelector": {"matchLabels": common.selector_labels(job, "generate")}}],
+                    "from": [
+                        {"podSelector": {"matchLabels": common.selector_labels(job, stage)}}
+                        for stage in stages
+                    ],
                     "ports": [{"protocol": "TCP", "port": TEACHER_PORT}],
                 }
             ],

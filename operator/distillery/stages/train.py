@@ -29,6 +29,6 @@ def main(args: argparse.Namespace) -> int:
     def work() -> TrainSummary:
         command = TrainCommand.from_args(args)
         start_metrics_server(command.metrics_port if main_rank else 0, metrics.REGISTRY)
-        return train_student(command.job, Path(command.storage))
+        return train_student(command.job, Path(command.storage), command.teacher_url, command.teacher_model)
 
     return run_stage(TrainSummary, work, report=main_rank)

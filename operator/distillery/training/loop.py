@@ -49,6 +49,7 @@ class TrainConfig:
         log_every_seconds: how often a progress line is printed.
         fingerprint: the training stage's fingerprint (spec and upstream data); a checkpoint made
             for another is not resumed.
+        on_policy: on-policy distillation's settings (`training.onpolicy.OnPolicyConfig`); None: off.
     """
 
     learning_rate: float = 2e-5
@@ -66,6 +67,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 200
     log_every_seconds: float = 10.0
     fingerprint: str = ""
+    on_policy: Any = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -151,8 +153,9 @@ class Trainer:
 
     def __init__(self, model: nn.Module, examples: list[Example], validation: list[Example], config: TrainConfig,
                  *, pad_id: int, device: torch.device, checkpoint_dir: Path | None, dist: Distributed,
-                 log: Callable[[str], None]):  # fmt: skip
+                 log: Callable[[str], None], on_policy: Any = None):  # fmt: skip
         self.model, self.examples, self.validation, self.config = model, examples, validation, config
+        self.on_policy = on_policy  # an OnPolicySource: draws the batches of on-policy updates
         self.pad_id, self.device, self.dist = pad_id, device, dist
         self.say = log if dist.is_main else (lambda _message: None)
         self.amp = autocast_dtype(config.precision, device)
@@ -257,16 +260,22 @@ class Trainer:
             "padding_fraction": round(1 - state["tokens"] / max(1, state["computed_tokens"]), 4),
             "resumed_from_step": self.resumed_from,
             "precision": precision,
+            "on_policy": state.get("on_policy"),
         }
 
     def update(self, batches: list[list[int]], start: int, epoch: int) -> None:
         """One optimizer update over the micro-batches from `start`, recorded in the state and metrics."""
         config = self.config
         began = time.perf_counter()
-        micro = [
-            collate([self.examples[i] for i in batch], self.pad_id)
+        groups = [
+            [self.examples[i] for i in batch]
             for batch in batches[start : start + config.gradient_accumulation_steps]
         ]
+        on_policy = self.on_policy is not None and self.on_policy.wants(self.state["step"])
+        if on_policy:  # the same prompts, completed by the student and graded by the teacher
+            micro = self.on_policy.micro_batches(groups, self.state)
+        else:
+            micro = [collate(group, self.pad_id) for group in groups]
         loss_tokens = max(1, sum(b["loss_tokens"] for b in micro))
         kd_rows = sum(int(b["top_ids"].shape[0]) for b in micro)
         ce_total, kd_total = 0.0, 0.0
@@ -277,9 +286,11 @@ class Trainer:
                 with (
                     torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
                 ):
-                    ce_sum, kd_sum = self.runner(**move(batch, self.device))
+                    ce_sum, kd_sum = self.runner(**move(batch, self.device), reverse=on_policy)
                 loss = ce_sum / loss_tokens
-                if config.kd and kd_rows:
+                if on_policy:  # reverse KL per graded token; no cross-entropy on the student's own text
+                    loss = kd_sum / max(1, kd_rows)
+                elif config.kd and kd_rows:
                     loss = (1 - config.alpha) * loss + config.alpha * kd_sum / kd_rows
                 self.scaler.scale(loss).backward()
             ce_total += float(ce_sum.detach())
@@ -299,9 +310,11 @@ class Trainer:
             time.perf_counter() - began,
             start + len(micro),
             epoch + (start + len(micro)) / len(batches),
+            on_policy,
         )
 
-    def record(self, totals: list[float], grad_norm: float, elapsed: float, batch: int, epoch: float) -> None:
+    def record(self, totals: list[float], grad_norm: float, elapsed: float, batch: int, epoch: float,
+               on_policy: bool = False) -> None:  # fmt: skip
         """Add an update's sums (over every rank) to the state, the loss curve, the metrics and the log."""
         config, state = self.config, self.state
         ce_total, kd_total, loss_tokens, kd_rows, real, computed = totals
@@ -314,8 +327,12 @@ class Trainer:
         ce = ce_total / max(1, loss_tokens)
         kd = kd_total / kd_rows if kd_rows else None
         loss = (1 - config.alpha) * ce + config.alpha * kd if (config.kd and kd is not None) else ce
+        if on_policy:
+            loss, kd = kd_total / max(1, kd_rows), None
+            metrics.TRAIN_ON_POLICY_LOSS.set(loss)
         point = {
-            "step": state["step"], "epoch": round(epoch, 4), "loss": round(loss, 5), "ce": round(ce, 5),
+            "step": state["step"], "epoch": round(epoch, 4), "loss": round(loss, 5),
+            ("on_policy" if on_policy else "ce"): round(loss if on_policy else ce, 5),
             "lr": self.scheduler.get_last_lr()[0], "grad_norm": round(grad_norm, 4), "tokens": state["tokens"],
         }  # fmt: skip
         if kd is not None:
@@ -334,6 +351,7 @@ class Trainer:
             self.say(
                 f"epoch {point['epoch']:.2f}/{config.epochs} update {state['step']}/{self.total} loss {loss:.4f}"
                 + (f" (ce {ce:.4f} kd {kd:.4f})" if kd is not None else "")
+                + (" (on-policy reverse KL)" if on_policy else "")
                 + f" lr {point['lr']:.2e} {rate:,.0f} tok/s"
             )
             self.window = [now, 0, 0.0]
@@ -357,9 +375,13 @@ def train(
     checkpoint_dir: Path | None = None,
     dist: Distributed | None = None,
     log: Callable[[str], None] = print,
+    on_policy: Any = None,
 ) -> dict[str, Any]:
-    """Train `model` in place; returns the run's record (loss curve, tokens, timings, resume point)."""
+    """Train `model` in place; returns the run's record (loss curve, tokens, timings, resume point).
+
+    `on_policy`: a `training.onpolicy.OnPolicySource` that draws the batches of on-policy updates."""
     trainer = Trainer(model, examples, validation, config, pad_id=pad_id, device=device,
-                      checkpoint_dir=checkpoint_dir, dist=dist or Distributed(), log=log)  # fmt: skip
+                      checkpoint_dir=checkpoint_dir, dist=dist or Distributed(), log=log,
+                      on_policy=on_policy)  # fmt: skip
     trainer.resume()
     return trainer.run()

@@ -1,4 +1,4 @@
-"""The loss of a batch: cross-entropy on the response tokens plus top-k KD, and the validation loss.
+"""The loss of a batch: cross-entropy on the response tokens plus top-k KD (or on-policy reverse KL), and the validation loss.
 
 The LM head runs only on the positions that carry a label: the prompt's hidden states never
 meet the vocabulary projection, the largest matrix of a small model.
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from distillery.training.data import IGNORE, Example, collate
-from distillery.training.kd import topk_kd_loss
+from distillery.training.kd import topk_kd_loss, topk_reverse_kl
 
 if TYPE_CHECKING:
     from distillery.training.loop import Distributed, TrainConfig
@@ -48,7 +48,9 @@ class CausalLMLoss(nn.Module):
         self.softcap = getattr(core.config, "final_logit_softcapping", None)
         self.kd_temperature = kd_temperature
 
-    def forward(self, input_ids, attention_mask, labels, kd_slot, top_ids, top_logprobs):
+    def forward(self, input_ids, attention_mask, labels, kd_slot, top_ids, top_logprobs, reverse=False):
+        """(cross-entropy sum, divergence sum): forward KL on stored top-k, or with `reverse` the
+        on-policy reverse KL on the teacher's grades of the student's own samples."""
         hidden = self.body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         targets = labels[:, 1:]
         selected = targets != IGNORE
@@ -58,7 +60,11 @@ class CausalLMLoss(nn.Module):
         ce_sum = nn.functional.cross_entropy(logits, targets[selected], reduction="sum")
         slots = kd_slot[:, 1:][selected]
         scored = slots >= 0
-        if top_ids.shape[0]:
+        if top_ids.shape[0] and reverse:
+            kd_sum = topk_reverse_kl(
+                logits[scored], top_ids[slots[scored]], top_logprobs[slots[scored]], "sum"
+            )
+        elif top_ids.shape[0]:
             kd_sum = topk_kd_loss(
                 logits[scored],
                 top_ids[slots[scored]],

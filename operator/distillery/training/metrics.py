@@ -21,3 +21,13 @@ TRAIN_TOKENS_PER_SECOND = Gauge(
     "Real tokens per second over the latest logging window.",
     registry=REGISTRY,
 )
+TRAIN_ON_POLICY_LOSS = Gauge(
+    "distillery_train_on_policy_loss",
+    "Reverse KL to the teacher per sampled token, of the latest on-policy update (training.method onPolicy).",
+    registry=REGISTRY,
+)
+TRAIN_TEACHER_GRADED_TOKENS = Counter(
+    "distillery_train_teacher_graded_tokens_total",
+    "Tokens the student sampled and the teacher graded (training.method onPolicy).",
+    registry=REGISTRY,
+)

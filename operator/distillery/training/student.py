@@ -10,10 +10,12 @@ merged), `reports/training.json` and resumable checkpoints. The loop is
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,11 +40,23 @@ def _load_tokenizer(reference: str, field: str):
         raise _refuse(field, f"cannot load a tokenizer from {reference!r}: {error}") from None
 
 
-def check_kd_tokenizers(job: DistillationJob, root: Path, student_tokenizer: Any) -> None:
-    """Logit KD compares token ids, so it needs the teacher's tokenizer and it must equal the student's."""
+# What each method that compares token ids is called in a refusal.
+TOKEN_ID_METHODS = {
+    TrainingMethod.kd: "logit KD",
+    TrainingMethod.on_policy: "on-policy distillation (the teacher grades the student's token ids)",
+}
+
+
+def check_same_tokenizer(job: DistillationJob, root: Path, student_tokenizer: Any) -> None:
+    """`kd` and `onPolicy` compare token ids, so the teacher's tokenizer must equal the student's.
+
+    An endpoint teacher's tokenizer cannot be loaded: `kd` is refused; `onPolicy` is checked
+    when training starts, through the teacher's own answers (`onpolicy.probe_teacher`)."""
     from distillery.training.kd import tokenizer_differences
 
-    teacher = job.spec.teacher
+    teacher, method = job.spec.teacher, job.spec.training.method
+    if method not in TOKEN_ID_METHODS or (teacher.model is None and method is TrainingMethod.on_policy):
+        return
     if teacher.model is None:
         raise _refuse(
             "spec.training.method",
@@ -54,9 +68,10 @@ def check_kd_tokenizers(job: DistillationJob, root: Path, student_tokenizer: Any
     if differences:
         raise _refuse(
             "spec.training.method",
-            "is 'kd' but the student's and the teacher's tokenizers differ ("
+            f"is '{method.value}' but the student's and the teacher's tokenizers differ ("
             + "; ".join(differences)
-            + "); logit KD needs the same tokenizer. Use training.method: sft (sequence-level KD) instead",
+            + f"); {TOKEN_ID_METHODS[method]} needs the same tokenizer. "
+            "Use training.method: sft (sequence-level KD) instead",
         )
 
 
@@ -136,8 +151,7 @@ def prepare_data(job: DistillationJob, root: Path, layout: Layout, say: Callable
         say("the student's tokenizer has no chat template; using ChatML (saved with the student)")
         tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
     kd = training.method is TrainingMethod.kd
-    if kd:
-        check_kd_tokenizers(job, root, tokenizer)
+    check_same_tokenizer(job, root, tokenizer)
     examples, skipped, scored, duplicates = load_examples(
         train_files, tokenizer, training.max_seq_length, kd, dedup=spec.generation.filters.dedup
     )
@@ -188,10 +202,19 @@ def load_student(job: DistillationJob, root: Path, device: Any) -> tuple[Any, An
     return model.to(device), saved_dtype, parameters
 
 
-def train_config(training: Any, fingerprint: str = "") -> Any:
+def train_config(job: DistillationJob, fingerprint: str = "") -> Any:
     """The loop's settings from the spec's `training` section (and the stage's fingerprint, for resuming)."""
     from distillery.training.loop import TrainConfig
+    from distillery.training.onpolicy import OnPolicyConfig
 
+    training, on_policy = job.spec.training, None
+    if training.method is TrainingMethod.on_policy:
+        knobs = training.on_policy
+        on_policy = OnPolicyConfig(
+            fraction=knobs.fraction, samples_per_prompt=knobs.samples_per_prompt, temperature=knobs.temperature,
+            max_new_tokens=knobs.max_tokens or job.spec.generation.max_tokens, top_logprobs=knobs.top_logprobs,
+            max_seq_length=training.max_seq_length,
+        )  # fmt: skip
     return TrainConfig(
         fingerprint=fingerprint,
         learning_rate=training.learning_rate, batch_size=training.batch_size,
@@ -199,21 +222,111 @@ def train_config(training: Any, fingerprint: str = "") -> Any:
         warmup_ratio=training.warmup_ratio, weight_decay=training.weight_decay,
         max_grad_norm=training.max_grad_norm, precision=training.precision, seed=training.seed,
         kd=training.method is TrainingMethod.kd, kd_temperature=training.kd_temperature, alpha=training.alpha,
-        checkpoint_every_steps=training.checkpoint_every_steps,
+        checkpoint_every_steps=training.checkpoint_every_steps, on_policy=on_policy,
     )  # fmt: skip
 
+
+# ------------------------------------------------------------------ onPolicy: the teacher grades
+
+
+def _grading_failed(error: Any, job: DistillationJob, url: str) -> Exception:
+    """A teacher request that failed for good, as the refusal or stage failure it means."""
+    from distillery.serving.prompt_logprobs import TeacherCannotGrade
+
+    teacher = job.spec.teacher
+    if isinstance(error, TeacherCannotGrade):
+        return _refuse(
+            "spec.teacher.endpoint" if teacher.endpoint is not None else "spec.teacher.model",
+            f"cannot grade the student's samples: {error}. training.method onPolicy needs a teacher that returns "
+            "the log-probabilities of given token ids (vLLM's prompt_logprobs); use training.method: sft instead",
+        )
+    if error.kind == "http_400" and "vocabulary" in str(error):  # vLLM: "Token id N is out of vocabulary"
+        return _refuse("spec.training.method", f"is 'onPolicy' but the teacher refuses the student's token ids "
+                       f"({error}): their tokenizers differ; use training.method: sft")  # fmt: skip
+    if error.kind in ("http_401", "http_403", "http_404"):
+        return StageFailed(f"the teacher at {url} refused the request: {error}; check teacher.endpoint.apiKeySecret "
+                           "and the model name", FailureReason.teacher_refused)  # fmt: skip
+    return StageFailed(f"the teacher at {url} is unreachable: {error}", FailureReason.teacher_unreachable)
+
+
+@contextlib.contextmanager
+def on_policy_source(job: DistillationJob, data: TrainingData, model: Any, device: Any, rank: int,
+                     teacher_url: str | None, teacher_model: str | None) -> Iterator[Any]:  # fmt: skip
+    """The source of on-policy batches (None for other methods), its teacher checked on one real prompt first:
+    it must answer, return the log-probabilities of given token ids, and read those ids as the student does."""
+    if job.spec.training.method is not TrainingMethod.on_policy:
+        yield None
+        return
+    from distillery.serving.client import RequestFailed, teacher_connection
+    from distillery.serving.prompt_logprobs import PromptLogprobsClient
+    from distillery.training.onpolicy import OnPolicySource, stop_token_ids, tokens_disagreeing
+
+    teacher, knobs = job.spec.teacher, job.spec.training.on_policy
+    if teacher.endpoint is None and not teacher_url:
+        raise _refuse(
+            "--teacher-url", "is required: training.method onPolicy asks the served teacher to grade"
+        )
+    connection = teacher_connection(teacher, teacher_url)
+    connection = dataclasses.replace(connection, model=teacher_model or connection.model)
+    with PromptLogprobsClient(connection, timeout=knobs.request_timeout_seconds,
+                              max_retries=knobs.max_retries) as client:  # fmt: skip
+
+        def grade(sequences: list[list[int]], starts: list[int], top_k: int) -> list[Any]:
+            try:
+                return client.grade(sequences, starts, top_k)
+            except RequestFailed as error:
+                raise _grading_failed(error, job, connection.base_url) from None
+
+        probe = data.examples[0].input_ids  # a real prompt and the teacher's own answer
+        disagreeing = tokens_disagreeing(data.tokenizer, probe, 1, grade([probe], [1], knobs.top_logprobs)[0])
+        if disagreeing:
+            raise _refuse("spec.training.method", "is 'onPolicy' but the teacher reads token ids differently from "
+                          f"the student's tokenizer ({'; '.join(disagreeing[:3])}); use training.method: sft")  # fmt: skip
+        source = OnPolicySource(model, train_config(job).on_policy, grade, stop_ids=stop_token_ids(data.tokenizer),
+                                pad_id=data.pad_id, seed=job.spec.training.seed, rank=rank, device=device)  # fmt: skip
+        yield source
+
+
+# ------------------------------------------------------------------ the stage
 
 # Hyperparameters the training report repeats, as the spec names them.
 REPORTED_SETTINGS = {
     "learning_rate", "batch_size", "gradient_accumulation_steps", "epochs", "max_seq_length", "warmup_ratio",
-    "weight_decay", "max_grad_norm", "precision", "seed", "kd_temperature", "alpha",
+    "weight_decay", "max_grad_norm", "precision", "seed", "kd_temperature", "alpha", "on_policy",
 }  # fmt: skip
 REPORTED_RUN = ("precision", "loss_tokens", "computed_tokens", "padding_fraction", "train_seconds", "validation",
-                "history")  # fmt: skip
+                "history", "on_policy")  # fmt: skip
 
 
-def train_student(job: DistillationJob, storage_root: Path) -> TrainSummary:
-    """Train the job's student on its generated records; returns the summary (also in the report)."""
+def _summary(job: DistillationJob, layout: Layout, run: dict[str, Any], began: float, data: Any) -> TrainSummary:
+    on_policy = [p["on_policy"] for p in run["history"] if "on_policy" in p]
+    counts = run.get("on_policy") or {}
+    return TrainSummary(
+        method=job.spec.training.method.value,
+        student=str(layout.student),
+        epoch=float(job.spec.training.epochs),
+        step=run["updates"],
+        train_loss=run["history"][-1]["loss"] if run["history"] else None,
+        validation_loss=run["validation"][-1]["loss"] if run["validation"] else None,
+        tokens=run["tokens"],
+        tokens_per_second=run["tokens_per_second"],
+        resumed_from_step=run["resumed_from_step"],
+        on_policy_loss=on_policy[-1] if on_policy else None,
+        on_policy_updates=counts.get("updates"),
+        teacher_scored_tokens=counts.get("scored_tokens"),
+        teacher_prompt_tokens=counts.get("teacher_tokens"),
+        duration_seconds=round(time.time() - began, 1),
+        duplicates=data.duplicates,
+        fingerprint=data.fingerprint,
+    )
+
+
+def train_student(
+    job: DistillationJob, storage_root: Path, teacher_url: str | None = None, teacher_model: str | None = None
+) -> TrainSummary:
+    """Train the job's student on its generated records; returns the summary (also in the report).
+
+    `teacher_url` / `teacher_model`: where the teacher grades the student's samples (onPolicy)."""
     import torch
 
     from distillery.training.loop import Distributed, train
@@ -229,25 +342,13 @@ def train_student(job: DistillationJob, storage_root: Path) -> TrainSummary:
     model, saved_dtype, parameters = load_student(job, root, device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     try:
-        run = train(model, data.examples, data.validation, train_config(training, data.fingerprint), pad_id=data.pad_id,
-                    device=device, checkpoint_dir=layout.checkpoints, dist=dist, log=say)  # fmt: skip
+        with on_policy_source(job, data, model, device, dist.rank, teacher_url, teacher_model) as source:
+            run = train(model, data.examples, data.validation, train_config(job, data.fingerprint), pad_id=data.pad_id,
+                        device=device, checkpoint_dir=layout.checkpoints, dist=dist, log=say,
+                        on_policy=source)  # fmt: skip
     except ValueError as error:
         raise _refuse("spec.training", str(error)) from None
-
-    summary = TrainSummary(
-        method=training.method.value,
-        student=str(layout.student),
-        epoch=float(training.epochs),
-        step=run["updates"],
-        train_loss=run["history"][-1]["loss"] if run["history"] else None,
-        validation_loss=run["validation"][-1]["loss"] if run["validation"] else None,
-        tokens=run["tokens"],
-        tokens_per_second=run["tokens_per_second"],
-        resumed_from_step=run["resumed_from_step"],
-        duration_seconds=round(time.time() - began, 1),
-        duplicates=data.duplicates,
-        fingerprint=data.fingerprint,
-    )
+    summary = _summary(job, layout, run, began, data)
     if dist.is_main:
         _save_student(model, data.tokenizer, layout.student, saved_dtype)
         report = {
