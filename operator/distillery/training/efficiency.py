@@ -193,10 +193,15 @@ def plan_memory(model: nn.Module, trial: MemoryTrial, batch_size: int | str, che
         if not on and len(modes) > 1:
             log("out of memory without gradient checkpointing; trying with it")
     longest = len(trial.examples[0].input_ids) if trial.examples else 0
+    how = (
+        "even with gradient checkpointing"
+        if modes[-1]
+        else "without gradient checkpointing (training.gradientCheckpointing is false)"
+    )
     raise ValueError(
         f"training.batchSize {batch_size}: not even {1 if batch_size == 'auto' else batch_size} sequence(s) of "
-        f"{longest} tokens fit in the GPU's memory with gradient checkpointing; lower training.maxSeqLength or "
-        "training.batchSize, train LoRA adapters (training.lora), or use more GPUs"
+        f"{longest} tokens fit in the GPU's memory {how}; lower training.maxSeqLength or training.batchSize, "
+        "train LoRA adapters (training.lora), or use more GPUs"
     )
 
 
