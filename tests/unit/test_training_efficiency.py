@@ -153,6 +153,37 @@ def test_the_packed_attention_refuses_what_it_does_not_implement():
         )
 
 
+def test_the_gpu_path_hands_torchs_varlen_kernel_what_its_contract_asks(monkeypatch):
+    """torch's varlen kernel runs on CUDA only; here a reference with its documented contract ([T, heads, D]
+    contiguous tensors, int32 boundaries, window (-1, 0) for causal) checks the wrapper around it."""
+    import itertools
+
+    from torch.nn.attention import varlen
+
+    calls = []
+
+    def reference(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False):
+        calls.append((q.shape, cu_q.dtype, max_q, window_size, enable_gqa))
+        assert q.is_contiguous() and k.is_contiguous() and torch.equal(cu_q, cu_k) and max_q == max_k
+        out = [
+            torch.nn.functional.scaled_dot_product_attention(
+                *(x[a:b].transpose(0, 1) for x in (q, k, v)), is_causal=window_size == (-1, 0), scale=scale,
+                enable_gqa=enable_gqa,
+            ).transpose(0, 1)
+            for a, b in itertools.pairwise(cu_q.tolist())
+        ]  # fmt: skip
+        return torch.cat(out)
+
+    monkeypatch.setattr(varlen, "varlen_attn", reference)
+    torch.manual_seed(0)
+    query, key, value = torch.randn(1, 4, 11, 8), torch.randn(1, 2, 11, 8), torch.randn(1, 2, 11, 8)
+    cu = torch.tensor([0, 3, 9, 11], dtype=torch.int64)
+    through_kernel = packing._varlen(query, key, value, cu, 6, 0.3, 2)
+    assert calls == [((11, 4, 8), torch.int32, 6, (-1, 0), True)]
+    assert torch.allclose(through_kernel, packing._per_sequence(query, key, value, cu, 0.3, 2), atol=1e-6)
+    assert packing._flash_dtype(query) is None  # on a CPU the per-sequence path runs
+
+
 # ---------------------------------------------------------------- optimizer, checkpointing
 
 

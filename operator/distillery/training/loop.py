@@ -314,6 +314,7 @@ class Trainer:
             "step": state["step"], "epoch": round(epoch, 4), "loss": round(loss, 5),
             ("on_policy" if on_policy else "ce"): round(loss if on_policy else ce, 5),
             "lr": self.scheduler.get_last_lr()[0], "grad_norm": round(grad_norm, 4), "tokens": state["tokens"],
+            "seconds": round(elapsed, 4),
         }  # fmt: skip
         if kd is not None:
             point["kd"] = round(kd, 5)

@@ -21,6 +21,7 @@ soft-capping, sinks, attention dropout) trains unpacked; `packing_unsupported` s
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any
 
@@ -188,6 +189,7 @@ def _flash_dtype(query: torch.Tensor) -> torch.dtype | None:
     return None
 
 
+@functools.cache
 def varlen_available() -> bool:
     """torch's flash-attention varlen kernel: torch >= 2.10 built with CUDA, on an sm80+ (Ampere or newer) GPU."""
     try:
@@ -201,7 +203,7 @@ def varlen_available() -> bool:
 def _varlen(query, key, value, cu_seq_lens, max_length, scaling, groups) -> torch.Tensor:  # type: ignore[no-untyped-def]
     from torch.nn.attention.varlen import varlen_attn
 
-    q, k, v = (x.transpose(1, 2).squeeze(0) for x in (query, key, value))  # [T, heads, D]
+    q, k, v = (x.transpose(1, 2).squeeze(0).contiguous() for x in (query, key, value))  # [T, heads, D]
     cu = cu_seq_lens.to(torch.int32)
     return varlen_attn(q, k, v, cu, cu, int(max_length), int(max_length), scale=scaling,
                        window_size=(-1, 0), enable_gqa=groups > 1)  # fmt: skip
