@@ -341,3 +341,25 @@ def test_on_policy_batches_packed_train_like_padded_ones():
         results.append(loss_and_gradients(student, micro[0], reverse=True))
     assert results[0][1] > 0
     assert_same(results[1], results[0])
+
+
+def test_a_checkpoint_resumes_across_speed_settings_but_not_across_batch_sizes():
+    from distillery.training.checkpoints import fingerprint
+    from distillery.training.loop import TrainConfig
+
+    data = examples(4)
+    base = fingerprint(TrainConfig(batch_size=4), data, 1)
+    faster = TrainConfig(
+        batch_size=4, packing=False, compile=True, gradient_checkpointing=True, optimizer="foreach"
+    )
+    assert fingerprint(faster, data, 1) == base
+    assert fingerprint(TrainConfig(batch_size=8), data, 1) != base
+
+
+def test_batch_size_must_be_positive_or_auto():
+    from distillery.training.loop import TrainConfig
+
+    assert TrainConfig(batch_size="auto").batch_size == "auto"
+    for bad in (0, "big", 2.5):
+        with pytest.raises(ValueError, match=r"training\.batch_size"):
+            TrainConfig(batch_size=bad)

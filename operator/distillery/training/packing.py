@@ -211,7 +211,7 @@ def _varlen(query, key, value, cu_seq_lens, max_length, scaling, groups) -> torc
 
 @torch.compiler.disable  # a loop over the sequences, whose number and lengths change with every batch
 def _per_sequence(query, key, value, cu_seq_lens, scaling, groups) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    bounds = cu_seq_lens.tolist()
+    bounds = cu_seq_lens.tolist()  # on a GPU without the varlen kernel: a host sync per layer
     outputs = [
         functional.scaled_dot_product_attention(
             query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
