@@ -6,9 +6,10 @@ Re-exported by `distillery.api`, which is where the rest of the code imports the
 from __future__ import annotations
 
 import enum
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from distillery.apibase import LIST_MAX, Arg, Model, Name, Rule, section
 from distillery.kube_types import StageRuntime
@@ -131,6 +132,33 @@ class OnPolicySpec(Model):
     )
 
 
+BATCH_SIZE_MAX = 4096
+
+
+def _batch_size(value: Any) -> int | str:
+    if value == "auto" or (
+        isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= BATCH_SIZE_MAX
+    ):
+        return value
+    raise PydanticCustomError("batch_size", f"expected a whole number from 1 to {BATCH_SIZE_MAX}, or 'auto'")
+
+
+# A whole number, or "auto": an int-or-string in the CRD, each form checked by the keywords of its type.
+BatchSize = Annotated[
+    int | str,
+    PlainValidator(_batch_size),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "minimum": 1,
+            "maximum": BATCH_SIZE_MAX,
+            "pattern": "^auto$",
+            "maxLength": 4,
+        }
+    ),
+]
+
+
 class TrainingSpec(StageRuntime):
     RULES = (
         Rule(
@@ -149,7 +177,12 @@ class TrainingSpec(StageRuntime):
         "(per-token reverse KL); the teacher is kept through training.",
     )
     learning_rate: float = Field(2e-5, gt=0.0, le=1.0, description="Peak learning rate (AdamW).")
-    batch_size: int = Field(2, ge=1, le=4096, description="Sequences per device per step.")
+    batch_size: BatchSize = Field(
+        2,
+        description="Sequences per device per step; `auto`: on a GPU, the largest power of two (up to 256) whose "
+        "longest batch fits in its memory, found before training by halving on out-of-memory errors (8 without "
+        "a GPU). `auto` changes the update size with the hardware: set the learning rate with that in mind.",
+    )
     gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="Steps accumulated per update.")
     epochs: int = Field(3, ge=1, le=1000, description="Passes over the teacher's data.")
     max_seq_length: int = Field(2048, ge=16, le=1048576, description="Longer sequences are truncated.")
@@ -168,6 +201,23 @@ class TrainingSpec(StageRuntime):
     gpus: int = Field(1, ge=0, le=64, description="GPUs on the training node; more than one uses torchrun.")
     checkpoint_every_steps: int = Field(200, ge=1, description="Save a resumable checkpoint every N updates.")
     on_policy: OnPolicySpec = section(OnPolicySpec, "Settings of `method: onPolicy`.")
+    packing: bool = Field(
+        True,
+        description="Train on padding-free packed batches: each micro-batch is one row of its sequences end to end, "
+        "each attending only to itself (flash-attention's varlen kernel on GPUs). Same loss and gradients as "
+        "padded batches, no compute spent on padding. Students whose attention cannot pack (sliding windows, "
+        "logit soft-capping) train padded; the training log and report say why.",
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile each decoder layer: faster steps after a compilation of seconds to minutes "
+        "before the first update, so it pays on long runs.",
+    )
+    gradient_checkpointing: bool | None = Field(
+        None,
+        description="Recompute activations in the backward pass instead of keeping them: about a third more "
+        "compute for far less memory. Empty: on only when, on a GPU, the batch does not fit without it.",
+    )
 
 
 # ---------------------------------------------------------------- evaluation

@@ -82,8 +82,10 @@ def test_field_errors_name_the_field_and_what_is_expected(changes, expected):
 
 def test_the_wrong_value_is_quoted():
     assert problems(job(training__batchSize="two")) == [
-        "spec.training.batchSize: input should be a valid integer, unable to parse string as an integer "
-        "(got 'two')"
+        "spec.training.batchSize: expected a whole number from 1 to 4096, or 'auto' (got 'two')"
+    ]
+    assert problems(job(training__epochs="two")) == [
+        "spec.training.epochs: input should be a valid integer, unable to parse string as an integer (got 'two')"
     ]
 
 

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hack"))
 import bench_operator_scale
 import bench_quality
 import bench_quality_report
+import bench_train
 import flat_apiserver
 import quality_tasks
 
@@ -148,3 +149,22 @@ def test_mean_and_spread_over_seeds():
     assert bench_quality_report.aggregate(rows) == [
         "kd        n=2: score 0.700 ± 0.141 (0.600-0.800), retention 0.875 ± 0.177 (0.750-1.000)"
     ]
+
+
+def test_bench_train_steady_rate_leaves_the_warm_up_out():
+    points = [(100, 10.0), (100, 1.0), (300, 1.0), (100, 1.0)]  # a slow first update (compilation)
+    assert bench_train.steady(points, warmup=1) == pytest.approx(500 / 3)
+    assert bench_train.steady(points, warmup=9) == 100.0  # fewer updates than the warm-up: the last one
+
+
+@pytest.mark.parametrize(("shape", "parameters"), [("360m", 361_821_120), ("0.5b", 494_005_120)])
+def test_bench_train_gpu_shapes_count_a_tied_embedding_once(shape, parameters):
+    """SmolLM2-360M's shape has 361.8M parameters; its state dict lists the tied embedding twice (409.0M)."""
+    import torch
+
+    with torch.device("meta"):
+        model = bench_train.llama(shape, bench_train.SHAPES[shape]["vocab_size"])
+    assert sum(p.numel() for p in model.parameters()) == parameters
+    config = model.config
+    expected = 6 * parameters + 12 * config.num_hidden_layers * config.hidden_size * 600
+    assert bench_train.model_flops_per_token(model, 600) == expected

@@ -132,7 +132,7 @@ def test_loss_on_answer_positions_equals_the_models_own_loss(tokenizer):
     """The trainer runs the LM head only where there are labels; the result must be the usual loss."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from distillery.training.loss import CausalLMLoss
+    from distillery.training.loss import CausalLMLoss, move
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, num_attention_heads=2, num_key_value_heads=2,
@@ -142,8 +142,7 @@ def test_loss_on_answer_positions_equals_the_models_own_loss(tokenizer):
         encode({"messages": MESSAGES, "response": text}, tokenizer, 512) for text in ("5", "Five, I think.")
     ]
     batch = collate(examples, pad_id=0)
-    ce_sum, kd_sum = CausalLMLoss(model)(**{k: batch[k] for k in ("input_ids", "attention_mask", "labels",
-                                                               "kd_slot", "top_ids", "top_logprobs")})  # fmt: skip
+    ce_sum, kd_sum = CausalLMLoss(model)(**move(batch, torch.device("cpu")))
     reference = model(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
     )

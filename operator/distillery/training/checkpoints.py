@@ -51,9 +51,14 @@ class Checkpoints:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+SPEED_ONLY = ("log_every_seconds", "packing", "compile", "gradient_checkpointing", "optimizer")
+
+
 def fingerprint(config: TrainConfig, examples: list[Example], world_size: int) -> str:
-    """What must be equal for a checkpoint to be resumed: settings, data and world size."""
-    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("log_every_seconds",)}
+    """What must be equal for a checkpoint to be resumed: settings, data and world size. Settings that
+    change only how fast the same arithmetic runs (packing, compile, checkpointing, the optimizer's kernel)
+    are left out, so a run may be resumed with them changed."""
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in SPEED_ONLY}
     digest = hashlib.sha256(json.dumps([settings, world_size], sort_keys=True).encode())
     for example in examples:
         digest.update(len(example.input_ids).to_bytes(4, "little"))

@@ -185,6 +185,27 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, Any]:
         "kd_slot": kd_slot,
         "top_ids": top_ids,
         "top_logprobs": top_logprobs,
+        **targets_of(labels, kd_slot),
         "real_tokens": int(attention.sum()),
         "loss_tokens": int((labels[:, 1:] != IGNORE).sum()),  # position 0 is never predicted
+    }
+
+
+def targets_of(labels: Any, kd_slot: Any) -> dict[str, Any]:
+    """Where the loss looks, as indices computed here on the CPU: a GPU would wait for the host at
+    every boolean index in the loss (`nonzero`), and torch.compile could not trace one.
+
+    `select`: positions (into the batch's flattened [rows * width] hidden states) whose next token
+    carries a label; `targets`: those labels; `scored` / `scored_slots`: which selected positions
+    the teacher scored, and their rows in `top_ids` / `top_logprobs`.
+    """
+    width = labels.shape[1]
+    rows, columns = (labels[:, 1:] != IGNORE).nonzero(as_tuple=True)
+    slots = kd_slot[:, 1:][rows, columns]
+    scored = (slots >= 0).nonzero().flatten()
+    return {
+        "select": rows * width + columns,
+        "targets": labels[:, 1:][rows, columns],
+        "scored": scored,
+        "scored_slots": slots[scored],
     }

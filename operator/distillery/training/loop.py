@@ -4,15 +4,17 @@ No dependency on the API models, so `hack/bench_train.py` can drive it directly.
 process per GPU under torchrun (DistributedDataParallel, NCCL), or one process on CPU.
 
 What makes it cheaper than a plain Hugging Face Trainer on the same data:
-* batches hold sequences of similar length, so little compute goes to padding;
-* the vocabulary projection and the loss run only on the response tokens (`training.loss`).
+* each micro-batch is one padding-free row whose sequences attend only to themselves
+  (`training.packing`); unpacked, batches hold sequences of similar length;
+* the vocabulary projection and the loss run only on the response tokens (`training.loss`);
+* the fastest AdamW kernel, torch.compile, gradient checkpointing and a batch size found for the
+  GPU's memory, as `training.efficiency` decides; the host waits for the GPU once per update.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,10 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from distillery.training import metrics
+from distillery.training import efficiency, metrics
 from distillery.training.checkpoints import Checkpoints, fingerprint
 from distillery.training.data import Example, collate, length_grouped_batches
+from distillery.training.distributed import Distributed  # re-exported: the loop's callers import it here
 from distillery.training.loss import CausalLMLoss, autocast_dtype, evaluate_loss, move
+from distillery.training.packing import collate_packed
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,8 @@ class TrainConfig:
 
     Args:
         learning_rate: peak AdamW learning rate.
-        batch_size: sequences per device per micro-batch.
+        batch_size: sequences per device per micro-batch, or "auto": the largest that fits the GPU's memory
+            (`efficiency.find_batch_size`; `efficiency.CPU_AUTO_BATCH` without a GPU).
         gradient_accumulation_steps: micro-batches per optimizer update.
         epochs: passes over the examples.
         warmup_ratio: fraction of updates with linear warm-up, then linear decay to 0.
@@ -50,10 +55,15 @@ class TrainConfig:
         fingerprint: the training stage's fingerprint (spec and upstream data); a checkpoint made
             for another is not resumed.
         on_policy: on-policy distillation's settings (`training.onpolicy.OnPolicyConfig`); None: off.
+        packing: padding-free packed micro-batches (`training.packing`), where the student can pack.
+        compile: torch.compile each decoder layer (`efficiency.compile_layers`).
+        gradient_checkpointing: recompute activations in the backward pass; None: only when the
+            micro-batch does not fit the GPU's memory without it.
+        optimizer: AdamW's kernel: auto (fused, else foreach, else for-loop), fused, foreach or for-loop.
     """
 
     learning_rate: float = 2e-5
-    batch_size: int = 2
+    batch_size: int | str = 2
     gradient_accumulation_steps: int = 1
     epochs: int = 3
     warmup_ratio: float = 0.03
@@ -68,11 +78,16 @@ class TrainConfig:
     log_every_seconds: float = 10.0
     fingerprint: str = ""
     on_policy: Any = None
+    packing: bool = True
+    compile: bool = False
+    gradient_checkpointing: bool | None = None
+    optimizer: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and self.batch_size > 0):
+            raise ValueError(f"training.batch_size: expected > 0 or 'auto', got {self.batch_size!r}")
         for name in (
             "learning_rate",
-            "batch_size",
             "gradient_accumulation_steps",
             "epochs",
             "kd_temperature",
@@ -83,46 +98,6 @@ class TrainConfig:
             raise ValueError(f"training.alpha: expected 0-1, got {self.alpha}")
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
             raise ValueError(f"training.precision: expected auto, bf16, fp16 or fp32, got {self.precision!r}")
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """This process's place in a torchrun launch (rank 0 of 1 without torchrun)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls) -> Distributed:
-        return cls(
-            int(os.environ.get("RANK", 0)),
-            int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)),
-        )
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def setup(self, use_gpu: bool) -> torch.device:
-        device = torch.device("cuda", self.local_rank) if use_gpu else torch.device("cpu")
-        if use_gpu:
-            torch.cuda.set_device(device)
-        if self.world_size > 1 and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("nccl" if use_gpu else "gloo")
-        return device
-
-    def all_sum(self, values: list[float], device: torch.device) -> list[float]:
-        if self.world_size == 1:
-            return values
-        tensor = torch.tensor(values, dtype=torch.float64, device=device)
-        torch.distributed.all_reduce(tensor)
-        return tensor.tolist()
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            torch.distributed.barrier()
 
 
 def rank_batches(
@@ -153,8 +128,11 @@ class Trainer:
 
     def __init__(self, model: nn.Module, examples: list[Example], validation: list[Example], config: TrainConfig,
                  *, pad_id: int, device: torch.device, checkpoint_dir: Path | None, dist: Distributed,
-                 log: Callable[[str], None], on_policy: Any = None):  # fmt: skip
+                 log: Callable[[str], None], on_policy: Any = None, compiled: bool = False):  # fmt: skip
         self.model, self.examples, self.validation, self.config = model, examples, validation, config
+        self.collate = collate_packed if config.packing else collate
+        # Sampling and validation run compiled layers eagerly: other shapes, no gradients, not hot.
+        self.eager = efficiency.eager if compiled else contextlib.nullcontext
         self.on_policy = on_policy  # an OnPolicySource: draws the batches of on-policy updates
         self.pad_id, self.device, self.dist = pad_id, device, dist
         self.say = log if dist.is_main else (lambda _message: None)
@@ -170,7 +148,9 @@ class Trainer:
             {"params": [p for _, p in self.trainable if p.ndim >= 2], "weight_decay": config.weight_decay},
             {"params": [p for _, p in self.trainable if p.ndim < 2], "weight_decay": 0.0},
         ]
-        self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, fused=device.type == "cuda")
+        self.optimizer, self.optimizer_kind = efficiency.make_optimizer(
+            groups, config.learning_rate, device, config.optimizer
+        )
         per_epoch = math.ceil(
             len(rank_batches(examples, config, 0, dist)) / config.gradient_accumulation_steps
         )
@@ -273,12 +253,14 @@ class Trainer:
         ]
         on_policy = self.on_policy is not None and self.on_policy.wants(self.state["step"])
         if on_policy:  # the same prompts, completed by the student and graded by the teacher
-            micro = self.on_policy.micro_batches(groups, self.state)
+            with self.eager():
+                micro = self.on_policy.micro_batches(groups, self.state, self.collate)
         else:
-            micro = [collate(group, self.pad_id) for group in groups]
+            micro = [self.collate(group, self.pad_id) for group in groups]
         loss_tokens = max(1, sum(b["loss_tokens"] for b in micro))
         kd_rows = sum(int(b["top_ids"].shape[0]) for b in micro)
-        ce_total, kd_total = 0.0, 0.0
+        # Summed on the device: a float() per micro-batch would make the host wait for the GPU each time.
+        ce_total = kd_total = torch.zeros((), device=self.device)
         for index, batch in enumerate(micro):
             last = index == len(micro) - 1
             sync = contextlib.nullcontext() if last or self.dist.world_size == 1 else self.runner.no_sync()
@@ -293,8 +275,8 @@ class Trainer:
                 elif config.kd and kd_rows:
                     loss = (1 - config.alpha) * loss + config.alpha * kd_sum / kd_rows
                 self.scaler.scale(loss).backward()
-            ce_total += float(ce_sum.detach())
-            kd_total += float(kd_sum.detach())
+            ce_total = ce_total + ce_sum.detach().float()
+            kd_total = kd_total + kd_sum.detach().float()
         self.scaler.unscale_(self.optimizer)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm))
         self.scaler.step(self.optimizer)
@@ -303,7 +285,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         real = sum(b["real_tokens"] for b in micro)
         computed = sum(b["input_ids"].numel() for b in micro)
-        totals = self.dist.all_sum([ce_total, kd_total, loss_tokens, kd_rows, real, computed], self.device)
+        ce_value, kd_value = torch.stack([ce_total, kd_total]).tolist()
+        totals = self.dist.all_sum([ce_value, kd_value, loss_tokens, kd_rows, real, computed], self.device)
         self.record(
             totals,
             grad_norm,
@@ -334,6 +317,7 @@ class Trainer:
             "step": state["step"], "epoch": round(epoch, 4), "loss": round(loss, 5),
             ("on_policy" if on_policy else "ce"): round(loss if on_policy else ce, 5),
             "lr": self.scheduler.get_last_lr()[0], "grad_norm": round(grad_norm, 4), "tokens": state["tokens"],
+            "seconds": round(elapsed, 4),
         }  # fmt: skip
         if kd is not None:
             point["kd"] = round(kd, 5)
@@ -357,8 +341,9 @@ class Trainer:
             self.window = [now, 0, 0.0]
 
     def validate(self, epoch: int) -> None:
-        val = evaluate_loss(self.loss_module, self.validation, self.config, pad_id=self.pad_id,
-                            device=self.device, dist=self.dist)  # fmt: skip
+        with self.eager():
+            val = evaluate_loss(self.loss_module, self.validation, self.config, pad_id=self.pad_id,
+                                device=self.device, dist=self.dist, collate_fn=self.collate)  # fmt: skip
         self.state["validation"].append({"epoch": epoch + 1, "step": self.state["step"], **val})
         metrics.TRAIN_VALIDATION_LOSS.set(val["loss"])
         self.say(f"epoch {epoch + 1}/{self.config.epochs}: validation loss {val['loss']:.4f}")
@@ -377,11 +362,25 @@ def train(
     log: Callable[[str], None] = print,
     on_policy: Any = None,
 ) -> dict[str, Any]:
-    """Train `model` in place; returns the run's record (loss curve, tokens, timings, resume point).
+    """Train `model` in place; returns the run's record (loss curve, tokens, timings, resume point, and
+    `efficiency`: what `training.efficiency` chose for this hardware).
 
     `on_policy`: a `training.onpolicy.OnPolicySource` that draws the batches of on-policy updates."""
-    trainer = Trainer(model, examples, validation, config, pad_id=pad_id, device=device,
-                      checkpoint_dir=checkpoint_dir, dist=dist or Distributed(), log=log,
-                      on_policy=on_policy)  # fmt: skip
-    trainer.resume()
-    return trainer.run()
+    dist = dist or Distributed()
+    say = log if dist.is_main else (lambda _message: None)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    config, plan = efficiency.prepare(
+        model, CausalLMLoss(model, config.kd_temperature).to(device), examples, config, pad_id=pad_id,
+        device=device, amp=autocast_dtype(config.precision, device), world_size=dist.world_size,
+        trainable=trainable, log=say, agree=lambda b, c: dist.agree(b, c, device),
+    )  # fmt: skip
+    try:
+        trainer = Trainer(model, examples, validation, config, pad_id=pad_id, device=device,
+                          checkpoint_dir=checkpoint_dir, dist=dist, log=log, on_policy=on_policy,
+                          compiled=plan.compiled_modules > 0)  # fmt: skip
+        plan.optimizer = trainer.optimizer_kind
+        say(f"efficiency: {plan.describe()}")
+        trainer.resume()
+        return {**trainer.run(), "efficiency": plan.record()}
+    finally:
+        efficiency.undo(model, plan)

@@ -7,16 +7,18 @@ meet the vocabulary projection, the largest matrix of a small model.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from distillery.training.data import IGNORE, Example, collate
+from distillery.training.data import Example, collate
 from distillery.training.kd import topk_kd_loss, topk_reverse_kl
 
 if TYPE_CHECKING:
-    from distillery.training.loop import Distributed, TrainConfig
+    from distillery.training.distributed import Distributed
+    from distillery.training.loop import TrainConfig
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -48,38 +50,54 @@ class CausalLMLoss(nn.Module):
         self.softcap = getattr(core.config, "final_logit_softcapping", None)
         self.kd_temperature = kd_temperature
 
-    def forward(self, input_ids, attention_mask, labels, kd_slot, top_ids, top_logprobs, reverse=False):
+    def forward(self, input_ids, attention_mask, select, targets, scored, scored_slots, top_ids, top_logprobs,
+                position_ids=None, cu_seq_lens=None, max_length=None, reverse=False):  # fmt: skip
         """(cross-entropy sum, divergence sum): forward KL on stored top-k, or with `reverse` the
-        on-policy reverse KL on the teacher's grades of the student's own samples."""
-        hidden = self.body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        targets = labels[:, 1:]
-        selected = targets != IGNORE
-        logits = self.head(hidden[:, :-1][selected]).float()
+        on-policy reverse KL on the teacher's grades of the student's own samples.
+
+        A packed batch (`training.packing`) comes with `position_ids` and `cu_seq_lens`, its sequence
+        boundaries, which reach the attention function as flash-attention's varlen arguments."""
+        # use_cache=False: transformers would otherwise build a KV cache in every training forward.
+        if cu_seq_lens is None:
+            hidden = self.body(
+                input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+            ).last_hidden_state
+        else:
+            hidden = self.body(input_ids=input_ids, position_ids=position_ids, use_cache=False,
+                               cu_seq_lens_q=cu_seq_lens, cu_seq_lens_k=cu_seq_lens, max_length_q=max_length,
+                               max_length_k=max_length).last_hidden_state  # fmt: skip
+        logits = self.head(hidden.flatten(0, 1).index_select(0, select)).float()
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
-        ce_sum = nn.functional.cross_entropy(logits, targets[selected], reduction="sum")
-        slots = kd_slot[:, 1:][selected]
-        scored = slots >= 0
-        if top_ids.shape[0] and reverse:
-            kd_sum = topk_reverse_kl(
-                logits[scored], top_ids[slots[scored]], top_logprobs[slots[scored]], "sum"
-            )
-        elif top_ids.shape[0]:
-            kd_sum = topk_kd_loss(
-                logits[scored],
-                top_ids[slots[scored]],
-                top_logprobs[slots[scored]],
-                self.kd_temperature,
-                "sum",
-            )
+        ce_sum = nn.functional.cross_entropy(logits, targets, reduction="sum")
+        if top_ids.shape[0]:
+            graded = logits.index_select(0, scored)
+            ids, logprobs = top_ids.index_select(0, scored_slots), top_logprobs.index_select(0, scored_slots)
+            if reverse:
+                kd_sum = topk_reverse_kl(graded, ids, logprobs, "sum")
+            else:
+                kd_sum = topk_kd_loss(graded, ids, logprobs, self.kd_temperature, "sum")
         else:
             kd_sum = logits.sum() * 0.0
         return ce_sum, kd_sum
 
 
-def move(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-    keys = ("input_ids", "attention_mask", "labels", "kd_slot", "top_ids", "top_logprobs")
-    return {k: batch[k].to(device, non_blocking=True) for k in keys}
+# What a batch hands the loss module; `move` carries them to the device.
+MODEL_KEYS = ("input_ids", "attention_mask", "select", "targets", "scored", "scored_slots", "top_ids",
+              "top_logprobs", "position_ids", "cu_seq_lens", "max_length")  # fmt: skip
+
+
+def move(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The loss module's inputs from a batch (`data.collate` or `packing.collate_packed`), on `device`.
+    On a GPU the host copies are pinned first, so the copy overlaps the previous step's work."""
+    pin = device.type == "cuda"
+    out: dict[str, Any] = {}
+    for key in MODEL_KEYS:
+        value = batch.get(key)
+        if isinstance(value, torch.Tensor):
+            value = (value.pin_memory() if pin else value).to(device, non_blocking=pin)
+        out[key] = value
+    return out
 
 
 @torch.no_grad()
@@ -91,10 +109,11 @@ def evaluate_loss(
     pad_id: int,
     device: torch.device,
     dist: Distributed | None = None,
+    collate_fn: Callable[[list[Example], int], dict[str, Any]] = collate,
 ) -> dict[str, float]:
     """Token-weighted cross-entropy (and KD, where examples carry the teacher's top-k) on `examples`."""
     if dist is None:
-        from distillery.training.loop import Distributed
+        from distillery.training.distributed import Distributed
 
         dist = Distributed()
     amp = autocast_dtype(config.precision, device)
@@ -106,7 +125,7 @@ def evaluate_loss(
     size = config.batch_size * 2
     ce_total = kd_total = tokens = rows = 0.0
     for start in range(0, len(order), size):
-        batch = collate([examples[i] for i in order[start : start + size]], pad_id)
+        batch = collate_fn([examples[i] for i in order[start : start + size]], pad_id)
         with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
             ce_sum, kd_sum = loss_module(**move(batch, device))
         ce_total += float(ce_sum)

@@ -129,8 +129,10 @@ class OnPolicySource:
     def wants(self, step: int) -> bool:
         return is_on_policy(step, self.config.fraction)
 
-    def micro_batches(self, groups: list[list[Example]], state: dict[str, Any]) -> list[dict[str, Any]]:
-        """The on-policy micro-batches of update `state["step"]`, one per group of examples (their prompts)."""
+    def micro_batches(self, groups: list[list[Example]], state: dict[str, Any],
+                      collate_fn: Callable[..., dict[str, Any]] = collate) -> list[dict[str, Any]]:  # fmt: skip
+        """The on-policy micro-batches of update `state["step"]`, one per group of examples (their prompts),
+        made by `collate_fn` (padded, or packed: `training.packing`)."""
         config = self.config
         totals = state.setdefault("on_policy", {"updates": 0, "scored_tokens": 0, "teacher_tokens": 0,
                                                 "sample_seconds": 0.0, "grade_seconds": 0.0})  # fmt: skip
@@ -160,7 +162,7 @@ class OnPolicySource:
             totals["scored_tokens"] += scored
             totals["teacher_tokens"] += sum(len(s) for s in sequences)
             metrics.TRAIN_TEACHER_GRADED_TOKENS.inc(scored)
-            batches.append(collate(examples, self.pad_id))
+            batches.append(collate_fn(examples, self.pad_id))
         totals["updates"] += 1
         return batches
 

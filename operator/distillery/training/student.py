@@ -222,7 +222,8 @@ def train_config(job: DistillationJob, fingerprint: str = "") -> Any:
         warmup_ratio=training.warmup_ratio, weight_decay=training.weight_decay,
         max_grad_norm=training.max_grad_norm, precision=training.precision, seed=training.seed,
         kd=training.method is TrainingMethod.kd, kd_temperature=training.kd_temperature, alpha=training.alpha,
-        checkpoint_every_steps=training.checkpoint_every_steps, on_policy=on_policy,
+        checkpoint_every_steps=training.checkpoint_every_steps, on_policy=on_policy, packing=training.packing,
+        compile=training.compile, gradient_checkpointing=training.gradient_checkpointing,
     )  # fmt: skip
 
 
@@ -293,9 +294,10 @@ def on_policy_source(job: DistillationJob, data: TrainingData, model: Any, devic
 REPORTED_SETTINGS = {
     "learning_rate", "batch_size", "gradient_accumulation_steps", "epochs", "max_seq_length", "warmup_ratio",
     "weight_decay", "max_grad_norm", "precision", "seed", "kd_temperature", "alpha", "on_policy",
+    "packing", "compile", "gradient_checkpointing",
 }  # fmt: skip
 REPORTED_RUN = ("precision", "loss_tokens", "computed_tokens", "padding_fraction", "train_seconds", "validation",
-                "history", "on_policy")  # fmt: skip
+                "history", "on_policy", "efficiency")  # fmt: skip
 
 
 def _summary(job: DistillationJob, layout: Layout, run: dict[str, Any], began: float, data: Any) -> TrainSummary:
