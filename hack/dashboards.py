@@ -337,6 +337,37 @@ def overview() -> dashboard.Dashboard:
     ):
         board = board.with_panel(panel)
 
+    board = board.with_row(dashboard.Row("Cost"))
+    gpu_hours = f"sum by (namespace, job) (distillery_job_gpu_seconds{{{JOB}}}) / 3600"
+    for panel in (
+        graph(
+            "GPU-hours by job",
+            "GPUs held x time so far: the teacher from ready to removed, each stage's pods while they ran.",
+            "none",
+            (gpu_hours, per_job),
+        ),
+        graph(
+            "GPU-hours by stage",
+            "Where the GPU time went, summed over the selected jobs.",
+            "none",
+            (f"sum by (stage) (distillery_job_gpu_seconds{{{JOB}}}) / 3600", "{{stage}}"),
+            stack=True,
+        ),
+        graph(
+            "Retention per GPU-hour",
+            "Student score / teacher score, per GPU-hour the job used: quality for the money.",
+            "none",
+            (f"max by (namespace, job) (distillery_job_retention_ratio{{{JOB}}}) / ({gpu_hours})", per_job),
+        ),
+        graph(
+            "Price",
+            "GPU-hours x the operator's price per GPU-hour (chart value cost.gpuHourPrices); empty without one.",
+            "none",
+            (f"sum by (namespace, job, currency) (distillery_job_price{{{JOB}}})", per_job + " {{currency}}"),
+        ),
+    ):
+        board = board.with_panel(panel)
+
     board = board.with_row(dashboard.Row("Operator"))
     for panel in (
         graph(

@@ -143,6 +143,41 @@ class EvaluationStatus(Model):
     gate_reason: str | None = Field(None, description="Why the gate passed or failed.")
 
 
+class StageCost(Model):
+    """What one stage (or the teacher) held: GPUs x time, and the CPU its processes used."""
+
+    gpus: int = Field(0, ge=0, description="GPUs each of its pods held.")
+    wall_seconds: float | None = Field(
+        None, ge=0, description="Wall-clock time: first pod start to last pod end; the teacher's, ready to removed."
+    )
+    pod_seconds: float = Field(0, ge=0, description="Seconds its pods ran, summed over pods (shards add up).")
+    gpu_seconds: float = Field(0, ge=0, description="GPUs held x seconds, summed over its pods.")
+    cpu_seconds: float | None = Field(
+        None, ge=0, description="CPU time (user + system) of its processes, where they report it."
+    )
+
+
+class CostStatus(Model):
+    """What the job has cost so far: resources always, money where the operator has a price table."""
+
+    gpu_hours: float = Field(0, ge=0, description="GPU-hours in all (the printer column).")
+    cpu_hours: float | None = Field(None, ge=0, description="CPU-hours of the stage processes, where known.")
+    stages: dict[str, StageCost] = Field(
+        default_factory=dict, description="By stage: teacher, check, generate, train, evaluate."
+    )
+    teacher_prompt_tokens: int = Field(0, ge=0, description="Tokens sent to the teacher (generation).")
+    teacher_output_tokens: int = Field(0, ge=0, description="Tokens the teacher wrote (generation).")
+    training_tokens: int = Field(0, ge=0, description="Real (non-padding) tokens the student trained on.")
+    evaluation_requests: int = Field(0, ge=0, description="Requests evaluation sent to the models it compares.")
+    price: float | None = Field(
+        None, ge=0, description="GPU-hours x the price table's price per GPU-hour; empty without a table."
+    )
+    currency: str | None = Field(None, description="Currency of `price`, as the price table names it.")
+    retention_per_gpu_hour: float | None = Field(
+        None, description="Retention / GPU-hours, once evaluation has scored the student."
+    )
+
+
 class Artifacts(Model):
     data: str | None = Field(None, description="Directory of the teacher's generated records.")
     student: str | None = Field(None, description="Directory of the distilled student (safetensors).")
@@ -164,6 +199,7 @@ class DistillationJobStatus(Model):
     completion_time: str | None = Field(None, description="When it succeeded or failed (RFC 3339).")
     progress: Progress | None = Field(None, description="Per-stage progress.")
     evaluation: EvaluationStatus | None = Field(None, description="Scores and the gate.")
+    cost: CostStatus | None = Field(None, description="GPU-hours, CPU-hours, tokens and price, by stage.")
     artifacts: Artifacts | None = Field(None, description="Where the results are on the job's storage.")
     spec_hashes: dict[str, str] | None = Field(
         None,

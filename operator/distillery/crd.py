@@ -144,6 +144,13 @@ PRINTER_COLUMNS = [
         "jsonPath": ".status.evaluation.retention",
         "description": "Student score / teacher score.",
     },
+    {
+        "name": "GPU-h",
+        "type": "number",
+        "format": "float",
+        "jsonPath": ".status.cost.gpuHours",
+        "description": "GPU-hours used so far (the teacher's and every stage's).",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

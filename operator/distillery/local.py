@@ -48,6 +48,7 @@ from distillery.contract.commands import (
     StageCommand,
     TrainCommand,
 )
+from distillery.contract.cost import parse_prices
 from distillery.contract.summaries import (
     EvaluateSummary,
     GenerateSummary,
@@ -56,6 +57,7 @@ from distillery.contract.summaries import (
     read_summary,
 )
 from distillery.errors import InvalidJob
+from distillery.local_cost import Spent, record_teacher, spent_before_evaluation
 from distillery.storage import Layout, resolve_model, write_json_atomic
 
 STAGES = ("generate", "train", "evaluate")
@@ -221,9 +223,11 @@ def generation_complete(job: DistillationJob, layout: Layout, fingerprint: str |
 
 @contextlib.contextmanager
 def teacher(
-    job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None]
+    job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None], key: str = ""
 ) -> Iterator[Any]:
-    """The teacher's connection: its endpoint, or its model served by a local vLLM until the block ends."""
+    """The teacher's connection: its endpoint, or its model served by a local vLLM until the block ends.
+
+    Its served time (ready to stopped) is recorded for the cost, under `key` (generation's fingerprint)."""
     from distillery.serving.vllm import cpu_server_env, serve_teacher
 
     spec = job.spec
@@ -235,47 +239,47 @@ def teacher(
         )
     env = cpu_server_env() if spec.teacher.gpus == 0 else None
     with serve_teacher(job, root, env=env) as connection:
-        yield connection
+        ready = time.monotonic()
+        try:
+            yield connection
+        finally:
+            gpus = spec.teacher.gpus if spec.teacher.endpoint is None else 0  # an endpoint is not ours to count
+            record_teacher(layout, key, gpus, time.monotonic() - ready)
     if spec.teacher.endpoint is None:
         progress("teacher stopped")
 
 
 def run_generate(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None],
-                 kept_teacher: Any = None) -> Any:  # fmt: skip
-    """The shards, against `kept_teacher` (onPolicy keeps it for training) or a teacher of their own."""
+                 connection: Any = None) -> Any:  # fmt: skip
+    """The shards, against the teacher `run_job` serves (onPolicy keeps it on for training)."""
     spec = job.spec
     shards = spec.generation.shards
     parallel = spec.generation.parallelism or shards
-    with (
-        contextlib.nullcontext(kept_teacher)
-        if kept_teacher
-        else teacher(job, root, layout, progress) as connection
-    ):
-        progress(
-            f"{shards} shard(s), {parallel} at a time, {spec.generation.concurrency} requests in flight each"
-        )
+    progress(
+        f"{shards} shard(s), {parallel} at a time, {spec.generation.concurrency} requests in flight each"
+    )
 
-        def shard(index: int) -> tuple[int, int, StageSummary | None]:
-            command = GenerateCommand(job=job, storage=str(root), teacher_url=connection.base_url,
-                                      teacher_model=connection.model, shard_index=index)  # fmt: skip
-            return (index, *run_stage_process(command, layout.stage_summary("generate", index)))
+    def shard(index: int) -> tuple[int, int, StageSummary | None]:
+        command = GenerateCommand(job=job, storage=str(root), teacher_url=connection.base_url,
+                                  teacher_model=connection.model, shard_index=index)  # fmt: skip
+        return (index, *run_stage_process(command, layout.stage_summary("generate", index)))
 
-        failures = []
-        with ThreadPoolExecutor(max_workers=parallel) as pool:
-            try:
-                for index, code, summary in pool.map(shard, range(shards)):
-                    if code != 0 or not isinstance(summary, GenerateSummary):
-                        failures.append(f"shard {index}: {failure_text('generate', code, summary)}")
-                        continue
-                    progress(
-                        f"shard {index + 1}/{shards} done: {summary.records} records, "
-                        f"{sum(summary.rejected.values())} rejected, {summary.errors} errors"
-                    )
-            except KeyboardInterrupt:
-                stop_children()  # before the pool waits for its threads, which wait for the shards
-                raise
-        if failures:
-            raise RunFailed("generate failed: " + "; ".join(failures))
+    failures = []
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        try:
+            for index, code, summary in pool.map(shard, range(shards)):
+                if code != 0 or not isinstance(summary, GenerateSummary):
+                    failures.append(f"shard {index}: {failure_text('generate', code, summary)}")
+                    continue
+                progress(
+                    f"shard {index + 1}/{shards} done: {summary.records} records, "
+                    f"{sum(summary.rejected.values())} rejected, {summary.errors} errors"
+                )
+        except KeyboardInterrupt:
+            stop_children()  # before the pool waits for its threads, which wait for the shards
+            raise
+    if failures:
+        raise RunFailed("generate failed: " + "; ".join(failures))
     totals = generation_totals(s for s in shard_summaries(job, layout) if s)
     if totals.decontaminated:
         progress(f"{totals.decontaminated} training prompts dropped for overlapping validation prompts")
@@ -284,7 +288,7 @@ def run_generate(job: DistillationJob, root: Path, layout: Layout, progress: Cal
 
 def run_train(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None],
               kept_teacher: Any = None) -> Any:  # fmt: skip
-    """Training; `kept_teacher` grades the student's samples (onPolicy)."""
+    """Training; `kept_teacher` (onPolicy only) grades the student's samples."""
     if layout.checkpoints.is_dir() and any(layout.checkpoints.iterdir()):
         progress(f"resuming from the checkpoints in {layout.checkpoints}")
     url, model = (kept_teacher.base_url, kept_teacher.model) if kept_teacher else (None, None)
@@ -296,9 +300,11 @@ def run_train(job: DistillationJob, root: Path, layout: Layout, progress: Callab
 
 
 def run_evaluate(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None],
-                 kept_teacher: Any = None) -> Any:  # fmt: skip
+                 spent: Spent) -> Any:  # fmt: skip
+    """Evaluation, told what the stages before it cost (and the prices) for the report's cost."""
     # A failed gate is a verdict (read from the summary), so the stage exits 0 either way.
-    command = EvaluateCommand(job=job, storage=str(root), gate_exit_code=0)
+    command = EvaluateCommand(job=job, storage=str(root), gate_exit_code=0, spent=spent.cost,
+                              gpu_hour_prices=spent.prices, currency=spent.currency)  # fmt: skip
     code, summary = run_stage_process(command, layout.stage_summary("evaluate"))
     if code != 0 or not isinstance(summary, EvaluateSummary) or not summary.succeeded:
         raise RunFailed(f"evaluate failed: {failure_text('evaluate', code, summary)}")
@@ -323,10 +329,13 @@ def timed(stage: str, number: int) -> Iterator[Callable[[str], None]]:
     say(f"{prefix}: done in {time.monotonic() - started:.0f}s")
 
 
-def run_job(job: DistillationJob, root: Path) -> dict[str, Any]:
+def run_job(
+    job: DistillationJob, root: Path, prices: str | None = None, currency: str | None = None
+) -> dict[str, Any]:
     """Run (or resume) every stage; returns the evaluation report. Raises RunFailed.
 
-    onPolicy: the teacher is started once and kept from generation through training, then stopped."""
+    The teacher is served for generation, and for onPolicy kept on through training, then stopped.
+    `prices` (TYPE=PRICE,...) and `currency` price the report's cost."""
     layout = Layout.of(job, root)
     keys = run_keys(job, root)
     with contextlib.ExitStack() as kept:
@@ -347,16 +356,17 @@ def run_job(job: DistillationJob, root: Path) -> dict[str, Any]:
                 continue
             if state == "changed":
                 say(f"[{number}/{len(STAGES)}] {stage}: {CHANGED[stage]}; running it again")
-            keep = teacher_needed_for_training(job.spec) and stage != "evaluate"
-            if keep and connection is None:  # onPolicy: one teacher for generation and training
-                connection = kept.enter_context(
-                    teacher(job, root, layout, lambda m: say(f"[kept for training] {m}"))
-                )
-            elif not keep:
+            needs_teacher = stage == "generate" or (stage == "train" and teacher_needed_for_training(job.spec))
+            if not needs_teacher:
                 kept.close()  # the teacher goes as soon as nothing needs it
                 connection = None
             with timed(stage, number) as progress:
-                summary = STAGE_FUNCTIONS[stage](job, root, layout, progress, connection)
+                if needs_teacher and connection is None:  # onPolicy: one teacher for generation and training
+                    connection = kept.enter_context(teacher(job, root, layout, progress, keys["generate"]))
+                given = connection
+                if stage == "evaluate":
+                    given = Spent(spent_before_evaluation(job, layout, keys), prices, currency)
+                summary = STAGE_FUNCTIONS[stage](job, root, layout, progress, given)
                 _write_done(layout, stage, summary, key)
     report_path = layout.evaluation_report
     if not report_path.exists():
@@ -369,11 +379,24 @@ def run_job(job: DistillationJob, root: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------ CLI
 
 
+def price_table(text: str) -> str:
+    try:
+        parse_prices(text)  # refused here, before anything starts
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="the DistillationJob (YAML)")
     parser.add_argument(
         "--storage", metavar="DIR", help="storage root (default: storage.path, relative to FILE)"
     )
+    parser.add_argument(
+        "--gpu-hour-prices", metavar="TABLE", type=price_table,
+        help="price per GPU-hour by GPU type for the report's cost, e.g. default=2.5,NVIDIA-H100-80GB-HBM3=4.1",
+    )  # fmt: skip
+    parser.add_argument("--currency", metavar="CODE", help="currency of --gpu-hour-prices (default USD)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -390,7 +413,7 @@ def main(args: argparse.Namespace) -> int:
     say(f"distillery run: job {job.metadata.name!r}, storage {root}")
     started = time.monotonic()
     try:
-        report = run_job(job, root)
+        report = run_job(job, root, args.gpu_hour_prices, args.currency)
     except RunFailed as error:
         say(f"distillery run: {error}")
         say("distillery run: fix the cause and run the same command again; finished stages are kept")

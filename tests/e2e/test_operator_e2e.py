@@ -83,8 +83,8 @@ class Operator:
         env = {
             **os.environ,
             "KUBECONFIG": str(self.config),
-            # Reconcile every second instead of every 10 (a setting the operator reads).
-            "DISTILLERY_RECONCILE_SECONDS": "1",
+            # Read the running stage pods' /metrics every second instead of every 15 (a setting the operator reads).
+            "DISTILLERY_PROGRESS_SECONDS": "1",
         }
         # Every namespace, as the chart installs it by default (kmock cannot list namespaces,
         # which `--namespace` would need).
@@ -281,9 +281,14 @@ def test_tiny_job_end_to_end_survives_operator_and_pod_kills(cluster, storage: P
     )
     operator.start()
 
-    # 4. The job succeeds.
+    # 4. The job succeeds; on the way, training reports its progress live (from its pod's /metrics).
+    live: list[dict[str, Any]] = []
+
     def finished() -> dict[str, Any] | None:
         status = api.status()
+        progress = status.get("progress") or {}
+        if status.get("phase") == "Training" and progress.get("step") is not None:
+            live.append(progress)
         return status if status.get("phase") in ("Succeeded", "Failed") else None
 
     status = wait_for(finished, "the DistillationJob to finish", SUCCEEDED_DEADLINE, details)
@@ -301,12 +306,26 @@ def test_tiny_job_end_to_end_survives_operator_and_pod_kills(cluster, storage: P
     assert evaluation["student"]["score"] is not None and evaluation["retention"] is not None, evaluation
     assert evaluation["gatePassed"] is True, evaluation
     assert status.get("completionTime") and status.get("startTime"), status
+    assert live and live[0]["summary"].startswith("train epoch"), "no live training progress in status"
+
+    # What it cost: each stage's pods reported their time and CPU; the CPU teacher holds no GPU.
+    cost = status["cost"]
+    for stage in ("check", "generate", "train", "evaluate"):
+        used = cost["stages"][stage]
+        assert used["podSeconds"] > 0 and used["cpuSeconds"] > 0 and used["gpuSeconds"] == 0, (stage, cost)
+    assert cost["stages"]["teacher"]["wallSeconds"] > 0 and cost["gpuHours"] == 0, cost
+    assert cost["teacherOutputTokens"] == progress["tokens"] and cost["trainingTokens"] > 0, cost
+    assert cost["evaluationRequests"] > 0, cost
 
     # The report is on the storage, where the status says.
     report = status["artifacts"]["report"]
     mount = job["spec"]["storage"].get("mountPath", "/data")
     local_report = storage / os.path.relpath(report, mount) if report.startswith("/") else storage / report
     assert local_report.is_file(), (report, local_report)
+    report_cost = json.loads(local_report.read_text())["cost"]
+    assert set(report_cost["stages"]) == {"teacher", "check", "generate", "train", "evaluate"}, report_cost
+    assert report_cost["stages"]["train"] == cost["stages"]["train"], "the operator passed its cost to the report"
+    assert "## Cost" in local_report.with_suffix(".md").read_text()
 
     # The teacher is gone after generation, and its process with it.
     teacher = api.get("apps/v1", "deployments", "tiny-teacher")

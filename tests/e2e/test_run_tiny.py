@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from distillery.api import CostStatus
+
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,11 +40,11 @@ def wait_for(condition, deadline_s: float, process: subprocess.Popen, log: Path,
         time.sleep(0.1)  # poll interval, bounded by the deadline
 
 
-def start_run(spec: Path, log: Path) -> subprocess.Popen:
+def start_run(spec: Path, log: Path, *options: str) -> subprocess.Popen:
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONUNBUFFERED": "1"}
     with open(log, "ab") as handle:
         return subprocess.Popen(
-            [sys.executable, "-m", "distillery", "run", str(spec)],
+            [sys.executable, "-m", "distillery", "run", str(spec), *options],
             stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=spec.parent,
         )  # fmt: skip
 
@@ -80,7 +82,7 @@ def test_tiny_example_runs_resumes_and_reports(tmp_path, tiny_models):
 
     # Second run: generation skipped, training resumed, evaluation done, report printed.
     second_log = tmp_path / "second.log"
-    run = start_run(spec, second_log)
+    run = start_run(spec, second_log, "--gpu-hour-prices", "default=2.5", "--currency", "EUR")
     try:
         code = run.wait(timeout=3 * STAGE_DEADLINE_S)
     finally:
@@ -105,6 +107,14 @@ def test_tiny_example_runs_resumes_and_reports(tmp_path, tiny_models):
     assert report["models"]["student"]["source"] == "served"
     assert "PASSED: quality gate passed" in second
     assert f"retention {report['retention']:.3f}" in second
+
+    # The cost: the teacher served in the first run counts too; on CPU no GPU-hours, so the price is 0.
+    cost = CostStatus.model_validate(report["cost"])
+    assert set(cost.stages) == {"teacher", "generate", "train", "evaluate"}, cost.stages
+    assert cost.stages["teacher"].wall_seconds > 0 and cost.stages["train"].cpu_seconds > 0
+    assert cost.teacher_output_tokens > 0 and cost.training_tokens > 0 and cost.evaluation_requests > 0
+    assert (cost.gpu_hours, cost.price, cost.currency) == (0, 0, "EUR")
+    assert "cost: 0.000 GPU-hours" in second and "0.00 EUR" in second
 
 
 @pytest.mark.timeout(1800)  # two vLLM starts (the teacher, kept; the student) and a short training run

@@ -92,6 +92,7 @@ def serve_workload(ports: dict[str, int], lifetime_s: float) -> None:
         for percentile, latency in (("50", 0.2), ("95", 0.6)):
             ev.EVAL_LATENCY.labels(model, percentile).set(latency * score)
     op.JOB_RETENTION.labels(NAMESPACE, JOB).set(0.77 / 0.82)
+    op.JOB_PRICE.labels(NAMESPACE, JOB, "USD").set(3.2)
     gen.GEN_IN_FLIGHT.set(12)
     tr.TRAIN_VALIDATION_LOSS.set(1.9)
 
@@ -106,6 +107,8 @@ def serve_workload(ports: dict[str, int], lifetime_s: float) -> None:
         op.JOB_RECORDS.labels(NAMESPACE, JOB).set(step * 3)
         op.JOB_TOKENS.labels(NAMESPACE, JOB).set(step * 300)
         op.JOB_REJECTED.labels(NAMESPACE, JOB).set(step // 10)
+        op.JOB_GPU_SECONDS.labels(NAMESPACE, JOB, "teacher").set(step * 0.1 * 8)  # an 8-GPU teacher
+        op.JOB_CPU_SECONDS.labels(NAMESPACE, JOB, "generate").set(step * 0.05)
         op.STAGE_DURATION.labels(rng.choice(("teacher", "generate"))).observe(rng.uniform(30, 900))
         op.RECONCILES.labels(rng.choice(("ok", "ok", "ok", "retry", "error"))).inc()
         op.RECONCILE_DURATION.observe(rng.uniform(0.005, 0.3))

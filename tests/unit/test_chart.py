@@ -242,6 +242,25 @@ def test_worker_images_reach_the_operator():
     assert full["DISTILLERY_LOG_FORMAT"] == "json"
 
 
+def test_the_guard_and_the_price_table_reach_the_operator_as_it_reads_them():
+    from distillery.contract.cost import parse_prices
+    from distillery.controller.guard import Guard
+    from distillery.manifests.common import BuildConfig
+
+    (container,) = find(render("full"), "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert Guard.from_env(env) == Guard(
+        ("registry.example.com/ml/", "vllm/"), "distillery.dev/usable=true", ("nvidia.com/gpu",)
+    )
+    config = BuildConfig.from_env(env)
+    assert parse_prices(config.gpu_hour_prices) == {"default": 2.5, "NVIDIA-H100-80GB-HBM3": 4.1}
+    assert config.currency == "EUR"
+    (defaults,) = find(render("defaults"), "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert not Guard.from_env({e["name"]: e["value"] for e in defaults["env"] if "value" in e}).enabled
+    rules = find(render("full"), "ClusterRole")["rules"]
+    assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]} in rules
+
+
 def test_rbac_binds_the_service_account_to_the_operator_role():
     docs = render("full")
     binding = find(docs, "ClusterRoleBinding")

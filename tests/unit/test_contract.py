@@ -175,7 +175,8 @@ ALLOWED = {
     "stages": {"contract", "serving", "generation", "training", "evaluation", "stages"},
     "manifests": {"contract"},
     "controller": {"contract", "manifests"},
-    "local": {"contract", "serving", "generation", "training", "evaluation"},
+    "local": {"contract", "serving", "generation", "training", "evaluation", "local_cost"},
+    "local_cost": {"contract"},
     "cli": {"local", "controller", "stages", "crd", "docs"},
 }
 BASE = {"api", "apibase", "api_stages", "api_status", "api_storage", "datasource", "fingerprints", "inputcheck", "kube_types", "errors", "storage", "tasks", "crd", "docs", "__init__"}

@@ -57,7 +57,7 @@ def test_crd_basics():
     version = crd["spec"]["versions"][0]
     assert crd["spec"]["names"]["shortNames"] == ["dj"]
     assert version["subresources"] == {"status": {}}
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Progress", "Retention", "Age"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Progress", "Retention", "GPU-h", "Age"]
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     assert spec["training"]["properties"]["learningRate"]["default"] == 2e-5
     assert spec["training"]["properties"]["method"]["enum"] == ["sft", "kd", "onPolicy"]

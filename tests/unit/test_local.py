@@ -117,8 +117,9 @@ def test_generation_counts_as_complete_only_when_every_shard_summary_exists(tmp_
         # resumed after generation: the teacher comes back for training only.
         ("onPolicy", ("generate",), ["teacher up", "train with it", "teacher down", "evaluate"]),
         ("onPolicy", ("generate", "train"), ["evaluate"]),
-        # other methods: generation serves its own teacher; training gets none.
-        ("sft", (), ["generate alone", "train alone", "evaluate"]),
+        # other methods: the teacher serves generation only.
+        ("sft", (), ["teacher up", "generate with it", "teacher down", "train alone", "evaluate"]),
+        ("sft", ("generate",), ["train alone", "evaluate"]),
     ],
 )
 def test_the_teacher_is_kept_through_training_only_for_on_policy(
@@ -131,19 +132,20 @@ def test_the_teacher_is_kept_through_training_only_for_on_policy(
     connection = object()
 
     @contextlib.contextmanager
-    def teacher(*_args):
+    def teacher(*_args, **_kwargs):
         calls.append("teacher up")
         yield connection
         calls.append("teacher down")
 
     def stage(name):
-        def run(_job, _root, layout, _progress, kept=None):
-            calls.append(
-                f"{name} with it" if kept is connection else f"{name} alone" if kept is None else "?"
-            )
+        def run(_job, _root, layout, _progress, given=None):
             if name == "evaluate":
+                assert isinstance(given, local.Spent)  # what the stages before it cost, for the report
+                calls.append("evaluate")
                 layout.evaluation_report.parent.mkdir(parents=True, exist_ok=True)
                 layout.evaluation_report.write_text("{}")
+            else:
+                calls.append(f"{name} with it" if given is connection else f"{name} alone" if given is None else "?")
             return StageSummary(stage=name)
 
         return run
@@ -160,4 +162,4 @@ def test_the_teacher_is_kept_through_training_only_for_on_policy(
         layout.stage_done(name).parent.mkdir(parents=True, exist_ok=True)
         layout.stage_done(name).write_text(json.dumps({"runKey": keys[name]}))
     local.run_job(spec, tmp_path)
-    assert [c.replace("evaluate alone", "evaluate") for c in calls] == expected
+    assert calls == expected

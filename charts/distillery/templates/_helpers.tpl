@@ -127,3 +127,12 @@ tests and fails when a rule here is missing or was never needed.
   verbs: ["get"]
 {{- end }}
 {{- end -}}
+
+{{/* A price table as the operator reads it: TYPE=PRICE,... in a stable order. */}}
+{{- define "distillery.prices" -}}
+{{- $items := list -}}
+{{- range $type, $price := . -}}
+{{- $items = append $items (printf "%s=%v" $type $price) -}}
+{{- end -}}
+{{- join "," $items -}}
+{{- end -}}

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from distillery.api import API_VERSION, KIND, DistillationJob, Problem, TeacherSpec
+from distillery.api import API_VERSION, KIND, CostStatus, DistillationJob, Problem, TeacherSpec
 
 # Ports inside the pods: part of the contract between pods, not a user setting.
 TEACHER_PORT = 8000
@@ -95,7 +95,15 @@ def option(flag: str, help: str, *, metavar: str | None = None, parse: Callable[
 
 
 def _render(value: Any) -> str:
-    return job_argument(value) if isinstance(value, DistillationJob) else str(value)
+    if isinstance(value, DistillationJob):
+        return job_argument(value)
+    if isinstance(value, CostStatus):
+        return value.model_dump_json(by_alias=True, exclude_none=True)
+    return str(value)
+
+
+def parse_spent(value: str) -> CostStatus:
+    return CostStatus.model_validate_json(value)
 
 
 def job_option() -> Any:
@@ -229,6 +237,19 @@ class EvaluateCommand(StageCommand):
     teacher_model: str | None = option(
         "--teacher-model", "model name to request from --teacher-url", metavar="NAME"
     )
+    spent: CostStatus | None = option(
+        "--spent",
+        "what the job cost before evaluation (status.cost as JSON: the teacher, generation, training), "
+        "for the report's cost and retention per GPU-hour",
+        metavar="JSON",
+        parse=parse_spent,
+    )
+    gpu_hour_prices: str | None = option(
+        "--gpu-hour-prices",
+        "price per GPU-hour by GPU type, e.g. default=2.5,NVIDIA-H100-80GB-HBM3=4.1, for the report's price",
+        metavar="TABLE",
+    )
+    currency: str | None = option("--currency", "currency of --gpu-hour-prices (default USD)", metavar="CODE")
     # A failed gate is a verdict written in the summary; the operator passes 0 so the Job does
     # not retry an evaluation whose answer cannot change.
     gate_exit_code: int = option(

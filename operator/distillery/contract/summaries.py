@@ -84,6 +84,10 @@ class StageSummary(_Wire):
     stage: str
     failure: Failure | None = None
     duration_seconds: float | None = None
+    # What this process held and used (contract.cost): GPUs its pod holds, GPUs x duration, CPU time.
+    gpus: int | None = None
+    gpu_seconds: float | None = None
+    cpu_seconds: float | None = None
     fingerprint: str | None = None  # of what decided the stage's output (`distillery.fingerprints`)
 
     @property
@@ -154,6 +158,7 @@ class EvaluateSummary(StageSummary):
     evaluation: EvaluationStatus | None = None  # scores, retention and the gate, as status shows them
     report: str | None = None  # the JSON report, relative to the storage root
     output: str | None = None  # where the student, report and model card were exported (spec.output)
+    requests: int | None = None  # answers asked of the models compared (live models only)
 
 
 Summary = Annotated[

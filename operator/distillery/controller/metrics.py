@@ -71,6 +71,24 @@ JOB_RETENTION = Gauge(
     ["namespace", "job"],
     registry=REGISTRY,
 )
+JOB_GPU_SECONDS = Gauge(
+    "distillery_job_gpu_seconds",
+    "GPUs held x seconds by a job so far, by stage (teacher: ready to removed; stages: their pods).",
+    ["namespace", "job", "stage"],
+    registry=REGISTRY,
+)
+JOB_CPU_SECONDS = Gauge(
+    "distillery_job_cpu_seconds",
+    "CPU seconds a job's stage processes reported, by stage.",
+    ["namespace", "job", "stage"],
+    registry=REGISTRY,
+)
+JOB_PRICE = Gauge(
+    "distillery_job_price",
+    "GPU-hours x the operator's price per GPU-hour for a job (only with a price table).",
+    ["namespace", "job", "currency"],
+    registry=REGISTRY,
+)
 STAGE_DURATION = Histogram(
     "distillery_stage_duration_seconds",
     "Wall time of a finished stage of a DistillationJob.",
@@ -108,6 +126,7 @@ _state_lock = threading.Lock()
 _phases: dict[tuple[str, str], Phase] = {}  # (namespace, name) -> phase, for the jobs-by-phase gauge
 _counts: dict[Phase, int] = dict.fromkeys(Phase, 0)  # jobs per phase, kept with _phases
 _deleted: set[str] = set()  # uids of deleted jobs: a reconcile still in flight must not re-export them
+_currencies: dict[tuple[str, str], set[str]] = {}  # the price series each job has, to remove them with it
 
 
 def forget_job(namespace: str, job: str, uid: str = "") -> None:
@@ -123,8 +142,12 @@ def forget_job(namespace: str, job: str, uid: str = "") -> None:
             with contextlib.suppress(KeyError):
                 JOB_PHASE.remove(namespace, job, phase.value)
         for stage in STAGES:
+            for gauge in (JOB_PROGRESS, JOB_GPU_SECONDS, JOB_CPU_SECONDS):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(namespace, job, stage)
+        for currency in _currencies.pop((namespace, job), ()):
             with contextlib.suppress(KeyError):
-                JOB_PROGRESS.remove(namespace, job, stage)
+                JOB_PRICE.remove(namespace, job, currency)
         for model in MODELS:
             with contextlib.suppress(KeyError):
                 JOB_EVAL_SCORE.remove(namespace, job, model)
@@ -162,6 +185,15 @@ def export_status(namespace: str, name: str, uid: str, status: DistillationJobSt
                 JOB_EVAL_SCORE.labels(namespace, name, model).set(score.score)
         if evaluation.retention is not None:
             JOB_RETENTION.labels(namespace, name).set(evaluation.retention)
+    cost = status.cost
+    if cost is not None:
+        for stage, used in cost.stages.items():
+            JOB_GPU_SECONDS.labels(namespace, name, stage).set(used.gpu_seconds)
+            if used.cpu_seconds is not None:
+                JOB_CPU_SECONDS.labels(namespace, name, stage).set(used.cpu_seconds)
+        if cost.price is not None and cost.currency:
+            JOB_PRICE.labels(namespace, name, cost.currency).set(cost.price)
+            _currencies.setdefault((namespace, name), set()).add(cost.currency)
 
 
 def _count(old: Phase | None, new: Phase | None) -> None:

@@ -16,6 +16,7 @@ status and lists the Events.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from pathlib import PurePosixPath
 
@@ -31,6 +32,7 @@ from distillery.api import (
 )
 from distillery.contract.summaries import CheckSummary, EvaluateSummary, TrainSummary, generation_totals
 from distillery.controller import policy
+from distillery.controller.costs import observed_cost
 from distillery.controller.observe import JobState, Observed
 from distillery.controller.steps import (
     Cond,
@@ -60,7 +62,22 @@ def decide(
     now: datetime,
     job_name: str = "",
 ) -> Step:
-    """The next step for one DistillationJob. `problems` are the spec's validation messages."""
+    """The next step for one DistillationJob, with what it has cost so far. `problems` are the spec's
+    validation messages."""
+    step = next_step(spec, problems, status, observed, now, job_name)
+    if spec is None:
+        return step
+    return dataclasses.replace(step, cost=observed_cost(spec, status, observed, now) or status.cost)
+
+
+def next_step(
+    spec: DistillationJobSpec | None,
+    problems: list[str],
+    status: DistillationJobStatus,
+    observed: Observed,
+    now: datetime,
+    job_name: str = "",
+) -> Step:
     if status.phase is not None and status.phase.is_terminal:
         return finished(spec, status, observed, now)
     if problems or spec is None:

@@ -13,12 +13,14 @@ import contextlib
 import json
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
 from kubernetes.client.rest import ApiException
 
 from distillery.api import DistillationJob, DistillationJobStatus, Phase, Problem
+from distillery.contract.cost import parse_prices, priced
 from distillery.controller import guard, kube, metrics, phases, policy, status
 from distillery.controller.apiclient import TRANSIENT, Api
 from distillery.controller.cache import Cache, Key
@@ -45,6 +47,7 @@ class Reconciler:
         self.api = api
         self.guard = guard if guard is not None else Guard.from_env()
         self.config = BuildConfig.from_env()
+        self.prices = parse_prices(self.config.gpu_hour_prices)  # a bad table stops the operator at start
         self.live = live if live is not None else {}  # what running stage pods report (controller.progress)
         self._seen: dict[Key, tuple[Any, dict[str, Any]]] = {}  # (generation, status) as our last reconcile left it
         self._failures: dict[Key, int] = {}  # consecutive transient API errors per job
@@ -79,6 +82,10 @@ class Reconciler:
         admission = await self._admission(job, old) if job is not None else None
         observed = from_children(self.cache.children(key), claim_missing, self.live.get(key), admission)
         step = phases.decide(job.spec if job else None, problems, old, observed, now, key[1])
+        if job is not None and step.cost is not None:
+            step = replace(step, cost=priced(step.cost, job.spec, self.prices, self.config.currency))
+            # The evaluation Job's builder passes the cost so far to the stage, for its report.
+            job = job.model_copy(update={"status": DistillationJobStatus(cost=step.cost)})
         if step.delete_self:
             logger.info("%s/%s: ttlSecondsAfterFinished has passed; deleting the DistillationJob", *key)
             await kube.delete_job(self.api, *key)

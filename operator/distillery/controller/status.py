@@ -52,6 +52,8 @@ def next_status(
         new.completion_time = stamp
     if step.evaluation is not None:
         new.evaluation = step.evaluation
+    if step.cost is not None:
+        new.cost = step.cost
     if step.artifacts is not None:
         new.artifacts = Artifacts.model_validate(step.artifacts)
     return new

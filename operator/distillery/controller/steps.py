@@ -9,6 +9,7 @@ from typing import Any
 
 from distillery.api import (
     ConditionType,
+    CostStatus,
     DistillationJobSpec,
     DistillationJobStatus,
     EvaluationStatus,
@@ -42,6 +43,7 @@ class Step:
     finished_stages: tuple[str, ...] = ()  # stages that completed in this step (for durations)
     delete_self: bool = False  # ttlSecondsAfterFinished has passed
     requeue_after: float | None = None
+    cost: CostStatus | None = None  # status.cost after this step (controller.costs)
 
 
 @dataclass

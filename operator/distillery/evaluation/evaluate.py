@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from distillery import fingerprints
-from distillery.api import DistillationJob, EvaluationStatus, ModelScore
+from distillery.api import CostStatus, DistillationJob, EvaluationStatus, ModelScore
 from distillery.contract.summaries import EvaluateSummary, FailureReason
 from distillery.evaluation import export, metrics, scoring
 from distillery.evaluation import report as reports
 from distillery.evaluation.answers import (
+    TEACHER_FROM_RECORDS,
     EvaluationFailed,
     ModelRun,
     Server,
@@ -240,9 +241,19 @@ def evaluate_summary(report: dict[str, Any], report_path: str) -> EvaluateSummar
     output = report.get("output") or {}
     return EvaluateSummary(
         evaluation=status,
+        requests=live_requests(report),
         report=report_path,
         fingerprint=(report.get("fingerprints") or {}).get("evaluate"),
         output=output.get("uri") if output.get("written") else None,
+    )
+
+
+def live_requests(report: dict[str, Any]) -> int:
+    """Answers asked of the models served or called for this evaluation (not the teacher scored from records)."""
+    return sum(
+        (entry.get("answered") or 0) + (entry.get("errors") or 0)
+        for entry in report["models"].values()
+        if entry.get("source") != TEACHER_FROM_RECORDS
     )
 
 
@@ -268,12 +279,14 @@ def evaluate_job(
     teacher: TeacherConnection | None = None,
     serve: Server = serve_local,
     say: Callable[[str], None] = lambda message: print(f"evaluate: {message}", file=sys.stderr, flush=True),
+    cost: Callable[[dict[str, Any]], CostStatus] | None = None,
 ) -> dict[str, Any]:
     """Score every model in `evaluation.compare`, write the report, apply the gate; returns the report.
 
     `teacher`: measure the teacher live at this connection; None scores it from the generation
     records. `serve(job, layout, name, model)` serves the student and the baseline (a local vLLM
-    by default; tests may pass an already running server).
+    by default; tests may pass an already running server). `cost(report)`: what the job cost,
+    this evaluation included, for the report's cost section.
     """
     root = Path(storage_root)
     layout = Layout.of(job, root)
@@ -330,6 +343,8 @@ def evaluate_job(
     report = build_report(job, layout, prompts, runs, models)
     report["fingerprints"] = prints
     write_answers(layout.evaluation_report.with_name("evaluation-answers.jsonl"), prompts, runs)
+    if cost is not None:
+        report["cost"] = cost(report).model_dump(mode="json", by_alias=True, exclude_none=True)
     report = finish(job, layout, report, say)
     _publish_metrics(report)
     return report

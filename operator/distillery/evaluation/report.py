@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from distillery import __version__
-from distillery.api import DistillationJob
+from distillery.api import CostStatus, DistillationJob
+from distillery.contract.cost import cost_lines, cost_markdown
 from distillery.storage import Layout, resolve_model, write_json_atomic
 
 MODEL_ORDER = ("teacher", "baseline", "student")
@@ -229,6 +230,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     lines.append(f"  {'PASSED' if gate['passed'] else 'FAILED'}: {gate['reason']}")
     if report.get("rejudged"):
         lines.append("  (the stored scores, re-judged with the current gate; nothing was served again)")
+    if report.get("cost"):
+        lines += ["  " + line for line in cost_lines(CostStatus.model_validate(report["cost"]))]
     output = report.get("output")
     if output:
         lines.append(f"  output: {'exported to' if output['written'] else 'not exported to'} {output['uri']}"
@@ -291,6 +294,8 @@ def render_markdown(report: dict[str, Any], png_name: str | None) -> str:
     out.append("")
     if png_name:
         out += [f"![score versus p95 latency]({png_name})", ""]
+    if report.get("cost"):
+        out += ["## Cost", "", *cost_markdown(CostStatus.model_validate(report["cost"])), ""]
     if report.get("notes"):
         out += ["## Notes", ""] + [f"- {note}" for note in report["notes"]] + [""]
     lin = report["lineage"]

@@ -40,12 +40,19 @@ DEFAULT_REQUESTS: dict[str, dict[str, str]] = {
 }
 
 
+PRICES_ENV = "DISTILLERY_GPU_HOUR_PRICES"
+CURRENCY_ENV = "DISTILLERY_CURRENCY"
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     """Operator-wide settings the builders need (taken from the environment by the operator)."""
 
     worker_image: str = "ghcr.io/distillery/worker:0.1.0"
     worker_cuda_image: str = "ghcr.io/distillery/worker-cuda:0.1.0"
+    # Price per GPU-hour by GPU type (contract.cost.parse_prices), for status.cost and the report.
+    gpu_hour_prices: str = ""
+    currency: str = "USD"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> BuildConfig:
@@ -54,6 +61,8 @@ class BuildConfig:
         return cls(
             worker_image=env.get("DISTILLERY_WORKER_IMAGE") or defaults.worker_image,
             worker_cuda_image=env.get("DISTILLERY_WORKER_CUDA_IMAGE") or defaults.worker_cuda_image,
+            gpu_hour_prices=env.get(PRICES_ENV, "").strip(),
+            currency=env.get(CURRENCY_ENV, "").strip() or defaults.currency,
         )
 
     def worker_image_for(self, runtime: StageRuntime, gpus: int) -> str:

@@ -8,6 +8,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from distillery.contract.cost import process_cpu_seconds, with_usage
 from distillery.contract.summaries import Failure, FailureReason, StageFailed, StageSummary, write_summary
 from distillery.errors import InvalidJob
 
@@ -30,7 +31,8 @@ def run_stage(
 ) -> int:
     """Run `work`, then write its summary; on failure write a summary whose `failure` says why.
 
-    `context` fills the failure summary (e.g. which shard); `report` is False on processes
+    `context` fills the failure summary (e.g. which shard, and `gpus`: what the stage's pod holds,
+    for its cost; `work` sets it once it has read the job); `report` is False on processes
     that must not write one (torchrun ranks other than 0); `verdict` maps a successful
     summary to the exit code (evaluation's failed gate). An unexpected error is reported as
     `Crashed` with its traceback printed to the log.
@@ -39,8 +41,8 @@ def run_stage(
     started = time.monotonic()
 
     def finish(summary: StageSummary) -> None:
-        if summary.duration_seconds is None:
-            summary = summary.model_copy(update={"duration_seconds": round(time.monotonic() - started, 2)})
+        gpus = (context or {}).get("gpus", summary.gpus or 0)
+        summary = with_usage(summary, time.monotonic() - started, gpus, process_cpu_seconds())
         if report:
             write_summary(summary)
 

@@ -26,9 +26,12 @@ def main(args: argparse.Namespace) -> int:
 
     main_rank = int(os.environ.get("RANK", 0)) == 0  # torchrun: one summary, from rank 0
 
+    context: dict[str, int] = {}  # the GPUs the pod holds, for the summary's cost
+
     def work() -> TrainSummary:
         command = TrainCommand.from_args(args)
+        context["gpus"] = command.job.spec.training.gpus
         start_metrics_server(command.metrics_port if main_rank else 0, metrics.REGISTRY)
         return train_student(command.job, Path(command.storage), command.teacher_url, command.teacher_model)
 
-    return run_stage(TrainSummary, work, report=main_rank)
+    return run_stage(TrainSummary, work, context=context, report=main_rank)
