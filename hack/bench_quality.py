@@ -43,6 +43,7 @@ from bench_quality_models import ask_teacher, ensure_teacher, make_student, serv
 from bench_quality_report import aggregate, load_average, run_row, table  # noqa: E402
 from quality_tasks import CANDIDATES, SENTIMENT, Task  # noqa: E402
 
+SHARDS = 2  # generation.shards of every job the benchmark writes
 COMMON_VLLM = ["-O0", "--dtype", "float32", "--max-model-len", "512"]
 
 
@@ -75,7 +76,7 @@ def job_document(args: argparse.Namespace, task: Task, name: str, *, method: str
                         "extraArgs": ["-O0"]},
             "student": {"model": "models/student"},
             "data": {**task.data(), "train": train_file, "validation": "data/validation.jsonl"},
-            "generation": {"shards": 2, "concurrency": 16, "temperature": 0.0, "maxTokens": task.max_tokens,
+            "generation": {"shards": SHARDS, "concurrency": 16, "temperature": 0.0, "maxTokens": task.max_tokens,
                            "topLogprobs": 5, "minSuccessRatio": 0.1, "smokeTestPrompts": 20, "filters": {"requireFinished": False}},
             "training": {"method": method, "learningRate": args.learning_rate, "batchSize": args.batch_size,
                          "epochs": epochs, "maxSeqLength": 128, "warmupRatio": 0.1, "checkpointEverySteps": 50,
@@ -131,7 +132,8 @@ def link_records(root: Path, source: str, target: str, count: int) -> int:
     last = accepted[-1]["line"]
     shutil.rmtree(dst, ignore_errors=True)
     dst.mkdir(parents=True)
-    write_jsonl(dst / "shard-00000-of-00001.jsonl", accepted)
+    # as shard 0 of the jobs' shard set: training reads only the current set (`record_files`)
+    write_jsonl(dst / f"shard-00000-of-{SHARDS:05d}.jsonl", accepted)
     return sum(
         r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"] for r in records if r["line"] <= last
     )

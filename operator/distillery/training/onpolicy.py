@@ -9,10 +9,11 @@ number alone (`is_on_policy`), and each update samples from its own seed, so a r
 from a checkpoint draws the same samples an uninterrupted run would have drawn from the same
 weights, and no update is done twice.
 
-The sampler is the training process itself (its own KV-cached loop; no vLLM beside training).
-Measured against a vLLM sampler that reloads the student's weights (docs/benchmarks.md), it is
-as fast or faster on CPU for short completions, needs no second copy of the model in memory,
-and samples from the weights being trained: exactly on-policy, never stale.
+The sampler is the training process itself (its own KV-cached loop; no vLLM beside training):
+it needs no second server and copy of the model in the training pod's memory, and samples from
+the weights being trained (exactly on-policy, never stale). It is not the fastest: measured on
+CPU (hack/bench_onpolicy_sampler.py, docs/benchmarks.md §1b) a vLLM server given fresh weights
+before every batch samples about 4x faster; a vLLM sampler is the way to speed this up.
 """
 
 from __future__ import annotations
