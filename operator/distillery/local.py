@@ -362,7 +362,9 @@ def run_job(
                 connection = None
             with timed(stage, number) as progress:
                 if needs_teacher and connection is None:  # onPolicy: one teacher for generation and training
-                    connection = kept.enter_context(teacher(job, root, layout, progress, keys["generate"]))
+                    kept_on = teacher_needed_for_training(job.spec)
+                    tell = (lambda m: say(f"[kept for training] {m}")) if kept_on else progress
+                    connection = kept.enter_context(teacher(job, root, layout, tell, keys["generate"]))
                 given = connection
                 if stage == "evaluate":
                     given = Spent(spent_before_evaluation(job, layout, keys), prices, currency)
