@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.harness import Kubelet, RestClient, serve_emulator
 from tests.harness.apifront import ApiFront, serve_api_front
 from tests.harness.docker import Docker, DockerRuntime
+from tests.tools import helm_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT_SECONDS = 1800  # a cold build on 2 cores is about 8 minutes
@@ -76,6 +78,26 @@ def images(docker_host: str) -> Images:
 def runtime(images: Images, docker_host: str) -> Iterator[DockerRuntime]:
     with DockerRuntime(utility_image=images.operator, host=docker_host) as runtime:
         yield runtime
+
+
+def chart_objects(images: Images, namespace: str) -> list[dict[str, Any]]:
+    """What `helm template` renders with the chart's defaults and only the image names set."""
+    repository, tag = images.operator.split(":")
+    worker_repository, worker_tag = images.worker.split(":")
+    sets = {"operator.image.repository": repository, "operator.image.tag": tag,
+            "workers.image.repository": worker_repository, "workers.image.tag": worker_tag}  # fmt: skip
+    command = [
+        helm_binary(),
+        "template",
+        "distillery",
+        str(ROOT / "charts" / "distillery"),
+        "--namespace",
+        namespace,
+    ]
+    for key, value in sets.items():
+        command += ["--set", f"{key}={value}"]
+    rendered = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
 
 
 @dataclass
