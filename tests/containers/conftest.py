@@ -28,7 +28,7 @@ import yaml
 
 from tests.harness import Kubelet, RestClient, serve_emulator
 from tests.harness.apifront import ApiFront, serve_api_front
-from tests.harness.docker import Docker, DockerRuntime
+from tests.harness.docker import ContainerRecord, Docker, DockerRuntime
 from tests.tools import helm_binary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,9 +107,15 @@ class Cluster:
     front: ApiFront
     kubelet: Kubelet
     runtime: DockerRuntime
+    first_record: int  # the runtime (and its records) outlive a cluster: one per session
 
     def api(self, namespace: str) -> RestClient:
         return RestClient(self.url, namespace)
+
+    @property
+    def records(self) -> list[ContainerRecord]:
+        """The containers this cluster's kubelet started, in order (not those of earlier tests)."""
+        return self.runtime.records[self.first_record :]
 
 
 @contextlib.contextmanager
@@ -121,7 +127,7 @@ def start_cluster(
         node = Kubelet(url, root / "kubelet", runtime=runtime, api_access=front.access, **kubelet)
         node.start()
         try:
-            yield Cluster(emulator, url, front, node, runtime)
+            yield Cluster(emulator, url, front, node, runtime, len(runtime.records))
         finally:
             node.stop()
 

@@ -57,9 +57,9 @@ def test_chart_operator_pod_logs_in_as_a_pod_and_runs_a_job(runtime: DockerRunti
             READY_DEADLINE,
             details,
         )
-        record = next(r for r in cluster.runtime.records if r.pod == f"{RELEASE_NAMESPACE}/{pod.name}")
-        print(f"\noperator pod {pod.name}: image {record.image}, user {record.user} (uid {record.uid})")
-        assert record.user == "65532:65532" and record.uid == 65532, record
+        record = next(r for r in cluster.records if r.pod == f"{RELEASE_NAMESPACE}/{pod.name}")
+        print(f"\n{record.describe()}")
+        assert record.user == "65532:65532" and record.uid == 65532 and record.read_only_root, record
         # In-cluster login: every request carried the mounted token (the front refuses others).
         assert cluster.front.forwarded > 0 and not cluster.front.rejected, details()
 
@@ -82,7 +82,7 @@ def test_chart_operator_pod_logs_in_as_a_pod_and_runs_a_job(runtime: DockerRunti
         status = wait_for(failed, "the job to fail its input check", READY_DEADLINE, details)
         print(f"job status: {json.dumps(status)[:600]}")
         assert "spec.data.train" in status["message"] and "data/train.jsonl" in status["message"], status
-        check = next(r for r in cluster.runtime.records if r.pod.startswith(f"{JOBS_NAMESPACE}/tiny-check"))
+        check = next(r for r in cluster.records if r.pod.startswith(f"{JOBS_NAMESPACE}/tiny-check"))
         assert check.image == images.worker and check.user == "65532:65532", check
         assert not cluster.front.rejected, details()
         made = [r for r in list(cluster.emulator) if str(getattr(r.method, "value", r.method)).upper() == "POST"

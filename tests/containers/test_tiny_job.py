@@ -143,18 +143,14 @@ def test_tiny_job_in_containers_survives_operator_and_shard_kills(
         final = wait_for(lambda: status() if status().get("phase") in ("Succeeded", "Failed") else None,
                          "the DistillationJob to finish", SUCCEEDED_DEADLINE, details)  # fmt: skip
         finished_at = time.monotonic() - started
+        print(
+            f"\ntiny job in containers: Generating at {generating_at:.0f} s, {final['phase']} at {finished_at:.0f} s"
+        )
+        print("every container the kubelet started (image, user, the ids /proc showed, root filesystem):")
+        for record in cluster.records:
+            print(f"  {record.describe()}")
         assert final["phase"] == "Succeeded", details()
         pods = cluster.kubelet.pods()
-        print(
-            f"\ntiny job in containers: Generating at {generating_at:.0f} s, Succeeded at {finished_at:.0f} s"
-        )
-        for record in cluster.runtime.records:
-            observed = (
-                f"uid {record.uid} gid {record.gid} groups {record.groups}"
-                if record.uid is not None
-                else "ended before it was read"
-            )
-            print(f"  {record.pod}/{record.container}: image {record.image}, user {record.user} ({observed})")
 
         conditions = {c["type"]: (c["status"], c["reason"]) for c in final.get("conditions") or []}
         for kind in ("DataGenerated", "StudentTrained", "Evaluated", "QualityGatePassed"):
@@ -169,12 +165,19 @@ def test_tiny_job_in_containers_survives_operator_and_shard_kills(
         assert report.is_file(), (artifacts, report)
         assert (student / "config.json").is_file() and list(student.glob("*.safetensors")), student
 
-        # Every pod of the job ran in the worker image as 65532, the operator's in its image.
-        job_records = [r for r in cluster.runtime.records if r.pod.startswith(f"{NAMESPACE}/")]
+        # Every pod of the job ran in the worker image as 65532, the operator's in its image (started
+        # twice: the SIGKILL), each with the read-only root the manifests and the chart ask for.
+        job_records = [r for r in cluster.records if r.pod.startswith(f"{NAMESPACE}/")]
         assert job_records and all(r.image == images.worker and r.user == "65532:65532" for r in job_records)
         assert {r.uid for r in job_records} <= {65532, None} and any(r.uid == 65532 for r in job_records)
-        operator_records = [r for r in cluster.runtime.records if r.pod.startswith(f"{RELEASE_NAMESPACE}/")]
+        assert {r.pod.split("/")[1].rsplit("-", 1)[0] for r in job_records} >= {
+            "tiny-check", "tiny-generate-0", "tiny-generate-1", "tiny-train", "tiny-evaluate"}, job_records  # fmt: skip
+        assert any(r.pod.startswith(f"{NAMESPACE}/tiny-teacher-") for r in job_records), job_records
+        operator_records = [r for r in cluster.records if r.pod.startswith(f"{RELEASE_NAMESPACE}/")]
         assert len(operator_records) == 2 and all(r.image == images.operator for r in operator_records)
+        assert all(r.read_only_root for r in cluster.records), [
+            r for r in cluster.records if not r.read_only_root
+        ]
 
         # The teacher is gone after generation: its container stopped, the Deployment at 0 or deleted.
         teacher = api.get("apps/v1", "deployments", "tiny-teacher")

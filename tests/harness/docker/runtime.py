@@ -46,8 +46,9 @@ class DockerSandbox:
 
 @dataclass
 class ContainerRecord:
-    """What ran, for a test to print and check: the pod, the image, the user it was started as, and
-    the ids its first process really had (read from /proc; None when it had already ended)."""
+    """What ran, for a test to print and check: the pod, the image, the user it was started as, the
+    ids its first process really had (read from /proc; None when it had already ended), and whether
+    the engine made its root filesystem read-only."""
 
     pod: str
     container: str
@@ -57,6 +58,17 @@ class ContainerRecord:
     uid: int | None
     gid: int | None
     groups: list[int]
+    read_only_root: bool
+
+    def describe(self) -> str:
+        """One line: `ns/pod/container: image I, user U (uid .. gid .. groups ..), read-only root`."""
+        ids = (
+            f"uid {self.uid} gid {self.gid} groups {self.groups}"
+            if self.uid is not None
+            else "ended before it was read"
+        )
+        root = "read-only root" if self.read_only_root else "writable root"
+        return f"{self.pod}/{self.container}: image {self.image}, user {self.user or 'root'} ({ids}), {root}"
 
 
 class DockerContainer:
@@ -226,9 +238,9 @@ class DockerRuntime:
         if code != 0:
             raise StartError(err.strip(), argv)
         logs = await self.docker.follow_logs(container, config.log)
-        pid = await self._pid(container)
+        pid, read_only = await self._inspect(container)
         user = args[args.index("--user") + 1] if "--user" in args else image_user
-        self.records.append(_record(sandbox, config, container, user, pid))
+        self.records.append(_record(sandbox, config, container, user, pid, read_only))
         return DockerContainer(self.docker, container, argv, pid, logs)
 
     async def exec(self, handle: Any, command: list[str], timeout: float) -> int:
@@ -260,9 +272,13 @@ class DockerRuntime:
         template = f'{{{{(index .NetworkSettings.Networks "{self.network}").IPAddress}}}}'
         return (await self.docker.run("inspect", "--format", template, container)).strip()
 
-    async def _pid(self, container: str) -> int | None:
-        out = await self.docker.run("inspect", "--format", "{{.State.Pid}}", container)
-        return int(out.strip()) or None
+    async def _inspect(self, container: str) -> tuple[int | None, bool]:
+        """The container's first process (None once it has ended) and whether its root is read-only."""
+        out = await self.docker.run(
+            "inspect", "--format", "{{.State.Pid}} {{.HostConfig.ReadonlyRootfs}}", container
+        )
+        pid, read_only = out.split()
+        return int(pid) or None, read_only == "true"
 
     async def _image_user(self, image: str) -> str:
         if image not in self._image_users:
@@ -337,7 +353,12 @@ def set_volume_ownership(path: Path, gid: int) -> None:
 
 
 def _record(
-    sandbox: DockerSandbox, config: ContainerConfig, container: str, user: str, pid: int | None
+    sandbox: DockerSandbox,
+    config: ContainerConfig,
+    container: str,
+    user: str,
+    pid: int | None,
+    read_only: bool,
 ) -> ContainerRecord:
     """The user a container's first process really runs as, read from /proc on the host."""
     uid = gid = None
@@ -348,7 +369,15 @@ def _record(
         uid, gid = int(fields["Uid"][1]), int(fields["Gid"][1])  # effective ids
         groups = [int(g) for g in fields.get("Groups", [])]
     return ContainerRecord(
-        f"{sandbox.namespace}/{sandbox.name}", config.name, config.image, container, user, uid, gid, groups
+        f"{sandbox.namespace}/{sandbox.name}",
+        config.name,
+        config.image,
+        container,
+        user,
+        uid,
+        gid,
+        groups,
+        read_only,
     )
 
 
