@@ -7,7 +7,7 @@
 # The containers tier needs a Docker engine and the images: when it is selected (no -m, or a
 # -m that names it; no paths, or a path that holds it), the engine is started first
 # (hack/container-engine.sh; as root it installs Debian's docker.io with apt-get when dockerd is
-# missing) and the images built (hack/build-images.sh: about 8 minutes cold on 2 cores, seconds
+# missing) and the images built (hack/build-images.sh: about 10 minutes cold on 2 cores, seconds
 # when cached; it installs debootstrap to make a base where nothing can be pulled).
 # DISTILLERY_CONTAINERS=1 or 0 overrides the guess. The tier's fixtures run the same two scripts,
 # so a guess that missed costs only the build's time inside pytest.

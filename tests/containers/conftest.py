@@ -32,7 +32,7 @@ from tests.harness.docker import ContainerRecord, Docker, DockerRuntime
 from tests.tools import helm_binary
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILD_TIMEOUT_SECONDS = 1800  # a cold build on 2 cores is about 8 minutes
+BUILD_TIMEOUT_SECONDS = 1800  # a cold build on 2 cores is about 10 minutes
 
 
 @dataclass(frozen=True)
