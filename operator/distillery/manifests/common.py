@@ -207,7 +207,11 @@ def pod_security() -> dict[str, Any]:
 
 def container_security() -> dict[str, Any]:
     # A read-only root: what a stage writes goes to the job's storage, /tmp or /dev/shm (volumes).
-    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
 
 
 def storage_volume(job: DistillationJob) -> dict[str, Any]:
