@@ -60,6 +60,8 @@ make_local_base() {
   [ -r "$HOST_CA_BUNDLE" ] || die "HOST_CA_BUNDLE=$HOST_CA_BUNDLE is not readable"
   if ! command -v debootstrap >/dev/null; then
     log "installing debootstrap (apt-get)"
+    # A fresh machine may have no package lists yet (a container image's are often removed).
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >&2
   fi
   local root started=$SECONDS

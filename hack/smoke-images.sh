@@ -14,8 +14,8 @@
 #      (hack/smoke_pods.py): the vLLM teacher (its /health, a chat completion), the generation
 #      shards against it through its Service name, then training and evaluation. Each pod's
 #      summary (its termination message) is printed, and what it wrote outside the volume.
-# The pods get an emptyDir at /tmp and a read-only root even where the manifests do not ask for
-# them yet (a note says so): the worker needs a writable /tmp (images/worker-cpu.Dockerfile).
+# The manifests give every pod a read-only root and an emptyDir at /tmp (the worker needs a
+# writable /tmp, images/worker-cpu.Dockerfile); smoke_pods.py adds them, with a note, if one lacks them.
 #
 # Settings (environment): OPERATOR_IMAGE, WORKER_CPU_IMAGE (as hack/build-images.sh),
 # SMOKE_STAGES (default "teacher generate train evaluate"), SMOKE_DIR (build/smoke),

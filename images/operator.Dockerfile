@@ -32,6 +32,11 @@ COPY operator ./operator
 RUN /opt/distillery/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheel .
 
 FROM ${PYTHON_IMAGE}
+# A name for uid/gid 65532 (distroless calls it "nonroot"): kopf names its peering identity after
+# the user (getpass.getuser()), which fails with "uid not found" when /etc/passwd has no entry,
+# and the operator then exits at start.
+RUN echo "nonroot:x:65532:65532:nonroot:/tmp:/usr/sbin/nologin" >> /etc/passwd \
+ && echo "nonroot:x:65532:" >> /etc/group
 COPY --from=deps /opt/distillery /opt/distillery
 # A non-editable install: the image gets no source tree, only site-packages.
 COPY --from=build /wheel /tmp/wheel

@@ -59,6 +59,9 @@ FROM ${PYTHON_IMAGE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libnuma1 g++ libtcmalloc-minimal4 \
  && rm -rf /var/lib/apt/lists/*
+# A name for uid/gid 65532 (distroless's "nonroot"), for what looks the user up (getpass.getuser()).
+RUN echo "nonroot:x:65532:65532:nonroot:/tmp:/usr/sbin/nologin" >> /etc/passwd \
+ && echo "nonroot:x:65532:" >> /etc/group
 COPY --from=deps /opt/distillery /opt/distillery
 COPY --from=build /wheel /tmp/wheel
 RUN /opt/distillery/bin/pip install --no-cache-dir --no-deps --no-index /tmp/wheel/*.whl \

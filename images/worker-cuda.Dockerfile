@@ -34,7 +34,10 @@ COPY operator ./operator
 # The package alone (its dependencies are in the layer above), then no source tree is kept.
 RUN python3 -m pip install --no-deps . \
  && distillery --version \
- && rm -rf /src
+ && rm -rf /src \
+ # A name for uid/gid 65532 (distroless's "nonroot"), for what looks the user up (getpass.getuser()).
+ && echo "nonroot:x:65532:65532:nonroot:/tmp:/usr/sbin/nologin" >> /etc/passwd \
+ && echo "nonroot:x:65532:" >> /etc/group
 # Pods run it as uid/gid 65532 with a read-only root filesystem: everything written outside the
 # job's volume goes under /tmp (an emptyDir in pods), HOME included, as in the CPU image.
 ENV HOME=/tmp \

@@ -64,18 +64,23 @@ class Container:
 
 async def run_container(pod: Pod, container: Container, init: bool) -> int:
     """Start the container once, probe it (not init containers), wait for its exit code."""
-    config = await _config(pod, container)
-    if config is None:
-        return 137
-    container.termination_log.unlink(missing_ok=True)
-    offset = container.log.stat().st_size if container.log.exists() else 0
-    started_at = now_rfc3339()
-    assert pod.sandbox is not None
-    try:
-        handle = await pod.kubelet.runtime.start(pod.sandbox, config, pod.kubelet.service_addresses())
-    except StartError as error:
-        _start_failed(pod, container, error, started_at)
-        return 128
+    while True:
+        config = await _config(pod, container)
+        if config is None:
+            return 137
+        container.termination_log.unlink(missing_ok=True)
+        offset = container.log.stat().st_size if container.log.exists() else 0
+        started_at = now_rfc3339()
+        assert pod.sandbox is not None
+        try:
+            handle = await pod.kubelet.runtime.start(pod.sandbox, config, pod.kubelet.service_addresses())
+            break
+        except StartError as error:
+            _start_failed(pod, container, error, started_at)
+            return 128
+        except ConfigError as error:  # the runtime refuses it for now (e.g. runAsNonRoot): retried
+            _config_error(pod, container, error)
+            await asyncio.sleep(CONFIG_RETRY_SECONDS)
     container.handle, container.argv = handle, list(handle.argv)
     pod.kubelet.event(
         f"pod {pod.name}/{container.name} started pid {handle.pid}: {' '.join(handle.argv)[:300]}"
@@ -98,10 +103,16 @@ async def _config(pod: Pod, container: Container) -> ContainerConfig | None:
         try:
             return await container_config(pod.kubelet.api, pod, container, pod.kubelet.claim_dir)
         except ConfigError as error:
-            container.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(error)}}
-            pod.changed()
+            _config_error(pod, container, error)
             await asyncio.sleep(CONFIG_RETRY_SECONDS)
     return None
+
+
+def _config_error(pod: Pod, container: Container, error: ConfigError) -> None:
+    if container.state.get("waiting", {}).get("message") != str(error):
+        pod.kubelet.event(f"pod {pod.name}/{container.name}: CreateContainerConfigError: {error}")
+    container.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(error)}}
+    pod.changed()
 
 
 def _start_failed(pod: Pod, container: Container, error: StartError, started_at: str) -> None:

@@ -71,7 +71,7 @@ class Controller:
 
     async def start_pod(self, obj: dict[str, Any], index: int | None = None) -> Pod:
         """Create one of this controller's Pods and run it."""
-        pod = Pod(self.kubelet, obj, self, index)
+        pod = Pod(self.kubelet, await self.kubelet.admit(obj), self, index)
         self.pods.append(pod)
         self.kubelet.register(pod)
         await pod.start()

@@ -118,7 +118,7 @@ class JobController(Controller):
 
     def _count_terminated(self, spec: dict[str, Any], indexed: bool, per_index: int | None) -> None:
         for pod in self.pods:
-            if not pod.terminal or pod.name in self.counted:
+            if not pod.finished_in_api or pod.name in self.counted:
                 continue
             self.counted.add(pod.name)
             if pod.stopping and not pod.disrupted:

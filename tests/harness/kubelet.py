@@ -5,7 +5,8 @@ hands each to its part: a `JobController` or `DeploymentController` per object, 
 `ServiceProxy` per Service port, a `Pod` for each bare Pod someone else created (no
 controller replaces it). As the garbage collector, for the Pods it made only: deleting their
 Job or Deployment stops and deletes them; a Pod deleted through the API is stopped. Containers
-run in its `runtime` (default: `ProcessRuntime()`, local processes).
+run in its `runtime` (default: `ProcessRuntime()`, local processes). With `api_access`, the pods
+it creates get their API access as in a cluster (`tests/harness/serviceaccount.py`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tests.harness.process import ProcessRuntime
 from tests.harness.rest import ApiClient, api_path
 from tests.harness.runtime import Address, Runtime, ServiceKey
 from tests.harness.service_proxy import ServiceProxy
+from tests.harness.serviceaccount import ApiAccess, admit, publish_root_ca
 
 # The kinds it watches: (apiVersion, plural).
 WATCHED = {
@@ -55,7 +57,8 @@ class Kubelet:
 
     `claims` maps a PVC name to the host directory that stands for it (else
     `<root>/claims/<namespace>/<claim>`); `namespace` limits the watches to one namespace;
-    `retry_delay` is where back-offs start; `grace_seconds` caps terminationGracePeriodSeconds.
+    `retry_delay` is where back-offs start; `grace_seconds` caps terminationGracePeriodSeconds;
+    `api_access`: where pods reach the API server, for their service-account token and env.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class Kubelet:
         namespace: str | None = None,
         retry_delay: float = 0.5,
         grace_seconds: float = 10.0,
+        api_access: ApiAccess | None = None,
     ):
         self.api = ApiClient(api_url)
         self.root = Path(root)
@@ -76,6 +80,8 @@ class Kubelet:
         self.namespace = namespace
         self.retry_delay = retry_delay
         self.grace_seconds = grace_seconds
+        self.api_access = api_access
+        self._root_ca: set[str] = set()  # namespaces where kube-root-ca.crt was published
         self.errors: list[str] = []
         self.events: list[str] = []
         self._controllers: dict[tuple[str, str, str], Controller] = {}
@@ -206,6 +212,16 @@ class Kubelet:
         self._pods[(pod.namespace, pod.name)] = pod
         self._history.append(pod)
 
+    async def admit(self, pod: dict[str, Any]) -> dict[str, Any]:
+        """A Pod as the API server's admission stores it (its service-account token, with `api_access`)."""
+        if self.api_access is None:
+            return pod
+        namespace = pod["metadata"].get("namespace") or "default"
+        if namespace not in self._root_ca:
+            self._root_ca.add(namespace)
+            await publish_root_ca(self.api, namespace, self.api_access)
+        return admit(pod)
+
     def local_pods(self) -> list[Pod]:
         return [pod for pod in self._pods.values() if not pod.deleted]
 
@@ -288,7 +304,9 @@ class Kubelet:
         if obj is None:
             self._services.pop((namespace, name), None)
             for key in [k for k in self._proxies if k[:2] == (namespace, name)]:
-                await self._proxies.pop(key).close()
+                proxy = self._proxies.pop(key)
+                await proxy.close()
+                self.runtime.release_proxy(proxy.key)
             return
         self._services[(namespace, name)] = obj
         spec = obj.get("spec") or {}
@@ -319,8 +337,13 @@ class Kubelet:
             and obj.get("spec", {}).get("nodeName") in (None, "local")
             and not (obj.get("status") or {}).get("phase")
         ):
-            # A bare Pod someone else created: run it too (no controller will replace it).
-            pod = Pod(self, obj, None)
+            # A bare Pod someone else created: run it too (no controller will replace it), as
+            # admission would have stored it (the emulator has no admission plugins).
+            admitted = await self.admit(obj)
+            if admitted["spec"] != obj["spec"]:
+                path = api_path("v1", "pods", namespace, name)
+                await self.api.request("PATCH", path, {"spec": admitted["spec"]}, missing_ok=True)
+            pod = Pod(self, admitted, None)
             self.register(pod)
             self.event(f"bare pod {namespace}/{name} seen")
             await pod.start(create=False)

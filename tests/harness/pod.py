@@ -97,8 +97,14 @@ class Pod:
         return self.phase in ("Succeeded", "Failed")
 
     @property
+    def finished_in_api(self) -> bool:
+        """Ended as the API server shows it (its terminal status written, or the Pod deleted): what a
+        cluster's Job controller acts on. Until then it still counts as active there."""
+        return self.terminal and (self.deleted or (self._written or {}).get("phase") == self.phase)
+
+    @property
     def active(self) -> bool:
-        return not self.terminal and not self.stopping
+        return not self.finished_in_api and not self.stopping
 
     @property
     def ready(self) -> bool:
@@ -149,10 +155,19 @@ class Pod:
         return status
 
     def changed(self) -> None:
-        """Something the API server should know happened: write the status, wake the owner."""
-        self.kubelet.spawn(self.write_status(), f"status of pod {self.name}")
-        if self.owner is not None:
-            self.owner.wake()
+        """Something the API server should know happened: write the status, then wake the owner."""
+        self.kubelet.spawn(self._publish(), f"status of pod {self.name}")
+
+    async def _publish(self) -> None:
+        # A cluster's Job and Deployment controllers see a pod only through the API server, so a
+        # Job is never Complete before its pods' terminated states (and their termination
+        # messages) are stored there. Waking the owner first let the Job's status overtake the
+        # pod's, and an operator reading a finished stage's summary found none.
+        try:
+            await self.write_status()
+        finally:
+            if self.owner is not None:
+                self.owner.wake()
 
     async def write_status(self) -> None:
         async with self._status_lock:

@@ -1,6 +1,8 @@
 """What the kubelet resolves before any runtime starts a container, the same for every backend:
-volumes as host directories, env and envFrom (Secrets and ConfigMaps read from the API
-server, simple fieldRefs, resourceFieldRefs), and `$(VAR)` expansion of command and args.
+volumes as host directories (claims, emptyDirs, and configMap, secret, downwardAPI and
+projected volumes written as files), env and envFrom (Secrets and ConfigMaps read from the API
+server, simple fieldRefs, resourceFieldRefs, and the `kubernetes` Service's variables when the
+kubelet has `api_access`), and `$(VAR)` expansion of command and args.
 
 A missing Secret or ConfigMap raises `ConfigError`, which the pod retries (the kubelet's
 CreateContainerConfigError); what the harness cannot emulate raises `HarnessError`.
@@ -32,7 +34,8 @@ async def container_config(
     """Everything a runtime needs to start `container` of `pod`."""
     spec = container.spec
     mounts = await volume_mounts(api, pod, spec, claim_dir)
-    env = await environment(api, pod, spec)
+    access = pod.kubelet.api_access
+    env = {**(access.env() if access is not None else {}), **await environment(api, pod, spec)}
     return ContainerConfig(
         name=spec["name"],
         image=spec.get("image", ""),
@@ -77,25 +80,45 @@ async def volume_directory(
         local = claim_dir(pod.namespace, volume["persistentVolumeClaim"]["claimName"])
     elif "emptyDir" in volume:
         local = pod.dir / "volumes" / volume["name"]
-    elif "configMap" in volume or "secret" in volume:
+    elif any(kind in volume for kind in ("configMap", "secret", "downwardAPI", "projected")):
         local = pod.dir / "volumes" / volume["name"]
-        source = volume.get("configMap") or volume.get("secret") or {}
-        name = source.get("name") or source.get("secretName")
-        kind = "configmaps" if "configMap" in volume else "secrets"
-        data = await object_data(api, pod.namespace, kind, name, source.get("optional", False))
         local.mkdir(parents=True, exist_ok=True)
-        items = source.get("items") or [{"key": k, "path": k} for k in data]
-        for item in items:
-            if item["key"] in data:
-                (local / item["path"]).parent.mkdir(parents=True, exist_ok=True)
-                (local / item["path"]).write_bytes(data[item["key"]])
+        sources = (volume["projected"].get("sources") or []) if "projected" in volume else [volume]
+        for source in sources:
+            await write_volume_source(api, pod, source, local)
     else:
         raise HarnessError(
-            f"volume {volume['name']!r}: only persistentVolumeClaim, emptyDir, configMap and "
-            "secret volumes are emulated"
+            f"volume {volume['name']!r}: only persistentVolumeClaim, emptyDir, configMap, secret, "
+            "downwardAPI and projected volumes are emulated"
         )
     local.mkdir(parents=True, exist_ok=True)
     return local
+
+
+async def write_volume_source(api: ApiClient, pod: Pod, source: dict[str, Any], local: Path) -> None:
+    """The files of a configMap, secret, downwardAPI or serviceAccountToken source (or volume) in `local`."""
+    files: dict[str, bytes] = {}
+    if "configMap" in source or "secret" in source:
+        ref = source.get("configMap") or source.get("secret") or {}
+        name = ref.get("name") or ref.get("secretName")
+        kind = "configmaps" if "configMap" in source else "secrets"
+        data = await object_data(api, pod.namespace, kind, name, ref.get("optional", False))
+        items = ref.get("items") or [{"key": k, "path": k} for k in data]
+        files = {item["path"]: data[item["key"]] for item in items if item["key"] in data}
+    elif "downwardAPI" in source:
+        for item in source["downwardAPI"].get("items") or []:
+            if "fieldRef" not in item:
+                raise HarnessError(f"downwardAPI item {item.get('path')!r}: only fieldRef is emulated")
+            files[item["path"]] = field_value(pod, item["fieldRef"]["fieldPath"]).encode()
+    elif "serviceAccountToken" in source:
+        if pod.kubelet.api_access is None:
+            raise HarnessError("a serviceAccountToken volume needs the Kubelet's api_access (a token issuer)")
+        files[source["serviceAccountToken"]["path"]] = pod.kubelet.api_access.token.encode()
+    else:
+        raise HarnessError(f"volume source {sorted(source)} is not emulated")
+    for path, content in files.items():
+        (local / path).parent.mkdir(parents=True, exist_ok=True)
+        (local / path).write_bytes(content)
 
 
 async def object_data(

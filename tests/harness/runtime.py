@@ -24,7 +24,9 @@ What a backend must do:
   (securityContext, resources). `services` maps every Service port that exists now to the
   address of its proxy: a backend that cannot resolve names rewrites them (the process
   backend); one that can points the Service's DNS names at the proxies. Raise `StartError`
-  when the container cannot start (the pod reports a StartError, exit code 128).
+  when the container cannot start (the pod reports a StartError, exit code 128), and
+  `ConfigError` when the kubelet would refuse to create it yet (CreateContainerConfigError,
+  retried: e.g. runAsNonRoot with an image that runs as root).
 - `exec(handle, command, timeout)`: an exec probe's command, run in the container with its
   environment; its exit code, or `asyncio.TimeoutError` (the command killed) after `timeout`.
 - `endpoint(sandbox, port)`: where the harness reaches a container port of the pod, for
@@ -32,6 +34,8 @@ What a backend must do:
 - `proxy_address(service)`: where the proxy of one Service port listens (port 0: any free one).
   It is called once for each Service port as it appears, so a backend with real name
   resolution also learns here of Services made after a pod started.
+- `release_proxy(service)`: that Service port is gone (its proxy closed); a backend that
+  resolves names stops answering for it.
 - `remove_sandbox(sandbox)`: the pod is stopped (every container has ended) or deleted;
   release what `run_sandbox` made. Called at most once per sandbox.
 
@@ -125,6 +129,8 @@ class Runtime(Protocol):
     def endpoint(self, sandbox: PodSandbox, port: int) -> Address: ...
 
     def proxy_address(self, service: ServiceKey) -> Address: ...
+
+    def release_proxy(self, service: ServiceKey) -> None: ...
 
     async def remove_sandbox(self, sandbox: PodSandbox) -> None: ...
 

@@ -223,7 +223,11 @@ def test_the_teacher_pod_runs_the_contract_vllm_command():
     job = DistillationJob.model_validate(document)
     container = build("teacher", job, BuildConfig())["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["python3", "-m", VLLM_MODULE]
-    assert container["args"] == teacher_server_args(job.spec.teacher, "models/big", port=8000)
+    # ... plus, on CPU, the KV cache size a pod needs (vLLM would size it from the node's memory).
+    from distillery.manifests.teacher import cpu_kv_cache_args
+
+    expected = teacher_server_args(job.spec.teacher, "models/big", port=8000) + cpu_kv_cache_args(job)
+    assert container["args"] == expected and "--kv-cache-memory-bytes" in expected
     args = " ".join(teacher_server_args(job.spec.teacher, "/data/models/big", port=9000))
     assert "--model /data/models/big --served-model-name teacher" in args
     assert "--port 9000" in args

@@ -172,6 +172,10 @@ def test_children_are_owned_labelled_and_run_as_non_root(case: str):
             assert container["resources"]["requests"], child
             assert container["workingDir"] == job.spec.storage.mount_path
             assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+            # A read-only root: what the images write outside the storage goes to /tmp (images/README.md).
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            tmp = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
+            assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == tmp["name"])
             assert (
                 template["metadata"]["labels"]["distillery.dev/stage"]
                 == meta["labels"]["distillery.dev/stage"]
@@ -240,6 +244,19 @@ def test_teacher_gpus_probe_and_placement():
         deployment["spec"]["selector"]["matchLabels"].items()
         <= deployment["spec"]["template"]["metadata"]["labels"].items()
     )
+
+
+def test_cpu_teacher_gets_a_kv_cache_size_unless_its_args_give_one():
+    # vLLM's CPU build would size it from the node's memory and refuse to start on a shared node.
+    args = build("teacher", _tiny_job(), CONFIG)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--kv-cache-memory-bytes") + 1] == str(2**30)
+    gpu = build("teacher", _gpu_job(), CONFIG)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--kv-cache-memory-bytes" not in gpu
+    for extra in (["--kv-cache-memory-bytes=4294967296"], ["--gpu-memory-utilization", "0.3"]):
+        job = _tiny_job()
+        job.spec.teacher.extra_args = extra
+        args = build("teacher", job, CONFIG)["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args.count("--kv-cache-memory-bytes") == 0 and args[-len(extra) :] == extra
 
 
 def test_network_policy_admits_only_this_jobs_generation_pods():

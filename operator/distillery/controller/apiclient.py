@@ -91,7 +91,11 @@ class Api:
         if time.monotonic() - read_at > TOKEN_REFRESH_SECONDS:
             # Runs the refresh hook (a rotated service-account token, a kubeconfig exec plugin): costly, so
             # once a minute, well within a projected token's lifetime.
-            token = config.get_api_key_with_prefix("authorization")
+            # The client keeps the token under "BearerToken" since 36.0.1 (in-cluster and kubeconfig
+            # logins alike), under "authorization" before.
+            token = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix(
+                "authorization"
+            )
             self._token = (token, time.monotonic())
         if token:
             headers["Authorization"] = token

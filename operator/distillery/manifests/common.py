@@ -215,7 +215,12 @@ def pod_security() -> dict[str, Any]:
 
 
 def container_security() -> dict[str, Any]:
-    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    # A read-only root: what a stage writes goes to the job's storage, /tmp or /dev/shm (volumes).
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
 
 
 def storage_volume(job: DistillationJob) -> dict[str, Any]:
@@ -234,10 +239,17 @@ def shm_volume() -> dict[str, Any]:
     return {"name": "shm", "emptyDir": {"medium": "Memory"}}
 
 
+def tmp_volume() -> dict[str, Any]:
+    # The root filesystem is read-only; Python's temp files, vLLM's sockets and caches ($HOME is
+    # /tmp), torch inductor's compiled kernels and matplotlib's config go here (images/README.md).
+    return {"name": "tmp", "emptyDir": {}}
+
+
 def volume_mounts(job: DistillationJob) -> list[dict[str, Any]]:
     return [
         {"name": "storage", "mountPath": job.spec.storage.mount_path},
         {"name": "shm", "mountPath": "/dev/shm"},
+        {"name": "tmp", "mountPath": "/tmp"},
     ]
 
 
@@ -281,7 +293,7 @@ def pod_spec(
         "securityContext": pod_security(),
         "restartPolicy": restart_policy,
         "containers": [container],
-        "volumes": [storage_volume(job), shm_volume()],
+        "volumes": [storage_volume(job), shm_volume(), tmp_volume()],
     }
     if node_selector:
         spec["nodeSelector"] = dict(node_selector)

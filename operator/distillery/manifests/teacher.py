@@ -13,6 +13,13 @@ from distillery.manifests import common
 # allows `teacher.startupTimeoutSeconds` in all: a 405B model takes many minutes to load.
 STARTUP_PROBE_PERIOD_SECONDS = 10
 
+# vLLM's CPU build sizes its KV cache from the node's memory (92 % of it), not the pod's, and
+# refuses to start on a node with anything else running ("Available memory ... is less than
+# desired CPU memory utilization"). A CPU teacher gets the fixed KV cache `distillery run` gives
+# its local vLLM (1 GiB, VLLM_CPU_KVCACHE_SPACE), unless its extraArgs size the cache themselves.
+CPU_KV_CACHE_BYTES = 2**30
+KV_CACHE_FLAGS = ("--kv-cache-memory-bytes", "--gpu-memory-utilization")
+
 
 def teacher_url(job: DistillationJob) -> str:
     """The OpenAI base URL the generation pods use: the job's own teacher, or its endpoint."""
@@ -25,6 +32,14 @@ def teacher_url(job: DistillationJob) -> str:
 def teacher_model(job: DistillationJob) -> str:
     endpoint = job.spec.teacher.endpoint
     return endpoint.model if endpoint is not None else job.spec.teacher.served_model_name
+
+
+def cpu_kv_cache_args(job: DistillationJob) -> list[str]:
+    """`--kv-cache-memory-bytes` for a CPU teacher whose extraArgs do not size the KV cache."""
+    teacher = job.spec.teacher
+    if teacher.gpus > 0 or any(arg.split("=", 1)[0] in KV_CACHE_FLAGS for arg in teacher.extra_args):
+        return []
+    return ["--kv-cache-memory-bytes", str(CPU_KV_CACHE_BYTES)]
 
 
 def _health() -> dict[str, Any]:
@@ -47,7 +62,7 @@ def build_teacher_deployment(job: DistillationJob) -> dict[str, Any]:
         name="vllm",
         image=teacher.image,
         command=["python3", "-m", VLLM_MODULE],
-        args=teacher_server_args(teacher, teacher.model, port=TEACHER_PORT),
+        args=teacher_server_args(teacher, teacher.model, port=TEACHER_PORT) + cpu_kv_cache_args(job),
         env=env,
         resource_spec=common.resources(teacher.resources, "teacher", teacher.gpus),
         ports=[{"name": "http", "containerPort": TEACHER_PORT, "protocol": "TCP"}],

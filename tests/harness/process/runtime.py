@@ -160,6 +160,9 @@ class ProcessRuntime:
     def proxy_address(self, service: ServiceKey) -> Address:
         return Address(LOOPBACK, 0)
 
+    def release_proxy(self, service: ServiceKey) -> None:
+        """Nothing to do: Service addresses are rewritten into each container's command line at its start."""
+
     async def remove_sandbox(self, sandbox: Any) -> None:
         """Close the pod address's forwarders; its processes ended with their containers, its files stay."""
         for server in sandbox.forwarders:

@@ -279,3 +279,24 @@ def test_pod_replacement_policy_decides_whether_two_pods_overlap(cluster, policy
     overlapped = alive(first.pid)  # was the old pod still running when its replacement was made?
     wait_for(lambda: finished(api, name), "the Job to finish", kubelet)
     assert overlapped is (policy == "TerminatingOrFailed"), (policy, replacement.name)
+
+
+def test_a_job_is_complete_only_after_its_pods_terminated_status_is_in_the_api(cluster):
+    """A cluster's Job controller sees pods only through the API server, so whoever reads a
+    Complete Job finds its pods' terminated states and termination messages already stored."""
+    emulator, api, kubelet, _ = cluster
+    api.create(job("quick", {"command": ["sh", "-c", "printf '{\"done\":1}' > /dev/termination-log"]}))
+    wait_for(lambda: finished(api, "quick"), "the Job to finish", kubelet)
+
+    pod_done = job_done = None  # the first request with a pod's terminated state, with a Complete Job
+    for number, request in enumerate(list(emulator)):
+        plural = getattr(request.resource, "plural", None)
+        status = (request.data if isinstance(request.data, dict) else {}).get("status") or {}
+        if pod_done is None and plural == "pods":
+            states = [c.get("state") or {} for c in status.get("containerStatuses") or []]
+            if any("terminated" in s and s["terminated"].get("message") for s in states):
+                pod_done = number
+        if job_done is None and plural == "jobs" and condition(status, "Complete"):
+            job_done = number
+    assert pod_done is not None and job_done is not None, (pod_done, job_done)
+    assert pod_done < job_done, "the Job was Complete before its pod's terminated status was written"

@@ -109,6 +109,9 @@ class ScriptedRuntime:
             self.proxies[service] = Address("127.0.0.1", sock.getsockname()[1])
         return self.proxies[service]
 
+    def release_proxy(self, service: ServiceKey) -> None:
+        self.proxies.pop(service, None)
+
     async def remove_sandbox(self, sandbox: Sandbox) -> None:
         sandbox.removed += 1
 
