@@ -366,3 +366,31 @@ def test_status_shows_the_on_policy_loss_the_training_stage_reports():
     st = status(Phase.training, C.data_generated)
     step = decide(spec(training=ON_POLICY), [], st, observed, NOW, "j")
     assert next_status(st, step, NOW, 1).progress.on_policy_loss == 0.4
+
+
+@pytest.mark.parametrize("stage", ["generate", "train", "evaluate"])
+def test_a_complete_job_whose_pod_status_has_not_arrived_is_waited_for_then_judged_without_it(stage):
+    """The Job and its pods are watched apart: the Job's Complete can come before the pod's termination
+    message. The stage is seen as still running for a grace period (a pod event ends it early), not
+    judged on a missing summary; after it, judged as the pods left it."""
+    before = {"generate": status(Phase.generating), "train": status(Phase.training, C.data_generated),
+              "evaluate": status(Phase.evaluating, C.data_generated, C.student_trained)}[stage]  # fmt: skip
+    running = {"generate": Phase.generating, "train": Phase.training, "evaluate": Phase.evaluating}[stage]
+    completed = {"complete": True, "succeeded": 4 if stage == "generate" else 1}
+
+    def at(seconds_after_completion: float):
+        when = (NOW - timedelta(seconds=seconds_after_completion)).isoformat()
+        observed = Observed(teacher=TEACHER_UP, **{stage: job(**completed, completion_time=when)})
+        return decide(spec(), [], before, observed, NOW, "j")
+
+    waiting = at(5)
+    assert waiting.phase is running and waiting.requeue_after == pytest.approx(55)
+    later = at(61)
+    after = {"generate": Phase.training, "train": Phase.evaluating, "evaluate": Phase.failed}[stage]
+    assert later.phase is after, later.message
+    if stage == "evaluate":
+        assert "no gate result" in later.message
+    # With every summary in, it is judged at once.
+    arrived = Observed(evaluate=job(**completed, completion_time=NOW.isoformat(), summaries=EVAL_PASS))
+    if stage == "evaluate":
+        assert decide(spec(), [], before, arrived, NOW, "j").phase is Phase.succeeded

@@ -43,6 +43,12 @@ class JobState:
     # What a failed pod left when it wrote no summary: its log tail or the container's reason.
     pod_error: str = ""
 
+    @property
+    def summaries_missing(self) -> bool:
+        """Complete, but not every succeeded pod's summary is here yet: the Job and its pods are watched
+        apart, so the Job's Complete can reach the operator before its last pod's terminated status."""
+        return self.complete and len(self.summaries) < self.succeeded
+
 
 @dataclass(frozen=True)
 class TeacherState:
