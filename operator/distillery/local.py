@@ -48,7 +48,6 @@ from distillery.contract.commands import (
     StageCommand,
     TrainCommand,
 )
-from distillery.contract.cost import parse_prices
 from distillery.contract.summaries import (
     EvaluateSummary,
     GenerateSummary,
@@ -57,7 +56,7 @@ from distillery.contract.summaries import (
     read_summary,
 )
 from distillery.errors import InvalidJob
-from distillery.local_cost import Spent, record_teacher, spent_before_evaluation
+from distillery.local_cost import Spent, price_table, record_teacher, spent_before_evaluation
 from distillery.storage import Layout, resolve_model, write_json_atomic
 
 STAGES = ("generate", "train", "evaluate")
@@ -379,14 +378,6 @@ def run_job(
 
 
 # ------------------------------------------------------------------ CLI
-
-
-def price_table(text: str) -> str:
-    try:
-        parse_prices(text)  # refused here, before anything starts
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,12 +9,13 @@ fingerprint (a changed spec or inputs) are left out.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import NamedTuple
 
 from distillery.api import CostStatus, DistillationJob, StageCost
-from distillery.contract.cost import job_cost, stage_cost
+from distillery.contract.cost import job_cost, parse_prices, stage_cost
 from distillery.contract.summaries import GenerateSummary, TrainSummary, read_summary
 from distillery.storage import Layout, write_json_atomic
 
@@ -71,3 +72,12 @@ class Spent(NamedTuple):
     cost: CostStatus
     prices: str | None = None
     currency: str | None = None
+
+
+def price_table(text: str) -> str:
+    """`--gpu-hour-prices`: refused when it is read, before anything starts."""
+    try:
+        parse_prices(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text

@@ -9,7 +9,9 @@ error text, never an error of the operator.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from distillery.contract.summaries import StageSummary, parse_summary
@@ -176,3 +178,24 @@ def from_children(
         live=dict(live or {}),
         **{stage: job_state(one("Job", stage), of("Pod", stage)) for stage in JOB_STAGES},
     )
+
+
+# How long a Complete Job's pod summaries are waited for before the stage is judged without them
+# (its pods may have been removed; then the stage's verdict says what is missing).
+SUMMARY_GRACE_SECONDS = 60.0
+
+
+def settled(observed: Observed, now: datetime) -> tuple[Observed, float | None]:
+    """`observed` with each stage Job whose pods' summaries have not all arrived yet seen as still running
+    (for up to SUMMARY_GRACE_SECONDS after it completed), and the seconds until that wait ends."""
+    changes, waits = {}, []
+    for stage in ("check", "generate", "train", "evaluate"):
+        job = getattr(observed, stage)
+        if not job.summaries_missing or not job.completion_time:
+            continue
+        completed = datetime.fromisoformat(job.completion_time.replace("Z", "+00:00"))
+        left = SUMMARY_GRACE_SECONDS - (now - completed).total_seconds()
+        if left > 0:
+            changes[stage] = dataclasses.replace(job, complete=False)
+            waits.append(left)
+    return dataclasses.replace(observed, **changes), (min(waits) if waits else None)

@@ -33,7 +33,7 @@ from distillery.api import (
 from distillery.contract.summaries import CheckSummary, EvaluateSummary, TrainSummary, generation_totals
 from distillery.controller import policy
 from distillery.controller.costs import observed_cost
-from distillery.controller.observe import JobState, Observed
+from distillery.controller.observe import JobState, Observed, settled
 from distillery.controller.steps import (
     Cond,
     Step,
@@ -71,27 +71,6 @@ def decide(
     if spec is None:
         return step
     return dataclasses.replace(step, cost=observed_cost(spec, status, observed, now) or status.cost)
-
-
-# How long a Complete Job's pod summaries are waited for before the stage is judged without them
-# (its pods may have been removed; then the stage's verdict says what is missing).
-SUMMARY_GRACE_SECONDS = 60.0
-
-
-def settled(observed: Observed, now: datetime) -> tuple[Observed, float | None]:
-    """`observed` with each stage Job whose pods' summaries have not all arrived yet seen as still running
-    (for up to SUMMARY_GRACE_SECONDS after it completed), and the seconds until that wait ends."""
-    changes, waits = {}, []
-    for stage in ("check", "generate", "train", "evaluate"):
-        job = getattr(observed, stage)
-        completed = parse_time(job.completion_time)
-        if not job.summaries_missing or completed is None:
-            continue
-        left = SUMMARY_GRACE_SECONDS - (now - completed).total_seconds()
-        if left > 0:
-            changes[stage] = dataclasses.replace(job, complete=False)
-            waits.append(left)
-    return dataclasses.replace(observed, **changes), (min(waits) if waits else None)
 
 
 def next_step(
