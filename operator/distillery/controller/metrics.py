@@ -102,6 +102,8 @@ RECONCILES = Counter(
     ["result"],
     registry=REGISTRY,
 )
+for _result in ("ok", "retry", "error"):  # exported at 0 from the start: an error rate of 0, not "no data"
+    RECONCILES.labels(_result)
 RECONCILE_DURATION = Histogram(
     "distillery_reconcile_duration_seconds",
     "Time one reconciliation of a DistillationJob takes, API calls included.",
