@@ -44,6 +44,7 @@ from distillery.api_storage import (
     ObjectStoreCredentials,
     ObjectStoreSpec,
     OutputSpec,
+    StorageSpec,
     is_uri,
     uri_rule,
 )
@@ -64,12 +65,10 @@ from distillery.apibase import (
 )
 from distillery.kube_types import (
     INT32_MAX,
-    AbsolutePath,
     DnsLabel,
     DnsSubdomain,
     Image,
     LabelValue,
-    PositiveQuantity,
     QualifiedName,
     Quantity,
     QueueName,
@@ -305,64 +304,6 @@ class DataSpec(Model):
     )
     decontamination: Decontamination = section(
         Decontamination, "Training prompts overlapping validation prompts are dropped before generation."
-    )
-
-
-# ---------------------------------------------------------------- storage
-
-
-class PvcSpec(Model):
-    RULES = (
-        Rule(
-            "claimName",
-            "set exactly one of claimName (existing) or size (create one)",
-            "has(self.claimName) != has(self.size)",
-            lambda p: (p.claim_name is None) != (p.size is None),
-        ),
-        Rule(
-            "accessModes",
-            "expected ReadWriteOncePod alone (Kubernetes refuses it with other modes)",
-            "!('ReadWriteOncePod' in self.accessModes) || size(self.accessModes) == 1",
-            lambda p: "ReadWriteOncePod" not in p.access_modes or len(p.access_modes) == 1,
-        ),
-    )
-
-    claim_name: DnsSubdomain | None = Field(None, description="Use this existing PersistentVolumeClaim.")
-    size: PositiveQuantity | None = Field(None, description="Create a claim of this size, e.g. `100Gi`.")
-    storage_class_name: DnsSubdomain | None = Field(None, description="Storage class of a created claim.")
-    access_modes: list[Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"]] = Field(
-        default_factory=lambda: ["ReadWriteMany"],
-        min_length=1,
-        max_length=3,
-        description="Access modes of a created claim; shards on several nodes need ReadWriteMany.",
-    )
-    reclaim_policy: Literal["Retain", "Delete"] = Field(
-        "Retain",
-        description="What happens to a created claim when the job is deleted (or its TTL passes): `Retain` "
-        "keeps it and its data (the student, the report, the generated records); `Delete` removes it with "
-        "the job. An existing claim (`claimName`) is never deleted.",
-    )
-
-
-class StorageSpec(Model):
-    RULES = (
-        Rule(
-            "mountPath",
-            "expected a path outside /dev/shm (every pod mounts its shared memory there)",
-            "self.mountPath != '/dev/shm' && !self.mountPath.startsWith('/dev/shm/')",
-            lambda s: s.mount_path != "/dev/shm" and not s.mount_path.startswith("/dev/shm/"),
-        ),
-    )
-
-    pvc: PvcSpec | None = Field(None, description="The volume mounted at `mountPath` in every pod.")
-    mount_path: AbsolutePath = Field("/data", description="Where the storage is mounted in pods.")
-    path: str | None = Field(
-        None,
-        max_length=PATH_MAX,
-        description="Local directory used by `distillery run` (no cluster); relative to the spec file.",
-    )
-    object_store: ObjectStoreSpec | None = Field(
-        None, description="Endpoint and credentials for the `s3://` locations in `data` and `output`."
     )
 
 

@@ -298,8 +298,13 @@ def render_markdown(report: dict[str, Any], png_name: str | None) -> str:
         out += ["## Cost", "", *cost_markdown(CostStatus.model_validate(report["cost"])), ""]
     if report.get("notes"):
         out += ["## Notes", ""] + [f"- {note}" for note in report["notes"]] + [""]
+    return "\n".join(out + _lineage_markdown(report)) + "\n"
+
+
+def _lineage_markdown(report: dict[str, Any]) -> list[str]:
+    """The report's Lineage section: what the student was made from, and where it went."""
     lin = report["lineage"]
-    out += [
+    out = [
         "## Lineage",
         "",
         f"- spec: `{lin['specHash']}` (distillery {lin['distilleryVersion']}, method `{lin['trainingMethod']}`)",
@@ -327,7 +332,7 @@ def render_markdown(report: dict[str, Any], png_name: str | None) -> str:
                    f" ({output['reason']})")  # fmt: skip
     out.append(f"- student: `{lin['student']['path']}`")
     out += [f"  - `{f['path']}` {_bytes(f['bytes'])} `{f['sha256']}`" for f in lin["student"]["files"]]
-    return "\n".join(out) + "\n"
+    return out
 
 
 def render_png(report: dict[str, Any], path: Path) -> bool:
