@@ -35,10 +35,9 @@ from tests.e2e.test_operator_e2e import (
     CLAIM,
     DJ,
     NAMESPACE,
+    assert_each_input_answered_once,
     creations,
-    input_ids,
     partial_records,
-    read_jsonl,
     shard_size,
     tiny_job,
 )
@@ -206,12 +205,4 @@ def test_tiny_job_in_containers_survives_operator_and_shard_kills(
         )
         assert resumed["resumed"] > 0, resumed
 
-    # Every input record answered exactly once: accepted or rejected, never both, never twice.
-    generated = storage / "jobs" / "tiny" / "generated"
-    for split in ("train", "validation"):
-        ids = [
-            r["id"] for path in sorted((generated / split).glob("shard-*.jsonl")) for r in read_jsonl(path)
-        ]
-        assert len(ids) == len(set(ids)), f"{split}: duplicated records"
-        assert sorted(ids) == sorted(input_ids(job, storage, split)), f"{split}: records lost or invented"
-        assert not list((generated / split).glob("*.partial")), f"{split}: partial files left behind"
+    assert_each_input_answered_once(job, storage)

@@ -196,6 +196,18 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def assert_each_input_answered_once(job: dict[str, Any], storage: Path) -> None:
+    """Every input record answered exactly once: accepted or rejected, never both, never twice."""
+    generated = storage / "jobs" / job["metadata"]["name"] / "generated"
+    for split in ("train", "validation"):
+        ids = [
+            r["id"] for path in sorted((generated / split).glob("shard-*.jsonl")) for r in read_jsonl(path)
+        ]
+        assert len(ids) == len(set(ids)), f"{split}: duplicated records"
+        assert sorted(ids) == sorted(input_ids(job, storage, split)), f"{split}: records lost or invented"
+        assert not list((generated / split).glob("*.partial")), f"{split}: partial files left behind"
+
+
 def input_ids(job: dict[str, Any], storage: Path, split: str) -> list[str]:
     """Ids of the input records generation had to answer, as the generate stage names them."""
     from distillery.errors import parse_job
@@ -366,12 +378,4 @@ def test_tiny_job_end_to_end_survives_operator_and_pod_kills(cluster, storage: P
     )
     assert resumed["resumed"] > 0, resumed
 
-    # Every input record answered exactly once: accepted or rejected, never both, never twice.
-    generated = storage / "jobs" / "tiny" / "generated"
-    for split in ("train", "validation"):
-        ids = [
-            r["id"] for path in sorted((generated / split).glob("shard-*.jsonl")) for r in read_jsonl(path)
-        ]
-        assert len(ids) == len(set(ids)), f"{split}: duplicated records"
-        assert sorted(ids) == sorted(input_ids(job, storage, split)), f"{split}: records lost or invented"
-        assert not list((generated / split).glob("*.partial")), f"{split}: partial files left behind"
+    assert_each_input_answered_once(job, storage)

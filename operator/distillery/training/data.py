@@ -172,12 +172,7 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, Any]:
         for position, top in sorted(example.teacher_top.items()):
             kd_slot[row, position] = len(tops)
             tops.append(top)
-    k = max((len(t) for t in tops), default=1)
-    top_ids = torch.zeros((len(tops), k), dtype=torch.long)
-    top_logprobs = torch.full((len(tops), k), float("-inf"))
-    for index, top in enumerate(tops):
-        top_ids[index, : len(top)] = torch.tensor([i for i, _ in top], dtype=torch.long)
-        top_logprobs[index, : len(top)] = torch.tensor([lp for _, lp in top])
+    top_ids, top_logprobs = top_tensors(tops)
     return {
         "input_ids": input_ids,
         "attention_mask": attention,
@@ -189,6 +184,19 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, Any]:
         "real_tokens": int(attention.sum()),
         "loss_tokens": int((labels[:, 1:] != IGNORE).sum()),  # position 0 is never predicted
     }
+
+
+def top_tensors(tops: list[list[tuple[int, float]]]) -> tuple[Any, Any]:
+    """The teacher's top-k of each scored position as (ids, logprobs) rows, padded to the longest with -inf."""
+    import torch
+
+    k = max((len(t) for t in tops), default=1)
+    top_ids = torch.zeros((len(tops), k), dtype=torch.long)
+    top_logprobs = torch.full((len(tops), k), float("-inf"))
+    for index, top in enumerate(tops):
+        top_ids[index, : len(top)] = torch.tensor([i for i, _ in top], dtype=torch.long)
+        top_logprobs[index, : len(top)] = torch.tensor([lp for _, lp in top])
+    return top_ids, top_logprobs
 
 
 def targets_of(labels: Any, kd_slot: Any) -> dict[str, Any]:

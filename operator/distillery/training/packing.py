@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch.nn import functional
 
-from distillery.training.data import IGNORE, Example, targets_of
+from distillery.training.data import IGNORE, Example, targets_of, top_tensors
 
 PACKED_ATTENTION = "distillery_packed"
 FLASH_IMPLEMENTATIONS = ("flash_attention_2", "flash_attention_3", "flash_attention_4")
@@ -59,12 +59,7 @@ def collate_packed(examples: list[Example], pad_id: int = 0) -> dict[str, Any]:
         start += n
     cu_seq_lens = torch.zeros(len(lengths) + 1, dtype=torch.int32)
     cu_seq_lens[1:] = torch.tensor(lengths, dtype=torch.int32).cumsum(0)
-    k = max((len(t) for t in tops), default=1)
-    top_ids = torch.zeros((len(tops), k), dtype=torch.long)
-    top_logprobs = torch.full((len(tops), k), float("-inf"))
-    for index, top in enumerate(tops):
-        top_ids[index, : len(top)] = torch.tensor([i for i, _ in top], dtype=torch.long)
-        top_logprobs[index, : len(top)] = torch.tensor([lp for _, lp in top])
+    top_ids, top_logprobs = top_tensors(tops)
     return {
         "input_ids": input_ids,
         "attention_mask": None,
