@@ -125,7 +125,7 @@ def test_tiny_job_in_containers_survives_operator_and_shard_kills(
 
         victim = wait_for(shard_mid_way, "a generation shard mid-way", GENERATING_DEADLINE, details)
         generating_at = time.monotonic() - started
-        cluster.kubelet.kill(victim.name, signal.SIGSTOP)  # frozen (docker pause): still mid-shard below
+        cluster.kubelet.kill(victim.name, signal.SIGSTOP)  # frozen: still mid-shard below
         assert status().get("phase") == "Generating", details()
 
         # 2. The operator's container is SIGKILLed, then the frozen shard's.

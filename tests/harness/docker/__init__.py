@@ -31,7 +31,8 @@ Services (`services.py`): each is a small forwarder container that holds the Ser
 names as network aliases, its "ClusterIP", forwarding to the harness's kube-proxy on the
 network's gateway, which picks a ready endpoint. Probes and endpoints reach pods at their own
 address from the host. Signals: SIGSTOP/SIGCONT freeze and thaw the whole container
-(`docker pause`); others go to its first process (`docker kill --signal`), as a runtime
+(`docker pause`; where the engine cannot freeze, SIGSTOP/SIGCONT to each of its processes
+from the host); others go to its first process (`docker kill --signal`), as a runtime
 sends them, so a process that ignores SIGTERM as PID 1 waits out its grace period as in a
 cluster. Exit codes are the engine's (128 + N for signal N).
 

@@ -71,6 +71,19 @@ class ContainerRecord:
         return f"{self.pod}/{self.container}: image {self.image}, user {self.user or 'root'} ({ids}), {root}"
 
 
+async def container_pids(docker: Docker, container: str) -> list[int]:
+    """The host pids of every process of a running container (`docker top`)."""
+    out = await docker.run("top", container, "-eo", "pid")
+    return [int(line) for line in out.split()[1:] if line.isdigit()]
+
+
+async def signal_every_process(docker: Docker, container: str, sig: int) -> None:
+    """Send `sig` to each process of the container from the host (we share the engine's pid namespace)."""
+    for pid in await container_pids(docker, container):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
 class DockerContainer:
     """One run of a container: its engine id, the `docker create` line, its exit code once it ends."""
 
@@ -80,6 +93,7 @@ class DockerContainer:
         self.argv = argv
         self._pid = pid
         self._logs = logs
+        self.stopped_by_signal = False  # frozen by SIGSTOP rather than the cgroup freezer
         self._exit: asyncio.Task[int] = asyncio.get_running_loop().create_task(self._wait())
 
     @property
@@ -91,19 +105,31 @@ class DockerContainer:
         return self._pid if self.running else None
 
     async def signal(self, sig: int) -> None:
-        """SIGSTOP/SIGCONT freeze and thaw every process (the cgroup freezer); other signals go to its
-        first process, as a runtime sends them (a SIGKILL ends them all: the pid namespace goes)."""
+        """SIGSTOP/SIGCONT freeze and thaw every process (`freeze`); other signals go to its first
+        process, as a runtime sends them (a SIGKILL ends them all: the pid namespace goes)."""
         if not self.running:
             return
-        if sig == signal.SIGSTOP:
-            command = ["pause", self.id]
-        elif sig == signal.SIGCONT:
-            command = ["unpause", self.id]
-        else:
-            command = ["kill", "--signal", translate.signal_name(sig), self.id]
+        if sig in (signal.SIGSTOP, signal.SIGCONT):
+            await self.freeze(sig == signal.SIGSTOP)
+            return
+        command = ["kill", "--signal", translate.signal_name(sig), self.id]
         code, _, err = await self.docker.call(command)
         if code != 0 and self.running and "is not running" not in err:
             raise HarnessError(f"docker {' '.join(command)}: {err.strip()}")
+
+    async def freeze(self, frozen: bool) -> None:
+        """Freeze (or thaw) every process: the cgroup freezer (`docker pause`) where the engine can
+        freeze; where it cannot (a nested engine without a freezer, as on CI: "unable to freeze"),
+        SIGSTOP (SIGCONT) to each of the container's processes from the host."""
+        if not self.stopped_by_signal:
+            command = ["pause" if frozen else "unpause", self.id]
+            code, _, err = await self.docker.call(command)
+            if code == 0 or not self.running or "is not running" in err:
+                return
+            if not frozen:
+                raise HarnessError(f"docker {' '.join(command)}: {err.strip()}")
+        await signal_every_process(self.docker, self.id, signal.SIGSTOP if frozen else signal.SIGCONT)
+        self.stopped_by_signal = frozen
 
     async def wait(self) -> int:
         code = await asyncio.shield(self._exit)
