@@ -27,11 +27,7 @@ import argparse
 import contextlib
 import importlib.util
 import json
-import os
-import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,11 +37,8 @@ from typing import Any
 from distillery import fingerprints
 from distillery.api import DistillationJob, Problem, teacher_needed_for_training
 from distillery.contract.commands import (
-    PYTHON_MODULE,
-    TERMINATION_LOG_ENV,
     EvaluateCommand,
     GenerateCommand,
-    StageCommand,
     TrainCommand,
 )
 from distillery.contract.summaries import (
@@ -53,16 +46,13 @@ from distillery.contract.summaries import (
     GenerateSummary,
     StageSummary,
     generation_totals,
-    read_summary,
 )
 from distillery.errors import InvalidJob
 from distillery.local_cost import Spent, price_table, record_teacher, spent_before_evaluation
+from distillery.local_process import failure_text, run_stage_process, stop_children
 from distillery.storage import Layout, resolve_model, write_json_atomic
 
 STAGES = ("generate", "train", "evaluate")
-CHILD_STOP_SECONDS = 30.0
-_children: set[subprocess.Popen] = set()
-_children_lock = threading.Lock()
 
 
 class RunFailed(RuntimeError):
@@ -122,61 +112,6 @@ def check_tokenizers(job: DistillationJob, root: Path) -> None:
     student = job.spec.student
     check_same_tokenizer(job, root, _load_tokenizer(resolve_model(root, student.tokenizer or student.model),
                                                    "spec.student.tokenizer"))  # fmt: skip
-
-
-# ------------------------------------------------------------------ stage processes
-
-# This interpreter, not whatever `distillery` PATH finds: one install runs every stage.
-ENTRY = (sys.executable, "-m", PYTHON_MODULE)
-
-
-def run_stage_process(
-    command: StageCommand, summary_path: Path, show_stdout: bool = False
-) -> tuple[int, StageSummary | None]:
-    """Run one stage command as a subprocess; its exit code and summary.
-
-    Its progress (stderr) is shown live; stdout, where it repeats its summary, only when asked
-    (training prints its loss curve there). The summary goes to `summary_path` as it would
-    to a pod's termination message.
-    """
-    summary_path.parent.mkdir(parents=True, exist_ok=True)
-    summary_path.unlink(missing_ok=True)
-    env = {**os.environ, TERMINATION_LOG_ENV: str(summary_path)}
-    stdout = None if show_stdout else subprocess.DEVNULL
-    process = subprocess.Popen(command.argv(ENTRY), env=env, stdout=stdout)
-    with _children_lock:
-        _children.add(process)
-    try:
-        process.wait()
-    except KeyboardInterrupt:
-        stop_children()  # this child and any other stage subprocess still running
-        raise
-    finally:
-        with _children_lock:
-            _children.discard(process)
-    return process.returncode, read_summary(summary_path)
-
-
-def stop_children() -> None:
-    """Ctrl-C reaches only this process when it is not in a terminal's foreground: pass it on to the
-    stage subprocesses (they stop cleanly on SIGINT; SIGKILL after CHILD_STOP_SECONDS)."""
-    with _children_lock:
-        children = list(_children)
-    for process in children:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGINT)
-    for process in children:
-        try:
-            process.wait(timeout=CHILD_STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def failure_text(stage: str, code: int, summary: StageSummary | None) -> str:
-    if summary is not None and summary.failure is not None:
-        return f"{summary.failure.reason.value}: {summary.failure.message}"
-    return f"exit code {code}; its output above says why"
 
 
 def _write_done(layout: Layout, stage: str, summary: Any, key: str) -> None:
@@ -242,7 +177,9 @@ def teacher(
         try:
             yield connection
         finally:
-            gpus = spec.teacher.gpus if spec.teacher.endpoint is None else 0  # an endpoint is not ours to count
+            gpus = (
+                spec.teacher.gpus if spec.teacher.endpoint is None else 0
+            )  # an endpoint is not ours to count
             record_teacher(layout, key, gpus, time.monotonic() - ready)
     if spec.teacher.endpoint is None:
         progress("teacher stopped")
@@ -355,7 +292,9 @@ def run_job(
                 continue
             if state == "changed":
                 say(f"[{number}/{len(STAGES)}] {stage}: {CHANGED[stage]}; running it again")
-            needs_teacher = stage == "generate" or (stage == "train" and teacher_needed_for_training(job.spec))
+            needs_teacher = stage == "generate" or (
+                stage == "train" and teacher_needed_for_training(job.spec)
+            )
             if not needs_teacher:
                 kept.close()  # the teacher goes as soon as nothing needs it
                 connection = None

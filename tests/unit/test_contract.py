@@ -175,7 +175,8 @@ ALLOWED = {
     "stages": {"contract", "serving", "generation", "training", "evaluation", "stages"},
     "manifests": {"contract"},
     "controller": {"contract", "manifests"},
-    "local": {"contract", "serving", "generation", "training", "evaluation", "local_cost"},
+    "local": {"contract", "serving", "generation", "training", "evaluation", "local_cost", "local_process"},
+    "local_process": {"contract"},
     "local_cost": {"contract"},
     "cli": {"local", "controller", "stages", "crd", "docs"},
 }

@@ -143,8 +143,8 @@ def test_the_report_and_run_print_the_cost_and_the_evaluation_adds_its_own():
 
 def test_distillery_run_counts_the_teacher_and_the_stages_made_for_the_current_fingerprint(tmp_path):
     """`distillery run`'s side: the summaries the stage processes wrote and the teacher's served spans."""
-    from distillery import local
     from distillery.api import DistillationJob
+    from distillery.contract.commands import TERMINATION_LOG_ENV
     from distillery.contract.summaries import write_summary
     from distillery.local_cost import record_teacher, spent_before_evaluation
     from distillery.storage import Layout
@@ -164,9 +164,9 @@ def test_distillery_run_counts_the_teacher_and_the_stages_made_for_the_current_f
         shard = with_usage(
             GenerateSummary(shard=index, fingerprint="now", prompt_tokens=5, output_tokens=7), 4.0, 0, 1.5
         )
-        write_summary(shard, {local.TERMINATION_LOG_ENV: str(layout.stage_summary("generate", index))})
+        write_summary(shard, {TERMINATION_LOG_ENV: str(layout.stage_summary("generate", index))})
     trained = with_usage(TrainSummary(tokens=1000), 60.0, 1, 55.0)
-    write_summary(trained, {local.TERMINATION_LOG_ENV: str(layout.stage_summary("train"))})
+    write_summary(trained, {TERMINATION_LOG_ENV: str(layout.stage_summary("train"))})
     cost = spent_before_evaluation(job, layout, keys)
     assert cost.stages["teacher"] == StageCost(gpus=2, wall_seconds=40.0, pod_seconds=40.0, gpu_seconds=80.0)
     assert cost.stages["generate"].pod_seconds == 8.0 and cost.stages["generate"].cpu_seconds == 3.0

@@ -24,7 +24,6 @@ from distillery.api import (
     ConditionType,
     DistillationJobSpec,
     DistillationJobStatus,
-    EvaluationStatus,
     Phase,
     Reason,
     TrainingMethod,
@@ -33,6 +32,7 @@ from distillery.api import (
 from distillery.contract.summaries import CheckSummary, EvaluateSummary, TrainSummary, generation_totals
 from distillery.controller import policy
 from distillery.controller.costs import observed_cost
+from distillery.controller.gate import gate, scores_line
 from distillery.controller.observe import JobState, Observed, settled
 from distillery.controller.steps import (
     Cond,
@@ -287,7 +287,14 @@ def training(walk: Walk) -> Step | None:
                 {
                     k: v
                     for k, v in result.model_dump(
-                        include={"train_loss", "validation_loss", "step", "epoch", "duplicates", "on_policy_loss"}
+                        include={
+                            "train_loss",
+                            "validation_loss",
+                            "step",
+                            "epoch",
+                            "duplicates",
+                            "on_policy_loss",
+                        }
                     ).items()
                     if v is not None
                 }
@@ -369,55 +376,6 @@ def evaluation(walk: Walk) -> Step:
     walk.finished.append("evaluate")
     walk.conditions.append(Cond(C.evaluated, "True", Reason.completed, scores_line(result)))
     return gate(walk, result.evaluation if result else None)
-
-
-def gate(walk: Walk, scores: EvaluationStatus | None) -> Step:
-    thresholds = walk.spec.evaluation.gate
-    gate_set = any(
-        v is not None for v in (thresholds.min_retention, thresholds.min_score, thresholds.max_latency_ms)
-    )
-    passed = scores.gate_passed if scores is not None and scores.gate_passed is not None else None
-    if passed is None and not gate_set:
-        passed = True
-    reason_text = (scores.gate_reason if scores else None) or ""
-    verdict = {"evaluation": scores}
-    if passed is None:
-        text = "the evaluator reported no gate result, but evaluation.gate is set"
-        return walk.step(Phase.failed, text, Cond(C.quality_gate_passed, "False", Reason.no_gate_result, text),
-                         summary="gate unknown", **verdict)  # fmt: skip
-    if not passed:
-        text = f"quality gate failed: {reason_text or 'the student did not meet evaluation.gate'}"
-        return walk.step(
-            Phase.failed,
-            text + " (artifacts are kept)",
-            Cond(C.quality_gate_passed, "False", Reason.gate_failed, reason_text or text),
-            summary="gate failed",
-            **verdict,
-        )
-    message = reason_text or (
-        "every gate threshold is met" if gate_set else "evaluation.gate sets no threshold"
-    )
-    retention = scores.retention if scores else None
-    return walk.step(
-        Phase.succeeded,
-        f"succeeded: the student is at {walk.artifacts['student']}"
-        + (f" (retention {retention:.3f})" if retention is not None else ""),
-        Cond(C.quality_gate_passed, "True", Reason.gate_passed if gate_set else Reason.no_gate, message),
-        summary="done" + (f", retention {retention:.2f}" if retention is not None else ""),
-        **verdict,
-    )
-
-
-def scores_line(result: EvaluateSummary | None) -> str:
-    scores = result.evaluation if result else None
-    if scores is None:
-        return "evaluation finished"
-    parts = [
-        f"{model} {score.score:.3f}"
-        for model in ("teacher", "baseline", "student")
-        if (score := getattr(scores, model)) is not None and score.score is not None
-    ]
-    return f"{scores.metric or 'score'}: " + ", ".join(parts) if parts else "evaluation finished"
 
 
 # ------------------------------------------------------------------ finished jobs
