@@ -23,10 +23,12 @@ says otherwise). Then:
    while nothing changes (the resync safety net runs every 5 minutes); the API server's own CPU is
    shown beside it, to tell whether the stand-in or the operator is the limit.
 
-Nothing runs a pod. The API server completes each job's input check Job as it is created (a check
-pod that found the inputs), so the time to the teacher Deployment spans two reconciles of the job,
-as on a cluster: create -> check Job; check complete -> teacher. The jobs then stay at TeacherStarting, which is the point where the operator's
-per-job cost is its steady cost. Prints one line per N and a JSON summary last.
+Nothing runs a pod. The API server completes each job's input check Job as it is created: first a
+succeeded pod of it whose termination message is the check stage's summary (as a check pod that
+found the inputs leaves), then the Job Complete. So the time to the teacher Deployment spans two
+reconciles of the job, as on a cluster: create -> check Job; check complete -> teacher. The jobs
+then stay at TeacherStarting, which is the point where the operator's per-job cost is its steady
+cost. Prints one line per N and a JSON summary last.
 """
 
 from __future__ import annotations
@@ -72,6 +74,13 @@ def teacher_name(index: int) -> str:
     from distillery.manifests import child_name
 
     return child_name("teacher", DistillationJob.model_validate(job_body(index)))
+
+
+def check_summary() -> str:
+    """What a check pod that found the inputs leaves as its termination message (the stage's own writer)."""
+    from distillery.contract.summaries import CheckSummary, termination_message
+
+    return termination_message(CheckSummary())
 
 
 def free_port() -> int:
@@ -183,7 +192,7 @@ def stop(process: subprocess.Popen) -> None:
 def one_size(count: int, args: argparse.Namespace, work: Path) -> dict:
     server = subprocess.Popen(
         [sys.executable, str(REPO / "hack" / "flat_apiserver.py"), "--namespace", NAMESPACE,
-         "--complete-jobs-ending=-check"],
+         "--complete-jobs-ending=-check", f"--completed-pod-message={check_summary()}"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     operator = None

@@ -15,7 +15,9 @@ watch (`watch=true` from a `resourceVersion`, `timeoutSeconds`), get, create (ui
 resourceVersion, creationTimestamp, generateName), merge patch (also used for strategic
 merge patches: the operator's patches are plain dicts), the `status` subresource, delete.
 Nothing is validated; no garbage collection; no admission; no controllers, except that
-`--complete-jobs-ending SUFFIX` completes Jobs so named the moment they are created.
+`--complete-jobs-ending SUFFIX` plays the Job controller and the kubelet for Jobs so named: at
+creation, one pod of the Job's template that succeeded (its termination message
+`--completed-pod-message`), then the Job Complete, in that order, as a cluster shows them.
 
 GET /_bench/stats returns the server's own bookkeeping: requests by (verb, resource), and the
 time (server clock, time.time()) each object was created, by resource.
@@ -125,16 +127,43 @@ class Store:
         self.created_at: dict[str, dict[str, float]] = collections.defaultdict(dict)
         self.requests: collections.Counter = collections.Counter()
         self.complete_jobs_ending: str | None = None  # see --complete-jobs-ending
+        self.completed_pod_message = ""  # the termination message of their pods
 
     def next_version(self) -> str:
         self.version = next(self.versions)
         return str(self.version)
+
+    def add(self, resource: tuple[str, str], obj: dict) -> None:
+        """Store an object the server itself makes (a controller's), stamped as a create would be."""
+        meta = obj["metadata"]
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339(), resourceVersion=self.next_version())
+        self.objects[resource][meta.get("namespace"), meta["name"]] = obj
+        self.created_at[f"{resource[0]}/{resource[1]}"][f"{meta.get('namespace')}/{meta['name']}"] = time.time()
+        self.publish(resource, "ADDED", obj)
 
     def publish(self, resource: tuple[str, str], kind: str, obj: dict) -> None:
         event = (int(obj["metadata"]["resourceVersion"]), {"type": kind, "object": obj})
         self.events[resource].append(event)
         for queue in self.watchers[resource]:
             queue.put_nowait(event[1])
+
+
+def succeeded_pod(job: dict, message: str) -> dict:
+    """The pod a Job's one completion leaves: the Job's template, every container exited 0 with `message`."""
+    meta, template = job["metadata"], (job.get("spec") or {}).get("template") or {}
+    labels = {**((template.get("metadata") or {}).get("labels") or {}), "job-name": meta["name"]}
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"], "controller": True}
+    containers = (template.get("spec") or {}).get("containers") or [{"name": "main"}]
+    terminated = {"exitCode": 0, "reason": "Completed", "message": message}
+    statuses = [{"name": c.get("name"), "ready": False, "state": {"terminated": terminated}} for c in containers]
+    name = f"{meta['name']}-{uuid.uuid4().hex[:5]}"
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": meta.get("namespace"), "labels": labels, "ownerReferences": [owner]},
+        "spec": template.get("spec") or {},
+        "status": {"phase": "Succeeded", "containerStatuses": statuses},
+    }
 
 
 def parse_path(path: str) -> tuple[tuple[str, str], str | None, str | None, str | None] | None:
@@ -299,6 +328,7 @@ def make_app(store: Store) -> web.Application:
             body.setdefault("kind", kind)
             store.created_at[label][f"{namespace}/{meta['name']}"] = time.time()
             if kind == "Job" and store.complete_jobs_ending and meta["name"].endswith(store.complete_jobs_ending):
+                store.add(("v1", "pods"), succeeded_pod(body, store.completed_pod_message))
                 stamp = now_rfc3339()
                 body["status"] = {"succeeded": 1, "startTime": stamp, "completionTime": stamp,
                                   "conditions": [{"type": "Complete", "status": "True"}]}  # fmt: skip
@@ -387,9 +417,14 @@ def main(argv: list[str] | None = None) -> int:
         help="play the Job controller for Jobs whose name ends so: complete at creation (e.g. `-check`, "
         "so that an operator goes on past its input check as after a pod that found the inputs)",
     )
+    parser.add_argument(
+        "--completed-pod-message", default="", metavar="TEXT",
+        help="the termination message of the pods of those Jobs (the stage's summary)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     store = Store()
     store.complete_jobs_ending = args.complete_jobs_ending
+    store.completed_pod_message = args.completed_pod_message
     for name in args.namespace:
         store.objects["v1", "namespaces"][None, name] = {
             "apiVersion": "v1",

@@ -73,6 +73,36 @@ def test_label_selector_equality_terms():
     assert not flat_apiserver.selector_matches("distillery.dev/job=b", labels)
 
 
+def test_the_stand_ins_completed_check_job_is_what_the_operator_reads_as_a_done_check():
+    """The flat API server plays the check pod and the Job controller: the operator's reader, fed the
+    Job the real builder makes and the pod the stand-in makes from it, sees a Complete check with its
+    summary (no wait for a missing summary), from the summary the bench takes from the stage's writer."""
+    from datetime import datetime, timezone
+
+    from distillery.api import DistillationJob
+    from distillery.controller.cache import Cache
+    from distillery.controller.observe import from_children, settled
+    from distillery.manifests import BuildConfig, build
+
+    job = DistillationJob.model_validate(bench_operator_scale.job_body(7))
+    job.metadata.uid = "u-7"
+    check = build("check", job, BuildConfig())
+    check["metadata"].update(uid="j-1", resourceVersion="1")
+    pod = flat_apiserver.succeeded_pod(check, bench_operator_scale.check_summary())
+    check["status"] = {"succeeded": 1, "completionTime": flat_apiserver.now_rfc3339(),
+                       "conditions": [{"type": "Complete", "status": "True"}]}  # fmt: skip
+    cache = Cache()
+    cache.put_job({"metadata": {"namespace": "bench", "name": job.metadata.name, "uid": "u-7"}})
+    for kind, body in (("Job", check), ("Pod", pod)):
+        cache.put_child(kind, {**body, "metadata": {**body["metadata"], "namespace": "bench"}})
+    observed = from_children(cache.children(("bench", job.metadata.name)))
+    assert observed.check.complete and observed.check.summaries and not observed.check.summaries_missing
+    _, wait = settled(observed, datetime.now(timezone.utc))
+    assert wait is None
+    without_pod = from_children({"Job": [check]})
+    assert without_pod.check.summaries_missing  # what the stand-in left before it played the pod
+
+
 def test_histogram_quantile_interpolates_like_prometheus():
     buckets = [(0.1, 10.0), (0.5, 30.0), (1.0, 40.0), (float("inf"), 40.0)]
     # rank 20 of 40 falls halfway into (0.1, 0.5]: 0.1 + 0.4 * (20 - 10) / (30 - 10)
