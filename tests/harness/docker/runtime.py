@@ -25,6 +25,7 @@ LABEL = "distillery.test.harness"  # every container, volume and network: the ru
 OWNER_LABEL = "distillery.test.owner"  # "<host>:<pid>" of the test process, for sweeping leftovers
 POD_LABEL = "distillery.test.pod"  # "<namespace>/<pod>" on a pod's containers and volumes
 PAUSE_USER = "65535:65535"  # the user Kubernetes' pause container runs as
+STOP_WAIT_SECONDS = 10.0  # a process SIGSTOPped is stopped within this, however loaded the machine
 
 
 @dataclass
@@ -78,10 +79,30 @@ async def container_pids(docker: Docker, container: str) -> list[int]:
 
 
 async def signal_every_process(docker: Docker, container: str, sig: int) -> None:
-    """Send `sig` to each process of the container from the host (we share the engine's pid namespace)."""
-    for pid in await container_pids(docker, container):
+    """Send `sig` to each process of the container from the host (we share the engine's pid namespace).
+    A SIGSTOP returns once each is stopped, as `docker pause` does (a signal is delivered when its
+    process next runs)."""
+    pids = await container_pids(docker, container)
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+    if sig != signal.SIGSTOP:
+        return
+    deadline = asyncio.get_running_loop().time() + STOP_WAIT_SECONDS
+    while any(process_state(pid) not in ("T", None) for pid in pids):
+        if asyncio.get_running_loop().time() > deadline:
+            raise HarnessError(
+                f"container {container}: processes {pids} not stopped {STOP_WAIT_SECONDS} s after SIGSTOP"
+            )
+        await asyncio.sleep(0.02)
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of a process (field 3 of /proc/PID/stat: T stopped), None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 class DockerContainer:
