@@ -179,9 +179,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def stop(process: subprocess.Popen) -> None:
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(sig)
         try:
             process.wait(20)
         except subprocess.TimeoutExpired:
@@ -276,7 +276,7 @@ def one_size(count: int, args: argparse.Namespace, work: Path) -> dict:
         by_kind = {k: v for k, v in stats()["requests"].items() if v}
     finally:
         if operator is not None:
-            stop(operator)
+            stop(operator, signal.SIGINT if args.profile else signal.SIGTERM)  # py-spy writes its file on SIGINT
         stop(server)
     result = {
         "jobs": count,
