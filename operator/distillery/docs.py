@@ -7,6 +7,7 @@ from typing import Any
 
 from distillery import api
 from distillery.crd import openapi_schema
+from distillery.kube_types import EXPECTED
 
 
 def _type(node: dict[str, Any]) -> str:
@@ -38,7 +39,9 @@ def _constraints(node: dict[str, Any]) -> str:
     if "maxItems" in node or "maxProperties" in node:
         parts.append(f"at most {node.get('maxItems', node.get('maxProperties'))} item(s)")
     if "pattern" in target:
-        parts.append(f"matches `{target['pattern']}`")
+        # The Kubernetes formats are said in words (the pattern itself is in the CRD).
+        expected = EXPECTED.get(target["pattern"])
+        parts.append(expected if expected else f"matches `{target['pattern']}`")
     if node.get("type") == "object" and "additionalProperties" in node:
         parts.extend(rule["message"] for rule in node.get("x-kubernetes-validations", []))
     return "; ".join(parts)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, PlainValidator, WithJsonSchema
+from pydantic import AfterValidator, Field, PlainValidator, TypeAdapter, ValidationError, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from distillery.apibase import LIST_MAX, Model, Problem, Rule, section
@@ -41,7 +41,14 @@ SECRET_KEY = r"^(\.[-_a-zA-Z0-9][-._a-zA-Z0-9]*|[-_a-zA-Z0-9][-._a-zA-Z0-9]*)$"
 QUANTITY = rf"^\+?{_NUMBER}{_SUFFIX}$"
 POSITIVE_QUANTITY = rf"^\+?{_NONZERO}{_SUFFIX}$"
 RESOURCE_NAME = rf"^(cpu|memory|ephemeral-storage|hugepages-{_NONZERO}{_SUFFIX}|{_SUBDOMAIN}/{_NAME})$"
-IMAGE = r"^[^ \t\n\r\f\v]+$"
+# A container image reference as the kubelet parses it (distribution/reference, which the kubelet
+# calls; a reference it cannot parse leaves the pod in InvalidImageName): [host[:port]/]path[:tag][@digest].
+_IMAGE_PATH = r"[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*"
+_IMAGE_HOST = r"([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(\.([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*"
+_IMAGE_DOMAIN = rf"({_IMAGE_HOST}|\[[a-fA-F0-9:]+\])(:[0-9]+)?"
+_IMAGE_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_IMAGE_DIGEST = r"[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+IMAGE = rf"^({_IMAGE_DOMAIN}/)?{_IMAGE_PATH}(/{_IMAGE_PATH})*(:{_IMAGE_TAG})?(@{_IMAGE_DIGEST})?$"
 ABSOLUTE_PATH = r"^(/([^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+))+$"  # no empty, '.' or '..' segment
 
 # Pattern -> what a user is told is expected; crd.py reuses it for the map-key rules.
@@ -74,6 +81,13 @@ def kube_string(
 
 def _prefix_fits(value: str) -> bool:
     return "/" not in value or len(value.split("/")[0]) <= 253
+
+
+def _image_name_fits(value: str) -> bool:
+    name = value.split("@", 1)[0]
+    if ":" in name.rsplit("/", 1)[-1]:  # a tag (a colon before the last '/' is a registry's port)
+        name = name.rsplit(":", 1)[0]
+    return len(name) <= 255
 
 
 def _resource_name_fits(value: str) -> bool:
@@ -116,7 +130,25 @@ ResourceName = kube_string(
     "extended resource such as nvidia.com/gpu",
     _resource_name_fits,
 )
-Image = kube_string(IMAGE, 1024, "a container image reference without spaces, e.g. vllm/vllm-openai:v0.32.0")
+Image = kube_string(
+    IMAGE,
+    1024,
+    "a container image reference: [registry[:port]/]repository[:tag][@digest], the repository in lowercase "
+    "letters, digits and separators ('.', '_', '__', '-'), at most 255 characters before the tag, "
+    "e.g. vllm/vllm-openai:v0.32.0",
+    _image_name_fits,
+)
+
+
+def image_problem(value: str) -> str | None:
+    """Why `value` is not an image reference the kubelet can parse, or None when it is."""
+    try:
+        TypeAdapter(Image).validate_python(value)
+    except ValidationError:
+        return f"expected {EXPECTED[IMAGE]} (got {value!r})"
+    return None
+
+
 AbsolutePath = kube_string(
     ABSOLUTE_PATH, 1024, "an absolute path without empty, '.' or '..' segments, e.g. /data"
 )

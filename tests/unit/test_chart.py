@@ -242,6 +242,30 @@ def test_worker_images_reach_the_operator():
     assert full["DISTILLERY_LOG_FORMAT"] == "json"
 
 
+def test_the_operator_refuses_to_start_with_images_or_prices_no_pod_could_use(monkeypatch, caplog):
+    """The chart's rendered environment, read by the operator's own check: fine as shipped; a worker image
+    the kubelet could not parse (the chart's schema lets any repository through), or a price table it
+    cannot read, stops `distillery operator` before it connects, naming the variable and the chart value."""
+    from distillery import cli
+    from distillery.manifests.common import PRICES_ENV, BuildConfig
+
+    def env(*extra):
+        (container,) = find(render("full", *extra), "Deployment")["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+    assert BuildConfig.from_env(env()).problems() == []
+    bad = {**env("--set", "workers.image.repository=registry.example.com/Worker"), PRICES_ENV: "H100"}
+    problems = BuildConfig.from_env(bad).problems()
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("DISTILLERY_WORKER_IMAGE (chart value workers.image): expected a container image")
+    assert "(got 'registry.example.com/Worker:0.1.0-rc1')" in problems[0]
+    assert problems[1].startswith("DISTILLERY_GPU_HOUR_PRICES (chart value cost.gpuHourPrices): GPU price 'H100'")
+    for name, value in bad.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["operator", "--metrics-port", "0"]) == 2
+    assert [r.getMessage() for r in caplog.records if r.name == "distillery.operator"] == problems
+
+
 def test_the_guard_and_the_price_table_reach_the_operator_as_it_reads_them():
     from distillery.contract.cost import parse_prices
     from distillery.controller.guard import Guard

@@ -366,6 +366,8 @@ def test_every_string_list_and_map_of_the_spec_is_bounded():
         {"storage__mountPath": "data/"},
         {"queueName": "Team A"},
         {"teacher__image": "vllm openai"},
+        {"teacher__image": "vllm/Vllm-openai:v1"},
+        {"evaluation__image": "vllm@sha256:abc"},
         {"teacher__hfTokenSecret": {"name": "s", "key": "..k"}},
         {"training__tolerations": [{"key": "k", "value": "-v-"}]},
         {"training__resources": {"limits": {"cpu": "-1"}}},

@@ -42,7 +42,8 @@ LABEL_KEYS = [
     "node.k8s/gpu-type",
 ]
 LABEL_VALUES = ["", "v", "V_1.x", "z" * 63, "a100-80gb"]
-IMAGES = [None, "r/i:t", "localhost:5000/a/b@sha256:" + "0" * 64, "i" * 1024]
+IMAGES = [None, "r/i:t", "localhost:5000/a/b@sha256:" + "0" * 64, "i" * 255 + ":" + "t" * 128,
+          "REGISTRY/a__b-c.d:T_1", "[::1]:5000/x:y@sha256:" + "f" * 64]
 PATHS = ["/data", "/d", "/a b/..c/.x", "/" + "p" * 1000, "/dev/shmx", "/mnt/..data"]
 
 
@@ -254,6 +255,16 @@ INVALID = [
     ({"spec__teacher__image": ""}, "spec.teacher.image: expected a container image reference"),
     ({"spec__teacher__image": "vllm/vllm-openai: latest"}, "spec.teacher.image: expected a container image"),
     ({"spec__evaluation__image": " img"}, "spec.evaluation.image: expected a container image reference"),
+    # What the kubelet's reference parser refuses (the pod would sit in InvalidImageName):
+    ({"spec__teacher__image": "vllm/Vllm-openai:v1"}, "spec.teacher.image: expected a container image reference"),
+    ({"spec__teacher__image": "VLLM"}, "spec.teacher.image: expected a container image reference"),
+    ({"spec__teacher__image": "vllm/vllm-openai:"}, "spec.teacher.image: expected a container image reference"),
+    ({"spec__teacher__image": "vllm:a:b"}, "spec.teacher.image: expected a container image reference"),
+    ({"spec__teacher__image": "-vllm"}, "spec.teacher.image: expected a container image reference"),
+    ({"spec__teacher__image": "vllm//openai"}, "spec.teacher.image: expected a container image reference"),
+    ({"spec__teacher__image": "vllm@sha256:abc"}, "spec.teacher.image: expected a container image reference"),
+    ({"spec__teacher__image": "vllm:" + "t" * 129}, "spec.teacher.image: expected a container image reference"),
+    ({"spec__training__image": "i" * 256}, "spec.training.image: expected a container image reference"),
     ({"spec__queueName": "Team A"}, "spec.queueName: expected a Kueue LocalQueue name"),
     ({"spec__queueName": "q" * 64}, "spec.queueName: expected a Kueue LocalQueue name"),
     ({"spec__generation__activeDeadlineSeconds": 2**63}, "spec.generation.activeDeadlineSeconds: input should be"),

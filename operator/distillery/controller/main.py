@@ -41,10 +41,17 @@ def identity() -> str:
 def main(args: argparse.Namespace) -> int:
     import kopf
 
-    from distillery.controller import handlers, server
+    from distillery.manifests import BuildConfig
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    problems = BuildConfig.from_env().problems()
+    if problems:  # before anything starts: every pod would be built with them
+        for problem in problems:
+            logging.getLogger("distillery.operator").error("%s", problem)
+        return 2
+    from distillery.controller import handlers, server
+
     if not args.verbose:
         # kopf logs every handler call ("Handler 'job_event' succeeded"): one line per watch event.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from distillery.api import API_VERSION, KIND, DistillationJob, Resources, StageRuntime, Toleration
+from distillery.kube_types import image_problem
 
 # Label keys. `managed-by` + `job` + `stage` are what selectors and the NetworkPolicy use.
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -64,6 +65,24 @@ class BuildConfig:
             gpu_hour_prices=env.get(PRICES_ENV, "").strip(),
             currency=env.get(CURRENCY_ENV, "").strip() or defaults.currency,
         )
+
+    def problems(self) -> list[str]:
+        """What in these settings no pod could run with, each naming its variable (and chart value)."""
+        from distillery.contract.cost import parse_prices
+
+        out = []
+        for variable, value, chart in (
+            ("DISTILLERY_WORKER_IMAGE", self.worker_image, "workers.image"),
+            ("DISTILLERY_WORKER_CUDA_IMAGE", self.worker_cuda_image, "workers.cudaImage"),
+        ):
+            problem = image_problem(value)
+            if problem:
+                out.append(f"{variable} (chart value {chart}): {problem}")
+        try:
+            parse_prices(self.gpu_hour_prices)
+        except ValueError as error:
+            out.append(f"{PRICES_ENV} (chart value cost.gpuHourPrices): {error}")
+        return out
 
     def worker_image_for(self, runtime: StageRuntime, gpus: int) -> str:
         if runtime.image:
