@@ -202,6 +202,14 @@ class Cluster:
             },
         )  # fmt: skip
 
+    async def waiting_pod(self, owner: dict, name: str, status: dict) -> dict:
+        """A pod of `owner` (a Job or Deployment, from its pod template) that has not started, with
+        the scheduler's or the kubelet's `status` (PodScheduled False, a container's waiting state)."""
+        template = owner["spec"]["template"]
+        return await self.create("v1/pods", {
+            "metadata": {"name": name, "labels": {**template["metadata"]["labels"]}},
+            "spec": template["spec"], "status": {"phase": "Pending", **status}})  # fmt: skip
+
     async def job_done(self, name: str, succeeded: int = 1) -> None:
         await self.patch("batch/v1/jobs", name, {"status": {
             "succeeded": succeeded, "startTime": "2026-11-28T10:00:00Z", "completionTime": "2026-11-28T10:10:00Z",

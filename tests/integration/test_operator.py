@@ -157,6 +157,41 @@ async def test_a_failed_training_job_fails_the_job(cluster: Cluster):
     assert "CUDA out of memory" in status["message"]
 
 
+async def test_why_a_pod_has_not_started_is_in_the_status_while_its_stage_waits(cluster: Cluster):
+    """The teacher's image cannot be pulled, a training pod finds no node with its GPUs: the status
+    message says so in the kubelet's and the scheduler's words, and stops saying so once they start."""
+    no_gpu = {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                              "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."}]}
+    pull = {"containerStatuses": [{"name": "vllm", "ready": False, "restartCount": 0, "image": "vllm/vllm-openai:v9",
+            "imageID": "", "state": {"waiting": {"reason": "ImagePullBackOff",
+                                                 "message": 'Back-off pulling image "vllm/vllm-openai:v9"'}}}]}
+    async with cluster.operator():
+        await cluster.create_job("slow", spec(training={"gpus": 2}))
+        await cluster.inputs_ready("slow")
+        teacher = await cluster.wait_child("apps/v1/deployments", "slow-teacher")
+        await cluster.waiting_pod(teacher, "slow-teacher-abc", pull)
+        status = await cluster.wait_for("the pull back-off in the status", lambda: _message_has(
+            cluster, "slow", 'ImagePullBackOff: Back-off pulling image "vllm/vllm-openai:v9"'))  # fmt: skip
+        assert status["phase"] == "TeacherStarting"
+        await cluster.delete("v1/pods", "slow-teacher-abc")
+        await _generate(cluster, "slow")
+        train = await cluster.wait_child("batch/v1/jobs", "slow-train")
+        await cluster.waiting_pod(train, "slow-train-xyz", no_gpu)
+        expected = "(a pod is waiting: Unschedulable: 0/4 nodes are available: 4 Insufficient nvidia.com/gpu.)"
+        status = await cluster.wait_for("the scheduler's reason", lambda: _message_has(cluster, "slow", expected))
+        assert status["phase"] == "Training" and status["message"] == "training the student " + expected
+        await cluster.patch("v1/pods", "slow-train-xyz", {"status": {"phase": "Running", "conditions": [
+            {"type": "PodScheduled", "status": "True"}]}}, "status")  # fmt: skip
+        status = await cluster.wait_for("the message without it", lambda: _message_has(cluster, "slow", ""))
+        assert status["message"] == "training the student", status["message"]
+
+
+async def _message_has(cluster: Cluster, name: str, text: str) -> dict | None:
+    status = await cluster.job_status(name)
+    message = status.get("message") or ""
+    return status if (text in message if text else "waiting" not in message) else None
+
+
 async def test_suspend_and_resume(cluster: Cluster):
     async with cluster.operator():
         await cluster.create_job("pause", spec())

@@ -10,6 +10,7 @@ error text, never an error of the operator.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -44,6 +45,8 @@ class JobState:
     failed_summary: StageSummary | None = None
     # What a failed pod left when it wrote no summary: its log tail or the container's reason.
     pod_error: str = ""
+    # Why a pod of it is not running yet, when Kubernetes says (`pods_waiting`), shown while it runs.
+    waiting: str = ""
 
     @property
     def summaries_missing(self) -> bool:
@@ -136,20 +139,43 @@ def job_state(job: dict[str, Any] | None, pods: list[dict[str, Any]] = ()) -> Jo
         summaries=tuple(summaries[k] for k in sorted(summaries)),
         failed_summary=failed_summary,
         pod_error=pod_error,
+        waiting=pods_waiting(pods),
     )
+
+
+# Waiting reasons that are only the normal way to start, not news.
+STARTING = frozenset({"ContainerCreating", "PodInitializing"})
+MESSAGE_LIMIT = 200
+
+
+def pods_waiting(pods: Iterable[dict[str, Any]]) -> str:
+    """Why a pod that has not ended is not running, in the kubelet's or the scheduler's words:
+    `ImagePullBackOff: Back-off pulling image "..."`, `Unschedulable: 0/3 nodes are available: ...`,
+    `CrashLoopBackOff`, `CreateContainerConfigError: secret "x" not found`; "" when none says so."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        if status.get("phase") in ("Succeeded", "Failed"):
+            continue
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                return _reason(condition.get("reason") or "Unschedulable", condition.get("message"))
+        for container in (*(status.get("initContainerStatuses") or ()), *(status.get("containerStatuses") or ())):
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") and waiting["reason"] not in STARTING:
+                return _reason(waiting["reason"], waiting.get("message"))
+    return ""
+
+
+def _reason(reason: str, message: str | None) -> str:
+    text = f"{reason}: {' '.join(message.split())}" if message else reason
+    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "..."
 
 
 def teacher_state(deployment: dict[str, Any] | None, pods: list[dict[str, Any]] = ()) -> TeacherState:
     if deployment is None:
         return TeacherState()
     ready = int((deployment.get("status") or {}).get("readyReplicas") or 0) >= 1
-    waiting = ""
-    for pod in pods:
-        for status in (pod.get("status") or {}).get("containerStatuses") or []:
-            reason = ((status.get("state") or {}).get("waiting") or {}).get("reason")
-            if reason and reason != "ContainerCreating":
-                waiting = reason
-    return TeacherState(exists=True, ready=ready, waiting_reason=waiting)
+    return TeacherState(exists=True, ready=ready, waiting_reason="" if ready else pods_waiting(pods))
 
 
 def _stage(body: dict[str, Any]) -> str:

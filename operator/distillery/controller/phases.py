@@ -128,6 +128,12 @@ def suspended(spec: DistillationJobSpec, status: DistillationJobStatus, observed
     )
 
 
+def waiting(job: JobState) -> str:
+    """Why a running stage's pod has not started, for its status message (an image that cannot be
+    pulled, no node with the GPUs it asks for, a missing Secret): otherwise it would just look slow."""
+    return f" (a pod is waiting: {job.waiting})" if job.waiting else ""
+
+
 def failure(walk: Walk, kind: ConditionType, stage: str, job: JobState) -> Step:
     """A failed stage Job: the stage's own reason and message when it wrote a summary, else the Job's."""
     stage_failure = job.failed_summary.failure if job.failed_summary is not None else None
@@ -162,7 +168,7 @@ def check(walk: Walk) -> Step | None:
     if not job.complete:
         return walk.step(
             Phase.pending,
-            "checking that the inputs exist and are readable",
+            "checking that the inputs exist and are readable" + waiting(job),
             Cond(C.inputs_ready, "False", Reason.checking, "opening data.train and data.validation"),
             summary="checking inputs",
             ensure=("check",),
@@ -243,7 +249,7 @@ def generation(walk: Walk) -> Step | None:
                 return teacher_starting(walk, ready)
             return walk.step(
                 Phase.generating,
-                f"generating: {done}/{shards} shards done",
+                f"generating: {done}/{shards} shards done" + waiting(gen),
                 ready,
                 Cond(C.data_generated, "False", Reason.generating, f"{done}/{shards} shards done"),
                 summary=f"generate {done}/{shards} shards",
@@ -315,7 +321,7 @@ def training(walk: Walk) -> Step | None:
                 teacher = (ready,)
             return walk.step(
                 Phase.training,
-                "training the student",
+                "training the student" + waiting(train),
                 *teacher,
                 Cond(C.student_trained, "False", Reason.training, f"training {walk.spec.student.model}"),
                 summary=training_summary(walk.progress, walk.spec.training.epochs),
@@ -367,7 +373,7 @@ def evaluation(walk: Walk) -> Step:
         done, total = walk.progress.get("models_done"), walk.progress.get("models_total")
         return walk.step(
             Phase.evaluating,
-            "evaluating student vs baseline vs teacher",
+            "evaluating student vs baseline vs teacher" + waiting(ev),
             Cond(C.evaluated, "False", Reason.evaluating, "scoring on held-out data"),
             summary=f"evaluate {done}/{total} models" if total else "evaluate running",
             ensure=("evaluate",),
