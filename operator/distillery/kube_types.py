@@ -44,7 +44,8 @@ RESOURCE_NAME = rf"^(cpu|memory|ephemeral-storage|hugepages-{_NONZERO}{_SUFFIX}|
 # A container image reference as the kubelet parses it (distribution/reference, which the kubelet
 # calls; a reference it cannot parse leaves the pod in InvalidImageName): [host[:port]/]path[:tag][@digest].
 _IMAGE_PATH = r"[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*"
-_IMAGE_HOST = r"([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(\.([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*"
+_IMAGE_HOST_PART = r"([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_IMAGE_HOST = rf"{_IMAGE_HOST_PART}(\.{_IMAGE_HOST_PART})*"
 _IMAGE_DOMAIN = rf"({_IMAGE_HOST}|\[[a-fA-F0-9:]+\])(:[0-9]+)?"
 _IMAGE_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _IMAGE_DIGEST = r"[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
@@ -140,10 +141,13 @@ Image = kube_string(
 )
 
 
+_IMAGE_ADAPTER = TypeAdapter(Image)
+
+
 def image_problem(value: str) -> str | None:
     """Why `value` is not an image reference the kubelet can parse, or None when it is."""
     try:
-        TypeAdapter(Image).validate_python(value)
+        _IMAGE_ADAPTER.validate_python(value)
     except ValidationError:
         return f"expected {EXPECTED[IMAGE]} (got {value!r})"
     return None

@@ -52,6 +52,8 @@ from distillery.storage import Layout
 C = ConditionType
 STAGE_ORDER = ("check", "generate", "train", "evaluate")
 TEACHER_CHILDREN = ("teacher", "teacher-service", "teacher-policy")
+# What a training pod's summary adds to status.progress.
+TRAIN_PROGRESS = frozenset({"train_loss", "validation_loss", "step", "epoch", "duplicates", "on_policy_loss"})
 
 
 def decide(
@@ -290,20 +292,7 @@ def training(walk: Walk) -> Step | None:
         result = next((s for s in reversed(train.summaries) if isinstance(s, TrainSummary)), None)
         if result is not None:
             walk.progress.update(
-                {
-                    k: v
-                    for k, v in result.model_dump(
-                        include={
-                            "train_loss",
-                            "validation_loss",
-                            "step",
-                            "epoch",
-                            "duplicates",
-                            "on_policy_loss",
-                        }
-                    ).items()
-                    if v is not None
-                }
+                {k: v for k, v in result.model_dump(include=TRAIN_PROGRESS).items() if v is not None}
             )
         if train.failed:
             return failure(walk, C.student_trained, "train", train)
