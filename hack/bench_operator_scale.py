@@ -215,7 +215,18 @@ def one_size(count: int, args: argparse.Namespace, work: Path) -> dict:
         command = [sys.executable, "-m", "distillery", "operator", "--namespace", NAMESPACE, "--metrics-port",
                    str(metrics_port)]  # fmt: skip
         if args.profile:  # figures are then py-spy's, not the operator's: for finding where time goes only
-            command = ["py-spy", "record", "--format", "raw", "-r", "250", "-o", str(args.profile), "--", *command]
+            command = [
+                "py-spy",
+                "record",
+                "--format",
+                "raw",
+                "-r",
+                "250",
+                "-o",
+                str(args.profile),
+                "--",
+                *command,
+            ]
         operator = subprocess.Popen(
             command,
             env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -276,7 +287,9 @@ def one_size(count: int, args: argparse.Namespace, work: Path) -> dict:
         by_kind = {k: v for k, v in stats()["requests"].items() if v}
     finally:
         if operator is not None:
-            stop(operator, signal.SIGINT if args.profile else signal.SIGTERM)  # py-spy writes its file on SIGINT
+            stop(
+                operator, signal.SIGINT if args.profile else signal.SIGTERM
+            )  # py-spy writes its file on SIGINT
         stop(server)
     result = {
         "jobs": count,
@@ -329,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--deadline", type=float, default=900.0, help="most seconds to wait for the Deployments"
     )
-    parser.add_argument("--profile", type=Path, help="run the operator under py-spy, writing this raw profile")
+    parser.add_argument(
+        "--profile", type=Path, help="run the operator under py-spy, writing this raw profile"
+    )
     parser.add_argument("--work", type=Path, default=REPO / "build" / "bench-operator-scale",
                         help="where the kubeconfig and the operator's logs go")  # fmt: skip
     args = parser.parse_args(argv)

@@ -136,9 +136,13 @@ class Store:
     def add(self, resource: tuple[str, str], obj: dict) -> None:
         """Store an object the server itself makes (a controller's), stamped as a create would be."""
         meta = obj["metadata"]
-        meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339(), resourceVersion=self.next_version())
+        meta.update(
+            uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339(), resourceVersion=self.next_version()
+        )
         self.objects[resource][meta.get("namespace"), meta["name"]] = obj
-        self.created_at[f"{resource[0]}/{resource[1]}"][f"{meta.get('namespace')}/{meta['name']}"] = time.time()
+        self.created_at[f"{resource[0]}/{resource[1]}"][f"{meta.get('namespace')}/{meta['name']}"] = (
+            time.time()
+        )
         self.publish(resource, "ADDED", obj)
 
     def publish(self, resource: tuple[str, str], kind: str, obj: dict) -> None:
@@ -152,15 +156,28 @@ def succeeded_pod(job: dict, message: str) -> dict:
     """The pod a Job's one completion leaves: the Job's template, every container exited 0 with `message`."""
     meta, template = job["metadata"], (job.get("spec") or {}).get("template") or {}
     labels = {**((template.get("metadata") or {}).get("labels") or {}), "job-name": meta["name"]}
-    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"], "controller": True}
+    owner = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+    }
     containers = (template.get("spec") or {}).get("containers") or [{"name": "main"}]
     terminated = {"exitCode": 0, "reason": "Completed", "message": message}
-    statuses = [{"name": c.get("name"), "ready": False, "state": {"terminated": terminated}} for c in containers]
+    statuses = [
+        {"name": c.get("name"), "ready": False, "state": {"terminated": terminated}} for c in containers
+    ]
     name = f"{meta['name']}-{uuid.uuid4().hex[:5]}"
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": meta.get("namespace"), "labels": labels, "ownerReferences": [owner]},
+        "metadata": {
+            "name": name,
+            "namespace": meta.get("namespace"),
+            "labels": labels,
+            "ownerReferences": [owner],
+        },
         "spec": template.get("spec") or {},
         "status": {"phase": "Succeeded", "containerStatuses": statuses},
     }
@@ -327,7 +344,11 @@ def make_app(store: Store) -> web.Application:
             body.setdefault("apiVersion", resource[0])
             body.setdefault("kind", kind)
             store.created_at[label][f"{namespace}/{meta['name']}"] = time.time()
-            if kind == "Job" and store.complete_jobs_ending and meta["name"].endswith(store.complete_jobs_ending):
+            if (
+                kind == "Job"
+                and store.complete_jobs_ending
+                and meta["name"].endswith(store.complete_jobs_ending)
+            ):
                 store.add(("v1", "pods"), succeeded_pod(body, store.completed_pod_message))
                 stamp = now_rfc3339()
                 body["status"] = {"succeeded": 1, "startTime": stamp, "completionTime": stamp,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate every generated file: the CRD and docs/api.md (from operator/distillery/api.py)
+"""Regenerate every generated file: the CRD and docs/api.md (from operator/distillery/api/)
 and the Grafana dashboards (from hack/dashboards.py).
 
     python hack/update_generated.py          # write them
@@ -35,7 +35,9 @@ def generated_files() -> dict[Path, str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="only report stale files")
     args = parser.parse_args()
     stale = []

@@ -71,6 +71,10 @@ def vllm_teacher(tiny_models, tmp_path_factory):
 
     log_path = tmp_path_factory.mktemp("vllm") / "teacher.log"
     t0 = time.monotonic()
-    with local_vllm_server(str(tiny_models["teacher"]), "teacher", log_path=log_path, **vllm_options()) as server:
-        print(f"\nvLLM teacher healthy after {time.monotonic() - t0:.1f}s at {server.base_url}", file=sys.stderr)
+    with local_vllm_server(
+        str(tiny_models["teacher"]), "teacher", log_path=log_path, **vllm_options()
+    ) as server:
+        print(
+            f"\nvLLM teacher healthy after {time.monotonic() - t0:.1f}s at {server.base_url}", file=sys.stderr
+        )
         yield server

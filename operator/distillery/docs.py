@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 from distillery import api
+from distillery.api.kube_types import EXPECTED
 from distillery.crd import openapi_schema
-from distillery.kube_types import EXPECTED
 
 
 def _type(node: dict[str, Any]) -> str:
@@ -88,7 +88,7 @@ def _sections(path: str, node: dict[str, Any], out: list[str]) -> None:
 
 def render_api_docs() -> str:
     out = [
-        "<!-- Generated from operator/distillery/api.py by `distillery docs`; do not edit. -->",
+        "<!-- Generated from operator/distillery/api/ by `distillery docs`; do not edit. -->",
         "# DistillationJob API reference",
         "",
         f"`apiVersion: {api.API_VERSION}`, `kind: {api.KIND}`, short name `{api.SHORT_NAMES[0]}`.",

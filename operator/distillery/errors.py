@@ -13,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from distillery.api import CrossFieldError, DistillationJob, Problem
-from distillery.kube_types import key_path
+from distillery.api.kube_types import key_path
 
 
 class InvalidJob(Exception):

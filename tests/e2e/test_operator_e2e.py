@@ -336,7 +336,9 @@ def test_tiny_job_end_to_end_survives_operator_and_pod_kills(cluster, storage: P
     assert local_report.is_file(), (report, local_report)
     report_cost = json.loads(local_report.read_text())["cost"]
     assert set(report_cost["stages"]) == {"teacher", "check", "generate", "train", "evaluate"}, report_cost
-    assert report_cost["stages"]["train"] == cost["stages"]["train"], "the operator passed its cost to the report"
+    assert report_cost["stages"]["train"] == cost["stages"]["train"], (
+        "the operator passed its cost to the report"
+    )
     assert "## Cost" in local_report.with_suffix(".md").read_text()
 
     # The teacher is gone after generation, and its process with it.

@@ -166,7 +166,9 @@ class Cluster:
     async def inputs_ready(self, job_name: str) -> None:
         """The check Job appears before anything else, and its pod finds the inputs readable."""
         check = await self.wait_child("batch/v1/jobs", f"{job_name}-check")
-        summary = CheckSummary(inputs={"spec.data.train": InputSummary(location="/data/d/train.jsonl", checked=3)})
+        summary = CheckSummary(
+            inputs={"spec.data.train": InputSummary(location="/data/d/train.jsonl", checked=3)}
+        )
         await self.finish_pod(check, "check", summary)
         await self.job_done(f"{job_name}-check")
 
@@ -306,8 +308,11 @@ class Emulator(kmock.KubernetesEmulator):
     def _fault(self, request) -> dict[str, Any] | None:
         method = str(getattr(request.method, "value", request.method)).upper()
         for fault in getattr(self, "faults", []):
-            if fault["times"] and fault["method"] == method and request.resource is not None and (
-                request.resource.plural == fault["plural"]
+            if (
+                fault["times"]
+                and fault["method"] == method
+                and request.resource is not None
+                and (request.resource.plural == fault["plural"])
             ):
                 fault["times"] -= 1
                 return fault

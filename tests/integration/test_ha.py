@@ -74,7 +74,9 @@ def creates(emulator: Any) -> Counter:
 def inputs_ready(api: RestClient, name: str, details) -> None:
     """Play the check Job's controller and pod (the kubelet here runs only the operator's namespace)."""
     job = wait_for(lambda: api.get("batch/v1", "jobs", f"{name}-check"), f"the {name} check Job", 30, details)
-    summary = CheckSummary(inputs={"spec.data.train": InputSummary(location="/data/d/train.jsonl", checked=3)})
+    summary = CheckSummary(
+        inputs={"spec.data.train": InputSummary(location="/data/d/train.jsonl", checked=3)}
+    )
     pod = f"{name}-check-0"
     api.create({"apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": pod, "labels": job["spec"]["template"]["metadata"]["labels"]},
@@ -147,6 +149,6 @@ def test_two_chart_replicas_one_reconciles_the_other_takes_over(tmp_path):
                 resource = request.resource.plural + (
                     f"/{request.subresource}" if request.subresource else ""
                 )
-                SEEN_REQUESTS.setdefault("test_two_chart_replicas_one_reconciles_the_other_takes_over", set()).add(
-                    (request.resource.group or "", resource, verb)
-                )
+                SEEN_REQUESTS.setdefault(
+                    "test_two_chart_replicas_one_reconciles_the_other_takes_over", set()
+                ).add((request.resource.group or "", resource, verb))

@@ -117,7 +117,9 @@ async def test_a_failed_shard_fails_the_job_with_the_reason(cluster: Cluster):
         gen = await cluster.wait_child("batch/v1/jobs", "shard-generate")
         await cluster.finish_pod(gen, "generate", GEN, index=0)
         failure = Failure.of(FailureReason.too_few_accepted, "teacher answered 500 to 80% of requests")
-        await cluster.finish_pod(gen, "generate", GenerateSummary(shard=1, shards=2, failure=failure), 1, index=1)
+        await cluster.finish_pod(
+            gen, "generate", GenerateSummary(shard=1, shards=2, failure=failure), 1, index=1
+        )
         await cluster.job_failed("shard-generate", "FailedIndexes", "Job has failed indexes", failedIndexes="1",
                                  succeeded=1)  # fmt: skip
         status = await cluster.wait_phase("shard", "Failed")
@@ -160,11 +162,33 @@ async def test_a_failed_training_job_fails_the_job(cluster: Cluster):
 async def test_why_a_pod_has_not_started_is_in_the_status_while_its_stage_waits(cluster: Cluster):
     """The teacher's image cannot be pulled, a training pod finds no node with its GPUs: the status
     message says so in the kubelet's and the scheduler's words, and stops saying so once they start."""
-    no_gpu = {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                              "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."}]}
-    pull = {"containerStatuses": [{"name": "vllm", "ready": False, "restartCount": 0, "image": "vllm/vllm-openai:v9",
-            "imageID": "", "state": {"waiting": {"reason": "ImagePullBackOff",
-                                                 "message": 'Back-off pulling image "vllm/vllm-openai:v9"'}}}]}
+    no_gpu = {
+        "conditions": [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.",
+            }
+        ]
+    }
+    pull = {
+        "containerStatuses": [
+            {
+                "name": "vllm",
+                "ready": False,
+                "restartCount": 0,
+                "image": "vllm/vllm-openai:v9",
+                "imageID": "",
+                "state": {
+                    "waiting": {
+                        "reason": "ImagePullBackOff",
+                        "message": 'Back-off pulling image "vllm/vllm-openai:v9"',
+                    }
+                },
+            }
+        ]
+    }
     async with cluster.operator():
         await cluster.create_job("slow", spec(training={"gpus": 2}))
         await cluster.inputs_ready("slow")
@@ -177,8 +201,12 @@ async def test_why_a_pod_has_not_started_is_in_the_status_while_its_stage_waits(
         await _generate(cluster, "slow")
         train = await cluster.wait_child("batch/v1/jobs", "slow-train")
         await cluster.waiting_pod(train, "slow-train-xyz", no_gpu)
-        expected = "(a pod is waiting: Unschedulable: 0/4 nodes are available: 4 Insufficient nvidia.com/gpu.)"
-        status = await cluster.wait_for("the scheduler's reason", lambda: _message_has(cluster, "slow", expected))
+        expected = (
+            "(a pod is waiting: Unschedulable: 0/4 nodes are available: 4 Insufficient nvidia.com/gpu.)"
+        )
+        status = await cluster.wait_for(
+            "the scheduler's reason", lambda: _message_has(cluster, "slow", expected)
+        )
         assert status["phase"] == "Training" and status["message"] == "training the student " + expected
         await cluster.patch("v1/pods", "slow-train-xyz", {"status": {"phase": "Running", "conditions": [
             {"type": "PodScheduled", "status": "True"}]}}, "status")  # fmt: skip
@@ -278,7 +306,9 @@ async def test_deletion_releases_the_job_and_children_are_owned(cluster: Cluster
 
 async def test_a_claim_with_reclaim_policy_delete_goes_with_the_job(cluster: Cluster):
     async with cluster.operator():
-        created = await cluster.create_job("temp", spec(storage={"pvc": {"size": "1Gi", "reclaimPolicy": "Delete"}}))
+        created = await cluster.create_job(
+            "temp", spec(storage={"pvc": {"size": "1Gi", "reclaimPolicy": "Delete"}})
+        )
         claim = await cluster.wait_child("v1/persistentvolumeclaims", "temp-data")
     (owner,) = claim["metadata"]["ownerReferences"]
     assert owner["uid"] == created["metadata"]["uid"]
@@ -366,7 +396,10 @@ async def test_on_policy_keeps_the_teacher_through_training_and_removes_it_after
         assert args[args.index("--teacher-url") + 1] == "http://gkd-teacher:8000/v1"
         policy = await cluster.get("networking.k8s.io/v1/networkpolicies", "gkd-teacher-ingress")
         admitted = policy["spec"]["ingress"][0]["from"]
-        assert {rule["podSelector"]["matchLabels"]["distillery.dev/stage"] for rule in admitted} == {"generate", "train"}
+        assert {rule["podSelector"]["matchLabels"]["distillery.dev/stage"] for rule in admitted} == {
+            "generate",
+            "train",
+        }
 
         await cluster.finish_pod(train, "train", TrainSummary(train_loss=0.3, on_policy_loss=0.3, step=7))
         await cluster.job_done("gkd-train")

@@ -18,16 +18,16 @@ from pathlib import Path
 import pytest
 
 from distillery.api import ConditionType, DistillationJob, DistillationJobStatus, Phase
+from distillery.check.inputs import check_job
 from distillery.contract.commands import TERMINATION_LOG_ENV, CheckCommand
 from distillery.contract.summaries import FailureReason, parse_summary
 from distillery.controller.observe import Observed, job_state
 from distillery.controller.phases import decide
 from distillery.datasource import identity, iter_records
 from distillery.evaluation import evaluate
-from distillery.generation.prompts import iter_prompts
-from distillery.inputcheck import check_job
 from distillery.serving.vllm import free_port
 from distillery.storage import Layout
+from distillery.tasks.prompts import iter_prompts
 from tests.objectstore.conftest import SECRET_ACCESS_KEY, store
 
 pytestmark = pytest.mark.objectstore

@@ -171,7 +171,10 @@ def test_cli_measures_a_live_teacher_and_exits_1_on_a_failed_gate(storage, tmp_p
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["evaluation"]["gatePassed"] is False and summary["report"] == "jobs/evaljob/reports/evaluation.json"
+    assert (
+        summary["evaluation"]["gatePassed"] is False
+        and summary["report"] == "jobs/evaljob/reports/evaluation.json"
+    )
     assert "FAILED: quality gate failed" in result.stdout
     assert json.loads(termination.read_text()) == summary
     report = json.loads(Layout(root, "evaljob").evaluation_report.read_text())

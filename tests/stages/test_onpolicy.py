@@ -300,7 +300,11 @@ def test_a_served_teacher_that_returns_no_prompt_logprobs_is_refused_as_invalid_
     finally:
         server.shutdown()
     assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.strip().splitlines()[-1].startswith("spec.teacher.model: cannot grade the student's samples")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("spec.teacher.model: cannot grade the student's samples")
+    )
     failure = json.loads(termination.read_text())["failure"]
     assert failure["reason"] == "InvalidSpec" and "prompt logprobs" in failure["message"]
     assert not Layout(tmp_path, "no").checkpoints.exists()

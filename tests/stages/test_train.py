@@ -182,7 +182,9 @@ def test_saved_student_is_safetensors_and_is_served_by_vllm(sft_run, tmp_path):
     assert (student / "tokenizer.json").is_file()
     prompts = [p for p, _ in toy_pairs(8, seed=4)]
     expected = greedy_answers(student, prompts)
-    with local_vllm_server(str(student), "student", log_path=tmp_path / "vllm-student.log", **vllm_options()) as server:
+    with local_vllm_server(
+        str(student), "student", log_path=tmp_path / "vllm-student.log", **vllm_options()
+    ) as server:
         served = []
         for prompt in prompts:
             response = httpx.post(f"{server.base_url}/chat/completions", timeout=60, json={

@@ -3,7 +3,7 @@
 kubernetes-validate checks types and field names against the upstream OpenAPI schemas,
 but not formats: those live in Go (k8s.io/apimachinery/pkg/util/validation,
 pkg/api/resource, and k8s.io/kubernetes/pkg/apis/core/validation). This module
-follows that Go code step by step, written independently of `distillery.kube_types`
+follows that Go code step by step, written independently of `distillery.api.kube_types`
 (procedural, as the Go is, rather than with the models' patterns), so a test can
 check the models against it; test_kube_types.py checks it against the good and bad
 values of apimachinery's own unit tests.

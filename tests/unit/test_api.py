@@ -64,15 +64,26 @@ def test_round_trip_uses_camel_case():
     [
         ({"generation__shards": 0}, "spec.generation.shards: input should be greater than or equal to 1"),
         ({"training__learningRate": 0}, "spec.training.learningRate: input should be greater than 0"),
-        ({"generation__temperature": 3}, "spec.generation.temperature: input should be less than or equal to 2"),
+        (
+            {"generation__temperature": 3},
+            "spec.generation.temperature: input should be less than or equal to 2",
+        ),
         ({"generation__topP": 0}, "spec.generation.topP: input should be greater than 0"),
         ({"data__taskType": "poetry"}, "spec.data.taskType: input should be 'nli', 'conversation'"),
         ({"training__method": "dpo"}, "spec.training.method: input should be 'sft', 'kd' or 'onPolicy'"),
         ({"generation__temprature": 1}, "spec.generation.temprature: is not a known field"),
-        ({"evaluation__gate__minRetention": -1}, "spec.evaluation.gate.minRetention: input should be greater"),
-        ({"teacher__endpoint": {"url": "ftp://x", "model": "m"}, "teacher__model": None},
-         "spec.teacher.endpoint.url: string should match pattern"),
-        ({"training__tolerations": [{"operator": "Maybe"}]}, "spec.training.tolerations[0].operator: input should be"),
+        (
+            {"evaluation__gate__minRetention": -1},
+            "spec.evaluation.gate.minRetention: input should be greater",
+        ),
+        (
+            {"teacher__endpoint": {"url": "ftp://x", "model": "m"}, "teacher__model": None},
+            "spec.teacher.endpoint.url: string should match pattern",
+        ),
+        (
+            {"training__tolerations": [{"operator": "Maybe"}]},
+            "spec.training.tolerations[0].operator: input should be",
+        ),
     ],
 )
 def test_field_errors_name_the_field_and_what_is_expected(changes, expected):
@@ -98,15 +109,29 @@ def test_missing_required_fields():
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"teacher__endpoint": {"url": "http://x/v1", "model": "m"}}, "spec.teacher.model: set exactly one of"),
+        (
+            {"teacher__endpoint": {"url": "http://x/v1", "model": "m"}},
+            "spec.teacher.model: set exactly one of",
+        ),
         ({"teacher__model": None}, "spec.teacher.model: set exactly one of"),
-        ({"teacher__gpus": 2, "teacher__tensorParallelSize": 4}, "spec.teacher.tensorParallelSize: expected at most teacher.gpus"),
+        (
+            {"teacher__gpus": 2, "teacher__tensorParallelSize": 4},
+            "spec.teacher.tensorParallelSize: expected at most teacher.gpus",
+        ),
         ({"training__method": "kd"}, "spec.generation.topLogprobs: is 0 but training.method is 'kd'"),
-        ({"generation__shards": 2, "generation__parallelism": 4}, "spec.generation.parallelism: expected at most generation.shards"),
-        ({"storage__pvc": {"claimName": "a", "size": "1Gi"}}, "spec.storage.pvc.claimName: set exactly one of"),
+        (
+            {"generation__shards": 2, "generation__parallelism": 4},
+            "spec.generation.parallelism: expected at most generation.shards",
+        ),
+        (
+            {"storage__pvc": {"claimName": "a", "size": "1Gi"}},
+            "spec.storage.pvc.claimName: set exactly one of",
+        ),
         ({"storage__pvc": {}}, "spec.storage.pvc.claimName: set exactly one of"),
-        ({"evaluation__compare": ["student"], "evaluation__gate__minRetention": 0.9},
-         "spec.evaluation.gate.minRetention: needs 'teacher'"),
+        (
+            {"evaluation__compare": ["student"], "evaluation__gate__minRetention": 0.9},
+            "spec.evaluation.gate.minRetention: needs 'teacher'",
+        ),
         ({"data__validation": None, "evaluation__gate__minScore": 0.5}, "spec.data.validation: is empty"),
         ({"data__taskType": "nli", "data__labels": ["yes"]}, "spec.data.labels: expected at least two"),
     ],

@@ -219,11 +219,15 @@ def test_watched_namespaces_get_roles_not_cluster_wide_rights():
         "--namespace=team-a",
         "--namespace=team-b",
     ]
-    roles = [d for d in docs if d["kind"] == "Role" and not d["metadata"]["name"].endswith("-leader-election")]
+    roles = [
+        d for d in docs if d["kind"] == "Role" and not d["metadata"]["name"].endswith("-leader-election")
+    ]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
-    assert {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list", "watch", "create", "delete"]} in (
-        roles[0]["rules"]
-    )
+    assert {
+        "apiGroups": ["apps"],
+        "resources": ["deployments"],
+        "verbs": ["list", "watch", "create", "delete"],
+    } in (roles[0]["rules"])
     cluster_role = find(docs, "ClusterRole")
     granted = {(g, r) for rule in cluster_role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
     assert granted == {("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces")}
@@ -257,9 +261,13 @@ def test_the_operator_refuses_to_start_with_images_or_prices_no_pod_could_use(mo
     bad = {**env("--set", "workers.image.repository=registry.example.com/Worker"), PRICES_ENV: "H100"}
     problems = BuildConfig.from_env(bad).problems()
     assert len(problems) == 2, problems
-    assert problems[0].startswith("DISTILLERY_WORKER_IMAGE (chart value workers.image): expected a container image")
+    assert problems[0].startswith(
+        "DISTILLERY_WORKER_IMAGE (chart value workers.image): expected a container image"
+    )
     assert "(got 'registry.example.com/Worker:0.1.0-rc1')" in problems[0]
-    assert problems[1].startswith("DISTILLERY_GPU_HOUR_PRICES (chart value cost.gpuHourPrices): GPU price 'H100'")
+    assert problems[1].startswith(
+        "DISTILLERY_GPU_HOUR_PRICES (chart value cost.gpuHourPrices): GPU price 'H100'"
+    )
     for name, value in bad.items():
         monkeypatch.setenv(name, value)
     assert cli.main(["operator", "--metrics-port", "0"]) == 2

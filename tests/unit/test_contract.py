@@ -51,7 +51,11 @@ def job(**spec) -> DistillationJob:
 
 COMMANDS = [
     GenerateCommand(
-        job=job(), storage="/data", teacher_url="http://demo-teacher:8000/v1", teacher_model="teacher", metrics_port=9090
+        job=job(),
+        storage="/data",
+        teacher_url="http://demo-teacher:8000/v1",
+        teacher_model="teacher",
+        metrics_port=9090,
     ),
     GenerateCommand(job=job(generation={"shards": 4}), storage="/tmp/s", shard_index=3),
     TrainCommand(job=job(), storage="/data", metrics_port=9090),
@@ -102,14 +106,24 @@ def test_a_generate_command_takes_its_shard_from_the_indexed_job():
     command = GenerateCommand(job=job(), storage="/data")
     assert command.shard({"JOB_COMPLETION_INDEX": "5"}) == 5
     assert command.shard({}) == 0
-    assert GenerateCommand(job=job(), storage="/data", shard_index=2).shard({"JOB_COMPLETION_INDEX": "5"}) == 2
+    assert (
+        GenerateCommand(job=job(), storage="/data", shard_index=2).shard({"JOB_COMPLETION_INDEX": "5"}) == 2
+    )
 
 
 def test_torchrun_wraps_the_same_command_for_several_gpus():
     command = TrainCommand(job=job(training={"gpus": 8}), storage="/data")
     argv = command.argv()
     assert argv[:5] == ["torchrun", "--standalone", "--nproc_per_node=8", "--module", "distillery"]
-    assert argv[5:] == ["train", "--job", job_argument(command.job), "--storage", "/data", "--metrics-port", "0"]
+    assert argv[5:] == [
+        "train",
+        "--job",
+        job_argument(command.job),
+        "--storage",
+        "/data",
+        "--metrics-port",
+        "0",
+    ]
 
 
 SUMMARIES = [
@@ -125,13 +139,17 @@ SUMMARIES = [
 def test_summaries_survive_their_wire_form(summary):
     text = termination_message(summary)
     assert parse_summary(text) == summary
-    assert '"outputTokens"' in text or summary.stage != "generate" or not summary.succeeded  # camelCase on the wire
+    assert (
+        '"outputTokens"' in text or summary.stage != "generate" or not summary.succeeded
+    )  # camelCase on the wire
 
 
 def test_a_termination_message_fits_the_kubelet_limit_keeping_the_cause():
     long = GenerateSummary(
         error_samples=["x" * 1400, "y" * 1400, "z" * 1400],
-        failure=Failure.of(FailureReason.too_few_accepted, "only 3 of 900 prompts got an accepted answer " * 40),
+        failure=Failure.of(
+            FailureReason.too_few_accepted, "only 3 of 900 prompts got an accepted answer " * 40
+        ),
     )
     text = termination_message(long)
     assert len(text.encode()) <= TERMINATION_LIMIT
@@ -140,7 +158,9 @@ def test_a_termination_message_fits_the_kubelet_limit_keeping_the_cause():
     assert parsed.failure.message.endswith("accepted answer")  # the end of the message is kept
 
 
-@pytest.mark.parametrize("text", [None, "", "Traceback (most recent call last):\n...", '{"stage": "nope"}', "{"])
+@pytest.mark.parametrize(
+    "text", [None, "", "Traceback (most recent call last):\n...", '{"stage": "nope"}', "{"]
+)
 def test_anything_else_in_a_termination_message_is_not_a_summary(text):
     assert parse_summary(text) is None
 
@@ -172,15 +192,24 @@ ALLOWED = {
     "generation": {"contract", "serving"},
     "training": {"contract", "serving"},  # onPolicy asks the served teacher to grade
     "evaluation": {"contract", "serving", "generation", "training"},
-    "stages": {"contract", "serving", "generation", "training", "evaluation", "stages"},
+    "check": {"contract"},
+    "stages": {"contract", "serving", "check", "generation", "training", "evaluation", "stages"},
     "manifests": {"contract"},
     "controller": {"contract", "manifests"},
-    "local": {"contract", "serving", "generation", "training", "evaluation", "local_cost", "local_process"},
-    "local_process": {"contract"},
-    "local_cost": {"contract"},
+    "local": {"contract", "serving", "check", "generation", "training", "evaluation", "local"},
     "cli": {"local", "controller", "stages", "crd", "docs"},
 }
-BASE = {"api", "apibase", "api_stages", "api_status", "api_storage", "datasource", "fingerprints", "inputcheck", "kube_types", "errors", "storage", "tasks", "crd", "docs", "__init__"}
+BASE = {
+    "api",
+    "datasource",
+    "fingerprints",
+    "errors",
+    "storage",
+    "tasks",
+    "crd",
+    "docs",
+    "__init__",
+}
 
 
 def test_imports_run_one_way():

@@ -146,7 +146,7 @@ def test_distillery_run_counts_the_teacher_and_the_stages_made_for_the_current_f
     from distillery.api import DistillationJob
     from distillery.contract.commands import TERMINATION_LOG_ENV
     from distillery.contract.summaries import write_summary
-    from distillery.local_cost import record_teacher, spent_before_evaluation
+    from distillery.local.cost import record_teacher, spent_before_evaluation
     from distillery.storage import Layout
 
     job = DistillationJob.model_validate({

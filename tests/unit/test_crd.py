@@ -17,14 +17,18 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(
-    p for p in (ROOT / "examples").rglob("*.yaml") if yaml.safe_load(p.read_text()).get("kind") == "DistillationJob"
+    p
+    for p in (ROOT / "examples").rglob("*.yaml")
+    if yaml.safe_load(p.read_text()).get("kind") == "DistillationJob"
 )
 
 
 @pytest.mark.parametrize("path", list(generated_files()), ids=lambda p: str(p.relative_to(ROOT)))
 def test_generated_file_is_fresh(path):
     assert path.exists(), f"{path} is missing: run python hack/update_generated.py"
-    assert path.read_text() == generated_files()[path], f"{path} is stale: run python hack/update_generated.py"
+    assert path.read_text() == generated_files()[path], (
+        f"{path} is stale: run python hack/update_generated.py"
+    )
 
 
 def test_crd_is_a_valid_apiextensions_v1_object():
@@ -57,13 +61,23 @@ def test_crd_basics():
     version = crd["spec"]["versions"][0]
     assert crd["spec"]["names"]["shortNames"] == ["dj"]
     assert version["subresources"] == {"status": {}}
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Progress", "Retention", "GPU-h", "Age"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Phase",
+        "Progress",
+        "Retention",
+        "GPU-h",
+        "Age",
+    ]
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     assert spec["training"]["properties"]["learningRate"]["default"] == 2e-5
     assert spec["training"]["properties"]["method"]["enum"] == ["sft", "kd", "onPolicy"]
     assert spec["generation"]["properties"]["topP"] == {
-        "type": "number", "description": spec["generation"]["properties"]["topP"]["description"],
-        "default": 1.0, "maximum": 1.0, "minimum": 0.0, "exclusiveMinimum": True,
+        "type": "number",
+        "description": spec["generation"]["properties"]["topP"]["description"],
+        "default": 1.0,
+        "maximum": 1.0,
+        "minimum": 0.0,
+        "exclusiveMinimum": True,
     }
 
 

@@ -7,13 +7,14 @@ import json
 
 import pytest
 
-from distillery import fingerprints, local
+from distillery import fingerprints
 from distillery.api import DataSpec, DistillationJob
 from distillery.contract.summaries import FailureReason
 from distillery.datasource import InputError, identity, input_format, iter_records
 from distillery.evaluation.evaluate import rejudge
 from distillery.generation.decontamination import Decontaminator, ngrams, overlap
 from distillery.generation.files import supersede_stale
+from distillery.local import runner as local
 from distillery.storage import Layout, generated_fingerprint
 from distillery.training.data import record_files
 

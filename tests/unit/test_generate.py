@@ -12,7 +12,6 @@ from distillery.api import DataSpec, FilterSpec, GenerationSpec, TaskType, Teach
 from distillery.contract.commands import API_KEY_ENV, VLLM_MODULE, teacher_server_args
 from distillery.generation.files import SplitStats, cut_torn_tail, recover
 from distillery.generation.filters import rejection, request_params
-from distillery.generation.prompts import InputError, iter_prompts, owned
 from distillery.serving.client import (
     BACKOFF_CAP_SECONDS,
     RequestFailed,
@@ -20,6 +19,7 @@ from distillery.serving.client import (
     parse_logprobs,
     teacher_connection,
 )
+from distillery.tasks.prompts import InputError, iter_prompts, owned
 
 pytestmark = pytest.mark.unit
 

@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from distillery.kube_types import (
+from distillery.api.kube_types import (
     DnsLabel,
     DnsSubdomain,
     LabelValue,

@@ -7,9 +7,10 @@ import json
 import pytest
 import yaml
 
-from distillery import cli, local
+from distillery import cli
 from distillery.api import DistillationJob
 from distillery.contract.summaries import StageSummary, generation_totals
+from distillery.local import runner as local
 from distillery.storage import Layout
 
 pytestmark = pytest.mark.unit
@@ -145,7 +146,9 @@ def test_the_teacher_is_kept_through_training_only_for_on_policy(
                 layout.evaluation_report.parent.mkdir(parents=True, exist_ok=True)
                 layout.evaluation_report.write_text("{}")
             else:
-                calls.append(f"{name} with it" if given is connection else f"{name} alone" if given is None else "?")
+                calls.append(
+                    f"{name} with it" if given is connection else f"{name} alone" if given is None else "?"
+                )
             return StageSummary(stage=name)
 
         return run

@@ -189,7 +189,10 @@ def test_stage_jobs_never_run_two_pods_at_once_and_forgive_disruptions(case: str
         spec = build(child, job, BuildConfig())["spec"]
         assert spec["podReplacementPolicy"] == "Failed", child
         (rule,) = spec["podFailurePolicy"]["rules"]
-        assert rule == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+        assert rule == {
+            "action": "Ignore",
+            "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+        }
         assert spec["template"]["spec"]["restartPolicy"] == "Never"  # what a podFailurePolicy requires
 
 

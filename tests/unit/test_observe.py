@@ -55,7 +55,9 @@ def test_stage_jobs_and_the_teacher_carry_it():
     job = {"metadata": {"name": "j"}, "status": {"active": 1}}
     assert job_state(job, [pod(conditions=[UNSCHEDULABLE])]).waiting.startswith("Unschedulable: 0/3 nodes")
     deployment = {"status": {"replicas": 1}}
-    stuck = teacher_state(deployment, [pod(containers=[waiting("ImagePullBackOff", "Back-off pulling image")])])
+    stuck = teacher_state(
+        deployment, [pod(containers=[waiting("ImagePullBackOff", "Back-off pulling image")])]
+    )
     assert stuck.waiting_reason == "ImagePullBackOff: Back-off pulling image" and not stuck.ready
     ready = teacher_state({"status": {"readyReplicas": 1}}, [pod(containers=[waiting("ImagePullBackOff")])])
     assert ready.ready and ready.waiting_reason == ""  # a rollout's new pod: the old one still serves

@@ -71,10 +71,16 @@ EVAL_PASS = (EvaluateSummary.model_validate(
 EVAL_FAIL = (EvaluateSummary.model_validate(
     {"evaluation": {"metric": "accuracy", "teacher": {"score": 0.8}, "student": {"score": 0.4}, "retention": 0.5,
                     "gatePassed": False, "gateReason": "retention 0.50 < 0.80"}}),)  # fmt: skip
-CHECK_FAILED = CheckSummary(failure=Failure.of(
-    FailureReason.input_not_found, "spec.data.train: s3://prompts/train.parquet does not exist"))
-CHECK_PASSED = CheckSummary(inputs={"spec.data.train": InputSummary(location="s3://prompts/train.parquet",
-                                                                     format="parquet", checked=3)})
+CHECK_FAILED = CheckSummary(
+    failure=Failure.of(
+        FailureReason.input_not_found, "spec.data.train: s3://prompts/train.parquet does not exist"
+    )
+)
+CHECK_PASSED = CheckSummary(
+    inputs={
+        "spec.data.train": InputSummary(location="s3://prompts/train.parquet", format="parquet", checked=3)
+    }
+)
 TEACHER_UP = TeacherState(exists=True, ready=True)
 TEACHER_LOADING = TeacherState(exists=True, ready=False)
 
@@ -358,6 +364,8 @@ def test_progress_a_running_stage_reports_reaches_status_and_the_printer_column(
     assert evaluating.progress["summary"] == "evaluate 1/3 models"
     new = next_status(status(Phase.evaluating), evaluating, NOW, 1)
     assert (new.progress.models_done, new.progress.models_total) == (1, 3)
+
+
 def test_status_shows_the_on_policy_loss_the_training_stage_reports():
     from distillery.contract.summaries import parse_summary, termination_message
 

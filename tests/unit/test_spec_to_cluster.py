@@ -17,8 +17,8 @@ import kubernetes_validate
 import pytest
 
 from distillery.api import DistillationJob
+from distillery.api.kube_types import parse_quantity
 from distillery.errors import InvalidJob, parse_job
-from distillery.kube_types import parse_quantity
 from distillery.manifests import CHILDREN, BuildConfig, build, label_value, names
 from tests.unit import apiserver
 
@@ -42,8 +42,14 @@ LABEL_KEYS = [
     "node.k8s/gpu-type",
 ]
 LABEL_VALUES = ["", "v", "V_1.x", "z" * 63, "a100-80gb"]
-IMAGES = [None, "r/i:t", "localhost:5000/a/b@sha256:" + "0" * 64, "i" * 255 + ":" + "t" * 128,
-          "REGISTRY/a__b-c.d:T_1", "[::1]:5000/x:y@sha256:" + "f" * 64]
+IMAGES = [
+    None,
+    "r/i:t",
+    "localhost:5000/a/b@sha256:" + "0" * 64,
+    "i" * 255 + ":" + "t" * 128,
+    "REGISTRY/a__b-c.d:T_1",
+    "[::1]:5000/x:y@sha256:" + "f" * 64,
+]
 PATHS = ["/data", "/d", "/a b/..c/.x", "/" + "p" * 1000, "/dev/shmx", "/mnt/..data"]
 
 

@@ -43,7 +43,9 @@ def with_usage(summary: StageSummary, seconds: float, gpus: int, cpu_seconds: fl
     """The summary with what its process held: `gpus` for `seconds`, and `cpu_seconds` of CPU."""
     return summary.model_copy(
         update={
-            "duration_seconds": summary.duration_seconds if summary.duration_seconds is not None else round(seconds, 2),
+            "duration_seconds": summary.duration_seconds
+            if summary.duration_seconds is not None
+            else round(seconds, 2),
             "gpus": gpus,
             "gpu_seconds": round(gpus * seconds, 2),
             "cpu_seconds": round(cpu_seconds, 2),
@@ -91,7 +93,9 @@ def job_cost(
     return with_stages(counts, stages, retention)
 
 
-def with_stages(cost: CostStatus, stages: Mapping[str, StageCost], retention: float | None = None) -> CostStatus:
+def with_stages(
+    cost: CostStatus, stages: Mapping[str, StageCost], retention: float | None = None
+) -> CostStatus:
     """`cost` with these stages' costs added (replacing any of the same name) and its totals made again."""
     merged = {**cost.stages, **stages}
     cpu = [c.cpu_seconds for c in merged.values() if c.cpu_seconds is not None]
@@ -174,7 +178,9 @@ def priced(
 def cost_lines(cost: CostStatus) -> list[str]:
     """A few lines for `distillery run` and the report."""
     by_stage = ", ".join(
-        f"{stage} {used.gpu_seconds / 3600:.3f}" for stage, used in cost.stages.items() if used.gpu_seconds > 0
+        f"{stage} {used.gpu_seconds / 3600:.3f}"
+        for stage, used in cost.stages.items()
+        if used.gpu_seconds > 0
     )
     line = f"cost: {cost.gpu_hours:.3f} GPU-hours" + (f" ({by_stage})" if by_stage else "")
     if cost.cpu_hours is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from distillery.api import CostStatus, DistillationJobSpec, DistillationJobStatus, Reason, StageCost
-from distillery.api_status import ConditionType
+from distillery.api.status import ConditionType
 from distillery.contract.cost import job_cost, stage_cost
 from distillery.contract.summaries import EvaluateSummary, GenerateSummary, TrainSummary
 from distillery.controller.observe import JOB_STAGES, JobState, Observed
@@ -38,15 +38,20 @@ def stage_costs(status: DistillationJobStatus, observed: Observed, now: datetime
     return out
 
 
-def teacher_cost(
-    spec: DistillationJobSpec, status: DistillationJobStatus, now: datetime
-) -> StageCost | None:
+def teacher_cost(spec: DistillationJobSpec, status: DistillationJobStatus, now: datetime) -> StageCost | None:
     """The served teacher's GPUs from ready until now (or until the job ended); None once it is gone."""
     ready = condition(status, ConditionType.teacher_ready)
-    if spec.teacher.model is None or ready is None or ready.status != "True" or ready.reason != Reason.ready.value:
+    if (
+        spec.teacher.model is None
+        or ready is None
+        or ready.status != "True"
+        or ready.reason != Reason.ready.value
+    ):
         return None
     since = parse_time(ready.last_transition_time)
-    until = parse_time(status.completion_time) if status.phase is not None and status.phase.is_terminal else now
+    until = (
+        parse_time(status.completion_time) if status.phase is not None and status.phase.is_terminal else now
+    )
     if since is None or until is None:
         return None
     seconds = max(0.0, (until - since).total_seconds())
@@ -68,7 +73,9 @@ def observed_cost(
     old = status.cost or CostStatus()
     generated = [s for s in observed.generate.summaries if isinstance(s, GenerateSummary)]
     trained = next((s for s in reversed(observed.train.summaries) if isinstance(s, TrainSummary)), None)
-    evaluated = next((s for s in reversed(observed.evaluate.summaries) if isinstance(s, EvaluateSummary)), None)
+    evaluated = next(
+        (s for s in reversed(observed.evaluate.summaries) if isinstance(s, EvaluateSummary)), None
+    )
     retention = status.evaluation.retention if status.evaluation else None
     if evaluated is not None and evaluated.evaluation is not None:
         retention = evaluated.evaluation.retention

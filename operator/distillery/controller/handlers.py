@@ -104,7 +104,9 @@ async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         info = kopf.login_via_client(**kwargs)
     else:
         info = kopf.ConnectionInfo(
-            server=configuration.host, insecure=not configuration.verify_ssl, ca_path=configuration.ssl_ca_cert
+            server=configuration.host,
+            insecure=not configuration.verify_ssl,
+            ca_path=configuration.ssl_ca_cert,
         )
     runtime.logged_in.set()  # the official client's default configuration is now the operator's
     return info

@@ -159,7 +159,10 @@ def pods_waiting(pods: Iterable[dict[str, Any]]) -> str:
         for condition in status.get("conditions") or []:
             if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
                 return _reason(condition.get("reason") or "Unschedulable", condition.get("message"))
-        for container in (*(status.get("initContainerStatuses") or ()), *(status.get("containerStatuses") or ())):
+        for container in (
+            *(status.get("initContainerStatuses") or ()),
+            *(status.get("containerStatuses") or ()),
+        ):
             waiting = (container.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") and waiting["reason"] not in STARTING:
                 return _reason(waiting["reason"], waiting.get("message"))

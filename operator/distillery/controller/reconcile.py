@@ -41,7 +41,11 @@ CLAIM_RECHECK_SECONDS = 10.0
 
 class Reconciler:
     def __init__(
-        self, cache: Cache, api: Api, live: dict[Key, dict[str, Any]] | None = None, guard: Guard | None = None
+        self,
+        cache: Cache,
+        api: Api,
+        live: dict[Key, dict[str, Any]] | None = None,
+        guard: Guard | None = None,
     ):
         self.cache = cache
         self.api = api
@@ -49,7 +53,9 @@ class Reconciler:
         self.config = BuildConfig.from_env()
         self.prices = parse_prices(self.config.gpu_hour_prices)  # a bad table stops the operator at start
         self.live = live if live is not None else {}  # what running stage pods report (controller.progress)
-        self._seen: dict[Key, tuple[Any, dict[str, Any]]] = {}  # (generation, status) as our last reconcile left it
+        self._seen: dict[
+            Key, tuple[Any, dict[str, Any]]
+        ] = {}  # (generation, status) as our last reconcile left it
         self._failures: dict[Key, int] = {}  # consecutive transient API errors per job
 
     async def __call__(self, key: Key) -> float | Backoff | None:
@@ -187,7 +193,12 @@ _parsed: dict[tuple[Any, ...], tuple[DistillationJob | None, list[str]]] = {}
 def parse(body: dict[str, Any]) -> tuple[DistillationJob | None, list[str]]:
     """The job validated, or the problems; the same spec is validated once (its models are frozen in use)."""
     meta = body.get("metadata") or {}
-    key = (meta.get("namespace"), meta.get("name"), meta.get("uid"), json.dumps(body.get("spec"), sort_keys=True))
+    key = (
+        meta.get("namespace"),
+        meta.get("name"),
+        meta.get("uid"),
+        json.dumps(body.get("spec"), sort_keys=True),
+    )
     if key not in _parsed:
         if len(_parsed) > 4096:  # bounded: a job's old specs go
             _parsed.clear()

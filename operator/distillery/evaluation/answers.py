@@ -64,7 +64,7 @@ class ModelRun:
 def validation_prompts(job: DistillationJob, layout: Layout) -> list[Any]:
     """The validation prompts every model answers: generation's own reader, so they match what the teacher saw."""
     from distillery.datasource import resolve
-    from distillery.generation.prompts import iter_prompts
+    from distillery.tasks.prompts import iter_prompts
 
     data, evaluation = job.spec.data, job.spec.evaluation
     if data.validation is None:

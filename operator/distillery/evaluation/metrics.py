@@ -24,9 +24,12 @@ EVAL_THROUGHPUT = Gauge(
     registry=REGISTRY,
 )
 EVAL_MODELS_TOTAL = Gauge(
-    "distillery_eval_models_compared", "Models this evaluation compares (teacher, baseline, student).", registry=REGISTRY
+    "distillery_eval_models_compared",
+    "Models this evaluation compares (teacher, baseline, student).",
+    registry=REGISTRY,
 )
 EVAL_MODELS_DONE = Gauge(
-    "distillery_eval_models_done", "Compared models whose answers are in (the operator shows it as progress).",
+    "distillery_eval_models_done",
+    "Compared models whose answers are in (the operator shows it as progress).",
     registry=REGISTRY,
 )

@@ -35,9 +35,9 @@ from distillery.generation import metrics
 from distillery.generation.decontamination import Decontaminator, decontaminator_for
 from distillery.generation.files import SplitStats, partial_path, recover, summarize, supersede_stale
 from distillery.generation.filters import dedup_key, rejection, request_params
-from distillery.generation.prompts import Prompt, iter_prompts
 from distillery.serving.client import ChatClient, RequestFailed, TeacherConnection, backoff_delay
 from distillery.storage import SPLITS, Layout, write_json_atomic
+from distillery.tasks.prompts import Prompt, iter_prompts
 
 PROGRESS_INTERVAL_SECONDS = 10.0
 

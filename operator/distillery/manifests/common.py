@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from distillery.api import API_VERSION, KIND, DistillationJob, Resources, StageRuntime, Toleration
-from distillery.kube_types import image_problem
+from distillery.api.kube_types import image_problem
 
 # Label keys. `managed-by` + `job` + `stage` are what selectors and the NetworkPolicy use.
 MANAGED_BY = "app.kubernetes.io/managed-by"

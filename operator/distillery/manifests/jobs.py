@@ -53,7 +53,9 @@ def _job(
         # Evictions, preemption and node drains are not the stage's fault: they do not use up
         # backoffLimit (the replacement resumes from the storage).
         "podFailurePolicy": {
-            "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
+            "rules": [
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+            ]
         },
         "template": {
             "metadata": {"labels": common.labels(job, stage)},
@@ -102,6 +104,8 @@ def build_check_job(job: DistillationJob, config: common.BuildConfig) -> dict[st
         container=container,
         job_spec={"completions": 1, "parallelism": 1, "backoffLimit": 0},
     )
+
+
 def _teacher_key_env(job: DistillationJob) -> list[dict[str, Any]]:
     """The endpoint teacher's API key, by reference to its Secret, for the pods that ask the teacher."""
     endpoint = job.spec.teacher.endpoint

@@ -1,4 +1,4 @@
-"""`distillery check`: before the teacher starts, the inputs exist and are readable (the library is `distillery.inputcheck`).
+"""`distillery check`: before the teacher starts, the inputs exist and are readable (the library is `distillery.check`).
 
     distillery check --job J --storage DIR
 
@@ -21,7 +21,7 @@ add_arguments = CheckCommand.add_arguments
 
 
 def main(args: argparse.Namespace) -> int:
-    from distillery.inputcheck import check_job, failure_text
+    from distillery.check.inputs import check_job, failure_text
 
     def work() -> CheckSummary:
         command = CheckCommand.from_args(args)

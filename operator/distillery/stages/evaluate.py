@@ -54,6 +54,7 @@ def main(args: argparse.Namespace) -> int:
             teacher = teacher_connection(job.spec.teacher, command.teacher_url)
             if command.teacher_model:
                 teacher = replace(teacher, model=command.teacher_model)
+
         def cost(report: dict) -> CostStatus:
             spent = evaluation_cost(
                 command.spent, time.monotonic() - started, job.spec.evaluation.gpus, process_cpu_seconds(),

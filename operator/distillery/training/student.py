@@ -300,7 +300,9 @@ REPORTED_RUN = ("precision", "loss_tokens", "computed_tokens", "padding_fraction
                 "history", "on_policy", "efficiency")  # fmt: skip
 
 
-def _summary(job: DistillationJob, layout: Layout, run: dict[str, Any], began: float, data: Any) -> TrainSummary:
+def _summary(
+    job: DistillationJob, layout: Layout, run: dict[str, Any], began: float, data: Any
+) -> TrainSummary:
     on_policy = [p["on_policy"] for p in run["history"] if "on_policy" in p]
     counts = run.get("on_policy") or {}
     return TrainSummary(

@@ -103,14 +103,18 @@ class ProcessRuntime:
     async def run_sandbox(self, pod: Mapping[str, Any], directory: Path) -> ProcessSandbox:
         meta = pod["metadata"]
         directory.mkdir(parents=True, exist_ok=True)
-        sandbox = ProcessSandbox(meta["name"], meta.get("namespace") or "default", directory, ip=next(self._addresses))
+        sandbox = ProcessSandbox(
+            meta["name"], meta.get("namespace") or "default", directory, ip=next(self._addresses)
+        )
         declared = {
             int(port["containerPort"])
             for container in [*(pod["spec"].get("initContainers") or []), *pod["spec"].get("containers", [])]
             for port in container.get("ports") or []
         }
         for number in sorted(declared):
-            sandbox.forwarders.append(await asyncio.start_server(_forward(sandbox, number), sandbox.ip, number))
+            sandbox.forwarders.append(
+                await asyncio.start_server(_forward(sandbox, number), sandbox.ip, number)
+            )
         return sandbox
 
     async def start(

@@ -3,7 +3,7 @@
 Pure functions shared by generation (build the teacher's prompt, verify its answer) and
 evaluation (the same prompt for every compared model, the same answer matching). A record
 is one parsed line of the input JSONL; which of its fields are read is set by
-`data.fields` (see `FieldMapping` in api.py).
+`data.fields` (see `FieldMapping` in `distillery.api`).
 
 Task types:
 - nli            premise (`prompt`) + hypothesis (`context`) -> one of `data.labels`

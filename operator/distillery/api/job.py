@@ -13,42 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from distillery.api_stages import (
-    Compared,
-    EvaluationSpec,
-    FilterSpec,
-    GateSpec,
-    GenerationSpec,
-    LoraSpec,
-    Metric,
-    OnPolicySpec,
-    TrainingMethod,
-    TrainingSpec,
-)
-from distillery.api_status import (
-    Artifacts,
-    Condition,
-    ConditionType,
-    CostStatus,
-    DistillationJobStatus,
-    EvaluationStatus,
-    ModelScore,
-    Phase,
-    Progress,
-    Reason,
-    StageCost,
-    is_progress_reason,
-)
-from distillery.api_storage import (
-    Decontamination,
-    ObjectStoreCredentials,
-    ObjectStoreSpec,
-    OutputSpec,
-    StorageSpec,
-    is_uri,
-    uri_rule,
-)
-from distillery.apibase import (
+from distillery.api.base import (
     LIST_MAX,
     NAME_MAX,
     PATH_MAX,
@@ -63,7 +28,7 @@ from distillery.apibase import (
     raise_problems,
     section,
 )
-from distillery.kube_types import (
+from distillery.api.kube_types import (
     INT32_MAX,
     DnsLabel,
     DnsSubdomain,
@@ -77,6 +42,41 @@ from distillery.kube_types import (
     StageRuntime,
     Toleration,
     placement_problems,
+)
+from distillery.api.stages import (
+    Compared,
+    EvaluationSpec,
+    FilterSpec,
+    GateSpec,
+    GenerationSpec,
+    LoraSpec,
+    Metric,
+    OnPolicySpec,
+    TrainingMethod,
+    TrainingSpec,
+)
+from distillery.api.status import (
+    Artifacts,
+    Condition,
+    ConditionType,
+    CostStatus,
+    DistillationJobStatus,
+    EvaluationStatus,
+    ModelScore,
+    Phase,
+    Progress,
+    Reason,
+    StageCost,
+    is_progress_reason,
+)
+from distillery.api.storage import (
+    Decontamination,
+    ObjectStoreCredentials,
+    ObjectStoreSpec,
+    OutputSpec,
+    StorageSpec,
+    is_uri,
+    uri_rule,
 )
 
 GROUP = "distillery.dev"

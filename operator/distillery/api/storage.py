@@ -10,8 +10,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from distillery.apibase import NAME_MAX, PATH_MAX, Model, Rule
-from distillery.kube_types import AbsolutePath, DnsSubdomain, PositiveQuantity, SecretKey
+from distillery.api.base import NAME_MAX, PATH_MAX, Model, Rule
+from distillery.api.kube_types import AbsolutePath, DnsSubdomain, PositiveQuantity, SecretKey
 
 # The object-store scheme the project supports (S3 and S3-compatible stores: MinIO, Ceph RGW, ...).
 URI_SCHEMES = ("s3",)

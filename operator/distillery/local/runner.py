@@ -48,8 +48,8 @@ from distillery.contract.summaries import (
     generation_totals,
 )
 from distillery.errors import InvalidJob
-from distillery.local_cost import Spent, price_table, record_teacher, spent_before_evaluation
-from distillery.local_process import failure_text, run_stage_process, stop_children
+from distillery.local.cost import Spent, price_table, record_teacher, spent_before_evaluation
+from distillery.local.process import failure_text, run_stage_process, stop_children
 from distillery.storage import Layout, resolve_model, write_json_atomic
 
 STAGES = ("generate", "train", "evaluate")
@@ -82,7 +82,7 @@ def preflight(job: DistillationJob, root: Path) -> list[Problem]:
     The inputs are checked by `distillery check`'s own library (`inputcheck`): each is opened and
     its first records parsed, on the storage or in the object store.
     """
-    from distillery.inputcheck import check_job
+    from distillery.check.inputs import check_job
 
     spec = job.spec
     problems: list[Problem] = []

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, PlainValidator, TypeAdapter, ValidationError, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from distillery.apibase import LIST_MAX, Model, Problem, Rule, section
+from distillery.api.base import LIST_MAX, Model, Problem, Rule, section
 
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from distillery.apibase import Model
+from distillery.api.base import Model
 
 
 class Phase(str, enum.Enum):
@@ -148,7 +148,9 @@ class StageCost(Model):
 
     gpus: int = Field(0, ge=0, description="GPUs each of its pods held.")
     wall_seconds: float | None = Field(
-        None, ge=0, description="Wall-clock time: first pod start to last pod end; the teacher's, ready to removed."
+        None,
+        ge=0,
+        description="Wall-clock time: first pod start to last pod end; the teacher's, ready to removed.",
     )
     pod_seconds: float = Field(0, ge=0, description="Seconds its pods ran, summed over pods (shards add up).")
     gpu_seconds: float = Field(0, ge=0, description="GPUs held x seconds, summed over its pods.")
@@ -168,7 +170,9 @@ class CostStatus(Model):
     teacher_prompt_tokens: int = Field(0, ge=0, description="Tokens sent to the teacher (generation).")
     teacher_output_tokens: int = Field(0, ge=0, description="Tokens the teacher wrote (generation).")
     training_tokens: int = Field(0, ge=0, description="Real (non-padding) tokens the student trained on.")
-    evaluation_requests: int = Field(0, ge=0, description="Requests evaluation sent to the models it compares.")
+    evaluation_requests: int = Field(
+        0, ge=0, description="Requests evaluation sent to the models it compares."
+    )
     price: float | None = Field(
         None, ge=0, description="GPU-hours x the price table's price per GPU-hour; empty without a table."
     )

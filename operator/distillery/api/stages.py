@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from distillery.apibase import LIST_MAX, Arg, Model, Name, Rule, section
-from distillery.kube_types import StageRuntime
+from distillery.api.base import LIST_MAX, Arg, Model, Name, Rule, section
+from distillery.api.kube_types import StageRuntime
 
 
 class TrainingMethod(str, enum.Enum):
