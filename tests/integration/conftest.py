@@ -26,6 +26,7 @@ from kopf.testing import KopfRunner
 
 from distillery.contract.summaries import CheckSummary, InputSummary, StageSummary, termination_message
 from distillery.controller import handlers
+from distillery.controller.settings import OperatorSettings
 
 NAMESPACE = "ml"
 DJ = "distillery.dev/v1alpha1/distillationjobs"
@@ -330,7 +331,8 @@ def _parse_path(path: str, _original=kmock_parsing.parse_path) -> kmock_parsing.
 @pytest_asyncio.fixture()
 async def cluster(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):
     monkeypatch.setattr(kmock_parsing, "parse_path", _parse_path)
-    monkeypatch.setenv("DISTILLERY_PROGRESS_SECONDS", "1")  # read by the operator's progress scraper
+    # The operator runs with these settings (as `distillery operator` gives them): scrape progress every second.
+    handlers.use_settings(OperatorSettings(progress_seconds=1))
     async with Emulator() as server, kmock.Server(server):
         for resource, info in RESOURCES.items():
             server.resources[resource] = {**info, "verbs": VERBS}
@@ -345,6 +347,7 @@ async def cluster(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureReques
             yield world
         finally:
             world.record_requests(request.node.originalname)
+            handlers.use_settings(None)
 
 
 def spec(**changes: Any) -> dict:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from distillery.controller import guard
+from distillery.controller import handlers
+from distillery.controller.settings import from_environment
 from tests.integration.conftest import Cluster, _verb, spec
 from tests.integration.test_rbac import granted, only, render
 
@@ -19,16 +20,16 @@ pytestmark = [pytest.mark.integration]
 LABEL = "distillery.dev/usable"
 # What the chart sets from operator.guard (templates/deployment.yaml).
 POLICY = {
-    guard.IMAGES_ENV: "registry.corp/ml/,vllm/",
-    guard.SECRET_LABEL_ENV: f"{LABEL}=true",
-    guard.TOLERATIONS_ENV: "nvidia.com/gpu",
+    "DISTILLERY_GUARD_IMAGE_PREFIXES": "registry.corp/ml/,vllm/",
+    "DISTILLERY_GUARD_SECRET_LABEL": f"{LABEL}=true",
+    "DISTILLERY_GUARD_TOLERATION_KEYS": "nvidia.com/gpu",
 }
 
 
 @pytest.fixture
-def guarded(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in POLICY.items():
-        monkeypatch.setenv(name, value)
+def guarded(cluster: Cluster) -> None:
+    """The operator's settings, read from that environment as `distillery operator` reads it."""
+    handlers.use_settings(from_environment(POLICY, progress_seconds=1))
 
 
 def _chart_env() -> dict[str, str]:

@@ -247,19 +247,24 @@ def test_worker_images_reach_the_operator():
 
 
 def test_the_operator_refuses_to_start_with_images_or_prices_no_pod_could_use(monkeypatch, caplog):
-    """The chart's rendered environment, read by the operator's own check: fine as shipped; a worker image
-    the kubelet could not parse (the chart's schema lets any repository through), or a price table it
-    cannot read, stops `distillery operator` before it connects, naming the variable and the chart value."""
+    """The chart's rendered environment, read by the operator's own settings: fine as shipped; a worker
+    image the kubelet could not parse (the chart's schema lets any repository through), or a price table
+    it cannot read, stops `distillery operator` before it connects, naming the variable and the chart value."""
     from distillery import cli
-    from distillery.manifests.common import PRICES_ENV, BuildConfig
+    from distillery.controller.settings import SettingsError, from_environment
 
     def env(*extra):
         (container,) = find(render("full", *extra), "Deployment")["spec"]["template"]["spec"]["containers"]
         return {e["name"]: e["value"] for e in container["env"] if "value" in e}
 
-    assert BuildConfig.from_env(env()).problems() == []
-    bad = {**env("--set", "workers.image.repository=registry.example.com/Worker"), PRICES_ENV: "H100"}
-    problems = BuildConfig.from_env(bad).problems()
+    from_environment(env())  # no SettingsError
+    bad = {
+        **env("--set", "workers.image.repository=registry.example.com/Worker"),
+        "DISTILLERY_GPU_HOUR_PRICES": "H100",
+    }
+    with pytest.raises(SettingsError) as refused:
+        from_environment(bad)
+    problems = refused.value.problems
     assert len(problems) == 2, problems
     assert problems[0].startswith(
         "DISTILLERY_WORKER_IMAGE (chart value workers.image): expected a container image"
@@ -275,20 +280,23 @@ def test_the_operator_refuses_to_start_with_images_or_prices_no_pod_could_use(mo
 
 
 def test_the_guard_and_the_price_table_reach_the_operator_as_it_reads_them():
-    from distillery.contract.cost import parse_prices
     from distillery.controller.guard import Guard
-    from distillery.manifests.common import BuildConfig
+    from distillery.controller.settings import OperatorSettings, from_environment
 
     (container,) = find(render("full"), "Deployment")["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-    assert Guard.from_env(env) == Guard(
+    settings = from_environment(env)
+    assert settings.guard() == Guard(
         ("registry.example.com/ml/", "vllm/"), "distillery.dev/usable=true", ("nvidia.com/gpu",)
     )
-    config = BuildConfig.from_env(env)
-    assert parse_prices(config.gpu_hour_prices) == {"default": 2.5, "NVIDIA-H100-80GB-HBM3": 4.1}
-    assert config.currency == "EUR"
+    assert settings.prices() == {"default": 2.5, "NVIDIA-H100-80GB-HBM3": 4.1}
+    assert settings.currency == "EUR"
     (defaults,) = find(render("defaults"), "Deployment")["spec"]["template"]["spec"]["containers"]
-    assert not Guard.from_env({e["name"]: e["value"] for e in defaults["env"] if "value" in e}).enabled
+    shipped = from_environment({e["name"]: e["value"] for e in defaults["env"] if "value" in e})
+    assert not shipped.guard().enabled
+    # The chart's defaults for the control loop are the operator's own.
+    for field in ("resync_seconds", "workers", "progress_seconds"):
+        assert getattr(shipped, field) == OperatorSettings.model_fields[field].default, field
     rules = find(render("full"), "ClusterRole")["rules"]
     assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]} in rules
 

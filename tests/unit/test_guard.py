@@ -132,17 +132,19 @@ def test_an_endpoint_teacher_runs_no_teacher_pod_so_its_image_and_tolerations_ar
 
 
 def test_the_guard_is_read_from_the_environment_the_chart_sets():
+    from distillery.controller.settings import from_environment
+
     env = {
-        guard.IMAGES_ENV: "registry.corp/ml/, vllm/",
-        guard.SECRET_LABEL_ENV: "a=b",
-        guard.TOLERATIONS_ENV: "",
+        "DISTILLERY_GUARD_IMAGE_PREFIXES": "registry.corp/ml/, vllm/",
+        "DISTILLERY_GUARD_SECRET_LABEL": "a=b",
+        "DISTILLERY_GUARD_TOLERATION_KEYS": "",
     }
-    policy = Guard.from_env(env)
+    policy = from_environment(env).guard()
     assert policy == Guard(("registry.corp/ml/", "vllm/"), "a=b", ())
     assert policy.describe() == (
         "guard on: images under registry.corp/ml/, vllm/; Secrets labelled a=b; tolerations of no taint"
     )
-    assert Guard.from_env({}) == Guard() and Guard.from_env({}).toleration_keys is None
+    assert from_environment({}).guard() == Guard() and from_environment({}).guard().toleration_keys is None
 
 
 def test_a_denied_job_fails_before_anything_runs_with_a_warning_naming_the_field():

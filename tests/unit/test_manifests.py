@@ -347,9 +347,11 @@ def test_no_claim_is_built_for_an_existing_one():
 
 
 def test_worker_images_come_from_the_environment_and_spec_overrides():
-    config = BuildConfig.from_env(
+    from distillery.controller.settings import from_environment
+
+    config = from_environment(
         {"DISTILLERY_WORKER_IMAGE": "r/w:2", "DISTILLERY_WORKER_CUDA_IMAGE": "r/c:2"}
-    )
+    ).build_config()
     assert (config.worker_image, config.worker_cuda_image) == ("r/w:2", "r/c:2")
     job = _tiny_job()
     job.spec.evaluation.image = "custom/eval:3"

@@ -13,6 +13,7 @@ The same arithmetic for the operator (`status.cost`), `distillery run` and the e
 
 from __future__ import annotations
 
+import math
 import resource
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -143,7 +144,7 @@ def parse_prices(text: str) -> dict[str, float]:
             price = float(value)
         except ValueError:
             price = -1.0
-        if not sep or not gpu_type or price < 0:
+        if not sep or not gpu_type or not 0 <= price < math.inf:  # nan fails both
             raise ValueError(f"GPU price {item!r}: expected TYPE=PRICE with a price >= 0, e.g. default=2.5")
         table[gpu_type.strip()] = price
     return table

@@ -2,7 +2,8 @@
 
 Creating a DistillationJob lets a namespace user choose the images the operator's pods run,
 have those pods read the Secrets the spec names, and tolerate taints (GPU nodes, dedicated
-pools). The guard narrows that (chart: `operator.guard`; operator: DISTILLERY_GUARD_* env):
+pools). The guard narrows that (chart: `operator.guard`; operator: the guard_* settings,
+controller/settings.py):
 
 - images: only under the allowed prefixes (`registry.corp/ml/`), compared in the form a
   container runtime resolves (`vllm/vllm-openai` is `docker.io/vllm/vllm-openai`);
@@ -16,16 +17,11 @@ with the fields named. Pure, except for the Secrets' labels, which the caller re
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from distillery.api import DistillationJobSpec
 from distillery.manifests.common import BuildConfig
-
-IMAGES_ENV = "DISTILLERY_GUARD_IMAGE_PREFIXES"
-SECRET_LABEL_ENV = "DISTILLERY_GUARD_SECRET_LABEL"
-TOLERATIONS_ENV = "DISTILLERY_GUARD_TOLERATION_KEYS"
 
 
 @dataclass(frozen=True)
@@ -33,16 +29,6 @@ class Guard:
     image_prefixes: tuple[str, ...] = ()  # empty: any image
     secret_label: str = ""  # "key=value" or "key" (present with any value); empty: any Secret
     toleration_keys: tuple[str, ...] | None = None  # None: any toleration; (): none
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Guard:
-        env = os.environ if env is None else env
-        keys = env.get(TOLERATIONS_ENV)
-        return cls(
-            image_prefixes=_split(env.get(IMAGES_ENV, "")),
-            secret_label=env.get(SECRET_LABEL_ENV, "").strip(),
-            toleration_keys=None if keys is None else _split(keys),
-        )
 
     @property
     def enabled(self) -> bool:
@@ -59,10 +45,6 @@ class Guard:
             else f"tolerations of {', '.join(self.toleration_keys) or 'no taint'}",
         ]  # fmt: skip
         return "guard on: " + "; ".join(parts)
-
-
-def _split(text: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
 # ---------------------------------------------------------------- what a spec makes pods use

@@ -4,7 +4,7 @@ Event-driven: a DistillationJob's own events and its children's (Deployments, Jo
 Services, NetworkPolicies and claims the operator labelled, watched with a server-side label
 selector) queue a reconcile of that job (`queue`); the reconcile reads everything from the
 cache (`cache`) and decides in pure code (`phases`, `status`). A slow resync (every
-RESYNC_SECONDS) is only a safety net. No kopf timers, so no finalizer on the jobs: deleting one
+`resync_seconds`) is only a safety net. No kopf timers, so no finalizer on the jobs: deleting one
 is immediate, the garbage collector removes what it owns.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from typing import Any
 
@@ -23,19 +22,15 @@ from distillery.api import GROUP, PLURAL, VERSION
 from distillery.controller import metrics
 from distillery.controller.apiclient import Api
 from distillery.controller.cache import CHILD_KINDS, Cache, key_of
-from distillery.controller.leader import LeaderElection
+from distillery.controller.leader import LeaderElection, identity
 from distillery.controller.progress import ProgressScraper
 from distillery.controller.queue import WorkQueue
 from distillery.controller.reconcile import Reconciler
+from distillery.controller.settings import OperatorSettings
 from distillery.manifests.common import MANAGED_BY, MANAGER
 
 registry = kopf.OperatorRegistry()
 
-# How often every job is reconciled even if nothing happened to it: a safety net for a missed
-# watch event, not the way the operator learns about changes.
-RESYNC_SECONDS = float(os.environ.get("DISTILLERY_RESYNC_SECONDS", "300"))
-# Reconciles waiting on the API server at once.
-WORKERS = int(os.environ.get("DISTILLERY_WORKERS", "16"))
 OWN_LABELS = f"{MANAGED_BY}={MANAGER}"
 # Children whose only state the phase machine reads is that they exist: their creation (by us)
 # needs no reconcile of the job, their deletion does (they are made again).
@@ -43,17 +38,20 @@ PRESENCE_ONLY = frozenset({"Service", "NetworkPolicy", "PersistentVolumeClaim"})
 
 
 class Runtime:
-    """The operator's moving parts, made at startup (tests run several operators in one process, in turn)."""
+    """The operator's moving parts, made at startup from its settings (tests run several operators
+    in one process, in turn)."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: OperatorSettings) -> None:
+        self.settings = settings
         self.cache = Cache()
         self.logged_in = asyncio.Event()
         self.api = Api(self.logged_in)
         self.live: dict[tuple[str, str], dict[str, Any]] = {}  # progress the running stage pods report
         self.election: LeaderElection | None = None
-        self.reconciler = Reconciler(self.cache, self.api, self.live)
-        self.queue = WorkQueue(self.reconciler, workers=WORKERS, active=self.is_leader)
+        self.reconciler = Reconciler(self.cache, self.api, self.live, settings)
+        self.queue = WorkQueue(self.reconciler, workers=settings.workers, active=self.is_leader)
         self.scraper = ProgressScraper(self.cache, self.live, self.queue.request, self.is_leader)
+        self.scraper.interval = settings.progress_seconds
         self.ready = False
         self.beat = 0.0
         self.tasks: list[asyncio.Task] = []  # background loops, cancelled at cleanup
@@ -62,16 +60,23 @@ class Runtime:
         return self.election is None or self.election.leader
 
 
-runtime = Runtime()
-_leader_election: dict[str, Any] = {}  # set by `use_leader_election` (the CLI) before kopf starts
+# Made by `configure` when kopf starts (kopf runs the startup handler before any other), from the
+# settings `use_settings` gave; nothing is made, and nothing read, when this module is imported.
+runtime: Runtime | None = None
+_settings: dict[str, OperatorSettings] = {}
 
 
-def use_leader_election(name: str, namespace: str, identity: str) -> None:
-    _leader_election.update(name=name, namespace=namespace, identity=identity)
+def use_settings(settings: OperatorSettings | None) -> None:
+    """The settings the next operator run starts with (`distillery operator`, tests); None: the defaults."""
+    _settings.pop("next", None)
+    if settings is not None:
+        _settings["next"] = settings
 
 
 def health() -> dict[str, Any]:
     """What /healthz and /readyz report: ready once started; healthy while the event loop beats."""
+    if runtime is None:
+        return {"ready": False, "age": None, "leader": False}
     return {
         "ready": runtime.ready,
         "age": time.monotonic() - runtime.beat if runtime.beat else None,
@@ -118,7 +123,7 @@ async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.startup(registry=registry)
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     global runtime
-    runtime = Runtime()
+    runtime = Runtime(_settings.get("next") or OperatorSettings())
     # Ask the API server to end each watch after 5 min, and give up on our side a little
     # later: a watch whose TCP connection died without a FIN otherwise hangs forever and the
     # operator silently stops seeing changes (kopf issues #204 and #585).
@@ -135,8 +140,15 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     logging.getLogger("distillery.operator").info("%s", runtime.reconciler.guard.describe())
     loops = [_resync(), _heartbeat(), runtime.scraper.run()]
-    if _leader_election:
-        runtime.election = LeaderElection(runtime.api, **_leader_election, on_elected=_take_over)
+    chosen = runtime.settings
+    if chosen.leader_elect:
+        runtime.election = LeaderElection(
+            runtime.api,
+            chosen.leader_elect,
+            chosen.lease_namespace(),
+            identity(chosen.pod_name),
+            on_elected=_take_over,
+        )
         loops.append(runtime.election.run())
     else:
         metrics.LEADER.set(1)
@@ -161,7 +173,7 @@ def _take_over() -> None:
 
 async def _resync() -> None:
     while True:
-        await asyncio.sleep(RESYNC_SECONDS)
+        await asyncio.sleep(runtime.settings.resync_seconds)
         if runtime.is_leader():
             runtime.queue.request_all(runtime.cache.jobs())
 

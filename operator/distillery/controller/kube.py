@@ -130,15 +130,16 @@ async def carry_out(
     job: DistillationJob | None,
     step: Step,
     children: dict[str, list[dict[str, Any]]],
+    config: BuildConfig,
     logger: logging.Logger,
 ) -> None:
-    """Create what the step ensures and the cache lacks; delete, suspend and resume what it says.
+    """Create what the step ensures and the cache lacks (built with `config`); delete, suspend and
+    resume what it says.
 
     Without a valid spec (`job` None) nothing is created, but what runs is still stopped.
     """
     namespace, job_name = key
     if job is not None:
-        config = BuildConfig.from_env()
         for child in step.ensure:
             if not _exists(children, CHILDREN[child][1], child_name(child, job)):
                 await create(api, job, child, config, logger)

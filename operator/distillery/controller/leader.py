@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -27,6 +29,11 @@ logger = logging.getLogger("distillery.leader")
 
 LEASE_SECONDS = 15
 RENEW_SECONDS = 5
+
+
+def identity(pod_name: str = "") -> str:
+    """A replica's name in the Lease: its pod's name (unique in a Deployment) and a random tail."""
+    return f"{pod_name or socket.gethostname()}-{uuid.uuid4().hex[:6]}"
 
 
 def _microtime(moment: float | None = None) -> str:

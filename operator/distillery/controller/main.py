@@ -8,15 +8,16 @@ Lease NAME reconciles; the others keep their caches warm and take over within
 `controller.leader.LEASE_SECONDS` of the leader stopping. The Lease lives in
 `--leader-election-namespace` (default: the pod's own namespace, from POD_NAMESPACE). Without
 `--leader-elect` the operator runs alone.
+
+The environment (the chart's Deployment sets it) and these flags become one validated
+`controller.settings.OperatorSettings`, built here, once, before anything starts, and passed down;
+every setting (its variable or flag, chart value, default and range) is listed there.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import socket
-import uuid
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,21 +34,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="log kopf's own debugging output")
 
 
-def identity() -> str:
-    """This replica's name in the Lease: the pod's name (unique in a Deployment) and a random tail."""
-    return f"{os.environ.get('POD_NAME') or socket.gethostname()}-{uuid.uuid4().hex[:6]}"
-
-
 def main(args: argparse.Namespace) -> int:
     import kopf
 
-    from distillery.manifests import BuildConfig
+    from distillery.controller.settings import SettingsError, from_environment
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
-    problems = BuildConfig.from_env().problems()
-    if problems:  # before anything starts: every pod would be built with them
-        for problem in problems:
+    try:  # the environment and the flags, read once; a bad value stops the operator here
+        settings = from_environment(
+            None,
+            metrics_port=args.metrics_port,
+            namespaces=args.namespace,
+            leader_elect=args.leader_elect,
+            leader_election_namespace=args.leader_election_namespace,
+        )
+    except SettingsError as error:
+        for problem in error.problems:
             logging.getLogger("distillery.operator").error("%s", problem)
         return 2
     from distillery.controller import handlers, server
@@ -55,11 +58,9 @@ def main(args: argparse.Namespace) -> int:
     if not args.verbose:
         # kopf logs every handler call ("Handler 'job_event' succeeded"): one line per watch event.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    if args.leader_elect:
-        namespace = args.leader_election_namespace or os.environ.get("POD_NAMESPACE") or "default"
-        handlers.use_leader_election(args.leader_elect, namespace, identity())
-    if args.metrics_port:
-        server.start(args.metrics_port, handlers.health)
-    namespaces = args.namespace or []
+    handlers.use_settings(settings)
+    if settings.metrics_port:
+        server.start(settings.metrics_port, handlers.health)
+    namespaces = list(settings.namespaces)
     kopf.run(registry=handlers.registry, clusterwide=not namespaces, namespaces=namespaces, standalone=True)
     return 0

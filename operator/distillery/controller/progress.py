@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -82,16 +81,17 @@ def running_pods(children: dict[str, list[dict[str, Any]]], stage: str) -> list[
 
 
 class ProgressScraper:
+    interval = SCRAPE_SECONDS  # seconds between scrapes; the operator sets its settings' progress_seconds
+
     def __init__(self, cache: Cache, live: dict[Key, dict[str, Any]], request: Callable[[Key], None],
                  active: Callable[[], bool]):  # fmt: skip
         self.cache, self.live, self.request, self.active = cache, live, request, active
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_SECONDS)
-        interval = float(os.environ.get("DISTILLERY_PROGRESS_SECONDS", SCRAPE_SECONDS))
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
-                await asyncio.sleep(interval)
+                await asyncio.sleep(self.interval)
                 if self.active():
                     await self.scrape_all(session)
 

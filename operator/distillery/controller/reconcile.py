@@ -20,15 +20,14 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 
 from distillery.api import DistillationJob, DistillationJobStatus, Phase, Problem
-from distillery.contract.cost import parse_prices, priced
+from distillery.contract.cost import priced
 from distillery.controller import guard, kube, metrics, phases, policy, status
 from distillery.controller.apiclient import TRANSIENT, Api
 from distillery.controller.cache import Cache, Key
-from distillery.controller.guard import Guard
 from distillery.controller.observe import Admission, from_children
 from distillery.controller.queue import Backoff
+from distillery.controller.settings import OperatorSettings
 from distillery.errors import InvalidJob, format_problem, parse_job
-from distillery.manifests import BuildConfig
 
 logger = logging.getLogger("distillery.reconcile")
 
@@ -45,13 +44,15 @@ class Reconciler:
         cache: Cache,
         api: Api,
         live: dict[Key, dict[str, Any]] | None = None,
-        guard: Guard | None = None,
+        settings: OperatorSettings | None = None,
     ):
+        settings = settings if settings is not None else OperatorSettings()
         self.cache = cache
         self.api = api
-        self.guard = guard if guard is not None else Guard.from_env()
-        self.config = BuildConfig.from_env()
-        self.prices = parse_prices(self.config.gpu_hour_prices)  # a bad table stops the operator at start
+        self.guard = settings.guard()
+        self.config = settings.build_config()  # what the builders make every child with
+        # Validated with the settings: a bad table stops the operator at start.
+        self.prices = settings.prices()
         self.live = live if live is not None else {}  # what running stage pods report (controller.progress)
         self._seen: dict[
             Key, tuple[Any, dict[str, Any]]
@@ -97,10 +98,10 @@ class Reconciler:
             await kube.delete_job(self.api, *key)
             return None
         try:
-            await kube.carry_out(self.api, key, job, step, self.cache.children(key), logger)
+            await kube.carry_out(self.api, key, job, step, self.cache.children(key), self.config, logger)
         except kube.ChildRefused as refusal:
             step = policy.child_refused(step, refusal.child, str(refusal), observed)
-            await kube.carry_out(self.api, key, job, step, self.cache.children(key), logger)
+            await kube.carry_out(self.api, key, job, step, self.cache.children(key), self.config, logger)
         new = status.next_status(old, step, now, meta.get("generation"))
         if job is not None and new.spec_hashes is None:
             new.spec_hashes = policy.spec_hashes(job.spec)

@@ -7,13 +7,11 @@ no Kubernetes client, no torch or vLLM; the operator image has none of them.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from distillery.api import API_VERSION, KIND, DistillationJob, Resources, StageRuntime, Toleration
-from distillery.api.kube_types import image_problem
 
 # Label keys. `managed-by` + `job` + `stage` are what selectors and the NetworkPolicy use.
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -41,48 +39,15 @@ DEFAULT_REQUESTS: dict[str, dict[str, str]] = {
 }
 
 
-PRICES_ENV = "DISTILLERY_GPU_HOUR_PRICES"
-CURRENCY_ENV = "DISTILLERY_CURRENCY"
-
-
 @dataclass(frozen=True)
 class BuildConfig:
-    """Operator-wide settings the builders need (taken from the environment by the operator)."""
+    """Operator-wide settings the builders need (from the operator's settings, controller/settings.py)."""
 
     worker_image: str = "ghcr.io/distillery/worker:0.1.0"
     worker_cuda_image: str = "ghcr.io/distillery/worker-cuda:0.1.0"
     # Price per GPU-hour by GPU type (contract.cost.parse_prices), for status.cost and the report.
     gpu_hour_prices: str = ""
     currency: str = "USD"
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> BuildConfig:
-        env = dict(os.environ) if env is None else env
-        defaults = cls()
-        return cls(
-            worker_image=env.get("DISTILLERY_WORKER_IMAGE") or defaults.worker_image,
-            worker_cuda_image=env.get("DISTILLERY_WORKER_CUDA_IMAGE") or defaults.worker_cuda_image,
-            gpu_hour_prices=env.get(PRICES_ENV, "").strip(),
-            currency=env.get(CURRENCY_ENV, "").strip() or defaults.currency,
-        )
-
-    def problems(self) -> list[str]:
-        """What in these settings no pod could run with, each naming its variable (and chart value)."""
-        from distillery.contract.cost import parse_prices
-
-        out = []
-        for variable, value, chart in (
-            ("DISTILLERY_WORKER_IMAGE", self.worker_image, "workers.image"),
-            ("DISTILLERY_WORKER_CUDA_IMAGE", self.worker_cuda_image, "workers.cudaImage"),
-        ):
-            problem = image_problem(value)
-            if problem:
-                out.append(f"{variable} (chart value {chart}): {problem}")
-        try:
-            parse_prices(self.gpu_hour_prices)
-        except ValueError as error:
-            out.append(f"{PRICES_ENV} (chart value cost.gpuHourPrices): {error}")
-        return out
 
     def worker_image_for(self, runtime: StageRuntime, gpus: int) -> str:
         if runtime.image:
