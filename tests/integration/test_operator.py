@@ -411,3 +411,19 @@ async def test_on_policy_keeps_the_teacher_through_training_and_removes_it_after
     assert (teacher["status"], teacher["reason"]) == ("False", "ScaledDown")
     assert "training is done" in teacher["message"]
     assert status["progress"]["onPolicyLoss"] == 0.3
+
+
+async def test_the_settings_the_operator_is_given_reach_the_children_it_creates(
+    cluster: Cluster, monkeypatch
+):
+    """The worker image comes from the settings `distillery operator` built, never from the environment
+    the operator process happens to have (here something else)."""
+    from distillery.controller.settings import OperatorSettings
+
+    monkeypatch.setenv("DISTILLERY_WORKER_IMAGE", "env.example/not-this-one:1")
+    handlers.use_settings(OperatorSettings(worker_image="settings.example/worker:7", progress_seconds=1))
+    async with cluster.operator():
+        await cluster.create_job("configured", spec())
+        check = await cluster.wait_child("batch/v1/jobs", "configured-check")
+    (container,) = check["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "settings.example/worker:7"
