@@ -272,11 +272,3 @@ def _problem(error: Any, raw: dict[str, Any]) -> str:
         return f"{OperatorSettings.source(field)}: {error['ctx']['error']}"
     expected = OperatorSettings.model_fields[field].json_schema_extra["expected"]
     return f"{OperatorSettings.source(field)}: expected {expected} (got {raw.get(field)!r})"
-
-
-def describe() -> str:
-    """Every setting, one line each (its variable or flag, chart value, default, meaning): for docs."""
-    lines = []
-    for name, info in OperatorSettings.model_fields.items():
-        lines.append(f"{OperatorSettings.source(name)}, default {info.default!r}: {info.description}")
-    return "\n".join(lines)
