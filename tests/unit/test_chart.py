@@ -238,8 +238,14 @@ def test_worker_images_reach_the_operator():
         (container,) = find(render(values), "Deployment")["spec"]["template"]["spec"]["containers"]
         return {e["name"]: e.get("value") for e in container["env"]}
 
-    assert env("defaults")["DISTILLERY_WORKER_IMAGE"] == "distillery/worker-cpu:0.1.0"
-    assert env("defaults")["DISTILLERY_WORKER_CUDA_IMAGE"] == "distillery/worker-cuda:0.1.0"
+    # By default every image is where the release pushes it (hack/release.sh): imageRegistry/NAME:appVersion.
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    registry = yaml.safe_load((CHART / "values.yaml").read_text())["imageRegistry"]
+    defaults = env("defaults")
+    assert defaults["DISTILLERY_WORKER_IMAGE"] == f"{registry}/worker-cpu:{chart['appVersion']}"
+    assert defaults["DISTILLERY_WORKER_CUDA_IMAGE"] == f"{registry}/worker-cuda:{chart['appVersion']}"
+    (operator,) = find(render("defaults"), "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert operator["image"] == f"{registry}/operator:{chart['appVersion']}"
     full = env("full")
     assert full["DISTILLERY_WORKER_IMAGE"] == "registry.example.com/distillery/worker-cpu:0.1.0-rc1"
     assert full["DISTILLERY_WORKER_CUDA_IMAGE"] == "registry.example.com/distillery/worker-cuda:0.1.0"
