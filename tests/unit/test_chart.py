@@ -264,13 +264,13 @@ def test_the_operator_refuses_to_start_with_images_or_prices_no_pod_could_use(mo
         return {e["name"]: e["value"] for e in container["env"] if "value" in e}
 
     assert BuildConfig.from_env(env()).problems() == []
-    bad = {**env("--set", "workers.image.repository=registry.example.com/Worker"), PRICES_ENV: "H100"}
+    bad = {**env("--set", "workers.image.repository=Worker"), PRICES_ENV: "H100"}
     problems = BuildConfig.from_env(bad).problems()
     assert len(problems) == 2, problems
     assert problems[0].startswith(
         "DISTILLERY_WORKER_IMAGE (chart value workers.image): expected a container image"
     )
-    assert "(got 'registry.example.com/Worker:0.1.0-rc1')" in problems[0]
+    assert "(got 'registry.example.com/distillery/Worker:0.1.0-rc1')" in problems[0]
     assert problems[1].startswith(
         "DISTILLERY_GPU_HOUR_PRICES (chart value cost.gpuHourPrices): GPU price 'H100'"
     )
