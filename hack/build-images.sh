@@ -2,7 +2,11 @@
 # Builds Distillery's images from images/*.Dockerfile (the Dockerfiles a release uses).
 #
 #   hack/build-images.sh                  the operator and the CPU worker image
-#   hack/build-images.sh worker-cpu       only that one (names: operator, worker-cpu)
+#   hack/build-images.sh worker-cpu       only that one (names: operator, worker-cpu, worker-cuda)
+#   hack/build-images.sh --name NAME      print the local image name NAME is built as (hack/release.sh tags it)
+#
+# worker-cuda is built only when named: its base is the upstream vLLM CUDA image, which a machine that
+# cannot pull (like the test machines here) does not have; the release workflow builds all three.
 #
 # The engine comes from hack/container-engine.sh (it starts one when none answers). Builds use
 # Docker's legacy builder (DOCKER_BUILDKIT=0) unless DOCKER_BUILDKIT is set: every Docker
@@ -24,7 +28,7 @@
 # wheels/ (gitignored), which the worker build reads.
 #
 # Settings (environment): OPERATOR_IMAGE (distillery-operator:dev), WORKER_CPU_IMAGE
-# (distillery-worker-cpu:dev), BASE, PYTHON_IMAGE, LOCAL_BASE_IMAGE
+# (distillery-worker-cpu:dev), WORKER_CUDA_IMAGE (distillery-worker-cuda:dev), BASE, PYTHON_IMAGE, LOCAL_BASE_IMAGE
 # (distillery-base:bookworm-python3.11-<hash of the recipe>), DEBIAN_MIRROR, HOST_CA_BUNDLE
 # (/etc/ssl/certs/ca-certificates.crt), TORCH_INDEX_URL (https://download.pytorch.org/whl/cpu),
 # TORCH_WHEEL (glob of the wheel to look for), BUILD_ARGS (more `docker build` words).
@@ -33,6 +37,7 @@ cd "$(dirname "$0")/.."
 
 OPERATOR_IMAGE=${OPERATOR_IMAGE:-distillery-operator:dev}
 WORKER_CPU_IMAGE=${WORKER_CPU_IMAGE:-distillery-worker-cpu:dev}
+WORKER_CUDA_IMAGE=${WORKER_CUDA_IMAGE:-distillery-worker-cuda:dev}
 BASE=${BASE:-auto}
 PYTHON_IMAGE=${PYTHON_IMAGE:-python:3.11.14-slim-bookworm}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -148,11 +153,24 @@ build() { # NAME IMAGE BUILD-ARG...
   log "built $image in $((SECONDS - started))s ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.2f GB", $1 / 1e9}'))"
 }
 
+image_name() {
+  case $1 in
+    operator) echo "$OPERATOR_IMAGE" ;;
+    worker-cpu) echo "$WORKER_CPU_IMAGE" ;;
+    worker-cuda) echo "$WORKER_CUDA_IMAGE" ;;
+    *) die "unknown image $1 (expected operator, worker-cpu or worker-cuda)" ;;
+  esac
+}
+
 main() {
+  if [ "${1:-}" = --name ]; then
+    image_name "${2:?--name needs an image name}"
+    return
+  fi
   local targets=("$@") target base torch_index
   [ ${#targets[@]} -gt 0 ] || targets=(operator worker-cpu)
   for target in "${targets[@]}"; do
-    case $target in operator | worker-cpu) ;; *) die "unknown image $target (expected operator or worker-cpu)" ;; esac
+    image_name "$target" >/dev/null
   done
   DOCKER_HOST=$(hack/container-engine.sh)
   export DOCKER_HOST
@@ -165,6 +183,7 @@ main() {
         torch_index=$(torch_source)
         build worker-cpu "$WORKER_CPU_IMAGE" --build-arg "PYTHON_IMAGE=$base" --build-arg "TORCH_INDEX_URL=$torch_index"
         ;;
+      worker-cuda) build worker-cuda "$WORKER_CUDA_IMAGE" ;;
     esac
   done
   log "done; DOCKER_HOST=$DOCKER_HOST"

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = getattr(args, "extra", "worker")
         print(
             f"distillery {args.command}: needs the Python package {error.name!r}; "
-            f"install it with: pip install 'distillery[{extra}]'",
+            f"install it with: pip install 'distillery-operator[{extra}]'",
             file=sys.stderr,
         )
         return 3

@@ -238,8 +238,21 @@ def test_worker_images_reach_the_operator():
         (container,) = find(render(values), "Deployment")["spec"]["template"]["spec"]["containers"]
         return {e["name"]: e.get("value") for e in container["env"]}
 
-    assert env("defaults")["DISTILLERY_WORKER_IMAGE"] == "distillery/worker-cpu:0.1.0"
-    assert env("defaults")["DISTILLERY_WORKER_CUDA_IMAGE"] == "distillery/worker-cuda:0.1.0"
+    # By default every image is where the release pushes it (hack/release.sh): imageRegistry/NAME:appVersion.
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    registry = yaml.safe_load((CHART / "values.yaml").read_text())["imageRegistry"]
+    defaults = env("defaults")
+    assert defaults["DISTILLERY_WORKER_IMAGE"] == f"{registry}/worker-cpu:{chart['appVersion']}"
+    assert defaults["DISTILLERY_WORKER_CUDA_IMAGE"] == f"{registry}/worker-cuda:{chart['appVersion']}"
+    (operator,) = find(render("defaults"), "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert operator["image"] == f"{registry}/operator:{chart['appVersion']}"
+    # The operator's own defaults (no chart) name the same images.
+    from distillery.manifests.common import BuildConfig
+
+    assert (BuildConfig().worker_image, BuildConfig().worker_cuda_image) == (
+        defaults["DISTILLERY_WORKER_IMAGE"],
+        defaults["DISTILLERY_WORKER_CUDA_IMAGE"],
+    )
     full = env("full")
     assert full["DISTILLERY_WORKER_IMAGE"] == "registry.example.com/distillery/worker-cpu:0.1.0-rc1"
     assert full["DISTILLERY_WORKER_CUDA_IMAGE"] == "registry.example.com/distillery/worker-cuda:0.1.0"
@@ -259,7 +272,7 @@ def test_the_operator_refuses_to_start_with_images_or_prices_no_pod_could_use(mo
 
     from_environment(env())  # no SettingsError
     bad = {
-        **env("--set", "workers.image.repository=registry.example.com/Worker"),
+        **env("--set", "workers.image.repository=Worker"),
         "DISTILLERY_GPU_HOUR_PRICES": "H100",
     }
     with pytest.raises(SettingsError) as refused:
@@ -269,7 +282,7 @@ def test_the_operator_refuses_to_start_with_images_or_prices_no_pod_could_use(mo
     assert problems[0].startswith(
         "DISTILLERY_WORKER_IMAGE (chart value workers.image): expected a container image"
     )
-    assert "(got 'registry.example.com/Worker:0.1.0-rc1')" in problems[0]
+    assert "(got 'registry.example.com/distillery/Worker:0.1.0-rc1')" in problems[0]
     assert problems[1].startswith(
         "DISTILLERY_GPU_HOUR_PRICES (chart value cost.gpuHourPrices): GPU price 'H100'"
     )

@@ -62,11 +62,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
-{{/* repository:tag of an image values block ({repository, tag}); the tag defaults to appVersion. */}}
+{{/* [imageRegistry/]repository:tag of an image values block ({repository, tag}); the tag defaults to appVersion. */}}
 {{- define "distillery.image" -}}
 {{- $image := index . 0 -}}
 {{- $root := index . 1 -}}
-{{- printf "%s:%s" $image.repository (default $root.Chart.AppVersion $image.tag) -}}
+{{- $registry := trimSuffix "/" ($root.Values.imageRegistry | default "") -}}
+{{- $repository := ternary (printf "%s/%s" $registry $image.repository) $image.repository (ne $registry "") -}}
+{{- printf "%s:%s" $repository (default $root.Chart.AppVersion $image.tag) -}}
 {{- end -}}
 
 {{/*

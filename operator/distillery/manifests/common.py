@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from distillery import __version__
 from distillery.api import API_VERSION, KIND, DistillationJob, Resources, StageRuntime, Toleration
 
 # Label keys. `managed-by` + `job` + `stage` are what selectors and the NetworkPolicy use.
@@ -39,12 +40,16 @@ DEFAULT_REQUESTS: dict[str, dict[str, str]] = {
 }
 
 
+RELEASE_REGISTRY = "ghcr.io/distillery-dev/distillery"
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     """Operator-wide settings the builders need (from the operator's settings, controller/settings.py)."""
 
-    worker_image: str = "ghcr.io/distillery/worker:0.1.0"
-    worker_cuda_image: str = "ghcr.io/distillery/worker-cuda:0.1.0"
+    # Where a release pushes the worker images (hack/release.sh; the chart's imageRegistry default).
+    worker_image: str = f"{RELEASE_REGISTRY}/worker-cpu:{__version__}"
+    worker_cuda_image: str = f"{RELEASE_REGISTRY}/worker-cuda:{__version__}"
     # Price per GPU-hour by GPU type (contract.cost.parse_prices), for status.cost and the report.
     gpu_hour_prices: str = ""
     currency: str = "USD"
