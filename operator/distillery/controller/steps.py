@@ -3,6 +3,7 @@ of status and time. Pure."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -16,7 +17,9 @@ from distillery.api import (
     Phase,
     Reason,
 )
-from distillery.controller.observe import JOB_STAGES, JobState, Observed
+from distillery.contract import stages
+from distillery.contract.stages import Stage
+from distillery.controller.observe import JobState, Observed
 from distillery.storage import Layout
 
 
@@ -78,6 +81,19 @@ class Walk:
         )
 
 
+StageStep = Callable[[Walk], "Step | None"]
+# Stage -> its function in the phase walk (controller.phases registers one per stage with `walks`).
+WALK: dict[Stage, StageStep] = {}
+
+
+def walks(stage: Stage) -> Callable[[StageStep], StageStep]:
+    def register(function: StageStep) -> StageStep:
+        WALK[stage] = function
+        return function
+
+    return register
+
+
 def now_text(now: datetime) -> str:
     return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -108,17 +124,13 @@ def stop_everything(observed: Observed) -> tuple[str, ...]:
     """A job that ended: its teacher and any stage Job still running go (GPUs freed, no pod left working)."""
     running = tuple(
         stage
-        for stage in JOB_STAGES
-        if (job := getattr(observed, stage)).exists and not (job.complete or job.failed)
+        for stage in stages.names()
+        if (job := observed.job(stage)).exists and not (job.complete or job.failed)
     )
     return teacher_present(observed) + running
 
 
-def stage_job(observed: Observed, stage: str) -> JobState:
-    return getattr(observed, stage)
-
-
-def resume(spec: DistillationJobSpec, job: JobState, stage: str) -> tuple[str, ...]:
+def resume(spec: DistillationJobSpec, job: JobState, stage: Stage) -> tuple[str, ...]:
     # With a Kueue queue, Kueue decides when a suspended Job runs; otherwise we resume it.
     return (stage,) if job.exists and job.suspended and not spec.queue_name else ()
 
