@@ -25,6 +25,7 @@ from distillery.api import (
     DistillationJobSpec,
     DistillationJobStatus,
     Phase,
+    Progress,
     Reason,
     TrainingMethod,
 )
@@ -48,6 +49,7 @@ from distillery.controller.steps import (
     stop_everything,
     teacher_present,
     walks,
+    with_progress,
 )
 from distillery.storage import Layout
 
@@ -158,7 +160,7 @@ def failure(walk: Walk, stage: Stage, job: JobState) -> Step:
         f"{stage} failed: {detail}",
         (*walk.conditions, Cond(kind, "False", reason, detail)),
         delete=stop_everything(walk.observed),
-        progress={**walk.progress, "summary": "failed"},
+        progress=with_progress(walk.progress, summary="failed"),
         finished_stages=tuple(walk.finished),
     )
 
@@ -232,7 +234,7 @@ def teacher_starting(walk: Walk, ready: Cond) -> Step:
         f"since {now_text(started)} (teacher.startupTimeoutSeconds: {limit})",
         (*walk.conditions, ready),
         ensure=tuple(walk.ensure),
-        progress={**walk.progress, "summary": "teacher loading"},
+        progress=with_progress(walk.progress, summary="teacher loading"),
         # Come back when the time is up, even if nothing else happens to the job meanwhile.
         requeue_after=max(1.0, limit - (walk.now - started).total_seconds() + 1),
         finished_stages=tuple(walk.finished),
@@ -247,7 +249,7 @@ def generation(walk: Walk) -> Step | None:
     if not is_true(walk.status, C.data_generated):
         totals = generation_totals(gen.summaries)
         done = min(gen.succeeded, shards)
-        walk.progress.update(
+        walk.note(
             shards_total=shards, shards_done=done, records=totals.records, tokens=totals.output_tokens,
             rejected=totals.rejected, decontaminated=totals.decontaminated,
         )  # fmt: skip
@@ -285,7 +287,7 @@ def generation(walk: Walk) -> Step | None:
                 )
             )
         walk.finished.append(Stage.generate)
-        walk.progress["shards_done"] = shards
+        walk.note(shards_done=shards)
     walk.artifacts["data"] = str(walk.layout.work / "generated")
     return None
 
@@ -302,16 +304,14 @@ def training(walk: Walk) -> Step | None:
     if not is_true(walk.status, C.student_trained):
         result = next((s for s in reversed(train.summaries) if isinstance(s, TrainSummary)), None)
         if result is not None:
-            walk.progress.update(
-                {k: v for k, v in result.model_dump(include=TRAIN_PROGRESS).items() if v is not None}
-            )
+            walk.note(**{k: v for k, v in result.model_dump(include=TRAIN_PROGRESS).items() if v is not None})
         if train.failed:
             return failure(walk, Stage.train, train)
         if not train.complete:
             live = dict(walk.observed.live)
             if walk.spec.training.method is not TrainingMethod.on_policy:
                 live.pop("on_policy_loss", None)  # the pod's gauge reads 0 when nothing sets it
-            walk.progress.update(live)
+            walk.note(**live)
             teacher: tuple[Cond, ...] = ()
             if keep_teacher:
                 walk.ensure += TEACHER_CHILDREN
@@ -341,14 +341,12 @@ def training(walk: Walk) -> Step | None:
     return None
 
 
-def training_summary(progress: dict, epochs: int) -> str:
+def training_summary(progress: Progress, epochs: int) -> str:
     """`kubectl get`'s PROGRESS while training: the epoch and the loss the pod reports."""
-    if progress.get("epoch") is None:
+    if progress.epoch is None:
         return "train running"
-    loss = progress.get("train_loss")
-    return f"train epoch {progress['epoch']:.2f}/{epochs}" + (
-        f", loss {loss:.3g}" if loss is not None else ""
-    )
+    loss = progress.train_loss
+    return f"train epoch {progress.epoch:.2f}/{epochs}" + (f", loss {loss:.3g}" if loss is not None else "")
 
 
 # ------------------------------------------------------------------ 3. evaluation and the gate
@@ -370,8 +368,8 @@ def evaluation(walk: Walk) -> Step:
     if ev.failed and result is None:
         return failure(walk, Stage.evaluate, ev)
     if not ev.complete and not (ev.failed and result is not None):
-        walk.progress.update(walk.observed.live)
-        done, total = walk.progress.get("models_done"), walk.progress.get("models_total")
+        walk.note(**walk.observed.live)
+        done, total = walk.progress.models_done, walk.progress.models_total
         return walk.step(
             Phase.evaluating,
             "evaluating student vs baseline vs teacher" + waiting(ev),

@@ -9,7 +9,7 @@ import json
 from distillery.api import ConditionType, DistillationJobSpec, DistillationJobStatus, Phase, Reason
 from distillery.contract import stages
 from distillery.controller.observe import Admission, Observed
-from distillery.controller.steps import Cond, Step, stop_everything
+from distillery.controller.steps import Cond, Step, stop_everything, with_progress
 
 C = ConditionType
 
@@ -96,5 +96,5 @@ def child_refused(step: Step, child: str, detail: str, observed: Observed) -> St
         f"the API server refused {detail}",
         (*step.conditions, condition),
         delete=stop_everything(observed),
-        progress={**step.progress, "summary": "failed"},
+        progress=with_progress(step.progress, summary="failed"),
     )

@@ -15,6 +15,7 @@ from distillery.api import (
     DistillationJobStatus,
     EvaluationStatus,
     Phase,
+    Progress,
     Reason,
 )
 from distillery.contract import stages
@@ -40,7 +41,7 @@ class Step:
     delete: tuple[str, ...] = ()  # children to delete if present
     suspend: tuple[str, ...] = ()  # stage Jobs to set spec.suspend=true on
     resume: tuple[str, ...] = ()  # stage Jobs to set spec.suspend=false on
-    progress: dict[str, Any] = field(default_factory=dict)  # Progress fields (snake_case) to set
+    progress: Progress = field(default_factory=Progress)  # the fields it sets (`with_progress`) go to status
     evaluation: EvaluationStatus | None = None
     artifacts: dict[str, Any] | None = None
     finished_stages: tuple[str, ...] = ()  # stages that completed in this step (for durations)
@@ -59,10 +60,14 @@ class Walk:
     now: datetime
     layout: Layout
     conditions: list[Cond] = field(default_factory=list)
-    progress: dict[str, Any] = field(default_factory=dict)
+    progress: Progress = field(default_factory=Progress)
     artifacts: dict[str, Any] = field(default_factory=dict)
     finished: list[str] = field(default_factory=list)
     ensure: list[str] = field(default_factory=list)
+
+    def note(self, **fields: Any) -> None:
+        """Set Progress fields for the step this walk ends in (a misspelt one fails)."""
+        self.progress = with_progress(self.progress, **fields)
 
     def step(self, phase: Phase, message: str, *conditions: Cond, summary: str, **changes: Any) -> Step:
         """A step carrying everything gathered so far, plus this stage's own conditions and changes."""
@@ -74,11 +79,17 @@ class Walk:
             (*self.conditions, *conditions),
             ensure=ensure,
             delete=changes.pop("delete", teacher_present(self.observed)),
-            progress={**self.progress, "summary": summary},
+            progress=with_progress(self.progress, summary=summary),
             artifacts=self.artifacts or None,
             finished_stages=tuple(self.finished),
             **changes,
         )
+
+
+def with_progress(progress: Progress, **fields: Any) -> Progress:
+    """`progress` with `fields` set, validated: Progress refuses an unknown field, so a misspelt one fails
+    here. Only the fields set (`model_fields_set`) reach status; the others keep what status had."""
+    return Progress.model_validate({**progress.model_dump(exclude_unset=True), **fields})
 
 
 StageStep = Callable[[Walk], "Step | None"]
