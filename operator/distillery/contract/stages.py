@@ -4,9 +4,10 @@
 
 The operator (observe, the phase walk, cost, metrics, progress), the manifests, `distillery run`
 and the CLI iterate over `STAGES` rather than keep their own lists, so a new stage is one entry
-here plus its library, its CLI in `stages/`, its builder in `manifests/` and its function in
-`controller/phases.py`. Consumers read `STAGES` when they run (not a copy made at import), so a
-test can add an entry and see every consumer pick it up.
+here plus its library, its command and summary beside the others in `contract/`, its CLI in
+`stages/`, its builder in `manifests/` and its function in `controller/phases.py` (and, to run
+under `distillery run`, in `local/runner.py`). Consumers read `STAGES` when they run (not a copy
+made at import), so a test can add an entry and see every consumer pick it up.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from dataclasses import dataclass, field
 
 from distillery.api import ConditionType, DistillationJobSpec, Phase, teacher_needed_for_training
 from distillery.contract.commands import (
-    STAGE_COMMANDS,
     CheckCommand,
     EvaluateCommand,
     GenerateCommand,
@@ -25,7 +25,6 @@ from distillery.contract.commands import (
     TrainCommand,
 )
 from distillery.contract.summaries import (
-    SUMMARY_TYPES,
     CheckSummary,
     EvaluateSummary,
     GenerateSummary,
@@ -159,13 +158,3 @@ def facts(stage: str) -> StageFacts:
 def names() -> tuple[Stage, ...]:
     """The stages in run order."""
     return tuple(entry.stage for entry in STAGES)
-
-
-def command_types() -> dict[str, type[StageCommand]]:
-    """The command classes the contract defines, by subcommand (each registers itself when defined)."""
-    return dict(STAGE_COMMANDS)
-
-
-def summary_types() -> dict[str, type[StageSummary]]:
-    """The summary models the contract defines, by stage (each registers itself when defined)."""
-    return dict(SUMMARY_TYPES)

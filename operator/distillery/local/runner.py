@@ -84,7 +84,7 @@ def storage_root(job: DistillationJob, spec_file: Path, override: str | None = N
 def preflight(job: DistillationJob, root: Path) -> list[Problem]:
     """What would make a stage fail later, found now: unreadable inputs, missing models, missing vLLM.
 
-    The inputs are checked by `distillery check`'s own library (`inputcheck`): each is opened and
+    The inputs are checked by `distillery check`'s own library (`check.inputs`): each is opened and
     its first records parsed, on the storage or in the object store.
     """
     from distillery.check.inputs import check_job
