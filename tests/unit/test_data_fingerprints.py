@@ -141,13 +141,17 @@ def test_changing_only_the_gate_keeps_generation_and_training_in_distillery_run(
     layout = Layout(tmp_path, "demo")
     strict = job()
     keys = local.run_keys(strict, tmp_path)
-    for stage in local.STAGES:
+    for stage in local.local_stages():
         layout.stage_done(stage).parent.mkdir(parents=True, exist_ok=True)
         layout.stage_done(stage).write_text(json.dumps({"runKey": keys[stage]}))
     lowered = local.run_keys(job(evaluation={"gate": {"minScore": 0.1}}), tmp_path)
-    assert [local.stage_state(layout, s, lowered[s]) for s in local.STAGES] == ["done", "done", "changed"]
+    assert [local.stage_state(layout, s, lowered[s]) for s in local.local_stages()] == [
+        "done",
+        "done",
+        "changed",
+    ]
     resampled = local.run_keys(job(generation={"temperature": 1.0}), tmp_path)
-    assert [local.stage_state(layout, s, resampled[s]) for s in local.STAGES] == ["changed"] * 3
+    assert [local.stage_state(layout, s, resampled[s]) for s in local.local_stages()] == ["changed"] * 3
 
 
 def test_rejudging_applies_the_new_gate_to_the_stored_scores():

@@ -154,7 +154,7 @@ def test_the_teacher_is_kept_through_training_only_for_on_policy(
         return run
 
     monkeypatch.setattr(local, "teacher", teacher)
-    monkeypatch.setattr(local, "STAGE_FUNCTIONS", {name: stage(name) for name in local.STAGES})
+    monkeypatch.setattr(local, "STAGE_FUNCTIONS", {name: stage(name) for name in local.local_stages()})
     spec = job(training={"method": method})
     layout = Layout.of(spec, tmp_path)
     for split in ("train", "validation"):  # the inputs the stages' fingerprints hash

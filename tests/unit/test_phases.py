@@ -200,8 +200,8 @@ def test_generation_progress_sums_the_shard_summaries():
     step = decide(spec(), [], status(Phase.generating),
                   Observed(teacher=TEACHER_UP, generate=job(complete=True, succeeded=4, summaries=GEN_SUMMARY * 2)),
                   NOW, "j")  # fmt: skip
-    assert (step.progress["records"], step.progress["tokens"], step.progress["rejected"]) == (20, 200, 6)
-    assert step.progress["shards_done"] == 4
+    assert (step.progress.records, step.progress.tokens, step.progress.rejected) == (20, 200, 6)
+    assert step.progress.shards_done == 4
     assert "generate" in step.finished_stages
 
 
@@ -347,21 +347,21 @@ def test_the_check_reports_what_it_read_and_progress_counts_the_cleaning():
     step = decide(spec(), [], status(Phase.generating, C.inputs_ready),
                   Observed(teacher=TEACHER_UP, generate=job(complete=True, succeeded=4, summaries=(cleaned,) * 2)),
                   NOW, "j")  # fmt: skip
-    assert step.progress["decontaminated"] == 6
+    assert step.progress.decontaminated == 6
     step = decide(spec(), [], status(Phase.training, C.inputs_ready, C.data_generated),
                   Observed(train=job(complete=True, summaries=(TrainSummary(train_loss=1.0, duplicates=4),))),
                   NOW, "j")  # fmt: skip
-    assert step.progress["duplicates"] == 4
+    assert step.progress.duplicates == 4
 
 
 def test_progress_a_running_stage_reports_reaches_status_and_the_printer_column():
     training = decide(spec(), [], status(Phase.training, C.data_generated),
                       Observed(train=job(active=1), live={"epoch": 1.25, "step": 40, "train_loss": 0.4213}), NOW, "j")  # fmt: skip
-    assert training.progress["summary"] == "train epoch 1.25/3, loss 0.421"
-    assert training.progress["step"] == 40
+    assert training.progress.summary == "train epoch 1.25/3, loss 0.421"
+    assert training.progress.step == 40
     evaluating = decide(spec(), [], status(Phase.evaluating, C.data_generated, C.student_trained),
                         Observed(evaluate=job(active=1), live={"models_done": 1, "models_total": 3}), NOW, "j")  # fmt: skip
-    assert evaluating.progress["summary"] == "evaluate 1/3 models"
+    assert evaluating.progress.summary == "evaluate 1/3 models"
     new = next_status(status(Phase.evaluating), evaluating, NOW, 1)
     assert (new.progress.models_done, new.progress.models_total) == (1, 3)
 

@@ -126,11 +126,20 @@ def metrics_option() -> Any:
     )
 
 
+# Subcommand -> its command class; each registers itself, so the stage table (contract.stages) can
+# check it names every one.
+STAGE_COMMANDS: dict[str, type[StageCommand]] = {}
+
+
 @dataclass(frozen=True)
 class StageCommand:
     """Base of the stage commands; subclasses add their options with `option()`."""
 
     subcommand: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        STAGE_COMMANDS[cls.subcommand] = cls
 
     def argv(self, entry: Sequence[str] = ENTRY) -> list[str]:
         out = [*entry, self.subcommand]
@@ -260,11 +269,6 @@ class EvaluateCommand(StageCommand):
         default=1,
     )
     metrics_port: int = metrics_option()
-
-
-STAGE_COMMANDS: dict[str, type[StageCommand]] = {
-    command.subcommand: command for command in (CheckCommand, GenerateCommand, TrainCommand, EvaluateCommand)
-}
 
 
 # ------------------------------------------------------------------ the vLLM server

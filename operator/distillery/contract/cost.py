@@ -19,19 +19,14 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from distillery.api import CostStatus, DistillationJobSpec, StageCost
+from distillery.contract import stages as stage_table
+from distillery.contract.stages import Stage
 from distillery.contract.summaries import EvaluateSummary, GenerateSummary, StageSummary, TrainSummary
 
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"  # set by NVIDIA's GPU feature discovery
 DEFAULT_PRICE = "default"
 DEFAULT_CURRENCY = "USD"
-# Where each stage's pods run (their nodeSelector names the GPU type).
-STAGE_SECTIONS = {
-    "teacher": "teacher",
-    "check": "generation",
-    "generate": "generation",
-    "train": "training",
-    "evaluate": "evaluation",
-}
+TEACHER = "teacher"  # the served teacher's entry in status.cost.stages, beside the stages'
 
 
 def process_cpu_seconds() -> float:
@@ -84,14 +79,19 @@ def job_cost(
     retention: float | None = None,
 ) -> CostStatus:
     """The job's totals from its stages' costs and the summaries that count tokens and requests."""
-    generated = list(generated)
-    counts = CostStatus(
-        teacher_prompt_tokens=sum(s.prompt_tokens for s in generated),
-        teacher_output_tokens=sum(s.output_tokens for s in generated),
-        training_tokens=(trained.tokens or 0) if trained else 0,
-        evaluation_requests=(evaluated.requests or 0) if evaluated else 0,
-    )
-    return with_stages(counts, stages, retention)
+    reports = {Stage.generate: list(generated), Stage.train: [trained], Stage.evaluate: [evaluated]}
+    return with_stages(CostStatus(**counts(reports)), stages, retention)
+
+
+def counts(reports: Mapping[str, Iterable[StageSummary | None]]) -> dict[str, int]:
+    """The status.cost counts (tokens, requests) the stage table says each stage's summaries carry,
+    summed over the summaries given for it (a sharded stage's one per shard)."""
+    out: dict[str, int] = {}
+    for entry in stage_table.STAGES:
+        given = [s for s in reports.get(entry.stage, ()) if s is not None]
+        for source, target in entry.cost_counts.items():
+            out[target] = out.get(target, 0) + sum(getattr(s, source) or 0 for s in given)
+    return out
 
 
 def with_stages(
@@ -127,7 +127,7 @@ def evaluation_cost(
     own = StageCost(gpus=gpus, wall_seconds=round(seconds, 2), pod_seconds=round(seconds, 2),
                     gpu_seconds=round(gpus * seconds, 2), cpu_seconds=round(cpu_seconds, 2))  # fmt: skip
     base = (spent or CostStatus()).model_copy(update={"evaluation_requests": requests})
-    return with_stages(base, {"evaluate": own}, retention)
+    return with_stages(base, {Stage.evaluate: own}, retention)
 
 
 # ------------------------------------------------------------------ money
@@ -151,7 +151,12 @@ def parse_prices(text: str) -> dict[str, float]:
 
 
 def gpu_type(spec: DistillationJobSpec, stage: str) -> str:
-    section = getattr(spec, STAGE_SECTIONS.get(stage, "generation"))
+    """The GPU type the stage's pods run on: its section's nodeSelector (the stage table's `section`)."""
+    if stage == TEACHER:
+        name = TEACHER
+    else:
+        name = stage_table.facts(stage).section if stage in stage_table.names() else "generation"
+    section = getattr(spec, name)
     return section.node_selector.get(GPU_PRODUCT_LABEL, DEFAULT_PRICE)
 
 

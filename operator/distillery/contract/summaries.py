@@ -20,9 +20,9 @@ import os
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from distillery.api import EvaluationStatus
@@ -80,6 +80,11 @@ class Failure(_Wire):
         return cls(reason=reason, message=text)
 
 
+# Stage -> its summary model; each registers itself, so a summary is parsed by its `stage` and the
+# stage table (contract.stages) can check it names every one.
+SUMMARY_TYPES: dict[str, type[StageSummary]] = {}
+
+
 class StageSummary(_Wire):
     stage: str
     failure: Failure | None = None
@@ -93,6 +98,11 @@ class StageSummary(_Wire):
     @property
     def succeeded(self) -> bool:
         return self.failure is None
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        SUMMARY_TYPES[cls.model_fields["stage"].default] = cls
 
 
 class SplitCounts(_Wire):
@@ -161,16 +171,7 @@ class EvaluateSummary(StageSummary):
     requests: int | None = None  # answers asked of the models compared (live models only)
 
 
-Summary = Annotated[
-    CheckSummary | GenerateSummary | TrainSummary | EvaluateSummary, Field(discriminator="stage")
-]
-_SUMMARY = TypeAdapter(Summary)
-SUMMARY_TYPES: dict[str, type[StageSummary]] = {
-    "check": CheckSummary,
-    "generate": GenerateSummary,
-    "train": TrainSummary,
-    "evaluate": EvaluateSummary,
-}
+Summary = StageSummary  # one of the registered subclasses, chosen by its `stage`
 
 
 # ------------------------------------------------------------------ writing and reading
@@ -223,7 +224,13 @@ def parse_summary(text: str | None) -> Summary | None:
     if not text or not text.lstrip().startswith("{"):
         return None
     try:
-        return _SUMMARY.validate_json(text)
+        document = json.loads(text)
+    except ValueError:
+        return None
+    stage = document.get("stage") if isinstance(document, dict) else None
+    model = SUMMARY_TYPES.get(stage) if isinstance(stage, str) else None
+    try:
+        return model.model_validate(document) if model is not None else None
     except ValidationError:
         return None
 

@@ -13,9 +13,11 @@ from datetime import datetime
 
 from distillery.api import CostStatus, DistillationJobSpec, DistillationJobStatus, Reason, StageCost
 from distillery.api.status import ConditionType
+from distillery.contract import stages
 from distillery.contract.cost import job_cost, stage_cost
+from distillery.contract.stages import Stage
 from distillery.contract.summaries import EvaluateSummary, GenerateSummary, TrainSummary
-from distillery.controller.observe import JOB_STAGES, JobState, Observed
+from distillery.controller.observe import JobState, Observed
 from distillery.controller.steps import condition, parse_time
 
 
@@ -30,8 +32,8 @@ def _span(job: JobState, now: datetime) -> float | None:
 def stage_costs(status: DistillationJobStatus, observed: Observed, now: datetime) -> dict[str, StageCost]:
     """Each stage's cost: from its pods while they are there, else what status last said."""
     out = dict(status.cost.stages) if status.cost else {}
-    for stage in JOB_STAGES:
-        job: JobState = getattr(observed, stage)
+    for stage in stages.names():
+        job = observed.job(stage)
         reports = [*job.summaries, *([job.failed_summary] if job.failed_summary else [])]
         if job.exists and reports:
             out[stage] = stage_cost(reports, _span(job, now))
@@ -71,10 +73,12 @@ def observed_cost(
     if not stages:
         return None
     old = status.cost or CostStatus()
-    generated = [s for s in observed.generate.summaries if isinstance(s, GenerateSummary)]
-    trained = next((s for s in reversed(observed.train.summaries) if isinstance(s, TrainSummary)), None)
+    generated = [s for s in observed.job(Stage.generate).summaries if isinstance(s, GenerateSummary)]
+    trained = next(
+        (s for s in reversed(observed.job(Stage.train).summaries) if isinstance(s, TrainSummary)), None
+    )
     evaluated = next(
-        (s for s in reversed(observed.evaluate.summaries) if isinstance(s, EvaluateSummary)), None
+        (s for s in reversed(observed.job(Stage.evaluate).summaries) if isinstance(s, EvaluateSummary)), None
     )
     retention = status.evaluation.retention if status.evaluation else None
     if evaluated is not None and evaluated.evaluation is not None:

@@ -15,11 +15,13 @@ import threading
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from distillery.api import DistillationJobStatus, Phase
+from distillery.contract import stages
+from distillery.contract.stages import Stage
 
 REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
 
-STAGES = ("teacher", "check", "generate", "train", "evaluate")
+TEACHER = "teacher"  # the served teacher's cost, beside the stages'
 MODELS = ("teacher", "baseline", "student")
 
 JOBS = Gauge("distillery_jobs", "DistillationJobs the operator sees, by phase.", ["phase"], registry=REGISTRY)
@@ -143,7 +145,7 @@ def forget_job(namespace: str, job: str, uid: str = "") -> None:
         for phase in Phase:
             with contextlib.suppress(KeyError):
                 JOB_PHASE.remove(namespace, job, phase.value)
-        for stage in STAGES:
+        for stage in (TEACHER, *stages.names()):
             for gauge in (JOB_PROGRESS, JOB_GPU_SECONDS, JOB_CPU_SECONDS):
                 with contextlib.suppress(KeyError):
                     gauge.remove(namespace, job, stage)
@@ -176,7 +178,7 @@ def export_status(namespace: str, name: str, uid: str, status: DistillationJobSt
             if value is not None:
                 gauge.labels(namespace, name).set(value)
         if progress.shards_total:
-            JOB_PROGRESS.labels(namespace, name, "generate").set(
+            JOB_PROGRESS.labels(namespace, name, Stage.generate).set(
                 (progress.shards_done or 0) / progress.shards_total
             )
     evaluation = status.evaluation

@@ -10,16 +10,16 @@ error text, never an error of the operator.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from distillery.contract import stages
+from distillery.contract.stages import Stage
 from distillery.contract.summaries import StageSummary, parse_summary
 from distillery.manifests.common import STAGE_LABEL
 
-# The stages that run as Jobs, in the order they run.
-JOB_STAGES = ("check", "generate", "train", "evaluate")
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 
@@ -71,19 +71,46 @@ class Admission:
     policy: str = ""  # the guard in words
 
 
-@dataclass(frozen=True)
+NO_JOB = JobState()
+
+
+@dataclass(frozen=True, init=False)
 class Observed:
-    teacher: TeacherState = field(default_factory=TeacherState)
-    check: JobState = field(default_factory=JobState)
-    generate: JobState = field(default_factory=JobState)
-    train: JobState = field(default_factory=JobState)
-    evaluate: JobState = field(default_factory=JobState)
+    teacher: TeacherState
+    # Each stage's Job, by stage (contract.stages); a stage without one here has none.
+    jobs: Mapping[Stage, JobState]
     # The existing claim named by storage.pvc.claimName does not exist (yet).
-    claim_missing: bool = False
+    claim_missing: bool
     # The guard's verdict; None when the guard is off or the job already runs.
-    admission: Admission | None = None
+    admission: Admission | None
     # What the running stage's pods report of their progress (Progress fields; controller.progress).
-    live: dict[str, Any] = field(default_factory=dict)
+    live: dict[str, Any]
+
+    def __init__(
+        self,
+        teacher: TeacherState | None = None,
+        jobs: Mapping[Stage, JobState] | None = None,
+        claim_missing: bool = False,
+        admission: Admission | None = None,
+        live: dict[str, Any] | None = None,
+        **stage_jobs: JobState,
+    ) -> None:
+        """Stage Jobs as `jobs`, or one keyword per stage: `Observed(train=JobState(...))`."""
+        found = dict(jobs or {})
+        for name, job in stage_jobs.items():
+            try:
+                found[stages.facts(name).stage] = job
+            except KeyError:
+                raise TypeError(f"Observed() got an unexpected keyword argument {name!r}") from None
+        object.__setattr__(self, "teacher", teacher or TeacherState())
+        object.__setattr__(self, "jobs", found)
+        object.__setattr__(self, "claim_missing", claim_missing)
+        object.__setattr__(self, "admission", admission)
+        object.__setattr__(self, "live", dict(live or {}))
+
+    def job(self, stage: Stage) -> JobState:
+        """The stage's Job as observed (an absent one when there is none)."""
+        return self.jobs.get(stage, NO_JOB)
 
 
 def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -205,7 +232,7 @@ def from_children(
         admission=admission,
         teacher=teacher_state(one("Deployment", "teacher"), of("Pod", "teacher")),
         live=dict(live or {}),
-        **{stage: job_state(one("Job", stage), of("Pod", stage)) for stage in JOB_STAGES},
+        jobs={f.stage: job_state(one("Job", f.stage), of("Pod", f.stage)) for f in stages.STAGES},
     )
 
 
@@ -218,8 +245,8 @@ def settled(observed: Observed, now: datetime) -> tuple[Observed, float | None]:
     """`observed` with each stage Job whose pods' summaries have not all arrived yet seen as still running
     (for up to SUMMARY_GRACE_SECONDS after it completed), and the seconds until that wait ends."""
     changes, waits = {}, []
-    for stage in ("check", "generate", "train", "evaluate"):
-        job = getattr(observed, stage)
+    for stage in stages.names():
+        job = observed.job(stage)
         if not job.summaries_missing or not job.completion_time:
             continue
         completed = datetime.fromisoformat(job.completion_time.replace("Z", "+00:00"))
@@ -227,4 +254,5 @@ def settled(observed: Observed, now: datetime) -> tuple[Observed, float | None]:
         if left > 0:
             changes[stage] = dataclasses.replace(job, complete=False)
             waits.append(left)
-    return dataclasses.replace(observed, **changes), (min(waits) if waits else None)
+    jobs = {**observed.jobs, **changes}
+    return dataclasses.replace(observed, jobs=jobs), (min(waits) if waits else None)

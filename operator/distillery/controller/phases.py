@@ -25,16 +25,19 @@ from distillery.api import (
     DistillationJobSpec,
     DistillationJobStatus,
     Phase,
+    Progress,
     Reason,
     TrainingMethod,
-    teacher_needed_for_training,
 )
+from distillery.contract import stages
+from distillery.contract.stages import Stage
 from distillery.contract.summaries import CheckSummary, EvaluateSummary, TrainSummary, generation_totals
 from distillery.controller import policy
 from distillery.controller.costs import observed_cost
 from distillery.controller.gate import gate, scores_line
 from distillery.controller.observe import JobState, Observed, settled
 from distillery.controller.steps import (
+    WALK,
     Cond,
     Step,
     Walk,
@@ -42,15 +45,15 @@ from distillery.controller.steps import (
     now_text,
     parse_time,
     resume,
-    stage_job,
     started_at,
     stop_everything,
     teacher_present,
+    walks,
+    with_progress,
 )
 from distillery.storage import Layout
 
 C = ConditionType
-STAGE_ORDER = ("check", "generate", "train", "evaluate")
 TEACHER_CHILDREN = ("teacher", "teacher-service", "teacher-policy")
 # What a training pod's summary adds to status.progress.
 TRAIN_PROGRESS = frozenset({"train_loss", "validation_loss", "step", "epoch", "duplicates", "on_policy_loss"})
@@ -107,14 +110,20 @@ def next_step(
         walk.conditions.append(Cond(C.admitted, "True", Reason.allowed, admission.policy))
     if spec.storage.pvc is not None and spec.storage.pvc.size is not None:
         walk.ensure.append("pvc")
-    return check(walk) or generation(walk) or training(walk) or evaluation(walk)
+    # Each stage in the table's order: a finished one adds to the walk and returns None; the first
+    # unfinished one (or the last, evaluation, always) returns the step.
+    for entry in stages.STAGES:
+        step = WALK[entry.stage](walk)
+        if step is not None:
+            return step
+    raise AssertionError("the last stage always returns a step")  # pragma: no cover
 
 
 def suspended(spec: DistillationJobSpec, status: DistillationJobStatus, observed: Observed) -> Step:
     running = tuple(
         stage
-        for stage in STAGE_ORDER
-        if (job := stage_job(observed, stage)).exists and not (job.suspended or job.complete or job.failed)
+        for stage in stages.names()
+        if (job := observed.job(stage)).exists and not (job.suspended or job.complete or job.failed)
     )
     teacher_down = ()
     if spec.teacher.endpoint is None and is_true(status, C.teacher_ready):
@@ -136,8 +145,9 @@ def waiting(job: JobState) -> str:
     return f" (a pod is waiting: {job.waiting})" if job.waiting else ""
 
 
-def failure(walk: Walk, kind: ConditionType, stage: str, job: JobState) -> Step:
+def failure(walk: Walk, stage: Stage, job: JobState) -> Step:
     """A failed stage Job: the stage's own reason and message when it wrote a summary, else the Job's."""
+    kind = stages.facts(stage).condition
     stage_failure = job.failed_summary.failure if job.failed_summary is not None else None
     reason = stage_failure.reason.value if stage_failure else (job.reason or Reason.job_failed.value)
     detail = stage_failure.message if stage_failure else (job.message or f"the {stage} Job failed")
@@ -150,7 +160,7 @@ def failure(walk: Walk, kind: ConditionType, stage: str, job: JobState) -> Step:
         f"{stage} failed: {detail}",
         (*walk.conditions, Cond(kind, "False", reason, detail)),
         delete=stop_everything(walk.observed),
-        progress={**walk.progress, "summary": "failed"},
+        progress=with_progress(walk.progress, summary="failed"),
         finished_stages=tuple(walk.finished),
     )
 
@@ -158,30 +168,31 @@ def failure(walk: Walk, kind: ConditionType, stage: str, job: JobState) -> Step:
 # ------------------------------------------------------------------ 0. the inputs, before the teacher
 
 
+@walks(Stage.check)
 def check(walk: Walk) -> Step | None:
     """`distillery check` as a small Job: the inputs exist and are readable before a GPU is taken."""
-    job = walk.observed.check
+    job = walk.observed.job(Stage.check)
     # A job that was generating before the check existed (an operator upgrade) goes on without it.
-    started = walk.observed.generate.exists or is_true(walk.status, C.data_generated)
+    started = walk.observed.job(Stage.generate).exists or is_true(walk.status, C.data_generated)
     if is_true(walk.status, C.inputs_ready) or started:
         return None
     if job.failed:
-        return failure(walk, C.inputs_ready, "check", job)
+        return failure(walk, Stage.check, job)
     if not job.complete:
         return walk.step(
             Phase.pending,
             "checking that the inputs exist and are readable" + waiting(job),
             Cond(C.inputs_ready, "False", Reason.checking, "opening data.train and data.validation"),
             summary="checking inputs",
-            ensure=("check",),
-            resume=resume(walk.spec, job, "check"),
+            ensure=(Stage.check,),
+            resume=resume(walk.spec, job, Stage.check),
         )
     result = next((s for s in reversed(job.summaries) if isinstance(s, CheckSummary)), None)
     found = ", ".join(f"{i.location} ({i.format})" for i in result.inputs.values()) if result else ""
     walk.conditions.append(
         Cond(C.inputs_ready, "True", Reason.completed, f"readable: {found or 'all inputs'}")
     )
-    walk.finished.append("check")
+    walk.finished.append(Stage.check)
     return None
 
 
@@ -223,26 +234,27 @@ def teacher_starting(walk: Walk, ready: Cond) -> Step:
         f"since {now_text(started)} (teacher.startupTimeoutSeconds: {limit})",
         (*walk.conditions, ready),
         ensure=tuple(walk.ensure),
-        progress={**walk.progress, "summary": "teacher loading"},
+        progress=with_progress(walk.progress, summary="teacher loading"),
         # Come back when the time is up, even if nothing else happens to the job meanwhile.
         requeue_after=max(1.0, limit - (walk.now - started).total_seconds() + 1),
         finished_stages=tuple(walk.finished),
     )
 
 
+@walks(Stage.generate)
 def generation(walk: Walk) -> Step | None:
-    spec, gen = walk.spec, walk.observed.generate
+    spec, gen = walk.spec, walk.observed.job(Stage.generate)
     shards = spec.generation.shards
     served = spec.teacher.endpoint is None
     if not is_true(walk.status, C.data_generated):
         totals = generation_totals(gen.summaries)
         done = min(gen.succeeded, shards)
-        walk.progress.update(
+        walk.note(
             shards_total=shards, shards_done=done, records=totals.records, tokens=totals.output_tokens,
             rejected=totals.rejected, decontaminated=totals.decontaminated,
         )  # fmt: skip
         if gen.failed:
-            return failure(walk, C.data_generated, "generate", gen)
+            return failure(walk, Stage.generate, gen)
         if not gen.complete:
             ready, is_ready = teacher_conditions(walk)
             if served:
@@ -255,9 +267,9 @@ def generation(walk: Walk) -> Step | None:
                 ready,
                 Cond(C.data_generated, "False", Reason.generating, f"{done}/{shards} shards done"),
                 summary=f"generate {done}/{shards} shards",
-                ensure=("generate",),
+                ensure=(Stage.generate,),
                 delete=(),
-                resume=resume(spec, gen, "generate"),
+                resume=resume(spec, gen, Stage.generate),
             )
         walk.conditions.append(
             Cond(
@@ -268,14 +280,14 @@ def generation(walk: Walk) -> Step | None:
                 f"({totals.rejected} responses rejected)",
             )
         )
-        if served and not teacher_needed_for_training(spec):
+        if served and not stages.facts(Stage.train).needs_teacher(spec):
             walk.conditions.append(
                 Cond(
                     C.teacher_ready, "False", Reason.scaled_down, "generation is done; the teacher is removed"
                 )
             )
-        walk.finished.append("generate")
-        walk.progress["shards_done"] = shards
+        walk.finished.append(Stage.generate)
+        walk.note(shards_done=shards)
     walk.artifacts["data"] = str(walk.layout.work / "generated")
     return None
 
@@ -283,24 +295,23 @@ def generation(walk: Walk) -> Step | None:
 # ------------------------------------------------------------------ 2. training
 
 
+@walks(Stage.train)
 def training(walk: Walk) -> Step | None:
-    train = walk.observed.train
+    train = walk.observed.job(Stage.train)
     # onPolicy: the teacher grades the student's samples, so a served teacher stays (or comes back after a
     # suspension) until training is done, and training waits for it to be ready.
-    keep_teacher = teacher_needed_for_training(walk.spec) and walk.spec.teacher.endpoint is None
+    keep_teacher = stages.facts(Stage.train).needs_teacher(walk.spec) and walk.spec.teacher.endpoint is None
     if not is_true(walk.status, C.student_trained):
         result = next((s for s in reversed(train.summaries) if isinstance(s, TrainSummary)), None)
         if result is not None:
-            walk.progress.update(
-                {k: v for k, v in result.model_dump(include=TRAIN_PROGRESS).items() if v is not None}
-            )
+            walk.note(**{k: v for k, v in result.model_dump(include=TRAIN_PROGRESS).items() if v is not None})
         if train.failed:
-            return failure(walk, C.student_trained, "train", train)
+            return failure(walk, Stage.train, train)
         if not train.complete:
             live = dict(walk.observed.live)
             if walk.spec.training.method is not TrainingMethod.on_policy:
                 live.pop("on_policy_loss", None)  # the pod's gauge reads 0 when nothing sets it
-            walk.progress.update(live)
+            walk.note(**live)
             teacher: tuple[Cond, ...] = ()
             if keep_teacher:
                 walk.ensure += TEACHER_CHILDREN
@@ -314,8 +325,8 @@ def training(walk: Walk) -> Step | None:
                 *teacher,
                 Cond(C.student_trained, "False", Reason.training, f"training {walk.spec.student.model}"),
                 summary=training_summary(walk.progress, walk.spec.training.epochs),
-                ensure=("train",),
-                resume=resume(walk.spec, train, "train"),
+                ensure=(Stage.train,),
+                resume=resume(walk.spec, train, Stage.train),
                 **({"delete": ()} if keep_teacher else {}),
             )
         loss = result.train_loss if result is not None else None
@@ -325,19 +336,17 @@ def training(walk: Walk) -> Step | None:
             walk.conditions.append(
                 Cond(C.teacher_ready, "False", Reason.scaled_down, "training is done; the teacher is removed")
             )
-        walk.finished.append("train")
+        walk.finished.append(Stage.train)
     walk.artifacts["student"] = str(walk.layout.student)
     return None
 
 
-def training_summary(progress: dict, epochs: int) -> str:
+def training_summary(progress: Progress, epochs: int) -> str:
     """`kubectl get`'s PROGRESS while training: the epoch and the loss the pod reports."""
-    if progress.get("epoch") is None:
+    if progress.epoch is None:
         return "train running"
-    loss = progress.get("train_loss")
-    return f"train epoch {progress['epoch']:.2f}/{epochs}" + (
-        f", loss {loss:.3g}" if loss is not None else ""
-    )
+    loss = progress.train_loss
+    return f"train epoch {progress.epoch:.2f}/{epochs}" + (f", loss {loss:.3g}" if loss is not None else "")
 
 
 # ------------------------------------------------------------------ 3. evaluation and the gate
@@ -349,26 +358,27 @@ def evaluation_result(job: JobState) -> EvaluateSummary | None:
     return next((s for s in candidates if isinstance(s, EvaluateSummary) and s.evaluation is not None), None)
 
 
+@walks(Stage.evaluate)
 def evaluation(walk: Walk) -> Step:
-    ev = walk.observed.evaluate
+    ev = walk.observed.job(Stage.evaluate)
     result = evaluation_result(ev)
     walk.artifacts["report"] = (result.report if result else None) or str(walk.layout.evaluation_report)
     if result is not None and result.output:
         walk.artifacts["output"] = result.output
     if ev.failed and result is None:
-        return failure(walk, C.evaluated, "evaluate", ev)
+        return failure(walk, Stage.evaluate, ev)
     if not ev.complete and not (ev.failed and result is not None):
-        walk.progress.update(walk.observed.live)
-        done, total = walk.progress.get("models_done"), walk.progress.get("models_total")
+        walk.note(**walk.observed.live)
+        done, total = walk.progress.models_done, walk.progress.models_total
         return walk.step(
             Phase.evaluating,
             "evaluating student vs baseline vs teacher" + waiting(ev),
             Cond(C.evaluated, "False", Reason.evaluating, "scoring on held-out data"),
             summary=f"evaluate {done}/{total} models" if total else "evaluate running",
-            ensure=("evaluate",),
-            resume=resume(walk.spec, ev, "evaluate"),
+            ensure=(Stage.evaluate,),
+            resume=resume(walk.spec, ev, Stage.evaluate),
         )
-    walk.finished.append("evaluate")
+    walk.finished.append(Stage.evaluate)
     walk.conditions.append(Cond(C.evaluated, "True", Reason.completed, scores_line(result)))
     return gate(walk, result.evaluation if result else None)
 

@@ -7,8 +7,9 @@ import hashlib
 import json
 
 from distillery.api import ConditionType, DistillationJobSpec, DistillationJobStatus, Phase, Reason
+from distillery.contract import stages
 from distillery.controller.observe import Admission, Observed
-from distillery.controller.steps import Cond, Step, stop_everything
+from distillery.controller.steps import Cond, Step, stop_everything, with_progress
 
 C = ConditionType
 
@@ -72,26 +73,28 @@ def spec_changed(changed: list[str], observed: Observed) -> Step:
     return Step(Phase.failed, message, delete=stop_everything(observed))
 
 
-# The condition a refused child belongs to.
+# The condition a refused child other than a stage Job belongs to (a stage Job: its stage's).
 CHILD_CONDITION = {
     "pvc": C.data_generated,
-    "check": C.inputs_ready,
     "teacher": C.teacher_ready,
     "teacher-service": C.teacher_ready,
     "teacher-policy": C.teacher_ready,
-    "generate": C.data_generated,
-    "train": C.student_trained,
-    "evaluate": C.evaluated,
 }
+
+
+def child_condition(child: str) -> ConditionType:
+    if child in stages.names():
+        return stages.facts(child).condition
+    return CHILD_CONDITION.get(child, C.teacher_ready)
 
 
 def child_refused(step: Step, child: str, detail: str, observed: Observed) -> Step:
     """The API server refused a child with a 4xx other than 409/429: trying again cannot help."""
-    condition = Cond(CHILD_CONDITION.get(child, C.teacher_ready), "False", Reason.child_refused, detail)
+    condition = Cond(child_condition(child), "False", Reason.child_refused, detail)
     return Step(
         Phase.failed,
         f"the API server refused {detail}",
         (*step.conditions, condition),
         delete=stop_everything(observed),
-        progress={**step.progress, "summary": "failed"},
+        progress=with_progress(step.progress, summary="failed"),
     )

@@ -19,6 +19,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from distillery.api import Phase
+from distillery.contract import stages
 from distillery.contract.commands import METRICS_PORT
 from distillery.controller.cache import Cache, Key
 from distillery.manifests.common import STAGE_LABEL
@@ -29,22 +30,15 @@ logger = logging.getLogger("distillery.progress")
 SCRAPE_SECONDS = 15.0
 SCRAPE_TIMEOUT_SECONDS = 3.0
 
-# The stage whose pods report progress, by phase.
-SCRAPED = {Phase.training: "train", Phase.evaluating: "evaluate"}
 
-# Stage -> Progress field -> the series (from the stages' metrics modules) it is read from.
-SERIES = {
-    "train": {
-        "step": "distillery_train_step",
-        "epoch": "distillery_train_epoch",
-        "train_loss": "distillery_train_loss",
-        "on_policy_loss": "distillery_train_on_policy_loss",  # kept for training.method onPolicy only
-    },
-    "evaluate": {
-        "models_done": "distillery_eval_models_done",
-        "models_total": "distillery_eval_models_compared",
-    },
-}
+def scraped(phase: Phase | None) -> str | None:
+    """The stage whose pods report progress in this phase (one with series in the stage table), if any."""
+    return next((f.stage for f in stages.STAGES if f.series and f.phase is phase), None)
+
+
+def series(stage: str) -> dict[str, str]:
+    """Progress field -> the series (from the stage's metrics module) it is read from."""
+    return dict(stages.facts(stage).series) if stage in stages.names() else {}
 
 
 def samples(text: str) -> dict[str, float]:
@@ -60,9 +54,9 @@ def live_progress(stage: str, scraped: Iterable[dict[str, float]]) -> dict[str, 
     """The Progress fields a stage's pods report (the first pod that has each; training's rank 0 is one)."""
     out: dict[str, Any] = {}
     for values in scraped:
-        for field, series in SERIES.get(stage, {}).items():
-            if field not in out and series in values:
-                value = values[series]
+        for field, name in series(stage).items():
+            if field not in out and name in values:
+                value = values[name]
                 out[field] = (
                     int(value) if field in ("step", "models_done", "models_total") else round(value, 4)
                 )
@@ -98,7 +92,7 @@ class ProgressScraper:
     async def scrape_all(self, session: aiohttp.ClientSession) -> None:
         for key in self.cache.jobs():
             body = self.cache.job(key) or {}
-            stage = SCRAPED.get(_phase(body))
+            stage = scraped(_phase(body))
             if stage is None:
                 self.live.pop(key, None)
                 continue

@@ -107,7 +107,7 @@ class Reconciler:
             new.spec_hashes = policy.spec_hashes(job.spec)
         await self._write(body, old, new)
         for stage in step.finished_stages:
-            seconds = status.stage_duration(getattr(observed, stage))
+            seconds = status.stage_duration(observed.job(stage))
             if seconds is not None:
                 metrics.STAGE_DURATION.labels(stage).observe(seconds)
         metrics.export_status(key[0], key[1], meta.get("uid", ""), new)

@@ -37,7 +37,10 @@ def next_status(
             change, stamp if moved else (old.last_transition_time or stamp)
         )
     order = list(ConditionType)
-    progress = (status.progress.model_dump() if status.progress else {}) | step.progress
+    # Only the fields the step set replace status's; a step that set none keeps status.progress.
+    progress = (status.progress.model_dump() if status.progress else {}) | step.progress.model_dump(
+        exclude_unset=True
+    )
     new = status.model_copy(
         update={
             "phase": step.phase,

@@ -3,6 +3,7 @@ of status and time. Pure."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -14,9 +15,12 @@ from distillery.api import (
     DistillationJobStatus,
     EvaluationStatus,
     Phase,
+    Progress,
     Reason,
 )
-from distillery.controller.observe import JOB_STAGES, JobState, Observed
+from distillery.contract import stages
+from distillery.contract.stages import Stage
+from distillery.controller.observe import JobState, Observed
 from distillery.storage import Layout
 
 
@@ -37,7 +41,7 @@ class Step:
     delete: tuple[str, ...] = ()  # children to delete if present
     suspend: tuple[str, ...] = ()  # stage Jobs to set spec.suspend=true on
     resume: tuple[str, ...] = ()  # stage Jobs to set spec.suspend=false on
-    progress: dict[str, Any] = field(default_factory=dict)  # Progress fields (snake_case) to set
+    progress: Progress = field(default_factory=Progress)  # the fields it sets (`with_progress`) go to status
     evaluation: EvaluationStatus | None = None
     artifacts: dict[str, Any] | None = None
     finished_stages: tuple[str, ...] = ()  # stages that completed in this step (for durations)
@@ -56,10 +60,14 @@ class Walk:
     now: datetime
     layout: Layout
     conditions: list[Cond] = field(default_factory=list)
-    progress: dict[str, Any] = field(default_factory=dict)
+    progress: Progress = field(default_factory=Progress)
     artifacts: dict[str, Any] = field(default_factory=dict)
     finished: list[str] = field(default_factory=list)
     ensure: list[str] = field(default_factory=list)
+
+    def note(self, **fields: Any) -> None:
+        """Set Progress fields for the step this walk ends in (a misspelt one fails)."""
+        self.progress = with_progress(self.progress, **fields)
 
     def step(self, phase: Phase, message: str, *conditions: Cond, summary: str, **changes: Any) -> Step:
         """A step carrying everything gathered so far, plus this stage's own conditions and changes."""
@@ -71,11 +79,30 @@ class Walk:
             (*self.conditions, *conditions),
             ensure=ensure,
             delete=changes.pop("delete", teacher_present(self.observed)),
-            progress={**self.progress, "summary": summary},
+            progress=with_progress(self.progress, summary=summary),
             artifacts=self.artifacts or None,
             finished_stages=tuple(self.finished),
             **changes,
         )
+
+
+def with_progress(progress: Progress, **fields: Any) -> Progress:
+    """`progress` with `fields` set, validated: Progress refuses an unknown field, so a misspelt one fails
+    here. Only the fields set (`model_fields_set`) reach status; the others keep what status had."""
+    return Progress.model_validate({**progress.model_dump(exclude_unset=True), **fields})
+
+
+StageStep = Callable[[Walk], "Step | None"]
+# Stage -> its function in the phase walk (controller.phases registers one per stage with `walks`).
+WALK: dict[Stage, StageStep] = {}
+
+
+def walks(stage: Stage) -> Callable[[StageStep], StageStep]:
+    def register(function: StageStep) -> StageStep:
+        WALK[stage] = function
+        return function
+
+    return register
 
 
 def now_text(now: datetime) -> str:
@@ -108,17 +135,13 @@ def stop_everything(observed: Observed) -> tuple[str, ...]:
     """A job that ended: its teacher and any stage Job still running go (GPUs freed, no pod left working)."""
     running = tuple(
         stage
-        for stage in JOB_STAGES
-        if (job := getattr(observed, stage)).exists and not (job.complete or job.failed)
+        for stage in stages.names()
+        if (job := observed.job(stage)).exists and not (job.complete or job.failed)
     )
     return teacher_present(observed) + running
 
 
-def stage_job(observed: Observed, stage: str) -> JobState:
-    return getattr(observed, stage)
-
-
-def resume(spec: DistillationJobSpec, job: JobState, stage: str) -> tuple[str, ...]:
+def resume(spec: DistillationJobSpec, job: JobState, stage: Stage) -> tuple[str, ...]:
     # With a Kueue queue, Kueue decides when a suspended Job runs; otherwise we resume it.
     return (stage,) if job.exists and job.suspended and not spec.queue_name else ()
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from distillery.api import CostStatus, DistillationJob, StageCost
-from distillery.contract.cost import job_cost, parse_prices, stage_cost
+from distillery.contract.cost import TEACHER, job_cost, parse_prices, stage_cost
+from distillery.contract.stages import Stage
 from distillery.contract.summaries import GenerateSummary, TrainSummary, read_summary
 from distillery.storage import Layout, write_json_atomic
 
@@ -51,18 +52,20 @@ def teacher_spent(layout: Layout, key: str) -> StageCost | None:
 
 def spent_before_evaluation(job: DistillationJob, layout: Layout, keys: dict[str, str]) -> CostStatus:
     """The teacher, the generation shards and training, from what their processes reported."""
-    shards = [read_summary(layout.stage_summary("generate", k)) for k in range(job.spec.generation.shards)]
-    generated = [
-        s for s in shards if isinstance(s, GenerateSummary) and s.fingerprint in (None, keys["generate"])
+    shards = [
+        read_summary(layout.stage_summary(Stage.generate, k)) for k in range(job.spec.generation.shards)
     ]
-    trained = read_summary(layout.stage_summary("train"))
+    generated = [
+        s for s in shards if isinstance(s, GenerateSummary) and s.fingerprint in (None, keys[Stage.generate])
+    ]
+    trained = read_summary(layout.stage_summary(Stage.train))
     trained = trained if isinstance(trained, TrainSummary) else None
-    stages = {"generate": stage_cost(generated)} if generated else {}
+    stages = {Stage.generate: stage_cost(generated)} if generated else {}
     if trained is not None:
-        stages["train"] = stage_cost([trained])
-    teacher = teacher_spent(layout, keys["generate"])
+        stages[Stage.train] = stage_cost([trained])
+    teacher = teacher_spent(layout, keys[Stage.generate])
     if teacher is not None:
-        stages = {"teacher": teacher, **stages}
+        stages = {TEACHER: teacher, **stages}
     return job_cost(stages, generated=generated, trained=trained)
 
 

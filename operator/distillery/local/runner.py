@@ -35,12 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from distillery import fingerprints
-from distillery.api import DistillationJob, Problem, teacher_needed_for_training
+from distillery.api import DistillationJob, Problem
+from distillery.contract import stages
 from distillery.contract.commands import (
     EvaluateCommand,
     GenerateCommand,
     TrainCommand,
 )
+from distillery.contract.stages import Stage
 from distillery.contract.summaries import (
     EvaluateSummary,
     GenerateSummary,
@@ -52,7 +54,10 @@ from distillery.local.cost import Spent, price_table, record_teacher, spent_befo
 from distillery.local.process import failure_text, run_stage_process, stop_children
 from distillery.storage import Layout, resolve_model, write_json_atomic
 
-STAGES = ("generate", "train", "evaluate")
+
+def local_stages() -> tuple[Stage, ...]:
+    """The stages `distillery run` runs, in order (the stage table's `local` ones; the check is `preflight`)."""
+    return tuple(entry.stage for entry in stages.STAGES if entry.local)
 
 
 class RunFailed(RuntimeError):
@@ -79,7 +84,7 @@ def storage_root(job: DistillationJob, spec_file: Path, override: str | None = N
 def preflight(job: DistillationJob, root: Path) -> list[Problem]:
     """What would make a stage fail later, found now: unreadable inputs, missing models, missing vLLM.
 
-    The inputs are checked by `distillery check`'s own library (`inputcheck`): each is opened and
+    The inputs are checked by `distillery check`'s own library (`check.inputs`): each is opened and
     its first records parsed, on the storage or in the object store.
     """
     from distillery.check.inputs import check_job
@@ -124,8 +129,8 @@ def run_keys(job: DistillationJob, root: Path) -> dict[str, str]:
     """What each stage's result must have been made for to be kept (`distillery.fingerprints`): generation's
     and training's fingerprints, and for evaluation its fingerprint with the gate and `output` (the verdict)."""
     prints = fingerprints.for_job(job, root)
-    return {"generate": prints.generate, "train": prints.train,
-            "evaluate": fingerprints.verdict(job, prints.evaluate)}  # fmt: skip
+    keys = {stage: prints.of(stage) for stage in local_stages()}
+    return {**keys, Stage.evaluate: fingerprints.verdict(job, prints.evaluate)}
 
 
 def stage_state(layout: Layout, stage: str, key: str) -> str:
@@ -198,14 +203,14 @@ def run_generate(job: DistillationJob, root: Path, layout: Layout, progress: Cal
     def shard(index: int) -> tuple[int, int, StageSummary | None]:
         command = GenerateCommand(job=job, storage=str(root), teacher_url=connection.base_url,
                                   teacher_model=connection.model, shard_index=index)  # fmt: skip
-        return (index, *run_stage_process(command, layout.stage_summary("generate", index)))
+        return (index, *run_stage_process(command, layout.stage_summary(Stage.generate, index)))
 
     failures = []
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         try:
             for index, code, summary in pool.map(shard, range(shards)):
                 if code != 0 or not isinstance(summary, GenerateSummary):
-                    failures.append(f"shard {index}: {failure_text('generate', code, summary)}")
+                    failures.append(f"shard {index}: {failure_text(Stage.generate, code, summary)}")
                     continue
                 progress(
                     f"shard {index + 1}/{shards} done: {summary.records} records, "
@@ -229,9 +234,9 @@ def run_train(job: DistillationJob, root: Path, layout: Layout, progress: Callab
         progress(f"resuming from the checkpoints in {layout.checkpoints}")
     url, model = (kept_teacher.base_url, kept_teacher.model) if kept_teacher else (None, None)
     command = TrainCommand(job=job, storage=str(root), teacher_url=url, teacher_model=model)
-    code, summary = run_stage_process(command, layout.stage_summary("train"), show_stdout=True)
+    code, summary = run_stage_process(command, layout.stage_summary(Stage.train), show_stdout=True)
     if code != 0 or summary is None or not summary.succeeded:
-        raise RunFailed(f"train failed: {failure_text('train', code, summary)}")
+        raise RunFailed(f"train failed: {failure_text(Stage.train, code, summary)}")
     return summary
 
 
@@ -241,24 +246,25 @@ def run_evaluate(job: DistillationJob, root: Path, layout: Layout, progress: Cal
     # A failed gate is a verdict (read from the summary), so the stage exits 0 either way.
     command = EvaluateCommand(job=job, storage=str(root), gate_exit_code=0, spent=spent.cost,
                               gpu_hour_prices=spent.prices, currency=spent.currency)  # fmt: skip
-    code, summary = run_stage_process(command, layout.stage_summary("evaluate"))
+    code, summary = run_stage_process(command, layout.stage_summary(Stage.evaluate))
     if code != 0 or not isinstance(summary, EvaluateSummary) or not summary.succeeded:
-        raise RunFailed(f"evaluate failed: {failure_text('evaluate', code, summary)}")
+        raise RunFailed(f"evaluate failed: {failure_text(Stage.evaluate, code, summary)}")
     return summary
 
 
-STAGE_FUNCTIONS = {"generate": run_generate, "train": run_train, "evaluate": run_evaluate}
+# Each local stage's function (what it is given: the teacher's connection, or for evaluation the cost so far).
+STAGE_FUNCTIONS = {Stage.generate: run_generate, Stage.train: run_train, Stage.evaluate: run_evaluate}
 CHANGED = {
-    "generate": "the teacher, data, generation settings or inputs changed since it ran",
-    "train": "the student, the training settings or the teacher's records changed since it ran",
-    "evaluate": "the evaluation settings, the gate, spec.output or the student changed since it ran "
+    Stage.generate: "the teacher, data, generation settings or inputs changed since it ran",
+    Stage.train: "the student, the training settings or the teacher's records changed since it ran",
+    Stage.evaluate: "the evaluation settings, the gate, spec.output or the student changed since it ran "
     "(a changed gate alone re-judges the stored scores)",
 }
 
 
 @contextlib.contextmanager
 def timed(stage: str, number: int) -> Iterator[Callable[[str], None]]:
-    prefix = f"[{number}/{len(STAGES)}] {stage}"
+    prefix = f"[{number}/{len(local_stages())}] {stage}"
     started = time.monotonic()
     say(f"{prefix}: starting")
     yield lambda message: say(f"{prefix}: {message}")
@@ -276,10 +282,11 @@ def run_job(
     keys = run_keys(job, root)
     with contextlib.ExitStack() as kept:
         connection = None
-        for number, stage in enumerate(STAGES, 1):
+        order = local_stages()
+        for number, stage in enumerate(order, 1):
             marker, key = layout.stage_done(stage), keys[stage]
             if (
-                stage == "generate"
+                stage == Stage.generate
                 and stage_state(layout, stage, key) != "done"
                 and generation_complete(job, layout, key)
             ):
@@ -288,30 +295,28 @@ def run_job(
                 )
             state = stage_state(layout, stage, key)
             if state == "done":
-                say(f"[{number}/{len(STAGES)}] {stage}: already done ({marker.relative_to(root)}), skipped")
+                say(f"[{number}/{len(order)}] {stage}: already done ({marker.relative_to(root)}), skipped")
                 continue
             if state == "changed":
-                say(f"[{number}/{len(STAGES)}] {stage}: {CHANGED[stage]}; running it again")
-            needs_teacher = stage == "generate" or (
-                stage == "train" and teacher_needed_for_training(job.spec)
-            )
+                say(f"[{number}/{len(order)}] {stage}: {CHANGED[stage]}; running it again")
+            needs_teacher = stages.facts(stage).needs_teacher(job.spec)
             if not needs_teacher:
                 kept.close()  # the teacher goes as soon as nothing needs it
                 connection = None
             with timed(stage, number) as progress:
                 if needs_teacher and connection is None:  # onPolicy: one teacher for generation and training
-                    kept_on = teacher_needed_for_training(job.spec)
+                    kept_on = stages.facts(Stage.train).needs_teacher(job.spec)
                     tell = (lambda m: say(f"[kept for training] {m}")) if kept_on else progress
-                    connection = kept.enter_context(teacher(job, root, layout, tell, keys["generate"]))
+                    connection = kept.enter_context(teacher(job, root, layout, tell, keys[Stage.generate]))
                 given = connection
-                if stage == "evaluate":
+                if stage == Stage.evaluate:
                     given = Spent(spent_before_evaluation(job, layout, keys), prices, currency)
                 summary = STAGE_FUNCTIONS[stage](job, root, layout, progress, given)
                 _write_done(layout, stage, summary, key)
     report_path = layout.evaluation_report
     if not report_path.exists():
         raise RunFailed(
-            f"evaluate is marked done but {report_path} is missing; delete {layout.stage_done('evaluate')}"
+            f"evaluate is marked done but {report_path} is missing; delete {layout.stage_done(Stage.evaluate)}"
         )
     return json.loads(report_path.read_text())
 

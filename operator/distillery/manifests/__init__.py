@@ -1,7 +1,8 @@
 """Pure builders of every child object of a DistillationJob: spec in, manifest dicts out.
 
 `build(child, job, config)` is the one entry point the controller uses; each child
-has a fixed key, a deterministic name (`names(job)`) and the job as its owner.
+has a fixed key, a deterministic name (`names(job)`) and the job as its owner. A stage's
+Job is keyed by its `Stage` (contract.stages), one per entry of the stage table.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from distillery.api import DistillationJob
+from distillery.contract import stages
+from distillery.contract.stages import Stage
 from distillery.manifests.common import BuildConfig, Names, fit_name, label_value, names
 from distillery.manifests.jobs import (
     build_check_job,
@@ -28,6 +31,13 @@ from distillery.manifests.teacher import (
 
 # Child key -> (apiVersion, kind, plural, name of it in `Names`, builder).
 Builder = Callable[[DistillationJob, BuildConfig], "dict[str, Any] | None"]
+# Each stage's Job builder; its name in `Names` is the stage's.
+JOB_BUILDERS: dict[Stage, Builder] = {
+    Stage.check: build_check_job,
+    Stage.generate: build_generation_job,
+    Stage.train: build_training_job,
+    Stage.evaluate: build_evaluation_job,
+}
 CHILDREN: dict[str, tuple[str, str, str, str, Builder]] = {
     "pvc": ("v1", "PersistentVolumeClaim", "persistentvolumeclaims", "pvc", lambda j, c: build_pvc(j)),
     "teacher": ("apps/v1", "Deployment", "deployments", "teacher", lambda j, c: build_teacher_deployment(j)),
@@ -39,10 +49,10 @@ CHILDREN: dict[str, tuple[str, str, str, str, Builder]] = {
         "teacher_policy",
         lambda j, c: build_teacher_network_policy(j),
     ),
-    "check": ("batch/v1", "Job", "jobs", "check", build_check_job),
-    "generate": ("batch/v1", "Job", "jobs", "generate", build_generation_job),
-    "train": ("batch/v1", "Job", "jobs", "train", build_training_job),
-    "evaluate": ("batch/v1", "Job", "jobs", "evaluate", build_evaluation_job),
+    **{
+        entry.stage: ("batch/v1", "Job", "jobs", entry.stage.value, JOB_BUILDERS[entry.stage])
+        for entry in stages.STAGES
+    },
 }
 
 
@@ -57,6 +67,7 @@ def child_name(child: str, job: DistillationJob | str) -> str:
 
 __all__ = [
     "CHILDREN",
+    "JOB_BUILDERS",
     "BuildConfig",
     "Names",
     "build",

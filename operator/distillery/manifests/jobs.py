@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from distillery.api import DistillationJob, StageRuntime, teacher_needed_for_training
+from distillery.api import DistillationJob, StageRuntime
+from distillery.contract import stages
 from distillery.contract.commands import (
     API_KEY_ENV,
     METRICS_PORT,
@@ -14,6 +15,7 @@ from distillery.contract.commands import (
     StageCommand,
     TrainCommand,
 )
+from distillery.contract.stages import Stage
 from distillery.manifests import common
 from distillery.manifests.teacher import teacher_model, teacher_url
 
@@ -88,18 +90,18 @@ def build_check_job(job: DistillationJob, config: common.BuildConfig) -> dict[st
     command = CheckCommand(job=job, storage=job.spec.storage.mount_path)
     container = common.container(
         job,
-        name="check",
+        name=Stage.check,
         image=config.worker_image_for(gen, 0),
         **_command_line(command),
         env=common.object_store_env(job),
-        resource_spec={"requests": dict(common.DEFAULT_REQUESTS["check"])},
+        resource_spec={"requests": dict(common.DEFAULT_REQUESTS[Stage.check])},
         ports=[],
     )
     runtime = gen.model_copy(update={"active_deadline_seconds": CHECK_DEADLINE_SECONDS})
     return _job(
         job,
         name=common.names(job).check,
-        stage="check",
+        stage=Stage.check,
         runtime=runtime,
         container=container,
         job_spec={"completions": 1, "parallelism": 1, "backoffLimit": 0},
@@ -130,17 +132,17 @@ def build_generation_job(job: DistillationJob, config: common.BuildConfig) -> di
     )
     container = common.container(
         job,
-        name="generate",
+        name=Stage.generate,
         image=config.worker_image_for(gen, 0),
         **_command_line(command),
         env=env,
-        resource_spec=common.resources(gen.resources, "generate", 0),
+        resource_spec=common.resources(gen.resources, Stage.generate, 0),
         ports=_metrics_port(),
     )
     return _job(
         job,
         name=common.names(job).generate,
-        stage="generate",
+        stage=Stage.generate,
         runtime=gen,
         container=container,
         job_spec={
@@ -156,7 +158,9 @@ def build_generation_job(job: DistillationJob, config: common.BuildConfig) -> di
 
 def build_training_job(job: DistillationJob, config: common.BuildConfig) -> dict[str, Any]:
     training = job.spec.training
-    asks_teacher = teacher_needed_for_training(job.spec)  # onPolicy: the teacher grades the student's samples
+    asks_teacher = stages.facts(Stage.train).needs_teacher(
+        job.spec
+    )  # onPolicy: the teacher grades the student's samples
     command = TrainCommand(
         job=job,
         storage=job.spec.storage.mount_path,
@@ -166,17 +170,17 @@ def build_training_job(job: DistillationJob, config: common.BuildConfig) -> dict
     )
     container = common.container(
         job,
-        name="train",
+        name=Stage.train,
         image=config.worker_image_for(training, training.gpus),
         **_command_line(command),
         env=_teacher_key_env(job) if asks_teacher else [],
-        resource_spec=common.resources(training.resources, "train", training.gpus),
+        resource_spec=common.resources(training.resources, Stage.train, training.gpus),
         ports=_metrics_port(),
     )
     return _job(
         job,
         name=common.names(job).train,
-        stage="train",
+        stage=Stage.train,
         runtime=training,
         container=container,
         # A retried pod resumes from the latest checkpoint on the storage.
@@ -197,17 +201,17 @@ def build_evaluation_job(job: DistillationJob, config: common.BuildConfig) -> di
     )  # fmt: skip
     container = common.container(
         job,
-        name="evaluate",
+        name=Stage.evaluate,
         image=config.worker_image_for(evaluation, evaluation.gpus),
         **_command_line(command),
         env=common.object_store_env(job),  # validation by URI, and the export to spec.output
-        resource_spec=common.resources(evaluation.resources, "evaluate", evaluation.gpus),
+        resource_spec=common.resources(evaluation.resources, Stage.evaluate, evaluation.gpus),
         ports=_metrics_port(),
     )
     return _job(
         job,
         name=common.names(job).evaluate,
-        stage="evaluate",
+        stage=Stage.evaluate,
         runtime=evaluation,
         container=container,
         job_spec={"completions": 1, "parallelism": 1, "backoffLimit": evaluation.backoff_limit},

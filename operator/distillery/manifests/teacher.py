@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from distillery.api import DistillationJob, teacher_needed_for_training
+from distillery.api import DistillationJob
+from distillery.contract import stages as stage_table
 from distillery.contract.commands import HF_TOKEN_ENV, TEACHER_PORT, VLLM_MODULE, teacher_server_args
 from distillery.manifests import common
 
@@ -121,7 +122,7 @@ def build_teacher_service(job: DistillationJob) -> dict[str, Any]:
 def build_teacher_network_policy(job: DistillationJob) -> dict[str, Any]:
     """Only this job's generation pods may reach its teacher, and its training pods when they ask it to grade
     (onPolicy); the kubelet's probes are not affected."""
-    stages = ["generate", "train"] if teacher_needed_for_training(job.spec) else ["generate"]
+    stages = [entry.stage for entry in stage_table.STAGES if entry.needs_teacher(job.spec)]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
