@@ -204,7 +204,7 @@ def load_student(job: DistillationJob, root: Path, device: Any) -> tuple[Any, An
 
 def train_config(job: DistillationJob, fingerprint: str = "") -> Any:
     """The loop's settings from the spec's `training` section (and the stage's fingerprint, for resuming)."""
-    from distillery.training.loop import TrainConfig
+    from distillery.training.config import TrainConfig
     from distillery.training.onpolicy import OnPolicyConfig
 
     training, on_policy = job.spec.training, None
