@@ -206,6 +206,7 @@ BASE = {
     "errors",
     "storage",
     "tasks",
+    "tokenizer",
     "crd",
     "docs",
     "__init__",

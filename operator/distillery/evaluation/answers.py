@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from distillery.api import DistillationJob
 from distillery.contract.summaries import FailureReason, StageFailed
 from distillery.serving.client import TeacherConnection
 from distillery.storage import Layout
+from distillery.tokenizer import FALLBACK_CHAT_TEMPLATE, has_chat_template
 
 PROGRESS_INTERVAL_SECONDS = 10.0
 MEMORY_SAMPLE_SECONDS = 0.25
@@ -235,25 +235,13 @@ def max_tokens(job: DistillationJob) -> int:
 # ------------------------------------------------------------------ serving the student and the baseline
 
 
-def _has_chat_template(model_dir: Path) -> bool:
-    if (model_dir / "chat_template.jinja").exists() or (model_dir / "chat_template.json").exists():
-        return True
-    config = model_dir / "tokenizer_config.json"
-    try:
-        return bool(json.loads(config.read_text()).get("chat_template"))
-    except (OSError, ValueError):
-        return False
-
-
 def serving_args(job: DistillationJob, layout: Layout, model: str) -> list[str]:
     """vLLM arguments for a compared model: `evaluation.extraArgs`, plus the ChatML template
     training falls back to when the base model's tokenizer has none (so the baseline is prompted
     exactly as the student was trained)."""
-    from distillery.training.data import FALLBACK_CHAT_TEMPLATE
-
     args = list(job.spec.evaluation.extra_args)
     model_dir = Path(model)
-    if model_dir.is_dir() and not _has_chat_template(model_dir) and "--chat-template" not in args:
+    if model_dir.is_dir() and not has_chat_template(model_dir) and "--chat-template" not in args:
         template = layout.work / "logs" / "fallback-chat-template.jinja"
         template.parent.mkdir(parents=True, exist_ok=True)
         template.write_text(FALLBACK_CHAT_TEMPLATE)

@@ -23,15 +23,6 @@ from distillery.contract.summaries import FailureReason, StageFailed
 
 IGNORE = -100  # label of tokens without loss (the prompt, padding)
 
-# Used when the student's tokenizer has none (base models): ChatML, what most
-# instruct models and vLLM expect. It is saved with the student so serving matches.
-FALLBACK_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
 
 class RecordError(StageFailed, ValueError):
     """A generated record that cannot be read; the message names the file and the line."""
