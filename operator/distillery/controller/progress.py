@@ -21,6 +21,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from distillery.api import Phase
 from distillery.contract.commands import METRICS_PORT
+from distillery.contract.series import (
+    EVAL_MODELS_COMPARED,
+    EVAL_MODELS_DONE,
+    TRAIN_EPOCH,
+    TRAIN_LOSS,
+    TRAIN_ON_POLICY_LOSS,
+    TRAIN_STEP,
+)
 from distillery.controller.cache import Cache, Key
 from distillery.manifests.common import STAGE_LABEL
 
@@ -36,14 +44,14 @@ SCRAPED = {Phase.training: "train", Phase.evaluating: "evaluate"}
 # Stage -> Progress field -> the series (from the stages' metrics modules) it is read from.
 SERIES = {
     "train": {
-        "step": "distillery_train_step",
-        "epoch": "distillery_train_epoch",
-        "train_loss": "distillery_train_loss",
-        "on_policy_loss": "distillery_train_on_policy_loss",  # kept for training.method onPolicy only
+        "step": TRAIN_STEP,
+        "epoch": TRAIN_EPOCH,
+        "train_loss": TRAIN_LOSS,
+        "on_policy_loss": TRAIN_ON_POLICY_LOSS,  # kept for training.method onPolicy only
     },
     "evaluate": {
-        "models_done": "distillery_eval_models_done",
-        "models_total": "distillery_eval_models_compared",
+        "models_done": EVAL_MODELS_DONE,
+        "models_total": EVAL_MODELS_COMPARED,
     },
 }
 
