@@ -9,9 +9,7 @@ from distillery.contract import series
 REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
 
-EVAL_SCORE = Gauge(
-    series.EVAL_SCORE, "Task score (0-1) of a compared model.", ["model"], registry=REGISTRY
-)
+EVAL_SCORE = Gauge(series.EVAL_SCORE, "Task score (0-1) of a compared model.", ["model"], registry=REGISTRY)
 # Not `quantile`: Prometheus reserves that label for summaries (promtool check metrics refuses it).
 EVAL_LATENCY = Gauge(
     series.EVAL_LATENCY,

@@ -17,7 +17,7 @@ from typing import Any
 from distillery import __version__
 from distillery.api import CostStatus, DistillationJob
 from distillery.contract.cost import cost_lines, cost_markdown
-from distillery.storage import Layout, resolve_model, write_json_atomic
+from distillery.storage import ANSWERS, Layout, resolve_model, shard_name, write_json_atomic
 
 MODEL_ORDER = ("teacher", "baseline", "student")
 _CHUNK = 1 << 20
@@ -120,9 +120,7 @@ def lineage(job: DistillationJob, layout: Layout) -> dict[str, Any]:
             "validation": _input_digest(job, layout, spec.data.validation, "data.validation"),
         },
         "generated": {
-            split: tree_digest(
-                layout.generated(split), [f"shard-?????-of-{spec.generation.shards:05d}*.jsonl"]
-            )
+            split: tree_digest(layout.generated(split), [shard_name(None, spec.generation.shards, ANSWERS)])
             for split in ("train", "validation")
         },
         "student": {"path": _relative(layout, layout.student), "files": student_files},

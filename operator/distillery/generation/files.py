@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -21,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from distillery.api import DistillationJob
+from distillery.contract.records import Record, RejectedRecord, problem
 from distillery.contract.summaries import FailureReason, GenerateSummary, SplitCounts, StageFailed
 from distillery.generation.filters import dedup_key
-from distillery.storage import SPLITS, Layout
+from distillery.storage import FINGERPRINT, SPLITS, Layout, shard_of
 
 PARTIAL = ".partial"
 ERROR_SAMPLES = 3  # distinct error messages kept for the summary
@@ -104,12 +104,10 @@ class SplitStats:
 
 # ------------------------------------------------------------------ stale files
 
-_SHARD_FILE = re.compile(r"^(shard-\d{5}-of-(\d{5}))\.")
-
 
 def _stamp(directory: Path, stem: str) -> str | None:
     try:
-        return (directory / f"{stem}.fingerprint").read_text().strip() or None
+        return (directory / f"{stem}{FINGERPRINT}").read_text().strip() or None
     except OSError:
         return None
 
@@ -124,22 +122,18 @@ def supersede_stale(layout: Layout, split: str, index: int, count: int, fingerpr
     """
     directory = layout.generated(split)
     own = layout.shard_fingerprint(split, index, count)
-    own_stem = own.name.removesuffix(".fingerprint")
+    own_stem = own.name.removesuffix(FINGERPRINT)
     moved: list[str] = []
     if directory.is_dir():
         own_stale = _stamp(directory, own_stem) != fingerprint
         paths = sorted(directory.iterdir())
         # Read every stamp before moving any: a stamp moves with its shard's files.
-        stamps = {
-            m.group(1): _stamp(directory, m.group(1)) for p in paths if (m := _SHARD_FILE.match(p.name))
-        }
+        stamps = {shard[0]: _stamp(directory, shard[0]) for p in paths if (shard := shard_of(p.name))}
         for path in paths:
-            match = _SHARD_FILE.match(path.name)
-            if match is None or (
-                int(match.group(2)) == count and (match.group(1) != own_stem or not own_stale)
-            ):
+            shard = shard_of(path.name)
+            if shard is None or (shard[1] == count and (shard[0] != own_stem or not own_stale)):
                 continue
-            target = layout.superseded / (stamps.get(match.group(1)) or "unstamped") / "generated" / split
+            target = layout.superseded / (stamps.get(shard[0]) or "unstamped") / "generated" / split
             target.mkdir(parents=True, exist_ok=True)
             try:
                 os.replace(path, target / path.name)
@@ -182,16 +176,17 @@ def cut_torn_tail(path: Path) -> int:
         return size - keep
 
 
-def _read_records(path: Path) -> Iterator[dict]:
+def _read_records(path: Path, model: type[Record] = Record) -> Iterator[Record]:
     if not path.exists():
         return
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
+                yield model.from_line(line)
+            except ValueError as error:
                 raise CorruptShardFile(
-                    f"{path}: line {number} is corrupt; delete the file to regenerate this shard's split"
+                    f"{path}: line {number} is corrupt ({problem(error)}); delete the file to regenerate "
+                    "this shard's split"
                 ) from None
 
 
@@ -202,7 +197,7 @@ def _drop_lines(path: Path, drop: set[int]) -> None:
     temporary = path.with_name(path.name + ".tmp")
     with open(path, encoding="utf-8") as source, open(temporary, "w", encoding="utf-8") as target:
         for line in source:
-            if json.loads(line)["line"] not in drop:
+            if Record.from_line(line).line not in drop:
                 target.write(line)
     os.replace(temporary, path)
 
@@ -221,8 +216,8 @@ def recover(
     counts = bytearray(input_lines + 1)
     for path in (records, rejected):
         for record in _read_records(path):
-            line = record.get("line")
-            if not isinstance(line, int) or not 0 < line <= input_lines:
+            line = record.line
+            if line is None or not 0 < line <= input_lines:
                 raise CorruptShardFile(
                     f"{path}: a record names input line {line!r}, which the input does not have; the input "
                     "changed since this shard started: delete the shard's files to regenerate it"
@@ -236,19 +231,18 @@ def recover(
         for line in partly:
             counts[line] = 0
     accepted_lines: set[int] = set()
-    for path, is_accepted in ((records, True), (rejected, False)):
-        for record in _read_records(path):
-            usage = record.get("usage") or {}
-            stats.output_tokens += int(usage.get("completion_tokens") or 0)
-            if record.get("sample", 0) == 0:
-                stats.prompt_tokens += int(usage.get("prompt_tokens") or 0)
-            if is_accepted:
-                stats.records += 1
-                accepted_lines.add(record["line"])
-                if seen is not None:
-                    seen.add(dedup_key(record["messages"], record["response"]))
+    for path, model in ((records, Record), (rejected, RejectedRecord)):
+        for record in _read_records(path, model):
+            stats.output_tokens += record.completion_tokens
+            if record.sample == 0:
+                stats.prompt_tokens += record.prompt_tokens
+            if isinstance(record, RejectedRecord):
+                stats.rejected[record.reject_reason] += 1
             else:
-                stats.rejected[record.get("reject_reason", "unknown")] += 1
+                stats.records += 1
+                accepted_lines.add(record.line)
+                if seen is not None:
+                    seen.add(dedup_key(record.messages, record.response))
     stats.accepted_prompts = len(accepted_lines)
     stats.done = stats.resumed = sum(1 for count in counts if count)
     return counts

@@ -27,15 +27,11 @@ GEN_TOKENS = Counter(
     ["direction"],
     registry=REGISTRY,
 )
-GEN_RECORDS = Counter(
-    series.GENERATION_RECORDS, "Teacher records written (accepted).", registry=REGISTRY
-)
+GEN_RECORDS = Counter(series.GENERATION_RECORDS, "Teacher records written (accepted).", registry=REGISTRY)
 GEN_REJECTED = Counter(
     series.GENERATION_REJECTED,
     "Teacher responses rejected, by reason.",
     ["reason"],
     registry=REGISTRY,
 )
-GEN_IN_FLIGHT = Gauge(
-    series.GENERATION_IN_FLIGHT, "Teacher requests in flight.", registry=REGISTRY
-)
+GEN_IN_FLIGHT = Gauge(series.GENERATION_IN_FLIGHT, "Teacher requests in flight.", registry=REGISTRY)

@@ -22,6 +22,7 @@ from typing import Any
 
 from distillery import fingerprints
 from distillery.api import DistillationJob, TrainingMethod
+from distillery.contract.records import read_records
 from distillery.contract.summaries import FailureReason, StageFailed, TrainSummary
 from distillery.storage import Layout, generated_fingerprint, record_key, resolve_model, write_json_atomic
 from distillery.tokenizer import FALLBACK_CHAT_TEMPLATE, check_same_tokenizer, refuse, student_tokenizer
@@ -35,18 +36,18 @@ def load_examples(
     `dedup`: a record whose (prompt, response) an earlier one had is dropped and counted: each
     shard dedups its own records, this catches those repeated across shards.
     """
-    from distillery.training.data import encode, has_teacher_top, read_records
+    from distillery.training.data import encode
 
     examples, skipped, scored, duplicates = [], 0, 0, 0
     seen: set[int] = set()
     for record in read_records(files):
         if dedup:
-            key = record_key(record["messages"], record["response"])
+            key = record_key(record.messages, record.response)
             if key in seen:
                 duplicates += 1
                 continue
             seen.add(key)
-        scored += has_teacher_top(record)
+        scored += record.has_teacher_top
         example = encode(record, tokenizer, max_length, use_teacher_tokens)
         if example is None:
             skipped += 1
