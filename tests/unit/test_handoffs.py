@@ -43,3 +43,88 @@ def test_the_operator_finds_its_progress_series_in_a_stage_pods_scrape(stage, mo
         generate_latest(importlib.import_module(f"distillery.{module}.metrics").REGISTRY).decode()
     )
     assert set(SERIES[stage].values()) <= set(scraped) & set(series.BY_STAGE[stage])
+
+
+# ------------------------------------------------------------------ the teacher's records
+
+
+def generated_shard(tmp_path, monkeypatch, answers):
+    """Run generation's own writer (one shard, both splits) against a fake teacher answering `answers`."""
+    import json
+
+    from distillery.api import DistillationJob
+    from distillery.generation import shard as shard_module
+    from distillery.serving.client import ChatChoice, ChatResult, TeacherConnection
+
+    for split, noun in (("train", "apples"), ("validation", "pears")):  # no overlap to decontaminate
+        lines = [json.dumps({"id": f"{split}-{i}", "prompt": f"Sam has {i} {noun} and buys {i} more {noun}. "
+                             f"What is {i} + {i}?", "answer": str(2 * i)}) for i in range(1, 4)]  # fmt: skip
+        (tmp_path / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+
+    class Teacher:
+        def __init__(self, connection, **_):
+            self.connection = connection
+
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *_):
+            return False
+
+        async def list_models(self):
+            return ["teacher"]
+
+        async def complete(self, messages, **params):
+            text = answers(messages[-1]["content"])
+            logprobs = [{"token_id": 7, "logprob": -0.5, "top": [[7, -0.5], [9, -1.25]]}]
+            return ChatResult([ChatChoice(text, "stop", 1, logprobs)], 11, 1, 0.0123, model="teacher")
+
+    monkeypatch.setattr(shard_module, "ChatClient", Teacher)
+    job = DistillationJob.model_validate({
+        "metadata": {"name": "handoff"},
+        "spec": {"teacher": {"model": "models/teacher"}, "student": {"model": "models/student"},
+                 "data": {"taskType": "math", "train": "train.jsonl", "validation": "validation.jsonl"},
+                 "generation": {"topLogprobs": 2, "smokeTestPrompts": 1, "minSuccessRatio": 0.1,
+                                "filters": {"verify": True}}},
+    })  # fmt: skip
+    shard_module.generate_shard(job, tmp_path, 0, TeacherConnection("http://teacher/v1", "teacher"))
+    return job
+
+
+def test_a_record_generation_writes_is_what_training_and_evaluation_read(tmp_path, monkeypatch):
+    import json
+
+    from distillery.contract.records import Record, RejectedRecord, read_records
+    from distillery.evaluation.answers import teacher_records
+    from distillery.storage import REJECTED, Layout
+    from distillery.training.data import record_files
+
+    # 1 + 1 is answered right, the others wrong: accepted and rejected records both.
+    job = generated_shard(
+        tmp_path, monkeypatch, lambda q: "The answer is 2." if "1 + 1" in q else "No idea: 5"
+    )
+    layout = Layout.of(job, tmp_path)
+    files = record_files(layout.generated("train"), job.spec.generation.shards)
+    assert [f.name for f in files] == ["shard-00000-of-00001.jsonl"]
+    (written,) = files[0].read_text().splitlines()
+    record = Record.from_line(written)
+    assert json.loads(written) == record.model_dump(mode="json")  # every field, by the model's name
+    assert list(json.loads(written)) == list(Record.model_fields)  # in the order of the format
+    assert record.to_line() == written + "\n"  # the bytes a rewrite would give
+    assert (record.line, record.sample, record.response, record.prompt_tokens) == (
+        1,
+        0,
+        "The answer is 2.",
+        11,
+    )
+    assert record.has_teacher_top and record.logprobs[0].top == [(7, -0.5), (9, -1.25)]
+
+    (trained,) = read_records(files)  # the training reader
+    assert trained == record
+    rejected = list(read_records(layout.shard_files("train", 1, REJECTED), RejectedRecord))
+    assert [(r.line, r.reject_reason) for r in rejected] == [(2, "wrong_answer"), (3, "wrong_answer")]
+
+    by_line = teacher_records(layout, job.spec.generation.shards)  # the evaluation reader: rejected too
+    assert sorted(by_line) == [1, 2, 3]
+    assert by_line[1].response == "The answer is 2." and by_line[2].response == "No idea: 5"
+    assert by_line[1].latency_ms == 12.3 and by_line[1].completion_tokens == 1
