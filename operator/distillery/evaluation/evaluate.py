@@ -123,8 +123,8 @@ def build_report(
 
 def data_cleaning(job: DistillationJob, layout: Layout) -> dict[str, int]:
     """What was kept out of the teacher data: decontaminated prompts, rejected answers, cross-shard duplicates."""
+    from distillery.contract.shards import stored_summary
     from distillery.contract.summaries import generation_totals
-    from distillery.generation.files import stored_summary
 
     shards = [stored_summary(job, layout, k) for k in range(job.spec.generation.shards)]
     totals = generation_totals(s for s in shards if s is not None)

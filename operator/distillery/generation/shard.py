@@ -30,11 +30,12 @@ from typing import Any
 from distillery import fingerprints
 from distillery.api import DistillationJob
 from distillery.contract.records import Record, RejectedRecord, Usage
+from distillery.contract.shards import SplitStats, summarize
 from distillery.contract.summaries import FailureReason, GenerateSummary, StageFailed
 from distillery.datasource import resolve
 from distillery.generation import metrics
 from distillery.generation.decontamination import Decontaminator, decontaminator_for
-from distillery.generation.files import SplitStats, partial_path, recover, summarize, supersede_stale
+from distillery.generation.files import partial_path, recover, supersede_stale
 from distillery.generation.filters import dedup_key, rejection, request_params
 from distillery.serving.client import ChatClient, RequestFailed, TeacherConnection, backoff_delay
 from distillery.storage import SPLITS, Layout, write_json_atomic

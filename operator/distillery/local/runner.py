@@ -143,7 +143,7 @@ def shard_summaries(
 ) -> list[GenerateSummary | None]:
     """Each shard's summary from what it left on storage; None for a shard not finished yet (or, given a
     fingerprint, finished for another)."""
-    from distillery.generation.files import stored_summary
+    from distillery.contract.shards import stored_summary
 
     return [stored_summary(job, layout, k, fingerprint) for k in range(job.spec.generation.shards)]
 
