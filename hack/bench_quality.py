@@ -240,6 +240,7 @@ def train_run(args, task, root, method, seed, epochs, teacher_url=None) -> dict:
 
 
 def evaluate_run(root: Path, run: dict, with_baseline: bool) -> dict:
+    from distillery.contract.report import EvaluationReport
     from distillery.storage import Layout
 
     cached = root / "results" / f"{run['name']}.evaluate.json"
@@ -254,11 +255,13 @@ def evaluate_run(root: Path, run: dict, with_baseline: bool) -> dict:
         job.write_text(yaml.safe_dump(document, sort_keys=False))
     seconds, _ = stage(["evaluate", "--job", str(job), "--storage", str(root), "--gate-exit-code", "0"], root,
                        root / "logs" / f"{run['name']}-evaluate.log")  # fmt: skip
-    report = json.loads(Layout(root, run["name"]).evaluation_report.read_text())
+    report = EvaluationReport.read(Layout(root, run["name"]).evaluation_report)
     result = {
         "evaluate_seconds": round(seconds, 1),
         "evaluate_load": load_average(),
-        "models": report["models"],
+        "models": {
+            name: entry.model_dump(by_alias=True, exclude_unset=True) for name, entry in report.models.items()
+        },
     }
     cached.write_text(json.dumps(result))
     return result

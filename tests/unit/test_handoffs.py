@@ -48,7 +48,7 @@ def test_the_operator_finds_its_progress_series_in_a_stage_pods_scrape(stage, mo
 # ------------------------------------------------------------------ the teacher's records
 
 
-def generated_shard(tmp_path, monkeypatch, answers):
+def generated_shard(tmp_path, monkeypatch, answers, **spec):
     """Run generation's own writer (one shard, both splits) against a fake teacher answering `answers`."""
     import json
 
@@ -85,7 +85,7 @@ def generated_shard(tmp_path, monkeypatch, answers):
         "spec": {"teacher": {"model": "models/teacher"}, "student": {"model": "models/student"},
                  "data": {"taskType": "math", "train": "train.jsonl", "validation": "validation.jsonl"},
                  "generation": {"topLogprobs": 2, "smokeTestPrompts": 1, "minSuccessRatio": 0.1,
-                                "filters": {"verify": True}}},
+                                "filters": {"verify": True}}, **spec},
     })  # fmt: skip
     shard_module.generate_shard(job, tmp_path, 0, TeacherConnection("http://teacher/v1", "teacher"))
     return job
@@ -128,3 +128,80 @@ def test_a_record_generation_writes_is_what_training_and_evaluation_read(tmp_pat
     assert sorted(by_line) == [1, 2, 3]
     assert by_line[1].response == "The answer is 2." and by_line[2].response == "No idea: 5"
     assert by_line[1].latency_ms == 12.3 and by_line[1].completion_tokens == 1
+
+
+# ------------------------------------------------------------------ the evaluation report
+
+
+def no_extras(model) -> list[str]:
+    """Fields of a parsed report (at any depth) that its model does not name."""
+    from pydantic import BaseModel
+
+    found = [f"{type(model).__name__}.{k}" for k in model.model_extra or {}]
+    for name in type(model).model_fields:
+        values = getattr(model, name)
+        for value in (
+            values.values() if isinstance(values, dict) else values if isinstance(values, list) else [values]
+        ):
+            if isinstance(value, BaseModel) and value.model_config.get("extra") == "allow":
+                found += no_extras(value)
+    return found
+
+
+def test_the_report_the_evaluation_stage_writes_is_what_its_readers_parse(tmp_path, monkeypatch):
+    import contextlib
+    import json
+
+    from distillery.contract.report import EvaluationReport
+    from distillery.evaluation import evaluate, export
+    from distillery.evaluation.answers import Answer, ModelRun
+    from distillery.evaluation.card import model_card
+    from distillery.evaluation.report import render_markdown, summary_lines
+    from distillery.storage import Layout
+
+    job = generated_shard(
+        tmp_path,
+        monkeypatch,
+        lambda q: "The answer is 2." if "1 + 1" in q else "The answer is 4.",
+        evaluation={"gpus": 0, "compare": ["teacher", "student"], "gate": {"minRetention": 0.5}},
+        output={"uri": "exported"},
+    )
+    layout = Layout.of(job, tmp_path)
+    layout.student.mkdir(parents=True)
+    (layout.student / "config.json").write_text("{}")
+
+    def student_answers(name, connection, prompts, job, pid=None, say=print):
+        answers = [Answer(f"The answer is {2 * i}.", 10.0 * i, 4) for i in range(1, len(prompts) + 1)]
+        return ModelRun(name, answers, 1.5, 1 << 20, "served")
+
+    monkeypatch.setattr(evaluate, "ask_model", student_answers)
+    serve = lambda *args: contextlib.nullcontext((None, 4242))  # noqa: E731
+    returned = evaluate.evaluate_job(job, tmp_path, serve=serve, say=lambda m: None)  # the stage's writer
+
+    written = json.loads(layout.evaluation_report.read_text())
+    assert written == returned
+    report = EvaluationReport.read(layout.evaluation_report)
+    assert no_extras(report) == []  # the model names every field the stage writes
+    assert report.model_dump(mode="json", by_alias=True, exclude_unset=True) == written  # lossless
+    assert report.metric == "accuracy" and report.samples == 3 and report.task_type == "math"
+    assert report.score("teacher") == 2 / 3 and report.score("student") == 1.0
+    assert report.gate.passed and report.gate.checks[0].name == "minRetention"
+    assert report.models["teacher"].source == "generation records" and not report.models["teacher"].live
+    assert report.live_requests == 3  # the student's answers; the teacher's came from its records
+    assert report.output is not None and report.output.written and report.output.files
+    assert report.fingerprints is not None and report.fingerprints.evaluate
+
+    # Its readers: the stage's summary, the renderings, the model card, the export's plan.
+    summary = evaluate.evaluate_summary(written, "jobs/handoff/reports/evaluation.json")
+    assert summary.evaluation.gate_passed and summary.evaluation.student.score == 1.0
+    assert summary.requests == 3 and summary.output == "exported"
+    assert summary_lines(written) == summary_lines(report)
+    assert "PASSED" in summary_lines(report)[-2] and "retention 1.500" in "\n".join(summary_lines(report))
+    assert "| **student** | 1.000 |" in render_markdown(report, None)
+    assert "| **teacher** | 0.667 |" in model_card(job, report, None)
+    assert export.plan(job, report) == {
+        "uri": "exported",
+        "written": True,
+        "reason": "output.when is gatePassed",
+    }
+    assert (tmp_path / "exported" / "README.md").read_text() == model_card(job, report, None)

@@ -19,6 +19,7 @@ from typing import Any
 
 from distillery.api import DistillationJob
 from distillery.contract.records import Record, read_records
+from distillery.contract.report import TEACHER_FROM_RECORDS
 from distillery.contract.summaries import FailureReason, StageFailed
 from distillery.serving.client import TeacherConnection
 from distillery.storage import ANSWERS, Layout
@@ -30,7 +31,6 @@ MEMORY_SAMPLE_SECONDS = 0.25
 # the same conditions, so few retries and a generous timeout.
 REQUEST_TIMEOUT_SECONDS = 300.0
 MAX_RETRIES = 2
-TEACHER_FROM_RECORDS = "generation records"
 
 
 class EvaluationFailed(StageFailed):
