@@ -57,8 +57,16 @@ def generated_shard(tmp_path, monkeypatch, answers, **spec):
     from distillery.serving.client import ChatChoice, ChatResult, TeacherConnection
 
     for split, noun in (("train", "apples"), ("validation", "pears")):  # no overlap to decontaminate
-        lines = [json.dumps({"id": f"{split}-{i}", "prompt": f"Sam has {i} {noun} and buys {i} more {noun}. "
-                             f"What is {i} + {i}?", "answer": str(2 * i)}) for i in range(1, 4)]  # fmt: skip
+        lines = [
+            json.dumps(
+                {
+                    "id": f"{split}-{i}",
+                    "prompt": f"Sam has {i} {noun} and buys {i} more {noun}. What is {i} + {i}?",
+                    "answer": str(2 * i),
+                }
+            )
+            for i in range(1, 4)
+        ]
         (tmp_path / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
 
     class Teacher:
@@ -80,13 +88,23 @@ def generated_shard(tmp_path, monkeypatch, answers, **spec):
             return ChatResult([ChatChoice(text, "stop", 1, logprobs)], 11, 1, 0.0123, model="teacher")
 
     monkeypatch.setattr(shard_module, "ChatClient", Teacher)
-    job = DistillationJob.model_validate({
-        "metadata": {"name": "handoff"},
-        "spec": {"teacher": {"model": "models/teacher"}, "student": {"model": "models/student"},
-                 "data": {"taskType": "math", "train": "train.jsonl", "validation": "validation.jsonl"},
-                 "generation": {"topLogprobs": 2, "smokeTestPrompts": 1, "minSuccessRatio": 0.1,
-                                "filters": {"verify": True}}, **spec},
-    })  # fmt: skip
+    job = DistillationJob.model_validate(
+        {
+            "metadata": {"name": "handoff"},
+            "spec": {
+                "teacher": {"model": "models/teacher"},
+                "student": {"model": "models/student"},
+                "data": {"taskType": "math", "train": "train.jsonl", "validation": "validation.jsonl"},
+                "generation": {
+                    "topLogprobs": 2,
+                    "smokeTestPrompts": 1,
+                    "minSuccessRatio": 0.1,
+                    "filters": {"verify": True},
+                },
+                **spec,
+            },
+        }
+    )
     shard_module.generate_shard(job, tmp_path, 0, TeacherConnection("http://teacher/v1", "teacher"))
     return job
 
