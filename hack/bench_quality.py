@@ -121,22 +121,22 @@ def stage(argv: list[str], root: Path, log: Path) -> tuple[float, dict]:
 def link_records(root: Path, source: str, target: str, count: int) -> int:
     """Give job `target` the first `count` accepted train records of job `source` (in input order); returns
     the teacher tokens they cost: prompt + answer of every answer up to the last one kept, rejected included."""
-    from distillery.storage import Layout
+    from distillery.contract.records import RejectedRecord, read_records
+    from distillery.storage import REJECTED, Layout, shard_files
 
-    src, dst = Layout(root, source).generated("train"), Layout(root, target).generated("train")
-    records = [json.loads(line) for path in sorted(src.glob("*.jsonl")) for line in path.read_text().splitlines()
-               if line.strip()]  # fmt: skip
-    accepted = sorted((r for r in records if "reject_reason" not in r), key=lambda r: r["line"])[:count]
+    src = Layout(root, source).generated("train")
+    # as shard 0 of the jobs' shard set: training reads only the current set (`record_files`)
+    dst = Layout(root, target).shard_records("train", 0, SHARDS)
+    kept = list(read_records(shard_files(src, None)))
+    answers = kept + list(read_records(shard_files(src, None, REJECTED), RejectedRecord))
+    accepted = sorted(kept, key=lambda r: r.line or 0)[:count]
     if len(accepted) < count:
         raise SystemExit(f"{source}: {len(accepted)} accepted answers, {count} needed; generate more prompts")
-    last = accepted[-1]["line"]
-    shutil.rmtree(dst, ignore_errors=True)
-    dst.mkdir(parents=True)
-    # as shard 0 of the jobs' shard set: training reads only the current set (`record_files`)
-    write_jsonl(dst / f"shard-00000-of-{SHARDS:05d}.jsonl", accepted)
-    return sum(
-        r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"] for r in records if r["line"] <= last
-    )
+    last = accepted[-1].line or 0
+    shutil.rmtree(dst.parent, ignore_errors=True)
+    dst.parent.mkdir(parents=True)
+    dst.write_text("".join(r.to_line() for r in accepted), encoding="utf-8")
+    return sum(r.prompt_tokens + r.completion_tokens for r in answers if (r.line or 0) <= last)
 
 
 # ------------------------------------------------------------------ the teacher on candidate tasks
@@ -240,6 +240,7 @@ def train_run(args, task, root, method, seed, epochs, teacher_url=None) -> dict:
 
 
 def evaluate_run(root: Path, run: dict, with_baseline: bool) -> dict:
+    from distillery.contract.report import EvaluationReport
     from distillery.storage import Layout
 
     cached = root / "results" / f"{run['name']}.evaluate.json"
@@ -254,11 +255,13 @@ def evaluate_run(root: Path, run: dict, with_baseline: bool) -> dict:
         job.write_text(yaml.safe_dump(document, sort_keys=False))
     seconds, _ = stage(["evaluate", "--job", str(job), "--storage", str(root), "--gate-exit-code", "0"], root,
                        root / "logs" / f"{run['name']}-evaluate.log")  # fmt: skip
-    report = json.loads(Layout(root, run["name"]).evaluation_report.read_text())
+    report = EvaluationReport.read(Layout(root, run["name"]).evaluation_report)
     result = {
         "evaluate_seconds": round(seconds, 1),
         "evaluate_load": load_average(),
-        "models": report["models"],
+        "models": {
+            name: entry.model_dump(by_alias=True, exclude_unset=True) for name, entry in report.models.items()
+        },
     }
     cached.write_text(json.dumps(result))
     return result

@@ -144,7 +144,8 @@ def steady(points: list[tuple[int, float]], warmup: int) -> float | None:
 
 
 def run_stage(model, examples, args, device, settings: dict) -> dict:
-    from distillery.training.loop import TrainConfig, train
+    from distillery.training.config import TrainConfig
+    from distillery.training.loop import train
 
     config = TrainConfig(**{"learning_rate": args.lr, "batch_size": args.batch_size, "epochs": 1,
                             "warmup_ratio": 0.0, "precision": args.precision, "log_every_seconds": 1e9,

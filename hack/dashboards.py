@@ -26,6 +26,10 @@ from grafana_foundation_sdk.models import common as common_models
 from grafana_foundation_sdk.models import dashboard as dashboard_models
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "operator"))
+
+from distillery.contract import series  # noqa: E402  (the stage processes' series names)
+
 DASHBOARD_DIR = ROOT / "charts" / "distillery" / "dashboards"
 ALERTS_FILE = ROOT / "charts" / "distillery" / "rules" / "alerts.yaml"
 
@@ -232,14 +236,14 @@ def overview() -> dashboard.Dashboard:
             "Records accepted / s",
             "Teacher responses that passed the filters and were written, per job.",
             "reqps",
-            (f"sum by (namespace, job) ({rate(f'distillery_generation_records_total{{{gen}}}')})", per_job),
+            (f"sum by (namespace, job) ({rate(f'{series.GENERATION_RECORDS}{{{gen}}}')})", per_job),
         ),
         graph(
             "Teacher tokens / s",
             "Tokens sent to (prompt) and received from (completion) the teacher, per job.",
             "short",
             (
-                f"sum by (namespace, job, direction) ({rate(f'distillery_generation_tokens_total{{{gen}}}')})",
+                f"sum by (namespace, job, direction) ({rate(f'{series.GENERATION_TOKENS}{{{gen}}}')})",
                 per_job + " {{direction}}",
             ),
         ),
@@ -248,8 +252,8 @@ def overview() -> dashboard.Dashboard:
             "Share of teacher requests that failed for good, after retries, per job.",
             "percentunit",
             (
-                f"sum by (namespace, job) ({rate(f'distillery_generation_requests_total{{{gen_errors}}}')})"
-                f" / sum by (namespace, job) ({rate(f'distillery_generation_requests_total{{{gen}}}')})",
+                f"sum by (namespace, job) ({rate(f'{series.GENERATION_REQUESTS}{{{gen_errors}}}')})"
+                f" / sum by (namespace, job) ({rate(f'{series.GENERATION_REQUESTS}{{{gen}}}')})",
                 per_job,
             ),
             minimum=0,
@@ -258,20 +262,20 @@ def overview() -> dashboard.Dashboard:
             "Teacher latency",
             "Latency of successful teacher requests, as the generate pods see it.",
             "s",
-            *latency_quantiles("distillery_generation_request_duration_seconds", gen),
+            *latency_quantiles(series.GENERATION_REQUEST_DURATION, gen),
         ),
         graph(
             "Request outcomes / s",
             "Teacher requests by outcome: ok, retry (will be retried), error (given up).",
             "reqps",
-            (f"sum by (outcome) ({rate(f'distillery_generation_requests_total{{{gen}}}')})", "{{outcome}}"),
+            (f"sum by (outcome) ({rate(f'{series.GENERATION_REQUESTS}{{{gen}}}')})", "{{outcome}}"),
             stack=True,
         ),
         graph(
             "Rejected responses / s",
             "Teacher responses the filters refused, by reason (length, duplicate, wrong answer...).",
             "reqps",
-            (f"sum by (reason) ({rate(f'distillery_generation_rejected_total{{{gen}}}')})", "{{reason}}"),
+            (f"sum by (reason) ({rate(f'{series.GENERATION_REJECTED}{{{gen}}}')})", "{{reason}}"),
             stack=True,
         ),
     ):
@@ -285,21 +289,21 @@ def overview() -> dashboard.Dashboard:
             "Training loss of the latest update, validation loss after the latest epoch, and (method onPolicy) "
             "the reverse KL to the teacher of the latest on-policy update, per sampled token.",
             "none",
-            (f"distillery_train_loss{{{train}}}", per_job + " train"),
-            (f"distillery_train_validation_loss{{{train}}}", per_job + " validation"),
-            (f"distillery_train_on_policy_loss{{{train}}}", per_job + " on-policy"),
+            (f"{series.TRAIN_LOSS}{{{train}}}", per_job + " train"),
+            (f"{series.TRAIN_VALIDATION_LOSS}{{{train}}}", per_job + " validation"),
+            (f"{series.TRAIN_ON_POLICY_LOSS}{{{train}}}", per_job + " on-policy"),
         ),
         graph(
             "Training tokens / s",
             "Real (non-padding) tokens per second the student trains on.",
             "short",
-            (f"sum by (namespace, job) (distillery_train_tokens_per_second{{{train}}})", per_job),
+            (f"sum by (namespace, job) ({series.TRAIN_TOKENS_PER_SECOND}{{{train}}})", per_job),
         ),
         graph(
             "Epochs done",
             "Epochs of training done (fractional), per job.",
             "none",
-            (f"max by (namespace, job) (distillery_train_epoch{{{train}}})", per_job),
+            (f"max by (namespace, job) ({series.TRAIN_EPOCH}{{{train}}})", per_job),
             minimum=0,
         ),
     ):
@@ -330,7 +334,7 @@ def overview() -> dashboard.Dashboard:
             "Per-response latency quantiles of each compared model, as measured by the evaluate pod.",
             "s",
             (
-                f"max by (namespace, job, model, percentile) (distillery_eval_latency_seconds{{{evaluate}}})",
+                f"max by (namespace, job, model, percentile) ({series.EVAL_LATENCY}{{{evaluate}}})",
                 per_job + " {{model}} p{{percentile}}",
             ),
         ),
@@ -526,7 +530,6 @@ def exported_metric_names() -> set[str]:
     _sum, _count, _created)."""
     import importlib
 
-    sys.path.insert(0, str(ROOT / "operator"))
     names = set()
     for module in METRIC_MODULES:
         for family in importlib.import_module(module).REGISTRY.collect():

@@ -5,26 +5,10 @@ root is the storage mount (`/data` in pods, `storage.path` locally). Inputs name
 in the spec are relative to it; everything a job writes lives under
 `jobs/<job name>/`, so several jobs can share one volume.
 
-Generated record format (one JSON object per line, `generated/<split>/shard-K-of-N.jsonl`):
-
-    id             input record id (+ "#<sample>" when samplesPerPrompt > 1)
-    split          "train" or "validation"
-    messages       the chat messages sent to the teacher (system + user, or a conversation)
-    response       the teacher's answer (the assistant turn the student learns)
-    finish_reason  "stop" / "length" as the server reported it
-    usage          {"prompt_tokens": int, "completion_tokens": int}
-    teacher_model  the model name that answered
-    reference      the input's reference answer/label, or null
-    latency_ms     wall time of the request that produced it
-    logprobs       null, or one entry per response token:
-                   {"token_id": int, "logprob": float, "top": [[token_id, logprob], ...]}
-    line           1-based line of the input record in its JSONL file (what resume keys on)
-    sample         0-based sample number of this response (< samplesPerPrompt)
-
-Rejected records (`shard-K-of-N.rejected.jsonl`) have the same fields plus
-`reject_reason` (truncated, too_short, too_long, wrong_answer, duplicate) and
-`reject_detail` (for a person). A split of a shard is complete exactly when its
-`shard-K-of-N.summary.json` exists; until then its files end in `.partial`.
+The teacher's records (`generated/<split>/shard-K-of-N.jsonl`, and `.rejected.jsonl`) are
+`contract.records.Record`; every shard file is named by `shard_name` and found by `shard_files`.
+A split of a shard is complete exactly when its `shard-K-of-N.summary.json` exists; until then
+its files end in `.partial`.
 """
 
 from __future__ import annotations
@@ -32,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,8 +27,35 @@ if TYPE_CHECKING:
 SPLITS = ("train", "validation")
 
 
-def shard_name(index: int, count: int) -> str:
-    return f"shard-{index:05d}-of-{count:05d}"
+# The files of one shard of a split, by their suffix after `shard-K-of-N`.
+RECORDS = ".jsonl"  # accepted records
+REJECTED = ".rejected.jsonl"  # records the filters rejected
+ANSWERS = "*.jsonl"  # both: every answer the teacher gave
+SUMMARY = ".summary.json"  # written last, when the split of the shard is complete
+FINGERPRINT = ".fingerprint"  # the generation fingerprint its files were made for
+
+_SHARD_FILE = re.compile(r"^(shard-\d{5}-of-(\d{5}))\.")
+
+
+def shard_name(index: int | None, count: int | None, suffix: str = "") -> str:
+    """A shard's file name (`shard-K-of-N` + suffix); with None for K or N, the glob of every one."""
+    shard = "?????" if index is None else f"{index:05d}"
+    shards = "?????" if count is None else f"{count:05d}"
+    return f"shard-{shard}-of-{shards}{suffix}"
+
+
+def shard_files(directory: Path, count: int | None, suffix: str = RECORDS) -> list[Path]:
+    """The files with `suffix` of a shard set (`generation.shards` = count; None: of any set), sorted.
+    Files of another shard set are stale: generation moves them aside, readers skip them."""
+    if not directory.is_dir():
+        return []
+    return sorted(directory.glob(shard_name(None, count, suffix)))
+
+
+def shard_of(file_name: str) -> tuple[str, int] | None:
+    """(`shard-K-of-N`, N) of a shard file's name; None for any other file."""
+    match = _SHARD_FILE.match(file_name)
+    return (match.group(1), int(match.group(2))) if match else None
 
 
 @dataclass(frozen=True)
@@ -69,24 +81,21 @@ class Layout:
         return self.work / "generated" / split
 
     def shard_records(self, split: str, index: int, count: int) -> Path:
-        return self.generated(split) / f"{shard_name(index, count)}.jsonl"
+        return self.generated(split) / shard_name(index, count, RECORDS)
 
     def shard_rejected(self, split: str, index: int, count: int) -> Path:
-        return self.generated(split) / f"{shard_name(index, count)}.rejected.jsonl"
+        return self.generated(split) / shard_name(index, count, REJECTED)
 
     def shard_summary(self, split: str, index: int, count: int) -> Path:
-        return self.generated(split) / f"{shard_name(index, count)}.summary.json"
+        return self.generated(split) / shard_name(index, count, SUMMARY)
 
     def shard_fingerprint(self, split: str, index: int, count: int) -> Path:
         """The generation fingerprint a shard's files were made for (written before its first record)."""
-        return self.generated(split) / f"{shard_name(index, count)}.fingerprint"
+        return self.generated(split) / shard_name(index, count, FINGERPRINT)
 
-    def shard_set(self, split: str, count: int) -> list[Path]:
-        """The record files of the current shard set (`generation.shards` = count); any other set is stale."""
-        directory = self.generated(split)
-        if not directory.is_dir():
-            return []
-        return sorted(directory.glob(f"shard-?????-of-{count:05d}.jsonl"))
+    def shard_files(self, split: str, count: int, suffix: str = RECORDS) -> list[Path]:
+        """A split's files with `suffix` of the current shard set (`generation.shards` = count)."""
+        return shard_files(self.generated(split), count, suffix)
 
     @property
     def superseded(self) -> Path:
@@ -140,7 +149,7 @@ def generated_fingerprint(layout: Layout, split: str, count: int) -> str | None:
     """The generation fingerprint the current shard set of a split was made for; None when its summaries
     name none (records written by hand or by an older version). Raises ValueError when they disagree."""
     found = set()
-    for path in sorted(layout.generated(split).glob(f"shard-?????-of-{count:05d}.summary.json")):
+    for path in layout.shard_files(split, count, SUMMARY):
         found.add(json.loads(path.read_text()).get("fingerprint"))
     found.discard(None)
     if len(found) > 1:

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 
 from distillery.api import DistillationJob
+from distillery.contract.records import Record, read_records
 from distillery.evaluation import evaluate
 from distillery.generation.shard import generate_shard
 from distillery.serving.client import TeacherConnection
 from distillery.storage import Layout, generated_fingerprint
-from distillery.training.data import read_records, record_files
+from distillery.training.data import record_files
 
 pytestmark = pytest.mark.stages
 
@@ -63,7 +64,7 @@ def generate(job: DistillationJob, root: Path, teacher) -> None:
         generate_shard(job, root, k, connection)
 
 
-def train_records(job: DistillationJob, root: Path) -> list[dict]:
+def train_records(job: DistillationJob, root: Path) -> list[Record]:
     layout = Layout.of(job, root)
     return list(read_records(record_files(layout.generated("train"), job.spec.generation.shards)))
 
@@ -103,14 +104,14 @@ def test_a_changed_spec_under_the_same_name_regenerates_and_training_reads_only_
     before = make_job()
     generate(before, storage, vllm_teacher)
     old = train_records(before, storage)
-    assert len(old) == PROMPTS and all(r["messages"][0]["role"] == "user" for r in old)
+    assert len(old) == PROMPTS and all(r.messages[0]["role"] == "user" for r in old)
     old_fingerprint = generated_fingerprint(Layout.of(before, storage), "train", 1)
 
     after = make_job(data={"systemPrompt": "Answer in one word."}, generation={"maxTokens": 6})
     generate(after, storage, vllm_teacher)
     new = train_records(after, storage)
     assert len(new) == PROMPTS, "the old answers are not read beside the new ones"
-    assert all(r["messages"][0] == {"role": "system", "content": "Answer in one word."} for r in new)
+    assert all(r.messages[0] == {"role": "system", "content": "Answer in one word."} for r in new)
     layout = Layout.of(after, storage)
     assert generated_fingerprint(layout, "train", 1) not in (None, old_fingerprint)
     moved = list((layout.superseded / old_fingerprint).rglob("shard-00000-of-00001.jsonl"))
@@ -124,7 +125,7 @@ def test_more_shards_than_before_leave_no_record_twice(storage, vllm_teacher):
     three = make_job(generation={"shards": 3})
     generate(three, storage, vllm_teacher)
     records = train_records(three, storage)
-    assert len(records) == PROMPTS and len({r["line"] for r in records}) == PROMPTS
+    assert len(records) == PROMPTS and len({r.line for r in records}) == PROMPTS
     directory = Layout.of(three, storage).generated("train")
     assert not list(directory.glob("*-of-00002*")), "the 2-shard set is moved aside"
     assert len(record_files(directory, 3)) == 3

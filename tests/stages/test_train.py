@@ -253,7 +253,7 @@ def kd_of(model_dir: Path, root: Path, job: DistillationJob) -> float:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from distillery.training.loop import TrainConfig
+    from distillery.training.config import TrainConfig
     from distillery.training.loss import CausalLMLoss, evaluate_loss
     from distillery.training.student import load_examples
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from distillery.training.config import TrainConfig
 from distillery.training.data import Example
 from distillery.training.efficiency import CPU_AUTO_BATCH
-from distillery.training.loop import TrainConfig, train
+from distillery.training.loop import train
 
 pytestmark = pytest.mark.stages
 CPU = torch.device("cpu")

@@ -151,8 +151,9 @@ def test_methods_get_the_same_updates_and_teacher_budget():
 
 
 def test_a_run_gets_the_first_accepted_answers_and_pays_for_the_rejected_ones(tmp_path):
+    from distillery.contract.records import read_records
     from distillery.storage import Layout
-    from distillery.training.data import read_records, record_files
+    from distillery.training.data import record_files
 
     source = Layout(tmp_path, "data").generated("train")
     source.mkdir(parents=True)
@@ -168,7 +169,7 @@ def test_a_run_gets_the_first_accepted_answers_and_pays_for_the_rejected_ones(tm
     assert bench_quality.link_records(tmp_path, "data", "run", 4) == 5 * 12  # lines 1, 2, 4 (rejected), 5, 6
     # read as the training stage reads them: only the files of the jobs' shard set
     files = record_files(Layout(tmp_path, "run").generated("train"), bench_quality.SHARDS)
-    assert [r["line"] for r in read_records(files)] == [1, 2, 5, 6]
+    assert [r.line for r in read_records(files)] == [1, 2, 5, 6]
     with pytest.raises(SystemExit, match="5 accepted answers, 9 needed"):
         bench_quality.link_records(tmp_path, "data", "run", 9)
 

@@ -10,7 +10,8 @@ import pytest
 
 from distillery.api import DataSpec, FilterSpec, GenerationSpec, TaskType, TeacherSpec
 from distillery.contract.commands import API_KEY_ENV, VLLM_MODULE, teacher_server_args
-from distillery.generation.files import SplitStats, cut_torn_tail, recover
+from distillery.contract.shards import SplitStats
+from distillery.generation.files import cut_torn_tail, recover
 from distillery.generation.filters import rejection, request_params
 from distillery.serving.client import (
     BACKOFF_CAP_SECONDS,

@@ -7,7 +7,8 @@ import torch
 
 from distillery.api import DistillationJob
 from distillery.errors import InvalidJob
-from distillery.training.kd import tokenizer_differences, topk_kd_loss
+from distillery.tokenizer import tokenizer_differences
+from distillery.training.kd import topk_kd_loss
 
 pytestmark = pytest.mark.unit
 
@@ -116,7 +117,7 @@ def test_different_special_tokens_are_named(tokenizers):
 
 
 def test_kd_with_an_endpoint_teacher_is_refused_with_the_alternative(tmp_path, tokenizers):
-    from distillery.training.student import check_same_tokenizer
+    from distillery.tokenizer import check_same_tokenizer
 
     job = DistillationJob.model_validate({
         "metadata": {"name": "kd"},

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from distillery.api import DistillationJob
+from distillery.contract.records import read_records
 from distillery.training.data import (
     IGNORE,
     collate,
     encode,
     length_grouped_batches,
-    read_records,
     record_files,
 )
 

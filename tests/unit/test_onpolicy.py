@@ -281,16 +281,16 @@ def on_policy_job(**teacher) -> DistillationJob:
 
 
 def test_a_teacher_that_cannot_grade_is_refused_naming_the_field_and_the_alternative():
-    from distillery.training.student import _grading_failed
+    from distillery.training.student import grading_failed
 
     endpoint = on_policy_job(endpoint={"url": "https://llm.example.com/v1", "model": "big"})
-    error = _grading_failed(TeacherCannotGrade("no prompt logprobs"), endpoint, "https://llm.example.com/v1")
+    error = grading_failed(TeacherCannotGrade("no prompt logprobs"), endpoint, "https://llm.example.com/v1")
     assert isinstance(error, InvalidJob)
     assert str(error).startswith(
         "spec.teacher.endpoint: cannot grade the student's samples: no prompt logprobs"
     )
     assert "training.method: sft" in str(error)
-    served = _grading_failed(TeacherCannotGrade("x"), on_policy_job(), "http://teacher:8000/v1")
+    served = grading_failed(TeacherCannotGrade("x"), on_policy_job(), "http://teacher:8000/v1")
     assert str(served).startswith("spec.teacher.model: ")
 
 
@@ -313,17 +313,15 @@ def test_on_policy_settings_reach_the_loop():
 
 def test_a_teacher_refusing_the_students_token_ids_is_a_tokenizer_mismatch():
     from distillery.serving.client import RequestFailed
-    from distillery.training.student import _grading_failed
+    from distillery.training.student import grading_failed
 
     error = RequestFailed(
         "http_400", "HTTP 400 from the teacher: Token id 100000 is out of vocabulary", False
     )
-    refusal = _grading_failed(error, on_policy_job(), "http://teacher:8000/v1")
+    refusal = grading_failed(error, on_policy_job(), "http://teacher:8000/v1")
     assert isinstance(refusal, InvalidJob)
     assert str(refusal).startswith(
         "spec.training.method: is 'onPolicy' but the teacher refuses the student's token ids"
     )
-    unreachable = _grading_failed(
-        RequestFailed("connection", "refused", True), on_policy_job(), "http://t/v1"
-    )
+    unreachable = grading_failed(RequestFailed("connection", "refused", True), on_policy_job(), "http://t/v1")
     assert unreachable.reason.value == "TeacherUnreachable"

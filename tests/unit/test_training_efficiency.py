@@ -345,7 +345,7 @@ def test_on_policy_batches_packed_train_like_padded_ones():
 
 def test_a_checkpoint_resumes_across_speed_settings_but_not_across_batch_sizes():
     from distillery.training.checkpoints import fingerprint
-    from distillery.training.loop import TrainConfig
+    from distillery.training.config import TrainConfig
 
     data = examples(4)
     base = fingerprint(TrainConfig(batch_size=4), data, 1)
@@ -357,7 +357,7 @@ def test_a_checkpoint_resumes_across_speed_settings_but_not_across_batch_sizes()
 
 
 def test_batch_size_must_be_positive_or_auto():
-    from distillery.training.loop import TrainConfig
+    from distillery.training.config import TrainConfig
 
     assert TrainConfig(batch_size="auto").batch_size == "auto"
     for bad in (0, "big", 2.5):

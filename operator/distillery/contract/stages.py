@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from distillery.api import ConditionType, DistillationJobSpec, Phase, teacher_needed_for_training
+from distillery.contract import series
 from distillery.contract.commands import (
     CheckCommand,
     EvaluateCommand,
@@ -120,10 +121,10 @@ STAGES: tuple[StageFacts, ...] = (
         fingerprint=("student", "training", "generate"),
         cost_counts={"tokens": "training_tokens"},
         series={
-            "step": "distillery_train_step",
-            "epoch": "distillery_train_epoch",
-            "train_loss": "distillery_train_loss",
-            "on_policy_loss": "distillery_train_on_policy_loss",  # kept for training.method onPolicy only
+            "step": series.TRAIN_STEP,
+            "epoch": series.TRAIN_EPOCH,
+            "train_loss": series.TRAIN_LOSS,
+            "on_policy_loss": series.TRAIN_ON_POLICY_LOSS,  # kept for training.method onPolicy only
         },
         cli="distillery.stages.train",
         help="phase 2: fine-tune the student on the teacher's data",
@@ -138,8 +139,8 @@ STAGES: tuple[StageFacts, ...] = (
         fingerprint=("evaluation", "data", "validation", "train"),
         cost_counts={"requests": "evaluation_requests"},
         series={
-            "models_done": "distillery_eval_models_done",
-            "models_total": "distillery_eval_models_compared",
+            "models_done": series.EVAL_MODELS_DONE,
+            "models_total": series.EVAL_MODELS_COMPARED,
         },
         cli="distillery.stages.evaluate",
         help="score student vs baseline vs teacher; apply the gate",

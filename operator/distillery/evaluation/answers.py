@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from distillery.api import DistillationJob
+from distillery.contract.records import Record, read_records
+from distillery.contract.report import TEACHER_FROM_RECORDS
 from distillery.contract.summaries import FailureReason, StageFailed
 from distillery.serving.client import TeacherConnection
-from distillery.storage import Layout
+from distillery.storage import ANSWERS, Layout
+from distillery.tokenizer import FALLBACK_CHAT_TEMPLATE, has_chat_template
 
 PROGRESS_INTERVAL_SECONDS = 10.0
 MEMORY_SAMPLE_SECONDS = 0.25
@@ -29,7 +31,6 @@ MEMORY_SAMPLE_SECONDS = 0.25
 # the same conditions, so few retries and a generous timeout.
 REQUEST_TIMEOUT_SECONDS = 300.0
 MAX_RETRIES = 2
-TEACHER_FROM_RECORDS = "generation records"
 
 
 class EvaluationFailed(StageFailed):
@@ -79,35 +80,27 @@ def validation_prompts(job: DistillationJob, layout: Layout) -> list[Any]:
     return prompts
 
 
-def teacher_records(layout: Layout, shards: int) -> dict[int, dict]:
+def teacher_records(layout: Layout, shards: int) -> dict[int, Record]:
     """The teacher's first answer to each validation input line, accepted or rejected by the filters.
 
     Rejected answers count too: scoring only the accepted ones would hide the teacher's
     mistakes (the verify filter rejects exactly those) and inflate its score.
     """
-    from distillery.training.data import read_records
-
-    directory = layout.generated("validation")
-    current = f"shard-?????-of-{shards:05d}*.jsonl"  # another shard set left by an earlier spec is stale
-    files = sorted(directory.glob(current)) if directory.is_dir() else []
-    by_line: dict[int, dict] = {}
-    for record in read_records(files):
-        if record.get("sample", 0) == 0 and isinstance(record.get("line"), int):
-            by_line.setdefault(record["line"], record)
+    by_line: dict[int, Record] = {}
+    for record in read_records(layout.shard_files("validation", shards, ANSWERS)):
+        if record.sample == 0 and record.line is not None:
+            by_line.setdefault(record.line, record)
     return by_line
 
 
-def run_from_records(prompts: list[Any], records: dict[int, dict]) -> ModelRun:
+def run_from_records(prompts: list[Any], records: dict[int, Record]) -> ModelRun:
     answers = []
     for prompt in prompts:
         record = records.get(prompt.line)
         if record is None:
             answers.append(Answer(error="no answer in the generation records"))
         else:
-            usage = record.get("usage") or {}
-            answers.append(
-                Answer(record["response"], record.get("latency_ms"), int(usage.get("completion_tokens") or 0))
-            )
+            answers.append(Answer(record.response, record.latency_ms, record.completion_tokens))
     missing = sum(a.error is not None for a in answers)
     notes = [
         "the teacher was scored from the answers it gave during generation (it is not served during "
@@ -235,25 +228,13 @@ def max_tokens(job: DistillationJob) -> int:
 # ------------------------------------------------------------------ serving the student and the baseline
 
 
-def _has_chat_template(model_dir: Path) -> bool:
-    if (model_dir / "chat_template.jinja").exists() or (model_dir / "chat_template.json").exists():
-        return True
-    config = model_dir / "tokenizer_config.json"
-    try:
-        return bool(json.loads(config.read_text()).get("chat_template"))
-    except (OSError, ValueError):
-        return False
-
-
 def serving_args(job: DistillationJob, layout: Layout, model: str) -> list[str]:
     """vLLM arguments for a compared model: `evaluation.extraArgs`, plus the ChatML template
     training falls back to when the base model's tokenizer has none (so the baseline is prompted
     exactly as the student was trained)."""
-    from distillery.training.data import FALLBACK_CHAT_TEMPLATE
-
     args = list(job.spec.evaluation.extra_args)
     model_dir = Path(model)
-    if model_dir.is_dir() and not _has_chat_template(model_dir) and "--chat-template" not in args:
+    if model_dir.is_dir() and not has_chat_template(model_dir) and "--chat-template" not in args:
         template = layout.work / "logs" / "fallback-chat-template.jinja"
         template.parent.mkdir(parents=True, exist_ok=True)
         template.write_text(FALLBACK_CHAT_TEMPLATE)

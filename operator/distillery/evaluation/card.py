@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from distillery.api import DistillationJob
-
-MODEL_ORDER = ("teacher", "baseline", "student")
+from distillery.contract.report import EvaluationReport
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -39,27 +38,24 @@ def front_matter(job: DistillationJob) -> list[str]:
     ]
 
 
-def evaluation_table(report: dict[str, Any]) -> list[str]:
-    metric = report["metric"]
+def evaluation_table(report: EvaluationReport) -> list[str]:
+    metric = report.metric
     out = [
         f"| model | {metric} | p50 latency (ms) | p95 latency (ms) | parameters | source |",
         "|---|---|---|---|---|---|",
     ]
-    for name in MODEL_ORDER:
-        entry = report["models"].get(name)
-        if entry is None:
-            continue
-        row = [f"**{name}**", _num(entry.get("score")), _num(entry.get("latencyP50Ms"), 0),
-               _num(entry.get("latencyP95Ms"), 0), _num(entry.get("parameters")), entry.get("source", "")]  # fmt: skip
+    for name, entry in report.compared():
+        row = [f"**{name}**", _num(entry.score), _num(entry.latency_p50_ms, 0), _num(entry.latency_p95_ms, 0),
+               _num(entry.parameters), entry.source]  # fmt: skip
         out.append("| " + " | ".join(row) + " |")
     out.append("")
-    if report.get("retention") is not None:
-        out.append(f"- Retention (student / teacher {metric}): **{report['retention']:.3f}**")
-    gain = (report.get("improvement") or {}).get("absolute")
+    if report.retention is not None:
+        out.append(f"- Retention (student / teacher {metric}): **{report.retention:.3f}**")
+    gain = report.improvement.absolute if report.improvement else None
     if gain is not None:
         out.append(f"- Improvement over the base model: {gain:+.3f} {metric}")
-    gate = report["gate"]
-    out.append(f"- Quality gate: **{'passed' if gate['passed'] else 'FAILED'}** ({gate['reason']})")
+    gate = report.gate
+    out.append(f"- Quality gate: **{'passed' if gate.passed else 'FAILED'}** ({gate.reason})")
     return [*out, ""]
 
 
@@ -83,48 +79,48 @@ def training_section(job: DistillationJob, training: dict[str, Any] | None) -> l
     return [*out, ""]
 
 
-def data_section(job: DistillationJob, report: dict[str, Any]) -> list[str]:
+def data_section(job: DistillationJob, report: EvaluationReport) -> list[str]:
     data = job.spec.data
-    lineage = report.get("lineage") or {}
     out = [f"- Task: `{data.task_type.value}`; teacher: `{_teacher_name(job)}`"]
     for split in ("train", "validation"):
-        entry = (lineage.get("data") or {}).get(split)
+        entry = report.lineage.data.get(split)
         if entry:
-            ident = entry.get("sha256") or entry.get("etag")
-            out.append(f"- {split}: `{entry['path']}` (`{ident}`, {entry.get('bytes')} bytes)")
-    cleaning = report.get("dataCleaning") or {}
+            out.append(f"- {split}: `{entry.path}` (`{entry.identity}`, {entry.bytes} bytes)")
+    cleaning = report.data_cleaning
     if cleaning:
         out.append(
-            f"- Cleaning: {cleaning.get('decontaminated', 0)} training prompts dropped for overlapping "
+            f"- Cleaning: {cleaning.decontaminated} training prompts dropped for overlapping "
             f"validation prompts ({data.decontamination.ngram_size}-gram overlap above "
-            f"{data.decontamination.max_overlap:g}); {cleaning.get('duplicates', 0)} duplicate teacher "
-            f"records dropped across shards; {cleaning.get('rejected', 0)} teacher answers rejected by the filters"
+            f"{data.decontamination.max_overlap:g}); {cleaning.duplicates} duplicate teacher "
+            f"records dropped across shards; {cleaning.rejected} teacher answers rejected by the filters"
         )
     return [*out, ""]
 
 
-def lineage_section(report: dict[str, Any]) -> list[str]:
-    lineage = report.get("lineage") or {}
-    out = [f"- Spec: `{lineage.get('specHash')}`, distillery {lineage.get('distilleryVersion')}"]
-    prints = report.get("fingerprints") or {}
+def lineage_section(report: EvaluationReport) -> list[str]:
+    lineage = report.lineage
+    out = [f"- Spec: `{lineage.spec_hash}`, distillery {lineage.distillery_version}"]
+    prints = report.fingerprints.model_dump() if report.fingerprints else {}
     if prints:
         out.append("- Stage fingerprints: " + ", ".join(f"{k} `{v}`" for k, v in prints.items()))
-    out.append(f"- Student base: `{(lineage.get('studentBase') or {}).get('model')}`")
-    files = (lineage.get("student") or {}).get("files") or []
-    out += [f"- `{f['path']}` `{f['sha256']}`" for f in files]
+    out.append(f"- Student base: `{lineage.student_base.model}`")
+    files = lineage.student.files if lineage.student else []
+    out += [f"- `{f.path}` `{f.sha256}`" for f in files]
     return [*out, ""]
 
 
-def model_card(job: DistillationJob, report: dict[str, Any], training: dict[str, Any] | None) -> str:
+def model_card(
+    job: DistillationJob, report: EvaluationReport | dict[str, Any], training: dict[str, Any] | None
+) -> str:
     """README.md for the exported student."""
+    report = EvaluationReport.of(report)
     name = job.metadata.name or "student"
     out = front_matter(job)
     out += [
         f"# {name}",
         "",
         f"A student distilled from `{_teacher_name(job)}` into `{job.spec.student.model}` by "
-        f"Distillery ({report['taskType']}, scored by {report['metric']} "
-        f"on {report['samples']} held-out prompts).",
+        f"Distillery ({report.task_type}, scored by {report.metric} on {report.samples} held-out prompts).",
         "",
         "## Evaluation",
         "",

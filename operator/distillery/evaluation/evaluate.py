@@ -25,11 +25,11 @@ from typing import Any
 
 from distillery import fingerprints
 from distillery.api import CostStatus, DistillationJob, EvaluationStatus, ModelScore
+from distillery.contract.report import MODEL_ORDER, EvaluationReport
 from distillery.contract.summaries import EvaluateSummary, FailureReason
 from distillery.evaluation import export, metrics, scoring
 from distillery.evaluation import report as reports
 from distillery.evaluation.answers import (
-    TEACHER_FROM_RECORDS,
     EvaluationFailed,
     ModelRun,
     Server,
@@ -89,7 +89,7 @@ def build_report(
     if "teacher" in runs:
         teacher_texts = [a.text if a.error is None else None for a in runs["teacher"].answers]
     entries = {}
-    for name in reports.MODEL_ORDER:
+    for name in MODEL_ORDER:
         if name in runs:
             entries[name] = model_entry(
                 job, runs[name], prompts, None if name == "teacher" else teacher_texts, models.get(name)
@@ -123,8 +123,8 @@ def build_report(
 
 def data_cleaning(job: DistillationJob, layout: Layout) -> dict[str, int]:
     """What was kept out of the teacher data: decontaminated prompts, rejected answers, cross-shard duplicates."""
+    from distillery.contract.shards import stored_summary
     from distillery.contract.summaries import generation_totals
-    from distillery.generation.files import stored_summary
 
     shards = [stored_summary(job, layout, k) for k in range(job.spec.generation.shards)]
     totals = generation_totals(s for s in shards if s is not None)
@@ -165,21 +165,23 @@ def stored_report(layout: Layout, fingerprint: str) -> dict[str, Any] | None:
     """The report on storage when it scored exactly this student on this data with these settings."""
     try:
         report = json.loads(layout.evaluation_report.read_text())
+        stored = EvaluationReport.model_validate(report)
     except (OSError, ValueError):
         return None
-    return report if (report.get("fingerprints") or {}).get("evaluate") == fingerprint else None
+    return report if stored.fingerprints and stored.fingerprints.evaluate == fingerprint else None
 
 
 def rejudge(job: DistillationJob, report: dict[str, Any]) -> dict[str, Any]:
     """The stored scores judged by the current gate: nothing is served or scored again (pure)."""
-    student = report["models"].get("student") or {}
-    gate = scoring.apply_gate(job.spec.evaluation.gate, report["metric"], student.get("score"),
-                              report.get("retention"), student.get("latencyP95Ms"))  # fmt: skip
+    stored = EvaluationReport.of(report)
+    student = stored.student
+    gate = scoring.apply_gate(job.spec.evaluation.gate, stored.metric, student.score, stored.retention,
+                              student.latency_p95_ms)  # fmt: skip
     judged = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         **report,
         "gate": {"passed": gate.passed, "reason": gate.reason, "checks": gate.checks},
-        "rejudged": {"at": judged, "previousGate": report["gate"]["reason"]},
+        "rejudged": {"at": judged, "previousGate": stored.gate.reason},
     }
 
 
@@ -205,10 +207,11 @@ def finish(job: DistillationJob, layout: Layout, report: dict[str, Any], say: Ca
     paths = reports.write_report(report, layout.evaluation_report)
     say("report: " + ", ".join(str(p) for p in paths.values()))
     entry = report["output"]
-    if entry is None:
+    planned = EvaluationReport.of(report).output
+    if planned is None:
         return report
-    if not entry["written"]:
-        say(f"not exported to {entry['uri']}: {entry['reason']}")
+    if not planned.written:
+        say(f"not exported to {planned.uri}: {planned.reason}")
         return report
     try:
         entry.update(export.export(job, layout, report))
@@ -217,56 +220,52 @@ def finish(job: DistillationJob, layout: Layout, report: dict[str, Any], say: Ca
         reports.write_report(report, layout.evaluation_report)
         raise
     reports.write_report(report, layout.evaluation_report)
-    say(f"exported the student, the report and the model card to {entry['uri']} ({entry['files']} files)")
+    done = EvaluationReport.of(report).output
+    assert done is not None
+    say(f"exported the student, the report and the model card to {done.uri} ({done.files} files)")
     return report
 
 
-def evaluate_summary(report: dict[str, Any], report_path: str) -> EvaluateSummary:
+def evaluate_summary(report: EvaluationReport | dict[str, Any], report_path: str) -> EvaluateSummary:
     """The stage's summary: the `EvaluationStatus` the operator copies into status, and where the report is."""
+    report = EvaluationReport.of(report)
     scores = {
         name: ModelScore(
-            score=entry.get("score"),
-            latency_p50_ms=entry.get("latencyP50Ms"),
-            latency_p95_ms=entry.get("latencyP95Ms"),
+            score=entry.score, latency_p50_ms=entry.latency_p50_ms, latency_p95_ms=entry.latency_p95_ms
         )
-        for name, entry in report["models"].items()
+        for name, entry in report.models.items()
     }
     status = EvaluationStatus(
-        metric=report["metric"],
-        retention=report["retention"],
-        gate_passed=report["gate"]["passed"],
-        gate_reason=report["gate"]["reason"],
+        metric=report.metric,
+        retention=report.retention,
+        gate_passed=report.gate.passed,
+        gate_reason=report.gate.reason,
         **scores,
     )
-    output = report.get("output") or {}
+    output = report.output
     return EvaluateSummary(
         evaluation=status,
-        requests=live_requests(report),
+        requests=report.live_requests,
         report=report_path,
-        fingerprint=(report.get("fingerprints") or {}).get("evaluate"),
-        output=output.get("uri") if output.get("written") else None,
+        fingerprint=report.fingerprints.evaluate if report.fingerprints else None,
+        output=output.uri if output and output.written else None,
     )
 
 
-def live_requests(report: dict[str, Any]) -> int:
+def live_requests(report: EvaluationReport | dict[str, Any]) -> int:
     """Answers asked of the models served or called for this evaluation (not the teacher scored from records)."""
-    return sum(
-        (entry.get("answered") or 0) + (entry.get("errors") or 0)
-        for entry in report["models"].values()
-        if entry.get("source") != TEACHER_FROM_RECORDS
-    )
+    return EvaluationReport.of(report).live_requests
 
 
-def _publish_metrics(report: dict[str, Any]) -> None:
-    for name, entry in report["models"].items():
-        if entry.get("score") is not None:
-            metrics.EVAL_SCORE.labels(name).set(entry["score"])
-        for percentile in ("50", "95"):
-            value = entry.get(f"latencyP{percentile}Ms")
+def _publish_metrics(report: EvaluationReport | dict[str, Any]) -> None:
+    for name, entry in EvaluationReport.of(report).models.items():
+        if entry.score is not None:
+            metrics.EVAL_SCORE.labels(name).set(entry.score)
+        for percentile, value in (("50", entry.latency_p50_ms), ("95", entry.latency_p95_ms)):
             if value is not None:
                 metrics.EVAL_LATENCY.labels(name, percentile).set(value / 1000)
-        if entry.get("outputTokensPerSecond") is not None:
-            metrics.EVAL_THROUGHPUT.labels(name).set(entry["outputTokensPerSecond"])
+        if entry.output_tokens_per_second is not None:
+            metrics.EVAL_THROUGHPUT.labels(name).set(entry.output_tokens_per_second)
 
 
 # ------------------------------------------------------------------ the stage
@@ -301,9 +300,7 @@ def evaluate_job(
         report = finish(job, layout, rejudge(job, previous), say)
         _publish_metrics(report)
         return report
-    say(
-        f"{len(prompts)} validation prompts, comparing {', '.join(c for c in reports.MODEL_ORDER if c in compare)}"
-    )
+    say(f"{len(prompts)} validation prompts, comparing {', '.join(c for c in MODEL_ORDER if c in compare)}")
     models: dict[str, str | None] = {
         "student": str(layout.student),
         "baseline": resolve_model(root, spec.student.model),

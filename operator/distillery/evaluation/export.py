@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from distillery.api import DistillationJob
+from distillery.contract.report import EvaluationReport
 from distillery.contract.summaries import FailureReason, StageFailed
 from distillery.datasource import filesystem, resolve
 from distillery.evaluation.card import model_card
@@ -30,12 +31,12 @@ class ExportFailed(StageFailed):
     reason = FailureReason.export_failed
 
 
-def plan(job: DistillationJob, report: dict[str, Any]) -> dict[str, Any] | None:
+def plan(job: DistillationJob, report: EvaluationReport | dict[str, Any]) -> dict[str, Any] | None:
     """The report's `output` entry: where the export goes and whether it is written (pure)."""
     output = job.spec.output
     if output is None:
         return None
-    if not report["gate"]["passed"] and output.when != "always":
+    if not EvaluationReport.of(report).gate.passed and output.when != "always":
         return {"uri": output.uri, "written": False,
                 "reason": "the quality gate failed; output.when is gatePassed (set it to always to export anyway)"}  # fmt: skip
     return {"uri": output.uri, "written": True, "reason": f"output.when is {output.when}"}

@@ -4,32 +4,32 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Gauge, ProcessCollector
 
+from distillery.contract import series
+
 REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
 
-EVAL_SCORE = Gauge(
-    "distillery_eval_score", "Task score (0-1) of a compared model.", ["model"], registry=REGISTRY
-)
+EVAL_SCORE = Gauge(series.EVAL_SCORE, "Task score (0-1) of a compared model.", ["model"], registry=REGISTRY)
 # Not `quantile`: Prometheus reserves that label for summaries (promtool check metrics refuses it).
 EVAL_LATENCY = Gauge(
-    "distillery_eval_latency_seconds",
+    series.EVAL_LATENCY,
     "Per-response latency of a compared model at a percentile (label values 50, 95).",
     ["model", "percentile"],
     registry=REGISTRY,
 )
 EVAL_THROUGHPUT = Gauge(
-    "distillery_eval_output_tokens_per_second",
+    series.EVAL_THROUGHPUT,
     "Output tokens per second of a compared model.",
     ["model"],
     registry=REGISTRY,
 )
 EVAL_MODELS_TOTAL = Gauge(
-    "distillery_eval_models_compared",
+    series.EVAL_MODELS_COMPARED,
     "Models this evaluation compares (teacher, baseline, student).",
     registry=REGISTRY,
 )
 EVAL_MODELS_DONE = Gauge(
-    "distillery_eval_models_done",
+    series.EVAL_MODELS_DONE,
     "Compared models whose answers are in (the operator shows it as progress).",
     registry=REGISTRY,
 )

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from distillery import __version__
-from distillery.api import CostStatus, DistillationJob
+from distillery.api import DistillationJob
 from distillery.contract.cost import cost_lines, cost_markdown
-from distillery.storage import Layout, resolve_model, write_json_atomic
+from distillery.contract.report import EvaluationReport, StudentFiles
+from distillery.storage import ANSWERS, Layout, resolve_model, shard_name, write_json_atomic
 
-MODEL_ORDER = ("teacher", "baseline", "student")
 _CHUNK = 1 << 20
 
 
@@ -120,9 +120,7 @@ def lineage(job: DistillationJob, layout: Layout) -> dict[str, Any]:
             "validation": _input_digest(job, layout, spec.data.validation, "data.validation"),
         },
         "generated": {
-            split: tree_digest(
-                layout.generated(split), [f"shard-?????-of-{spec.generation.shards:05d}*.jsonl"]
-            )
+            split: tree_digest(layout.generated(split), [shard_name(None, spec.generation.shards, ANSWERS)])
             for split in ("train", "validation")
         },
         "student": {"path": _relative(layout, layout.student), "files": student_files},
@@ -206,53 +204,53 @@ TASK_COLUMNS = (
 )
 
 
-def summary_lines(report: dict[str, Any]) -> list[str]:
+def summary_lines(report: EvaluationReport | dict[str, Any]) -> list[str]:
     """The few lines a person reads at the end of `distillery run` / `distillery evaluate`."""
-    metric = report["metric"]
+    report = EvaluationReport.of(report)
+    metric = report.metric
     lines = [
-        f"evaluation of {report['job']} on {report['samples']} validation records ({report['taskType']}, score = {metric})"
+        f"evaluation of {report.job} on {report.samples} validation records ({report.task_type}, score = {metric})"
     ]
-    for name in MODEL_ORDER:
-        entry = report["models"].get(name)
-        if entry is None:
-            continue
+    for name, entry in report.compared():
         lines.append(
-            f"  {name:<9}{metric} {_num(entry.get('score'))}   p50 {_num(entry.get('latencyP50Ms'), 0)} ms"
-            f"   p95 {_num(entry.get('latencyP95Ms'), 0)} ms   {_count(entry.get('parameters'))} params"
-            + ("   (from generation records)" if entry.get("source") == "generation records" else "")
+            f"  {name:<9}{metric} {_num(entry.score)}   p50 {_num(entry.latency_p50_ms, 0)} ms"
+            f"   p95 {_num(entry.latency_p95_ms, 0)} ms   {_count(entry.parameters)} params"
+            + ("" if entry.live else "   (from generation records)")
         )
-    if report.get("retention") is not None:
-        lines.append(f"  retention {report['retention']:.3f} (student / teacher)")
-    delta = (report.get("improvement") or {}).get("absolute")
+    if report.retention is not None:
+        lines.append(f"  retention {report.retention:.3f} (student / teacher)")
+    delta = report.improvement.absolute if report.improvement else None
     if delta is not None:
         lines.append(f"  improvement over baseline {delta:+.3f} {metric}")
-    gate = report["gate"]
-    lines.append(f"  {'PASSED' if gate['passed'] else 'FAILED'}: {gate['reason']}")
-    if report.get("rejudged"):
+    gate = report.gate
+    lines.append(f"  {'PASSED' if gate.passed else 'FAILED'}: {gate.reason}")
+    if report.rejudged:
         lines.append("  (the stored scores, re-judged with the current gate; nothing was served again)")
-    if report.get("cost"):
-        lines += ["  " + line for line in cost_lines(CostStatus.model_validate(report["cost"]))]
-    output = report.get("output")
+    if report.cost:
+        lines += ["  " + line for line in cost_lines(report.cost)]
+    output = report.output
     if output:
-        lines.append(f"  output: {'exported to' if output['written'] else 'not exported to'} {output['uri']}"
-                     + ("" if output["written"] else f" ({output['reason']})"))  # fmt: skip
+        lines.append(f"  output: {'exported to' if output.written else 'not exported to'} {output.uri}"
+                     + ("" if output.written else f" ({output.reason})"))  # fmt: skip
     return lines
 
 
-def render_markdown(report: dict[str, Any], png_name: str | None) -> str:
-    metric = report["metric"]
-    gate = report["gate"]
+def render_markdown(report: EvaluationReport | dict[str, Any], png_name: str | None) -> str:
+    report = EvaluationReport.of(report)
+    metric = report.metric
+    gate = report.gate
     out = [
-        f"# Evaluation of `{report['job']}`",
+        f"# Evaluation of `{report.job}`",
         "",
-        f"**Quality gate {'passed' if gate['passed'] else 'FAILED'}** — {gate['reason']}",
+        f"**Quality gate {'passed' if gate.passed else 'FAILED'}** — {gate.reason}",
         "",
-        f"Task `{report['taskType']}`, score = **{metric}**, on {report['samples']} held-out validation records, "
-        f"greedy decoding, at most {report['maxTokens']} tokens, {report['concurrency']} requests in flight. "
-        f"Written {report['created']}.",
+        f"Task `{report.task_type}`, score = **{metric}**, on {report.samples} held-out validation records, "
+        f"greedy decoding, at most {report.max_tokens} tokens, {report.concurrency} requests in flight. "
+        f"Written {report.created}.",
         "",
     ]
-    columns = [key for key, _ in TASK_COLUMNS if any(key in m for m in report["models"].values())]
+    present = [m.model_dump(by_alias=True, exclude_unset=True) for m in report.models.values()]
+    columns = [key for key, _ in TASK_COLUMNS if any(key in m for m in present)]
     header = [
         "model",
         metric,
@@ -266,76 +264,72 @@ def render_markdown(report: dict[str, Any], png_name: str | None) -> str:
         "source",
     ]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name in MODEL_ORDER:
-        entry = report["models"].get(name)
-        if entry is None:
-            continue
-        row = [f"**{name}**", _num(entry.get("score"))]
-        row += [_num(entry.get(c)) for c in columns if c != metric]
+    for name, entry in report.compared():
+        row = [f"**{name}**", _num(entry.score)]
+        row += [_num(entry.value(c)) for c in columns if c != metric]
         row += [
-            _num(entry.get("latencyP50Ms"), 0),
-            _num(entry.get("latencyP95Ms"), 0),
-            _num(entry.get("outputTokensPerSecond"), 1),
-            _bytes(entry.get("peakMemoryBytes")),
-            _count(entry.get("parameters")),
-            _bytes(entry.get("sizeBytes")),
-            entry.get("source", ""),
+            _num(entry.latency_p50_ms, 0),
+            _num(entry.latency_p95_ms, 0),
+            _num(entry.output_tokens_per_second, 1),
+            _bytes(entry.peak_memory_bytes),
+            _count(entry.parameters),
+            _bytes(entry.size_bytes),
+            entry.source,
         ]
         out.append("| " + " | ".join(row) + " |")
     out.append("")
-    if report.get("retention") is not None:
-        out.append(f"- **Retention** (student / teacher {metric}): {report['retention']:.3f}")
-    imp = report.get("improvement") or {}
-    if imp.get("absolute") is not None:
-        rel = f" ({imp['relative']:+.1%})" if imp.get("relative") is not None else ""
-        out.append(f"- **Improvement over the baseline**: {imp['absolute']:+.3f} {metric}{rel}")
-    for check in gate.get("checks", []):
-        out.append(f"- gate `{check['name']}`: {'ok' if check['passed'] else 'FAILED'} — {check['text']}")
+    if report.retention is not None:
+        out.append(f"- **Retention** (student / teacher {metric}): {report.retention:.3f}")
+    imp = report.improvement
+    if imp is not None and imp.absolute is not None:
+        rel = f" ({imp.relative:+.1%})" if imp.relative is not None else ""
+        out.append(f"- **Improvement over the baseline**: {imp.absolute:+.3f} {metric}{rel}")
+    for check in gate.checks:
+        out.append(f"- gate `{check.name}`: {'ok' if check.passed else 'FAILED'} — {check.text}")
     out.append("")
     if png_name:
         out += [f"![score versus p95 latency]({png_name})", ""]
-    if report.get("cost"):
-        out += ["## Cost", "", *cost_markdown(CostStatus.model_validate(report["cost"])), ""]
-    if report.get("notes"):
-        out += ["## Notes", ""] + [f"- {note}" for note in report["notes"]] + [""]
+    if report.cost:
+        out += ["## Cost", "", *cost_markdown(report.cost), ""]
+    if report.notes:
+        out += ["## Notes", ""] + [f"- {note}" for note in report.notes] + [""]
     return "\n".join(out + _lineage_markdown(report)) + "\n"
 
 
-def _lineage_markdown(report: dict[str, Any]) -> list[str]:
+def _lineage_markdown(report: EvaluationReport) -> list[str]:
     """The report's Lineage section: what the student was made from, and where it went."""
-    lin = report["lineage"]
+    lin = report.lineage
     out = [
         "## Lineage",
         "",
-        f"- spec: `{lin['specHash']}` (distillery {lin['distilleryVersion']}, method `{lin['trainingMethod']}`)",
-        f"- teacher: `{lin['teacher'].get('model')}`"
-        + (f" at {lin['teacher']['endpoint']}" if lin["teacher"].get("endpoint") else ""),
-        f"- student base: `{lin['studentBase']['model']}`",
+        f"- spec: `{lin.spec_hash}` (distillery {lin.distillery_version}, method `{lin.training_method}`)",
+        f"- teacher: `{lin.teacher.model}`" + (f" at {lin.teacher.endpoint}" if lin.teacher.endpoint else ""),
+        f"- student base: `{lin.student_base.model}`",
     ]
-    for split, entry in lin["data"].items():
+    for split, entry in lin.data.items():
         if entry:
-            out.append(f"- {split} data: `{entry['path']}` `{entry.get('sha256') or entry.get('etag')}`")
-    for split, entry in lin["generated"].items():
-        out.append(f"- generated {split}: {entry['files']} files, `{entry.get('sha256')}`")
-    cleaning = report.get("dataCleaning")
+            out.append(f"- {split} data: `{entry.path}` `{entry.identity}`")
+    for split, tree in lin.generated.items():
+        out.append(f"- generated {split}: {tree.files} files, `{tree.sha256}`")
+    cleaning = report.data_cleaning
     if cleaning:
-        out.append(f"- teacher data: {cleaning['decontaminated']} training prompts dropped by decontamination, "
-                   f"{cleaning['rejected']} answers rejected by the filters, {cleaning['duplicates']} "
+        out.append(f"- teacher data: {cleaning.decontaminated} training prompts dropped by decontamination, "
+                   f"{cleaning.rejected} answers rejected by the filters, {cleaning.duplicates} "
                    "duplicates across shards dropped by training")  # fmt: skip
-    if report.get("fingerprints"):
-        out.append(
-            "- stage fingerprints: " + ", ".join(f"{k} `{v}`" for k, v in report["fingerprints"].items())
-        )
-    output = report.get("output")
+    prints = report.fingerprints.model_dump() if report.fingerprints else {}
+    if prints:
+        out.append("- stage fingerprints: " + ", ".join(f"{k} `{v}`" for k, v in prints.items()))
+    output = report.output
     if output:
-        out.append(f"- output: {'exported to' if output['written'] else 'not exported to'} `{output['uri']}`"
-                   f" ({output['reason']})")  # fmt: skip
-    out.append(f"- student: `{lin['student']['path']}`")
-    out += [f"  - `{f['path']}` {_bytes(f['bytes'])} `{f['sha256']}`" for f in lin["student"]["files"]]
+        out.append(f"- output: {'exported to' if output.written else 'not exported to'} `{output.uri}`"
+                   f" ({output.reason})")  # fmt: skip
+    student = lin.student or StudentFiles(path="")
+    out.append(f"- student: `{student.path}`")
+    out += [f"  - `{f.path}` {_bytes(f.bytes)} `{f.sha256}`" for f in student.files]
     return out
 
 
-def render_png(report: dict[str, Any], path: Path) -> bool:
+def render_png(report: EvaluationReport | dict[str, Any], path: Path) -> bool:
     """Score versus p95 latency, one labelled point per model, gate thresholds as dashed lines.
 
     Returns False (and writes nothing) when no model has both values.
@@ -345,13 +339,12 @@ def render_png(report: dict[str, Any], path: Path) -> bool:
     matplotlib.use("Agg")  # no display in pods
     import matplotlib.pyplot as plt
 
+    report = EvaluationReport.of(report)
     colors = {"teacher": "#1f77b4", "baseline": "#7f7f7f", "student": "#d62728"}
     points = [
-        (name, e["latencyP95Ms"], e["score"])
-        for name in MODEL_ORDER
-        if (e := report["models"].get(name))
-        and e.get("latencyP95Ms") is not None
-        and e.get("score") is not None
+        (name, e.latency_p95_ms, e.score)
+        for name, e in report.compared()
+        if e.latency_p95_ms is not None and e.score is not None
     ]
     if not points:
         return False
@@ -359,29 +352,29 @@ def render_png(report: dict[str, Any], path: Path) -> bool:
     for name, latency, score in points:
         ax.scatter([latency], [score], s=90, color=colors[name], zorder=3)
         ax.annotate(name, (latency, score), textcoords="offset points", xytext=(8, 6), fontsize=10)
-    gate = {c["name"]: c["threshold"] for c in report["gate"].get("checks", [])}
+    gate = report.gate.thresholds()
     if "minScore" in gate:
         ax.axhline(gate["minScore"], linestyle="--", color="#2ca02c", linewidth=1, label="gate: minScore")
     if "maxLatencyMs" in gate:
         ax.axvline(
             gate["maxLatencyMs"], linestyle="--", color="#ff7f0e", linewidth=1, label="gate: maxLatencyMs"
         )
-    teacher = report["models"].get("teacher") or {}
-    if "minRetention" in gate and teacher.get("score") is not None:
+    teacher = report.score("teacher")
+    if "minRetention" in gate and teacher is not None:
         ax.axhline(
-            gate["minRetention"] * teacher["score"],
+            gate["minRetention"] * teacher,
             linestyle=":",
             color="#9467bd",
             linewidth=1,
             label="gate: minRetention x teacher",
         )
     ax.set_xlabel("p95 latency per response (ms)")
-    ax.set_ylabel(report["metric"])
+    ax.set_ylabel(report.metric)
     # A little room below 0 and beside the points, so a model scoring 0 keeps its label.
     ax.set_ylim(bottom=-0.08, top=max(1.0, max(p[2] for p in points)) * 1.1)
     ax.set_xlim(left=0, right=max(p[1] for p in points) * 1.25 + 1)
-    verdict = "passed" if report["gate"]["passed"] else "FAILED"
-    ax.set_title(f"{report['job']}: {report['metric']} vs latency (gate {verdict})")
+    verdict = "passed" if report.gate.passed else "FAILED"
+    ax.set_title(f"{report.job}: {report.metric} vs latency (gate {verdict})")
     ax.grid(True, alpha=0.3)
     if gate:
         ax.legend(loc="upper right", fontsize=8)

@@ -29,11 +29,13 @@ from typing import Any
 
 from distillery import fingerprints
 from distillery.api import DistillationJob
+from distillery.contract.records import Record, RejectedRecord, Usage
+from distillery.contract.shards import SplitStats, summarize
 from distillery.contract.summaries import FailureReason, GenerateSummary, StageFailed
 from distillery.datasource import resolve
 from distillery.generation import metrics
 from distillery.generation.decontamination import Decontaminator, decontaminator_for
-from distillery.generation.files import SplitStats, partial_path, recover, summarize, supersede_stale
+from distillery.generation.files import partial_path, recover, supersede_stale
 from distillery.generation.filters import dedup_key, rejection, request_params
 from distillery.serving.client import ChatClient, RequestFailed, TeacherConnection, backoff_delay
 from distillery.storage import SPLITS, Layout, write_json_atomic
@@ -284,23 +286,20 @@ class Shard:
         rejected: list[str] = []
         reasons: list[str] = []
         for sample, choice in enumerate(result.choices):
-            record = {
-                "id": f"{prompt.id}#{sample}" if multi else prompt.id,
-                "split": work.name,
-                "line": prompt.line,
-                "sample": sample,
-                "messages": prompt.messages,
-                "response": choice.text,
-                "finish_reason": choice.finish_reason,
-                "usage": {
-                    "prompt_tokens": result.prompt_tokens,
-                    "completion_tokens": choice.completion_tokens,
-                },
-                "teacher_model": result.model or self.connection.model,
-                "reference": prompt.reference,
-                "latency_ms": round(result.latency_s * 1000, 1),
-                "logprobs": choice.logprobs if self.generation.top_logprobs else None,
-            }
+            record = Record(
+                id=f"{prompt.id}#{sample}" if multi else prompt.id,
+                split=work.name,
+                line=prompt.line,
+                sample=sample,
+                messages=prompt.messages,
+                response=choice.text,
+                finish_reason=choice.finish_reason,
+                usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=choice.completion_tokens),
+                teacher_model=result.model or self.connection.model,
+                reference=prompt.reference,
+                latency_ms=round(result.latency_s * 1000, 1),
+                logprobs=choice.logprobs if self.generation.top_logprobs else None,
+            )
             verdict = rejection(
                 filters, data.task_type, data.labels, choice.text, choice.finish_reason, prompt.reference
             )
@@ -311,11 +310,13 @@ class Shard:
                 else:
                     work.seen.add(key)
             if verdict is None:
-                accepted.append(json.dumps(record, ensure_ascii=False) + "\n")
+                accepted.append(record.to_line())
             else:
-                record["reject_reason"], record["reject_detail"] = verdict
-                rejected.append(json.dumps(record, ensure_ascii=False) + "\n")
-                reasons.append(f"{verdict[0]}: {verdict[1]}")
+                reason, detail = verdict
+                rejected.append(
+                    RejectedRecord(**dict(record), reject_reason=reason, reject_detail=detail).to_line()
+                )
+                reasons.append(f"{reason}: {detail}")
         # One write per file per prompt; rejected first, so a kill between the two leaves the
         # prompt partly written (redone on restart), never an accepted record without its siblings.
         records_file, rejected_file = self._files

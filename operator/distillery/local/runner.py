@@ -52,7 +52,7 @@ from distillery.contract.summaries import (
 from distillery.errors import InvalidJob
 from distillery.local.cost import Spent, price_table, record_teacher, spent_before_evaluation
 from distillery.local.process import failure_text, run_stage_process, stop_children
-from distillery.storage import Layout, resolve_model, write_json_atomic
+from distillery.storage import Layout, write_json_atomic
 
 
 def local_stages() -> tuple[Stage, ...]:
@@ -112,11 +112,9 @@ def check_tokenizers(job: DistillationJob, root: Path) -> None:
 
     if job.spec.training.method not in (TrainingMethod.kd, TrainingMethod.on_policy):
         return
-    from distillery.training.student import _load_tokenizer, check_same_tokenizer
+    from distillery.tokenizer import check_same_tokenizer, student_tokenizer
 
-    student = job.spec.student
-    check_same_tokenizer(job, root, _load_tokenizer(resolve_model(root, student.tokenizer or student.model),
-                                                   "spec.student.tokenizer"))  # fmt: skip
+    check_same_tokenizer(job, root, student_tokenizer(job, root))
 
 
 def _write_done(layout: Layout, stage: str, summary: Any, key: str) -> None:
@@ -150,7 +148,7 @@ def shard_summaries(
 ) -> list[GenerateSummary | None]:
     """Each shard's summary from what it left on storage; None for a shard not finished yet (or, given a
     fingerprint, finished for another)."""
-    from distillery.generation.files import stored_summary
+    from distillery.contract.shards import stored_summary
 
     return [stored_summary(job, layout, k, fingerprint) for k in range(job.spec.generation.shards)]
 

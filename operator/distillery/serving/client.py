@@ -141,7 +141,7 @@ def parse_logprobs(content: list[dict]) -> list[dict]:
     ]
 
 
-def _error_message(response: Any) -> str:
+def error_message(response: Any) -> str:
     try:
         body = response.json()
         error = body.get("error", body) if isinstance(body, dict) else body
@@ -151,7 +151,7 @@ def _error_message(response: Any) -> str:
     return " ".join(str(text).split())[:ERROR_BODY_CHARS]
 
 
-def _retry_after(response: Any) -> float | None:
+def retry_after_seconds(response: Any) -> float | None:
     value = response.headers.get("retry-after")
     try:
         return float(value) if value is not None else None
@@ -208,7 +208,7 @@ class ChatClient:
         if response.status_code != 200:
             raise RequestFailed(
                 f"http_{response.status_code}",
-                f"GET {self.connection.base_url}/models: HTTP {response.status_code}: {_error_message(response)}",
+                f"GET {self.connection.base_url}/models: HTTP {response.status_code}: {error_message(response)}",
                 retryable=response.status_code == 429 or response.status_code >= 500,
             )
         return [str(m.get("id")) for m in response.json().get("data", [])]
@@ -230,10 +230,10 @@ class ChatClient:
                         self.observer("ok", result.latency_s)
                         return result
                 status = response.status_code
-                retry_after = _retry_after(response)
+                retry_after = retry_after_seconds(response)
                 failure = RequestFailed(
                     f"http_{status}",
-                    f"HTTP {status} from the teacher: {_error_message(response)}",
+                    f"HTTP {status} from the teacher: {error_message(response)}",
                     retryable=status == 429 or status >= 500,
                 )
             except RequestFailed as error:

@@ -23,10 +23,10 @@ from typing import Any
 from distillery.serving.client import (
     RequestFailed,
     TeacherConnection,
-    _error_message,
-    _retry_after,
     backoff_delay,
+    error_message,
     http_library,
+    retry_after_seconds,
 )
 
 
@@ -122,8 +122,8 @@ class PromptLogprobsClient:
                 if response.status_code == 200:
                     return response.json()
                 status = response.status_code
-                retry_after = _retry_after(response)
-                message = _error_message(response)
+                retry_after = retry_after_seconds(response)
+                message = error_message(response)
                 if status == 400 and "logprob" in message:
                     raise TeacherCannotGrade(f"the teacher refused prompt logprobs: HTTP 400: {message}")
                 failure = RequestFailed(f"http_{status}", f"HTTP {status} from the teacher: {message}",

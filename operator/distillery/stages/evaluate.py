@@ -25,6 +25,7 @@ from distillery.contract.cost import (
     priced,
     process_cpu_seconds,
 )
+from distillery.contract.report import EvaluationReport
 from distillery.contract.summaries import EvaluateSummary, StageSummary
 from distillery.stages.common import run_stage, start_metrics_server
 from distillery.storage import Layout
@@ -58,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
         def cost(report: dict) -> CostStatus:
             spent = evaluation_cost(
                 command.spent, time.monotonic() - started, job.spec.evaluation.gpus, process_cpu_seconds(),
-                live_requests(report), report.get("retention"),
+                live_requests(report), EvaluationReport.of(report).retention,
             )  # fmt: skip
             prices = parse_prices(command.gpu_hour_prices or "")
             return priced(spent, job.spec, prices, command.currency or DEFAULT_CURRENCY)

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
+    from distillery.training.config import TrainConfig
     from distillery.training.data import Example
-    from distillery.training.loop import TrainConfig
 
 
 class Checkpoints:

@@ -1,6 +1,6 @@
 """The teacher's records as training examples: chat-templated, assistant-only labels, grouped by length.
 
-Pure Python except `collate` (torch). The record format is documented in `distillery.storage`.
+Pure Python except `collate` (torch). The records are `contract.records.Record`.
 
 Each example is the conversation rendered with the STUDENT's chat template, tokenized in
 three pieces exactly as at inference: the prompt (up to and including the assistant
@@ -12,31 +12,15 @@ with the position it was computed for.
 
 from __future__ import annotations
 
-import json
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillery.contract.summaries import FailureReason, StageFailed
+from distillery.contract.records import Record
+from distillery.storage import RECORDS, shard_files
 
 IGNORE = -100  # label of tokens without loss (the prompt, padding)
-
-# Used when the student's tokenizer has none (base models): ChatML, what most
-# instruct models and vLLM expect. It is saved with the student so serving matches.
-FALLBACK_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-
-class RecordError(StageFailed, ValueError):
-    """A generated record that cannot be read; the message names the file and the line."""
-
-    reason = FailureReason.invalid_input
 
 
 @dataclass
@@ -54,36 +38,9 @@ class Example:
 
 
 def record_files(directory: Path, shards: int | None = None) -> list[Path]:
-    """The record files of one split (rejected-record files are not training data); given `shards`
+    """The accepted-record files of one split (rejected records are not training data); given `shards`
     (generation.shards), only that shard set: files another shard count left are stale."""
-    if not directory.is_dir():
-        return []
-    pattern = "*.jsonl" if shards is None else f"shard-?????-of-{shards:05d}.jsonl"
-    return sorted(p for p in directory.glob(pattern) if not p.name.endswith(".rejected.jsonl"))
-
-
-def read_records(files: list[Path]) -> Iterator[dict[str, Any]]:
-    for path in files:
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise RecordError(f"{path}:{number}: not a JSON record ({error.msg})") from None
-                if not isinstance(record.get("messages"), list) or not isinstance(
-                    record.get("response"), str
-                ):
-                    raise RecordError(
-                        f"{path}:{number}: expected 'messages' (a list) and 'response' (a string)"
-                    )
-                yield record
-
-
-def has_teacher_top(record: dict[str, Any]) -> bool:
-    logprobs = record.get("logprobs")
-    return bool(logprobs) and all(entry.get("top") for entry in logprobs)
+    return shard_files(directory, shards, RECORDS)
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
@@ -103,18 +60,19 @@ def render(tokenizer: Any, messages: list[dict[str, Any]], response: str) -> tup
 
 
 def encode(
-    record: dict[str, Any], tokenizer: Any, max_length: int, use_teacher_tokens: bool = False
+    record: Record | dict[str, Any], tokenizer: Any, max_length: int, use_teacher_tokens: bool = False
 ) -> Example | None:
     """One record as an Example; None when the prompt alone fills `max_length` (nothing to learn)."""
-    prompt, closing = render(tokenizer, record["messages"], record["response"])
+    record = Record.of(record)
+    prompt, closing = render(tokenizer, record.messages, record.response)
     prompt_ids = _ids(tokenizer, prompt)
     teacher_top: dict[int, list[tuple[int, float]]] = {}
-    if use_teacher_tokens and has_teacher_top(record):
-        response_ids = [int(entry["token_id"]) for entry in record["logprobs"]]
-        for offset, entry in enumerate(record["logprobs"]):
-            teacher_top[len(prompt_ids) + offset] = [(int(i), float(lp)) for i, lp in entry["top"]]
+    if use_teacher_tokens and record.logprobs and record.has_teacher_top:
+        response_ids = [entry.token_id for entry in record.logprobs]
+        for offset, entry in enumerate(record.logprobs):
+            teacher_top[len(prompt_ids) + offset] = [(int(i), float(lp)) for i, lp in entry.top]
     else:
-        response_ids = _ids(tokenizer, record["response"])
+        response_ids = _ids(tokenizer, record.response)
     closing_ids = _ids(tokenizer, closing)
     # The teacher's tokens may already end with the template's stop token (e.g. <|im_end|>).
     overlap = next(

@@ -1,4 +1,5 @@
-"""Divergences on the teacher's top-k: logit KD on stored top-k, on-policy reverse KL, and the tokenizer check.
+"""Divergences on the teacher's top-k: logit KD on stored top-k and on-policy reverse KL (the tokenizer check is
+`distillery.tokenizer`).
 
 **Logit KD** (`kd`). The teacher's records keep only its top-k log-probabilities per response
 token, so the loss compares distributions on that support: both the teacher's and the
@@ -29,8 +30,6 @@ the samples themselves are treated as data (no gradient through the sampling).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 
@@ -108,25 +107,3 @@ def topk_reverse_kl(
     teacher_rest = _log_rest(torch.logsumexp(torch.where(valid, teacher, padding), dim=-1))
     per_row = per_entry.sum(dim=-1) + student_rest.exp() * (student_rest - teacher_rest)
     return per_row.sum() if reduction == "sum" else per_row.mean()
-
-
-def tokenizer_differences(student: Any, teacher: Any) -> list[str]:
-    """What differs between two Hugging Face tokenizers for logit KD (empty: they match).
-
-    Logit KD compares distributions token id by token id, so both must map the same text
-    to the same ids: same vocabulary (added tokens included) and the same special tokens.
-    """
-    problems = []
-    student_vocab, teacher_vocab = student.get_vocab(), teacher.get_vocab()
-    if len(student_vocab) != len(teacher_vocab):
-        problems.append(f"vocabulary size {len(student_vocab)} (student) vs {len(teacher_vocab)} (teacher)")
-    else:
-        differing = [token for token, index in student_vocab.items() if teacher_vocab.get(token) != index]
-        if differing:
-            shown = ", ".join(repr(t) for t in sorted(differing)[:3])
-            problems.append(f"{len(differing)} tokens have different ids (e.g. {shown})")
-    for name in ("eos_token", "bos_token", "unk_token"):
-        mine, theirs = getattr(student, name, None), getattr(teacher, name, None)
-        if mine != theirs:
-            problems.append(f"{name} {mine!r} (student) vs {theirs!r} (teacher)")
-    return problems

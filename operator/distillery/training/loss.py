@@ -17,8 +17,8 @@ from distillery.training.data import Example, collate
 from distillery.training.kd import topk_kd_loss, topk_reverse_kl
 
 if TYPE_CHECKING:
+    from distillery.training.config import TrainConfig
     from distillery.training.distributed import Distributed
-    from distillery.training.loop import TrainConfig
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

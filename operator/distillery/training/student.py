@@ -21,58 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from distillery import fingerprints
-from distillery.api import DistillationJob, Problem, TrainingMethod
+from distillery.api import DistillationJob, TrainingMethod
+from distillery.contract.records import read_records
 from distillery.contract.summaries import FailureReason, StageFailed, TrainSummary
-from distillery.errors import InvalidJob
 from distillery.storage import Layout, generated_fingerprint, record_key, resolve_model, write_json_atomic
-
-
-def _refuse(field: str, message: str) -> InvalidJob:
-    return InvalidJob([Problem(field, message)])
-
-
-def _load_tokenizer(reference: str, field: str):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(reference)
-    except (OSError, ValueError) as error:
-        raise _refuse(field, f"cannot load a tokenizer from {reference!r}: {error}") from None
-
-
-# What each method that compares token ids is called in a refusal.
-TOKEN_ID_METHODS = {
-    TrainingMethod.kd: "logit KD",
-    TrainingMethod.on_policy: "on-policy distillation (the teacher grades the student's token ids)",
-}
-
-
-def check_same_tokenizer(job: DistillationJob, root: Path, student_tokenizer: Any) -> None:
-    """`kd` and `onPolicy` compare token ids, so the teacher's tokenizer must equal the student's.
-
-    An endpoint teacher's tokenizer cannot be loaded: `kd` is refused; `onPolicy` is checked
-    when training starts, through the teacher's own answers (`onpolicy.probe_teacher`)."""
-    from distillery.training.kd import tokenizer_differences
-
-    teacher, method = job.spec.teacher, job.spec.training.method
-    if method not in TOKEN_ID_METHODS or (teacher.model is None and method is TrainingMethod.on_policy):
-        return
-    if teacher.model is None:
-        raise _refuse(
-            "spec.training.method",
-            "is 'kd' but the teacher is an endpoint, whose tokenizer cannot be checked against the "
-            "student's; use training.method: sft (sequence-level KD), which needs only the teacher's text",
-        )
-    teacher_tokenizer = _load_tokenizer(resolve_model(root, teacher.model), "spec.teacher.model")
-    differences = tokenizer_differences(student_tokenizer, teacher_tokenizer)
-    if differences:
-        raise _refuse(
-            "spec.training.method",
-            f"is '{method.value}' but the student's and the teacher's tokenizers differ ("
-            + "; ".join(differences)
-            + f"); {TOKEN_ID_METHODS[method]} needs the same tokenizer. "
-            "Use training.method: sft (sequence-level KD) instead",
-        )
+from distillery.tokenizer import FALLBACK_CHAT_TEMPLATE, check_same_tokenizer, refuse, student_tokenizer
 
 
 def load_examples(
@@ -83,18 +36,18 @@ def load_examples(
     `dedup`: a record whose (prompt, response) an earlier one had is dropped and counted: each
     shard dedups its own records, this catches those repeated across shards.
     """
-    from distillery.training.data import encode, has_teacher_top, read_records
+    from distillery.training.data import encode
 
     examples, skipped, scored, duplicates = [], 0, 0, 0
     seen: set[int] = set()
     for record in read_records(files):
         if dedup:
-            key = record_key(record["messages"], record["response"])
+            key = record_key(record.messages, record.response)
             if key in seen:
                 duplicates += 1
                 continue
             seen.add(key)
-        scored += has_teacher_top(record)
+        scored += record.has_teacher_top
         example = encode(record, tokenizer, max_length, use_teacher_tokens)
         if example is None:
             skipped += 1
@@ -130,7 +83,7 @@ class TrainingData:
 
 def prepare_data(job: DistillationJob, root: Path, layout: Layout, say: Callable[..., None]) -> TrainingData:
     """Tokenize the teacher's records with the student's chat template; refuse what cannot train."""
-    from distillery.training.data import FALLBACK_CHAT_TEMPLATE, record_files
+    from distillery.training.data import record_files
 
     spec, training = job.spec, job.spec.training
     shards = spec.generation.shards
@@ -144,9 +97,7 @@ def prepare_data(job: DistillationJob, root: Path, layout: Layout, say: Callable
             f"spec.data.train: no teacher records under {layout.generated('train')}; run the generate stage first",
             FailureReason.no_data,
         )
-    tokenizer = _load_tokenizer(
-        resolve_model(root, spec.student.tokenizer or spec.student.model), "spec.student.tokenizer"
-    )
+    tokenizer = student_tokenizer(job, root)
     if not tokenizer.chat_template:
         say("the student's tokenizer has no chat template; using ChatML (saved with the student)")
         tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
@@ -156,12 +107,12 @@ def prepare_data(job: DistillationJob, root: Path, layout: Layout, say: Callable
         train_files, tokenizer, training.max_seq_length, kd, dedup=spec.generation.filters.dedup
     )
     if not examples:
-        raise _refuse(
+        raise refuse(
             "spec.training.maxSeqLength",
             f"no record fits in {training.max_seq_length} tokens with room for an answer",
         )
     if kd and scored == 0:
-        raise _refuse(
+        raise refuse(
             "spec.training.method",
             "is 'kd' but no record carries the teacher's top-k logprobs (was generation.topLogprobs 0 "
             "when the data was generated?); regenerate with topLogprobs > 0 or use training.method: sft",
@@ -204,7 +155,7 @@ def load_student(job: DistillationJob, root: Path, device: Any) -> tuple[Any, An
 
 def train_config(job: DistillationJob, fingerprint: str = "") -> Any:
     """The loop's settings from the spec's `training` section (and the stage's fingerprint, for resuming)."""
-    from distillery.training.loop import TrainConfig
+    from distillery.training.config import TrainConfig
     from distillery.training.onpolicy import OnPolicyConfig
 
     training, on_policy = job.spec.training, None
@@ -230,19 +181,19 @@ def train_config(job: DistillationJob, fingerprint: str = "") -> Any:
 # ------------------------------------------------------------------ onPolicy: the teacher grades
 
 
-def _grading_failed(error: Any, job: DistillationJob, url: str) -> Exception:
+def grading_failed(error: Any, job: DistillationJob, url: str) -> Exception:
     """A teacher request that failed for good, as the refusal or stage failure it means."""
     from distillery.serving.prompt_logprobs import TeacherCannotGrade
 
     teacher = job.spec.teacher
     if isinstance(error, TeacherCannotGrade):
-        return _refuse(
+        return refuse(
             "spec.teacher.endpoint" if teacher.endpoint is not None else "spec.teacher.model",
             f"cannot grade the student's samples: {error}. training.method onPolicy needs a teacher that returns "
             "the log-probabilities of given token ids (vLLM's prompt_logprobs); use training.method: sft instead",
         )
     if error.kind == "http_400" and "vocabulary" in str(error):  # vLLM: "Token id N is out of vocabulary"
-        return _refuse("spec.training.method", f"is 'onPolicy' but the teacher refuses the student's token ids "
+        return refuse("spec.training.method", f"is 'onPolicy' but the teacher refuses the student's token ids "
                        f"({error}): their tokenizers differ; use training.method: sft")  # fmt: skip
     if error.kind in ("http_401", "http_403", "http_404"):
         return StageFailed(f"the teacher at {url} refused the request: {error}; check teacher.endpoint.apiKeySecret "
@@ -264,7 +215,7 @@ def on_policy_source(job: DistillationJob, data: TrainingData, model: Any, devic
 
     teacher, knobs = job.spec.teacher, job.spec.training.on_policy
     if teacher.endpoint is None and not teacher_url:
-        raise _refuse(
+        raise refuse(
             "--teacher-url", "is required: training.method onPolicy asks the served teacher to grade"
         )
     connection = teacher_connection(teacher, teacher_url)
@@ -276,12 +227,12 @@ def on_policy_source(job: DistillationJob, data: TrainingData, model: Any, devic
             try:
                 return client.grade(sequences, starts, top_k)
             except RequestFailed as error:
-                raise _grading_failed(error, job, connection.base_url) from None
+                raise grading_failed(error, job, connection.base_url) from None
 
         probe = data.examples[0].input_ids  # a real prompt and the teacher's own answer
         disagreeing = tokens_disagreeing(data.tokenizer, probe, 1, grade([probe], [1], knobs.top_logprobs)[0])
         if disagreeing:
-            raise _refuse("spec.training.method", "is 'onPolicy' but the teacher reads token ids differently from "
+            raise refuse("spec.training.method", "is 'onPolicy' but the teacher reads token ids differently from "
                           f"the student's tokenizer ({'; '.join(disagreeing[:3])}); use training.method: sft")  # fmt: skip
         source = OnPolicySource(model, train_config(job).on_policy, grade, stop_ids=stop_token_ids(data.tokenizer),
                                 pad_id=data.pad_id, seed=job.spec.training.seed, rank=rank, device=device)  # fmt: skip
@@ -351,7 +302,7 @@ def train_student(
                         device=device, checkpoint_dir=layout.checkpoints, dist=dist, log=say,
                         on_policy=source)  # fmt: skip
     except ValueError as error:
-        raise _refuse("spec.training", str(error)) from None
+        raise refuse("spec.training", str(error)) from None
     summary = _summary(job, layout, run, began, data)
     if dist.is_main:
         _save_student(model, data.tokenizer, layout.student, saved_dtype)

@@ -1,0 +1,60 @@
+"""The Prometheus series each stage process exports: named once, read by the operator and the dashboards.
+
+Each stage registers these in its own registry (`generation|training|evaluation/metrics.py`); the
+operator reads some of them from the running pods' /metrics (`controller/progress.py`), and the
+dashboards (`hack/dashboards.py`) query them. A counter is named here with its `_total`, as
+exported. The process's own `process_*` series are not listed.
+"""
+
+from __future__ import annotations
+
+# ------------------------------------------------------------------ generation (`distillery generate`)
+
+GENERATION_REQUESTS = "distillery_generation_requests_total"
+GENERATION_REQUEST_DURATION = "distillery_generation_request_duration_seconds"
+GENERATION_TOKENS = "distillery_generation_tokens_total"
+GENERATION_RECORDS = "distillery_generation_records_total"
+GENERATION_REJECTED = "distillery_generation_rejected_total"
+GENERATION_IN_FLIGHT = "distillery_generation_in_flight_requests"
+
+# ------------------------------------------------------------------ training (`distillery train`)
+
+TRAIN_LOSS = "distillery_train_loss"
+TRAIN_VALIDATION_LOSS = "distillery_train_validation_loss"
+TRAIN_STEP = "distillery_train_step"
+TRAIN_EPOCH = "distillery_train_epoch"
+TRAIN_TOKENS = "distillery_train_tokens_total"
+TRAIN_TOKENS_PER_SECOND = "distillery_train_tokens_per_second"
+TRAIN_ON_POLICY_LOSS = "distillery_train_on_policy_loss"
+TRAIN_TEACHER_GRADED_TOKENS = "distillery_train_teacher_graded_tokens_total"
+
+# ------------------------------------------------------------------ evaluation (`distillery evaluate`)
+
+EVAL_SCORE = "distillery_eval_score"
+EVAL_LATENCY = "distillery_eval_latency_seconds"
+EVAL_THROUGHPUT = "distillery_eval_output_tokens_per_second"
+EVAL_MODELS_COMPARED = "distillery_eval_models_compared"
+EVAL_MODELS_DONE = "distillery_eval_models_done"
+
+# Every series of each stage process, by the stage's command name.
+BY_STAGE = {
+    "generate": (
+        GENERATION_REQUESTS,
+        GENERATION_REQUEST_DURATION,
+        GENERATION_TOKENS,
+        GENERATION_RECORDS,
+        GENERATION_REJECTED,
+        GENERATION_IN_FLIGHT,
+    ),
+    "train": (
+        TRAIN_LOSS,
+        TRAIN_VALIDATION_LOSS,
+        TRAIN_STEP,
+        TRAIN_EPOCH,
+        TRAIN_TOKENS,
+        TRAIN_TOKENS_PER_SECOND,
+        TRAIN_ON_POLICY_LOSS,
+        TRAIN_TEACHER_GRADED_TOKENS,
+    ),
+    "evaluate": (EVAL_SCORE, EVAL_LATENCY, EVAL_THROUGHPUT, EVAL_MODELS_COMPARED, EVAL_MODELS_DONE),
+}
