@@ -40,12 +40,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.waiting import wait_for
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "hack"))  # also when run as a script
+sys.path.insert(0, str(ROOT))  # tests.support, when run as a script
 
 import dashboards  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
