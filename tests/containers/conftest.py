@@ -7,38 +7,27 @@ last build, as hack/test.sh builds them before pytest) and pins what it built by
 what this session runs. Nothing is skipped when the engine or an image is missing: the tier
 fails, saying why.
 
-`cluster` is one emulated API server with its HTTPS front on the container network's gateway,
-and a `Kubelet` whose runtime is `DockerRuntime`: pods get a service-account token, the CA and
-KUBERNETES_SERVICE_HOST/PORT, as in a cluster.
+`runtime` is the session's `DockerRuntime`; a test's cluster is `start_cluster` / `make_cluster`
+(tests/support/cluster.py) with that runtime: one emulated API server with its HTTPS front on
+the container network's gateway, and a `Kubelet` running pods as containers; pods get a
+service-account token, the CA and KUBERNETES_SERVICE_HOST/PORT, as in a cluster.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from tests.harness import Kubelet, RestClient, serve_emulator
-from tests.harness.apifront import ApiFront, serve_api_front
-from tests.harness.docker import ContainerRecord, Docker, DockerRuntime
-from tests.tools import helm_binary
+from tests.harness.docker import Docker, DockerRuntime
+from tests.support.chart import Images
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT_SECONDS = 1800  # a cold build on 2 cores is about 10 minutes
-
-
-@dataclass(frozen=True)
-class Images:
-    operator: str
-    worker: str
 
 
 @pytest.fixture(scope="session")
@@ -78,67 +67,3 @@ def images(docker_host: str) -> Images:
 def runtime(images: Images, docker_host: str) -> Iterator[DockerRuntime]:
     with DockerRuntime(utility_image=images.operator, host=docker_host) as runtime:
         yield runtime
-
-
-def chart_objects(images: Images, namespace: str) -> list[dict[str, Any]]:
-    """What `helm template` renders with the chart's defaults and only the image names set."""
-    repository, tag = images.operator.split(":")
-    worker_repository, worker_tag = images.worker.split(":")
-    sets = {"operator.image.repository": repository, "operator.image.tag": tag,
-            "workers.image.repository": worker_repository, "workers.image.tag": worker_tag}  # fmt: skip
-    command = [
-        helm_binary(),
-        "template",
-        "distillery",
-        str(ROOT / "charts" / "distillery"),
-        "--namespace",
-        namespace,
-    ]
-    for key, value in sets.items():
-        command += ["--set", f"{key}={value}"]
-    rendered = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return [doc for doc in yaml.safe_load_all(rendered) if doc]
-
-
-@dataclass
-class Cluster:
-    emulator: Any
-    url: str
-    front: ApiFront
-    kubelet: Kubelet
-    runtime: DockerRuntime
-    first_record: int  # the runtime (and its records) outlive a cluster: one per session
-
-    def api(self, namespace: str) -> RestClient:
-        return RestClient(self.url, namespace)
-
-    @property
-    def records(self) -> list[ContainerRecord]:
-        """The containers this cluster's kubelet started, in order (not those of earlier tests)."""
-        return self.runtime.records[self.first_record :]
-
-
-@contextlib.contextmanager
-def start_cluster(
-    runtime: DockerRuntime, root: Path, namespaces: list[str], **kubelet: Any
-) -> Iterator[Cluster]:
-    """The emulator, its HTTPS front on the gateway and a Kubelet running pods in `runtime`."""
-    with serve_emulator(namespaces) as (emulator, url), serve_api_front(url, runtime.gateway) as front:
-        node = Kubelet(url, root / "kubelet", runtime=runtime, api_access=front.access, **kubelet)
-        node.start()
-        try:
-            yield Cluster(emulator, url, front, node, runtime, len(runtime.records))
-        finally:
-            node.stop()
-
-
-def wait_for(
-    condition: Callable[[], Any], what: str, timeout: float, details: Callable[[], str] = str
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{details()}")

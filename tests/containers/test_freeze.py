@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.containers.conftest import Images, wait_for
 from tests.harness.docker import Docker, DockerRuntime
 from tests.harness.docker.runtime import DockerContainer, container_pids, process_state
+from tests.support.chart import Images
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(300)]
 

@@ -20,9 +20,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.containers.conftest import Images, chart_objects, start_cluster, wait_for
 from tests.harness import api_path
 from tests.harness.docker import DockerRuntime
+from tests.support.chart import Images, chart_objects
+from tests.support.cluster import start_cluster
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(600)]
 
@@ -38,7 +40,9 @@ def test_chart_operator_pod_logs_in_as_a_pod_and_runs_a_job(runtime: DockerRunti
     (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == images.operator
-    with start_cluster(runtime, tmp_path, [RELEASE_NAMESPACE, JOBS_NAMESPACE], retry_delay=2) as cluster:
+    with start_cluster(
+        tmp_path, [RELEASE_NAMESPACE, JOBS_NAMESPACE], runtime=runtime, retry_delay=2
+    ) as cluster:
         system, jobs = cluster.api(RELEASE_NAMESPACE), cluster.api(JOBS_NAMESPACE)
         for obj in objects:
             if obj["kind"] in ("Deployment", "Service"):
@@ -55,7 +59,7 @@ def test_chart_operator_pod_logs_in_as_a_pod_and_runs_a_job(runtime: DockerRunti
             ),
             "the operator pod to pass its startup and readiness probes (/healthz, /readyz)",
             READY_DEADLINE,
-            details,
+            details=details,
         )
         record = next(r for r in cluster.records if r.pod == f"{RELEASE_NAMESPACE}/{pod.name}")
         print(f"\n{record.describe()}")
@@ -79,7 +83,7 @@ def test_chart_operator_pod_logs_in_as_a_pod_and_runs_a_job(runtime: DockerRunti
             status = (jobs.get(*DJ, "tiny") or {}).get("status") or {}
             return status if status.get("phase") == "Failed" else None
 
-        status = wait_for(failed, "the job to fail its input check", READY_DEADLINE, details)
+        status = wait_for(failed, "the job to fail its input check", READY_DEADLINE, details=details)
         print(f"job status: {json.dumps(status)[:600]}")
         assert "spec.data.train" in status["message"] and "data/train.jsonl" in status["message"], status
         check = next(r for r in cluster.records if r.pod.startswith(f"{JOBS_NAMESPACE}/tiny-check"))

@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from tests.containers.conftest import Images, start_cluster, wait_for
 from tests.harness import RestClient, api_path
 from tests.harness.docker import DockerRuntime
 from tests.harness.serviceaccount import SERVICE_ACCOUNT_PATH
+from tests.support.chart import Images
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(600)]
 
@@ -114,23 +115,23 @@ def terminated(api: RestClient, name: str) -> dict[str, Any] | None:
 
 
 @pytest.fixture
-def cluster(runtime: DockerRuntime, tmp_path: Path):
+def cluster(make_cluster, runtime: DockerRuntime, tmp_path: Path):
     claim = tmp_path / "claim"
     claim.mkdir()
-    with start_cluster(runtime, tmp_path, [NS], claims={CLAIM: claim}, retry_delay=1, grace_seconds=10) as c:
-        api = c.api(NS)
-        api.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app", "namespace": NS},
-                    "data": {"greeting": "hello from a ConfigMap"}})  # fmt: skip
-        api.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app", "namespace": NS},
-                    "stringData": {"password": "s3cret"}})  # fmt: skip
-        yield c, api, claim
+    c = make_cluster([NS], runtime=runtime, claims={CLAIM: claim}, retry_delay=1, grace_seconds=10)
+    api = c.api(NS)
+    api.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app", "namespace": NS},
+                "data": {"greeting": "hello from a ConfigMap"}})  # fmt: skip
+    api.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app", "namespace": NS},
+                "stringData": {"password": "s3cret"}})  # fmt: skip
+    return c, api, claim
 
 
 def test_pod_spec_is_what_the_container_gets(cluster, images: Images):
     c, api, claim = cluster
     api.create(facts_pod("facts", images.operator))
     state = wait_for(
-        lambda: terminated(api, "facts"), "the facts pod to end", POD_DEADLINE, c.kubelet.diagnostics
+        lambda: terminated(api, "facts"), "the facts pod to end", POD_DEADLINE, details=c.kubelet.diagnostics
     )
     assert state["exitCode"] == 0, (state, c.kubelet.diagnostics())
     assert json.loads(state["message"]) == {"uid": 65532, "ok": True}  # the termination message, read back
@@ -192,7 +193,7 @@ def test_run_as_non_root_refuses_an_image_that_runs_as_root(cluster, images: Ima
             and statuses[0]
         )
 
-    status = wait_for(waiting, "CreateContainerConfigError", POD_DEADLINE, c.kubelet.diagnostics)
+    status = wait_for(waiting, "CreateContainerConfigError", POD_DEADLINE, details=c.kubelet.diagnostics)
     assert "runAsNonRoot and image will run as root" in status["state"]["waiting"]["message"], status
     assert not [r for r in c.runtime.records if r.pod == f"{NS}/as-root"], "a container was started"
 
@@ -204,7 +205,10 @@ def test_exit_code_and_log_tail_as_termination_message(cluster, images: Images):
                     terminationMessagePolicy="FallbackToLogsOnError")  # fmt: skip
     api.create(pod)
     state = wait_for(
-        lambda: terminated(api, "fails"), "the failing pod to end", POD_DEADLINE, c.kubelet.diagnostics
+        lambda: terminated(api, "fails"),
+        "the failing pod to end",
+        POD_DEADLINE,
+        details=c.kubelet.diagnostics,
     )
     assert state["exitCode"] == 3 and state["reason"] == "Error", state
     assert "the reason it failed" in state["message"], state
@@ -245,9 +249,7 @@ def test_probes_service_names_and_signals(cluster, images: Images):
                                       "spec": {"terminationGracePeriodSeconds": 3, "containers": [container]}}}})  # fmt: skip
     api.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": NS},
                 "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]}})  # fmt: skip
-    (web,) = wait_for(lambda: [p for p in c.kubelet.pods() if p.owner == "Deployment/web" and p.ready] or None,
-                      "the web pod to be ready (startup, readiness and liveness probes)", POD_DEADLINE,
-                      c.kubelet.diagnostics)  # fmt: skip
+    (web,) = wait_for(lambda: [p for p in c.kubelet.pods() if p.owner == "Deployment/web" and p.ready] or None, "the web pod to be ready (startup, readiness and liveness probes)", POD_DEADLINE, details=c.kubelet.diagnostics)  # fmt: skip
     address = wait_for(lambda: pod_status(api, web.name).get("podIP"), "the web pod's address", 30)
 
     # The Service by its short name (the pod's DNS search path), its namespaced and full names.
@@ -255,7 +257,9 @@ def test_probes_service_names_and_signals(cluster, images: Images):
     api.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client", "namespace": NS},
                 "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, "containers": [
                     {"name": "client", "image": images.operator, "command": ["python3", "-c", CLIENT], "args": urls}]}})  # fmt: skip
-    state = wait_for(lambda: terminated(api, "client"), "the client pod", POD_DEADLINE, c.kubelet.diagnostics)
+    state = wait_for(
+        lambda: terminated(api, "client"), "the client pod", POD_DEADLINE, details=c.kubelet.diagnostics
+    )
     assert state["exitCode"] == 0, (state, c.kubelet.diagnostics())
     assert json.loads(state["message"]) == [f"{web.name} /a", f"{web.name} /b", f"{web.name} /c"]
     client = api.get("v1", "pods", "client")
@@ -264,8 +268,7 @@ def test_probes_service_names_and_signals(cluster, images: Images):
     # SIGKILL (a crash): exit code 137, restarted in place with the pod's address kept.
     c.kubelet.kill(web.name)
     wait_for(lambda: next(p for p in c.kubelet.pods() if p.name == web.name).restarts == 1 and
-             pod_status(api, web.name).get("containerStatuses", [{}])[0].get("ready"),
-             "the killed web container to be back and ready", POD_DEADLINE, c.kubelet.diagnostics)  # fmt: skip
+             pod_status(api, web.name).get("containerStatuses", [{}])[0].get("ready"), "the killed web container to be back and ready", POD_DEADLINE, details=c.kubelet.diagnostics)  # fmt: skip
     assert next(p for p in c.kubelet.pods() if p.name == web.name).exit_codes == [137]
     assert pod_status(api, web.name)["podIP"] == address
 
@@ -273,8 +276,7 @@ def test_probes_service_names_and_signals(cluster, images: Images):
     # the kubelet kills it after terminationGracePeriodSeconds, as in a cluster.
     started = time.monotonic()
     api.call("PATCH", api_path("apps/v1", "deployments", NS, "web"), {"spec": {"replicas": 0}})
-    wait_for(lambda: next(p for p in c.kubelet.pods() if p.name == web.name).pid is None,
-             "the web pod to stop", 60, c.kubelet.diagnostics)  # fmt: skip
+    wait_for(lambda: next(p for p in c.kubelet.pods() if p.name == web.name).pid is None, "the web pod to stop", 60, details=c.kubelet.diagnostics)  # fmt: skip
     elapsed = time.monotonic() - started
     assert next(p for p in c.kubelet.pods() if p.name == web.name).exit_codes == [137, 137]
     assert 2.5 < elapsed < 30, elapsed

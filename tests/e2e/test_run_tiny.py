@@ -13,31 +13,18 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from distillery.api import CostStatus
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE_DEADLINE_S = 600
-
-
-def wait_for(condition, deadline_s: float, process: subprocess.Popen, log: Path, what: str) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not condition():
-        if process.poll() is not None:
-            pytest.fail(
-                f"distillery run exited ({process.returncode}) before {what}:\n{log.read_text()[-4000:]}"
-            )
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"no {what} after {deadline_s}s:\n{log.read_text()[-4000:]}")
-        time.sleep(0.1)  # poll interval, bounded by the deadline
 
 
 def start_run(spec: Path, log: Path, *options: str) -> subprocess.Popen:
@@ -68,8 +55,8 @@ def test_tiny_example_runs_resumes_and_reports(tmp_path, tiny_models):
     first_log = tmp_path / "first.log"
     run = start_run(spec, first_log)
     try:
-        wait_for(lambda: any((work / "checkpoints").glob("step-*/state.pt")), STAGE_DEADLINE_S, run, first_log,
-                 "training checkpoint")  # fmt: skip
+        wait_for(lambda: any((work / "checkpoints").glob("step-*/state.pt")), "a training checkpoint",
+                 STAGE_DEADLINE_S, process=run, details=lambda: first_log.read_text()[-4000:])  # fmt: skip
         run.send_signal(signal.SIGINT)
         assert run.wait(timeout=120) == 130
     finally:

@@ -13,7 +13,6 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp.web
@@ -27,6 +26,7 @@ from kopf.testing import KopfRunner
 from distillery.contract.summaries import CheckSummary, InputSummary, StageSummary, termination_message
 from distillery.controller import handlers
 from distillery.controller.settings import OperatorSettings
+from tests.support.waiting import wait_for_async
 
 NAMESPACE = "ml"
 DJ = "distillery.dev/v1alpha1/distillationjobs"
@@ -122,18 +122,6 @@ class Cluster:
         assert status == 200, body
 
     # ---------------------------------------------------------------- waiting
-    async def wait_for(self, what: str, probe: Callable[[], Any], timeout: float = 20.0) -> Any:
-        """Poll `probe` (sync or async) until it returns something truthy, or fail naming `what`."""
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = probe()
-            if asyncio.iscoroutine(last):
-                last = await last
-            if last:
-                return last
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
     def refuse(self, method: str, plural: str, code: int, reason: str, message: str, times: int = 1) -> None:
         """Answer the next `times` such requests with this error instead of serving them."""
@@ -152,10 +140,10 @@ class Cluster:
             status = await self.job_status(name)
             return status if status.get("phase") == phase else None
 
-        return await self.wait_for(f"{name} to reach phase {phase}", probe, timeout)
+        return await wait_for_async(probe, f"{name} to reach phase {phase}", timeout)
 
     async def wait_child(self, resource: str, name: str, timeout: float = 20.0) -> dict:
-        return await self.wait_for(f"{resource} {name}", lambda: self.get(resource, name), timeout)
+        return await wait_for_async(lambda: self.get(resource, name), f"{resource} {name}", timeout)
 
     # ---------------------------------------------------------------- playing the cluster
     async def create_job(self, name: str, spec: dict) -> dict:
@@ -261,8 +249,8 @@ class Cluster:
         watches = self._watches()
         runner.__enter__()
         try:
-            await self.wait_for(
-                "the operator's watch on DistillationJobs", lambda: self._watches() > watches, 30
+            await wait_for_async(
+                lambda: self._watches() > watches, "the operator's watch on DistillationJobs", 30
             )
             yield runner
         finally:

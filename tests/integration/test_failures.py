@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.conftest import DJ, Cluster, spec
+from tests.support.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
@@ -27,11 +28,11 @@ async def _gone(cluster: Cluster, resource: str, name: str) -> bool:
 
 
 async def _all_stopped(cluster: Cluster, name: str) -> None:
-    await cluster.wait_for(
-        "the teacher to be deleted", lambda: _gone(cluster, "apps/v1/deployments", f"{name}-teacher")
+    await wait_for_async(
+        lambda: _gone(cluster, "apps/v1/deployments", f"{name}-teacher"), "the teacher to be deleted", 20
     )
-    await cluster.wait_for(
-        "the running shards to be deleted", lambda: _gone(cluster, "batch/v1/jobs", f"{name}-generate")
+    await wait_for_async(
+        lambda: _gone(cluster, "batch/v1/jobs", f"{name}-generate"), "the running shards to be deleted", 20
     )
 
 
@@ -68,7 +69,7 @@ async def test_a_child_the_api_server_refuses_fails_the_job_with_its_message(clu
         await cluster.create_job("quota", spec())
         await cluster.inputs_ready("quota")
         status = await cluster.wait_phase("quota", "Failed")
-        events = await cluster.wait_for("a Warning Event", lambda: _warnings(cluster, "quota"))
+        events = await wait_for_async(lambda: _warnings(cluster, "quota"), "a Warning Event", 20)
     teacher = next(c for c in status["conditions"] if c["type"] == "TeacherReady")
     assert (teacher["status"], teacher["reason"]) == ("False", "ChildRefused")
     assert "Deployment quota-teacher: 403 Forbidden: " + quota in teacher["message"]
@@ -82,8 +83,10 @@ async def test_an_unavailable_api_is_retried_while_the_status_says_so(cluster: C
     async with cluster.operator():
         await cluster.create_job("busy", spec())
         await cluster.inputs_ready("busy")
-        retrying = await cluster.wait_for(
-            "the retry in status", lambda: _message_has(cluster, "busy", "retrying: Kubernetes API error 503")
+        retrying = await wait_for_async(
+            lambda: _message_has(cluster, "busy", "retrying: Kubernetes API error 503"),
+            "the retry in status",
+            20,
         )
         assert retrying["phase"] == "Pending", "a job never sits without a phase"
         assert "etcdserver: request timed out" in retrying["message"]

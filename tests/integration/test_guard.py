@@ -13,7 +13,8 @@ import pytest
 from distillery.controller import handlers
 from distillery.controller.settings import from_environment
 from tests.integration.conftest import Cluster, _verb, spec
-from tests.integration.test_rbac import granted, only, render
+from tests.support.chart import granted, only, render
+from tests.support.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration]
 
@@ -53,7 +54,7 @@ async def test_a_refused_image_and_toleration_fail_the_job_before_any_child(clus
     async with cluster.operator():
         await cluster.create_job("denied", spec(teacher=teacher))
         status = await cluster.wait_phase("denied", "Failed")
-        events = await cluster.wait_for("a Warning Event", lambda: _warnings(cluster, "denied"))
+        events = await wait_for_async(lambda: _warnings(cluster, "denied"), "a Warning Event", 20)
     admitted = next(c for c in status["conditions"] if c["type"] == "Admitted")
     assert (admitted["status"], admitted["reason"]) == ("False", "PolicyDenied")
     assert (

@@ -10,23 +10,21 @@ cluster. The Lease lives in the emulator, which refuses a stale replace as an AP
 
 from __future__ import annotations
 
-import subprocess
 import time
-from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from distillery.contract.summaries import CheckSummary, InputSummary, termination_message
-from tests.harness import Kubelet, ProcessRuntime, RestClient, api_path, kubeconfig, serve_emulator
+from tests.harness import ProcessRuntime, RestClient, api_path, kubeconfig
 from tests.integration.conftest import SEEN_REQUESTS, _verb, spec
-from tests.tools import helm_binary
+from tests.support.chart import render
+from tests.support.cluster import start_cluster
+from tests.support.probes import operator_posts
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 RELEASE_NAMESPACE = "distillery-system"
 JOBS_NAMESPACE = "ml"
 DJ = ("distillery.dev/v1alpha1", "distillationjobs")
@@ -35,24 +33,10 @@ TAKEOVER_DEADLINE = 60
 
 
 def chart_operator() -> dict[str, Any]:
-    rendered = subprocess.run(
-        [helm_binary(), "template", "distillery", str(ROOT / "charts" / "distillery"), "--namespace",
-         RELEASE_NAMESPACE, "--set", "operator.leaderElection.enabled=true", "--set", "operator.replicas=2",
-         "--set", "operator.image.repository=distillery-operator"],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
-    (deployment,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment"]
+    rendered = render("operator.leaderElection.enabled=true", "operator.replicas=2",
+                      "operator.image.repository=distillery-operator", namespace=RELEASE_NAMESPACE)  # fmt: skip
+    (deployment,) = [d for d in rendered if d["kind"] == "Deployment"]
     return deployment
-
-
-def wait_for(condition, what: str, timeout: float, details=lambda: "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{details()}")
 
 
 def holder(api: RestClient) -> str | None:
@@ -60,20 +44,11 @@ def holder(api: RestClient) -> str | None:
     return (lease or {}).get("spec", {}).get("holderIdentity")
 
 
-def creates(emulator: Any) -> Counter:
-    """(resource, name) of every object the operators POSTed (aside from Events, and the Lease, which both
-    replicas may try to create at start: the API server lets one win and answers the other 409)."""
-    return Counter(
-        (r.resource.plural, r.data["metadata"]["name"])
-        for r in list(emulator)
-        if str(getattr(r.method, "value", r.method)).upper() == "POST" and r.resource is not None
-        and r.resource.plural not in ("events", "leases") and r.headers.get("User-Agent", "").startswith("distillery-operator")
-    )  # fmt: skip
-
-
 def inputs_ready(api: RestClient, name: str, details) -> None:
     """Play the check Job's controller and pod (the kubelet here runs only the operator's namespace)."""
-    job = wait_for(lambda: api.get("batch/v1", "jobs", f"{name}-check"), f"the {name} check Job", 30, details)
+    job = wait_for(
+        lambda: api.get("batch/v1", "jobs", f"{name}-check"), f"the {name} check Job", 30, details=details
+    )
     summary = CheckSummary(
         inputs={"spec.data.train": InputSummary(location="/data/d/train.jsonl", checked=3)}
     )
@@ -92,29 +67,33 @@ def test_two_chart_replicas_one_reconciles_the_other_takes_over(tmp_path):
     deployment = chart_operator()
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert "--leader-elect=distillery" in container["args"] and deployment["spec"]["replicas"] == 2
-    with serve_emulator([RELEASE_NAMESPACE, JOBS_NAMESPACE]) as (emulator, url):
-        config = tmp_path / "kubeconfig"
-        config.write_text(kubeconfig(url))
-        # retry_delay 10 s: a killed container comes back after the kubelet's first crash back-off.
-        kubelet = Kubelet(url, tmp_path / "kubelet", runtime=ProcessRuntime(env={"KUBECONFIG": str(config)}),
-                          namespace=RELEASE_NAMESPACE, retry_delay=10)  # fmt: skip
-        kubelet.start()
+    config = tmp_path / "kubeconfig"  # written below, before any pod starts
+    # retry_delay 10 s: a killed container comes back after the kubelet's first crash back-off.
+    with start_cluster(tmp_path, [RELEASE_NAMESPACE, JOBS_NAMESPACE], runtime=ProcessRuntime(env={"KUBECONFIG": str(config)}),
+                       namespace=RELEASE_NAMESPACE, retry_delay=10) as cluster:  # fmt: skip
+        emulator, kubelet = cluster.emulator, cluster.kubelet
+        config.write_text(kubeconfig(cluster.url))
         try:
-            system, jobs = RestClient(url, RELEASE_NAMESPACE), RestClient(url, JOBS_NAMESPACE)
+            system, jobs = cluster.api(RELEASE_NAMESPACE), cluster.api(JOBS_NAMESPACE)
             system.create(deployment)
             details = lambda: kubelet.diagnostics()  # noqa: E731
             pods = wait_for(lambda: [p for p in kubelet.pods() if p.ready] if len(
-                [p for p in kubelet.pods() if p.ready]) == 2 else None, "both replicas ready", 120, details)  # fmt: skip
-            first = wait_for(lambda: holder(system), "a leader", TAKEOVER_DEADLINE, details)
+                [p for p in kubelet.pods() if p.ready]) == 2 else None, "both replicas ready", 120, details=details)  # fmt: skip
+            first = wait_for(lambda: holder(system), "a leader", TAKEOVER_DEADLINE, details=details)
             leader = next(p for p in pods if first.startswith(p.name))
             standby = next(p for p in pods if p is not leader)
 
             jobs.create({"apiVersion": "distillery.dev/v1alpha1", "kind": "DistillationJob",
                          "metadata": {"name": "ha", "namespace": JOBS_NAMESPACE}, "spec": spec()})  # fmt: skip
             inputs_ready(jobs, "ha", details)
-            wait_for(lambda: jobs.get("apps/v1", "deployments", "ha-teacher"), "the teacher", 30, details)
             wait_for(
-                lambda: (jobs.get(*DJ, "ha") or {}).get("status", {}).get("phase"), "a phase", 30, details
+                lambda: jobs.get("apps/v1", "deployments", "ha-teacher"), "the teacher", 30, details=details
+            )
+            wait_for(
+                lambda: (jobs.get(*DJ, "ha") or {}).get("status", {}).get("phase"),
+                "a phase",
+                30,
+                details=details,
             )
             # Exactly one replica acted: only the leader's log has the creations.
             assert "created Deployment ha-teacher" in leader.log.read_text()
@@ -122,21 +101,19 @@ def test_two_chart_replicas_one_reconciles_the_other_takes_over(tmp_path):
 
             kubelet.kill(leader.name)  # SIGKILL: no goodbye, its Lease just stops being renewed
             started = time.monotonic()
-            second = wait_for(lambda: (h := holder(system)) and h != first and h, "a new leader",
-                              TAKEOVER_DEADLINE, details)  # fmt: skip
+            second = wait_for(lambda: (h := holder(system)) and h != first and h, "a new leader", TAKEOVER_DEADLINE, details=details)  # fmt: skip
             assert second.startswith(standby.name), (first, second)
             jobs.create({"apiVersion": "distillery.dev/v1alpha1", "kind": "DistillationJob",
                          "metadata": {"name": "ha2", "namespace": JOBS_NAMESPACE}, "spec": spec()})  # fmt: skip
             inputs_ready(jobs, "ha2", details)
-            wait_for(lambda: jobs.get("apps/v1", "deployments", "ha2-teacher"), "the new leader at work",
-                     TAKEOVER_DEADLINE, details)  # fmt: skip
+            wait_for(lambda: jobs.get("apps/v1", "deployments", "ha2-teacher"), "the new leader at work", TAKEOVER_DEADLINE, details=details)  # fmt: skip
             print(f"takeover: a new leader {time.monotonic() - started:.1f} s after the old one was killed")
             assert "created Deployment ha2-teacher" in standby.log.read_text()
-            made = creates(emulator)
+            made = operator_posts(emulator)
             assert made[("deployments", "ha-teacher")] == 1 and made[("deployments", "ha2-teacher")] == 1
             assert all(count == 1 for count in made.values()), made
         finally:
-            kubelet.stop()
+            kubelet.stop()  # before reading what the replicas asked (start_cluster's stop is then a no-op)
         for request in list(emulator):  # for the RBAC test: what the replicas asked of the API server
             verb = _verb(request)
             agent = request.headers.get("User-Agent", "")

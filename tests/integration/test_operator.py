@@ -13,6 +13,7 @@ from distillery.contract.summaries import (
 )
 from distillery.controller import handlers, metrics
 from tests.integration.conftest import DJ, Cluster, spec
+from tests.support.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
@@ -52,8 +53,8 @@ async def test_a_job_walks_through_every_phase_to_succeeded(cluster: Cluster):
         await _generate(cluster, "walk")
         status = await cluster.wait_phase("walk", "Training")
         assert status["progress"]["records"] == 10 and status["progress"]["shardsDone"] == 2
-        await cluster.wait_for(
-            "the teacher to be removed", lambda: _absent(cluster, "apps/v1/deployments", "walk-teacher")
+        await wait_for_async(
+            lambda: _absent(cluster, "apps/v1/deployments", "walk-teacher"), "the teacher to be removed", 20
         )
 
         train = await cluster.wait_child("batch/v1/jobs", "walk-train")
@@ -66,8 +67,8 @@ async def test_a_job_walks_through_every_phase_to_succeeded(cluster: Cluster):
         await cluster.job_done("walk-evaluate")
         status = await cluster.wait_phase("walk", "Succeeded")
         # Events are posted in the background; wait for the last transition's.
-        await cluster.wait_for("an event for each phase", lambda: _event_reasons(cluster, {
-            "TeacherStarting", "Generating", "Training", "Evaluating", "Succeeded"}))  # fmt: skip
+        await wait_for_async(lambda: _event_reasons(cluster, {
+            "TeacherStarting", "Generating", "Training", "Evaluating", "Succeeded"}), "an event for each phase", 20)  # fmt: skip
 
     conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
     assert conditions == {
@@ -123,8 +124,8 @@ async def test_a_failed_shard_fails_the_job_with_the_reason(cluster: Cluster):
         await cluster.job_failed("shard-generate", "FailedIndexes", "Job has failed indexes", failedIndexes="1",
                                  succeeded=1)  # fmt: skip
         status = await cluster.wait_phase("shard", "Failed")
-        await cluster.wait_for(
-            "the teacher to be removed", lambda: _absent(cluster, "apps/v1/deployments", "shard-teacher")
+        await wait_for_async(
+            lambda: _absent(cluster, "apps/v1/deployments", "shard-teacher"), "the teacher to be removed", 20
         )
     data = next(c for c in status["conditions"] if c["type"] == "DataGenerated")
     # The stage's own reason, not the Job's FailedIndexes.
@@ -153,7 +154,7 @@ async def test_a_failed_training_job_fails_the_job(cluster: Cluster):
             "oom-train", "BackoffLimitExceeded", "Job has reached the specified backoff limit"
         )
         status = await cluster.wait_phase("oom", "Failed")
-        await cluster.wait_for("a Warning event", lambda: _warned(cluster))
+        await wait_for_async(lambda: _warned(cluster), "a Warning event", 20)
     trained = next(c for c in status["conditions"] if c["type"] == "StudentTrained")
     assert (trained["status"], trained["reason"]) == ("False", "BackoffLimitExceeded")
     assert "CUDA out of memory" in status["message"]
@@ -194,8 +195,8 @@ async def test_why_a_pod_has_not_started_is_in_the_status_while_its_stage_waits(
         await cluster.inputs_ready("slow")
         teacher = await cluster.wait_child("apps/v1/deployments", "slow-teacher")
         await cluster.waiting_pod(teacher, "slow-teacher-abc", pull)
-        status = await cluster.wait_for("the pull back-off in the status", lambda: _message_has(
-            cluster, "slow", 'ImagePullBackOff: Back-off pulling image "vllm/vllm-openai:v9"'))  # fmt: skip
+        status = await wait_for_async(lambda: _message_has(
+            cluster, "slow", 'ImagePullBackOff: Back-off pulling image "vllm/vllm-openai:v9"'), "the pull back-off in the status", 20)  # fmt: skip
         assert status["phase"] == "TeacherStarting"
         await cluster.delete("v1/pods", "slow-teacher-abc")
         await _generate(cluster, "slow")
@@ -204,13 +205,13 @@ async def test_why_a_pod_has_not_started_is_in_the_status_while_its_stage_waits(
         expected = (
             "(a pod is waiting: Unschedulable: 0/4 nodes are available: 4 Insufficient nvidia.com/gpu.)"
         )
-        status = await cluster.wait_for(
-            "the scheduler's reason", lambda: _message_has(cluster, "slow", expected)
+        status = await wait_for_async(
+            lambda: _message_has(cluster, "slow", expected), "the scheduler's reason", 20
         )
         assert status["phase"] == "Training" and status["message"] == "training the student " + expected
         await cluster.patch("v1/pods", "slow-train-xyz", {"status": {"phase": "Running", "conditions": [
             {"type": "PodScheduled", "status": "True"}]}}, "status")  # fmt: skip
-        status = await cluster.wait_for("the message without it", lambda: _message_has(cluster, "slow", ""))
+        status = await wait_for_async(lambda: _message_has(cluster, "slow", ""), "the message without it", 20)
         assert status["message"] == "training the student", status["message"]
 
 
@@ -232,11 +233,11 @@ async def test_suspend_and_resume(cluster: Cluster):
         await cluster.patch(DJ, "pause", {"spec": {"suspend": True}, "metadata": {"generation": 2}})
         status = await cluster.wait_phase("pause", "Suspended")
         assert status["observedGeneration"] == 2
-        await cluster.wait_for(
-            "the teacher to be removed", lambda: _absent(cluster, "apps/v1/deployments", "pause-teacher")
+        await wait_for_async(
+            lambda: _absent(cluster, "apps/v1/deployments", "pause-teacher"), "the teacher to be removed", 20
         )
-        gen = await cluster.wait_for(
-            "the shards to be suspended", lambda: _suspended(cluster, "pause-generate", True)
+        gen = await wait_for_async(
+            lambda: _suspended(cluster, "pause-generate", True), "the shards to be suspended", 20
         )
 
         await cluster.patch(DJ, "pause", {"spec": {"suspend": False}, "metadata": {"generation": 3}})
@@ -246,7 +247,7 @@ async def test_suspend_and_resume(cluster: Cluster):
             "shards wait for the teacher"
         )
         await cluster.teacher_ready("pause-teacher")
-        await cluster.wait_for("the shards to resume", lambda: _suspended(cluster, "pause-generate", False))
+        await wait_for_async(lambda: _suspended(cluster, "pause-generate", False), "the shards to resume", 20)
         await cluster.wait_phase("pause", "Generating")
     patches = [
         r
@@ -291,7 +292,7 @@ async def test_deletion_releases_the_job_and_children_are_owned(cluster: Cluster
         body = await cluster.get(DJ, "gone")
         assert not body["metadata"].get("finalizers"), "deleting a job must not wait for the operator"
         await cluster.delete(DJ, "gone")
-        await cluster.wait_for("the job to be gone", lambda: _absent(cluster, DJ, "gone"))
+        await wait_for_async(lambda: _absent(cluster, DJ, "gone"), "the job to be gone", 20)
         children = [await cluster.get(r, n) for r, n in [("apps/v1/deployments", "gone-teacher"),
                                                          ("v1/services", "gone-teacher")]]  # fmt: skip
         claim = await cluster.get("v1/persistentvolumeclaims", "gone-data")
@@ -324,7 +325,7 @@ async def test_an_invalid_spec_fails_once_naming_the_field(cluster: Cluster):
         for _ in range(4):
             count = _reconciles()
             handlers.runtime.queue.request_threadsafe(("ml", "bad"))
-            await cluster.wait_for("one more reconcile", lambda n=count + 1: _reconciles() >= n, timeout=20)
+            await wait_for_async(lambda n=count + 1: _reconciles() >= n, "one more reconcile", 20)
         assert _reconciles() >= start + 4
     assert "spec.generation.topLogprobs" in status["message"]
     writes = [r for r in cluster.operator_requests() if r.method.value.upper() in ("POST", "PATCH")
@@ -354,7 +355,7 @@ async def test_a_finished_job_is_deleted_after_its_ttl(cluster: Cluster):
         )
         status = await cluster.wait_phase("ttl", "Failed")
         assert status["completionTime"]
-        await cluster.wait_for("the job to be deleted by its TTL", lambda: _absent(cluster, DJ, "ttl"))
+        await wait_for_async(lambda: _absent(cluster, DJ, "ttl"), "the job to be deleted by its TTL", 20)
 
 
 async def test_an_operator_restricted_to_one_namespace(cluster: Cluster):
@@ -404,8 +405,8 @@ async def test_on_policy_keeps_the_teacher_through_training_and_removes_it_after
         await cluster.finish_pod(train, "train", TrainSummary(train_loss=0.3, on_policy_loss=0.3, step=7))
         await cluster.job_done("gkd-train")
         status = await cluster.wait_phase("gkd", "Evaluating")
-        await cluster.wait_for(
-            "the teacher to be removed", lambda: _absent(cluster, "apps/v1/deployments", "gkd-teacher")
+        await wait_for_async(
+            lambda: _absent(cluster, "apps/v1/deployments", "gkd-teacher"), "the teacher to be removed", 20
         )
     teacher = next(c for c in status["conditions"] if c["type"] == "TeacherReady")
     assert (teacher["status"], teacher["reason"]) == ("False", "ScaledDown")

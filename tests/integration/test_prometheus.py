@@ -42,8 +42,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "hack"))  # also when run as a script
+sys.path.insert(0, str(ROOT))  # tests.support, when run as a script
 
 import dashboards  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -139,25 +141,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# What a scrape or query may raise while its server starts: not yet, rather than a failure.
+SCRAPE_ERRORS = (OSError, ValueError, KeyError)
+
+
 def get(url: str, timeout: float = 5.0) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return response.read()
-
-
-def wait_for(what: str, condition, deadline_s: float, process: subprocess.Popen | None = None):
-    """Poll `condition` until it returns something truthy, or fail naming `what`."""
-    deadline, last_error = time.monotonic() + deadline_s, None
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"{what}: the process exited with {process.returncode}")
-        try:
-            result = condition()
-            if result:
-                return result
-        except (OSError, ValueError, KeyError) as error:
-            last_error = error
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not true after {deadline_s:.0f} s (last error: {last_error})")
 
 
 class Prometheus:
@@ -267,10 +257,7 @@ def stand_in():
     try:
         for port in ports.values():
             url = f"http://127.0.0.1:{port}"
-            wait_for(
-                "the metrics stand-in serves /metrics", lambda url=url: get(f"{url}/metrics"), STARTUP_DEADLINE_S,
-                process,
-            )  # fmt: skip
+            wait_for(lambda url=url: get(f"{url}/metrics"), "the metrics stand-in serves /metrics", STARTUP_DEADLINE_S, process=process, ignore=SCRAPE_ERRORS)  # fmt: skip
         yield {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     finally:
         stop(process)
@@ -398,9 +385,10 @@ def operator(kube_api, tmp_path_factory):
         # Create the job only once the operator watches: the emulator replays stored
         # objects on every watch.
         wait_for(
-            "the operator watches DistillationJobs",
             lambda: running.process.poll() is not None or kube_api.watching("distillationjobs"),
+            "the operator watches DistillationJobs",
             STARTUP_DEADLINE_S,
+            ignore=SCRAPE_ERRORS,
         )
         if running.process.poll() is None:
             assert kube_api.create_job(REAL_JOB, spec()) in (200, 201)
@@ -431,7 +419,13 @@ def prometheus(stand_in, operator, tmp_path_factory):
     )
     server = Prometheus(f"http://127.0.0.1:{port}")
     try:
-        wait_for("prometheus is ready", lambda: get(f"{server.url}/-/ready"), STARTUP_DEADLINE_S, process)
+        wait_for(
+            lambda: get(f"{server.url}/-/ready"),
+            "prometheus is ready",
+            STARTUP_DEADLINE_S,
+            process=process,
+            ignore=SCRAPE_ERRORS,
+        )
 
         def stand_in_targets_up():
             targets = server.api("targets")["data"]["activeTargets"]
@@ -440,13 +434,20 @@ def prometheus(stand_in, operator, tmp_path_factory):
             ]
             return len(mine) == len(REGISTRIES) and all(t["health"] == "up" for t in mine)
 
-        wait_for("the stand-in's scrape targets are up", stand_in_targets_up, STARTUP_DEADLINE_S, process)
+        wait_for(
+            stand_in_targets_up,
+            "the stand-in's scrape targets are up",
+            STARTUP_DEADLINE_S,
+            process=process,
+            ignore=SCRAPE_ERRORS,
+        )
         # rate() needs two samples of a growing counter in its window.
         wait_for(
-            "rates are computable",
             lambda: server.query("rate(distillery_generation_requests_total[1m]) > 0")["data"]["result"],
+            "rates are computable",
             STARTUP_DEADLINE_S,
-            process,
+            process=process,
+            ignore=SCRAPE_ERRORS,
         )
         yield server
     finally:
@@ -484,7 +485,12 @@ def test_each_process_exports_only_its_own_series(stand_in, operator):
            "generate": ("distillery_generation_",), "train": ("distillery_train_",), "evaluate": ("distillery_eval_",)}  # fmt: skip
     texts = {process: get(f"http://{address}/metrics").decode() for process, address in stand_in.items()}
     if operator.process.poll() is None:
-        wait_for("the operator serves /metrics", lambda: get(f"{operator.url}/metrics"), STARTUP_DEADLINE_S)
+        wait_for(
+            lambda: get(f"{operator.url}/metrics"),
+            "the operator serves /metrics",
+            STARTUP_DEADLINE_S,
+            ignore=SCRAPE_ERRORS,
+        )
         texts["operator (real process)"] = get(f"{operator.url}/metrics").decode()
     for process, text in texts.items():
         names = {
@@ -499,7 +505,12 @@ def test_each_process_exports_only_its_own_series(stand_in, operator):
 def test_real_operator_serves_probes_and_clean_metrics(operator):
     assert operator.process.poll() is None, f"the operator exited:\n{operator.log_tail()}"
     # The chart's probes: liveness /healthz, readiness /readyz.
-    wait_for("the operator is ready", lambda: get(f"{operator.url}/readyz") == b"ready\n", STARTUP_DEADLINE_S)
+    wait_for(
+        lambda: get(f"{operator.url}/readyz") == b"ready\n",
+        "the operator is ready",
+        STARTUP_DEADLINE_S,
+        ignore=SCRAPE_ERRORS,
+    )
     assert get(f"{operator.url}/healthz") == b"ok\n"
     _promtool_check_metrics(get(f"{operator.url}/metrics"))
 
@@ -509,15 +520,19 @@ def test_prometheus_sees_the_real_operator_reconcile_a_job(prometheus, operator)
     assert operator.process.poll() is None, f"the operator exited:\n{operator.log_tail()}"
     target = f'job="distillery-operator", instance="127.0.0.1:{operator.port}"'
     wait_for(
-        "the operator target is up", lambda: prometheus.query(f"up{{{target}}} == 1")["data"]["result"], 30
+        lambda: prometheus.query(f"up{{{target}}} == 1")["data"]["result"],
+        "the operator target is up",
+        30,
+        ignore=SCRAPE_ERRORS,
     )
     # The operator's own series of the job it reconciles, through the honor_labels scrape.
     phases = wait_for(
-        "the operator's phase series for the job",
         lambda: prometheus.query(f'distillery_job_phase{{namespace="{NAMESPACE}", job="{REAL_JOB}"}} == 1')[
             "data"
         ]["result"],
+        "the operator's phase series for the job",
         30,
+        ignore=SCRAPE_ERRORS,
     )
     (phase,) = [p["metric"]["phase"] for p in phases]
     assert phase != "Failed", f"the operator failed the job:\n{operator.log_tail()}"
@@ -591,7 +606,9 @@ def test_prometheus_loads_and_evaluates_the_alerts(prometheus):
         rules = [r for g in groups for r in g["rules"]]
         return rules if rules and all(r.get("lastEvaluation", "").startswith("2") for r in rules) else None
 
-    rules = wait_for("every rule has been evaluated", evaluated_rules, STARTUP_DEADLINE_S)
+    rules = wait_for(
+        evaluated_rules, "every rule has been evaluated", STARTUP_DEADLINE_S, ignore=SCRAPE_ERRORS
+    )
     assert {r["name"] for r in rules} == {r["alert"] for r in dashboards.alert_rules()}
     assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
     # The stand-in has one Failed job, and that alert has no `for`: it fires at once.

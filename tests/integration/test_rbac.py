@@ -14,20 +14,16 @@ Run alone, this module first plays the scenarios itself so the record is complet
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.integration import test_failures, test_ha, test_operator
 from tests.integration.conftest import SEEN_REQUESTS, Cluster
-from tests.tools import helm_binary
+from tests.support.chart import granted, only, render
 
 pytestmark = [pytest.mark.integration]
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "distillery"
 LEASES = ("coordination.k8s.io", "leases")
 
 # The scenarios whose requests the roles must cover (deletion, TTL, suspend and failures included).
@@ -41,32 +37,6 @@ CLUSTER_WIDE = [
 ]
 NAMESPACED = test_operator.test_an_operator_restricted_to_one_namespace
 HA = test_ha.test_two_chart_replicas_one_reconciles_the_other_takes_over
-
-
-def render(*values: str) -> list[dict]:
-    sets = [arg for value in values for arg in ("--set", value)]
-    rendered = subprocess.run(
-        [helm_binary(), "template", "distillery", str(CHART), "--namespace", "distillery-system", *sets],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
-    return [doc for doc in yaml.safe_load_all(rendered) if doc]
-
-
-def granted(*roles: dict) -> set[tuple[str, str, str]]:
-    out = set()
-    for role in roles:
-        for rule in role["rules"]:
-            for group in rule["apiGroups"]:
-                for resource in rule["resources"]:
-                    for verb in rule["verbs"]:
-                        assert "*" not in (group, resource, verb), f"wildcard in {rule}"
-                        out.add((group, resource, verb))
-    return out
-
-
-def only(docs: list[dict], kind: str, suffix: str = "") -> dict:
-    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(suffix)]
-    return doc
 
 
 async def recorded(cluster: Cluster, tmp_path: Path) -> None:

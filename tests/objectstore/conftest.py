@@ -7,43 +7,19 @@ Credentials are fake but present, as they would be from the job's Secret.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from distillery.serving.vllm import free_port
+from tests.support.objectstore import ACCESS_KEY_ID, S3, SECRET_ACCESS_KEY
 
 STARTUP_DEADLINE_S = 60
-ACCESS_KEY_ID = "AKIDISTILLERYTEST"
-SECRET_ACCESS_KEY = "distillery-test-secret-never-logged"
-
-
-@dataclass(frozen=True)
-class S3:
-    endpoint: str
-    bucket: str
-    client: object  # boto3 S3 client, to set up and inspect the bucket
-
-    def uri(self, key: str) -> str:
-        return f"s3://{self.bucket}/{key}"
-
-    def put(self, key: str, body: bytes) -> str:
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
-        return self.uri(key)
-
-    def keys(self, prefix: str = "") -> list[str]:
-        found = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix).get("Contents", [])
-        return sorted(item["Key"] for item in found)
-
-    def get(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
 
 @pytest.fixture(scope="session")
@@ -84,12 +60,3 @@ def s3(s3_server, monkeypatch) -> S3:
     bucket = f"distillery-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=bucket)
     return S3(s3_server, bucket, client)
-
-
-def store(s3: S3) -> dict:
-    """`storage.objectStore` for the test server."""
-    return {"endpointUrl": s3.endpoint, "region": "us-east-1"}
-
-
-def subprocess_env() -> dict[str, str]:
-    return {**os.environ}

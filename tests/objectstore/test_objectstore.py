@@ -28,7 +28,7 @@ from distillery.evaluation import evaluate
 from distillery.serving.vllm import free_port
 from distillery.storage import Layout
 from distillery.tasks.prompts import iter_prompts
-from tests.objectstore.conftest import SECRET_ACCESS_KEY, store
+from tests.support.objectstore import SECRET_ACCESS_KEY, store
 
 pytestmark = pytest.mark.objectstore
 

@@ -27,6 +27,7 @@ from distillery.serving.vllm import free_port
 from distillery.storage import Layout
 from distillery.tasks import extract_answer
 from tests.stages.fault_proxy import FaultProxy
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.stages
 
@@ -194,21 +195,13 @@ def test_three_shards_cover_every_prompt_exactly_once(tmp_path, teacher):
     assert shard_sizes == [9, 8, 8]
 
 
-def wait_for(condition, deadline_s: float, what: str):
-    deadline = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_restart_after_kill_loses_and_duplicates_nothing(tmp_path, teacher):
     train = additions(150)
     job = make_job(tmp_path, train, concurrency=4, samplesPerPrompt=2, temperature=1.0, filters=KEEP_ALL)
     partial = partial_path(Layout(tmp_path, "tiny").shard_records("train", 0, 1))
     process = run_cli(job, tmp_path, "--teacher-url", teacher.base_url, start_new_session=True)
     try:
-        wait_for(lambda: partial.exists() and partial.read_text().count("\n") >= 40, 240, "40 records")
+        wait_for(lambda: partial.exists() and partial.read_text().count("\n") >= 40, "40 records", 240)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate(timeout=30)

@@ -11,44 +11,23 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness import Kubelet, RestClient, serve_emulator
+from tests.harness import Kubelet, RestClient
 
 NS = "ns1"
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[Any, RestClient, Kubelet, Path]]:
+def cluster(make_cluster, tmp_path: Path) -> tuple[Any, RestClient, Kubelet, Path]:
+    """The process backend, quick to retry and to stop: (emulator, API client, kubelet, the claim's directory)."""
     storage = tmp_path / "storage"
     storage.mkdir()
-    with serve_emulator([NS]) as (emulator, url):
-        kubelet = Kubelet(
-            url, tmp_path / "kubelet", claims={"claim-a": storage}, retry_delay=0.1, grace_seconds=3
-        )
-        kubelet.start()
-        try:
-            yield emulator, RestClient(url, NS), kubelet, storage
-        finally:
-            kubelet.stop()
-
-
-def wait_for(
-    condition: Callable[[], Any], what: str, kubelet: Kubelet | None = None, timeout: float = 30
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    details = "\n" + kubelet.diagnostics() if kubelet is not None else ""
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}{details}")
+    c = make_cluster([NS], claims={"claim-a": storage}, retry_delay=0.1, grace_seconds=3)
+    return c.emulator, c.api(NS), c.kubelet, storage
 
 
 def job(name: str, container: dict[str, Any], *, uid: str = "", **spec: Any) -> dict[str, Any]:

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from tests.harness import api_path
-from tests.unit.harness.conftest import NS, alive, condition, finished, job, wait_for
+from tests.support.waiting import wait_for
+from tests.unit.harness.conftest import NS, alive, condition, finished, job
 
 pytestmark = pytest.mark.unit
 
@@ -70,7 +71,12 @@ def test_deployment_service_readiness_and_scale_to_zero(cluster):
     def deployment_status() -> dict[str, Any]:
         return (api.get("apps/v1", "deployments", "web") or {}).get("status") or {}
 
-    wait_for(lambda: deployment_status().get("readyReplicas") == 1, "the Deployment to be ready", kubelet)
+    wait_for(
+        lambda: deployment_status().get("readyReplicas") == 1,
+        "the Deployment to be ready",
+        30,
+        details=kubelet.diagnostics,
+    )
     status = deployment_status()
     assert status["observedGeneration"] == 1 and status["availableReplicas"] == 1
     assert condition(status, "Available")["status"] == "True"
@@ -103,18 +109,24 @@ def test_deployment_service_readiness_and_scale_to_zero(cluster):
             },
         )
     )
-    wait_for(lambda: finished(api, "client"), "the client Job", kubelet)
+    wait_for(lambda: finished(api, "client"), "the client Job", 30, details=kubelet.diagnostics)
     client = next(p for p in kubelet.pods() if p.owner == "Job/client")
     assert client.exit_codes == [0], kubelet.diagnostics()
     assert client.log.read_text().split("\n")[:2] == [f"/short from {local_port}", f"/long from {local_port}"]
     assert "127.0.0.1:" in client.argv[-1] and "web" not in client.argv[-1]
 
     api.call("PATCH", api_path("apps/v1", "deployments", NS, "web"), {"spec": {"replicas": 0}})
-    wait_for(lambda: not alive(server.pid), "the server process to stop at replicas 0", kubelet)
+    wait_for(
+        lambda: not alive(server.pid),
+        "the server process to stop at replicas 0",
+        30,
+        details=kubelet.diagnostics,
+    )
     wait_for(
         lambda: "readyReplicas" not in deployment_status() and not api.pods(app="web"),
         "the Deployment's pod to be deleted and its status to say so",
-        kubelet,
+        30,
+        details=kubelet.diagnostics,
     )
 
 
@@ -158,7 +170,9 @@ def test_crashing_deployment_pod_restarts_in_place_with_its_last_state(cluster):
             else None
         )
 
-    status = wait_for(restarted, "the crashing container to be restarted twice", kubelet)
+    status = wait_for(
+        restarted, "the crashing container to be restarted twice", 30, details=kubelet.diagnostics
+    )
     assert status["lastState"]["terminated"]["exitCode"] == 4
     assert status["lastState"]["terminated"]["message"].strip() == "dying"
     assert len(api.pods(app="crash")) == 1  # restarted in place, not replaced

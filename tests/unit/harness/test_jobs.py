@@ -11,6 +11,7 @@ import re
 import pytest
 
 from tests.harness import HarnessError, api_path
+from tests.support.waiting import wait_for
 from tests.unit.harness.conftest import (
     NS,
     alive,
@@ -19,7 +20,6 @@ from tests.unit.harness.conftest import (
     group_members,
     job,
     storage_mount,
-    wait_for,
 )
 
 pytestmark = pytest.mark.unit
@@ -57,7 +57,9 @@ def test_indexed_job_runs_each_index_with_volume_env_and_termination_message(clu
             parallelism=2,
         )
     )
-    status = wait_for(lambda: finished(api, "shards"), "the Indexed Job to finish", kubelet)
+    status = wait_for(
+        lambda: finished(api, "shards"), "the Indexed Job to finish", 30, details=kubelet.diagnostics
+    )
 
     assert condition(status, "Complete") is not None, status
     assert status["succeeded"] == 3
@@ -99,7 +101,9 @@ def test_backoff_limit_fails_the_job_with_the_log_tail_as_message(cluster):
             backoffLimit=1,
         )
     )
-    status = wait_for(lambda: finished(api, "broken"), "the failing Job to finish", kubelet)
+    status = wait_for(
+        lambda: finished(api, "broken"), "the failing Job to finish", 30, details=kubelet.diagnostics
+    )
 
     failed = condition(status, "Failed")
     assert failed is not None and failed["reason"] == "BackoffLimitExceeded", status
@@ -126,7 +130,9 @@ def test_backoff_limit_per_index_fails_only_that_index(cluster):
             backoffLimitPerIndex=1,
         )
     )
-    status = wait_for(lambda: finished(api, "per-index"), "the per-index Job to finish", kubelet)
+    status = wait_for(
+        lambda: finished(api, "per-index"), "the per-index Job to finish", 30, details=kubelet.diagnostics
+    )
 
     failed = condition(status, "Failed")
     assert failed is not None and failed["reason"] == "FailedIndexes", status
@@ -154,9 +160,14 @@ def test_max_failed_indexes_fails_the_job_at_once(cluster):
             maxFailedIndexes=0,
         )
     )
-    status = wait_for(lambda: finished(api, "fail-fast"), "the Job to fail", kubelet, timeout=20)
+    status = wait_for(lambda: finished(api, "fail-fast"), "the Job to fail", 20, details=kubelet.diagnostics)
     assert condition(status, "Failed")["reason"] == "MaxFailedIndexesExceeded", status
-    wait_for(lambda: all(p.pid is None for p in kubelet.pods()), "the running shard to be stopped", kubelet)
+    wait_for(
+        lambda: all(p.pid is None for p in kubelet.pods()),
+        "the running shard to be stopped",
+        30,
+        details=kubelet.diagnostics,
+    )
 
 
 def test_killed_pod_is_replaced_and_the_replacement_resumes(cluster):
@@ -166,10 +177,16 @@ def test_killed_pod_is_replaced_and_the_replacement_resumes(cluster):
     first = wait_for(
         lambda: [p for p in kubelet.pods() if p.pid and (storage / "progress").exists()],
         "the first pod to be running",
-        kubelet,
+        30,
+        details=kubelet.diagnostics,
     )[0]
     kubelet.kill(first.name)
-    status = wait_for(lambda: finished(api, "resumable"), "the Job to finish after the kill", kubelet)
+    status = wait_for(
+        lambda: finished(api, "resumable"),
+        "the Job to finish after the kill",
+        30,
+        details=kubelet.diagnostics,
+    )
 
     assert condition(status, "Complete") is not None, status
     assert status["failed"] == 1 and status["succeeded"] == 1
@@ -184,17 +201,26 @@ def test_deleting_a_job_stops_its_processes_and_deletes_its_pods(cluster):
     # A child in the container's process group, and one that left it (as vLLM servers do).
     script = "sleep 60 & setsid sleep 61 & echo $! > escaped.pid; sleep 60"
     api.create(job("doomed", {"command": ["sh", "-c", script], **storage_mount()}))
-    pid = wait_for(lambda: next((p.pid for p in kubelet.pods() if p.pid), None), "the pod to run", kubelet)
-    escaped = int(wait_for(lambda: (storage / "escaped.pid").exists() and (storage / "escaped.pid").read_text(),
-                           "the escaped child's pid", kubelet))  # fmt: skip
+    pid = wait_for(
+        lambda: next((p.pid for p in kubelet.pods() if p.pid), None),
+        "the pod to run",
+        30,
+        details=kubelet.diagnostics,
+    )
+    escaped = int(wait_for(lambda: (storage / "escaped.pid").exists() and (storage / "escaped.pid").read_text(), "the escaped child's pid", 30, details=kubelet.diagnostics))  # fmt: skip
     assert alive(escaped) and os.getpgid(escaped) != pid
     api.call("DELETE", api_path("batch/v1", "jobs", NS, "doomed"))
 
-    wait_for(lambda: not api.pods(**{"job-name": "doomed"}), "the Job's pods to be deleted", kubelet)
-    wait_for(lambda: not alive(pid), "the pod's process to end", kubelet)
+    wait_for(
+        lambda: not api.pods(**{"job-name": "doomed"}),
+        "the Job's pods to be deleted",
+        30,
+        details=kubelet.diagnostics,
+    )
+    wait_for(lambda: not alive(pid), "the pod's process to end", 30, details=kubelet.diagnostics)
     # Every process of the container ends, as with a cgroup: its group and the escaped child.
     assert group_members(pid) == []
-    wait_for(lambda: not alive(escaped), "the escaped child to end", kubelet)
+    wait_for(lambda: not alive(escaped), "the escaped child to end", 30, details=kubelet.diagnostics)
 
 
 def test_missing_secret_holds_the_pod_until_it_exists(cluster):
@@ -214,7 +240,12 @@ def test_missing_secret_holds_the_pod_until_it_exists(cluster):
         statuses = pods[0]["status"].get("containerStatuses") if pods else None
         return statuses[0]["state"].get("waiting", {}).get("reason") if statuses else None
 
-    wait_for(lambda: waiting_reason() == "CreateContainerConfigError", "CreateContainerConfigError", kubelet)
+    wait_for(
+        lambda: waiting_reason() == "CreateContainerConfigError",
+        "CreateContainerConfigError",
+        30,
+        details=kubelet.diagnostics,
+    )
     api.create(
         {
             "apiVersion": "v1",
@@ -223,7 +254,12 @@ def test_missing_secret_holds_the_pod_until_it_exists(cluster):
             "stringData": {"token": "s3cret"},
         }
     )
-    status = wait_for(lambda: finished(api, "needs-secret"), "the Job to run once the Secret exists", kubelet)
+    status = wait_for(
+        lambda: finished(api, "needs-secret"),
+        "the Job to run once the Secret exists",
+        30,
+        details=kubelet.diagnostics,
+    )
     assert condition(status, "Complete") is not None, status
     pod = api.pods(**{"job-name": "needs-secret"})[0]
     assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"] == "s3cret"
@@ -232,7 +268,7 @@ def test_missing_secret_holds_the_pod_until_it_exists(cluster):
 def test_an_unemulated_job_feature_is_an_error_not_a_silent_run(cluster):
     _, api, kubelet, _ = cluster
     api.create(job("policy", {"command": ["true"]}, successPolicy={"rules": [{"succeededCount": 1}]}))
-    wait_for(lambda: kubelet.errors, "the harness to refuse successPolicy")
+    wait_for(lambda: kubelet.errors, "the harness to refuse successPolicy", 30)
     assert "successPolicy" in kubelet.errors[0]
     with pytest.raises(HarnessError, match="successPolicy"):
         kubelet.check()
@@ -249,15 +285,21 @@ def test_pod_failure_policy_ignores_an_eviction_and_fails_the_job_on_an_exit_cod
     script = "if [ -f evicted ]; then exit 0; else touch evicted; exec sleep 60; fi"
     api.create(job("evicted", {"command": ["sh", "-c", script], **storage_mount()}, backoffLimit=0,
                    podFailurePolicy=IGNORE_DISRUPTIONS))  # fmt: skip
-    first = wait_for(lambda: next((p for p in kubelet.pods() if p.pid and (storage / "evicted").exists()), None),
-                     "the first pod to run", kubelet)  # fmt: skip
+    first = wait_for(lambda: next((p for p in kubelet.pods() if p.pid and (storage / "evicted").exists()), None), "the first pod to run", 30, details=kubelet.diagnostics)  # fmt: skip
     api.call("DELETE", api_path("v1", "pods", NS, first.name))  # an eviction: the pod gets DisruptionTarget
-    status = wait_for(lambda: finished(api, "evicted"), "the Job to finish after the eviction", kubelet)
+    status = wait_for(
+        lambda: finished(api, "evicted"),
+        "the Job to finish after the eviction",
+        30,
+        details=kubelet.diagnostics,
+    )
     assert condition(status, "Complete") is not None and not status.get("failed"), status
 
     rules = {"rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [3]}}]}
     api.create(job("bad-input", {"command": ["sh", "-c", "exit 3"]}, backoffLimit=5, podFailurePolicy=rules))
-    status = wait_for(lambda: finished(api, "bad-input"), "the Job to fail on exit code 3", kubelet)
+    status = wait_for(
+        lambda: finished(api, "bad-input"), "the Job to fail on exit code 3", 30, details=kubelet.diagnostics
+    )
     assert condition(status, "Failed")["reason"] == "PodFailurePolicy" and status["failed"] == 1
 
 
@@ -271,13 +313,11 @@ def test_pod_replacement_policy_decides_whether_two_pods_overlap(cluster, policy
     api.create(job(f"slow-{policy.lower()}", {"command": ["sh", "-c", script], **storage_mount()},
                    podReplacementPolicy=policy, **policies))  # fmt: skip
     name = f"slow-{policy.lower()}"
-    first = wait_for(lambda: next((p for p in kubelet.pods() if p.pid and (storage / "started").exists()), None),
-                     "the first pod to run", kubelet)  # fmt: skip
+    first = wait_for(lambda: next((p for p in kubelet.pods() if p.pid and (storage / "started").exists()), None), "the first pod to run", 30, details=kubelet.diagnostics)  # fmt: skip
     api.call("DELETE", api_path("v1", "pods", NS, first.name))
-    replacement = wait_for(lambda: next((p for p in kubelet.pods() if p.name != first.name), None),
-                           "a replacement pod", kubelet)  # fmt: skip
+    replacement = wait_for(lambda: next((p for p in kubelet.pods() if p.name != first.name), None), "a replacement pod", 30, details=kubelet.diagnostics)  # fmt: skip
     overlapped = alive(first.pid)  # was the old pod still running when its replacement was made?
-    wait_for(lambda: finished(api, name), "the Job to finish", kubelet)
+    wait_for(lambda: finished(api, name), "the Job to finish", 30, details=kubelet.diagnostics)
     assert overlapped is (policy == "TerminatingOrFailed"), (policy, replacement.name)
 
 
@@ -286,7 +326,7 @@ def test_a_job_is_complete_only_after_its_pods_terminated_status_is_in_the_api(c
     Complete Job finds its pods' terminated states and termination messages already stored."""
     emulator, api, kubelet, _ = cluster
     api.create(job("quick", {"command": ["sh", "-c", "printf '{\"done\":1}' > /dev/termination-log"]}))
-    wait_for(lambda: finished(api, "quick"), "the Job to finish", kubelet)
+    wait_for(lambda: finished(api, "quick"), "the Job to finish", 30, details=kubelet.diagnostics)
 
     pod_done = job_done = None  # the first request with a pod's terminated state, with a Complete Job
     for number, request in enumerate(list(emulator)):

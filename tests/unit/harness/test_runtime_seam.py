@@ -35,7 +35,8 @@ from tests.harness import (
     api_path,
     serve_emulator,
 )
-from tests.unit.harness.conftest import NS, condition, finished, job, storage_mount, wait_for
+from tests.support.waiting import wait_for
+from tests.unit.harness.conftest import NS, condition, finished, job, storage_mount
 
 pytestmark = pytest.mark.unit
 
@@ -170,7 +171,7 @@ def test_a_job_reaches_the_runtime_as_written_and_its_outcome_comes_back(scripte
         ],
     }
     api.create(job("seam", container, backoffLimit=0))
-    status = wait_for(lambda: finished(api, "seam"), "the Job to finish", kubelet)
+    status = wait_for(lambda: finished(api, "seam"), "the Job to finish", 30, details=kubelet.diagnostics)
 
     assert condition(status, "Complete") is not None, status
     [(pod_name, config, _)] = runtime.started
@@ -192,7 +193,12 @@ def test_a_job_reaches_the_runtime_as_written_and_its_outcome_comes_back(scripte
     assert [p.argv for p in kubelet.pods()] == [config.command + config.args]
 
     api.call("DELETE", api_path("batch/v1", "jobs", NS, "seam"))
-    wait_for(lambda: runtime.sandboxes[0].removed, "the pod's sandbox to be removed", kubelet)
+    wait_for(
+        lambda: runtime.sandboxes[0].removed,
+        "the pod's sandbox to be removed",
+        30,
+        details=kubelet.diagnostics,
+    )
     assert runtime.sandboxes[0].removed == 1
 
 
@@ -230,7 +236,8 @@ def test_probes_and_service_proxies_go_where_the_runtime_says(scripted, web):
     wait_for(
         lambda: ((api.get("apps/v1", "deployments", "web") or {}).get("status") or {}).get("readyReplicas"),
         "the Deployment to be ready through the runtime's endpoint",
-        kubelet,
+        30,
+        details=kubelet.diagnostics,
     )
     assert "/ready" in paths
     proxy = runtime.proxies[ServiceKey("web", NS, 80)]
@@ -238,6 +245,6 @@ def test_probes_and_service_proxies_go_where_the_runtime_says(scripted, web):
         assert response.read() == b"/hello from the pod"
 
     api.create(job("client", {"command": ["fetch", "http://web/hello"]}))
-    wait_for(lambda: finished(api, "client"), "the client Job", kubelet)
+    wait_for(lambda: finished(api, "client"), "the client Job", 30, details=kubelet.diagnostics)
     services = next(services for name, _, services in runtime.started if name.startswith("client-"))
     assert services == {ServiceKey("web", NS, 80): proxy}
