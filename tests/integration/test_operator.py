@@ -358,14 +358,28 @@ async def test_a_finished_job_is_deleted_after_its_ttl(cluster: Cluster):
 
 
 async def test_an_operator_restricted_to_one_namespace(cluster: Cluster):
-    """`--namespace` mode: the job runs as cluster-wide."""
+    """`--namespace` mode: the job in its namespace runs as cluster-wide; a job in another is left alone."""
+    other = "elsewhere"
+    await cluster.create("v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}},
+                         namespace=None)  # fmt: skip
     async with cluster.operator(namespace="ml"):
+        # Created first, so the operator has had every chance to act on it by the time "local" generates.
+        await cluster.create(
+            DJ,
+            {"apiVersion": "distillery.dev/v1alpha1", "kind": "DistillationJob",
+             "metadata": {"name": "foreign", "generation": 1}, "spec": spec()},
+            namespace=other,
+        )  # fmt: skip
         await cluster.create_job("local", spec())
         await cluster.inputs_ready("local")
         await cluster.wait_phase("local", "TeacherStarting")
         await cluster.teacher_ready("local-teacher")
         await cluster.wait_child("batch/v1/jobs", "local-generate")
         await cluster.wait_phase("local", "Generating")
+        foreign = await cluster.get(DJ, "foreign", namespace=other)
+    assert foreign is not None and not foreign.get("status"), foreign.get("status")
+    for resource in ("batch/v1/jobs", "apps/v1/deployments", "v1/persistentvolumeclaims"):
+        assert await cluster.list(resource, namespace=other) == [], resource
 
 
 async def test_pending_until_the_named_claim_exists(cluster: Cluster):
