@@ -120,14 +120,19 @@ async def test_a_failed_shard_fails_the_job_with_the_reason(cluster: Cluster):
         await cluster.finish_pod(
             gen, "generate", GenerateSummary(shard=1, shards=2, failure=failure), 1, index=1
         )
-        await cluster.job_failed("shard-generate", "FailedIndexes", "Job has failed indexes", failedIndexes="1",
+        # The generation Job has backoffLimitPerIndex and maxFailedIndexes: 0, so one failed index is
+        # more than the maximum: the Job controller writes MaxFailedIndexesExceeded (kubernetes
+        # pkg/controller/job/job_controller.go, syncJob: `failedIndexes.total() > *MaxFailedIndexes`;
+        # FailedIndexes only when every index finished and no maxFailedIndexes was passed).
+        await cluster.job_failed("shard-generate", "MaxFailedIndexesExceeded",
+                                 "Job has exceeded the specified maximal number of failed indexes", failedIndexes="1",
                                  succeeded=1)  # fmt: skip
         status = await cluster.wait_phase("shard", "Failed")
         await cluster.wait_for(
             "the teacher to be removed", lambda: _absent(cluster, "apps/v1/deployments", "shard-teacher")
         )
     data = next(c for c in status["conditions"] if c["type"] == "DataGenerated")
-    # The stage's own reason, not the Job's FailedIndexes.
+    # The stage's own reason, not the Job's MaxFailedIndexesExceeded.
     assert (data["status"], data["reason"]) == ("False", "TooFewAccepted")
     assert "failed shards: 1" in status["message"] and "teacher answered 500" in status["message"]
     assert await cluster.get("batch/v1/jobs", "shard-train") is None
