@@ -144,7 +144,7 @@ def test_a_job_that_succeeds_is_progressing_through_every_running_phase_then_hea
     assert health(resource(final)) == {"status": "Healthy", "message": final.message or Phase.succeeded.value}
 
 
-def _failed(status: DistillationJobStatus, condition: ConditionType, reason: str) -> None:
+def assert_degraded(status: DistillationJobStatus, condition: ConditionType, reason: str) -> None:
     """Argo CD says Degraded, naming the failing condition's reason and type and the job's message."""
     assert status.phase is Phase.failed
     got = (next(c for c in status.conditions if c.type == condition).status, next(
@@ -163,7 +163,7 @@ def test_a_failed_check_is_degraded_with_the_checks_reason():
     # The check Job has backoffLimit 0: its one failed pod passes it (BackoffLimitExceeded).
     check = running(failed=True, reason="BackoffLimitExceeded", failed_summary=CheckSummary(failure=failure))
     *_, status = life(Observed(), Observed(check=check))
-    _failed(status, C.inputs_ready, FailureReason.input_not_found.value)
+    assert_degraded(status, C.inputs_ready, FailureReason.input_not_found.value)
     assert "does not exist" in status.message
 
 
@@ -174,14 +174,14 @@ def test_a_failed_shard_is_degraded_with_the_stages_reason_not_the_jobs():
     shards = running(failed=True, reason="MaxFailedIndexesExceeded", failed_indexes="1", succeeded=1,
                      failed_summary=GenerateSummary(shard=1, shards=2, failure=failure))  # fmt: skip
     *_, status = life(*HAPPY[:6], Observed(check=CHECKED, teacher=UP, generate=shards))
-    _failed(status, C.data_generated, FailureReason.too_few_accepted.value)
+    assert_degraded(status, C.data_generated, FailureReason.too_few_accepted.value)
 
 
 def test_a_training_pod_without_a_summary_is_degraded_with_the_jobs_reason():
     # No summary (killed for memory): the condition carries the Job controller's reason.
     train = running(failed=True, reason="BackoffLimitExceeded", pod_error="OOMKilled")
     *_, status = life(*HAPPY[:8], Observed(check=CHECKED, generate=GENERATED, train=train))
-    _failed(status, C.student_trained, "BackoffLimitExceeded")
+    assert_degraded(status, C.student_trained, "BackoffLimitExceeded")
 
 
 def test_a_failed_quality_gate_is_degraded_with_the_gates_reason():
@@ -189,7 +189,7 @@ def test_a_failed_quality_gate_is_degraded_with_the_gates_reason():
     *_, status = life(
         *HAPPY[:10], Observed(check=CHECKED, generate=GENERATED, train=TRAINED, evaluate=evaluate)
     )
-    _failed(status, C.quality_gate_passed, Reason.gate_failed.value)
+    assert_degraded(status, C.quality_gate_passed, Reason.gate_failed.value)
     assert "0.50" in health(resource(status))["message"]
 
 
