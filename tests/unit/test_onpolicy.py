@@ -326,7 +326,7 @@ def _vllm_refusal_of_token_ids(token_ids: list[int], vocabulary: int) -> tuple[i
         tokenizer=SimpleNamespace(max_token_id=vocabulary - 1),
         model_config=SimpleNamespace(get_vocab_size=lambda: vocabulary),
     )
-    with pytest.raises(Exception) as refused:  # noqa: PT011 - whatever vLLM raises is what it answers
+    with pytest.raises(Exception) as refused:  # whatever vLLM raises is what its server answers
         BaseRenderer.validate_token_ids(renderer, token_ids)
     response = create_error_response(refused.value)
     return response.error.code, response.model_dump_json().encode()
