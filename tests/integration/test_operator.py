@@ -121,14 +121,19 @@ async def test_a_failed_shard_fails_the_job_with_the_reason(cluster: Cluster):
         await cluster.finish_pod(
             gen, "generate", GenerateSummary(shard=1, shards=2, failure=failure), 1, index=1
         )
-        await cluster.job_failed("shard-generate", "FailedIndexes", "Job has failed indexes", failedIndexes="1",
+        # The generation Job has backoffLimitPerIndex and maxFailedIndexes: 0, so one failed index is
+        # more than the maximum: the Job controller writes MaxFailedIndexesExceeded (kubernetes
+        # pkg/controller/job/job_controller.go, syncJob: `failedIndexes.total() > *MaxFailedIndexes`;
+        # FailedIndexes only when every index finished and no maxFailedIndexes was passed).
+        await cluster.job_failed("shard-generate", "MaxFailedIndexesExceeded",
+                                 "Job has exceeded the specified maximal number of failed indexes", failedIndexes="1",
                                  succeeded=1)  # fmt: skip
         status = await cluster.wait_phase("shard", "Failed")
         await wait_for_async(
             lambda: _absent(cluster, "apps/v1/deployments", "shard-teacher"), "the teacher to be removed", 20
         )
     data = next(c for c in status["conditions"] if c["type"] == "DataGenerated")
-    # The stage's own reason, not the Job's FailedIndexes.
+    # The stage's own reason, not the Job's MaxFailedIndexesExceeded.
     assert (data["status"], data["reason"]) == ("False", "TooFewAccepted")
     assert "failed shards: 1" in status["message"] and "teacher answered 500" in status["message"]
     assert await cluster.get("batch/v1/jobs", "shard-train") is None
@@ -359,14 +364,28 @@ async def test_a_finished_job_is_deleted_after_its_ttl(cluster: Cluster):
 
 
 async def test_an_operator_restricted_to_one_namespace(cluster: Cluster):
-    """`--namespace` mode: the job runs as cluster-wide."""
+    """`--namespace` mode: the job in its namespace runs as cluster-wide; a job in another is left alone."""
+    other = "elsewhere"
+    await cluster.create("v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}},
+                         namespace=None)  # fmt: skip
     async with cluster.operator(namespace="ml"):
+        # Created first, so the operator has had every chance to act on it by the time "local" generates.
+        await cluster.create(
+            DJ,
+            {"apiVersion": "distillery.dev/v1alpha1", "kind": "DistillationJob",
+             "metadata": {"name": "foreign", "generation": 1}, "spec": spec()},
+            namespace=other,
+        )  # fmt: skip
         await cluster.create_job("local", spec())
         await cluster.inputs_ready("local")
         await cluster.wait_phase("local", "TeacherStarting")
         await cluster.teacher_ready("local-teacher")
         await cluster.wait_child("batch/v1/jobs", "local-generate")
         await cluster.wait_phase("local", "Generating")
+        foreign = await cluster.get(DJ, "foreign", namespace=other)
+    assert foreign is not None and not foreign.get("status"), foreign.get("status")
+    for resource in ("batch/v1/jobs", "apps/v1/deployments", "v1/persistentvolumeclaims"):
+        assert await cluster.list(resource, namespace=other) == [], resource
 
 
 async def test_pending_until_the_named_claim_exists(cluster: Cluster):

@@ -214,30 +214,6 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def _operator_can_log_in() -> bool:
-    """Whether `distillery operator`, in a fresh process, has a kopf login handler. kopf only
-    adds its standard kubeconfig / in-cluster logins to a SmartOperatorRegistry; a plain
-    OperatorRegistry without an @kopf.on.login handler cannot authenticate anywhere.
-    (Checked in a subprocess: the integration conftest adds a test-only login here.)"""
-    probe = (
-        "from distillery.controller import handlers; "
-        "print(any(h.activity.value == 'authentication' for h in handlers.registry._activities.get_all_handlers()))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
-    )
-    return result.stdout.strip() == "True"
-
-
-OPERATOR_LOGIN_BUG = pytest.mark.xfail(
-    not _operator_can_log_in(),
-    reason="operator/distillery/controller/handlers.py registers no kopf login handler, so `distillery "
-    "operator` cannot authenticate (kubeconfig or in-cluster); add "
-    "`kopf.on.login(registry=registry)(kopf.login_via_client)`",
-    strict=True,
-)
-
-
 # ------------------------------------------------------------------ fixtures
 
 
@@ -362,6 +338,10 @@ class Operator:
     def log_tail(self) -> str:
         return "\n".join(self.log_path.read_text().splitlines()[-15:])
 
+    def assert_alive(self) -> None:
+        code = self.process.poll()
+        assert code is None, f"the operator exited with code {code}; its output ends:\n{self.log_tail()}"
+
     def close(self):
         stop(self.process)
         self._log.close()
@@ -376,8 +356,8 @@ def kube_api():
 
 @pytest.fixture(scope="module")
 def operator(kube_api, tmp_path_factory):
-    """The real operator; tests that need it running check `process.poll()` themselves, so
-    that the other tests still run when it cannot start."""
+    """The real operator, watching, with one job created; an error (with the operator's output)
+    for every test that uses it when the process has exited."""
     from tests.integration.conftest import spec
 
     running = Operator(kube_api, tmp_path_factory.mktemp("operator"))
@@ -390,8 +370,8 @@ def operator(kube_api, tmp_path_factory):
             STARTUP_DEADLINE_S,
             ignore=SCRAPE_ERRORS,
         )
-        if running.process.poll() is None:
-            assert kube_api.create_job(REAL_JOB, spec()) in (200, 201)
+        running.assert_alive()
+        assert kube_api.create_job(REAL_JOB, spec()) in (200, 201)
         yield running
     finally:
         running.close()
@@ -484,14 +464,14 @@ def test_each_process_exports_only_its_own_series(stand_in, operator):
                         "distillery_stage", "distillery_operator"),
            "generate": ("distillery_generation_",), "train": ("distillery_train_",), "evaluate": ("distillery_eval_",)}  # fmt: skip
     texts = {process: get(f"http://{address}/metrics").decode() for process, address in stand_in.items()}
-    if operator.process.poll() is None:
-        wait_for(
-            lambda: get(f"{operator.url}/metrics"),
-            "the operator serves /metrics",
-            STARTUP_DEADLINE_S,
-            ignore=SCRAPE_ERRORS,
-        )
-        texts["operator (real process)"] = get(f"{operator.url}/metrics").decode()
+    operator.assert_alive()
+    wait_for(
+        lambda: get(f"{operator.url}/metrics"),
+        "the operator serves /metrics",
+        STARTUP_DEADLINE_S,
+        ignore=SCRAPE_ERRORS,
+    )
+    texts["operator (real process)"] = get(f"{operator.url}/metrics").decode()
     for process, text in texts.items():
         names = {
             line.split("{")[0].split(" ")[0] for line in text.splitlines() if line.startswith("distillery_")
@@ -501,9 +481,8 @@ def test_each_process_exports_only_its_own_series(stand_in, operator):
         assert all(name.startswith(prefixes) for name in names), (process, sorted(names))
 
 
-@OPERATOR_LOGIN_BUG
 def test_real_operator_serves_probes_and_clean_metrics(operator):
-    assert operator.process.poll() is None, f"the operator exited:\n{operator.log_tail()}"
+    operator.assert_alive()
     # The chart's probes: liveness /healthz, readiness /readyz.
     wait_for(
         lambda: get(f"{operator.url}/readyz") == b"ready\n",
@@ -515,9 +494,8 @@ def test_real_operator_serves_probes_and_clean_metrics(operator):
     _promtool_check_metrics(get(f"{operator.url}/metrics"))
 
 
-@OPERATOR_LOGIN_BUG
 def test_prometheus_sees_the_real_operator_reconcile_a_job(prometheus, operator):
-    assert operator.process.poll() is None, f"the operator exited:\n{operator.log_tail()}"
+    operator.assert_alive()
     target = f'job="distillery-operator", instance="127.0.0.1:{operator.port}"'
     wait_for(
         lambda: prometheus.query(f"up{{{target}}} == 1")["data"]["result"],

@@ -115,7 +115,10 @@ def job_object(code: int, failed_reason: str) -> dict:
 
 def operator_sees(job: DistillationJob, stage: str, code: int, message: str) -> DistillationJobStatus:
     """The job's status after the operator reads this stage's pod, through its real reader and phase machine."""
-    failed_reason = "FailedIndexes" if stage == "generate" else "BackoffLimitExceeded"
+    # What the Job controller writes (kubernetes pkg/controller/job/job_controller.go, syncJob): the
+    # generation Job has backoffLimitPerIndex with maxFailedIndexes 0, so one failed index exceeds it
+    # (MaxFailedIndexesExceeded); the other stages' Jobs pass backoffLimit (BackoffLimitExceeded).
+    failed_reason = "MaxFailedIndexesExceeded" if stage == "generate" else "BackoffLimitExceeded"
     observed = Observed(
         teacher=TeacherState(exists=stage == "generate", ready=True),
         **{stage: job_state(job_object(code, failed_reason), [pod(stage, code, message)])},

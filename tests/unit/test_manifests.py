@@ -2,6 +2,12 @@
 
 Regenerate the golden files after an intended change with
 `DISTILLERY_UPDATE_GOLDEN=1 python -m pytest tests/unit/test_manifests.py`, then review the diff.
+The switch is refused where `CI` is set: CI compares, it never rewrites (tests/CONTRACTS.md).
+
+A golden file is written by the builder under test, so matching it proves only that nothing
+changed. Each golden is therefore also checked on its own: against the upstream schemas, against
+the port of the API server's validation (`tests/unit/apiserver.py`), and against properties
+derived from the spec it was built from (`test_golden_file_says_what_its_spec_says`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import yaml
 
 from distillery.api import DistillationJob, TrainingMethod
 from distillery.manifests import CHILDREN, BuildConfig, build, child_name, fit_name, label_value, names
+from distillery.manifests.common import JOB_LABEL, KUEUE_QUEUE_LABEL, MANAGED_BY, MANAGER
+from tests.unit import apiserver
 
 pytestmark = pytest.mark.unit
 
@@ -24,6 +32,21 @@ GOLDEN = Path(__file__).parent / "golden"
 K8S_VERSION = "1.31.0"
 CONFIG = BuildConfig(worker_image="example.com/worker:1", worker_cuda_image="example.com/worker-cuda:1")
 UID = "0b7c4a52-8c1e-4a11-9a5e-3f1d2b6c7a90"
+
+
+def update_golden_requested(env: dict[str, str] | os._Environ[str]) -> bool:
+    """Whether to rewrite the golden files; refused (an error at collection) where CI is set."""
+    if not env.get("DISTILLERY_UPDATE_GOLDEN"):
+        return False
+    if env.get("CI"):
+        raise RuntimeError(
+            "DISTILLERY_UPDATE_GOLDEN is set with CI set: CI compares the golden files with what the "
+            "builders produce and never rewrites them. Regenerate them locally and commit the diff."
+        )
+    return True
+
+
+UPDATE_GOLDEN = update_golden_requested(os.environ)
 
 
 def _with_meta(document: dict, name: str | None = None, namespace: str = "ml-platform") -> DistillationJob:
@@ -126,13 +149,116 @@ def test_matches_golden_file(case: str, child: str):
     manifest = _without_inline_job(build(child, job, CONFIG), job)
     text = yaml.safe_dump(manifest, sort_keys=True, width=100)
     path = GOLDEN / case / f"{child}.yaml"
-    if os.environ.get("DISTILLERY_UPDATE_GOLDEN"):
+    if UPDATE_GOLDEN:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     assert path.exists(), f"{path} is missing; run with DISTILLERY_UPDATE_GOLDEN=1 and review it"
     assert text == path.read_text(), (
         f"{path.relative_to(ROOT)} differs (DISTILLERY_UPDATE_GOLDEN=1 to update)"
     )
+
+
+def test_golden_update_is_refused_in_ci():
+    assert update_golden_requested({}) is False
+    assert update_golden_requested({"CI": "true"}) is False
+    assert update_golden_requested({"DISTILLERY_UPDATE_GOLDEN": "1"}) is True
+    with pytest.raises(RuntimeError, match="never rewrites"):
+        update_golden_requested({"DISTILLERY_UPDATE_GOLDEN": "1", "CI": "true"})
+
+
+def _golden(case: str, child: str) -> dict:
+    return yaml.safe_load((GOLDEN / case / f"{child}.yaml").read_text())
+
+
+@pytest.mark.parametrize(("case", "child"), ALL, ids=[f"{c}-{k}" for c, k in ALL])
+def test_golden_file_passes_the_api_servers_checks(case: str, child: str):
+    """The file itself, not the builder's output: a regenerated golden must still be a valid object."""
+    manifest = _golden(case, child)
+    kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+    assert apiserver.object_errors(manifest) == []
+
+
+def _stage_of(child: str, job: DistillationJob):
+    """The spec section a child's pods come from, and the GPUs it asks for."""
+    spec = job.spec
+    return {
+        "teacher": (spec.teacher, spec.teacher.gpus),
+        "check": (spec.generation, 0),  # the check pod runs where generation runs, on no GPU
+        "generate": (spec.generation, 0),
+        "train": (spec.training, spec.training.gpus),
+        "evaluate": (spec.evaluation, spec.evaluation.gpus),
+    }[child]
+
+
+def _flag(args: list[str], flag: str) -> str | None:
+    """The value of `flag` in an argv, as `--flag value` or `--flag=value`; None when absent."""
+    for index, arg in enumerate(args):
+        if arg == flag:
+            return args[index + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+@pytest.mark.parametrize(("case", "child"), ALL, ids=[f"{c}-{k}" for c, k in ALL])
+def test_golden_file_says_what_its_spec_says(case: str, child: str):
+    """Properties derived from the spec, checked on the golden file (not on the builder's output)."""
+    job = CASES[case]()
+    manifest = _golden(case, child)
+    meta = manifest["metadata"]
+    assert meta["namespace"] == job.metadata.namespace
+    # The labels the operator's watch (managed-by) and its cache (the job label) select children by.
+    assert meta["labels"][MANAGED_BY] == MANAGER
+    assert meta["labels"][JOB_LABEL] == label_value(job.metadata.name)
+    if child == "pvc" and job.spec.storage.pvc.reclaim_policy == "Retain":
+        assert "ownerReferences" not in meta
+    else:
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "distillery.dev/v1alpha1",
+                "kind": "DistillationJob",
+                "name": job.metadata.name,
+                "uid": UID,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+    teacher_pods = (
+        _golden(case, "teacher")["spec"]["template"]["metadata"]["labels"]
+        if (job.spec.teacher.endpoint is None)
+        else None
+    )
+    if child == "teacher-service":
+        assert manifest["spec"]["selector"].items() <= teacher_pods.items()
+    if child == "teacher-policy":
+        assert manifest["spec"]["podSelector"]["matchLabels"].items() <= teacher_pods.items()
+    if manifest["kind"] == "Job":
+        queue = job.spec.queue_name
+        assert meta["labels"].get(KUEUE_QUEUE_LABEL) == queue
+        assert manifest["spec"]["suspend"] is bool(queue)
+    template = manifest["spec"].get("template")
+    if template is None:
+        return
+    if manifest["kind"] == "Deployment":
+        assert manifest["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    section, gpus = _stage_of(child, job)
+    pod = template["spec"]
+    (container,) = pod["containers"]
+    resources = container["resources"]
+    # Extended resources are asked for in limits; a request, where set, must equal the limit.
+    assert resources.get("limits", {}).get("nvidia.com/gpu", "0") == str(gpus), resources
+    assert resources["requests"].get("nvidia.com/gpu", str(gpus)) == str(gpus), resources
+    assert pod.get("nodeSelector", {}) == section.node_selector
+    wanted = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in section.tolerations]
+    assert pod.get("tolerations", []) == wanted
+    args = container["args"]
+    if child == "teacher":
+        tensor_parallel = _flag(args, "--tensor-parallel-size")
+        assert int(tensor_parallel or "1") == job.spec.teacher.tensor_parallel_size
+    if child == "train":
+        launcher = container["command"] + args
+        per_node = _flag(launcher, "--nproc_per_node")
+        assert int(per_node or "1") == max(job.spec.training.gpus, 1)
 
 
 @pytest.mark.parametrize(("case", "child"), ALL, ids=[f"{c}-{k}" for c, k in ALL])
@@ -237,7 +363,8 @@ def test_teacher_gpus_probe_and_placement():
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
-    assert "--tensor-parallel-size" in container["args"]
+    args = container["args"]
+    assert args[args.index("--tensor-parallel-size") + 1] == str(job.spec.teacher.tensor_parallel_size) == "8"
     probe = container["startupProbe"]
     assert probe["periodSeconds"] * probe["failureThreshold"] >= job.spec.teacher.startup_timeout_seconds
     assert probe["httpGet"]["path"] == container["readinessProbe"]["httpGet"]["path"] == "/health"

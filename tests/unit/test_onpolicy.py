@@ -311,14 +311,44 @@ def test_on_policy_settings_reach_the_loop():
     })).on_policy is None  # fmt: skip
 
 
+def _vllm_refusal_of_token_ids(token_ids: list[int], vocabulary: int) -> tuple[int, bytes]:
+    """The HTTP answer vLLM's server gives a completion whose prompt ids are out of the teacher's
+    vocabulary, made by vLLM's own code: the engine's check (`BaseRenderer.validate_token_ids`, called
+    without a parameter by vllm/v1/engine/input_processor.py) and the server's error response
+    (`create_error_response`, sent as `JSONResponse(model_dump(), status_code=error.code)`)."""
+    from types import SimpleNamespace
+
+    from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
+    from vllm.renderers.base import BaseRenderer
+
+    # Only the two sizes the check reads: the tokenizer's largest id and the model's vocabulary.
+    renderer = SimpleNamespace(
+        tokenizer=SimpleNamespace(max_token_id=vocabulary - 1),
+        model_config=SimpleNamespace(get_vocab_size=lambda: vocabulary),
+    )
+    with pytest.raises(Exception) as refused:  # whatever vLLM raises is what its server answers
+        BaseRenderer.validate_token_ids(renderer, token_ids)
+    response = create_error_response(refused.value)
+    return response.error.code, response.model_dump_json().encode()
+
+
 def test_a_teacher_refusing_the_students_token_ids_is_a_tokenizer_mismatch():
-    from distillery.serving.client import RequestFailed
+    import httpx
+
+    from distillery.serving.client import RequestFailed, TeacherConnection
+    from distillery.serving.prompt_logprobs import PromptLogprobsClient
     from distillery.training.student import grading_failed
 
-    error = RequestFailed(
-        "http_400", "HTTP 400 from the teacher: Token id 100000 is out of vocabulary", False
-    )
-    refusal = grading_failed(error, on_policy_job(), "http://teacher:8000/v1")
+    code, body = _vllm_refusal_of_token_ids([1, 100000], vocabulary=49152)
+    assert code == 400
+    transport = httpx.MockTransport(lambda request: httpx.Response(code, content=body))
+    with PromptLogprobsClient(
+        TeacherConnection(base_url="http://teacher:8000/v1", model="teacher"), timeout=5, max_retries=0
+    ) as client:
+        client._http = httpx.Client(base_url="http://teacher:8000/v1", transport=transport)
+        with pytest.raises(RequestFailed) as failed:
+            client.grade([[1, 100000]], [1], 5)
+    refusal = grading_failed(failed.value, on_policy_job(), "http://teacher:8000/v1")
     assert isinstance(refusal, InvalidJob)
     assert str(refusal).startswith(
         "spec.training.method: is 'onPolicy' but the teacher refuses the student's token ids"

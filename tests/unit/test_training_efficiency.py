@@ -4,6 +4,7 @@ by out-of-memory errors raised inside a real model's forward pass."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -153,35 +154,80 @@ def test_the_packed_attention_refuses_what_it_does_not_implement():
         )
 
 
-def test_the_gpu_path_hands_torchs_varlen_kernel_what_its_contract_asks(monkeypatch):
-    """torch's varlen kernel runs on CUDA only; here a reference with its documented contract ([T, heads, D]
-    contiguous tensors, int32 boundaries, window (-1, 0) for causal) checks the wrapper around it."""
-    import itertools
+def _reference_attention(query, key, value, bounds, scale):  # type: ignore[no-untyped-def]
+    """Causal attention of each sequence alone, written out (softmax of masked scores), [1, H, T, D] in,
+    [T, H, D] out; key/value heads repeated for grouped-query attention. Independent of packing.py."""
+    groups = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    out = []
+    for start, end in itertools.pairwise(bounds):
+        q, k, v = (x[0, :, start:end].double() for x in (query, key, value))
+        scores = q @ k.transpose(-1, -2) * scale
+        n = end - start
+        scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
+        out.append((scores.softmax(-1) @ v).transpose(0, 1))
+    return torch.cat(out)
+
+
+def _packed_inputs():  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    query, key, value = torch.randn(1, 4, 11, 8), torch.randn(1, 2, 11, 8), torch.randn(1, 2, 11, 8)
+    return query, key, value, torch.tensor([0, 3, 9, 11], dtype=torch.int64)
+
+
+def test_the_cpu_path_is_causal_attention_within_each_sequence():
+    query, key, value, cu = _packed_inputs()
+    out, _ = packing.packed_attention(
+        None, query, key, value, None, scaling=0.3, cu_seq_lens_q=cu, max_length_q=6
+    )
+    assert packing._flash_dtype(query) is None  # on a CPU the per-sequence path runs
+    expected = _reference_attention(query, key, value, cu.tolist(), 0.3)
+    assert out.shape == (1, 11, 4, 8)
+    assert torch.allclose(out[0].double(), expected, atol=1e-5)
+
+
+def test_the_gpu_path_calls_torchs_varlen_kernel_as_its_signature_and_documentation_say(monkeypatch):
+    """torch's varlen flash kernel has no CPU implementation (aten::_flash_attention_forward), so here
+    the call `_varlen` makes is bound to the real function's signature (`inspect.signature`; a
+    renamed or removed argument fails the bind) and its arguments are checked against the real
+    docstring's contract: [T, heads, D] tensors that are the packed row's, boundaries as given,
+    the longest sequence, the causal window its docstring names. The kernel's numbers are checked
+    by the next test on a GPU."""
+    import inspect
 
     from torch.nn.attention import varlen
 
+    real = varlen.varlen_attn
+    signature = inspect.signature(real)
     calls = []
 
-    def reference(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False):
-        calls.append((q.shape, cu_q.dtype, max_q, window_size, enable_gqa))
-        assert q.is_contiguous() and k.is_contiguous() and torch.equal(cu_q, cu_k) and max_q == max_k
-        out = [
-            torch.nn.functional.scaled_dot_product_attention(
-                *(x[a:b].transpose(0, 1) for x in (q, k, v)), is_causal=window_size == (-1, 0), scale=scale,
-                enable_gqa=enable_gqa,
-            ).transpose(0, 1)
-            for a, b in itertools.pairwise(cu_q.tolist())
-        ]  # fmt: skip
-        return torch.cat(out)
+    def bind_only(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(signature.bind(*args, **kwargs).arguments)  # TypeError where the call does not fit
+        return torch.zeros_like(args[0])
 
-    monkeypatch.setattr(varlen, "varlen_attn", reference)
-    torch.manual_seed(0)
-    query, key, value = torch.randn(1, 4, 11, 8), torch.randn(1, 2, 11, 8), torch.randn(1, 2, 11, 8)
-    cu = torch.tensor([0, 3, 9, 11], dtype=torch.int64)
-    through_kernel = packing._varlen(query, key, value, cu, 6, 0.3, 2)
-    assert calls == [((11, 4, 8), torch.int32, 6, (-1, 0), True)]
-    assert torch.allclose(through_kernel, packing._per_sequence(query, key, value, cu, 0.3, 2), atol=1e-6)
-    assert packing._flash_dtype(query) is None  # on a CPU the per-sequence path runs
+    monkeypatch.setattr(varlen, "varlen_attn", bind_only)
+    query, key, value, cu = _packed_inputs()
+    packing._varlen(query, key, value, cu, 6, 0.3, 2)
+    (call,) = calls
+    for name, tensor, heads in (("query", query, 4), ("key", key, 2), ("value", value, 2)):
+        assert call[name].shape == (11, heads, 8), name  # (T, H, D), as the docstring says
+        assert call[name].is_contiguous() and torch.equal(call[name], tensor[0].transpose(0, 1)), name
+    assert torch.equal(call["cu_seq_q"], cu) and torch.equal(call["cu_seq_k"], cu)
+    assert call["cu_seq_q"].dtype == torch.int32  # flash attention's boundaries are int32
+    assert (call["max_q"], call["max_k"]) == (6, 6)
+    assert call["scale"] == 0.3 and call["enable_gqa"] is True
+    assert call["window_size"] == (-1, 0)
+    assert "(-1, 0) for causal attention" in " ".join(real.__doc__.split())
+
+
+@pytest.mark.skipif(
+    not packing.varlen_available(), reason="torch's varlen flash kernel needs an sm80+ CUDA GPU"
+)
+def test_torchs_varlen_kernel_gives_the_reference_attention_on_a_gpu():
+    query, key, value, cu = (x.cuda() for x in _packed_inputs())
+    out = packing._varlen(*(x.bfloat16() for x in (query, key, value)), cu, 6, 0.3, 2)
+    expected = _reference_attention(query.cpu(), key.cpu(), value.cpu(), cu.tolist(), 0.3)
+    assert torch.allclose(out.cpu().double(), expected, atol=2e-2)  # bf16 inputs
 
 
 # ---------------------------------------------------------------- optimizer, checkpointing
