@@ -118,8 +118,12 @@ def iter_records(
     kind = input_format(resolved, declared_format)
     try:
         fs, path = filesystem(resolved, store)
-        handle = fs.open(path, "rb", **({"block_size": BLOCK_BYTES} if is_uri(resolved) else {}),
-                         **({"compression": "infer"} if kind == "jsonl" else {}))  # fmt: skip
+        handle = fs.open(
+            path,
+            "rb",
+            **({"block_size": BLOCK_BYTES} if is_uri(resolved) else {}),
+            **({"compression": "infer"} if kind == "jsonl" else {}),
+        )
     except Exception as error:
         raise describe(error, field, resolved) from None
     where = f"{field} ({resolved})" if field else resolved
@@ -233,8 +237,9 @@ def check_input(
     """
     found = identity(location, root=root, store=store, field=field)
     seen = 0
-    for number, record in iter_records(location, root=root, field=field, declared_format=declared_format,
-                                       store=store):  # fmt: skip
+    for number, record in iter_records(
+        location, root=root, field=field, declared_format=declared_format, store=store
+    ):
         if validate is not None:
             try:
                 validate(record)

@@ -28,11 +28,23 @@ from distillery.api import DistillationJob, Model, StageRuntime
 
 # Where and how a stage's pods run: never part of what it produces.
 _PLACEMENT = set(StageRuntime.model_fields)
-_TEACHER_PLACEMENT = {"resources", "node_selector", "tolerations", "startup_timeout_seconds", "hf_token_secret",
-                      "served_model_name"}  # fmt: skip
+_TEACHER_PLACEMENT = {
+    "resources",
+    "node_selector",
+    "tolerations",
+    "startup_timeout_seconds",
+    "hf_token_secret",
+    "served_model_name",
+}
 # How fast or how stubbornly generation works, not what it keeps.
-_GENERATION_PACE = {"parallelism", "concurrency", "request_timeout_seconds", "max_retries", "smoke_test_prompts",
-                    "min_success_ratio"}  # fmt: skip
+_GENERATION_PACE = {
+    "parallelism",
+    "concurrency",
+    "request_timeout_seconds",
+    "max_retries",
+    "smoke_test_prompts",
+    "min_success_ratio",
+}
 _ENDPOINT_SECRET = {"api_key_secret"}
 
 
@@ -81,32 +93,38 @@ def generation(job: DistillationJob, identities: dict[str, Any]) -> str:
     spec = job.spec
     teacher = _dump(spec.teacher, _TEACHER_PLACEMENT | {"endpoint"})
     teacher["endpoint"] = _dump(spec.teacher.endpoint, _ENDPOINT_SECRET)
-    return digest({
-        "teacher": teacher,
-        "data": _dump(spec.data),
-        "generation": _dump(spec.generation, _PLACEMENT | _GENERATION_PACE),
-        "inputs": identities,
-        "uid": uid(job),
-    })  # fmt: skip
+    return digest(
+        {
+            "teacher": teacher,
+            "data": _dump(spec.data),
+            "generation": _dump(spec.generation, _PLACEMENT | _GENERATION_PACE),
+            "inputs": identities,
+            "uid": uid(job),
+        }
+    )
 
 
 def training(job: DistillationJob, upstream: str) -> str:
     spec = job.spec
-    return digest({
-        "student": _dump(spec.student, {"served_model_name"}),
-        "training": _dump(spec.training, _PLACEMENT | {"checkpoint_every_steps"}),
-        "upstream": upstream,
-    })  # fmt: skip
+    return digest(
+        {
+            "student": _dump(spec.student, {"served_model_name"}),
+            "training": _dump(spec.training, _PLACEMENT | {"checkpoint_every_steps"}),
+            "upstream": upstream,
+        }
+    )
 
 
 def evaluation(job: DistillationJob, identities: dict[str, Any], upstream: str) -> str:
     spec = job.spec
-    return digest({
-        "evaluation": _dump(spec.evaluation, _PLACEMENT | {"gate"}),
-        "data": _dump(spec.data),
-        "validation": identities.get("validation"),
-        "upstream": upstream,
-    })  # fmt: skip
+    return digest(
+        {
+            "evaluation": _dump(spec.evaluation, _PLACEMENT | {"gate"}),
+            "data": _dump(spec.data),
+            "validation": identities.get("validation"),
+            "upstream": upstream,
+        }
+    )
 
 
 def verdict(job: DistillationJob, evaluate: str) -> str:

@@ -88,9 +88,14 @@ def check_job(job: DistillationJob, root: Path | str, records: int = RECORDS_CHE
         field_name = f"spec.data.{name}"
         try:
             result.inputs[field_name] = check_input(
-                value, root=root, field=f"data.{name}", declared_format=spec.data.format,
-                store=spec.storage.object_store, records=records, validate=_prompt_check(job),
-            )  # fmt: skip
+                value,
+                root=root,
+                field=f"data.{name}",
+                declared_format=spec.data.format,
+                store=spec.storage.object_store,
+                records=records,
+                validate=_prompt_check(job),
+            )
             result.inputs[field_name]["location"] = value if is_uri(value) else resolve(value, root)
         except InputError as error:
             result.findings.append(_finding(field_name, value, root, error))

@@ -80,8 +80,16 @@ def parse_job_argument(value: str) -> DistillationJob:
 # ------------------------------------------------------------------ stage commands
 
 
-def option(flag: str, help: str, *, metavar: str | None = None, parse: Callable[[str], Any] = str,
-           default: Any = None, required: bool = False, late: bool = False) -> Any:  # fmt: skip
+def option(
+    flag: str,
+    help: str,
+    *,
+    metavar: str | None = None,
+    parse: Callable[[str], Any] = str,
+    default: Any = None,
+    required: bool = False,
+    late: bool = False,
+) -> Any:
     """A command field: its flag, help and parser, used both to write and to read the command line.
 
     `late`: parsed by `from_args` rather than by argparse, so that a stage can report a bad
@@ -89,9 +97,15 @@ def option(flag: str, help: str, *, metavar: str | None = None, parse: Callable[
     """
     return dataclasses.field(
         default=default,
-        metadata={"flag": flag, "help": help, "metavar": metavar, "parse": parse, "required": required,
-                  "late": late},
-    )  # fmt: skip
+        metadata={
+            "flag": flag,
+            "help": help,
+            "metavar": metavar,
+            "parse": parse,
+            "required": required,
+            "late": late,
+        },
+    )
 
 
 def _render(value: Any) -> str:
@@ -154,9 +168,14 @@ class StageCommand:
         for field in dataclasses.fields(cls):
             meta = field.metadata
             parser.add_argument(
-                meta["flag"], dest=field.name, type=str if meta["late"] else meta["parse"], default=field.default,
-                required=meta["required"], metavar=meta["metavar"], help=meta["help"],
-            )  # fmt: skip
+                meta["flag"],
+                dest=field.name,
+                type=str if meta["late"] else meta["parse"],
+                default=field.default,
+                required=meta["required"],
+                metavar=meta["metavar"],
+                help=meta["help"],
+            )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Any:

@@ -67,8 +67,12 @@ def teacher_cost(gpus: int, ready: datetime | None, removed: datetime | None) ->
     if ready is None or removed is None or removed < ready:
         return None
     seconds = (removed - ready).total_seconds()
-    return StageCost(gpus=gpus, wall_seconds=round(seconds, 2), pod_seconds=round(seconds, 2),
-                     gpu_seconds=round(gpus * seconds, 2))  # fmt: skip
+    return StageCost(
+        gpus=gpus,
+        wall_seconds=round(seconds, 2),
+        pod_seconds=round(seconds, 2),
+        gpu_seconds=round(gpus * seconds, 2),
+    )
 
 
 def job_cost(
@@ -124,8 +128,13 @@ def evaluation_cost(
 ) -> CostStatus:
     """The job's cost as the evaluation stage reports it: what came before (`spent`, from the operator or
     `distillery run`) and the evaluation so far."""
-    own = StageCost(gpus=gpus, wall_seconds=round(seconds, 2), pod_seconds=round(seconds, 2),
-                    gpu_seconds=round(gpus * seconds, 2), cpu_seconds=round(cpu_seconds, 2))  # fmt: skip
+    own = StageCost(
+        gpus=gpus,
+        wall_seconds=round(seconds, 2),
+        pod_seconds=round(seconds, 2),
+        gpu_seconds=round(gpus * seconds, 2),
+        cpu_seconds=round(cpu_seconds, 2),
+    )
     base = (spent or CostStatus()).model_copy(update={"evaluation_requests": requests})
     return with_stages(base, {Stage.evaluate: own}, retention)
 
@@ -209,14 +218,23 @@ def cost_markdown(cost: CostStatus) -> list[str]:
     for stage, used in cost.stages.items():
         wall = "" if used.wall_seconds is None else f"{used.wall_seconds:.0f}"
         cpu = "" if used.cpu_seconds is None else f"{used.cpu_seconds:.0f}"
-        rows.append(f"| {stage} | {used.gpus} | {wall} | {used.pod_seconds:.0f} | "
-                    f"{used.gpu_seconds / 3600:.3f} | {cpu} |")  # fmt: skip
+        rows.append(
+            f"| {stage} | {used.gpus} | {wall} | {used.pod_seconds:.0f} | "
+            f"{used.gpu_seconds / 3600:.3f} | {cpu} |"
+        )
     rows.append("")
-    rows.append(f"- **GPU-hours**: {cost.gpu_hours:.3f}" + (
-        f" (**{cost.price:.2f} {cost.currency}** at the operator's prices)" if cost.price is not None
-        else " (no price table: resources only)"))  # fmt: skip
+    rows.append(
+        f"- **GPU-hours**: {cost.gpu_hours:.3f}"
+        + (
+            f" (**{cost.price:.2f} {cost.currency}** at the operator's prices)"
+            if cost.price is not None
+            else " (no price table: resources only)"
+        )
+    )
     if cost.retention_per_gpu_hour is not None:
         rows.append(f"- **Retention per GPU-hour**: {cost.retention_per_gpu_hour:.3f}")
-    rows.append(f"- teacher tokens: {cost.teacher_prompt_tokens} in, {cost.teacher_output_tokens} out; "
-                f"training tokens: {cost.training_tokens}; evaluation requests: {cost.evaluation_requests}")  # fmt: skip
+    rows.append(
+        f"- teacher tokens: {cost.teacher_prompt_tokens} in, {cost.teacher_output_tokens} out; "
+        f"training tokens: {cost.training_tokens}; evaluation requests: {cost.evaluation_requests}"
+    )
     return rows

@@ -201,3 +201,36 @@ class EvaluationReport(Part):
     def live_requests(self) -> int:
         """Answers asked of the models served or called for this evaluation (not a teacher scored from records)."""
         return sum((e.answered or 0) + (e.errors or 0) for e in self.models.values() if e.live)
+
+
+class TrainingReport(BaseModel):
+    """The training report (`jobs/<job>/reports/training.json`): written by the training stage, read by the
+    evaluation stage (duplicates, fingerprint), the model card and the export. Snake_case on disk, as the
+    training summary's fields; fields a reader does not know are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    method: str | None = None
+    step: int | None = None
+    train_loss: float | None = None
+    validation_loss: float | None = None
+    duplicates: int = 0
+    fingerprint: str | None = None
+    examples: int | None = None
+    skipped_examples: int | None = None
+    validation_examples: int | None = None
+    parameters: int | None = None
+    trainable_parameters: int | None = None
+    lora: dict[str, Any] | None = None
+    device: str | None = None
+    world_size: int | None = None
+    hyperparameters: dict[str, Any] = {}
+
+    @classmethod
+    def read(cls, path: Path) -> TrainingReport | None:
+        """The report training wrote there; None when there is none or it cannot be read (a student trained
+        elsewhere, or a file cut short)."""
+        try:
+            return cls.model_validate(json.loads(Path(path).read_text()))
+        except (OSError, ValueError):
+            return None

@@ -28,8 +28,14 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 TOKEN_REFRESH_SECONDS = 60.0
 
 
-def path(group: str, version: str, plural: str, namespace: str | None = None, name: str | None = None,
-         subresource: str | None = None) -> str:  # fmt: skip
+def path(
+    group: str,
+    version: str,
+    plural: str,
+    namespace: str | None = None,
+    name: str | None = None,
+    subresource: str | None = None,
+) -> str:
     """/api/v1/... for the core group, /apis/<group>/<version>/... otherwise."""
     out = f"/api/{version}" if not group else f"/apis/{group}/{version}"
     if namespace:
@@ -103,8 +109,15 @@ class Api:
             headers["Content-Type"] = content_type
         return headers
 
-    async def request(self, method: str, url: str, body: Any = None, content_type: str | None = None,
-                      params: dict[str, str] | None = None, accept: str | None = None) -> dict[str, Any] | None:  # fmt: skip
+    async def request(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        content_type: str | None = None,
+        params: dict[str, str] | None = None,
+        accept: str | None = None,
+    ) -> dict[str, Any] | None:
         """The decoded answer; raises ApiException for an error status, aiohttp/asyncio errors when unreachable."""
         data = json.dumps(body) if body is not None else None
         if self.logged_in is not None:

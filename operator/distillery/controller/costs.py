@@ -58,8 +58,12 @@ def teacher_cost(spec: DistillationJobSpec, status: DistillationJobStatus, now: 
         return None
     seconds = max(0.0, (until - since).total_seconds())
     gpus = spec.teacher.gpus
-    return StageCost(gpus=gpus, wall_seconds=round(seconds, 2), pod_seconds=round(seconds, 2),
-                     gpu_seconds=round(gpus * seconds, 2))  # fmt: skip
+    return StageCost(
+        gpus=gpus,
+        wall_seconds=round(seconds, 2),
+        pod_seconds=round(seconds, 2),
+        gpu_seconds=round(gpus * seconds, 2),
+    )
 
 
 def observed_cost(

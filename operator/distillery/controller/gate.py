@@ -25,8 +25,13 @@ def gate(walk: Walk, scores: EvaluationStatus | None) -> Step:
     verdict = {"evaluation": scores}
     if passed is None:
         text = "the evaluator reported no gate result, but evaluation.gate is set"
-        return walk.step(Phase.failed, text, Cond(C.quality_gate_passed, "False", Reason.no_gate_result, text),
-                         summary="gate unknown", **verdict)  # fmt: skip
+        return walk.step(
+            Phase.failed,
+            text,
+            Cond(C.quality_gate_passed, "False", Reason.no_gate_result, text),
+            summary="gate unknown",
+            **verdict,
+        )
     if not passed:
         text = f"quality gate failed: {reason_text or 'the student did not meet evaluation.gate'}"
         return walk.step(

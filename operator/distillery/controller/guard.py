@@ -41,9 +41,10 @@ class Guard:
         parts = [
             f"images under {', '.join(self.image_prefixes)}" if self.image_prefixes else "any image",
             f"Secrets labelled {self.secret_label}" if self.secret_label else "any Secret",
-            "any toleration" if self.toleration_keys is None
+            "any toleration"
+            if self.toleration_keys is None
             else f"tolerations of {', '.join(self.toleration_keys) or 'no taint'}",
-        ]  # fmt: skip
+        ]
         return "guard on: " + "; ".join(parts)
 
 

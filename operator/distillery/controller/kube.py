@@ -170,15 +170,25 @@ async def post_event(api: Api, body: dict[str, Any], type: str, reason: str, mes
     meta = body["metadata"]
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     event = {
-        "apiVersion": "v1", "kind": "Event",
+        "apiVersion": "v1",
+        "kind": "Event",
         "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
         "involvedObject": {
-            "apiVersion": body.get("apiVersion", f"{GROUP}/{VERSION}"), "kind": body.get("kind", "DistillationJob"),
-            "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid"),
+            "apiVersion": body.get("apiVersion", f"{GROUP}/{VERSION}"),
+            "kind": body.get("kind", "DistillationJob"),
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
             "resourceVersion": meta.get("resourceVersion"),
         },
-        "type": type, "reason": reason, "message": message[:EVENT_MESSAGE_LIMIT],
-        "source": {"component": REPORTER}, "reportingComponent": REPORTER, "reportingInstance": REPORTER,
-        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-    }  # fmt: skip
+        "type": type,
+        "reason": reason,
+        "message": message[:EVENT_MESSAGE_LIMIT],
+        "source": {"component": REPORTER},
+        "reportingComponent": REPORTER,
+        "reportingInstance": REPORTER,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
     await api.request("POST", path("", "v1", "events", meta["namespace"]), event)

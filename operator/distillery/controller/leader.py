@@ -42,8 +42,16 @@ def _microtime(moment: float | None = None) -> str:
 
 
 class LeaderElection:
-    def __init__(self, api: Api, name: str, namespace: str, identity: str, on_elected: Callable[[], None] = lambda: None,
-                 lease_seconds: int = LEASE_SECONDS, renew_seconds: int = RENEW_SECONDS):  # fmt: skip
+    def __init__(
+        self,
+        api: Api,
+        name: str,
+        namespace: str,
+        identity: str,
+        on_elected: Callable[[], None] = lambda: None,
+        lease_seconds: int = LEASE_SECONDS,
+        renew_seconds: int = RENEW_SECONDS,
+    ):
         self.api, self.name, self.namespace, self.identity = api, name, namespace, identity
         self.url = path("coordination.k8s.io", "v1", "leases", namespace, name)
         self.on_elected = on_elected
@@ -108,9 +116,12 @@ class LeaderElection:
         spec = {"holderIdentity": self.identity, "leaseDurationSeconds": self.lease_seconds, "renewTime": now}
         try:
             if lease is None:
-                body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                        "metadata": {"name": self.name, "namespace": self.namespace},
-                        "spec": {**spec, "acquireTime": now, "leaseTransitions": 0}}  # fmt: skip
+                body = {
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {"name": self.name, "namespace": self.namespace},
+                    "spec": {**spec, "acquireTime": now, "leaseTransitions": 0},
+                }
                 await self.api.request(
                     "POST", path("coordination.k8s.io", "v1", "leases", self.namespace), body
                 )
@@ -121,8 +132,10 @@ class LeaderElection:
                 acquired = old.get("acquireTime") if ours and old.get("acquireTime") else now
                 # A merge patch carrying the resourceVersion it was read at: the API server applies it only
                 # if the Lease has not changed since (409 otherwise), as a replace would.
-                body = {"metadata": {"resourceVersion": lease["metadata"]["resourceVersion"]},
-                        "spec": {**spec, "acquireTime": acquired, "leaseTransitions": transitions}}  # fmt: skip
+                body = {
+                    "metadata": {"resourceVersion": lease["metadata"]["resourceVersion"]},
+                    "spec": {**spec, "acquireTime": acquired, "leaseTransitions": transitions},
+                }
                 await self.api.request("PATCH", self.url, body, MERGE_PATCH)
         except ApiException as error:
             if error.status == 409:  # another replica wrote first

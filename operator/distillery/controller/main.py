@@ -21,16 +21,24 @@ import logging
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--metrics-port", type=int, default=8080, metavar="PORT",
-                        help="serve /metrics, /healthz and /readyz on this port (0: don't)")  # fmt: skip
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8080,
+        metavar="PORT",
+        help="serve /metrics, /healthz and /readyz on this port (0: don't)",
+    )
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument(
         "--namespace", action="append", metavar="NS", help="watch only this namespace (repeatable)"
     )
     scope.add_argument("--all-namespaces", action="store_true", help="watch every namespace (the default)")
     parser.add_argument("--leader-elect", metavar="NAME", help="Lease for leader election among replicas")
-    parser.add_argument("--leader-election-namespace", metavar="NS",
-                        help="namespace of the Lease (default: $POD_NAMESPACE, else default)")  # fmt: skip
+    parser.add_argument(
+        "--leader-election-namespace",
+        metavar="NS",
+        help="namespace of the Lease (default: $POD_NAMESPACE, else default)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log kopf's own debugging output")
 
 
@@ -39,8 +47,10 @@ def main(args: argparse.Namespace) -> int:
 
     from distillery.controller.settings import SettingsError, from_environment
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:  # the environment and the flags, read once; a bad value stops the operator here
         settings = from_environment(
             None,

@@ -250,9 +250,13 @@ def generation(walk: Walk) -> Step | None:
         totals = generation_totals(gen.summaries)
         done = min(gen.succeeded, shards)
         walk.note(
-            shards_total=shards, shards_done=done, records=totals.records, tokens=totals.output_tokens,
-            rejected=totals.rejected, decontaminated=totals.decontaminated,
-        )  # fmt: skip
+            shards_total=shards,
+            shards_done=done,
+            records=totals.records,
+            tokens=totals.output_tokens,
+            rejected=totals.rejected,
+            decontaminated=totals.decontaminated,
+        )
         if gen.failed:
             return failure(walk, Stage.generate, gen)
         if not gen.complete:

@@ -77,8 +77,13 @@ def running_pods(children: dict[str, list[dict[str, Any]]], stage: str) -> list[
 class ProgressScraper:
     interval = SCRAPE_SECONDS  # seconds between scrapes; the operator sets its settings' progress_seconds
 
-    def __init__(self, cache: Cache, live: dict[Key, dict[str, Any]], request: Callable[[Key], None],
-                 active: Callable[[], bool]):  # fmt: skip
+    def __init__(
+        self,
+        cache: Cache,
+        live: dict[Key, dict[str, Any]],
+        request: Callable[[Key], None],
+        active: Callable[[], bool],
+    ):
         self.cache, self.live, self.request, self.active = cache, live, request, active
 
     async def run(self) -> None:

@@ -163,8 +163,13 @@ class Reconciler:
                 await kube.post_event(self.api, body, event.type, event.reason, event.message)
             except (ApiException, *TRANSIENT) as error:
                 # Events are a courtesy; the status (written above) is the record. Never retry for them.
-                logger.warning("%s/%s: could not post the %s Event: %s", namespace, name, event.reason,
-                               kube.describe_error(error))  # fmt: skip
+                logger.warning(
+                    "%s/%s: could not post the %s Event: %s",
+                    namespace,
+                    name,
+                    event.reason,
+                    kube.describe_error(error),
+                )
 
     async def _retry(self, key: Key, body: dict[str, Any], error: Exception) -> Backoff:
         """Transient API trouble: back off, and say so in status (best effort: the API may be down)."""

@@ -64,9 +64,12 @@ def next_status(
 
 def _make_condition(change: Cond, stamp: str) -> Condition:
     return Condition(
-        type=change.type, status=change.status, reason=str(getattr(change.reason, "value", change.reason)),
-        message=change.message, last_transition_time=stamp,
-    )  # fmt: skip
+        type=change.type,
+        status=change.status,
+        reason=str(getattr(change.reason, "value", change.reason)),
+        message=change.message,
+        last_transition_time=stamp,
+    )
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from distillery.api import DistillationJob
-from distillery.contract.report import EvaluationReport
+from distillery.contract.report import EvaluationReport, TrainingReport
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -45,8 +45,14 @@ def evaluation_table(report: EvaluationReport) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for name, entry in report.compared():
-        row = [f"**{name}**", _num(entry.score), _num(entry.latency_p50_ms, 0), _num(entry.latency_p95_ms, 0),
-               _num(entry.parameters), entry.source]  # fmt: skip
+        row = [
+            f"**{name}**",
+            _num(entry.score),
+            _num(entry.latency_p50_ms, 0),
+            _num(entry.latency_p95_ms, 0),
+            _num(entry.parameters),
+            entry.source,
+        ]
         out.append("| " + " | ".join(row) + " |")
     out.append("")
     if report.retention is not None:
@@ -59,12 +65,17 @@ def evaluation_table(report: EvaluationReport) -> list[str]:
     return [*out, ""]
 
 
-def training_section(job: DistillationJob, training: dict[str, Any] | None) -> list[str]:
+def training_section(job: DistillationJob, training: TrainingReport | None) -> list[str]:
     spec = job.spec.training
-    out = [f"- Method: `{spec.method.value}` "
-           + ("(sequence-level KD: fine-tuned on the teacher's answers)" if spec.method.value == "sft"
-              else f"(logit KD on the teacher's top-k, temperature {spec.kd_temperature:g}, alpha {spec.alpha:g})")]  # fmt: skip
-    settings = (training or {}).get("hyperparameters") or job.spec.training.model_dump(
+    out = [
+        f"- Method: `{spec.method.value}` "
+        + (
+            "(sequence-level KD: fine-tuned on the teacher's answers)"
+            if spec.method.value == "sft"
+            else f"(logit KD on the teacher's top-k, temperature {spec.kd_temperature:g}, alpha {spec.alpha:g})"
+        )
+    ]
+    settings = (training.hyperparameters if training else None) or job.spec.training.model_dump(
         mode="json", by_alias=True, include={"learning_rate", "batch_size", "epochs", "max_seq_length"}
     )
     out.append("- Settings: " + ", ".join(f"{key} `{value}`" for key, value in sorted(settings.items())))
@@ -72,9 +83,9 @@ def training_section(job: DistillationJob, training: dict[str, Any] | None) -> l
         out.append(f"- LoRA: r {spec.lora.r}, alpha {spec.lora.alpha}, merged into the weights")
     if training:
         out.append(
-            f"- {training.get('examples')} training examples, {training.get('step')} updates, final loss "
-            f"{_num(training.get('train_loss'), 4)}, validation loss {_num(training.get('validation_loss'), 4)}, "
-            f"on {training.get('device')} x{training.get('world_size')}"
+            f"- {training.examples} training examples, {training.step} updates, final loss "
+            f"{_num(training.train_loss, 4)}, validation loss {_num(training.validation_loss, 4)}, "
+            f"on {training.device} x{training.world_size}"
         )
     return [*out, ""]
 
@@ -110,7 +121,7 @@ def lineage_section(report: EvaluationReport) -> list[str]:
 
 
 def model_card(
-    job: DistillationJob, report: EvaluationReport | dict[str, Any], training: dict[str, Any] | None
+    job: DistillationJob, report: EvaluationReport | dict[str, Any], training: TrainingReport | None
 ) -> str:
     """README.md for the exported student."""
     report = EvaluationReport.of(report)

@@ -25,7 +25,7 @@ from typing import Any
 
 from distillery import fingerprints
 from distillery.api import CostStatus, DistillationJob, EvaluationStatus, ModelScore
-from distillery.contract.report import MODEL_ORDER, EvaluationReport
+from distillery.contract.report import MODEL_ORDER, EvaluationReport, TrainingReport
 from distillery.contract.summaries import EvaluateSummary, FailureReason
 from distillery.evaluation import export, metrics, scoring
 from distillery.evaluation import report as reports
@@ -128,10 +128,8 @@ def data_cleaning(job: DistillationJob, layout: Layout) -> dict[str, int]:
 
     shards = [stored_summary(job, layout, k) for k in range(job.spec.generation.shards)]
     totals = generation_totals(s for s in shards if s is not None)
-    try:
-        duplicates = json.loads(layout.training_report.read_text()).get("duplicates") or 0
-    except (OSError, ValueError):
-        duplicates = 0
+    training = TrainingReport.read(layout.training_report)
+    duplicates = training.duplicates if training is not None else 0
     return {"decontaminated": totals.decontaminated, "rejected": totals.rejected, "duplicates": duplicates}
 
 
@@ -149,14 +147,13 @@ def stage_fingerprints(job: DistillationJob, layout: Layout) -> dict[str, str | 
         )
     except ValueError as error:
         raise EvaluationFailed(str(error), FailureReason.stale_data) from None
-    try:
-        train = json.loads(layout.training_report.read_text()).get("fingerprint")
-    except (OSError, ValueError):
-        train = None  # a student not trained by this project's training stage
+    training = TrainingReport.read(layout.training_report)
+    train = training.fingerprint if training is not None else None  # None: a student trained elsewhere
     data = job.spec.data
     assert data.validation is not None  # validation_prompts refused a job without it
-    validation = identity(data.validation, root=layout.root, store=job.spec.storage.object_store,
-                          field="data.validation")  # fmt: skip
+    validation = identity(
+        data.validation, root=layout.root, store=job.spec.storage.object_store, field="data.validation"
+    )
     own = fingerprints.evaluation(job, {"validation": validation}, train or "untrained")
     return {"generate": generate, "train": train, "evaluate": own}
 
@@ -175,8 +172,9 @@ def rejudge(job: DistillationJob, report: dict[str, Any]) -> dict[str, Any]:
     """The stored scores judged by the current gate: nothing is served or scored again (pure)."""
     stored = EvaluationReport.of(report)
     student = stored.student
-    gate = scoring.apply_gate(job.spec.evaluation.gate, stored.metric, student.score, stored.retention,
-                              student.latency_p95_ms)  # fmt: skip
+    gate = scoring.apply_gate(
+        job.spec.evaluation.gate, stored.metric, student.score, stored.retention, student.latency_p95_ms
+    )
     judged = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         **report,
@@ -191,8 +189,12 @@ def write_answers(path: Path, prompts: list[Any], runs: dict[str, ModelRun]) -> 
     tmp.parent.mkdir(parents=True, exist_ok=True)
     with tmp.open("w", encoding="utf-8") as handle:
         for index, prompt in enumerate(prompts):
-            row = {"id": prompt.id, "line": prompt.line, "prompt": prompt.messages[-1]["content"],
-                   "reference": prompt.reference}  # fmt: skip
+            row = {
+                "id": prompt.id,
+                "line": prompt.line,
+                "prompt": prompt.messages[-1]["content"],
+                "reference": prompt.reference,
+            }
             for name, run in runs.items():
                 answer = run.answers[index]
                 row[name] = answer.text if answer.error is None else None
@@ -295,8 +297,10 @@ def evaluate_job(
     prints = stage_fingerprints(job, layout)
     previous = stored_report(layout, prints["evaluate"])
     if previous is not None:
-        say("the report on storage scored this student on this data with these settings: re-judging its "
-            "scores with the current gate (nothing is served again)")  # fmt: skip
+        say(
+            "the report on storage scored this student on this data with these settings: re-judging its "
+            "scores with the current gate (nothing is served again)"
+        )
         report = finish(job, layout, rejudge(job, previous), say)
         _publish_metrics(report)
         return report

@@ -13,12 +13,11 @@ environment, as for the inputs (`datasource`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from distillery.api import DistillationJob
-from distillery.contract.report import EvaluationReport
+from distillery.contract.report import EvaluationReport, TrainingReport
 from distillery.contract.summaries import FailureReason, StageFailed
 from distillery.datasource import filesystem, resolve
 from distillery.evaluation.card import model_card
@@ -37,8 +36,11 @@ def plan(job: DistillationJob, report: EvaluationReport | dict[str, Any]) -> dic
     if output is None:
         return None
     if not EvaluationReport.of(report).gate.passed and output.when != "always":
-        return {"uri": output.uri, "written": False,
-                "reason": "the quality gate failed; output.when is gatePassed (set it to always to export anyway)"}  # fmt: skip
+        return {
+            "uri": output.uri,
+            "written": False,
+            "reason": "the quality gate failed; output.when is gatePassed (set it to always to export anyway)",
+        }
     return {"uri": output.uri, "written": True, "reason": f"output.when is {output.when}"}
 
 
@@ -62,7 +64,7 @@ def export(job: DistillationJob, layout: Layout, report: dict[str, Any]) -> dict
     from fsspec.implementations.local import LocalFileSystem
 
     try:
-        training = json.loads(layout.training_report.read_text()) if layout.training_report.exists() else None
+        training = TrainingReport.read(layout.training_report)
         card = layout.reports / "model-card.md"
         card.write_text(model_card(job, report, training), encoding="utf-8")
         fs, base = filesystem(target, job.spec.storage.object_store)

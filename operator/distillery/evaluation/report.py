@@ -230,8 +230,10 @@ def summary_lines(report: EvaluationReport | dict[str, Any]) -> list[str]:
         lines += ["  " + line for line in cost_lines(report.cost)]
     output = report.output
     if output:
-        lines.append(f"  output: {'exported to' if output.written else 'not exported to'} {output.uri}"
-                     + ("" if output.written else f" ({output.reason})"))  # fmt: skip
+        lines.append(
+            f"  output: {'exported to' if output.written else 'not exported to'} {output.uri}"
+            + ("" if output.written else f" ({output.reason})")
+        )
     return lines
 
 
@@ -313,16 +315,20 @@ def _lineage_markdown(report: EvaluationReport) -> list[str]:
         out.append(f"- generated {split}: {tree.files} files, `{tree.sha256}`")
     cleaning = report.data_cleaning
     if cleaning:
-        out.append(f"- teacher data: {cleaning.decontaminated} training prompts dropped by decontamination, "
-                   f"{cleaning.rejected} answers rejected by the filters, {cleaning.duplicates} "
-                   "duplicates across shards dropped by training")  # fmt: skip
+        out.append(
+            f"- teacher data: {cleaning.decontaminated} training prompts dropped by decontamination, "
+            f"{cleaning.rejected} answers rejected by the filters, {cleaning.duplicates} "
+            "duplicates across shards dropped by training"
+        )
     prints = report.fingerprints.model_dump() if report.fingerprints else {}
     if prints:
         out.append("- stage fingerprints: " + ", ".join(f"{k} `{v}`" for k, v in prints.items()))
     output = report.output
     if output:
-        out.append(f"- output: {'exported to' if output.written else 'not exported to'} `{output.uri}`"
-                   f" ({output.reason})")  # fmt: skip
+        out.append(
+            f"- output: {'exported to' if output.written else 'not exported to'} `{output.uri}`"
+            f" ({output.reason})"
+        )
     student = lin.student or StudentFiles(path="")
     out.append(f"- student: `{student.path}`")
     out += [f"  - `{f.path}` {_bytes(f.bytes)} `{f.sha256}`" for f in student.files]

@@ -79,6 +79,11 @@ def decontaminator_for(job: DistillationJob, root: Path | str) -> Decontaminator
     data = job.spec.data
     if not (data.decontamination.enabled and data.validation):
         return None
-    records = iter_records(resolve(data.validation, root), field="data.validation", declared_format=data.format,
-                           store=job.spec.storage.object_store, limit=data.max_validation_samples)  # fmt: skip
+    records = iter_records(
+        resolve(data.validation, root),
+        field="data.validation",
+        declared_format=data.format,
+        store=job.spec.storage.object_store,
+        limit=data.max_validation_samples,
+    )
     return Decontaminator(data, (record for _, record in records))

@@ -1,10 +1,10 @@
 """One generation shard: its prompts -> the teacher -> JSONL records, resumable.
 
-The shard owns every N-th input record (`generation.prompts`). Inputs are streamed: memory holds the requests in flight, one byte per input
+The shard owns every N-th input record (`distillery.tasks.prompts`). Inputs are streamed: memory holds the requests in flight, one byte per input
 line (what is done) and the dedup hashes, never the file.
 
 Its files, and how a restart resumes without losing or duplicating a record, are in
-`generation.files` (paths from `storage.Layout`; record format in `storage.py`).
+`generation.files` (paths from `storage.Layout`; record format in `contract.records`).
 
 Before fanning out, the teacher's model list and a few prompts (`smokeTestPrompts`) are tried
 so that an unreachable teacher, a wrong model name or a teacher whose every answer is
@@ -21,7 +21,6 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,21 +30,18 @@ from distillery import fingerprints
 from distillery.api import DistillationJob
 from distillery.contract.records import Record, RejectedRecord, Usage
 from distillery.contract.shards import SplitStats, summarize
-from distillery.contract.summaries import FailureReason, GenerateSummary, StageFailed
+from distillery.contract.summaries import FailureReason, GenerateSummary
 from distillery.datasource import resolve
 from distillery.generation import metrics
 from distillery.generation.decontamination import Decontaminator, decontaminator_for
 from distillery.generation.files import partial_path, recover, supersede_stale
 from distillery.generation.filters import dedup_key, rejection, request_params
-from distillery.serving.client import ChatClient, RequestFailed, TeacherConnection, backoff_delay
+from distillery.generation.preflight import GenerationFailed, check_teacher, smoke_test_verdict
+from distillery.serving.client import ChatClient, RequestFailed, TeacherConnection
 from distillery.storage import SPLITS, Layout, write_json_atomic
 from distillery.tasks.prompts import Prompt, iter_prompts
 
 PROGRESS_INTERVAL_SECONDS = 10.0
-
-
-class GenerationFailed(StageFailed):
-    """The shard cannot succeed (teacher unreachable, wrong model, too few accepted answers)."""
 
 
 @dataclass
@@ -118,8 +114,11 @@ class Shard:
         for work in self.splits:
             moved = supersede_stale(self.layout, work.name, self.index, self.count, self.fingerprint)
             if moved:
-                print(f"generate: {work.name}: moved {len(moved)} file(s) made for another spec, inputs or "
-                      f"shard count to {self.layout.superseded}", file=sys.stderr)  # fmt: skip
+                print(
+                    f"generate: {work.name}: moved {len(moved)} file(s) made for another spec, inputs or "
+                    f"shard count to {self.layout.superseded}",
+                    file=sys.stderr,
+                )
         self.decontaminator = self._decontaminator()
         for work in self.splits:
             if work.summary.exists():
@@ -157,8 +156,16 @@ class Shard:
                 work.stats.decontaminated += counting and not kept
                 return kept
 
-        return iter_prompts(self.spec.data, work.location, self.index, self.count, work.limit, work.field_name,
-                            store=self.spec.storage.object_store, keep=keep)  # fmt: skip
+        return iter_prompts(
+            self.spec.data,
+            work.location,
+            self.index,
+            self.count,
+            work.limit,
+            work.field_name,
+            store=self.spec.storage.object_store,
+            keep=keep,
+        )
 
     def _decontaminator(self) -> Decontaminator | None:
         """The validation prompts' n-grams, while a training split is still to be generated."""
@@ -196,7 +203,7 @@ class Shard:
                         self._files = (records, rejected)
                         pending = self.pending(work)
                         if not smoke_tested and work.stats.done < work.stats.prompts:
-                            await self._check_teacher()
+                            await check_teacher(self.client, self.connection)
                             await self._smoke_test(work, pending)
                             smoke_tested = True
                         self._current = work
@@ -212,33 +219,6 @@ class Shard:
                 with contextlib.suppress(asyncio.CancelledError):
                     await reporter
 
-    async def _check_teacher(self) -> None:
-        """Fail fast on an unreachable teacher or a wrong model name (GET /models, a few quick tries)."""
-        url = self.connection.base_url
-        for attempt in range(4):
-            try:
-                served = await self.client.list_models()
-                break
-            except RequestFailed as error:
-                if error.kind == "http_404":
-                    return  # an endpoint without /models: the smoke test checks the model name
-                if error.kind in ("http_401", "http_403"):
-                    raise GenerationFailed(
-                        f"the teacher at {url} refused the API key: {error}", FailureReason.teacher_refused
-                    ) from None
-                if not error.retryable or attempt == 3:
-                    raise GenerationFailed(
-                        f"the teacher at {url} is unreachable: {error}; is it running, and is --teacher-url right?",
-                        FailureReason.teacher_unreachable,
-                    ) from None
-                await asyncio.sleep(backoff_delay(attempt))
-        if self.connection.model not in served:
-            raise GenerationFailed(
-                f"the teacher at {url} serves {served}, not {self.connection.model!r}; "
-                "check teacher.servedModelName / teacher.endpoint.model (or --teacher-model)",
-                FailureReason.teacher_refused,
-            )
-
     async def _smoke_test(self, work: SplitWork, pending: Iterator[Prompt]) -> None:
         """The first few prompts, answered and written like any other; fail when none is accepted."""
         batch = list(itertools.islice(pending, self.generation.smoke_test_prompts))
@@ -246,22 +226,8 @@ class Shard:
             return
         self._current = work
         outcomes = await asyncio.gather(*(self._answer(work, prompt) for prompt in batch))
-        if any(outcome == "accepted" for outcome, _ in outcomes):
-            print(f"generate: smoke test passed ({len(batch)} prompts)", file=sys.stderr)
-            return
-        errors = [detail for outcome, detail in outcomes if outcome == "error"]
-        if len(errors) == len(batch):
-            raise GenerationFailed(
-                f"smoke test: all {len(batch)} teacher requests failed; first: {errors[0]}",
-                FailureReason.smoke_test_failed,
-            )
-        reasons = Counter(detail.split(":", 1)[0] for outcome, detail in outcomes if outcome == "rejected")
-        example = next(detail for outcome, detail in outcomes if outcome == "rejected")
-        raise GenerationFailed(
-            f"smoke test: every answer of the teacher was rejected ({dict(reasons)}), e.g. {example}; "
-            "check data.taskType, the prompt template and generation.filters",
-            FailureReason.smoke_test_failed,
-        )
+        smoke_test_verdict(outcomes)
+        print(f"generate: smoke test passed ({len(batch)} prompts)", file=sys.stderr)
 
     async def _worker(self, work: SplitWork, pending: Iterator[Prompt]) -> None:
         # Coroutines share one generator: next() never awaits, so each prompt goes to exactly one.

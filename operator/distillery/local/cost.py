@@ -46,8 +46,12 @@ def teacher_spent(layout: Layout, key: str) -> StageCost | None:
     seconds = sum(float(s.get("seconds", 0)) for s in spans)
     gpus = max(int(s.get("gpus", 0)) for s in spans)
     gpu_seconds = sum(int(s.get("gpus", 0)) * float(s.get("seconds", 0)) for s in spans)
-    return StageCost(gpus=gpus, wall_seconds=round(seconds, 2), pod_seconds=round(seconds, 2),
-                     gpu_seconds=round(gpu_seconds, 2))  # fmt: skip
+    return StageCost(
+        gpus=gpus,
+        wall_seconds=round(seconds, 2),
+        pod_seconds=round(seconds, 2),
+        gpu_seconds=round(gpu_seconds, 2),
+    )
 
 
 def spent_before_evaluation(job: DistillationJob, layout: Layout, keys: dict[str, str]) -> CostStatus:

@@ -42,6 +42,7 @@ from distillery.contract.commands import (
     GenerateCommand,
     TrainCommand,
 )
+from distillery.contract.report import EvaluationReport
 from distillery.contract.stages import Stage
 from distillery.contract.summaries import (
     EvaluateSummary,
@@ -188,8 +189,9 @@ def teacher(
         progress("teacher stopped")
 
 
-def run_generate(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None],
-                 connection: Any = None) -> Any:  # fmt: skip
+def run_generate(
+    job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None], connection: Any = None
+) -> Any:
     """The shards, against the teacher `run_job` serves (onPolicy keeps it on for training)."""
     spec = job.spec
     shards = spec.generation.shards
@@ -199,8 +201,13 @@ def run_generate(job: DistillationJob, root: Path, layout: Layout, progress: Cal
     )
 
     def shard(index: int) -> tuple[int, int, StageSummary | None]:
-        command = GenerateCommand(job=job, storage=str(root), teacher_url=connection.base_url,
-                                  teacher_model=connection.model, shard_index=index)  # fmt: skip
+        command = GenerateCommand(
+            job=job,
+            storage=str(root),
+            teacher_url=connection.base_url,
+            teacher_model=connection.model,
+            shard_index=index,
+        )
         return (index, *run_stage_process(command, layout.stage_summary(Stage.generate, index)))
 
     failures = []
@@ -225,8 +232,13 @@ def run_generate(job: DistillationJob, root: Path, layout: Layout, progress: Cal
     return totals
 
 
-def run_train(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None],
-              kept_teacher: Any = None) -> Any:  # fmt: skip
+def run_train(
+    job: DistillationJob,
+    root: Path,
+    layout: Layout,
+    progress: Callable[[str], None],
+    kept_teacher: Any = None,
+) -> Any:
     """Training; `kept_teacher` (onPolicy only) grades the student's samples."""
     if layout.checkpoints.is_dir() and any(layout.checkpoints.iterdir()):
         progress(f"resuming from the checkpoints in {layout.checkpoints}")
@@ -238,12 +250,19 @@ def run_train(job: DistillationJob, root: Path, layout: Layout, progress: Callab
     return summary
 
 
-def run_evaluate(job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None],
-                 spent: Spent) -> Any:  # fmt: skip
+def run_evaluate(
+    job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None], spent: Spent
+) -> Any:
     """Evaluation, told what the stages before it cost (and the prices) for the report's cost."""
     # A failed gate is a verdict (read from the summary), so the stage exits 0 either way.
-    command = EvaluateCommand(job=job, storage=str(root), gate_exit_code=0, spent=spent.cost,
-                              gpu_hour_prices=spent.prices, currency=spent.currency)  # fmt: skip
+    command = EvaluateCommand(
+        job=job,
+        storage=str(root),
+        gate_exit_code=0,
+        spent=spent.cost,
+        gpu_hour_prices=spent.prices,
+        currency=spent.currency,
+    )
     code, summary = run_stage_process(command, layout.stage_summary(Stage.evaluate))
     if code != 0 or not isinstance(summary, EvaluateSummary) or not summary.succeeded:
         raise RunFailed(f"evaluate failed: {failure_text(Stage.evaluate, code, summary)}")
@@ -328,9 +347,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--storage", metavar="DIR", help="storage root (default: storage.path, relative to FILE)"
     )
     parser.add_argument(
-        "--gpu-hour-prices", metavar="TABLE", type=price_table,
+        "--gpu-hour-prices",
+        metavar="TABLE",
+        type=price_table,
         help="price per GPU-hour by GPU type for the report's cost, e.g. default=2.5,NVIDIA-H100-80GB-HBM3=4.1",
-    )  # fmt: skip
+    )
     parser.add_argument("--currency", metavar="CODE", help="currency of --gpu-hour-prices (default USD)")
 
 
@@ -363,4 +384,4 @@ def main(args: argparse.Namespace) -> int:
     print(f"  report: {layout.evaluation_report.with_suffix('.md')} (+ .json, .png)")
     print(f"  student: {layout.student}")
     say(f"distillery run: finished in {time.monotonic() - started:.0f}s")
-    return 0 if report["gate"]["passed"] else 1
+    return 0 if EvaluationReport.of(report).gate.passed else 1

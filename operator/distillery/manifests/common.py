@@ -263,9 +263,11 @@ def object_store_env(job: DistillationJob) -> list[dict[str, Any]]:
         return []
     return [
         {"name": env, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}}}
-        for env, key in ((ACCESS_KEY_ID_ENV, secret.access_key_id_key),
-                         (SECRET_ACCESS_KEY_ENV, secret.secret_access_key_key))
-    ]  # fmt: skip
+        for env, key in (
+            (ACCESS_KEY_ID_ENV, secret.access_key_id_key),
+            (SECRET_ACCESS_KEY_ENV, secret.secret_access_key_key),
+        )
+    ]
 
 
 def pod_spec(

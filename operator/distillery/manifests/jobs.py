@@ -195,10 +195,14 @@ def build_evaluation_job(job: DistillationJob, config: common.BuildConfig) -> di
     # What the job cost before evaluation (status.cost when the Job is made), for the report.
     spent = job.status.cost if job.status is not None else None
     command = EvaluateCommand(
-        job=job, storage=job.spec.storage.mount_path, gate_exit_code=0, metrics_port=METRICS_PORT,
-        spent=spent, gpu_hour_prices=config.gpu_hour_prices or None,
+        job=job,
+        storage=job.spec.storage.mount_path,
+        gate_exit_code=0,
+        metrics_port=METRICS_PORT,
+        spent=spent,
+        gpu_hour_prices=config.gpu_hour_prices or None,
         currency=config.currency if config.gpu_hour_prices else None,
-    )  # fmt: skip
+    )
     container = common.container(
         job,
         name=Stage.evaluate,

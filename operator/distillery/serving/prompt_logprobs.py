@@ -87,8 +87,11 @@ class PromptLogprobsClient:
         headers = {"Content-Type": "application/json"}
         if self.connection.api_key:
             headers["Authorization"] = f"Bearer {self.connection.api_key}"
-        self._http = httpx.Client(base_url=self.connection.base_url, headers=headers,
-                                  timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 30.0)))  # fmt: skip
+        self._http = httpx.Client(
+            base_url=self.connection.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 30.0)),
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -96,8 +99,13 @@ class PromptLogprobsClient:
 
     def grade(self, sequences: list[list[int]], starts: list[int], top_k: int) -> list[Graded]:
         """The teacher's grades of `sequences[i][starts[i]:]`, in one request (vLLM batches it)."""
-        body = {"model": self.connection.model, "prompt": sequences, "max_tokens": 1,
-                "temperature": 0.0, "prompt_logprobs": top_k}  # fmt: skip
+        body = {
+            "model": self.connection.model,
+            "prompt": sequences,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "prompt_logprobs": top_k,
+        }
         answer = self._post("/completions", json.dumps(body).encode())
         try:
             choices = sorted(answer["choices"], key=lambda c: c.get("index", 0))
@@ -126,17 +134,21 @@ class PromptLogprobsClient:
                 message = error_message(response)
                 if status == 400 and "logprob" in message:
                     raise TeacherCannotGrade(f"the teacher refused prompt logprobs: HTTP 400: {message}")
-                failure = RequestFailed(f"http_{status}", f"HTTP {status} from the teacher: {message}",
-                                        retryable=status == 429 or status >= 500)  # fmt: skip
+                failure = RequestFailed(
+                    f"http_{status}",
+                    f"HTTP {status} from the teacher: {message}",
+                    retryable=status == 429 or status >= 500,
+                )
             except httpx.TimeoutException:
                 failure = RequestFailed(
                     "timeout", f"no answer from the teacher within {self.timeout:g}s", True
                 )
             except httpx.TransportError as error:
                 failure = RequestFailed(
-                    "connection", f"connection to {self.connection.base_url} failed: {type(error).__name__}: {error}",
+                    "connection",
+                    f"connection to {self.connection.base_url} failed: {type(error).__name__}: {error}",
                     True,
-                )  # fmt: skip
+                )
             except ValueError as error:  # a 200 whose body is not JSON
                 failure = RequestFailed(
                     "bad_response", f"unreadable response from the teacher: {error}", True

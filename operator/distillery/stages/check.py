@@ -29,10 +29,14 @@ def main(args: argparse.Namespace) -> int:
         if not result.ok:
             raise StageFailed(failure_text(result), result.findings[0].reason)
         inputs = {
-            name: InputSummary(location=found.get("location"), format=found.get("format"),
-                               bytes=found.get("bytes"), checked=found.get("checked", 0))
+            name: InputSummary(
+                location=found.get("location"),
+                format=found.get("format"),
+                bytes=found.get("bytes"),
+                checked=found.get("checked", 0),
+            )
             for name, found in result.inputs.items()
-        }  # fmt: skip
+        }
         for name, found in inputs.items():
             print(
                 f"check: {name}: {found.location} readable ({found.format}, {found.checked} records parsed)"

@@ -58,9 +58,13 @@ def main(args: argparse.Namespace) -> int:
 
         def cost(report: dict) -> CostStatus:
             spent = evaluation_cost(
-                command.spent, time.monotonic() - started, job.spec.evaluation.gpus, process_cpu_seconds(),
-                live_requests(report), EvaluationReport.of(report).retention,
-            )  # fmt: skip
+                command.spent,
+                time.monotonic() - started,
+                job.spec.evaluation.gpus,
+                process_cpu_seconds(),
+                live_requests(report),
+                EvaluationReport.of(report).retention,
+            )
             prices = parse_prices(command.gpu_hour_prices or "")
             return priced(spent, job.spec, prices, command.currency or DEFAULT_CURRENCY)
 

@@ -49,8 +49,14 @@ def iter_prompts(
 
     unit = "row" if input_format(str(location), data.format) == "parquet" else "line"
     where = f"{field_name} ({location})" if field_name else str(location)
-    records = iter_records(location, field=field_name, declared_format=data.format, store=store, limit=limit,
-                           select=lambda position: owned(position, shard_index, shard_count))  # fmt: skip
+    records = iter_records(
+        location,
+        field=field_name,
+        declared_format=data.format,
+        store=store,
+        limit=limit,
+        select=lambda position: owned(position, shard_index, shard_count),
+    )
     for number, record in records:
         try:
             messages = build_messages(data, record)

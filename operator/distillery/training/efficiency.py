@@ -47,8 +47,9 @@ MEMORY_MARGIN = (
 # ------------------------------------------------------------------ the optimizer
 
 
-def make_optimizer(groups: list[dict[str, Any]], lr: float, device: torch.device,
-                   kind: str = "auto") -> tuple[torch.optim.Optimizer, str]:  # fmt: skip
+def make_optimizer(
+    groups: list[dict[str, Any]], lr: float, device: torch.device, kind: str = "auto"
+) -> tuple[torch.optim.Optimizer, str]:
     """AdamW over `groups`, with the fastest kernel torch has for `device` ("auto"), or the one asked."""
     if kind not in OPTIMIZERS:
         raise ValueError(f"optimizer: expected one of {', '.join(OPTIMIZERS)}, got {kind!r}")
@@ -127,8 +128,17 @@ class MemoryTrial:
     """One forward and backward pass of the `n` longest examples as one micro-batch, as the loop runs it
     (same loss module, collate, autocast), with the optimizer's state held aside on a GPU."""
 
-    def __init__(self, loss_module: nn.Module, examples: list[Example], *, collate_fn: Callable[..., Any],
-                 pad_id: int, amp: torch.dtype | None, device: torch.device, reserve_bytes: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        loss_module: nn.Module,
+        examples: list[Example],
+        *,
+        collate_fn: Callable[..., Any],
+        pad_id: int,
+        amp: torch.dtype | None,
+        device: torch.device,
+        reserve_bytes: int = 0,
+    ):
         self.loss_module, self.examples, self.collate_fn = loss_module, examples, collate_fn
         self.pad_id, self.amp, self.device, self.reserve_bytes = pad_id, amp, device, reserve_bytes
         self.sizes: list[int] = []  # every size tried, in order
@@ -177,8 +187,14 @@ def find_batch_size(trial: MemoryTrial, start: int, log: Callable[[str], None]) 
     return 0
 
 
-def plan_memory(model: nn.Module, trial: MemoryTrial, batch_size: int | str, checkpointing: bool | None,
-                cap: int, log: Callable[[str], None]) -> tuple[int, bool]:  # fmt: skip
+def plan_memory(
+    model: nn.Module,
+    trial: MemoryTrial,
+    batch_size: int | str,
+    checkpointing: bool | None,
+    cap: int,
+    log: Callable[[str], None],
+) -> tuple[int, bool]:
     """(batch size, gradient checkpointing) for the memory: the batch size asked (or the largest that fits,
     for "auto"), with checkpointing only when asked, or when nothing fits without it (`checkpointing` None)."""
     modes = [False, True] if checkpointing is None else [checkpointing]
@@ -237,18 +253,35 @@ class Efficiency:
         )
 
 
-def prepare(model: nn.Module, loss_module: nn.Module, examples: list[Example], config: Any, *, pad_id: int,
-            device: torch.device, amp: torch.dtype | None, world_size: int, trainable: int,
-            log: Callable[[str], None], agree: Callable[[int, bool], tuple[int, bool]] = lambda b, c: (b, c),
-            ) -> tuple[Any, Efficiency]:  # fmt: skip
+def prepare(
+    model: nn.Module,
+    loss_module: nn.Module,
+    examples: list[Example],
+    config: Any,
+    *,
+    pad_id: int,
+    device: torch.device,
+    amp: torch.dtype | None,
+    world_size: int,
+    trainable: int,
+    log: Callable[[str], None],
+    agree: Callable[[int, bool], tuple[int, bool]] = lambda b, c: (b, c),
+) -> tuple[Any, Efficiency]:
     """Apply packing, compile and checkpointing to `model` and settle the batch size; returns the config
     with every "auto" resolved and the record. `agree` reconciles the plan across training processes."""
     reason = packing.packing_unsupported(model) if config.packing else "training.packing is false"
     use_packing = config.packing and reason is None
     core = _core(model)
-    plan = Efficiency(packing=use_packing, packing_off_reason=None if use_packing else reason, attention="",
-                      compiled_modules=0, gradient_checkpointing=False, batch_size=0, batch_size_found=False,
-                      attention_before=core.config._attn_implementation)  # fmt: skip
+    plan = Efficiency(
+        packing=use_packing,
+        packing_off_reason=None if use_packing else reason,
+        attention="",
+        compiled_modules=0,
+        gradient_checkpointing=False,
+        batch_size=0,
+        batch_size_found=False,
+        attention_before=core.config._attn_implementation,
+    )
     try:
         if use_packing:
             packing.use_packed_attention(model)
@@ -261,9 +294,15 @@ def prepare(model: nn.Module, loss_module: nn.Module, examples: list[Example], c
             # AdamW keeps two fp32 moments per trainable parameter; DDP a bucketed copy of the gradients.
             reserve = trainable * (8 + (4 if world_size > 1 else 0))
             reserve += int(MEMORY_MARGIN * torch.cuda.get_device_properties(device).total_memory)
-            trial = MemoryTrial(loss_module, trial_examples(examples, config.on_policy), pad_id=pad_id, amp=amp,
-                                device=device, collate_fn=packing.collate_packed if use_packing else collate,
-                                reserve_bytes=reserve)  # fmt: skip
+            trial = MemoryTrial(
+                loss_module,
+                trial_examples(examples, config.on_policy),
+                pad_id=pad_id,
+                amp=amp,
+                device=device,
+                collate_fn=packing.collate_packed if use_packing else collate,
+                reserve_bytes=reserve,
+            )
             plan.batch_size_found = batch_size == "auto"
             batch_size, checkpointing = agree(*plan_memory(model, trial, batch_size, checkpointing, cap, log))
         elif batch_size == "auto":
@@ -273,8 +312,12 @@ def prepare(model: nn.Module, loss_module: nn.Module, examples: list[Example], c
         undo(model, plan)
         raise
     plan.gradient_checkpointing, plan.batch_size = bool(checkpointing), int(batch_size)
-    resolved = dataclasses.replace(config, batch_size=plan.batch_size, packing=use_packing,
-                                   gradient_checkpointing=plan.gradient_checkpointing)  # fmt: skip
+    resolved = dataclasses.replace(
+        config,
+        batch_size=plan.batch_size,
+        packing=use_packing,
+        gradient_checkpointing=plan.gradient_checkpointing,
+    )
     return resolved, plan
 
 

@@ -58,9 +58,21 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 class Trainer:
     """One training run of `model` in place: set up, resumed from the latest checkpoint when it fits, run."""
 
-    def __init__(self, model: nn.Module, examples: list[Example], validation: list[Example], config: TrainConfig,
-                 *, pad_id: int, device: torch.device, checkpoint_dir: Path | None, dist: Distributed,
-                 log: Callable[[str], None], on_policy: Any = None, compiled: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        examples: list[Example],
+        validation: list[Example],
+        config: TrainConfig,
+        *,
+        pad_id: int,
+        device: torch.device,
+        checkpoint_dir: Path | None,
+        dist: Distributed,
+        log: Callable[[str], None],
+        on_policy: Any = None,
+        compiled: bool = False,
+    ):
         self.model, self.examples, self.validation, self.config = model, examples, validation, config
         self.collate = collate_packed if config.packing else collate
         # Sampling and validation run compiled layers eagerly: other shapes, no gradients, not hot.
@@ -93,9 +105,16 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp is torch.float16)
         self.state: dict[str, Any] = {
-            "step": 0, "epoch": 0, "batch": 0, "history": [], "validation": [],
-            "tokens": 0, "loss_tokens": 0, "computed_tokens": 0, "train_seconds": 0.0,
-        }  # fmt: skip
+            "step": 0,
+            "epoch": 0,
+            "batch": 0,
+            "history": [],
+            "validation": [],
+            "tokens": 0,
+            "loss_tokens": 0,
+            "computed_tokens": 0,
+            "train_seconds": 0.0,
+        }
         self.checkpoints = Checkpoints(checkpoint_dir) if checkpoint_dir else None
         self.key = fingerprint(config, examples, dist.world_size)
         self.resumed_from = 0
@@ -132,14 +151,17 @@ class Trainer:
     def save_checkpoint(self) -> None:
         self.dist.barrier()
         if self.checkpoints and self.dist.is_main:
-            self.checkpoints.save(self.state["step"], {
-                "fingerprint": self.key,
-                "model": {n: p.detach().cpu() for n, p in self.trainable},
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "state": self.state,
-            })  # fmt: skip
+            self.checkpoints.save(
+                self.state["step"],
+                {
+                    "fingerprint": self.key,
+                    "model": {n: p.detach().cpu() for n, p in self.trainable},
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "scaler": self.scaler.state_dict(),
+                    "state": self.state,
+                },
+            )
         self.dist.barrier()
 
     # ---- the loop
@@ -228,8 +250,15 @@ class Trainer:
             on_policy,
         )
 
-    def record(self, totals: list[float], grad_norm: float, elapsed: float, batch: int, epoch: float,
-               on_policy: bool = False) -> None:  # fmt: skip
+    def record(
+        self,
+        totals: list[float],
+        grad_norm: float,
+        elapsed: float,
+        batch: int,
+        epoch: float,
+        on_policy: bool = False,
+    ) -> None:
         """Add an update's sums (over every rank) to the state, the loss curve, the metrics and the log."""
         config, state = self.config, self.state
         ce_total, kd_total, loss_tokens, kd_rows, real, computed = totals
@@ -246,11 +275,15 @@ class Trainer:
             loss, kd = kd_total / max(1, kd_rows), None
             metrics.TRAIN_ON_POLICY_LOSS.set(loss)
         point = {
-            "step": state["step"], "epoch": round(epoch, 4), "loss": round(loss, 5),
+            "step": state["step"],
+            "epoch": round(epoch, 4),
+            "loss": round(loss, 5),
             ("on_policy" if on_policy else "ce"): round(loss if on_policy else ce, 5),
-            "lr": self.scheduler.get_last_lr()[0], "grad_norm": round(grad_norm, 4), "tokens": state["tokens"],
+            "lr": self.scheduler.get_last_lr()[0],
+            "grad_norm": round(grad_norm, 4),
+            "tokens": state["tokens"],
             "seconds": round(elapsed, 4),
-        }  # fmt: skip
+        }
         if kd is not None:
             point["kd"] = round(kd, 5)
         state["history"].append(point)
@@ -274,8 +307,15 @@ class Trainer:
 
     def validate(self, epoch: int) -> None:
         with self.eager():
-            val = evaluate_loss(self.loss_module, self.validation, self.config, pad_id=self.pad_id,
-                                device=self.device, dist=self.dist, collate_fn=self.collate)  # fmt: skip
+            val = evaluate_loss(
+                self.loss_module,
+                self.validation,
+                self.config,
+                pad_id=self.pad_id,
+                device=self.device,
+                dist=self.dist,
+                collate_fn=self.collate,
+            )
         self.state["validation"].append({"epoch": epoch + 1, "step": self.state["step"], **val})
         metrics.TRAIN_VALIDATION_LOSS.set(val["loss"])
         self.say(f"epoch {epoch + 1}/{self.config.epochs}: validation loss {val['loss']:.4f}")
@@ -302,14 +342,32 @@ def train(
     say = log if dist.is_main else (lambda _message: None)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     config, plan = efficiency.prepare(
-        model, CausalLMLoss(model, config.kd_temperature).to(device), examples, config, pad_id=pad_id,
-        device=device, amp=autocast_dtype(config.precision, device), world_size=dist.world_size,
-        trainable=trainable, log=say, agree=lambda b, c: dist.agree(b, c, device),
-    )  # fmt: skip
+        model,
+        CausalLMLoss(model, config.kd_temperature).to(device),
+        examples,
+        config,
+        pad_id=pad_id,
+        device=device,
+        amp=autocast_dtype(config.precision, device),
+        world_size=dist.world_size,
+        trainable=trainable,
+        log=say,
+        agree=lambda b, c: dist.agree(b, c, device),
+    )
     try:
-        trainer = Trainer(model, examples, validation, config, pad_id=pad_id, device=device,
-                          checkpoint_dir=checkpoint_dir, dist=dist, log=log, on_policy=on_policy,
-                          compiled=plan.compiled_modules > 0)  # fmt: skip
+        trainer = Trainer(
+            model,
+            examples,
+            validation,
+            config,
+            pad_id=pad_id,
+            device=device,
+            checkpoint_dir=checkpoint_dir,
+            dist=dist,
+            log=log,
+            on_policy=on_policy,
+            compiled=plan.compiled_modules > 0,
+        )
         plan.optimizer = trainer.optimizer_kind
         say(f"efficiency: {plan.describe()}")
         trainer.resume()

@@ -50,8 +50,21 @@ class CausalLMLoss(nn.Module):
         self.softcap = getattr(core.config, "final_logit_softcapping", None)
         self.kd_temperature = kd_temperature
 
-    def forward(self, input_ids, attention_mask, select, targets, scored, scored_slots, top_ids, top_logprobs,
-                position_ids=None, cu_seq_lens=None, max_length=None, reverse=False):  # fmt: skip
+    def forward(
+        self,
+        input_ids,
+        attention_mask,
+        select,
+        targets,
+        scored,
+        scored_slots,
+        top_ids,
+        top_logprobs,
+        position_ids=None,
+        cu_seq_lens=None,
+        max_length=None,
+        reverse=False,
+    ):
         """(cross-entropy sum, divergence sum): forward KL on stored top-k, or with `reverse` the
         on-policy reverse KL on the teacher's grades of the student's own samples.
 
@@ -63,9 +76,15 @@ class CausalLMLoss(nn.Module):
                 input_ids=input_ids, attention_mask=attention_mask, use_cache=False
             ).last_hidden_state
         else:
-            hidden = self.body(input_ids=input_ids, position_ids=position_ids, use_cache=False,
-                               cu_seq_lens_q=cu_seq_lens, cu_seq_lens_k=cu_seq_lens, max_length_q=max_length,
-                               max_length_k=max_length).last_hidden_state  # fmt: skip
+            hidden = self.body(
+                input_ids=input_ids,
+                position_ids=position_ids,
+                use_cache=False,
+                cu_seq_lens_q=cu_seq_lens,
+                cu_seq_lens_k=cu_seq_lens,
+                max_length_q=max_length,
+                max_length_k=max_length,
+            ).last_hidden_state
         logits = self.head(hidden.flatten(0, 1).index_select(0, select)).float()
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
@@ -83,8 +102,19 @@ class CausalLMLoss(nn.Module):
 
 
 # What a batch hands the loss module; `move` carries them to the device.
-MODEL_KEYS = ("input_ids", "attention_mask", "select", "targets", "scored", "scored_slots", "top_ids",
-              "top_logprobs", "position_ids", "cu_seq_lens", "max_length")  # fmt: skip
+MODEL_KEYS = (
+    "input_ids",
+    "attention_mask",
+    "select",
+    "targets",
+    "scored",
+    "scored_slots",
+    "top_ids",
+    "top_logprobs",
+    "position_ids",
+    "cu_seq_lens",
+    "max_length",
+)
 
 
 def move(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

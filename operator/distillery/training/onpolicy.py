@@ -57,8 +57,16 @@ def is_on_policy(step: int, fraction: float) -> bool:
 
 
 @torch.no_grad()
-def sample(model: Any, prompts: list[list[int]], *, max_new_tokens: int, temperature: float,
-           stop_ids: set[int], pad_id: int, generator: torch.Generator) -> list[list[int]]:  # fmt: skip
+def sample(
+    model: Any,
+    prompts: list[list[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    stop_ids: set[int],
+    pad_id: int,
+    generator: torch.Generator,
+) -> list[list[int]]:
     """Each prompt's completion by `model`, sampled at `temperature` from its full distribution (no top-k or
     top-p), up to and including the first stop token, or `max_new_tokens` long. Prompts are left-padded."""
     device = generator.device
@@ -90,8 +98,13 @@ def sample(model: Any, prompts: list[list[int]], *, max_new_tokens: int, tempera
                 break
             mask = torch.cat([mask, torch.ones_like(tokens)], dim=1)
             position = position + 1
-            out = model(input_ids=tokens, attention_mask=mask, position_ids=position,
-                        past_key_values=out.past_key_values, use_cache=True)  # fmt: skip
+            out = model(
+                input_ids=tokens,
+                attention_mask=mask,
+                position_ids=position,
+                past_key_values=out.past_key_values,
+                use_cache=True,
+            )
     finally:
         model.train(was_training)
     return completions
@@ -121,8 +134,18 @@ class OnPolicySource:
     teacher's {token id: log-prob} at each position from its start.
     """
 
-    def __init__(self, model: Any, config: OnPolicyConfig, grade: Callable[..., list[Any]], *,
-                 stop_ids: set[int], pad_id: int, seed: int, rank: int, device: torch.device):  # fmt: skip
+    def __init__(
+        self,
+        model: Any,
+        config: OnPolicyConfig,
+        grade: Callable[..., list[Any]],
+        *,
+        stop_ids: set[int],
+        pad_id: int,
+        seed: int,
+        rank: int,
+        device: torch.device,
+    ):
         self.model, self.config, self.grade = model, config, grade
         self.stop_ids, self.pad_id, self.seed, self.rank, self.device = stop_ids, pad_id, seed, rank, device
         self.vocab = model.get_output_embeddings().weight.shape[0]
@@ -130,13 +153,25 @@ class OnPolicySource:
     def wants(self, step: int) -> bool:
         return is_on_policy(step, self.config.fraction)
 
-    def micro_batches(self, groups: list[list[Example]], state: dict[str, Any],
-                      collate_fn: Callable[..., dict[str, Any]] = collate) -> list[dict[str, Any]]:  # fmt: skip
+    def micro_batches(
+        self,
+        groups: list[list[Example]],
+        state: dict[str, Any],
+        collate_fn: Callable[..., dict[str, Any]] = collate,
+    ) -> list[dict[str, Any]]:
         """The on-policy micro-batches of update `state["step"]`, one per group of examples (their prompts),
         made by `collate_fn` (padded, or packed: `training.packing`)."""
         config = self.config
-        totals = state.setdefault("on_policy", {"updates": 0, "scored_tokens": 0, "teacher_tokens": 0,
-                                                "sample_seconds": 0.0, "grade_seconds": 0.0})  # fmt: skip
+        totals = state.setdefault(
+            "on_policy",
+            {
+                "updates": 0,
+                "scored_tokens": 0,
+                "teacher_tokens": 0,
+                "sample_seconds": 0.0,
+                "grade_seconds": 0.0,
+            },
+        )
         batches = []
         for index, group in enumerate(groups):
             prompts = [
@@ -147,9 +182,15 @@ class OnPolicySource:
             # One seed per (run, update, micro-batch, rank): a resumed run draws what it would have drawn.
             generator.manual_seed(((self.seed * 1_000_003 + state["step"]) * 1009 + index) * 131 + self.rank)
             began = time.perf_counter()
-            completions = sample(self.model, prompts, max_new_tokens=max(1, min(config.max_new_tokens, room)),
-                                 temperature=config.temperature, stop_ids=self.stop_ids, pad_id=self.pad_id,
-                                 generator=generator)  # fmt: skip
+            completions = sample(
+                self.model,
+                prompts,
+                max_new_tokens=max(1, min(config.max_new_tokens, room)),
+                temperature=config.temperature,
+                stop_ids=self.stop_ids,
+                pad_id=self.pad_id,
+                generator=generator,
+            )
             sampled = time.perf_counter()
             sequences = [p + c for p, c in zip(prompts, completions, strict=True)]
             graded = self.grade(sequences, [len(p) for p in prompts], config.top_logprobs)

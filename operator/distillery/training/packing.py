@@ -138,10 +138,18 @@ def _packed_mask(*args: Any, attention_mask: torch.Tensor | None = None, **kwarg
     return sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
 
 
-def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                     attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
-                     cu_seq_lens_q: torch.Tensor | None = None, max_length_q: int | None = None,
-                     **kwargs: Any) -> tuple[torch.Tensor, None]:  # fmt: skip
+def packed_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    cu_seq_lens_q: torch.Tensor | None = None,
+    max_length_q: int | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
     """Causal attention within each sequence of a packed row (query [1, H, T, D] -> output [1, T, H, D]);
     without `cu_seq_lens_q`, transformers' sdpa attention with the mask it was given."""
     if cu_seq_lens_q is None:
@@ -200,8 +208,18 @@ def _varlen(query, key, value, cu_seq_lens, max_length, scaling, groups) -> torc
 
     q, k, v = (x.transpose(1, 2).squeeze(0).contiguous() for x in (query, key, value))  # [T, heads, D]
     cu = cu_seq_lens.to(torch.int32)
-    return varlen_attn(q, k, v, cu, cu, int(max_length), int(max_length), scale=scaling,
-                       window_size=(-1, 0), enable_gqa=groups > 1)  # fmt: skip
+    return varlen_attn(
+        q,
+        k,
+        v,
+        cu,
+        cu,
+        int(max_length),
+        int(max_length),
+        scale=scaling,
+        window_size=(-1, 0),
+        enable_gqa=groups > 1,
+    )
 
 
 @torch.compiler.disable  # a loop over the sequences, whose number and lengths change with every batch
@@ -209,9 +227,13 @@ def _per_sequence(query, key, value, cu_seq_lens, scaling, groups) -> torch.Tens
     bounds = cu_seq_lens.tolist()  # on a GPU without the varlen kernel: a host sync per layer
     outputs = [
         functional.scaled_dot_product_attention(
-            query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
-            is_causal=True, scale=scaling, enable_gqa=groups > 1,
+            query[:, :, start:end],
+            key[:, :, start:end],
+            value[:, :, start:end],
+            is_causal=True,
+            scale=scaling,
+            enable_gqa=groups > 1,
         )
         for start, end in itertools.pairwise(bounds)
-    ]  # fmt: skip
+    ]
     return torch.cat(outputs, dim=2).transpose(1, 2).squeeze(0)  # [T, heads, D]

@@ -23,6 +23,7 @@ from typing import Any
 from distillery import fingerprints
 from distillery.api import DistillationJob, TrainingMethod
 from distillery.contract.records import read_records
+from distillery.contract.report import TrainingReport
 from distillery.contract.summaries import FailureReason, StageFailed, TrainSummary
 from distillery.storage import Layout, generated_fingerprint, record_key, resolve_model, write_json_atomic
 from distillery.tokenizer import FALLBACK_CHAT_TEMPLATE, check_same_tokenizer, refuse, student_tokenizer
@@ -120,9 +121,11 @@ def prepare_data(job: DistillationJob, root: Path, layout: Layout, say: Callable
     validation, _, _, _ = load_examples(
         record_files(layout.generated("validation"), shards), tokenizer, training.max_seq_length, kd
     )
-    say(f"{len(examples)} training examples ({skipped} skipped: prompt longer than maxSeqLength, "
+    say(
+        f"{len(examples)} training examples ({skipped} skipped: prompt longer than maxSeqLength, "
         f"{duplicates} duplicates across shards), {len(validation)} validation examples, "
-        f"method {training.method.value}")  # fmt: skip
+        f"method {training.method.value}"
+    )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     fingerprint = fingerprints.training(job, upstream or "unstamped")
     return TrainingData(tokenizer, pad_id, examples, validation, skipped, duplicates, fingerprint)
@@ -147,9 +150,14 @@ def load_student(job: DistillationJob, root: Path, device: Any) -> tuple[Any, An
         lora = training.lora
         model = get_peft_model(
             model,
-            LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                       target_modules=list(lora.target_modules), task_type="CAUSAL_LM"),
-        )  # fmt: skip
+            LoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=list(lora.target_modules),
+                task_type="CAUSAL_LM",
+            ),
+        )
     return model.to(device), saved_dtype, parameters
 
 
@@ -162,20 +170,33 @@ def train_config(job: DistillationJob, fingerprint: str = "") -> Any:
     if training.method is TrainingMethod.on_policy:
         knobs = training.on_policy
         on_policy = OnPolicyConfig(
-            fraction=knobs.fraction, samples_per_prompt=knobs.samples_per_prompt, temperature=knobs.temperature,
-            max_new_tokens=knobs.max_tokens or job.spec.generation.max_tokens, top_logprobs=knobs.top_logprobs,
+            fraction=knobs.fraction,
+            samples_per_prompt=knobs.samples_per_prompt,
+            temperature=knobs.temperature,
+            max_new_tokens=knobs.max_tokens or job.spec.generation.max_tokens,
+            top_logprobs=knobs.top_logprobs,
             max_seq_length=training.max_seq_length,
-        )  # fmt: skip
+        )
     return TrainConfig(
         fingerprint=fingerprint,
-        learning_rate=training.learning_rate, batch_size=training.batch_size,
-        gradient_accumulation_steps=training.gradient_accumulation_steps, epochs=training.epochs,
-        warmup_ratio=training.warmup_ratio, weight_decay=training.weight_decay,
-        max_grad_norm=training.max_grad_norm, precision=training.precision, seed=training.seed,
-        kd=training.method is TrainingMethod.kd, kd_temperature=training.kd_temperature, alpha=training.alpha,
-        checkpoint_every_steps=training.checkpoint_every_steps, on_policy=on_policy, packing=training.packing,
-        compile=training.compile, gradient_checkpointing=training.gradient_checkpointing,
-    )  # fmt: skip
+        learning_rate=training.learning_rate,
+        batch_size=training.batch_size,
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        epochs=training.epochs,
+        warmup_ratio=training.warmup_ratio,
+        weight_decay=training.weight_decay,
+        max_grad_norm=training.max_grad_norm,
+        precision=training.precision,
+        seed=training.seed,
+        kd=training.method is TrainingMethod.kd,
+        kd_temperature=training.kd_temperature,
+        alpha=training.alpha,
+        checkpoint_every_steps=training.checkpoint_every_steps,
+        on_policy=on_policy,
+        packing=training.packing,
+        compile=training.compile,
+        gradient_checkpointing=training.gradient_checkpointing,
+    )
 
 
 # ------------------------------------------------------------------ onPolicy: the teacher grades
@@ -193,17 +214,30 @@ def grading_failed(error: Any, job: DistillationJob, url: str) -> Exception:
             "the log-probabilities of given token ids (vLLM's prompt_logprobs); use training.method: sft instead",
         )
     if error.kind == "http_400" and "vocabulary" in str(error):  # vLLM: "Token id N is out of vocabulary"
-        return refuse("spec.training.method", f"is 'onPolicy' but the teacher refuses the student's token ids "
-                       f"({error}): their tokenizers differ; use training.method: sft")  # fmt: skip
+        return refuse(
+            "spec.training.method",
+            f"is 'onPolicy' but the teacher refuses the student's token ids "
+            f"({error}): their tokenizers differ; use training.method: sft",
+        )
     if error.kind in ("http_401", "http_403", "http_404"):
-        return StageFailed(f"the teacher at {url} refused the request: {error}; check teacher.endpoint.apiKeySecret "
-                           "and the model name", FailureReason.teacher_refused)  # fmt: skip
+        return StageFailed(
+            f"the teacher at {url} refused the request: {error}; check teacher.endpoint.apiKeySecret "
+            "and the model name",
+            FailureReason.teacher_refused,
+        )
     return StageFailed(f"the teacher at {url} is unreachable: {error}", FailureReason.teacher_unreachable)
 
 
 @contextlib.contextmanager
-def on_policy_source(job: DistillationJob, data: TrainingData, model: Any, device: Any, rank: int,
-                     teacher_url: str | None, teacher_model: str | None) -> Iterator[Any]:  # fmt: skip
+def on_policy_source(
+    job: DistillationJob,
+    data: TrainingData,
+    model: Any,
+    device: Any,
+    rank: int,
+    teacher_url: str | None,
+    teacher_model: str | None,
+) -> Iterator[Any]:
     """The source of on-policy batches (None for other methods), its teacher checked on one real prompt first:
     it must answer, return the log-probabilities of given token ids, and read those ids as the student does."""
     if job.spec.training.method is not TrainingMethod.on_policy:
@@ -220,8 +254,9 @@ def on_policy_source(job: DistillationJob, data: TrainingData, model: Any, devic
         )
     connection = teacher_connection(teacher, teacher_url)
     connection = dataclasses.replace(connection, model=teacher_model or connection.model)
-    with PromptLogprobsClient(connection, timeout=knobs.request_timeout_seconds,
-                              max_retries=knobs.max_retries) as client:  # fmt: skip
+    with PromptLogprobsClient(
+        connection, timeout=knobs.request_timeout_seconds, max_retries=knobs.max_retries
+    ) as client:
 
         def grade(sequences: list[list[int]], starts: list[int], top_k: int) -> list[Any]:
             try:
@@ -232,10 +267,21 @@ def on_policy_source(job: DistillationJob, data: TrainingData, model: Any, devic
         probe = data.examples[0].input_ids  # a real prompt and the teacher's own answer
         disagreeing = tokens_disagreeing(data.tokenizer, probe, 1, grade([probe], [1], knobs.top_logprobs)[0])
         if disagreeing:
-            raise refuse("spec.training.method", "is 'onPolicy' but the teacher reads token ids differently from "
-                          f"the student's tokenizer ({'; '.join(disagreeing[:3])}); use training.method: sft")  # fmt: skip
-        source = OnPolicySource(model, train_config(job).on_policy, grade, stop_ids=stop_token_ids(data.tokenizer),
-                                pad_id=data.pad_id, seed=job.spec.training.seed, rank=rank, device=device)  # fmt: skip
+            raise refuse(
+                "spec.training.method",
+                "is 'onPolicy' but the teacher reads token ids differently from "
+                f"the student's tokenizer ({'; '.join(disagreeing[:3])}); use training.method: sft",
+            )
+        source = OnPolicySource(
+            model,
+            train_config(job).on_policy,
+            grade,
+            stop_ids=stop_token_ids(data.tokenizer),
+            pad_id=data.pad_id,
+            seed=job.spec.training.seed,
+            rank=rank,
+            device=device,
+        )
         yield source
 
 
@@ -243,12 +289,34 @@ def on_policy_source(job: DistillationJob, data: TrainingData, model: Any, devic
 
 # Hyperparameters the training report repeats, as the spec names them.
 REPORTED_SETTINGS = {
-    "learning_rate", "batch_size", "gradient_accumulation_steps", "epochs", "max_seq_length", "warmup_ratio",
-    "weight_decay", "max_grad_norm", "precision", "seed", "kd_temperature", "alpha", "on_policy",
-    "packing", "compile", "gradient_checkpointing",
-}  # fmt: skip
-REPORTED_RUN = ("precision", "loss_tokens", "computed_tokens", "padding_fraction", "train_seconds", "validation",
-                "history", "on_policy", "efficiency")  # fmt: skip
+    "learning_rate",
+    "batch_size",
+    "gradient_accumulation_steps",
+    "epochs",
+    "max_seq_length",
+    "warmup_ratio",
+    "weight_decay",
+    "max_grad_norm",
+    "precision",
+    "seed",
+    "kd_temperature",
+    "alpha",
+    "on_policy",
+    "packing",
+    "compile",
+    "gradient_checkpointing",
+}
+REPORTED_RUN = (
+    "precision",
+    "loss_tokens",
+    "computed_tokens",
+    "padding_fraction",
+    "train_seconds",
+    "validation",
+    "history",
+    "on_policy",
+    "efficiency",
+)
 
 
 def _summary(
@@ -298,28 +366,39 @@ def train_student(
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     try:
         with on_policy_source(job, data, model, device, dist.rank, teacher_url, teacher_model) as source:
-            run = train(model, data.examples, data.validation, train_config(job, data.fingerprint), pad_id=data.pad_id,
-                        device=device, checkpoint_dir=layout.checkpoints, dist=dist, log=say,
-                        on_policy=source)  # fmt: skip
+            run = train(
+                model,
+                data.examples,
+                data.validation,
+                train_config(job, data.fingerprint),
+                pad_id=data.pad_id,
+                device=device,
+                checkpoint_dir=layout.checkpoints,
+                dist=dist,
+                log=say,
+                on_policy=source,
+            )
     except ValueError as error:
         raise refuse("spec.training", str(error)) from None
     summary = _summary(job, layout, run, began, data)
     if dist.is_main:
         _save_student(model, data.tokenizer, layout.student, saved_dtype)
-        report = {
-            **summary.model_dump(),
-            "examples": len(data.examples),
-            "skipped_examples": data.skipped,
-            "validation_examples": len(data.validation),
-            "parameters": parameters,
-            "trainable_parameters": trainable,
-            "lora": training.lora.model_dump(by_alias=True) if training.lora else None,
-            "device": device.type,
-            "world_size": dist.world_size,
-            "hyperparameters": training.model_dump(mode="json", by_alias=True, include=REPORTED_SETTINGS),
-            **{k: run[k] for k in REPORTED_RUN},
-        }
-        write_json_atomic(layout.training_report, report, sort_keys=False)
+        report = TrainingReport.model_validate(
+            {
+                **summary.model_dump(),
+                "examples": len(data.examples),
+                "skipped_examples": data.skipped,
+                "validation_examples": len(data.validation),
+                "parameters": parameters,
+                "trainable_parameters": trainable,
+                "lora": training.lora.model_dump(by_alias=True) if training.lora else None,
+                "device": device.type,
+                "world_size": dist.world_size,
+                "hyperparameters": training.model_dump(mode="json", by_alias=True, include=REPORTED_SETTINGS),
+                **{k: run[k] for k in REPORTED_RUN},
+            }
+        )
+        write_json_atomic(layout.training_report, report.model_dump(mode="json"), sort_keys=False)
     dist.barrier()
     if dist.world_size > 1:
         torch.distributed.destroy_process_group()
