@@ -23,7 +23,7 @@ import pytest
 from distillery.api import DistillationJob
 from distillery.contract.summaries import TrainSummary, parse_summary
 from distillery.storage import Layout
-from tests.stages.test_train import (
+from tests.support.training import (
     REPO,
     answer_records,
     make_job,

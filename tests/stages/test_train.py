@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -21,33 +20,9 @@ import pytest
 from distillery.api import DistillationJob
 from distillery.contract.summaries import TrainSummary, parse_summary
 from distillery.storage import Layout
+from tests.support.training import REPO, answer_records, make_job, run_cli, toy_pairs, write_records
 
 pytestmark = pytest.mark.stages
-
-REPO = Path(__file__).resolve().parents[2]
-TOY_LR = 3e-3  # a random 1-layer student learns the toy task in a few dozen updates at this rate
-
-
-def toy_pairs(n: int, seed: int) -> list[tuple[str, str]]:
-    from make_tiny_models import task_examples  # hack/ is on sys.path (tests/conftest.py)
-
-    return task_examples(random.Random(seed), n)
-
-
-def write_records(root: Path, job: str, split: str, records: list[dict]) -> None:
-    directory = Layout(root, job).generated(split)
-    directory.mkdir(parents=True, exist_ok=True)
-    with (directory / "shard-00000-of-00001.jsonl").open("w") as handle:
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
-
-
-def answer_records(pairs: list[tuple[str, str]], split: str) -> list[dict]:
-    return [
-        {"id": str(i), "split": split, "messages": [{"role": "user", "content": prompt}], "response": answer,
-         "finish_reason": "stop", "teacher_model": "teacher", "reference": answer, "logprobs": None}
-        for i, (prompt, answer) in enumerate(pairs)
-    ]  # fmt: skip
 
 
 def teacher_records(teacher_dir: Path, pairs: list[tuple[str, str]], split: str, k: int = 5) -> list[dict]:
@@ -77,22 +52,6 @@ def teacher_records(teacher_dir: Path, pairs: list[tuple[str, str]], split: str,
     return records
 
 
-def make_job(name: str, student: Path, teacher: Path, **training) -> DistillationJob:
-    generation = {"topLogprobs": 5} if training.get("method") == "kd" else {}
-    return DistillationJob.model_validate({
-        "metadata": {"name": name},
-        "spec": {
-            "teacher": {"model": str(teacher)},
-            "student": {"model": str(student)},
-            "data": {"taskType": "qa", "train": "train.jsonl", "validation": "validation.jsonl"},
-            # The toy pairs repeat by design (a small task space): train on every one of them.
-            "generation": {**generation, "filters": {"dedup": False}},
-            "training": {"learningRate": TOY_LR, "batchSize": 16, "epochs": 3, "warmupRatio": 0.1,
-                         "maxSeqLength": 128, **training},
-        },
-    })  # fmt: skip
-
-
 def greedy_answers(model_dir: Path, prompts: list[str]) -> list[str]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -113,12 +72,6 @@ def greedy_answers(model_dir: Path, prompts: list[str]) -> list[str]:
             tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
         )
     return answers
-
-
-def run_cli(arguments: list[str], termination: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "operator"), "DISTILLERY_TERMINATION_LOG": str(termination)}
-    return subprocess.run([sys.executable, "-m", "distillery", *arguments], env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
 
 
 # ---------------------------------------------------------------- sequence-level KD, end to end
