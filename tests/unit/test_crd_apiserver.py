@@ -67,7 +67,7 @@ import pytest
 from lark import Token, Tree
 
 from distillery.crd import build_crd
-from tests.unit.test_crd_cel import apply_defaults, to_cel
+from tests.support.cel import apply_defaults, to_cel
 
 pytestmark = pytest.mark.unit
 
