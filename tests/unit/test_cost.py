@@ -31,7 +31,7 @@ from distillery.controller.costs import observed_cost, teacher_cost
 from distillery.controller.observe import Observed
 from distillery.controller.phases import decide
 from distillery.controller.status import next_status
-from tests.unit.test_phases import BASE, NOW, TEACHER_UP, job, spec, status
+from tests.support.phase_machine import BASE, NOW, TEACHER_UP, job, spec, status
 
 pytestmark = pytest.mark.unit
 C = ConditionType

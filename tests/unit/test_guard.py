@@ -18,7 +18,7 @@ from distillery.controller.observe import Admission, JobState, Observed
 from distillery.controller.phases import decide
 from distillery.controller.status import events, next_status
 from distillery.manifests import CHILDREN, BuildConfig, build
-from tests.unit.test_phases import NOW, status
+from tests.support.phase_machine import NOW, status
 
 pytestmark = pytest.mark.unit
 
