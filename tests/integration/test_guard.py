@@ -12,8 +12,8 @@ import pytest
 
 from distillery.controller import handlers
 from distillery.controller.settings import from_environment
-from tests.integration.conftest import Cluster, _verb, spec
-from tests.support.chart import granted, only, render
+from tests.support.chart import find, granted, render
+from tests.support.kmock_cluster import Cluster, spec, verb_of
 from tests.support.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration]
@@ -39,7 +39,7 @@ def _chart_env() -> dict[str, str]:
         f"operator.guard.secretLabel={LABEL}=true",
         "operator.guard.allowedTolerationKeys={nvidia.com/gpu}",
     )
-    (container,) = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    (container,) = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     return {e["name"]: e["value"] for e in container["env"] if e["name"].startswith("DISTILLERY_GUARD_")}
 
 
@@ -91,9 +91,9 @@ async def test_a_secret_is_waited_for_then_allowed_only_with_its_label(cluster: 
     reads = [r for r in cluster.operator_requests() if r.resource.plural == "secrets"]
     assert reads and all(r.method.value.upper() == "GET" for r in reads)
     assert all("as=PartialObjectMetadata" in r.headers.get("Accept", "") for r in reads), "metadata only"
-    used = {(r.resource.group or "", r.resource.plural, _verb(r)) for r in reads}
-    with_guard = granted(only(render(f"operator.guard.secretLabel={LABEL}=true"), "ClusterRole"))
-    without = granted(only(render(), "ClusterRole"))
+    used = {(r.resource.group or "", r.resource.plural, verb_of(r)) for r in reads}
+    with_guard = granted(find(render(f"operator.guard.secretLabel={LABEL}=true"), "ClusterRole"))
+    without = granted(find(render(), "ClusterRole"))
     assert with_guard - without == used == {("", "secrets", "get")}
 
 

@@ -12,7 +12,7 @@ from prometheus_client import start_http_server
 
 from distillery.contract.commands import METRICS_PORT
 from distillery.training import metrics
-from tests.integration.conftest import Cluster, spec
+from tests.support.kmock_cluster import Cluster, spec
 from tests.support.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]

@@ -245,7 +245,7 @@ class KubeAPI:
     def __init__(self):
         import kmock
 
-        from tests.integration.conftest import RESOURCES, VERBS, Emulator
+        from tests.support.kmock_cluster import RESOURCES, VERBS, Emulator
 
         self.loop = asyncio.new_event_loop()
         self._started = threading.Event()
@@ -358,7 +358,7 @@ def kube_api():
 def operator(kube_api, tmp_path_factory):
     """The real operator, watching, with one job created; an error (with the operator's output)
     for every test that uses it when the process has exited."""
-    from tests.integration.conftest import spec
+    from tests.support.kmock_cluster import spec
 
     running = Operator(kube_api, tmp_path_factory.mktemp("operator"))
     try:

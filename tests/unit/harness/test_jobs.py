@@ -11,8 +11,7 @@ import re
 import pytest
 
 from tests.harness import HarnessError, api_path
-from tests.support.waiting import wait_for
-from tests.unit.harness.conftest import (
+from tests.support.harness_workloads import (
     NS,
     alive,
     condition,
@@ -21,6 +20,7 @@ from tests.unit.harness.conftest import (
     job,
     storage_mount,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.unit
 
