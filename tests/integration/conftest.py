@@ -40,8 +40,11 @@ async def cluster(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureReques
         configuration.host = str(server.url).rstrip("/")
         handlers.use_configuration(configuration)
         world = Cluster(server)
-        await world.create("v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
-                           namespace=None)  # fmt: skip
+        await world.create(
+            "v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+            namespace=None,
+        )
         try:
             yield world
         finally:

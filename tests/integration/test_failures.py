@@ -26,8 +26,14 @@ async def test_a_spec_changed_after_the_start_fails_naming_the_sections(cluster:
         await generating(cluster, "edited")
         status = await cluster.job_status("edited")
         assert status["specHashes"]["teacher"] and status["specHashes"]["generation"]
-        await cluster.patch(DJ, "edited", {"spec": {"teacher": {"model": "models/bigger"},
-                                                    "generation": {"shards": 4}}, "metadata": {"generation": 2}})  # fmt: skip
+        await cluster.patch(
+            DJ,
+            "edited",
+            {
+                "spec": {"teacher": {"model": "models/bigger"}, "generation": {"shards": 4}},
+                "metadata": {"generation": 2},
+            },
+        )
         status = await cluster.wait_phase("edited", "Failed")
         await all_stopped(cluster, "edited")
     assert "spec changed after the job started (spec.teacher, spec.generation)" in status["message"]
@@ -68,8 +74,11 @@ async def test_an_unavailable_api_is_retried_while_the_status_says_so(cluster: C
 
 
 async def _warnings(cluster: Cluster, name: str) -> list[dict]:
-    return [e for e in await cluster.list("v1/events")
-            if e.get("type") == "Warning" and e["involvedObject"]["name"] == name]  # fmt: skip
+    return [
+        e
+        for e in await cluster.list("v1/events")
+        if e.get("type") == "Warning" and e["involvedObject"]["name"] == name
+    ]
 
 
 async def _message_has(cluster: Cluster, name: str, text: str) -> dict | None:

@@ -54,9 +54,13 @@ async def test_a_failed_shard_fails_the_job_with_the_reason(cluster: Cluster):
         # more than the maximum: the Job controller writes MaxFailedIndexesExceeded (kubernetes
         # pkg/controller/job/job_controller.go, syncJob: `failedIndexes.total() > *MaxFailedIndexes`;
         # FailedIndexes only when every index finished and no maxFailedIndexes was passed).
-        await cluster.job_failed("shard-generate", "MaxFailedIndexesExceeded",
-                                 "Job has exceeded the specified maximal number of failed indexes", failedIndexes="1",
-                                 succeeded=1)  # fmt: skip
+        await cluster.job_failed(
+            "shard-generate",
+            "MaxFailedIndexesExceeded",
+            "Job has exceeded the specified maximal number of failed indexes",
+            failedIndexes="1",
+            succeeded=1,
+        )
         status = await cluster.wait_phase("shard", "Failed")
         await wait_for_async(
             lambda: absent(cluster, "apps/v1/deployments", "shard-teacher"), "the teacher to be removed", 20
@@ -129,8 +133,13 @@ async def test_why_a_pod_has_not_started_is_in_the_status_while_its_stage_waits(
         await cluster.inputs_ready("slow")
         teacher = await cluster.wait_child("apps/v1/deployments", "slow-teacher")
         await cluster.waiting_pod(teacher, "slow-teacher-abc", pull)
-        status = await wait_for_async(lambda: _message_has(
-            cluster, "slow", 'ImagePullBackOff: Back-off pulling image "vllm/vllm-openai:v9"'), "the pull back-off in the status", 20)  # fmt: skip
+        status = await wait_for_async(
+            lambda: _message_has(
+                cluster, "slow", 'ImagePullBackOff: Back-off pulling image "vllm/vllm-openai:v9"'
+            ),
+            "the pull back-off in the status",
+            20,
+        )
         assert status["phase"] == "TeacherStarting"
         await cluster.delete("v1/pods", "slow-teacher-abc")
         await generate(cluster, "slow")
@@ -143,8 +152,12 @@ async def test_why_a_pod_has_not_started_is_in_the_status_while_its_stage_waits(
             lambda: _message_has(cluster, "slow", expected), "the scheduler's reason", 20
         )
         assert status["phase"] == "Training" and status["message"] == "training the student " + expected
-        await cluster.patch("v1/pods", "slow-train-xyz", {"status": {"phase": "Running", "conditions": [
-            {"type": "PodScheduled", "status": "True"}]}}, "status")  # fmt: skip
+        await cluster.patch(
+            "v1/pods",
+            "slow-train-xyz",
+            {"status": {"phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"}]}},
+            "status",
+        )
         status = await wait_for_async(lambda: _message_has(cluster, "slow", ""), "the message without it", 20)
         assert status["message"] == "training the student", status["message"]
 
@@ -171,8 +184,13 @@ async def test_an_operator_restart_creates_no_duplicates_and_keeps_progress(clus
         await cluster.finish_pod(train, "train", TrainSummary(train_loss=0.5))
         await cluster.job_done("again-train")
         after = await cluster.wait_phase("again", "Evaluating")
-    creates = [r for r in cluster.operator_requests() if r.method.value.upper() == "POST" and r.resource is not None
-               and r.resource.plural not in ("events", "pods", "distillationjobs")]  # fmt: skip
+    creates = [
+        r
+        for r in cluster.operator_requests()
+        if r.method.value.upper() == "POST"
+        and r.resource is not None
+        and r.resource.plural not in ("events", "pods", "distillationjobs")
+    ]
     names = [(r.resource.plural, r.data["metadata"]["name"]) for r in creates]
     assert len(names) == len(set(names)), f"a child was created twice: {names}"
     assert ("jobs", "again-evaluate") in names
@@ -212,8 +230,13 @@ async def test_an_invalid_spec_fails_once_naming_the_field(cluster: Cluster):
             await wait_for_async(lambda n=count + 1: _reconciles() >= n, "one more reconcile", 20)
         assert _reconciles() >= start + 4
     assert "spec.generation.topLogprobs" in status["message"]
-    writes = [r for r in cluster.operator_requests() if r.method.value.upper() in ("POST", "PATCH")
-              and r.resource is not None and r.resource.plural not in ("distillationjobs", "events")]  # fmt: skip
+    writes = [
+        r
+        for r in cluster.operator_requests()
+        if r.method.value.upper() in ("POST", "PATCH")
+        and r.resource is not None
+        and r.resource.plural not in ("distillationjobs", "events")
+    ]
     assert writes == [], "an invalid job must not create children"
     status_patches = [r for r in cluster.operator_requests() if r.subresource == "status" and r.name == "bad"]
     assert len(status_patches) == 1, "Failed is written once, not on every tick"

@@ -30,8 +30,12 @@ TAKEOVER_DEADLINE = 60
 
 
 def chart_operator() -> dict[str, Any]:
-    rendered = render("operator.leaderElection.enabled=true", "operator.replicas=2",
-                      "operator.image.repository=distillery-operator", namespace=RELEASE_NAMESPACE)  # fmt: skip
+    rendered = render(
+        "operator.leaderElection.enabled=true",
+        "operator.replicas=2",
+        "operator.image.repository=distillery-operator",
+        namespace=RELEASE_NAMESPACE,
+    )
     (deployment,) = [d for d in rendered if d["kind"] == "Deployment"]
     return deployment
 
@@ -50,14 +54,30 @@ def inputs_ready(api: RestClient, name: str, details) -> None:
         inputs={"spec.data.train": InputSummary(location="/data/d/train.jsonl", checked=3)}
     )
     pod = f"{name}-check-0"
-    api.create({"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": pod, "labels": job["spec"]["template"]["metadata"]["labels"]},
-                "spec": job["spec"]["template"]["spec"]})  # fmt: skip
+    api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": pod, "labels": job["spec"]["template"]["metadata"]["labels"]},
+            "spec": job["spec"]["template"]["spec"],
+        }
+    )
     terminated = {"exitCode": 0, "reason": "Completed", "message": termination_message(summary)}
-    api.call("PATCH", api_path("v1", "pods", api.namespace, pod, "status"), {"status": {
-        "phase": "Succeeded", "containerStatuses": [{"name": "check", "state": {"terminated": terminated}}]}})  # fmt: skip
-    api.call("PATCH", api_path("batch/v1", "jobs", api.namespace, f"{name}-check", "status"), {"status": {
-        "succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}})  # fmt: skip
+    api.call(
+        "PATCH",
+        api_path("v1", "pods", api.namespace, pod, "status"),
+        {
+            "status": {
+                "phase": "Succeeded",
+                "containerStatuses": [{"name": "check", "state": {"terminated": terminated}}],
+            }
+        },
+    )
+    api.call(
+        "PATCH",
+        api_path("batch/v1", "jobs", api.namespace, f"{name}-check", "status"),
+        {"status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}},
+    )
 
 
 def two_chart_replicas_one_reconciles_the_other_takes_over(tmp_path):
@@ -66,22 +86,41 @@ def two_chart_replicas_one_reconciles_the_other_takes_over(tmp_path):
     assert "--leader-elect=distillery" in container["args"] and deployment["spec"]["replicas"] == 2
     config = tmp_path / "kubeconfig"  # written below, before any pod starts
     # retry_delay 10 s: a killed container comes back after the kubelet's first crash back-off.
-    with start_cluster(tmp_path, [RELEASE_NAMESPACE, JOBS_NAMESPACE], runtime=ProcessRuntime(env={"KUBECONFIG": str(config)}),
-                       namespace=RELEASE_NAMESPACE, retry_delay=10) as cluster:  # fmt: skip
+    with start_cluster(
+        tmp_path,
+        [RELEASE_NAMESPACE, JOBS_NAMESPACE],
+        runtime=ProcessRuntime(env={"KUBECONFIG": str(config)}),
+        namespace=RELEASE_NAMESPACE,
+        retry_delay=10,
+    ) as cluster:
         emulator, kubelet = cluster.emulator, cluster.kubelet
         config.write_text(kubeconfig(cluster.url))
         try:
             system, jobs = cluster.api(RELEASE_NAMESPACE), cluster.api(JOBS_NAMESPACE)
             system.create(deployment)
             details = lambda: kubelet.diagnostics()  # noqa: E731
-            pods = wait_for(lambda: [p for p in kubelet.pods() if p.ready] if len(
-                [p for p in kubelet.pods() if p.ready]) == 2 else None, "both replicas ready", 120, details=details)  # fmt: skip
+            pods = wait_for(
+                lambda: (
+                    [p for p in kubelet.pods() if p.ready]
+                    if len([p for p in kubelet.pods() if p.ready]) == 2
+                    else None
+                ),
+                "both replicas ready",
+                120,
+                details=details,
+            )
             first = wait_for(lambda: holder(system), "a leader", TAKEOVER_DEADLINE, details=details)
             leader = next(p for p in pods if first.startswith(p.name))
             standby = next(p for p in pods if p is not leader)
 
-            jobs.create({"apiVersion": "distillery.dev/v1alpha1", "kind": "DistillationJob",
-                         "metadata": {"name": "ha", "namespace": JOBS_NAMESPACE}, "spec": spec()})  # fmt: skip
+            jobs.create(
+                {
+                    "apiVersion": "distillery.dev/v1alpha1",
+                    "kind": "DistillationJob",
+                    "metadata": {"name": "ha", "namespace": JOBS_NAMESPACE},
+                    "spec": spec(),
+                }
+            )
             inputs_ready(jobs, "ha", details)
             wait_for(
                 lambda: jobs.get("apps/v1", "deployments", "ha-teacher"), "the teacher", 30, details=details
@@ -98,12 +137,28 @@ def two_chart_replicas_one_reconciles_the_other_takes_over(tmp_path):
 
             kubelet.kill(leader.name)  # SIGKILL: no goodbye, its Lease just stops being renewed
             started = time.monotonic()
-            second = wait_for(lambda: (h := holder(system)) and h != first and h, "a new leader", TAKEOVER_DEADLINE, details=details)  # fmt: skip
+            second = wait_for(
+                lambda: (h := holder(system)) and h != first and h,
+                "a new leader",
+                TAKEOVER_DEADLINE,
+                details=details,
+            )
             assert second.startswith(standby.name), (first, second)
-            jobs.create({"apiVersion": "distillery.dev/v1alpha1", "kind": "DistillationJob",
-                         "metadata": {"name": "ha2", "namespace": JOBS_NAMESPACE}, "spec": spec()})  # fmt: skip
+            jobs.create(
+                {
+                    "apiVersion": "distillery.dev/v1alpha1",
+                    "kind": "DistillationJob",
+                    "metadata": {"name": "ha2", "namespace": JOBS_NAMESPACE},
+                    "spec": spec(),
+                }
+            )
             inputs_ready(jobs, "ha2", details)
-            wait_for(lambda: jobs.get("apps/v1", "deployments", "ha2-teacher"), "the new leader at work", TAKEOVER_DEADLINE, details=details)  # fmt: skip
+            wait_for(
+                lambda: jobs.get("apps/v1", "deployments", "ha2-teacher"),
+                "the new leader at work",
+                TAKEOVER_DEADLINE,
+                details=details,
+            )
             print(f"takeover: a new leader {time.monotonic() - started:.1f} s after the old one was killed")
             assert "created Deployment ha2-teacher" in standby.log.read_text()
             made = operator_posts(emulator)

@@ -130,8 +130,16 @@ class Cluster:
         faults = getattr(self.server, "faults", None)
         if faults is None:
             faults = self.server.faults = []
-        faults.append({"method": method, "plural": plural, "code": code, "reason": reason, "message": message,
-                       "times": times})  # fmt: skip
+        faults.append(
+            {
+                "method": method,
+                "plural": plural,
+                "code": code,
+                "reason": reason,
+                "message": message,
+                "times": times,
+            }
+        )
 
     async def job_status(self, name: str) -> dict:
         body = await self.get(DJ, name)
@@ -150,9 +158,14 @@ class Cluster:
     # ---------------------------------------------------------------- playing the cluster
     async def create_job(self, name: str, spec: dict) -> dict:
         return await self.create(
-            DJ, {"apiVersion": "distillery.dev/v1alpha1", "kind": "DistillationJob",
-                 "metadata": {"name": name, "generation": 1}, "spec": spec},
-        )  # fmt: skip
+            DJ,
+            {
+                "apiVersion": "distillery.dev/v1alpha1",
+                "kind": "DistillationJob",
+                "metadata": {"name": name, "generation": 1},
+                "spec": spec,
+            },
+        )
 
     async def inputs_ready(self, job_name: str) -> None:
         """The check Job appears before anything else, and its pod finds the inputs readable."""
@@ -187,31 +200,67 @@ class Cluster:
                 "status": {
                     "phase": "Succeeded" if exit_code == 0 else "Failed",
                     "containerStatuses": [
-                        {"name": stage, "ready": False, "restartCount": 0, "image": "x", "imageID": "x",
-                         "state": {"terminated": {"exitCode": exit_code, "message": message,
-                                                  "reason": "Completed" if exit_code == 0 else "Error"}}}
+                        {
+                            "name": stage,
+                            "ready": False,
+                            "restartCount": 0,
+                            "image": "x",
+                            "imageID": "x",
+                            "state": {
+                                "terminated": {
+                                    "exitCode": exit_code,
+                                    "message": message,
+                                    "reason": "Completed" if exit_code == 0 else "Error",
+                                }
+                            },
+                        }
                     ],
                 },
             },
-        )  # fmt: skip
+        )
 
     async def waiting_pod(self, owner: dict, name: str, status: dict) -> dict:
         """A pod of `owner` (a Job or Deployment, from its pod template) that has not started, with
         the scheduler's or the kubelet's `status` (PodScheduled False, a container's waiting state)."""
         template = owner["spec"]["template"]
-        return await self.create("v1/pods", {
-            "metadata": {"name": name, "labels": {**template["metadata"]["labels"]}},
-            "spec": template["spec"], "status": {"phase": "Pending", **status}})  # fmt: skip
+        return await self.create(
+            "v1/pods",
+            {
+                "metadata": {"name": name, "labels": {**template["metadata"]["labels"]}},
+                "spec": template["spec"],
+                "status": {"phase": "Pending", **status},
+            },
+        )
 
     async def job_done(self, name: str, succeeded: int = 1) -> None:
-        await self.patch("batch/v1/jobs", name, {"status": {
-            "succeeded": succeeded, "startTime": "2026-11-28T10:00:00Z", "completionTime": "2026-11-28T10:10:00Z",
-            "conditions": [{"type": "Complete", "status": "True"}]}}, "status")  # fmt: skip
+        await self.patch(
+            "batch/v1/jobs",
+            name,
+            {
+                "status": {
+                    "succeeded": succeeded,
+                    "startTime": "2026-11-28T10:00:00Z",
+                    "completionTime": "2026-11-28T10:10:00Z",
+                    "conditions": [{"type": "Complete", "status": "True"}],
+                }
+            },
+            "status",
+        )
 
     async def job_failed(self, name: str, reason: str, message: str, **status: Any) -> None:
-        await self.patch("batch/v1/jobs", name, {"status": {
-            **status, "conditions": [{"type": "Failed", "status": "True", "reason": reason, "message": message}]}},
-            "status")  # fmt: skip
+        await self.patch(
+            "batch/v1/jobs",
+            name,
+            {
+                "status": {
+                    **status,
+                    "conditions": [
+                        {"type": "Failed", "status": "True", "reason": reason, "message": message}
+                    ],
+                }
+            },
+            "status",
+        )
 
     def operator_requests(self) -> list[kmock.Request]:
         """The API requests the operator made (not discovery, not the test playing the cluster)."""
@@ -285,8 +334,14 @@ class Emulator(kmock.KubernetesEmulator):
     async def _handle(self, request):
         fault = self._fault(request)
         if fault is not None:
-            status = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": fault["code"],
-                      "reason": fault["reason"], "message": fault["message"]}  # fmt: skip
+            status = {
+                "apiVersion": "v1",
+                "kind": "Status",
+                "status": "Failure",
+                "code": fault["code"],
+                "reason": fault["reason"],
+                "message": fault["message"],
+            }
             return aiohttp.web.json_response(status, status=fault["code"])
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})

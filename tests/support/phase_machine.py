@@ -64,15 +64,37 @@ GEN_SUMMARY = (
 )
 
 
-EVAL_PASS = (EvaluateSummary.model_validate(
-    {"evaluation": {"metric": "accuracy", "teacher": {"score": 0.8}, "student": {"score": 0.7}, "retention": 0.875,
-                    "gatePassed": True, "gateReason": "retention 0.875 >= 0.8"},
-     "report": "/data/jobs/j/reports/evaluation.json"}),)  # fmt: skip
+EVAL_PASS = (
+    EvaluateSummary.model_validate(
+        {
+            "evaluation": {
+                "metric": "accuracy",
+                "teacher": {"score": 0.8},
+                "student": {"score": 0.7},
+                "retention": 0.875,
+                "gatePassed": True,
+                "gateReason": "retention 0.875 >= 0.8",
+            },
+            "report": "/data/jobs/j/reports/evaluation.json",
+        }
+    ),
+)
 
 
-EVAL_FAIL = (EvaluateSummary.model_validate(
-    {"evaluation": {"metric": "accuracy", "teacher": {"score": 0.8}, "student": {"score": 0.4}, "retention": 0.5,
-                    "gatePassed": False, "gateReason": "retention 0.50 < 0.80"}}),)  # fmt: skip
+EVAL_FAIL = (
+    EvaluateSummary.model_validate(
+        {
+            "evaluation": {
+                "metric": "accuracy",
+                "teacher": {"score": 0.8},
+                "student": {"score": 0.4},
+                "retention": 0.5,
+                "gatePassed": False,
+                "gateReason": "retention 0.50 < 0.80",
+            }
+        }
+    ),
+)
 
 
 CHECK_FAILED = CheckSummary(

@@ -27,9 +27,19 @@ GEN = GenerateSummary(records=5, output_tokens=50, prompt_tokens=20, rejected={"
 
 
 EVAL_OK = EvaluateSummary.model_validate(
-    {"evaluation": {"metric": "accuracy", "teacher": {"score": 0.8}, "baseline": {"score": 0.3},
-                    "student": {"score": 0.6}, "retention": 0.75, "gatePassed": True, "gateReason": "0.75 >= 0.5"},
-     "report": "/data/jobs/walk/reports/evaluation.json"})  # fmt: skip
+    {
+        "evaluation": {
+            "metric": "accuracy",
+            "teacher": {"score": 0.8},
+            "baseline": {"score": 0.3},
+            "student": {"score": 0.6},
+            "retention": 0.75,
+            "gatePassed": True,
+            "gateReason": "0.75 >= 0.5",
+        },
+        "report": "/data/jobs/walk/reports/evaluation.json",
+    }
+)
 
 
 async def generate(cluster: Cluster, name: str, shards: int = 2) -> dict:
@@ -69,9 +79,12 @@ async def a_job_walks_through_every_phase_to_succeeded(cluster: Cluster):
         await cluster.create_job("walk", spec())
         await cluster.inputs_ready("walk")
         await cluster.wait_phase("walk", "TeacherStarting")
-        for resource, child in [("apps/v1/deployments", "walk-teacher"), ("v1/services", "walk-teacher"),
-                                ("networking.k8s.io/v1/networkpolicies", "walk-teacher-ingress"),
-                                ("v1/persistentvolumeclaims", "walk-data")]:  # fmt: skip
+        for resource, child in [
+            ("apps/v1/deployments", "walk-teacher"),
+            ("v1/services", "walk-teacher"),
+            ("networking.k8s.io/v1/networkpolicies", "walk-teacher-ingress"),
+            ("v1/persistentvolumeclaims", "walk-data"),
+        ]:
             await cluster.wait_child(resource, child)
         assert await cluster.get("batch/v1/jobs", "walk-generate") is None, (
             "no shards before the teacher is ready"
@@ -94,8 +107,13 @@ async def a_job_walks_through_every_phase_to_succeeded(cluster: Cluster):
         await cluster.job_done("walk-evaluate")
         status = await cluster.wait_phase("walk", "Succeeded")
         # Events are posted in the background; wait for the last transition's.
-        await wait_for_async(lambda: event_reasons(cluster, {
-            "TeacherStarting", "Generating", "Training", "Evaluating", "Succeeded"}), "an event for each phase", 20)  # fmt: skip
+        await wait_for_async(
+            lambda: event_reasons(
+                cluster, {"TeacherStarting", "Generating", "Training", "Evaluating", "Succeeded"}
+            ),
+            "an event for each phase",
+            20,
+        )
 
     conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
     assert conditions == {
@@ -161,8 +179,10 @@ async def deletion_releases_the_job_and_children_are_owned(cluster: Cluster):
         assert not body["metadata"].get("finalizers"), "deleting a job must not wait for the operator"
         await cluster.delete(DJ, "gone")
         await wait_for_async(lambda: absent(cluster, DJ, "gone"), "the job to be gone", 20)
-        children = [await cluster.get(r, n) for r, n in [("apps/v1/deployments", "gone-teacher"),
-                                                         ("v1/services", "gone-teacher")]]  # fmt: skip
+        children = [
+            await cluster.get(r, n)
+            for r, n in [("apps/v1/deployments", "gone-teacher"), ("v1/services", "gone-teacher")]
+        ]
         claim = await cluster.get("v1/persistentvolumeclaims", "gone-data")
     for child in children:
         (owner,) = child["metadata"]["ownerReferences"]
@@ -190,16 +210,23 @@ async def a_finished_job_is_deleted_after_its_ttl(cluster: Cluster):
 async def an_operator_restricted_to_one_namespace(cluster: Cluster):
     """`--namespace` mode: the job in its namespace runs as cluster-wide; a job in another is left alone."""
     other = "elsewhere"
-    await cluster.create("v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}},
-                         namespace=None)  # fmt: skip
+    await cluster.create(
+        "v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}},
+        namespace=None,
+    )
     async with cluster.operator(namespace="ml"):
         # Created first, so the operator has had every chance to act on it by the time "local" generates.
         await cluster.create(
             DJ,
-            {"apiVersion": "distillery.dev/v1alpha1", "kind": "DistillationJob",
-             "metadata": {"name": "foreign", "generation": 1}, "spec": spec()},
+            {
+                "apiVersion": "distillery.dev/v1alpha1",
+                "kind": "DistillationJob",
+                "metadata": {"name": "foreign", "generation": 1},
+                "spec": spec(),
+            },
             namespace=other,
-        )  # fmt: skip
+        )
         await cluster.create_job("local", spec())
         await cluster.inputs_ready("local")
         await cluster.wait_phase("local", "TeacherStarting")

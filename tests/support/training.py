@@ -35,29 +35,46 @@ def write_records(root: Path, job: str, split: str, records: list[dict]) -> None
 
 def answer_records(pairs: list[tuple[str, str]], split: str) -> list[dict]:
     return [
-        {"id": str(i), "split": split, "messages": [{"role": "user", "content": prompt}], "response": answer,
-         "finish_reason": "stop", "teacher_model": "teacher", "reference": answer, "logprobs": None}
+        {
+            "id": str(i),
+            "split": split,
+            "messages": [{"role": "user", "content": prompt}],
+            "response": answer,
+            "finish_reason": "stop",
+            "teacher_model": "teacher",
+            "reference": answer,
+            "logprobs": None,
+        }
         for i, (prompt, answer) in enumerate(pairs)
-    ]  # fmt: skip
+    ]
 
 
 def make_job(name: str, student: Path, teacher: Path, **training) -> DistillationJob:
     generation = {"topLogprobs": 5} if training.get("method") == "kd" else {}
-    return DistillationJob.model_validate({
-        "metadata": {"name": name},
-        "spec": {
-            "teacher": {"model": str(teacher)},
-            "student": {"model": str(student)},
-            "data": {"taskType": "qa", "train": "train.jsonl", "validation": "validation.jsonl"},
-            # The toy pairs repeat by design (a small task space): train on every one of them.
-            "generation": {**generation, "filters": {"dedup": False}},
-            "training": {"learningRate": TOY_LR, "batchSize": 16, "epochs": 3, "warmupRatio": 0.1,
-                         "maxSeqLength": 128, **training},
-        },
-    })  # fmt: skip
+    return DistillationJob.model_validate(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "teacher": {"model": str(teacher)},
+                "student": {"model": str(student)},
+                "data": {"taskType": "qa", "train": "train.jsonl", "validation": "validation.jsonl"},
+                # The toy pairs repeat by design (a small task space): train on every one of them.
+                "generation": {**generation, "filters": {"dedup": False}},
+                "training": {
+                    "learningRate": TOY_LR,
+                    "batchSize": 16,
+                    "epochs": 3,
+                    "warmupRatio": 0.1,
+                    "maxSeqLength": 128,
+                    **training,
+                },
+            },
+        }
+    )
 
 
 def run_cli(arguments: list[str], termination: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO / "operator"), "DISTILLERY_TERMINATION_LOG": str(termination)}
-    return subprocess.run([sys.executable, "-m", "distillery", *arguments], env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "distillery", *arguments], env=env, capture_output=True, text=True, timeout=600
+    )

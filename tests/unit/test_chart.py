@@ -189,8 +189,9 @@ def test_leader_election_runs_replicas_on_a_lease():
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     role = find(docs, "Role", "-leader-election")
     assert role["metadata"]["namespace"] == "distillery-system"
-    assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                              "verbs": ["get", "create", "patch"]}]  # fmt: skip
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch"]}
+    ]
     binding = find(docs, "RoleBinding", "-leader-election")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
 

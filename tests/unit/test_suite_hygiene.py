@@ -44,7 +44,11 @@ def _asserts(function: ast.AST, scenarios: frozenset[str] | None = None) -> bool
         if isinstance(node, ast.Call):
             target = node.func
             name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
-            if name.startswith(PREFIXES) or name in HELPERS or name in (_scenarios() if scenarios is None else scenarios):
+            if (
+                name.startswith(PREFIXES)
+                or name in HELPERS
+                or name in (_scenarios() if scenarios is None else scenarios)
+            ):
                 return True
             if (
                 isinstance(target, ast.Attribute)
