@@ -44,8 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     prepare(out, 240, 40, 600, 0, force=True)  # prepare_tiny.py's defaults
     prepare_s = time.monotonic() - started
 
-    command = [sys.executable, "-m", "distillery", "run", str(REPO / "examples" / "tiny.yaml"), "--storage",
-               str(out)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "distillery",
+        "run",
+        str(REPO / "examples" / "tiny.yaml"),
+        "--storage",
+        str(out),
+    ]
     print("bench-e2e: " + " ".join(command), flush=True)
     run_started = time.monotonic()
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)

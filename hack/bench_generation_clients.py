@@ -46,8 +46,9 @@ DEFAULT_MODEL = HACK.parent / "build" / "bench-quality" / "models" / "teacher"
 CLIENTS = ("vllm-bench", "plain", "stage")
 
 
-def vllm_bench(base_url: str, model: str, tokenizer: str, input_len: int, count: int, concurrency: int,
-               max_tokens: int) -> tuple[int, float]:  # fmt: skip
+def vllm_bench(
+    base_url: str, model: str, tokenizer: str, input_len: int, count: int, concurrency: int, max_tokens: int
+) -> tuple[int, float]:
     """vLLM's benchmark client on the same server: (output tokens, seconds)."""
     from vllm.benchmarks.serve import add_cli_args, main
     from vllm.utils.argparse_utils import FlexibleArgumentParser
@@ -55,13 +56,40 @@ def vllm_bench(base_url: str, model: str, tokenizer: str, input_len: int, count:
     parser = FlexibleArgumentParser()
     add_cli_args(parser)
     root = base_url.removesuffix("/v1")
-    args = parser.parse_args([
-        "--backend", "openai-chat", "--base-url", root, "--endpoint", "/v1/chat/completions",
-        "--model", model, "--tokenizer", tokenizer, "--dataset-name", "random",
-        "--random-input-len", str(input_len), "--random-output-len", str(max_tokens), "--random-range-ratio", "0",
-        "--num-prompts", str(count), "--max-concurrency", str(concurrency), "--request-rate", "inf",
-        "--temperature", "0", "--ignore-eos", "--disable-tqdm", "--num-warmups", "0",
-    ])  # fmt: skip
+    args = parser.parse_args(
+        [
+            "--backend",
+            "openai-chat",
+            "--base-url",
+            root,
+            "--endpoint",
+            "/v1/chat/completions",
+            "--model",
+            model,
+            "--tokenizer",
+            tokenizer,
+            "--dataset-name",
+            "random",
+            "--random-input-len",
+            str(input_len),
+            "--random-output-len",
+            str(max_tokens),
+            "--random-range-ratio",
+            "0",
+            "--num-prompts",
+            str(count),
+            "--max-concurrency",
+            str(concurrency),
+            "--request-rate",
+            "inf",
+            "--temperature",
+            "0",
+            "--ignore-eos",
+            "--disable-tqdm",
+            "--num-warmups",
+            "0",
+        ]
+    )
     with contextlib.redirect_stdout(io.StringIO()):  # its own long report; the figures come back in `result`
         result = main(args)
     if result["completed"] != count:
@@ -75,10 +103,11 @@ def prompt_tokens(tokenizer_dir: str, records: list[dict]) -> int:
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     texts = [
-        tokenizer.apply_chat_template([{"role": "user", "content": r["prompt"]}], add_generation_prompt=True,
-                                      tokenize=False)
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": r["prompt"]}], add_generation_prompt=True, tokenize=False
+        )
         for r in records
-    ]  # fmt: skip
+    ]
     lengths = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
     return round(sum(lengths) / len(lengths))
 
@@ -97,8 +126,9 @@ def sweep(base_url: str, model: str, tokenizer: str, args: argparse.Namespace, w
         for round_ in range(0 if first else 1, args.rounds + 1):  # round 0 (once) warms up server and clients
             for name in CLIENTS:
                 if name == "vllm-bench":
-                    tokens, seconds = vllm_bench(base_url, model, tokenizer, input_len, len(records), concurrency,
-                                                 args.max_tokens)  # fmt: skip
+                    tokens, seconds = vllm_bench(
+                        base_url, model, tokenizer, input_len, len(records), concurrency, args.max_tokens
+                    )
                 elif name == "plain":
                     tokens, seconds = asyncio.run(
                         plain_client(base_url, model, records, concurrency, args.max_tokens)
@@ -106,8 +136,11 @@ def sweep(base_url: str, model: str, tokenizer: str, args: argparse.Namespace, w
                 else:
                     tokens, seconds = stage_run(base_url, model, work, concurrency, args.max_tokens)
                 label = "warm-up" if round_ == 0 else f"round {round_}"
-                print(f"c={concurrency:<3} {label:8} {name:10}: {tokens} output tokens in {seconds:6.2f}s = "
-                      f"{tokens / seconds:5.0f} tok/s", flush=True)  # fmt: skip
+                print(
+                    f"c={concurrency:<3} {label:8} {name:10}: {tokens} output tokens in {seconds:6.2f}s = "
+                    f"{tokens / seconds:5.0f} tok/s",
+                    flush=True,
+                )
                 if round_:
                     rates[name].append(tokens / seconds)
         best[concurrency] = {name: max(values) for name, values in rates.items()}
@@ -115,9 +148,10 @@ def sweep(base_url: str, model: str, tokenizer: str, args: argparse.Namespace, w
     print(f"{'concurrency':>11} " + " ".join(f"{n:>10}" for n in CLIENTS) + "  stage/vllm  plain/vllm")
     for concurrency, row in best.items():
         print(
-            f"{concurrency:>11} " + " ".join(f"{row[n]:10.0f}" for n in CLIENTS)
+            f"{concurrency:>11} "
+            + " ".join(f"{row[n]:10.0f}" for n in CLIENTS)
             + f"  {row['stage'] / row['vllm-bench']:10.3f}  {row['plain'] / row['vllm-bench']:10.3f}"
-        )  # fmt: skip
+        )
     return {str(c): {k: round(v, 1) for k, v in row.items()} for c, row in best.items()}
 
 
@@ -146,8 +180,15 @@ def main(argv: list[str] | None = None) -> int:
         if not (model_dir / "config.json").exists():
             raise SystemExit(f"no model in {model_dir}: python hack/convert_smollm2.py {model_dir}")
         env = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
-        with local_vllm_server(str(model_dir), "teacher", dtype="float32", max_model_len=512, extra_args=["-O0"],
-                               env=env, log_path=work / "vllm.log") as server:  # fmt: skip
+        with local_vllm_server(
+            str(model_dir),
+            "teacher",
+            dtype="float32",
+            max_model_len=512,
+            extra_args=["-O0"],
+            env=env,
+            log_path=work / "vllm.log",
+        ) as server:
             best = sweep(server.base_url, server.model, str(model_dir), args, work)
     report = {
         "model": str(args.model_dir),

@@ -72,8 +72,13 @@ def main(argv: list[str] | None = None) -> int:
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
-    records = [{"messages": [{"role": "user", "content": SENTIMENT.template.format(prompt=r["prompt"])}],
-                "response": r["answer"]} for r in SENTIMENT.records(7, args.batch)]  # fmt: skip
+    records = [
+        {
+            "messages": [{"role": "user", "content": SENTIMENT.template.format(prompt=r["prompt"])}],
+            "response": r["answer"],
+        }
+        for r in SENTIMENT.records(7, args.batch)
+    ]
     examples = [encode(r, tokenizer, 128) for r in records]
     prompts = [e.input_ids[: e.prompt_length] for e in examples]
     out: dict = {"model": str(args.model), "batch": args.batch, "load_start": load_average()}
@@ -108,23 +113,46 @@ def main(argv: list[str] | None = None) -> int:
             ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts])
             mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
             with torch.no_grad():
-                model.generate(input_ids=ids, attention_mask=mask, do_sample=True, top_k=0, top_p=1.0,
-                               max_new_tokens=new, min_new_tokens=new, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+                model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    do_sample=True,
+                    top_k=0,
+                    top_p=1.0,
+                    max_new_tokens=new,
+                    min_new_tokens=new,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
 
         out[f"training_process_{new}_ms"] = timed(ours, args.repeats) * 1000
         out[f"hf_generate_{new}_ms"] = timed(theirs, args.repeats) * 1000
 
     env = {**cpu_server_env(), "VLLM_SERVER_DEV_MODE": "1"}
-    with tempfile.TemporaryDirectory() as weights, local_vllm_server(
-        str(args.model), "student", dtype="float32", max_model_len=512, extra_args=["-O0"], env=env,
-        log_path=Path(weights) / "vllm.log",
-    ) as server, httpx.Client(base_url=server.root_url, timeout=300) as client:  # fmt: skip
+    with (
+        tempfile.TemporaryDirectory() as weights,
+        local_vllm_server(
+            str(args.model),
+            "student",
+            dtype="float32",
+            max_model_len=512,
+            extra_args=["-O0"],
+            env=env,
+            log_path=Path(weights) / "vllm.log",
+        ) as server,
+        httpx.Client(base_url=server.root_url, timeout=300) as client,
+    ):
         out["vllm_rss_bytes"] = tree_rss(server.process.pid)
         for new in [int(n) for n in args.new_tokens.split(",")]:
 
             def vllm(new: int = new) -> None:
-                body = {"model": "student", "prompt": prompts, "max_tokens": new, "min_tokens": new,
-                        "temperature": 1.0, "ignore_eos": True}  # fmt: skip
+                body = {
+                    "model": "student",
+                    "prompt": prompts,
+                    "max_tokens": new,
+                    "min_tokens": new,
+                    "temperature": 1.0,
+                    "ignore_eos": True,
+                }
                 client.post("/v1/completions", json=body).raise_for_status()
 
             out[f"vllm_{new}_ms"] = timed(vllm, args.repeats) * 1000
@@ -135,28 +163,40 @@ def main(argv: list[str] | None = None) -> int:
                     parameter.add_(1e-4)  # weights a training step would have changed
             state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
             save_file(state, os.path.join(weights, "model.safetensors"))
-            reloaded = client.post("/collective_rpc", json={"method": "reload_weights",
-                                                            "kwargs": {"weights_path": weights}})  # fmt: skip
+            reloaded = client.post(
+                "/collective_rpc", json={"method": "reload_weights", "kwargs": {"weights_path": weights}}
+            )
             reloaded.raise_for_status()
 
         out["vllm_sync_ms"] = timed(sync, args.repeats) * 1000
         body = {"model": "student", "prompt": [prompts[0]], "max_tokens": 8, "temperature": 0.0}
         served = client.post("/v1/completions", json={**body, "return_token_ids": True}).json()["choices"][0]
-        greedy = sample(model, prompts[:1], max_new_tokens=8, temperature=1e-5, stop_ids=set(), pad_id=0,
-                        generator=torch.Generator().manual_seed(0))[0]  # fmt: skip
+        greedy = sample(
+            model,
+            prompts[:1],
+            max_new_tokens=8,
+            temperature=1e-5,
+            stop_ids=set(),
+            pad_id=0,
+            generator=torch.Generator().manual_seed(0),
+        )[0]
         out["vllm_fresh_weights_match"] = served.get("token_ids") == greedy
     out["load_end"] = load_average()
 
-    print(f"student {args.model.name}, batch {args.batch}; one training update {out['update_ms']:.0f} ms; "
-          f"vLLM weight sync {out['vllm_sync_ms']:.0f} ms (fresh weights match: {out['vllm_fresh_weights_match']}); "
-          f"vLLM RSS {out['vllm_rss_bytes'] / 2**20:.0f} MiB; {out['load_start']} -> {out['load_end']}")  # fmt: skip
+    print(
+        f"student {args.model.name}, batch {args.batch}; one training update {out['update_ms']:.0f} ms; "
+        f"vLLM weight sync {out['vllm_sync_ms']:.0f} ms (fresh weights match: {out['vllm_fresh_weights_match']}); "
+        f"vLLM RSS {out['vllm_rss_bytes'] / 2**20:.0f} MiB; {out['load_start']} -> {out['load_end']}"
+    )
     print(
         f"{'new tokens':>10} {'ours ms':>8} {'HF gen ms':>9} {'vLLM ms':>8} {'vLLM+sync/1':>11} {'/4':>6} {'/16':>6}"
     )
     for new in [int(n) for n in args.new_tokens.split(",")]:
         v, s = out[f"vllm_{new}_ms"], out["vllm_sync_ms"]
-        print(f"{new:>10} {out[f'training_process_{new}_ms']:>8.0f} {out[f'hf_generate_{new}_ms']:>9.0f} {v:>8.0f} "
-              f"{v + s:>11.0f} {v + s / 4:>6.0f} {v + s / 16:>6.0f}")  # fmt: skip
+        print(
+            f"{new:>10} {out[f'training_process_{new}_ms']:>8.0f} {out[f'hf_generate_{new}_ms']:>9.0f} {v:>8.0f} "
+            f"{v + s:>11.0f} {v + s / 4:>6.0f} {v + s / 16:>6.0f}"
+        )
     print(json.dumps(out, sort_keys=True))
     return 0
 

@@ -191,29 +191,49 @@ def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 
 def one_size(count: int, args: argparse.Namespace, work: Path) -> dict:
     server = subprocess.Popen(
-        [sys.executable, str(REPO / "hack" / "flat_apiserver.py"), "--namespace", NAMESPACE,
-         "--complete-jobs-ending=-check", f"--completed-pod-message={check_summary()}"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "hack" / "flat_apiserver.py"),
+            "--namespace",
+            NAMESPACE,
+            "--complete-jobs-ending=-check",
+            f"--completed-pod-message={check_summary()}",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     operator = None
     try:
         url = server.stdout.readline().split()[-1]
         stats = lambda: get_json(url + "/_bench/stats")  # noqa: E731
         config = work / "kubeconfig"
-        config.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "s", "cluster": {"server": url}}],
-            "users": [{"name": "u", "user": {"token": "bench"}}],
-            "contexts": [{"name": "c", "context": {"cluster": "s", "user": "u"}}],
-            "current-context": "c",
-        }))  # fmt: skip
+        config.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "s", "cluster": {"server": url}}],
+                    "users": [{"name": "u", "user": {"token": "bench"}}],
+                    "contexts": [{"name": "c", "context": {"cluster": "s", "user": "u"}}],
+                    "current-context": "c",
+                }
+            )
+        )
         metrics_port = free_port()
         log = (work / f"operator-{count}.log").open("w")
         env = {**os.environ, "KUBECONFIG": str(config), "PYTHONPATH": str(REPO / "operator")}
         if args.resync_seconds:
             env["DISTILLERY_RESYNC_SECONDS"] = str(args.resync_seconds)
-        command = [sys.executable, "-m", "distillery", "operator", "--namespace", NAMESPACE, "--metrics-port",
-                   str(metrics_port)]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "distillery",
+            "operator",
+            "--namespace",
+            NAMESPACE,
+            "--metrics-port",
+            str(metrics_port),
+        ]
         if args.profile:  # figures are then py-spy's, not the operator's: for finding where time goes only
             command = [
                 "py-spy",
@@ -229,10 +249,15 @@ def one_size(count: int, args: argparse.Namespace, work: Path) -> dict:
             ]
         operator = subprocess.Popen(
             command,
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        wait_for(lambda: operator.poll() is not None or stats()["requests"].get(f"watch {DJS}"),
-                 "the operator to watch DistillationJobs", 120)  # fmt: skip
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(
+            lambda: operator.poll() is not None or stats()["requests"].get(f"watch {DJS}"),
+            "the operator to watch DistillationJobs",
+            120,
+        )
         if operator.poll() is not None:
             raise SystemExit(f"the operator exited; see {log.name}")
         # One job first, so that the figures below are not the first reconcile's imports and
@@ -256,15 +281,19 @@ def one_size(count: int, args: argparse.Namespace, work: Path) -> dict:
         created_s = time.monotonic() - started
         wait_for(
             lambda: len(stats()["created"].get(DEPLOYMENTS, {})) >= count + 1,
-            f"{count} teacher Deployments", args.deadline, interval=0.5,
-        )  # fmt: skip
+            f"{count} teacher Deployments",
+            args.deadline,
+            interval=0.5,
+        )
         all_s = time.monotonic() - started
         cpu1, api1 = proc.cpu(), api.cpu()
         snapshot = stats()
         made = snapshot["created"]
         jobs, deployments = made[DJS], made[DEPLOYMENTS]
-        delays = [deployments[f"{NAMESPACE}/{teacher_name(i)}"] - jobs[f"{NAMESPACE}/job-{i:05d}"]
-                  for i in range(count)]  # fmt: skip
+        delays = [
+            deployments[f"{NAMESPACE}/{teacher_name(i)}"] - jobs[f"{NAMESPACE}/job-{i:05d}"]
+            for i in range(count)
+        ]
 
         # Steady state begins once the operator has caught up (status writes and Events after the
         # Deployments): no API request for 3 s, or at most a minute more.
@@ -337,16 +366,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--steady", type=float, default=30.0, help="steady-state window in seconds (default 30)"
     )
-    parser.add_argument("--resync-seconds", type=float, default=None,
-                        help="DISTILLERY_RESYNC_SECONDS for the operator (default: the shipped 300)")  # fmt: skip
+    parser.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=None,
+        help="DISTILLERY_RESYNC_SECONDS for the operator (default: the shipped 300)",
+    )
     parser.add_argument(
         "--deadline", type=float, default=900.0, help="most seconds to wait for the Deployments"
     )
     parser.add_argument(
         "--profile", type=Path, help="run the operator under py-spy, writing this raw profile"
     )
-    parser.add_argument("--work", type=Path, default=REPO / "build" / "bench-operator-scale",
-                        help="where the kubeconfig and the operator's logs go")  # fmt: skip
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=REPO / "build" / "bench-operator-scale",
+        help="where the kubeconfig and the operator's logs go",
+    )
     args = parser.parse_args(argv)
     print(f"bench-operator-scale: load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
     results = []

@@ -64,30 +64,69 @@ def say(message: str) -> None:
 # ------------------------------------------------------------------ jobs
 
 
-def job_document(args: argparse.Namespace, task: Task, name: str, *, method: str = "sft", seed: int = 1,
-                 train_file: str = "data/train.jsonl", epochs: int = 1, compare: list[str] | None = None) -> dict:  # fmt: skip
+def job_document(
+    args: argparse.Namespace,
+    task: Task,
+    name: str,
+    *,
+    method: str = "sft",
+    seed: int = 1,
+    train_file: str = "data/train.jsonl",
+    epochs: int = 1,
+    compare: list[str] | None = None,
+) -> dict:
     """A DistillationJob on storage OUT/<task>, the models linked in as models/."""
     return {
         "apiVersion": "distillery.dev/v1alpha1",
         "kind": "DistillationJob",
         "metadata": {"name": name},
         "spec": {
-            "teacher": {"model": "models/teacher", "gpus": 0, "maxModelLen": 512, "dtype": "float32",
-                        "extraArgs": ["-O0"]},
+            "teacher": {
+                "model": "models/teacher",
+                "gpus": 0,
+                "maxModelLen": 512,
+                "dtype": "float32",
+                "extraArgs": ["-O0"],
+            },
             "student": {"model": "models/student"},
             "data": {**task.data(), "train": train_file, "validation": "data/validation.jsonl"},
-            "generation": {"shards": SHARDS, "concurrency": 16, "temperature": 0.0, "maxTokens": task.max_tokens,
-                           "topLogprobs": 5, "minSuccessRatio": 0.1, "smokeTestPrompts": 20, "filters": {"requireFinished": False}},
-            "training": {"method": method, "learningRate": args.learning_rate, "batchSize": args.batch_size,
-                         "epochs": epochs, "maxSeqLength": 128, "warmupRatio": 0.1, "checkpointEverySteps": 50,
-                         "gpus": 0, "seed": seed, "alpha": 0.5,
-                         "onPolicy": {"fraction": args.on_policy_fraction, "samplesPerPrompt": 1,
-                                      "temperature": 1.0, "maxTokens": task.max_tokens}},
-            "evaluation": {"gpus": 0, "concurrency": 8, "extraArgs": COMMON_VLLM,
-                           "compare": compare or ["student"]},
+            "generation": {
+                "shards": SHARDS,
+                "concurrency": 16,
+                "temperature": 0.0,
+                "maxTokens": task.max_tokens,
+                "topLogprobs": 5,
+                "minSuccessRatio": 0.1,
+                "smokeTestPrompts": 20,
+                "filters": {"requireFinished": False},
+            },
+            "training": {
+                "method": method,
+                "learningRate": args.learning_rate,
+                "batchSize": args.batch_size,
+                "epochs": epochs,
+                "maxSeqLength": 128,
+                "warmupRatio": 0.1,
+                "checkpointEverySteps": 50,
+                "gpus": 0,
+                "seed": seed,
+                "alpha": 0.5,
+                "onPolicy": {
+                    "fraction": args.on_policy_fraction,
+                    "samplesPerPrompt": 1,
+                    "temperature": 1.0,
+                    "maxTokens": task.max_tokens,
+                },
+            },
+            "evaluation": {
+                "gpus": 0,
+                "concurrency": 8,
+                "extraArgs": COMMON_VLLM,
+                "compare": compare or ["student"],
+            },
             "storage": {"path": "."},
         },
-    }  # fmt: skip
+    }
 
 
 def write_job(root: Path, document: dict) -> Path:
@@ -109,8 +148,13 @@ def stage(argv: list[str], root: Path, log: Path) -> tuple[float, dict]:
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with log.open("w") as handle:
-        code = subprocess.run([sys.executable, "-m", "distillery", *argv], env=env, stdout=handle,
-                              stderr=subprocess.STDOUT, cwd=root).returncode  # fmt: skip
+        code = subprocess.run(
+            [sys.executable, "-m", "distillery", *argv],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+        ).returncode
     seconds = time.monotonic() - started
     summary = read_summary(summary_path)
     if code != 0 or summary is None or not summary.succeeded:
@@ -162,8 +206,10 @@ def probe_tasks(args: argparse.Namespace) -> int:
             started = time.monotonic()
             found = ask_teacher(server, job, root, task)
             results[name] = {"score": found["score"], "chance": task.chance, "examples": found["examples"]}
-            say(f"{name}: teacher {found['score']:.3f} (chance {task.chance:.2f}) on {args.probe_samples} "
-                f"prompts in {time.monotonic() - started:.0f}s; e.g. {found['examples']}")  # fmt: skip
+            say(
+                f"{name}: teacher {found['score']:.3f} (chance {task.chance:.2f}) on {args.probe_samples} "
+                f"prompts in {time.monotonic() - started:.0f}s; e.g. {found['examples']}"
+            )
     print(json.dumps({"probe": results, "samples": args.probe_samples}, sort_keys=True))
     return 0
 
@@ -223,16 +269,34 @@ def train_run(args, task, root, method, seed, epochs, teacher_url=None) -> dict:
         return json.loads(cached.read_text())
     records = args.records_on_policy if method == "onPolicy" else args.records_offline
     tokens = link_records(root, f"{task.name}-data", name, records)
-    job = write_job(root, job_document(args, task, name, method=method, seed=seed, epochs=epochs[
-        "onPolicy" if method == "onPolicy" else "offline"]))  # fmt: skip
+    job = write_job(
+        root,
+        job_document(
+            args,
+            task,
+            name,
+            method=method,
+            seed=seed,
+            epochs=epochs["onPolicy" if method == "onPolicy" else "offline"],
+        ),
+    )
     argv = ["train", "--job", str(job), "--storage", str(root)]
     argv += ["--teacher-url", teacher_url, "--teacher-model", "teacher"] if teacher_url else []
     say(f"{name}: training on {records} of the teacher's answers")
     seconds, summary = stage(argv, root, root / "logs" / f"{name}-train.log")
-    result = {"name": name, "task": task.name, "method": method, "seed": seed, "job": str(job),
-              "train_seconds": round(seconds, 1), "train_load": load_average(), "summary": summary,
-              "teacher_tokens": tokens + summary.get("teacherPromptTokens", 0),
-              "teacher_generation_tokens": tokens, "teacher_grading_tokens": summary.get("teacherPromptTokens", 0)}  # fmt: skip
+    result = {
+        "name": name,
+        "task": task.name,
+        "method": method,
+        "seed": seed,
+        "job": str(job),
+        "train_seconds": round(seconds, 1),
+        "train_load": load_average(),
+        "summary": summary,
+        "teacher_tokens": tokens + summary.get("teacherPromptTokens", 0),
+        "teacher_generation_tokens": tokens,
+        "teacher_grading_tokens": summary.get("teacherPromptTokens", 0),
+    }
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps(result))
     say(f"{name}: trained in {seconds:.0f}s, {summary.get('step')} updates, loss {summary.get('trainLoss')}")
@@ -253,8 +317,11 @@ def evaluate_run(root: Path, run: dict, with_baseline: bool) -> dict:
         document = yaml.safe_load(job.read_text())
         document["spec"]["evaluation"]["compare"] = ["baseline", "student"]
         job.write_text(yaml.safe_dump(document, sort_keys=False))
-    seconds, _ = stage(["evaluate", "--job", str(job), "--storage", str(root), "--gate-exit-code", "0"], root,
-                       root / "logs" / f"{run['name']}-evaluate.log")  # fmt: skip
+    seconds, _ = stage(
+        ["evaluate", "--job", str(job), "--storage", str(root), "--gate-exit-code", "0"],
+        root,
+        root / "logs" / f"{run['name']}-evaluate.log",
+    )
     report = EvaluationReport.read(Layout(root, run["name"]).evaluation_report)
     result = {
         "evaluate_seconds": round(seconds, 1),
@@ -284,11 +351,25 @@ def run_task(args: argparse.Namespace, task: Task, seeds: list[int]) -> tuple[di
             say(f"{task.name}: generating answers to {prompts} training prompts")
             began, load = time.monotonic(), load_average()
             for shard in (0, 1):
-                stage(["generate", "--job", str(data_job), "--storage", str(root), "--teacher-url", server.base_url,
-                       "--shard-index", str(shard)], root, root / "logs" / f"generate-{shard}.log")  # fmt: skip
+                stage(
+                    [
+                        "generate",
+                        "--job",
+                        str(data_job),
+                        "--storage",
+                        str(root),
+                        "--teacher-url",
+                        server.base_url,
+                        "--shard-index",
+                        str(shard),
+                    ],
+                    root,
+                    root / "logs" / f"generate-{shard}.log",
+                )
             (root / "results").mkdir(exist_ok=True)
-            (root / "results" / "generate.json").write_text(json.dumps(
-                {"seconds": round(time.monotonic() - began, 1), "load": load}))  # fmt: skip
+            (root / "results" / "generate.json").write_text(
+                json.dumps({"seconds": round(time.monotonic() - began, 1), "load": load})
+            )
         for method, seed in runs:
             if method == "onPolicy":
                 trained.append(train_run(args, task, root, method, seed, epochs, server.base_url))
@@ -342,8 +423,10 @@ def main(argv: list[str] | None = None) -> int:
         seeds = [int(s) for s in (args.seeds_first_task if number == 0 else args.seeds).split(",")]
         teacher_row, rows = run_task(args, CANDIDATES[name], seeds)
         report[name] = {"teacher": teacher_row, "runs": rows}
-        print(f"\n{name}: teacher {teacher_row['score']:.3f} (p50 {teacher_row['latencyP50Ms']:.0f} ms, "
-              f"p95 {teacher_row['latencyP95Ms']:.0f} ms, {teacher_row['load']})")  # fmt: skip
+        print(
+            f"\n{name}: teacher {teacher_row['score']:.3f} (p50 {teacher_row['latencyP50Ms']:.0f} ms, "
+            f"p95 {teacher_row['latencyP95Ms']:.0f} ms, {teacher_row['load']})"
+        )
         for line in table(rows) + aggregate(rows):
             print(line)
         for row in rows:

@@ -66,8 +66,15 @@ def serve_teacher(root: Path, log: Path):
     """The teacher on a local vLLM, with the arguments the jobs give it (contract.commands)."""
     from distillery.serving.vllm import cpu_server_env, local_vllm_server
 
-    return local_vllm_server(str(root / "models" / "teacher"), "teacher", dtype="float32", max_model_len=512,
-                             extra_args=["-O0"], log_path=log, env=cpu_server_env())  # fmt: skip
+    return local_vllm_server(
+        str(root / "models" / "teacher"),
+        "teacher",
+        dtype="float32",
+        max_model_len=512,
+        extra_args=["-O0"],
+        log_path=log,
+        env=cpu_server_env(),
+    )
 
 
 def ask_teacher(server, job_file: Path, root: Path, task: Task) -> dict:

@@ -17,19 +17,29 @@ def run_row(run: dict, evaluated: dict, teacher: dict, generation: dict) -> dict
     baseline = evaluated["models"].get("baseline") or {}
     summary = run["summary"]
     return {
-        "task": run["task"], "method": run["method"], "seed": run["seed"],
-        "score": student.get("score"), "baseline": baseline.get("score"),
+        "task": run["task"],
+        "method": run["method"],
+        "seed": run["seed"],
+        "score": student.get("score"),
+        "baseline": baseline.get("score"),
         "retention": (student.get("score") or 0.0) / teacher["score"] if teacher["score"] else None,
-        "p50_ms": student.get("latencyP50Ms"), "p95_ms": student.get("latencyP95Ms"),
+        "p50_ms": student.get("latencyP50Ms"),
+        "p95_ms": student.get("latencyP95Ms"),
         "parameters": student.get("parameters"),
-        "updates": summary.get("step"), "on_policy_updates": summary.get("onPolicyUpdates"),
-        "train_loss": summary.get("trainLoss"), "on_policy_loss": summary.get("onPolicyLoss"),
-        "teacher_tokens": run["teacher_tokens"], "teacher_generation_tokens": run["teacher_generation_tokens"],
+        "updates": summary.get("step"),
+        "on_policy_updates": summary.get("onPolicyUpdates"),
+        "train_loss": summary.get("trainLoss"),
+        "on_policy_loss": summary.get("onPolicyLoss"),
+        "teacher_tokens": run["teacher_tokens"],
+        "teacher_generation_tokens": run["teacher_generation_tokens"],
         "teacher_grading_tokens": run["teacher_grading_tokens"],
-        "generate_s": generation["seconds"], "generate_load": generation["load"],
-        "train_s": run["train_seconds"], "train_load": run["train_load"],
-        "evaluate_s": evaluated["evaluate_seconds"], "evaluate_load": evaluated["evaluate_load"],
-    }  # fmt: skip
+        "generate_s": generation["seconds"],
+        "generate_load": generation["load"],
+        "train_s": run["train_seconds"],
+        "train_load": run["train_load"],
+        "evaluate_s": evaluated["evaluate_seconds"],
+        "evaluate_load": evaluated["evaluate_load"],
+    }
 
 
 def _f(value, spec: str) -> str:
@@ -37,8 +47,10 @@ def _f(value, spec: str) -> str:
 
 
 def table(rows: list[dict]) -> list[str]:
-    head = (f"{'method':9} {'seed':>4} {'score':>6} {'retain':>6} {'p50 ms':>7} {'p95 ms':>7} {'updates':>7} "
-            f"{'teacher tok':>11} {'train s':>8} {'eval s':>7}  load (train)")  # fmt: skip
+    head = (
+        f"{'method':9} {'seed':>4} {'score':>6} {'retain':>6} {'p50 ms':>7} {'p95 ms':>7} {'updates':>7} "
+        f"{'teacher tok':>11} {'train s':>8} {'eval s':>7}  load (train)"
+    )
     out = [head]
     for r in rows:
         out.append(
@@ -47,17 +59,24 @@ def table(rows: list[dict]) -> list[str]:
             f"{r['teacher_tokens']:>11,} {r['train_s']:>8.0f} {r['evaluate_s']:>7.0f}  {r['train_load']}"
         )
     baseline = next((r["baseline"] for r in rows if r.get("baseline") is not None), None)
-    out.append(f"baseline (untrained cut): {_f(baseline, '.3f')}; generation {rows[0]['generate_s']:.0f}s "
-               f"({rows[0]['generate_load']})" if rows else "no runs")  # fmt: skip
+    out.append(
+        f"baseline (untrained cut): {_f(baseline, '.3f')}; generation {rows[0]['generate_s']:.0f}s "
+        f"({rows[0]['generate_load']})"
+        if rows
+        else "no runs"
+    )
     return out
 
 
 def spread(values: list[float]) -> dict:
     """Mean, min, max and sample standard deviation (0 for one value)."""
     return {
-        "mean": statistics.fmean(values), "min": min(values), "max": max(values),
-        "sd": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values),
-    }  # fmt: skip
+        "mean": statistics.fmean(values),
+        "min": min(values),
+        "max": max(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
 
 
 def aggregate(rows: list[dict]) -> list[str]:

@@ -83,13 +83,30 @@ WORDS = tuple(
     ]
 )
 SHAPES = {  # Llama shapes: the CPU toy, SmolLM2-360M's, and Qwen2.5-0.5B's (a ~0.5B student)
-    "cpu": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
-                intermediate_size=688),
-    "360m": dict(hidden_size=960, num_hidden_layers=32, num_attention_heads=15, num_key_value_heads=5,
-                 intermediate_size=2560, vocab_size=49152),
-    "0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-                 intermediate_size=4864, vocab_size=151936),
-}  # fmt: skip
+    "cpu": dict(
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        intermediate_size=688,
+    ),
+    "360m": dict(
+        hidden_size=960,
+        num_hidden_layers=32,
+        num_attention_heads=15,
+        num_key_value_heads=5,
+        intermediate_size=2560,
+        vocab_size=49152,
+    ),
+    "0.5b": dict(
+        hidden_size=896,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        intermediate_size=4864,
+        vocab_size=151936,
+    ),
+}
 ROWS = {  # TrainConfig settings of each row of the stage's loop
     "padded_forloop": dict(packing=False, optimizer="for-loop"),
     "padded_fused": dict(packing=False, optimizer="auto"),
@@ -147,9 +164,18 @@ def run_stage(model, examples, args, device, settings: dict) -> dict:
     from distillery.training.config import TrainConfig
     from distillery.training.loop import train
 
-    config = TrainConfig(**{"learning_rate": args.lr, "batch_size": args.batch_size, "epochs": 1,
-                            "warmup_ratio": 0.0, "precision": args.precision, "log_every_seconds": 1e9,
-                            "checkpoint_every_steps": 10**9, **settings})  # fmt: skip
+    config = TrainConfig(
+        **{
+            "learning_rate": args.lr,
+            "batch_size": args.batch_size,
+            "epochs": 1,
+            "warmup_ratio": 0.0,
+            "precision": args.precision,
+            "log_every_seconds": 1e9,
+            "checkpoint_every_steps": 10**9,
+            **settings,
+        }
+    )
     model.to(device)
     began, cpu_began = time.perf_counter(), time.process_time()
     run = train(model, examples, [], config, pad_id=0, device=device, log=lambda _m: None)
@@ -158,10 +184,16 @@ def run_stage(model, examples, args, device, settings: dict) -> dict:
     for point in run["history"]:
         per_update.append((point["tokens"] - previous, point["seconds"]))
         previous = point["tokens"]
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "tokens": run["tokens"], "updates": run["updates"],
-            "padding_fraction": run["padding_fraction"], "efficiency": run["efficiency"],
-            "steady_tokens_per_second": steady(per_update, args.warmup_updates),
-            "mean_loss": round(sum(p["loss"] for p in run["history"]) / len(run["history"]), 4)}  # fmt: skip
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "tokens": run["tokens"],
+        "updates": run["updates"],
+        "padding_fraction": run["padding_fraction"],
+        "efficiency": run["efficiency"],
+        "steady_tokens_per_second": steady(per_update, args.warmup_updates),
+        "mean_loss": round(sum(p["loss"] for p in run["history"]) / len(run["history"]), 4),
+    }
 
 
 def run_hf_trainer(model, examples, args, device, settings: dict) -> dict:
@@ -170,8 +202,10 @@ def run_hf_trainer(model, examples, args, device, settings: dict) -> dict:
 
     from distillery.training.data import IGNORE
 
-    rows = [{"input_ids": e.input_ids, "labels": [IGNORE] * e.prompt_length + e.input_ids[e.prompt_length :]}
-            for e in examples]  # fmt: skip
+    rows = [
+        {"input_ids": e.input_ids, "labels": [IGNORE] * e.prompt_length + e.input_ids[e.prompt_length :]}
+        for e in examples
+    ]
     computed, real = [0], []
 
     def pad(batch):  # what a plain Trainer user writes: pad to the batch's longest
@@ -196,12 +230,23 @@ def run_hf_trainer(model, examples, args, device, settings: dict) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         training_args = TrainingArguments(
-            output_dir=tmp, per_device_train_batch_size=args.batch_size, num_train_epochs=1,
-            learning_rate=args.lr, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
-            max_grad_norm=1.0, logging_strategy="no", save_strategy="no", report_to=[], disable_tqdm=True,
-            use_cpu=device.type == "cpu", bf16=args.precision in ("auto", "bf16") and device.type == "cuda",
-            dataloader_num_workers=0, seed=42,
-        )  # fmt: skip
+            output_dir=tmp,
+            per_device_train_batch_size=args.batch_size,
+            num_train_epochs=1,
+            learning_rate=args.lr,
+            lr_scheduler_type="linear",
+            warmup_steps=0,
+            weight_decay=0.0,
+            max_grad_norm=1.0,
+            logging_strategy="no",
+            save_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+            use_cpu=device.type == "cpu",
+            bf16=args.precision in ("auto", "bf16") and device.type == "cuda",
+            dataloader_num_workers=0,
+            seed=42,
+        )
         clock = Clock()
         trainer = Trainer(
             model=model, args=training_args, train_dataset=rows, data_collator=pad, callbacks=[clock]
@@ -214,11 +259,16 @@ def run_hf_trainer(model, examples, args, device, settings: dict) -> dict:
         seconds, cpu_seconds = time.perf_counter() - began, time.process_time() - cpu_began
     tokens = sum(len(e.input_ids) for e in examples)
     steps = [(t, b - a) for t, a, b in zip(real, clock.times, clock.times[1:], strict=False)]
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "tokens": tokens, "updates": len(clock.times) - 1,
-            "padding_fraction": round(1 - tokens / computed[0], 4),
-            "efficiency": {"optimizer": str(training_args.optim.value), "batch_size": args.batch_size},
-            "steady_tokens_per_second": steady(steps, args.warmup_updates),
-            "mean_loss": round(output.training_loss, 4)}  # fmt: skip
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "tokens": tokens,
+        "updates": len(clock.times) - 1,
+        "padding_fraction": round(1 - tokens / computed[0], 4),
+        "efficiency": {"optimizer": str(training_args.optim.value), "batch_size": args.batch_size},
+        "steady_tokens_per_second": steady(steps, args.warmup_updates),
+        "mean_loss": round(output.training_loss, 4),
+    }
 
 
 def model_flops_per_token(model, mean_length: float) -> float:
@@ -270,9 +320,12 @@ def main(argv: list[str] | None = None) -> int:
     flops = model_flops_per_token(reference, mean_length)
     name = torch.cuda.get_device_name() if gpu else "cpu"
     peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if gpu and k in name), None)
-    print(f"{name}: {args.shape} Llama, {parameters / 1e6:.1f}M parameters, {len(examples)} examples, "
-          f"{sum(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f}), batch {args.batch_size}, "
-          f"{flops / 1e9:.2f} GFLOP/token, peak {peak or '?'} TFLOP/s, load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    print(
+        f"{name}: {args.shape} Llama, {parameters / 1e6:.1f}M parameters, {len(examples)} examples, "
+        f"{sum(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f}), batch {args.batch_size}, "
+        f"{flops / 1e9:.2f} GFLOP/token, peak {peak or '?'} TFLOP/s, load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     del reference
 
     rows = [r for r in args.rows.split(",") if r]
@@ -294,30 +347,49 @@ def main(argv: list[str] | None = None) -> int:
             result["model_tflops"] = round(rate * flops / 1e12, 3) if rate else None
             result["mfu"] = round(rate * flops / 1e12 / peak, 4) if rate and peak else None
             e = result["efficiency"]
-            print(f"round {round_ + 1} {row:15s} batch {e.get('batch_size')!s:>4} "
-                  f"{result['tokens_per_second']:>10,.0f} tok/s wall {rate or 0:>10,.0f} tok/s steady "
-                  f"{result['model_tflops'] or 0:>8.3f} TFLOP/s MFU {result['mfu'] if result['mfu'] is not None else '-'} "
-                  f"peak {result['peak_memory_gib'] if gpu else '-'} GiB padding {result['padding_fraction']:.1%} "
-                  f"{result['tokens_per_cpu_second']:,.0f} tok/cpu-s loss {result['mean_loss']} "
-                  f"({result['seconds']:.1f}s, load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
+            print(
+                f"round {round_ + 1} {row:15s} batch {e.get('batch_size')!s:>4} "
+                f"{result['tokens_per_second']:>10,.0f} tok/s wall {rate or 0:>10,.0f} tok/s steady "
+                f"{result['model_tflops'] or 0:>8.3f} TFLOP/s MFU {result['mfu'] if result['mfu'] is not None else '-'} "
+                f"peak {result['peak_memory_gib'] if gpu else '-'} GiB padding {result['padding_fraction']:.1%} "
+                f"{result['tokens_per_cpu_second']:,.0f} tok/cpu-s loss {result['mean_loss']} "
+                f"({result['seconds']:.1f}s, load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
             if row not in best or (rate or 0) > (best[row]["steady_tokens_per_second"] or 0):
                 best[row] = result
             del model
-    summary = {"device": name, "shape": args.shape, "parameters": parameters, "examples": len(examples),
-               "tokens": sum(lengths), "batch_size": args.batch_size, "model_flops_per_token": flops,
-               "peak_tflops": peak, "results": best}  # fmt: skip
-    print("\n| row | batch | wall tok/s | steady tok/s | model TFLOP/s | MFU | peak GiB | steady vs hf_trainer "
-          "| tok/CPU-s | mean loss |")  # fmt: skip
+    summary = {
+        "device": name,
+        "shape": args.shape,
+        "parameters": parameters,
+        "examples": len(examples),
+        "tokens": sum(lengths),
+        "batch_size": args.batch_size,
+        "model_flops_per_token": flops,
+        "peak_tflops": peak,
+        "results": best,
+    }
+    print(
+        "\n| row | batch | wall tok/s | steady tok/s | model TFLOP/s | MFU | peak GiB | steady vs hf_trainer "
+        "| tok/CPU-s | mean loss |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     base = best.get("hf_trainer", {}).get("steady_tokens_per_second")
     for row, r in best.items():
         rate = r["steady_tokens_per_second"] or 0
         cells = [
-            row, str(r["efficiency"].get("batch_size")), f"{r['tokens_per_second']:,.0f}", f"{rate:,.0f}",
-            f"{r['model_tflops'] or 0:.3f}", "-" if r["mfu"] is None else f"{r['mfu']:.1%}",
+            row,
+            str(r["efficiency"].get("batch_size")),
+            f"{r['tokens_per_second']:,.0f}",
+            f"{rate:,.0f}",
+            f"{r['model_tflops'] or 0:.3f}",
+            "-" if r["mfu"] is None else f"{r['mfu']:.1%}",
             "-" if r["peak_memory_gib"] is None else str(r["peak_memory_gib"]),
-            f"{rate / base:.2f}x" if base else "-", f"{r['tokens_per_cpu_second']:,.0f}", str(r["mean_loss"]),
-        ]  # fmt: skip
+            f"{rate / base:.2f}x" if base else "-",
+            f"{r['tokens_per_cpu_second']:,.0f}",
+            str(r["mean_loss"]),
+        ]
         print("| " + " | ".join(cells) + " |")
     print(json.dumps(summary))
     if args.json:

@@ -339,8 +339,12 @@ def make_app(store: Store) -> web.Application:
                 return status_error(409, "AlreadyExists", f"{kind} {key[1]} already exists")
             if namespaced:
                 meta["namespace"] = namespace
-            meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339(), generation=1,
-                        resourceVersion=store.next_version())  # fmt: skip
+            meta.update(
+                uid=str(uuid.uuid4()),
+                creationTimestamp=now_rfc3339(),
+                generation=1,
+                resourceVersion=store.next_version(),
+            )
             body.setdefault("apiVersion", resource[0])
             body.setdefault("kind", kind)
             store.created_at[label][f"{namespace}/{meta['name']}"] = time.time()
@@ -351,8 +355,12 @@ def make_app(store: Store) -> web.Application:
             ):
                 store.add(("v1", "pods"), succeeded_pod(body, store.completed_pod_message))
                 stamp = now_rfc3339()
-                body["status"] = {"succeeded": 1, "startTime": stamp, "completionTime": stamp,
-                                  "conditions": [{"type": "Complete", "status": "True"}]}  # fmt: skip
+                body["status"] = {
+                    "succeeded": 1,
+                    "startTime": stamp,
+                    "completionTime": stamp,
+                    "conditions": [{"type": "Complete", "status": "True"}],
+                }
             if kind == "Event" and not KEEP_EVENTS:
                 return web.json_response(body, status=201)
             objects[key] = body
@@ -375,8 +383,12 @@ def make_app(store: Store) -> web.Application:
             elif sub == "status":
                 new = merge_patch(obj, {"status": patch.get("status")})
             else:
-                new = merge_patch(obj, {k: v for k, v in patch.items() if k != "status"} if namespaced
-                                  and resource[1] == "distillationjobs" else patch)  # fmt: skip
+                new = merge_patch(
+                    obj,
+                    {k: v for k, v in patch.items() if k != "status"}
+                    if namespaced and resource[1] == "distillationjobs"
+                    else patch,
+                )
             new["metadata"]["resourceVersion"] = store.next_version()
             if new.get("spec") != obj.get("spec"):
                 new["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
@@ -439,9 +451,11 @@ def main(argv: list[str] | None = None) -> int:
         "so that an operator goes on past its input check as after a pod that found the inputs)",
     )
     parser.add_argument(
-        "--completed-pod-message", default="", metavar="TEXT",
+        "--completed-pod-message",
+        default="",
+        metavar="TEXT",
         help="the termination message of the pods of those Jobs (the stage's summary)",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     store = Store()
     store.complete_jobs_ending = args.complete_jobs_ending

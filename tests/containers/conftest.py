@@ -48,9 +48,12 @@ def images(docker_host: str) -> Images:
     """The operator and CPU worker images of this checkout, built (or found in the layer cache) and pinned."""
     started = time.monotonic()
     result = subprocess.run(
-        [str(ROOT / "hack" / "build-images.sh")], capture_output=True, text=True,
-        timeout=BUILD_TIMEOUT_SECONDS, cwd=ROOT,
-    )  # fmt: skip
+        [str(ROOT / "hack" / "build-images.sh")],
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_SECONDS,
+        cwd=ROOT,
+    )
     if result.returncode != 0:
         pytest.fail(f"hack/build-images.sh failed:\n{result.stderr[-4000:]}")
     docker = Docker(docker_host)

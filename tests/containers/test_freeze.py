@@ -48,8 +48,18 @@ def test_freeze_falls_back_to_stopping_each_process(runtime: DockerRuntime, imag
     client.write_text(REFUSES_PAUSE.format(docker=runtime.docker.binary))
     client.chmod(client.stat().st_mode | stat.S_IXUSR)
     docker = Docker(runtime.docker.host, binary=str(client))
-    container = docker.run_sync("run", "-d", "--rm", "--pull", "never", "--entrypoint", "python3",
-                                images.operator, "-c", TWO_PROCESSES).strip()  # fmt: skip
+    container = docker.run_sync(
+        "run",
+        "-d",
+        "--rm",
+        "--pull",
+        "never",
+        "--entrypoint",
+        "python3",
+        images.operator,
+        "-c",
+        TWO_PROCESSES,
+    ).strip()
     try:
 
         def both_running() -> list[int] | None:

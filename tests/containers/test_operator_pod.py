@@ -70,10 +70,15 @@ def test_chart_operator_pod_logs_in_as_a_pod_and_runs_a_job(runtime: DockerRunti
         job = yaml.safe_load((ROOT / "examples" / "tiny.yaml").read_text())
         job["metadata"]["namespace"] = JOBS_NAMESPACE
         job["spec"]["storage"] = {"pvc": {"claimName": "tiny-data"}}  # an empty claim: no inputs
-        jobs.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                     "metadata": {"name": "tiny-data", "namespace": JOBS_NAMESPACE},
-                     "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
-                     "status": {"phase": "Bound"}})  # fmt: skip
+        jobs.create(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "tiny-data", "namespace": JOBS_NAMESPACE},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+                "status": {"phase": "Bound"},
+            }
+        )
         jobs.call("POST", api_path(*DJ, JOBS_NAMESPACE), job)
 
         def failed() -> dict | None:
@@ -89,6 +94,10 @@ def test_chart_operator_pod_logs_in_as_a_pod_and_runs_a_job(runtime: DockerRunti
         check = next(r for r in cluster.records if r.pod.startswith(f"{JOBS_NAMESPACE}/tiny-check"))
         assert check.image == images.worker and check.user == "65532:65532", check
         assert not cluster.front.rejected, details()
-        made = [r for r in list(cluster.emulator) if str(getattr(r.method, "value", r.method)).upper() == "POST"
-                and r.headers.get("User-Agent", "").startswith("distillery-operator")]  # fmt: skip
+        made = [
+            r
+            for r in list(cluster.emulator)
+            if str(getattr(r.method, "value", r.method)).upper() == "POST"
+            and r.headers.get("User-Agent", "").startswith("distillery-operator")
+        ]
         assert made, "the operator created nothing through its own API client"

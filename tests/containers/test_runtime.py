@@ -67,34 +67,57 @@ FACTS = textwrap.dedent("""
 
 def facts_pod(name: str, image: str, **container: Any) -> dict[str, Any]:
     return {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS, "labels": {"app": name}},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "labels": {"app": name}},
         "spec": {
             "restartPolicy": "Never",
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
-                                "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{
-                "name": "main", "image": image,
-                "command": ["python3", "-c", FACTS], "args": ["--port", "8000", "$(APP_NAME)", "a b"],
-                "workingDir": "/data",
-                "env": [
-                    {"name": "APP_NAME", "value": "facts"},
-                    {"name": "APP_GREETING", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "greeting"}}},
-                    {"name": "APP_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "app", "key": "password"}}},
-                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                ],
-                "envFrom": [{"configMapRef": {"name": "app"}, "prefix": "FROM_"}],
-                "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
-                "securityContext": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
-                                    "capabilities": {"drop": ["ALL"]}},
-                "volumeMounts": [
-                    {"name": "storage", "mountPath": "/data"},
-                    {"name": "tmp", "mountPath": "/tmp"},
-                    {"name": "shm", "mountPath": "/dev/shm"},
-                    {"name": "config", "mountPath": "/etc/app"},
-                ],
-                **container,
-            }],
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 65532,
+                "runAsGroup": 65532,
+                "fsGroup": 65532,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "main",
+                    "image": image,
+                    "command": ["python3", "-c", FACTS],
+                    "args": ["--port", "8000", "$(APP_NAME)", "a b"],
+                    "workingDir": "/data",
+                    "env": [
+                        {"name": "APP_NAME", "value": "facts"},
+                        {
+                            "name": "APP_GREETING",
+                            "valueFrom": {"configMapKeyRef": {"name": "app", "key": "greeting"}},
+                        },
+                        {
+                            "name": "APP_PASSWORD",
+                            "valueFrom": {"secretKeyRef": {"name": "app", "key": "password"}},
+                        },
+                        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    ],
+                    "envFrom": [{"configMapRef": {"name": "app"}, "prefix": "FROM_"}],
+                    "resources": {
+                        "requests": {"cpu": "250m", "memory": "64Mi"},
+                        "limits": {"cpu": "500m", "memory": "256Mi"},
+                    },
+                    "securityContext": {
+                        "readOnlyRootFilesystem": True,
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                    "volumeMounts": [
+                        {"name": "storage", "mountPath": "/data"},
+                        {"name": "tmp", "mountPath": "/tmp"},
+                        {"name": "shm", "mountPath": "/dev/shm"},
+                        {"name": "config", "mountPath": "/etc/app"},
+                    ],
+                    **container,
+                }
+            ],
             "volumes": [
                 {"name": "storage", "persistentVolumeClaim": {"claimName": CLAIM}},
                 {"name": "tmp", "emptyDir": {}},
@@ -102,7 +125,7 @@ def facts_pod(name: str, image: str, **container: Any) -> dict[str, Any]:
                 {"name": "config", "configMap": {"name": "app"}},
             ],
         },
-    }  # fmt: skip
+    }
 
 
 def pod_status(api: RestClient, name: str) -> dict[str, Any]:
@@ -120,10 +143,22 @@ def cluster(make_cluster, runtime: DockerRuntime, tmp_path: Path):
     claim.mkdir()
     c = make_cluster([NS], runtime=runtime, claims={CLAIM: claim}, retry_delay=1, grace_seconds=10)
     api = c.api(NS)
-    api.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app", "namespace": NS},
-                "data": {"greeting": "hello from a ConfigMap"}})  # fmt: skip
-    api.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app", "namespace": NS},
-                "stringData": {"password": "s3cret"}})  # fmt: skip
+    api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "app", "namespace": NS},
+            "data": {"greeting": "hello from a ConfigMap"},
+        }
+    )
+    api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "app", "namespace": NS},
+            "stringData": {"password": "s3cret"},
+        }
+    )
     return c, api, claim
 
 
@@ -178,10 +213,15 @@ def test_run_as_non_root_refuses_an_image_that_runs_as_root(cluster, images: Ima
     c, api, _ = cluster
     root_image = f"{images.operator.split(':')[0]}:tier-root"
     subprocess.run(
-        runtime.docker.argv(["build", "--quiet", "--label", "distillery.test.harness=root-image", "-t", root_image, "-"]),
-        input=f"FROM {images.operator}\nUSER 0:0\n", text=True, check=True, env={**runtime.docker.env, "DOCKER_BUILDKIT": "0"},
+        runtime.docker.argv(
+            ["build", "--quiet", "--label", "distillery.test.harness=root-image", "-t", root_image, "-"]
+        ),
+        input=f"FROM {images.operator}\nUSER 0:0\n",
+        text=True,
+        check=True,
+        env={**runtime.docker.env, "DOCKER_BUILDKIT": "0"},
         capture_output=True,
-    )  # fmt: skip
+    )
     pod = facts_pod("as-root", root_image)
     del pod["spec"]["securityContext"]["runAsUser"], pod["spec"]["securityContext"]["runAsGroup"]
     api.create(pod)
@@ -201,8 +241,13 @@ def test_run_as_non_root_refuses_an_image_that_runs_as_root(cluster, images: Ima
 def test_exit_code_and_log_tail_as_termination_message(cluster, images: Images):
     c, api, _ = cluster
     program = "import sys; print('line one'); print('the reason it failed', file=sys.stderr); sys.exit(3)"
-    pod = facts_pod("fails", images.operator, command=["python3", "-c", program], args=[],
-                    terminationMessagePolicy="FallbackToLogsOnError")  # fmt: skip
+    pod = facts_pod(
+        "fails",
+        images.operator,
+        command=["python3", "-c", program],
+        args=[],
+        terminationMessagePolicy="FallbackToLogsOnError",
+    )
     api.create(pod)
     state = wait_for(
         lambda: terminated(api, "fails"),
@@ -235,28 +280,71 @@ CLIENT = textwrap.dedent("""
 def test_probes_service_names_and_signals(cluster, images: Images):
     c, api, _ = cluster
     container = {
-        "name": "web", "image": images.operator, "command": ["python3", "-c", WEB],
+        "name": "web",
+        "image": images.operator,
+        "command": ["python3", "-c", WEB],
         "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         "ports": [{"name": "http", "containerPort": 8080}],
-        "startupProbe": {"exec": {"command": ["python3", "-c", "import os; os.stat('/proc/1')"]}, "periodSeconds": 1},
+        "startupProbe": {
+            "exec": {"command": ["python3", "-c", "import os; os.stat('/proc/1')"]},
+            "periodSeconds": 1,
+        },
         "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 2},
         "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 5},
         "securityContext": {"runAsUser": 65532, "readOnlyRootFilesystem": True},
-    }  # fmt: skip
-    api.create({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": NS},
-                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
-                         "template": {"metadata": {"labels": {"app": "web"}},
-                                      "spec": {"terminationGracePeriodSeconds": 3, "containers": [container]}}}})  # fmt: skip
-    api.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": NS},
-                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]}})  # fmt: skip
-    (web,) = wait_for(lambda: [p for p in c.kubelet.pods() if p.owner == "Deployment/web" and p.ready] or None, "the web pod to be ready (startup, readiness and liveness probes)", POD_DEADLINE, details=c.kubelet.diagnostics)  # fmt: skip
+    }
+    api.create(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": NS},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"terminationGracePeriodSeconds": 3, "containers": [container]},
+                },
+            },
+        }
+    )
+    api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web", "namespace": NS},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]},
+        }
+    )
+    (web,) = wait_for(
+        lambda: [p for p in c.kubelet.pods() if p.owner == "Deployment/web" and p.ready] or None,
+        "the web pod to be ready (startup, readiness and liveness probes)",
+        POD_DEADLINE,
+        details=c.kubelet.diagnostics,
+    )
     address = wait_for(lambda: pod_status(api, web.name).get("podIP"), "the web pod's address", 30)
 
     # The Service by its short name (the pod's DNS search path), its namespaced and full names.
     urls = ["http://web/a", f"http://web.{NS}:80/b", f"http://web.{NS}.svc.cluster.local/c"]
-    api.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client", "namespace": NS},
-                "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, "containers": [
-                    {"name": "client", "image": images.operator, "command": ["python3", "-c", CLIENT], "args": urls}]}})  # fmt: skip
+    api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "client", "namespace": NS},
+            "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": False,
+                "containers": [
+                    {
+                        "name": "client",
+                        "image": images.operator,
+                        "command": ["python3", "-c", CLIENT],
+                        "args": urls,
+                    }
+                ],
+            },
+        }
+    )
     state = wait_for(
         lambda: terminated(api, "client"), "the client pod", POD_DEADLINE, details=c.kubelet.diagnostics
     )
@@ -267,8 +355,15 @@ def test_probes_service_names_and_signals(cluster, images: Images):
 
     # SIGKILL (a crash): exit code 137, restarted in place with the pod's address kept.
     c.kubelet.kill(web.name)
-    wait_for(lambda: next(p for p in c.kubelet.pods() if p.name == web.name).restarts == 1 and
-             pod_status(api, web.name).get("containerStatuses", [{}])[0].get("ready"), "the killed web container to be back and ready", POD_DEADLINE, details=c.kubelet.diagnostics)  # fmt: skip
+    wait_for(
+        lambda: (
+            next(p for p in c.kubelet.pods() if p.name == web.name).restarts == 1
+            and pod_status(api, web.name).get("containerStatuses", [{}])[0].get("ready")
+        ),
+        "the killed web container to be back and ready",
+        POD_DEADLINE,
+        details=c.kubelet.diagnostics,
+    )
     assert next(p for p in c.kubelet.pods() if p.name == web.name).exit_codes == [137]
     assert pod_status(api, web.name)["podIP"] == address
 
@@ -276,7 +371,12 @@ def test_probes_service_names_and_signals(cluster, images: Images):
     # the kubelet kills it after terminationGracePeriodSeconds, as in a cluster.
     started = time.monotonic()
     api.call("PATCH", api_path("apps/v1", "deployments", NS, "web"), {"spec": {"replicas": 0}})
-    wait_for(lambda: next(p for p in c.kubelet.pods() if p.name == web.name).pid is None, "the web pod to stop", 60, details=c.kubelet.diagnostics)  # fmt: skip
+    wait_for(
+        lambda: next(p for p in c.kubelet.pods() if p.name == web.name).pid is None,
+        "the web pod to stop",
+        60,
+        details=c.kubelet.diagnostics,
+    )
     elapsed = time.monotonic() - started
     assert next(p for p in c.kubelet.pods() if p.name == web.name).exit_codes == [137, 137]
     assert 2.5 < elapsed < 30, elapsed

@@ -57,8 +57,14 @@ def test_tiny_job_in_containers_survives_operator_and_shard_kills(
         operator = ChartOperator(cluster, images, OPERATOR_READY_DEADLINE)
         job = tiny_job()
         job["spec"]["teacher"]["image"] = images.worker
-        recovery = kill_and_recover(cluster, operator, storage, job,
-                                    generating_deadline=GENERATING_DEADLINE, succeeded_deadline=SUCCEEDED_DEADLINE)  # fmt: skip
+        recovery = kill_and_recover(
+            cluster,
+            operator,
+            storage,
+            job,
+            generating_deadline=GENERATING_DEADLINE,
+            succeeded_deadline=SUCCEEDED_DEADLINE,
+        )
         final, generating_at, finished_at = recovery.status, recovery.generating_at, recovery.finished_at
         print(
             f"\ntiny job in containers: Generating at {generating_at:.0f} s, {final['phase']} at {finished_at:.0f} s"
@@ -74,8 +80,12 @@ def test_tiny_job_in_containers_survives_operator_and_shard_kills(
         # The report and the student are on the claim, where the status says.
         mount = job["spec"]["storage"].get("mountPath", "/data")
         artifacts = final["artifacts"]
-        report, student = (storage / os.path.relpath(artifacts[key], mount) if artifacts[key].startswith("/")
-                           else storage / artifacts[key] for key in ("report", "student"))  # fmt: skip
+        report, student = (
+            storage / os.path.relpath(artifacts[key], mount)
+            if artifacts[key].startswith("/")
+            else storage / artifacts[key]
+            for key in ("report", "student")
+        )
         assert report.is_file(), (artifacts, report)
         assert (student / "config.json").is_file() and list(student.glob("*.safetensors")), student
 
@@ -85,7 +95,12 @@ def test_tiny_job_in_containers_survives_operator_and_shard_kills(
         assert job_records and all(r.image == images.worker and r.user == "65532:65532" for r in job_records)
         assert {r.uid for r in job_records} <= {65532, None} and any(r.uid == 65532 for r in job_records)
         assert {r.pod.split("/")[1].rsplit("-", 1)[0] for r in job_records} >= {
-            "tiny-check", "tiny-generate-0", "tiny-generate-1", "tiny-train", "tiny-evaluate"}, job_records  # fmt: skip
+            "tiny-check",
+            "tiny-generate-0",
+            "tiny-generate-1",
+            "tiny-train",
+            "tiny-evaluate",
+        }, job_records
         assert any(r.pod.startswith(f"{NAMESPACE}/tiny-teacher-") for r in job_records), job_records
         operator_records = [r for r in cluster.records if r.pod.startswith(f"{RELEASE_NAMESPACE}/")]
         assert len(operator_records) == 2 and all(r.image == images.operator for r in operator_records)

@@ -54,8 +54,9 @@ def storage(tmp_path_factory, tiny_models: dict[str, Path]) -> Path:
 @pytest.fixture
 def cluster(make_cluster, storage: Path):
     """The process backend: each pod a local process with the image's environment, the claim a directory."""
-    return make_cluster([NAMESPACE], runtime=ProcessRuntime(env=POD_ENV), claims={CLAIM: storage},
-                        namespace=NAMESPACE)  # fmt: skip
+    return make_cluster(
+        [NAMESPACE], runtime=ProcessRuntime(env=POD_ENV), claims={CLAIM: storage}, namespace=NAMESPACE
+    )
 
 
 @pytest.fixture
@@ -69,8 +70,14 @@ def test_tiny_job_end_to_end_survives_operator_and_pod_kills(
     cluster, operator: ProcessOperator, storage: Path
 ):
     shutil.rmtree(storage / "jobs", ignore_errors=True)  # a rerun starts from the prepared inputs only
-    recovery = kill_and_recover(cluster, operator, storage, tiny_job(),
-                                generating_deadline=GENERATING_DEADLINE, succeeded_deadline=SUCCEEDED_DEADLINE)  # fmt: skip
+    recovery = kill_and_recover(
+        cluster,
+        operator,
+        storage,
+        tiny_job(),
+        generating_deadline=GENERATING_DEADLINE,
+        succeeded_deadline=SUCCEEDED_DEADLINE,
+    )
     assert_recovered(cluster, operator, recovery, storage)
     api, job, status, live = cluster.api(NAMESPACE), recovery.job, recovery.status, recovery.live
 

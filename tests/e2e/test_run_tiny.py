@@ -32,8 +32,12 @@ def start_run(spec: Path, log: Path, *options: str) -> subprocess.Popen:
     with open(log, "ab") as handle:
         return subprocess.Popen(
             [sys.executable, "-m", "distillery", "run", str(spec), *options],
-            stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=spec.parent,
-        )  # fmt: skip
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=spec.parent,
+        )
 
 
 @pytest.mark.timeout(2400)  # three vLLM starts and a training run: minutes on 2 idle cores, more when shared
@@ -55,8 +59,13 @@ def test_tiny_example_runs_resumes_and_reports(tmp_path, tiny_models):
     first_log = tmp_path / "first.log"
     run = start_run(spec, first_log)
     try:
-        wait_for(lambda: any((work / "checkpoints").glob("step-*/state.pt")), "a training checkpoint",
-                 STAGE_DEADLINE_S, process=run, details=lambda: first_log.read_text()[-4000:])  # fmt: skip
+        wait_for(
+            lambda: any((work / "checkpoints").glob("step-*/state.pt")),
+            "a training checkpoint",
+            STAGE_DEADLINE_S,
+            process=run,
+            details=lambda: first_log.read_text()[-4000:],
+        )
         run.send_signal(signal.SIGINT)
         assert run.wait(timeout=120) == 130
     finally:
@@ -134,8 +143,13 @@ def test_on_policy_keeps_one_teacher_from_generation_through_training(tmp_path, 
     assert code == 0, text[-4000:]
     assert text.count("vllm: starting 'teacher'") == 1, text[-4000:]  # one teacher for both stages
     # Kept from before generation until training is done, stopped before evaluation starts.
-    order = ["[kept for training] teacher: serving", "[1/3] generate: done", "[2/3] train: done",
-             "[kept for training] teacher stopped", "[3/3] evaluate: starting"]  # fmt: skip
+    order = [
+        "[kept for training] teacher: serving",
+        "[1/3] generate: done",
+        "[2/3] train: done",
+        "[kept for training] teacher stopped",
+        "[3/3] evaluate: starting",
+    ]
     assert [text.index(line) for line in order] == sorted(text.index(line) for line in order), text[-4000:]
     train = json.loads((storage / "jobs" / "tiny" / "state" / "train.done.json").read_text())
     assert train["method"] == "onPolicy" and train["onPolicyUpdates"] > 0 and train["onPolicyLoss"] > 0

@@ -118,9 +118,15 @@ def _stale_replace(emulator: Any, request: Any) -> dict[str, Any] | None:
     current = (stored.raw.get("metadata") or {}).get("resourceVersion")
     if current is None or str(current) == str(sent):
         return None
-    return {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 409, "reason": "Conflict",
-            "message": f"Operation cannot be fulfilled on {request.resource.plural} \"{request.name}\": "
-                       "the object has been modified; please apply your changes to the latest version and try again"}  # fmt: skip
+    return {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "status": "Failure",
+        "code": 409,
+        "reason": "Conflict",
+        "message": f'Operation cannot be fulfilled on {request.resource.plural} "{request.name}": '
+        "the object has been modified; please apply your changes to the latest version and try again",
+    }
 
 
 def kubeconfig(url: str) -> str:

@@ -67,14 +67,26 @@ def admit(pod: dict[str, Any]) -> dict[str, Any]:
                 "defaultMode": 0o644,
                 "sources": [
                     {"serviceAccountToken": {"expirationSeconds": TOKEN_EXPIRATION_SECONDS, "path": "token"}},
-                    {"configMap": {"name": ROOT_CA_CONFIGMAP, "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-                    {"downwardAPI": {"items": [
-                        {"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}
-                    ]}},
+                    {
+                        "configMap": {
+                            "name": ROOT_CA_CONFIGMAP,
+                            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                        }
+                    },
+                    {
+                        "downwardAPI": {
+                            "items": [
+                                {
+                                    "path": "namespace",
+                                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
+                                }
+                            ]
+                        }
+                    },
                 ],
             },
         }
-    )  # fmt: skip
+    )
     for container in containers:
         container.setdefault("volumeMounts", []).append(
             {"name": name, "mountPath": SERVICE_ACCOUNT_PATH, "readOnly": True}
@@ -87,7 +99,10 @@ async def publish_root_ca(api: ApiClient, namespace: str, access: ApiAccess) -> 
     path = api_path("v1", "configmaps", namespace, ROOT_CA_CONFIGMAP)
     if await api.request("GET", path, missing_ok=True) is not None:
         return
-    body = {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": ROOT_CA_CONFIGMAP, "namespace": namespace},
-            "data": {"ca.crt": access.ca_pem}}  # fmt: skip
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": ROOT_CA_CONFIGMAP, "namespace": namespace},
+        "data": {"ca.crt": access.ca_pem},
+    }
     await api.request("POST", api_path("v1", "configmaps", namespace), body)

@@ -6,57 +6,36 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.conftest import DJ, Cluster, spec
+from tests.support.kmock_cluster import DJ, Cluster, spec
+from tests.support.scenarios import (
+    a_spec_made_invalid_by_a_patch_stops_the_teacher_and_the_running_shards,
+    all_stopped,
+    generating,
+)
 from tests.support.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
 
-async def _generating(cluster: Cluster, name: str) -> None:
-    """A job whose teacher is up and whose shards are running."""
-    await cluster.create_job(name, spec())
-    await cluster.inputs_ready(name)
-    await cluster.wait_phase(name, "TeacherStarting")
-    await cluster.teacher_ready(f"{name}-teacher")
-    await cluster.wait_child("batch/v1/jobs", f"{name}-generate")
-    await cluster.patch("batch/v1/jobs", f"{name}-generate", {"status": {"active": 2}}, "status")
-    await cluster.wait_phase(name, "Generating")
-
-
-async def _gone(cluster: Cluster, resource: str, name: str) -> bool:
-    return await cluster.get(resource, name) is None
-
-
-async def _all_stopped(cluster: Cluster, name: str) -> None:
-    await wait_for_async(
-        lambda: _gone(cluster, "apps/v1/deployments", f"{name}-teacher"), "the teacher to be deleted", 20
-    )
-    await wait_for_async(
-        lambda: _gone(cluster, "batch/v1/jobs", f"{name}-generate"), "the running shards to be deleted", 20
-    )
-
-
 async def test_a_spec_made_invalid_by_a_patch_stops_the_teacher_and_the_running_shards(cluster: Cluster):
-    async with cluster.operator():
-        await _generating(cluster, "broken")
-        # kd without topLogprobs: what the CRD's CEL rule refuses; an API server without it lets it through.
-        await cluster.patch(
-            DJ, "broken", {"spec": {"training": {"method": "kd"}}, "metadata": {"generation": 2}}
-        )
-        status = await cluster.wait_phase("broken", "Failed")
-        await _all_stopped(cluster, "broken")
-    assert "spec.generation.topLogprobs" in status["message"]
+    await a_spec_made_invalid_by_a_patch_stops_the_teacher_and_the_running_shards(cluster)
 
 
 async def test_a_spec_changed_after_the_start_fails_naming_the_sections(cluster: Cluster):
     async with cluster.operator():
-        await _generating(cluster, "edited")
+        await generating(cluster, "edited")
         status = await cluster.job_status("edited")
         assert status["specHashes"]["teacher"] and status["specHashes"]["generation"]
-        await cluster.patch(DJ, "edited", {"spec": {"teacher": {"model": "models/bigger"},
-                                                    "generation": {"shards": 4}}, "metadata": {"generation": 2}})  # fmt: skip
+        await cluster.patch(
+            DJ,
+            "edited",
+            {
+                "spec": {"teacher": {"model": "models/bigger"}, "generation": {"shards": 4}},
+                "metadata": {"generation": 2},
+            },
+        )
         status = await cluster.wait_phase("edited", "Failed")
-        await _all_stopped(cluster, "edited")
+        await all_stopped(cluster, "edited")
     assert "spec changed after the job started (spec.teacher, spec.generation)" in status["message"]
     assert "delete it and create it again" in status["message"]
     assert status["observedGeneration"] == 2
@@ -95,8 +74,11 @@ async def test_an_unavailable_api_is_retried_while_the_status_says_so(cluster: C
 
 
 async def _warnings(cluster: Cluster, name: str) -> list[dict]:
-    return [e for e in await cluster.list("v1/events")
-            if e.get("type") == "Warning" and e["involvedObject"]["name"] == name]  # fmt: skip
+    return [
+        e
+        for e in await cluster.list("v1/events")
+        if e.get("type") == "Warning" and e["involvedObject"]["name"] == name
+    ]
 
 
 async def _message_has(cluster: Cluster, name: str, text: str) -> dict | None:

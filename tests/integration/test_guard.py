@@ -12,8 +12,8 @@ import pytest
 
 from distillery.controller import handlers
 from distillery.controller.settings import from_environment
-from tests.integration.conftest import Cluster, _verb, spec
-from tests.support.chart import granted, only, render
+from tests.support.chart import find, granted, render
+from tests.support.kmock_cluster import Cluster, spec, verb_of
 from tests.support.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration]
@@ -39,7 +39,7 @@ def _chart_env() -> dict[str, str]:
         f"operator.guard.secretLabel={LABEL}=true",
         "operator.guard.allowedTolerationKeys={nvidia.com/gpu}",
     )
-    (container,) = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    (container,) = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     return {e["name"]: e["value"] for e in container["env"] if e["name"].startswith("DISTILLERY_GUARD_")}
 
 
@@ -49,8 +49,12 @@ def test_the_chart_sets_the_policy_these_tests_run_with():
 
 @pytest.mark.asyncio
 async def test_a_refused_image_and_toleration_fail_the_job_before_any_child(cluster: Cluster, guarded: None):
-    teacher = {"model": "models/teacher", "gpus": 0, "image": "ghcr.io/someone/vllm:1",
-               "tolerations": [{"key": "dedicated", "operator": "Exists"}]}  # fmt: skip
+    teacher = {
+        "model": "models/teacher",
+        "gpus": 0,
+        "image": "ghcr.io/someone/vllm:1",
+        "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+    }
     async with cluster.operator():
         await cluster.create_job("denied", spec(teacher=teacher))
         status = await cluster.wait_phase("denied", "Failed")
@@ -63,8 +67,11 @@ async def test_a_refused_image_and_toleration_fail_the_job_before_any_child(clus
     )
     assert "spec.teacher.tolerations[0]: toleration of taint 'dedicated' is not allowed" in status["message"]
     assert any("spec.teacher.image" in e["message"] for e in events)
-    created = [r for r in cluster.operator_requests() if r.method.value.upper() == "POST"
-               and r.resource.plural not in ("events",)]  # fmt: skip
+    created = [
+        r
+        for r in cluster.operator_requests()
+        if r.method.value.upper() == "POST" and r.resource.plural not in ("events",)
+    ]
     assert created == [], "nothing of a refused job is created, not even its claim or check"
 
 
@@ -75,8 +82,10 @@ async def test_a_secret_is_waited_for_then_allowed_only_with_its_label(cluster: 
         await cluster.create_job("gated", spec(teacher=hf))
         waiting = await cluster.wait_phase("gated", "Pending")
         assert "waiting for Secret 'hf' (spec.teacher.hfTokenSecret.name) to exist" in waiting["message"]
-        await cluster.create("v1/secrets", {"metadata": {"name": "hf", "labels": {LABEL: "true"}},
-                                            "data": {"token": "c2VjcmV0"}})  # fmt: skip
+        await cluster.create(
+            "v1/secrets",
+            {"metadata": {"name": "hf", "labels": {LABEL: "true"}}, "data": {"token": "c2VjcmV0"}},
+        )
         await cluster.wait_child("batch/v1/jobs", "gated-check", timeout=30)  # rechecked every 10 s
         status = await cluster.job_status("gated")
 
@@ -91,12 +100,15 @@ async def test_a_secret_is_waited_for_then_allowed_only_with_its_label(cluster: 
     reads = [r for r in cluster.operator_requests() if r.resource.plural == "secrets"]
     assert reads and all(r.method.value.upper() == "GET" for r in reads)
     assert all("as=PartialObjectMetadata" in r.headers.get("Accept", "") for r in reads), "metadata only"
-    used = {(r.resource.group or "", r.resource.plural, _verb(r)) for r in reads}
-    with_guard = granted(only(render(f"operator.guard.secretLabel={LABEL}=true"), "ClusterRole"))
-    without = granted(only(render(), "ClusterRole"))
+    used = {(r.resource.group or "", r.resource.plural, verb_of(r)) for r in reads}
+    with_guard = granted(find(render(f"operator.guard.secretLabel={LABEL}=true"), "ClusterRole"))
+    without = granted(find(render(), "ClusterRole"))
     assert with_guard - without == used == {("", "secrets", "get")}
 
 
 async def _warnings(cluster: Cluster, name: str) -> list[dict]:
-    return [e for e in await cluster.list("v1/events")
-            if e.get("type") == "Warning" and e["involvedObject"]["name"] == name]  # fmt: skip
+    return [
+        e
+        for e in await cluster.list("v1/events")
+        if e.get("type") == "Warning" and e["involvedObject"]["name"] == name
+    ]

@@ -67,8 +67,9 @@ def test_metrics_endpoint_serves_the_operator_series():
 
 
 def test_operator_command_line():
-    args = operator_parser().parse_args(["--metrics-port", "9999", "--namespace", "a", "--namespace", "b",
-                                      "--leader-elect", "distillery"])  # fmt: skip
+    args = operator_parser().parse_args(
+        ["--metrics-port", "9999", "--namespace", "a", "--namespace", "b", "--leader-elect", "distillery"]
+    )
     assert (args.metrics_port, args.namespace, args.leader_elect) == (9999, ["a", "b"], "distillery")
     with pytest.raises(SystemExit):
         operator_parser().parse_args(["--namespace", "a", "--all-namespaces"])

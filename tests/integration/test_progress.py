@@ -12,7 +12,7 @@ from prometheus_client import start_http_server
 
 from distillery.contract.commands import METRICS_PORT
 from distillery.training import metrics
-from tests.integration.conftest import Cluster, spec
+from tests.support.kmock_cluster import Cluster, spec
 from tests.support.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
@@ -34,9 +34,14 @@ async def test_training_progress_reaches_status_within_seconds_without_api_reads
             await cluster.job_done("live-generate", succeeded=2)
             train = await cluster.wait_child("batch/v1/jobs", "live-train")
             labels = train["spec"]["template"]["metadata"]["labels"]
-            await cluster.create("v1/pods", {"metadata": {"name": "live-train-abcde", "labels": labels},
-                                             "spec": train["spec"]["template"]["spec"],
-                                             "status": {"phase": "Running", "podIP": POD_IP}})  # fmt: skip
+            await cluster.create(
+                "v1/pods",
+                {
+                    "metadata": {"name": "live-train-abcde", "labels": labels},
+                    "spec": train["spec"]["template"]["spec"],
+                    "status": {"phase": "Running", "podIP": POD_IP},
+                },
+            )
             status = await wait_for_async(lambda: _progress(cluster, "epoch", 0.5), "the epoch in status", 20)
             assert status["progress"]["summary"] == "train epoch 0.50/3, loss 1.25"
             assert status["progress"]["step"] == 12
@@ -45,8 +50,11 @@ async def test_training_progress_reaches_status_within_seconds_without_api_reads
             metrics.TRAIN_LOSS.set(0.5)
             status = await wait_for_async(lambda: _progress(cluster, "epoch", 2.25), "the new epoch", 10)
             assert status["progress"]["summary"] == "train epoch 2.25/3, loss 0.5"
-            reads = [r for r in cluster.operator_requests()[before:]
-                     if r.method.value.upper() == "GET" and r.params.get("watch") not in ("true", "1")]  # fmt: skip
+            reads = [
+                r
+                for r in cluster.operator_requests()[before:]
+                if r.method.value.upper() == "GET" and r.params.get("watch") not in ("true", "1")
+            ]
             assert reads == [], "progress came from the pod's /metrics, not from reading the API"
             assert gen["metadata"]["name"] == "live-generate"
     finally:

@@ -233,7 +233,13 @@ def stand_in():
     try:
         for port in ports.values():
             url = f"http://127.0.0.1:{port}"
-            wait_for(lambda url=url: get(f"{url}/metrics"), "the metrics stand-in serves /metrics", STARTUP_DEADLINE_S, process=process, ignore=SCRAPE_ERRORS)  # fmt: skip
+            wait_for(
+                lambda url=url: get(f"{url}/metrics"),
+                "the metrics stand-in serves /metrics",
+                STARTUP_DEADLINE_S,
+                process=process,
+                ignore=SCRAPE_ERRORS,
+            )
         yield {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     finally:
         stop(process)
@@ -245,7 +251,7 @@ class KubeAPI:
     def __init__(self):
         import kmock
 
-        from tests.integration.conftest import RESOURCES, VERBS, Emulator
+        from tests.support.kmock_cluster import RESOURCES, VERBS, Emulator
 
         self.loop = asyncio.new_event_loop()
         self._started = threading.Event()
@@ -358,7 +364,7 @@ def kube_api():
 def operator(kube_api, tmp_path_factory):
     """The real operator, watching, with one job created; an error (with the operator's output)
     for every test that uses it when the process has exited."""
-    from tests.integration.conftest import spec
+    from tests.support.kmock_cluster import spec
 
     running = Operator(kube_api, tmp_path_factory.mktemp("operator"))
     try:
@@ -460,9 +466,19 @@ def test_promtool_check_metrics_accepts_every_distillery_metric(stand_in):
 
 def test_each_process_exports_only_its_own_series(stand_in, operator):
     """The operator's /metrics has no worker series and a stage's none of the operator's or another stage's."""
-    own = {"operator": ("distillery_job", "distillery_jobs", "distillery_reconcile", "distillery_children",
-                        "distillery_stage", "distillery_operator"),
-           "generate": ("distillery_generation_",), "train": ("distillery_train_",), "evaluate": ("distillery_eval_",)}  # fmt: skip
+    own = {
+        "operator": (
+            "distillery_job",
+            "distillery_jobs",
+            "distillery_reconcile",
+            "distillery_children",
+            "distillery_stage",
+            "distillery_operator",
+        ),
+        "generate": ("distillery_generation_",),
+        "train": ("distillery_train_",),
+        "evaluate": ("distillery_eval_",),
+    }
     texts = {process: get(f"http://{address}/metrics").decode() for process, address in stand_in.items()}
     operator.assert_alive()
     wait_for(

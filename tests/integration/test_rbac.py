@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration import test_failures, test_ha, test_operator
-from tests.integration.conftest import SEEN_REQUESTS, Cluster
-from tests.support.chart import granted, only, render
+from tests.support import scenarios
+from tests.support.chart import find, granted, render
+from tests.support.ha_scenario import two_chart_replicas_one_reconciles_the_other_takes_over
+from tests.support.kmock_cluster import SEEN_REQUESTS, Cluster
+from tests.support.scenarios import recorded_as
 
 pytestmark = [pytest.mark.integration]
 
@@ -28,24 +30,24 @@ LEASES = ("coordination.k8s.io", "leases")
 
 # The scenarios whose requests the roles must cover (deletion, TTL, suspend and failures included).
 CLUSTER_WIDE = [
-    test_operator.test_a_job_walks_through_every_phase_to_succeeded,
-    test_operator.test_suspend_and_resume,
-    test_operator.test_deletion_releases_the_job_and_children_are_owned,
-    test_operator.test_a_finished_job_is_deleted_after_its_ttl,
-    test_operator.test_pending_until_the_named_claim_exists,
-    test_failures.test_a_spec_made_invalid_by_a_patch_stops_the_teacher_and_the_running_shards,
+    scenarios.a_job_walks_through_every_phase_to_succeeded,
+    scenarios.suspend_and_resume,
+    scenarios.deletion_releases_the_job_and_children_are_owned,
+    scenarios.a_finished_job_is_deleted_after_its_ttl,
+    scenarios.pending_until_the_named_claim_exists,
+    scenarios.a_spec_made_invalid_by_a_patch_stops_the_teacher_and_the_running_shards,
 ]
-NAMESPACED = test_operator.test_an_operator_restricted_to_one_namespace
-HA = test_ha.test_two_chart_replicas_one_reconciles_the_other_takes_over
+NAMESPACED = scenarios.an_operator_restricted_to_one_namespace
+HA = two_chart_replicas_one_reconciles_the_other_takes_over
 
 
 async def recorded(cluster: Cluster, tmp_path: Path) -> None:
     """Play the scenarios not run in this session (e.g. this module alone)."""
     for scenario in [*CLUSTER_WIDE, NAMESPACED]:
-        if scenario.__name__ not in SEEN_REQUESTS:
+        if recorded_as(scenario) not in SEEN_REQUESTS:
             await scenario(cluster)
-            cluster.record_requests(scenario.__name__)
-    if HA.__name__ not in SEEN_REQUESTS:
+            cluster.record_requests(recorded_as(scenario))
+    if recorded_as(HA) not in SEEN_REQUESTS:
         import asyncio
 
         await asyncio.to_thread(HA, tmp_path)
@@ -54,24 +56,24 @@ async def recorded(cluster: Cluster, tmp_path: Path) -> None:
 @pytest.mark.asyncio
 async def test_the_roles_grant_exactly_what_the_operator_uses(cluster: Cluster, tmp_path: Path):
     await recorded(cluster, tmp_path)
-    ha = SEEN_REQUESTS[HA.__name__]
-    cluster_wide = set().union(*(SEEN_REQUESTS[s.__name__] for s in CLUSTER_WIDE), ha)
+    ha = SEEN_REQUESTS[recorded_as(HA)]
+    cluster_wide = set().union(*(SEEN_REQUESTS[recorded_as(s)] for s in CLUSTER_WIDE), ha)
     leases = {r for r in cluster_wide if r[:2] == LEASES}
 
     # Every namespace: the ClusterRole; the Lease: the leader-election Role.
     docs = render("operator.leaderElection.enabled=true", "operator.replicas=2")
-    allowed = granted(only(docs, "ClusterRole"))
+    allowed = granted(find(docs, "ClusterRole"))
     used = cluster_wide - leases
     assert not (used - allowed), f"used but not granted: {sorted(used - allowed)}"
     assert not (allowed - used), f"granted but never used: {sorted(allowed - used)}"
-    lease_rules = granted(only(docs, "Role", "-leader-election"))
+    lease_rules = granted(find(docs, "Role", "-leader-election"))
     assert leases == lease_rules, (sorted(leases), sorted(lease_rules))
 
     # watchNamespaces: the job rules in Roles there; cluster-wide only what kopf needs.
     docs = render("operator.watchNamespaces={ml}")
-    role, cluster_role = only(docs, "Role"), only(docs, "ClusterRole")
+    role, cluster_role = find(docs, "Role"), find(docs, "ClusterRole")
     assert role["metadata"]["namespace"] == "ml"
-    namespaced_use = SEEN_REQUESTS[NAMESPACED.__name__]
+    namespaced_use = SEEN_REQUESTS[recorded_as(NAMESPACED)]
     allowed = granted(role, cluster_role)
     assert not (namespaced_use - allowed), f"used but not granted: {sorted(namespaced_use - allowed)}"
     assert granted(cluster_role) <= namespaced_use, "a cluster-wide right the namespaced operator never used"
@@ -79,6 +81,6 @@ async def test_the_roles_grant_exactly_what_the_operator_uses(cluster: Cluster, 
 
 
 def test_the_roles_are_named_and_labelled_by_the_chart_helpers():
-    role = only(render(), "ClusterRole")
+    role = find(render(), "ClusterRole")
     assert role["metadata"]["name"] == "distillery"
     assert role["metadata"]["labels"]["app.kubernetes.io/name"] == "distillery"

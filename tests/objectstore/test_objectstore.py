@@ -37,8 +37,10 @@ NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 
 
 def records(count: int) -> list[dict]:
-    return [{"id": f"q{i}", "prompt": f"What is {i % 10}+{i // 10 % 10}?", "answer": str(i % 10 + i // 10 % 10)}
-            for i in range(count)]  # fmt: skip
+    return [
+        {"id": f"q{i}", "prompt": f"What is {i % 10}+{i // 10 % 10}?", "answer": str(i % 10 + i // 10 % 10)}
+        for i in range(count)
+    ]
 
 
 def jsonl(rows: list[dict]) -> bytes:
@@ -58,11 +60,18 @@ def make_job(s3, train: str, validation: str | None = None, **spec) -> Distillat
     data = {"taskType": "math", "train": train, "systemPrompt": ""}
     if validation:
         data["validation"] = validation
-    return DistillationJob.model_validate({
-        "metadata": {"name": "s3job", "namespace": "ml", "uid": "6f1c0e0a-0000-4000-8000-000000000001"},
-        "spec": {"teacher": {"model": "teacher"}, "student": {"model": "student"}, "data": data,
-                 "storage": {"pvc": {"claimName": "data"}, "objectStore": store(s3)}, **spec},
-    })  # fmt: skip
+    return DistillationJob.model_validate(
+        {
+            "metadata": {"name": "s3job", "namespace": "ml", "uid": "6f1c0e0a-0000-4000-8000-000000000001"},
+            "spec": {
+                "teacher": {"model": "teacher"},
+                "student": {"model": "student"},
+                "data": data,
+                "storage": {"pvc": {"claimName": "data"}, "objectStore": store(s3)},
+                **spec,
+            },
+        }
+    )
 
 
 # ------------------------------------------------------------------ reading
@@ -127,18 +136,35 @@ def test_a_failed_check_pod_fails_the_job_naming_the_uri_before_the_teacher(s3, 
     job = make_job(s3, missing)
     termination = tmp_path / "termination-log"
     command = CheckCommand(job=job, storage=str(tmp_path))
-    result = subprocess.run(command.argv(ENTRY), capture_output=True, text=True, timeout=300,
-                            env={**os.environ, TERMINATION_LOG_ENV: str(termination)})  # fmt: skip
+    result = subprocess.run(
+        command.argv(ENTRY),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, TERMINATION_LOG_ENV: str(termination)},
+    )
     assert result.returncode == 1, result.stderr
     message = termination.read_text()
     summary = parse_summary(message)
     assert summary.failure.reason is FailureReason.input_not_found
     assert SECRET_ACCESS_KEY not in message + result.stdout + result.stderr  # credentials never in a log
-    pod = {"metadata": {"name": "s3job-check-x", "creationTimestamp": "2026-11-29T11:00:00Z"},
-           "status": {"containerStatuses": [{"name": "check", "state": {"terminated": {
-               "exitCode": 1, "message": message, "reason": "Error"}}}]}}  # fmt: skip
-    failed = {"status": {"failed": 1, "conditions": [{"type": "Failed", "status": "True",
-                                                      "reason": "BackoffLimitExceeded"}]}}  # fmt: skip
+    pod = {
+        "metadata": {"name": "s3job-check-x", "creationTimestamp": "2026-11-29T11:00:00Z"},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "check",
+                    "state": {"terminated": {"exitCode": 1, "message": message, "reason": "Error"}},
+                }
+            ]
+        },
+    }
+    failed = {
+        "status": {
+            "failed": 1,
+            "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
+        }
+    }
     observed = Observed(check=job_state(failed, [pod]))
     step = decide(job.spec, [], DistillationJobStatus(phase=Phase.pending), observed, NOW, "s3job")
     assert step.phase is Phase.failed
@@ -161,8 +187,19 @@ def stored_student(layout: Layout, tiny_student: Path | None = None) -> None:
     (layout.student / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
     (layout.student / "chat_template.jinja").write_text("{{ messages }}")
     layout.reports.mkdir(parents=True)
-    (layout.training_report).write_text(json.dumps({"examples": 10, "step": 5, "train_loss": 0.5, "device": "cpu",
-                                                    "world_size": 1, "duplicates": 2, "hyperparameters": {"epochs": 1}}))  # fmt: skip
+    (layout.training_report).write_text(
+        json.dumps(
+            {
+                "examples": 10,
+                "step": 5,
+                "train_loss": 0.5,
+                "device": "cpu",
+                "world_size": 1,
+                "duplicates": 2,
+                "hyperparameters": {"epochs": 1},
+            }
+        )
+    )
 
 
 def report(passed: bool) -> dict:
@@ -170,19 +207,39 @@ def report(passed: bool) -> dict:
         {"name": "minScore", "threshold": 0.5, "value": 0.75, "passed": passed, "text": "accuracy 0.75"}
     ]
     return {
-        "job": "s3job", "created": "2026-11-29T12:00:00Z", "taskType": "math", "metric": "accuracy", "samples": 4,
-        "withReference": 4, "maxTokens": 8, "concurrency": 4,
-        "models": {"teacher": {"score": 1.0, "source": "generation records"},
-                   "student": {"score": 0.75, "latencyP50Ms": 5.0, "latencyP95Ms": 9.0, "source": "served"}},
-        "retention": 0.75, "improvement": {"absolute": None, "relative": None},
-        "gate": {"passed": passed, "reason": "quality gate " + ("passed" if passed else "failed"), "checks": checks},
-        "notes": [], "fingerprints": {"generate": "g", "train": "t", "evaluate": "e"},
+        "job": "s3job",
+        "created": "2026-11-29T12:00:00Z",
+        "taskType": "math",
+        "metric": "accuracy",
+        "samples": 4,
+        "withReference": 4,
+        "maxTokens": 8,
+        "concurrency": 4,
+        "models": {
+            "teacher": {"score": 1.0, "source": "generation records"},
+            "student": {"score": 0.75, "latencyP50Ms": 5.0, "latencyP95Ms": 9.0, "source": "served"},
+        },
+        "retention": 0.75,
+        "improvement": {"absolute": None, "relative": None},
+        "gate": {
+            "passed": passed,
+            "reason": "quality gate " + ("passed" if passed else "failed"),
+            "checks": checks,
+        },
+        "notes": [],
+        "fingerprints": {"generate": "g", "train": "t", "evaluate": "e"},
         "dataCleaning": {"decontaminated": 3, "rejected": 1, "duplicates": 2},
-        "lineage": {"specHash": "sha256:x", "distilleryVersion": "0.1.0", "trainingMethod": "sft",
-                    "teacher": {"model": "teacher"}, "studentBase": {"model": "student"},
-                    "data": {"train": {"path": "s3://b/train.parquet", "etag": "abc", "bytes": 10}},
-                    "generated": {}, "student": {"path": "jobs/s3job/student", "files": []}},
-    }  # fmt: skip
+        "lineage": {
+            "specHash": "sha256:x",
+            "distilleryVersion": "0.1.0",
+            "trainingMethod": "sft",
+            "teacher": {"model": "teacher"},
+            "studentBase": {"model": "student"},
+            "data": {"train": {"path": "s3://b/train.parquet", "etag": "abc", "bytes": 10}},
+            "generated": {},
+            "student": {"path": "jobs/s3job/student", "files": []},
+        },
+    }
 
 
 def test_a_passed_gate_exports_the_student_report_and_model_card(s3, tmp_path):
@@ -193,8 +250,16 @@ def test_a_passed_gate_exports_the_student_report_and_model_card(s3, tmp_path):
     done = evaluate.finish(job, layout, report(True), lambda m: None)
     assert done["output"]["written"] is True and done["output"]["uri"] == uri
     keys = s3.keys("models/support-bot/")
-    expected = {"README.md", "config.json", "model.safetensors", "tokenizer_config.json", "chat_template.jinja",
-                "report/evaluation.json", "report/evaluation.md", "report/training.json"}  # fmt: skip
+    expected = {
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "report/evaluation.json",
+        "report/evaluation.md",
+        "report/training.json",
+    }
     assert {k.removeprefix("models/support-bot/") for k in keys} >= expected
     card = s3.get("models/support-bot/README.md").decode()
     assert card.startswith("---\nbase_model: student\n") and "| **student** | 0.750 |" in card

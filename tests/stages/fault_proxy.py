@@ -92,8 +92,11 @@ class FaultProxy:
 
     async def _forward(self, head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
         # One request per upstream connection: ask the server to close, then relay until EOF.
-        lines = [line for line in head.decode("latin-1").split("\r\n") if line and
-                 not line.lower().startswith("connection:")]  # fmt: skip
+        lines = [
+            line
+            for line in head.decode("latin-1").split("\r\n")
+            if line and not line.lower().startswith("connection:")
+        ]
         request = ("\r\n".join([*lines, "Connection: close"]) + "\r\n\r\n").encode("latin-1") + body
         up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         up_writer.write(request)

@@ -53,13 +53,18 @@ def make_job(**spec) -> DistillationJob:
     base = {
         "teacher": {"model": "models/teacher"},
         "student": {"model": "models/student"},
-        "data": {"taskType": "qa", "train": "data/train.jsonl", "validation": "data/validation.jsonl",
-                 "promptTemplate": "{prompt}", "systemPrompt": ""},
+        "data": {
+            "taskType": "qa",
+            "train": "data/train.jsonl",
+            "validation": "data/validation.jsonl",
+            "promptTemplate": "{prompt}",
+            "systemPrompt": "",
+        },
         "generation": {"temperature": 0.0, "maxTokens": 8, "minSuccessRatio": 0.0, "concurrency": 4},
         "training": {"learningRate": 1e-3, "batchSize": 8, "epochs": 1, "maxSeqLength": 128},
         "evaluation": {"gpus": 0, "concurrency": 4},
         "storage": {"pvc": {"claimName": "data"}},
-    }  # fmt: skip
+    }
     for key, value in spec.items():
         base[key] = {**base.get(key, {}), **value}
     return DistillationJob.model_validate({"metadata": {"name": "tiny", "namespace": "ml"}, "spec": base})
@@ -88,8 +93,13 @@ def fresh(storage: Path, tmp_path: Path) -> Path:
 def run(command: StageCommand, tmp_path: Path) -> tuple[int, str]:
     """The stage as its pod runs it; its exit code and the termination message it left."""
     termination = tmp_path / f"{command.subcommand}.termination-log"
-    result = subprocess.run(command.argv(ENTRY), capture_output=True, text=True, timeout=600,
-                            env={**os.environ, TERMINATION_LOG_ENV: str(termination)})  # fmt: skip
+    result = subprocess.run(
+        command.argv(ENTRY),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, TERMINATION_LOG_ENV: str(termination)},
+    )
     message = termination.read_text() if termination.exists() else ""
     assert message, f"no termination message; stderr:\n{result.stderr[-3000:]}"
     return result.returncode, message
@@ -98,11 +108,26 @@ def run(command: StageCommand, tmp_path: Path) -> tuple[int, str]:
 def pod(stage: str, code: int, message: str) -> dict:
     """A Pod of the stage's Job as the kubelet reports it after the container ended."""
     return {
-        "metadata": {"name": f"tiny-{stage}-0", "creationTimestamp": "2026-11-29T11:00:00Z",
-                     "annotations": {"batch.kubernetes.io/job-completion-index": "0"}},
-        "status": {"containerStatuses": [{"name": stage, "state": {"terminated": {
-            "exitCode": code, "message": message, "reason": "Completed" if code == 0 else "Error"}}}]},
-    }  # fmt: skip
+        "metadata": {
+            "name": f"tiny-{stage}-0",
+            "creationTimestamp": "2026-11-29T11:00:00Z",
+            "annotations": {"batch.kubernetes.io/job-completion-index": "0"},
+        },
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": stage,
+                    "state": {
+                        "terminated": {
+                            "exitCode": code,
+                            "message": message,
+                            "reason": "Completed" if code == 0 else "Error",
+                        }
+                    },
+                }
+            ]
+        },
+    }
 
 
 def job_object(code: int, failed_reason: str) -> dict:
@@ -276,8 +301,13 @@ class HeldTeacher:
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 release.wait(60)
-                self._json({"model": "teacher", "usage": {"prompt_tokens": 3, "completion_tokens": 1},
-                            "choices": [{"index": 0, "finish_reason": "stop", "message": {"content": "4"}}]})  # fmt: skip
+                self._json(
+                    {
+                        "model": "teacher",
+                        "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+                        "choices": [{"index": 0, "finish_reason": "stop", "message": {"content": "4"}}],
+                    }
+                )
 
             def _json(self, body):
                 data = json.dumps(body).encode()
@@ -304,10 +334,18 @@ def test_a_stage_process_serves_only_its_own_series(storage, tmp_path):
     teacher = HeldTeacher()
     port = free_port()
     keep_all = {"verify": False, "dedup": False}  # the stub answers "4" to everything
-    command = GenerateCommand(job=make_job(generation={"smokeTestPrompts": 1, "concurrency": 1, "filters": keep_all}),
-                              storage=str(fresh(storage, tmp_path)), teacher_url=teacher.url, metrics_port=port)  # fmt: skip
-    process = subprocess.Popen(command.argv(ENTRY), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, TERMINATION_LOG_ENV: str(tmp_path / "t")})  # fmt: skip
+    command = GenerateCommand(
+        job=make_job(generation={"smokeTestPrompts": 1, "concurrency": 1, "filters": keep_all}),
+        storage=str(fresh(storage, tmp_path)),
+        teacher_url=teacher.url,
+        metrics_port=port,
+    )
+    process = subprocess.Popen(
+        command.argv(ENTRY),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, TERMINATION_LOG_ENV: str(tmp_path / "t")},
+    )
     try:
         text, deadline = "", time.monotonic() + 120
         while "distillery_generation_in_flight_requests 1.0" not in text:  # the smoke test's request is held

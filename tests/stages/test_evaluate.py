@@ -38,14 +38,24 @@ def make_job(
             "spec": {
                 "teacher": teacher,
                 "student": {"model": "models/student"},
-                "data": {"taskType": "qa", "train": "data/train.jsonl", "validation": "data/validation.jsonl",
-                         "promptTemplate": "{prompt}", "systemPrompt": ""},
-                "generation": {"temperature": 0.0, "maxTokens": 8, "minSuccessRatio": 0.0, "smokeTestPrompts": 0,
-                               "filters": {"verify": False}},
+                "data": {
+                    "taskType": "qa",
+                    "train": "data/train.jsonl",
+                    "validation": "data/validation.jsonl",
+                    "promptTemplate": "{prompt}",
+                    "systemPrompt": "",
+                },
+                "generation": {
+                    "temperature": 0.0,
+                    "maxTokens": 8,
+                    "minSuccessRatio": 0.0,
+                    "smokeTestPrompts": 0,
+                    "filters": {"verify": False},
+                },
                 "evaluation": {"gpus": 0, "concurrency": 4, "compare": list(compare), "gate": gate},
             },
         }
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
@@ -159,16 +169,32 @@ def test_failed_gate_reports_why_and_keeps_every_artifact(storage, tmp_path, vll
 
 def test_cli_measures_a_live_teacher_and_exits_1_on_a_failed_gate(storage, tmp_path, vllm_teacher):
     root = fresh(storage, tmp_path)
-    job = make_job(root, {"minScore": 2.0}, compare=["teacher"],
-                   endpoint={"url": vllm_teacher.base_url, "model": vllm_teacher.model})  # fmt: skip
+    job = make_job(
+        root,
+        {"minScore": 2.0},
+        compare=["teacher"],
+        endpoint={"url": vllm_teacher.base_url, "model": vllm_teacher.model},
+    )
     document = json.dumps(job.model_dump(mode="json", by_alias=True, exclude_none=True))
     termination = tmp_path / "termination-log"
     result = subprocess.run(
-        [sys.executable, "-m", "distillery", "evaluate", "--job", document, "--storage", str(root),
-         "--teacher-url", vllm_teacher.base_url],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "distillery",
+            "evaluate",
+            "--job",
+            document,
+            "--storage",
+            str(root),
+            "--teacher-url",
+            vllm_teacher.base_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "DISTILLERY_TERMINATION_LOG": str(termination)},
-    )  # fmt: skip
+    )
     assert result.returncode == 1, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert (

@@ -23,7 +23,7 @@ import pytest
 from distillery.api import DistillationJob
 from distillery.contract.summaries import TrainSummary, parse_summary
 from distillery.storage import Layout
-from tests.stages.test_train import (
+from tests.support.training import (
     REPO,
     answer_records,
     make_job,
@@ -66,8 +66,16 @@ def on_policy_loss(model_dir: Path, teacher, pairs: list[tuple[str, str]], seed:
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     with PromptLogprobsClient(teacher.connection(), timeout=60, max_retries=2) as client:
-        source = OnPolicySource(model, OnPolicyConfig(max_new_tokens=6), client.grade, stop_ids=stop_token_ids(tokenizer),
-                                pad_id=0, seed=seed, rank=0, device=torch.device("cpu"))  # fmt: skip
+        source = OnPolicySource(
+            model,
+            OnPolicyConfig(max_new_tokens=6),
+            client.grade,
+            stop_ids=stop_token_ids(tokenizer),
+            pad_id=0,
+            seed=seed,
+            rank=0,
+            device=torch.device("cpu"),
+        )
         state = {"step": 0}
         batches = source.micro_batches([examples(model_dir, pairs)], state)
     with torch.no_grad():
@@ -106,13 +114,18 @@ def trained(tiny_models, vllm_teacher, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("onpolicy")
     write_records(root, "op", "train", answer_records(toy_pairs(256, seed=21), "train"))
-    job = make_job("op", tiny_models["student"], tiny_models["teacher"], method="onPolicy", epochs=4,
-                   onPolicy=ON_POLICY)  # fmt: skip
+    job = make_job(
+        "op", tiny_models["student"], tiny_models["teacher"], method="onPolicy", epochs=4, onPolicy=ON_POLICY
+    )
     graded_before = REGISTRY.get_sample_value("distillery_train_teacher_graded_tokens_total") or 0.0
     summary = train_student(job, root, vllm_teacher.base_url, "teacher")
     graded = REGISTRY.get_sample_value("distillery_train_teacher_graded_tokens_total") - graded_before
-    return {"summary": summary, "layout": Layout(root, "op"), "graded": graded,
-            "loss_metric": REGISTRY.get_sample_value("distillery_train_on_policy_loss")}  # fmt: skip
+    return {
+        "summary": summary,
+        "layout": Layout(root, "op"),
+        "graded": graded,
+        "loss_metric": REGISTRY.get_sample_value("distillery_train_on_policy_loss"),
+    }
 
 
 def token_agreement(model_dir: Path, teacher_dir: Path, pairs: list[tuple[str, str]]) -> float:
@@ -126,8 +139,12 @@ def token_agreement(model_dir: Path, teacher_dir: Path, pairs: list[tuple[str, s
     student = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     hits = total = 0
     for prompt, _ in pairs:
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                            return_tensors="pt", return_dict=True)["input_ids"]  # fmt: skip
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )["input_ids"]
         with torch.no_grad():
             sequence = teacher.generate(ids, max_new_tokens=6, do_sample=False)
             answer = sequence[0, ids.shape[1] :]
@@ -171,8 +188,14 @@ def test_a_mix_alternates_on_policy_and_teacher_data_updates(tiny_models, vllm_t
     from distillery.training.student import train_student
 
     write_records(tmp_path, "mix", "train", answer_records(toy_pairs(64, seed=23), "train"))
-    job = make_job("mix", tiny_models["student"], tiny_models["teacher"], method="onPolicy", epochs=1,
-                   onPolicy={**ON_POLICY, "fraction": 0.5, "samplesPerPrompt": 2})  # fmt: skip
+    job = make_job(
+        "mix",
+        tiny_models["student"],
+        tiny_models["teacher"],
+        method="onPolicy",
+        epochs=1,
+        onPolicy={**ON_POLICY, "fraction": 0.5, "samplesPerPrompt": 2},
+    )
     summary = train_student(job, tmp_path, vllm_teacher.base_url, "teacher")
     history = json.loads(Layout(tmp_path, "mix").training_report.read_text())["history"]
     assert ["on_policy" in p for p in history] == [False, True, False, True]
@@ -188,17 +211,36 @@ def test_a_killed_on_policy_training_resumes_without_repeating_updates(tiny_mode
 
     def storage(root: Path) -> list[str]:
         write_records(root, "resume", "train", answer_records(toy_pairs(96, seed=24), "train"))
-        job = make_job("resume", tiny_models["student"], tiny_models["teacher"], method="onPolicy", batchSize=8,
-                       epochs=2, checkpointEverySteps=4, onPolicy=ON_POLICY)  # fmt: skip
+        job = make_job(
+            "resume",
+            tiny_models["student"],
+            tiny_models["teacher"],
+            method="onPolicy",
+            batchSize=8,
+            epochs=2,
+            checkpointEverySteps=4,
+            onPolicy=ON_POLICY,
+        )
         (root / "job.json").write_text(job.model_dump_json(by_alias=True, exclude_none=True))
-        return ["train", "--job", str(root / "job.json"), "--storage", str(root), "--teacher-url",
-                vllm_teacher.base_url]  # fmt: skip
+        return [
+            "train",
+            "--job",
+            str(root / "job.json"),
+            "--storage",
+            str(root),
+            "--teacher-url",
+            vllm_teacher.base_url,
+        ]
 
     arguments = storage(tmp_path)
     layout = Layout(tmp_path, "resume")
     env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
-    process = subprocess.Popen([sys.executable, "-m", "distillery", *arguments], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "distillery", *arguments],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 300
         while Checkpoints(layout.checkpoints).latest() is None:
@@ -244,15 +286,27 @@ def test_an_endpoint_teacher_is_checked_through_its_own_answers(tiny_models, vll
 
     endpoint = {"endpoint": {"url": vllm_teacher.base_url, "model": "teacher"}}
     write_records(tmp_path, "ep", "train", answer_records(toy_pairs(16, seed=25), "train"))
-    job = rebuilt(make_job("ep", tiny_models["student"], tiny_models["teacher"], method="onPolicy", epochs=1,
-                           onPolicy=ON_POLICY), teacher=endpoint)  # fmt: skip
+    job = rebuilt(
+        make_job(
+            "ep",
+            tiny_models["student"],
+            tiny_models["teacher"],
+            method="onPolicy",
+            epochs=1,
+            onPolicy=ON_POLICY,
+        ),
+        teacher=endpoint,
+    )
     assert train_student(job, tmp_path).on_policy_updates == 1  # the endpoint's URL, from the spec
 
     other = tmp_path / "other"
     write_records(other, "ep", "train", answer_records(toy_pairs(16, seed=25), "train"))
     job = rebuilt(job, student={"model": str(tiny_models["other-tokenizer-student"])})
-    with pytest.raises(InvalidJob, match=r"^spec\.training\.method: is 'onPolicy' but the teacher reads token ids "
-                                         r"differently from the student's tokenizer"):  # fmt: skip
+    with pytest.raises(
+        InvalidJob,
+        match=r"^spec\.training\.method: is 'onPolicy' but the teacher reads token ids "
+        r"differently from the student's tokenizer",
+    ):
         train_student(job, other)
     assert not Layout(other, "ep").checkpoints.exists()
 
@@ -265,8 +319,11 @@ class _Forgetful(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        request = urllib.request.Request(self.upstream + self.path.removeprefix("/v1"), data=body,
-                                         headers={"Content-Type": "application/json"})  # fmt: skip
+        request = urllib.request.Request(
+            self.upstream + self.path.removeprefix("/v1"),
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             answer = json.loads(response.read())
         for choice in answer.get("choices", []):
@@ -295,8 +352,18 @@ def test_a_served_teacher_that_returns_no_prompt_logprobs_is_refused_as_invalid_
         )
         termination = tmp_path / "termination-log"
         url = f"http://127.0.0.1:{server.server_port}/v1"
-        result = run_cli(["train", "--job", job.model_dump_json(by_alias=True), "--storage", str(tmp_path),
-                          "--teacher-url", url], termination)  # fmt: skip
+        result = run_cli(
+            [
+                "train",
+                "--job",
+                job.model_dump_json(by_alias=True),
+                "--storage",
+                str(tmp_path),
+                "--teacher-url",
+                url,
+            ],
+            termination,
+        )
     finally:
         server.shutdown()
     assert result.returncode == 2, result.stderr[-2000:]
@@ -314,8 +381,18 @@ def test_a_served_teacher_with_another_tokenizer_is_refused_before_training(tiny
     write_records(tmp_path, "tok", "train", answer_records(toy_pairs(4, seed=27), "train"))
     job = make_job("tok", tiny_models["other-tokenizer-student"], tiny_models["teacher"], method="onPolicy")
     termination = tmp_path / "termination-log"
-    result = run_cli(["train", "--job", job.model_dump_json(by_alias=True), "--storage", str(tmp_path),
-                      "--teacher-url", "http://127.0.0.1:9/v1"], termination)  # fmt: skip
+    result = run_cli(
+        [
+            "train",
+            "--job",
+            job.model_dump_json(by_alias=True),
+            "--storage",
+            str(tmp_path),
+            "--teacher-url",
+            "http://127.0.0.1:9/v1",
+        ],
+        termination,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().startswith(
         "spec.training.method: is 'onPolicy' but the student's and the teacher's tokenizers differ"

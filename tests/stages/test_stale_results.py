@@ -32,14 +32,24 @@ def make_job(**spec) -> DistillationJob:
     base = {
         "teacher": {"model": "models/teacher"},
         "student": {"model": "models/student"},
-        "data": {"taskType": "qa", "train": "data/train.jsonl", "validation": "data/validation.jsonl",
-                 "promptTemplate": "{prompt}", "systemPrompt": "",
-                 "decontamination": {"enabled": False}},  # every prompt is generated: the counts below are exact
-        "generation": {"temperature": 0.0, "maxTokens": 8, "minSuccessRatio": 0.0, "concurrency": 4,
-                       "smokeTestPrompts": 0,
-                       "filters": {"verify": False, "dedup": False, "requireFinished": False, "minResponseChars": 0}},
+        "data": {
+            "taskType": "qa",
+            "train": "data/train.jsonl",
+            "validation": "data/validation.jsonl",
+            "promptTemplate": "{prompt}",
+            "systemPrompt": "",
+            "decontamination": {"enabled": False},
+        },  # every prompt is generated: the counts below are exact
+        "generation": {
+            "temperature": 0.0,
+            "maxTokens": 8,
+            "minSuccessRatio": 0.0,
+            "concurrency": 4,
+            "smokeTestPrompts": 0,
+            "filters": {"verify": False, "dedup": False, "requireFinished": False, "minResponseChars": 0},
+        },
         "evaluation": {"gpus": 0, "concurrency": 4, "compare": ["teacher", "student"]},
-    }  # fmt: skip
+    }
     for key, value in spec.items():
         base[key] = {**base.get(key, {}), **value}
     return DistillationJob.model_validate({"metadata": {"name": "stale"}, "spec": base})

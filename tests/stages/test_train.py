@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -21,33 +20,9 @@ import pytest
 from distillery.api import DistillationJob
 from distillery.contract.summaries import TrainSummary, parse_summary
 from distillery.storage import Layout
+from tests.support.training import REPO, answer_records, make_job, run_cli, toy_pairs, write_records
 
 pytestmark = pytest.mark.stages
-
-REPO = Path(__file__).resolve().parents[2]
-TOY_LR = 3e-3  # a random 1-layer student learns the toy task in a few dozen updates at this rate
-
-
-def toy_pairs(n: int, seed: int) -> list[tuple[str, str]]:
-    from make_tiny_models import task_examples  # hack/ is on sys.path (tests/conftest.py)
-
-    return task_examples(random.Random(seed), n)
-
-
-def write_records(root: Path, job: str, split: str, records: list[dict]) -> None:
-    directory = Layout(root, job).generated(split)
-    directory.mkdir(parents=True, exist_ok=True)
-    with (directory / "shard-00000-of-00001.jsonl").open("w") as handle:
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
-
-
-def answer_records(pairs: list[tuple[str, str]], split: str) -> list[dict]:
-    return [
-        {"id": str(i), "split": split, "messages": [{"role": "user", "content": prompt}], "response": answer,
-         "finish_reason": "stop", "teacher_model": "teacher", "reference": answer, "logprobs": None}
-        for i, (prompt, answer) in enumerate(pairs)
-    ]  # fmt: skip
 
 
 def teacher_records(teacher_dir: Path, pairs: list[tuple[str, str]], split: str, k: int = 5) -> list[dict]:
@@ -63,34 +38,24 @@ def teacher_records(teacher_dir: Path, pairs: list[tuple[str, str]], split: str,
             record["messages"], add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
         with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=6, do_sample=False, output_logits=True,
-                                 return_dict_in_generate=True)  # fmt: skip
+            out = model.generate(
+                **inputs, max_new_tokens=6, do_sample=False, output_logits=True, return_dict_in_generate=True
+            )
         tokens = out.sequences[0, inputs["input_ids"].shape[1] :].tolist()
         entries = []
         for token, logits in zip(tokens, out.logits, strict=True):
             logp = torch.log_softmax(logits[0].float(), dim=-1)
             values, ids = logp.topk(k)
-            entries.append({"token_id": token, "logprob": float(logp[token]),
-                            "top": [[int(i), float(v)] for i, v in zip(ids, values, strict=True)]})  # fmt: skip
+            entries.append(
+                {
+                    "token_id": token,
+                    "logprob": float(logp[token]),
+                    "top": [[int(i), float(v)] for i, v in zip(ids, values, strict=True)],
+                }
+            )
         record["response"] = tokenizer.decode(tokens, skip_special_tokens=True)
         record["logprobs"] = entries
     return records
-
-
-def make_job(name: str, student: Path, teacher: Path, **training) -> DistillationJob:
-    generation = {"topLogprobs": 5} if training.get("method") == "kd" else {}
-    return DistillationJob.model_validate({
-        "metadata": {"name": name},
-        "spec": {
-            "teacher": {"model": str(teacher)},
-            "student": {"model": str(student)},
-            "data": {"taskType": "qa", "train": "train.jsonl", "validation": "validation.jsonl"},
-            # The toy pairs repeat by design (a small task space): train on every one of them.
-            "generation": {**generation, "filters": {"dedup": False}},
-            "training": {"learningRate": TOY_LR, "batchSize": 16, "epochs": 3, "warmupRatio": 0.1,
-                         "maxSeqLength": 128, **training},
-        },
-    })  # fmt: skip
 
 
 def greedy_answers(model_dir: Path, prompts: list[str]) -> list[str]:
@@ -113,12 +78,6 @@ def greedy_answers(model_dir: Path, prompts: list[str]) -> list[str]:
             tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
         )
     return answers
-
-
-def run_cli(arguments: list[str], termination: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "operator"), "DISTILLERY_TERMINATION_LOG": str(termination)}
-    return subprocess.run([sys.executable, "-m", "distillery", *arguments], env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
 
 
 # ---------------------------------------------------------------- sequence-level KD, end to end
@@ -187,10 +146,16 @@ def test_saved_student_is_safetensors_and_is_served_by_vllm(sft_run, tmp_path):
     ) as server:
         served = []
         for prompt in prompts:
-            response = httpx.post(f"{server.base_url}/chat/completions", timeout=60, json={
-                "model": "student", "messages": [{"role": "user", "content": prompt}],
-                "max_tokens": 6, "temperature": 0,
-            })  # fmt: skip
+            response = httpx.post(
+                f"{server.base_url}/chat/completions",
+                timeout=60,
+                json={
+                    "model": "student",
+                    "messages": [{"role": "user", "content": prompt}],
+                    "max_tokens": 6,
+                    "temperature": 0,
+                },
+            )
             assert response.status_code == 200, response.text
             served.append(response.json()["choices"][0]["message"]["content"].strip())
     # Same weights, same template: vLLM's greedy answers are the transformers ones (fp32 ties aside).
@@ -204,15 +169,25 @@ def test_a_killed_training_resumes_from_its_checkpoint(tiny_models, tmp_path):
     from distillery.training.checkpoints import Checkpoints
 
     write_records(tmp_path, "resume", "train", answer_records(toy_pairs(128, seed=5), "train"))
-    job = make_job("resume", tiny_models["student"], tiny_models["teacher"], batchSize=8, epochs=2,
-                   checkpointEverySteps=4)  # fmt: skip
+    job = make_job(
+        "resume",
+        tiny_models["student"],
+        tiny_models["teacher"],
+        batchSize=8,
+        epochs=2,
+        checkpointEverySteps=4,
+    )
     job_file = tmp_path / "job.json"
     job_file.write_text(job.model_dump_json(by_alias=True, exclude_none=True))
     layout = Layout(tmp_path, "resume")
     arguments = ["train", "--job", str(job_file), "--storage", str(tmp_path)]
     env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
-    process = subprocess.Popen([sys.executable, "-m", "distillery", *arguments], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "distillery", *arguments],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 300
         while Checkpoints(layout.checkpoints).latest() is None:  # a complete one, not one being written
@@ -263,8 +238,9 @@ def kd_of(model_dir: Path, root: Path, job: DistillationJob) -> float:
     config = TrainConfig(
         kd=True, alpha=job.spec.training.alpha, kd_temperature=job.spec.training.kd_temperature
     )
-    return evaluate_loss(CausalLMLoss(model, config.kd_temperature), examples, config, pad_id=0,
-                         device=torch.device("cpu"))["kd"]  # fmt: skip
+    return evaluate_loss(
+        CausalLMLoss(model, config.kd_temperature), examples, config, pad_id=0, device=torch.device("cpu")
+    )["kd"]
 
 
 def test_logit_kd_learns_the_teachers_distributions(tiny_models, tmp_path):
@@ -277,8 +253,15 @@ def test_logit_kd_learns_the_teachers_distributions(tiny_models, tmp_path):
     write_records(
         tmp_path, "kd", "validation", teacher_records(tiny_models["teacher"], toy_pairs(16, 7), "validation")
     )
-    job = make_job("kd", tiny_models["student"], tiny_models["teacher"], method="kd", alpha=0.9,
-                   kdTemperature=1.0, epochs=3)  # fmt: skip
+    job = make_job(
+        "kd",
+        tiny_models["student"],
+        tiny_models["teacher"],
+        method="kd",
+        alpha=0.9,
+        kdTemperature=1.0,
+        epochs=3,
+    )
     before = kd_of(tiny_models["student"], tmp_path, job)
     tokens_before = REGISTRY.get_sample_value("distillery_train_tokens_total") or 0.0
     summary = train_student(job, tmp_path)
@@ -293,8 +276,10 @@ def test_logit_kd_learns_the_teachers_distributions(tiny_models, tmp_path):
     assert summary.method == report["method"] == "kd"
     kd = [point["kd"] for point in report["history"]]
     assert len(kd) == report["step"] and sum(kd[-3:]) < 0.7 * sum(kd[:3]), kd
-    assert all(point["loss"] == pytest.approx(0.1 * point["ce"] + 0.9 * point["kd"], abs=1e-4)
-               for point in report["history"])  # fmt: skip
+    assert all(
+        point["loss"] == pytest.approx(0.1 * point["ce"] + 0.9 * point["kd"], abs=1e-4)
+        for point in report["history"]
+    )
     # On held-out prompts the student is closer to the teacher than before training.
     assert kd_of(Layout(tmp_path, "kd").student, tmp_path, job) < before
 
@@ -323,14 +308,21 @@ def test_lora_adapters_are_merged_into_the_saved_student(tiny_models, tmp_path):
     from distillery.training.student import train_student
 
     write_records(tmp_path, "lora", "train", answer_records(toy_pairs(64, seed=9), "train"))
-    job = make_job("lora", tiny_models["student"], tiny_models["teacher"], epochs=1,
-                   lora={"r": 8, "alpha": 16, "targetModules": ["q_proj", "v_proj"]})  # fmt: skip
+    job = make_job(
+        "lora",
+        tiny_models["student"],
+        tiny_models["teacher"],
+        epochs=1,
+        lora={"r": 8, "alpha": 16, "targetModules": ["q_proj", "v_proj"]},
+    )
     train_student(job, tmp_path)
     layout = Layout(tmp_path, "lora")
     report = json.loads(layout.training_report.read_text())
     assert 0 < report["trainable_parameters"] < report["parameters"] / 10
-    with safe_open(layout.student / "model.safetensors", "pt") as saved, \
-         safe_open(tiny_models["student"] / "model.safetensors", "pt") as base:  # fmt: skip
+    with (
+        safe_open(layout.student / "model.safetensors", "pt") as saved,
+        safe_open(tiny_models["student"] / "model.safetensors", "pt") as base,
+    ):
         assert not [k for k in saved.keys() if "lora" in k]  # noqa: SIM118 - safe_open has no __iter__
         assert set(saved.keys()) == set(base.keys())
         q = "model.layers.0.self_attn.q_proj.weight"
@@ -354,10 +346,19 @@ def test_torchrun_processes_share_the_work_and_rank_0_writes(tiny_models, tmp_pa
     job = make_job("ddp", tiny_models["student"], tiny_models["teacher"], batchSize=8, epochs=1, gpus=2)
     command = TrainCommand(job=job, storage=str(tmp_path)).argv()
     assert command[:3] == ["torchrun", "--standalone", "--nproc_per_node=2"]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "operator"), "OMP_NUM_THREADS": "1",
-           "DISTILLERY_TERMINATION_LOG": str(tmp_path / "termination-log")}  # fmt: skip
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", *command[1:]], env=env,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "operator"),
+        "OMP_NUM_THREADS": "1",
+        "DISTILLERY_TERMINATION_LOG": str(tmp_path / "termination-log"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", *command[1:]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("training on cpu x2") == 1  # one progress stream: rank 0's
     report = json.loads(Layout(tmp_path, "ddp").training_report.read_text())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +15,30 @@ from tests.tools import helm_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "distillery"
+FULL_VALUES = CHART / "ci" / "full-values.yaml"  # every optional object on (the chart's CI values)
 RELEASE_NAMESPACE = "distillery-system"
 
 
-def render(*values: str, namespace: str = RELEASE_NAMESPACE) -> list[dict[str, Any]]:
-    """What `helm template` renders with the chart's defaults and only `values` ("key=value") set."""
+def render(
+    *values: str, files: tuple[str, ...] = (), crds: bool = False, namespace: str = RELEASE_NAMESPACE
+) -> list[dict[str, Any]]:
+    """What `helm template` renders with the chart's defaults, the values `files` and only `values`
+    ("key=value") set; the CRDs too with `crds`. Each call gets its own copy of the objects."""
+    return copy.deepcopy(list(_rendered(values, files, crds, namespace)))
+
+
+@cache
+def _rendered(
+    values: tuple[str, ...], files: tuple[str, ...], crds: bool, namespace: str
+) -> tuple[dict, ...]:
     sets = [arg for value in values for arg in ("--set", value)]
-    rendered = subprocess.run(
-        [helm_binary(), "template", "distillery", str(CHART), "--namespace", namespace, *sets],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
-    return [doc for doc in yaml.safe_load_all(rendered) if doc]
+    given = [arg for file in files for arg in ("-f", file)]
+    command = [helm_binary(), "template", "distillery", str(CHART), "--namespace", namespace, *given, *sets]
+    result = subprocess.run(
+        [*command, *(["--include-crds"] if crds else [])], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
 
 def granted(*roles: dict) -> set[tuple[str, str, str]]:
@@ -39,10 +54,13 @@ def granted(*roles: dict) -> set[tuple[str, str, str]]:
     return out
 
 
-def only(docs: list[dict], kind: str, suffix: str = "") -> dict:
-    """The one rendered object of `kind` whose name ends with `suffix`."""
-    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(suffix)]
-    return doc
+def find(docs: list[dict], kind: str, name_suffix: str = "") -> dict:
+    """The one rendered object of `kind` whose name ends with `name_suffix`."""
+    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)]
+    assert len(matches) == 1, (
+        f"expected one {kind} *{name_suffix}, got {[d['metadata']['name'] for d in matches]}"
+    )
+    return matches[0]
 
 
 @dataclass(frozen=True)

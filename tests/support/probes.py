@@ -28,9 +28,11 @@ def operator_posts(emulator: Any) -> Counter:
     return Counter(
         (r.resource.plural, r.data["metadata"]["name"])
         for r in list(emulator)
-        if str(getattr(r.method, "value", r.method)).upper() == "POST" and r.resource is not None
-        and r.resource.plural not in ("events", "leases") and r.headers.get("User-Agent", "").startswith("distillery-operator")
-    )  # fmt: skip
+        if str(getattr(r.method, "value", r.method)).upper() == "POST"
+        and r.resource is not None
+        and r.resource.plural not in ("events", "leases")
+        and r.headers.get("User-Agent", "").startswith("distillery-operator")
+    )
 
 
 def http_get(url: str, timeout: float = 5.0) -> bytes:

@@ -73,9 +73,12 @@ class ProcessOperator:
         with self.log.open("a") as log:
             log.write(f"--- {time.strftime('%H:%M:%S')} starting: {' '.join(command)}\n")
             self.process = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                command,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         wait_for(
             lambda: self._watches() > watches or self.process.poll() is not None,
             "the operator to watch DistillationJobs",
@@ -143,8 +146,12 @@ class ChartOperator:
 
     def recover(self, details: Any) -> None:
         """The kubelet restarts the operator's container after its back-off."""
-        wait_for(lambda: self.current().restarts == 1, "the operator's container to be started again", 60,
-                 details=details)  # fmt: skip
+        wait_for(
+            lambda: self.current().restarts == 1,
+            "the operator's container to be started again",
+            60,
+            details=details,
+        )
 
     def current(self) -> PodInfo:
         return next(p for p in self.cluster.kubelet.pods() if p.name == self.pod.name)

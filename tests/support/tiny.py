@@ -20,9 +20,14 @@ EXAMPLE = ROOT / "examples" / "tiny.yaml"
 NAMESPACE = "e2e"
 CLAIM = "tiny-data"  # the PVC the job names; the harness maps it to the prepared directory
 # The objects the operator creates for the tiny job, as (resource, name).
-CHILDREN = [("apps/v1/deployments", "tiny-teacher"), ("v1/services", "tiny-teacher"),
-            ("batch/v1/jobs", "tiny-check"), ("batch/v1/jobs", "tiny-generate"),
-            ("batch/v1/jobs", "tiny-train"), ("batch/v1/jobs", "tiny-evaluate")]  # fmt: skip
+CHILDREN = [
+    ("apps/v1/deployments", "tiny-teacher"),
+    ("v1/services", "tiny-teacher"),
+    ("batch/v1/jobs", "tiny-check"),
+    ("batch/v1/jobs", "tiny-generate"),
+    ("batch/v1/jobs", "tiny-train"),
+    ("batch/v1/jobs", "tiny-evaluate"),
+]
 
 
 def tiny_job() -> dict[str, Any]:
@@ -37,9 +42,13 @@ def tiny_job() -> dict[str, Any]:
 
 def claim_object() -> dict[str, Any]:
     """The claim the job names, bound, as an administrator (or hack/kind-e2e.sh) made it beforehand."""
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": CLAIM, "namespace": NAMESPACE},
-            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
-            "status": {"phase": "Bound"}}  # fmt: skip
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": CLAIM, "namespace": NAMESPACE},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
+        "status": {"phase": "Bound"},
+    }
 
 
 def prepare_claim(root: Path, tiny_models: dict[str, Path], *, copy_models: bool) -> Path:

@@ -14,8 +14,14 @@ INTERVAL = 0.1  # seconds between polls; a deadline bounds them
 class _Wait:
     """The bookkeeping shared by the sync and async forms: the deadline, the last value or error, the failure."""
 
-    def __init__(self, what: str, timeout: float, details: Callable[[], str] | None,
-                 process: subprocess.Popen | None, ignore: tuple[type[BaseException], ...]):  # fmt: skip
+    def __init__(
+        self,
+        what: str,
+        timeout: float,
+        details: Callable[[], str] | None,
+        process: subprocess.Popen | None,
+        ignore: tuple[type[BaseException], ...],
+    ):
         self.what, self.timeout, self.details = what, timeout, details
         self.process, self.ignore = process, ignore
         self.deadline = time.monotonic() + timeout

@@ -107,9 +107,17 @@ TRAINED = running(complete=True, summaries=(TrainSummary(train_loss=1.25, step=3
 
 def _evaluated(retention: float, passed: bool, reason: str) -> JobState:
     summary = EvaluateSummary.model_validate(
-        {"evaluation": {"metric": "accuracy", "teacher": {"score": 0.8}, "student": {"score": 0.8 * retention},
-                        "retention": retention, "gatePassed": passed, "gateReason": reason}}
-    )  # fmt: skip
+        {
+            "evaluation": {
+                "metric": "accuracy",
+                "teacher": {"score": 0.8},
+                "student": {"score": 0.8 * retention},
+                "retention": retention,
+                "gatePassed": passed,
+                "gateReason": reason,
+            }
+        }
+    )
     return running(complete=True, summaries=(summary,))
 
 
@@ -125,8 +133,13 @@ HAPPY = (
     Observed(check=CHECKED, generate=GENERATED, train=running(active=1)),
     Observed(check=CHECKED, generate=GENERATED, train=TRAINED),  # evaluation starts
     Observed(check=CHECKED, generate=GENERATED, train=TRAINED, evaluate=running(active=1)),
-    Observed(check=CHECKED, generate=GENERATED, train=TRAINED, evaluate=_evaluated(0.9, True, "retention 0.90 >= 0.80")),
-)  # fmt: skip
+    Observed(
+        check=CHECKED,
+        generate=GENERATED,
+        train=TRAINED,
+        evaluate=_evaluated(0.9, True, "retention 0.90 >= 0.80"),
+    ),
+)
 
 
 def test_a_job_that_succeeds_is_progressing_through_every_running_phase_then_healthy():
@@ -147,8 +160,10 @@ def test_a_job_that_succeeds_is_progressing_through_every_running_phase_then_hea
 def assert_degraded(status: DistillationJobStatus, condition: ConditionType, reason: str) -> None:
     """Argo CD says Degraded, naming the failing condition's reason and type and the job's message."""
     assert status.phase is Phase.failed
-    got = (next(c for c in status.conditions if c.type == condition).status, next(
-        c for c in status.conditions if c.type == condition).reason)  # fmt: skip
+    got = (
+        next(c for c in status.conditions if c.type == condition).status,
+        next(c for c in status.conditions if c.type == condition).reason,
+    )
     assert got == ("False", reason)
     assert health(resource(status)) == {
         "status": "Degraded",
@@ -171,8 +186,13 @@ def test_a_failed_shard_is_degraded_with_the_stages_reason_not_the_jobs():
     failure = Failure.of(FailureReason.too_few_accepted, "teacher answered 500 to 80% of requests")
     # maxFailedIndexes 0 with backoffLimitPerIndex: the Job controller writes MaxFailedIndexesExceeded
     # (kubernetes pkg/controller/job/job_controller.go, syncJob).
-    shards = running(failed=True, reason="MaxFailedIndexesExceeded", failed_indexes="1", succeeded=1,
-                     failed_summary=GenerateSummary(shard=1, shards=2, failure=failure))  # fmt: skip
+    shards = running(
+        failed=True,
+        reason="MaxFailedIndexesExceeded",
+        failed_indexes="1",
+        succeeded=1,
+        failed_summary=GenerateSummary(shard=1, shards=2, failure=failure),
+    )
     *_, status = life(*HAPPY[:6], Observed(check=CHECKED, teacher=UP, generate=shards))
     assert_degraded(status, C.data_generated, FailureReason.too_few_accepted.value)
 
@@ -201,8 +221,11 @@ def test_an_invalid_spec_is_degraded_with_the_operators_message():
 
 
 def test_a_suspended_job_is_suspended():
-    *_, status = life(*HAPPY[:6], Observed(check=CHECKED, teacher=UP, generate=running(active=2)),
-                      spec={**SPEC, "suspend": True})  # fmt: skip
+    *_, status = life(
+        *HAPPY[:6],
+        Observed(check=CHECKED, teacher=UP, generate=running(active=2)),
+        spec={**SPEC, "suspend": True},
+    )
     assert status.phase is Phase.suspended
     assert health(resource(status)) == {
         "status": "Suspended",

@@ -89,8 +89,11 @@ def test_the_stand_ins_completed_check_job_is_what_the_operator_reads_as_a_done_
     check = build("check", job, BuildConfig())
     check["metadata"].update(uid="j-1", resourceVersion="1")
     pod = flat_apiserver.succeeded_pod(check, bench_operator_scale.check_summary())
-    check["status"] = {"succeeded": 1, "completionTime": flat_apiserver.now_rfc3339(),
-                       "conditions": [{"type": "Complete", "status": "True"}]}  # fmt: skip
+    check["status"] = {
+        "succeeded": 1,
+        "completionTime": flat_apiserver.now_rfc3339(),
+        "conditions": [{"type": "Complete", "status": "True"}],
+    }
     cache = Cache()
     cache.put_job({"metadata": {"namespace": "bench", "name": job.metadata.name, "uid": "u-7"}})
     for kind, body in (("Job", check), ("Pod", pod)):
@@ -141,8 +144,9 @@ def test_the_benchmarks_tasks_have_room_for_their_budgets():
 
 
 def test_methods_get_the_same_updates_and_teacher_budget():
-    args = argparse.Namespace(records_offline=1200, records_on_policy=400, on_policy_fraction=1 / 3, updates=150,
-                              batch_size=16)  # fmt: skip
+    args = argparse.Namespace(
+        records_offline=1200, records_on_policy=400, on_policy_fraction=1 / 3, updates=150, batch_size=16
+    )
     assert bench_quality.budgets(args) == {"offline": 2, "onPolicy": 6}
     with pytest.raises(SystemExit, match="teacher budgets differ"):
         bench_quality.budgets(argparse.Namespace(**{**vars(args), "records_offline": 800}))
@@ -159,8 +163,12 @@ def test_a_run_gets_the_first_accepted_answers_and_pays_for_the_rejected_ones(tm
     source.mkdir(parents=True)
 
     def record(line: int, rejected: bool = False) -> str:
-        fields = {"line": line, "usage": {"prompt_tokens": 10, "completion_tokens": 2}, "response": "x",
-                  "messages": []} | ({"reject_reason": "wrong_answer"} if rejected else {})  # fmt: skip
+        fields = {
+            "line": line,
+            "usage": {"prompt_tokens": 10, "completion_tokens": 2},
+            "response": "x",
+            "messages": [],
+        } | ({"reject_reason": "wrong_answer"} if rejected else {})
         return json.dumps(fields) + "\n"
 
     (source / "shard-00000-of-00002.jsonl").write_text(record(1) + record(5) + record(7))

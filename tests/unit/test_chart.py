@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from functools import cache
-from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
@@ -16,46 +14,23 @@ import pytest
 import yaml
 
 from dashboards import alert_rules
+from tests.support.chart import CHART, FULL_VALUES, ROOT, find, render
+from tests.support.chart import RELEASE_NAMESPACE as NAMESPACE
 from tests.tools import helm_binary
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "distillery"
-FULL = CHART / "ci" / "full-values.yaml"
 KUBERNETES_VERSION = "1.31.0"
-NAMESPACE = "distillery-system"
-VALUE_SETS = {"defaults": [], "full": ["-f", str(FULL)]}
+VALUE_SETS = {"defaults": (), "full": (str(FULL_VALUES),)}
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=120, check=check)
 
 
-@cache
-def render(values: str, *extra: str) -> tuple[dict, ...]:
-    """helm template with one of VALUE_SETS (plus extra args), CRDs included."""
-    result = helm(
-        "template",
-        "distillery",
-        str(CHART),
-        "--namespace",
-        NAMESPACE,
-        "--include-crds",
-        *VALUE_SETS[values],
-        *extra,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
-
-
-def find(docs, kind: str, name_suffix: str = "") -> dict:
-    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)]
-    assert len(matches) == 1, (
-        f"expected one {kind} *{name_suffix}, got {[d['metadata']['name'] for d in matches]}"
-    )
-    return matches[0]
+def helm_template(values: str, *sets: str) -> list[dict]:
+    """The chart rendered with one of VALUE_SETS and `sets` ("key=value"), CRDs included."""
+    return render(*sets, files=VALUE_SETS[values], crds=True)
 
 
 # ------------------------------------------------------------------ lint and schemas
@@ -63,7 +38,15 @@ def find(docs, kind: str, name_suffix: str = "") -> dict:
 
 @pytest.mark.parametrize("values", VALUE_SETS)
 def test_helm_lint_strict(values):
-    result = helm("lint", "--strict", str(CHART), "--namespace", NAMESPACE, *VALUE_SETS[values], check=False)
+    result = helm(
+        "lint",
+        "--strict",
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        *[arg for file in VALUE_SETS[values] for arg in ("-f", file)],
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -108,7 +91,7 @@ def validate(doc: dict, crds: dict[str, dict] | None = None) -> None:
 
 @pytest.mark.parametrize("values", VALUE_SETS)
 def test_rendered_objects_validate_against_upstream_schemas(values):
-    docs = render(values)
+    docs = helm_template(values)
     crds = {
         (d["spec"]["names"]["kind"], d["spec"]["group"]): d
         for d in docs
@@ -123,18 +106,18 @@ def test_rendered_objects_validate_against_upstream_schemas(values):
 
 def test_schema_validation_catches_mistakes():
     """validate() fails on an unknown field and on a wrong type, for both kinds of schema."""
-    monitor = json.loads(json.dumps(find(render("full"), "ServiceMonitor")))
+    monitor = json.loads(json.dumps(find(helm_template("full"), "ServiceMonitor")))
     monitor["spec"]["endpoints"][0]["honourLabels"] = True
     with pytest.raises(AssertionError, match="honourLabels"):
         validate(monitor)
-    deployment = json.loads(json.dumps(find(render("defaults"), "Deployment")))
+    deployment = json.loads(json.dumps(find(helm_template("defaults"), "Deployment")))
     deployment["spec"]["replicas"] = "one"
     with pytest.raises(kubernetes_validate.ValidationError):
         validate(deployment)
 
 
 def test_default_render_has_exactly_the_core_objects():
-    kinds = sorted(d["kind"] for d in render("defaults"))
+    kinds = sorted(d["kind"] for d in helm_template("defaults"))
     expected = sorted(
         ["CustomResourceDefinition", "Deployment", "ServiceAccount", "ClusterRoleBinding", "Service"]
         + (["ClusterRole"] if (CHART / "templates" / "clusterrole.yaml").exists() else [])
@@ -143,7 +126,7 @@ def test_default_render_has_exactly_the_core_objects():
 
 
 def test_full_render_has_every_optional_object():
-    kinds = {d["kind"] for d in render("full")}
+    kinds = {d["kind"] for d in helm_template("full")}
     assert kinds >= {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap", "Role", "RoleBinding"}
 
 
@@ -156,7 +139,7 @@ def test_chart_crds_are_the_generated_crds():
     assert ours == theirs
     for name in ours:
         assert (CHART / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes(), name
-    rendered = find(render("defaults"), "CustomResourceDefinition", ".distillery.dev")
+    rendered = find(helm_template("defaults"), "CustomResourceDefinition", ".distillery.dev")
     assert rendered == yaml.safe_load((ROOT / "crds" / ours[0]).read_text())
 
 
@@ -165,7 +148,7 @@ def test_chart_crds_are_the_generated_crds():
 
 @pytest.mark.parametrize("values", VALUE_SETS)
 def test_operator_pod_is_hardened_and_probed(values):
-    deployment = find(render(values), "Deployment")
+    deployment = find(helm_template(values), "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -180,22 +163,22 @@ def test_operator_pod_is_hardened_and_probed(values):
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     assert container["command"] + container["args"][:1] == ["distillery", "operator", "--metrics-port=8080"]
     assert {"name": "metrics", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
-    assert pod["serviceAccountName"] == find(render(values), "ServiceAccount")["metadata"]["name"]
+    assert pod["serviceAccountName"] == find(helm_template(values), "ServiceAccount")["metadata"]["name"]
 
 
 def test_standalone_by_default():
-    deployment = find(render("defaults"), "Deployment")
+    deployment = find(helm_template("defaults"), "Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
     assert container["args"] == ["--metrics-port=8080"]
-    docs = render("defaults")
+    docs = helm_template("defaults")
     assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
     assert not [d for d in docs if "kopf.dev" in d["metadata"]["name"] or d["kind"].endswith("KopfPeering")]
 
 
 def test_leader_election_runs_replicas_on_a_lease():
-    docs = render("full")
+    docs = helm_template("full")
     deployment = find(docs, "Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert deployment["spec"]["replicas"] == 2
@@ -206,14 +189,15 @@ def test_leader_election_runs_replicas_on_a_lease():
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     role = find(docs, "Role", "-leader-election")
     assert role["metadata"]["namespace"] == "distillery-system"
-    assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                              "verbs": ["get", "create", "patch"]}]  # fmt: skip
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch"]}
+    ]
     binding = find(docs, "RoleBinding", "-leader-election")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
 
 
 def test_watched_namespaces_get_roles_not_cluster_wide_rights():
-    docs = render("full", "--set", "operator.watchNamespaces={team-a,team-b}")
+    docs = helm_template("full", "operator.watchNamespaces={team-a,team-b}")
     (container,) = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert [a for a in container["args"] if a.startswith("--namespace")] == [
         "--namespace=team-a",
@@ -235,7 +219,7 @@ def test_watched_namespaces_get_roles_not_cluster_wide_rights():
 
 def test_worker_images_reach_the_operator():
     def env(values):
-        (container,) = find(render(values), "Deployment")["spec"]["template"]["spec"]["containers"]
+        (container,) = find(helm_template(values), "Deployment")["spec"]["template"]["spec"]["containers"]
         return {e["name"]: e.get("value") for e in container["env"]}
 
     # By default every image is where the release pushes it (hack/release.sh): imageRegistry/NAME:appVersion.
@@ -244,7 +228,7 @@ def test_worker_images_reach_the_operator():
     defaults = env("defaults")
     assert defaults["DISTILLERY_WORKER_IMAGE"] == f"{registry}/worker-cpu:{chart['appVersion']}"
     assert defaults["DISTILLERY_WORKER_CUDA_IMAGE"] == f"{registry}/worker-cuda:{chart['appVersion']}"
-    (operator,) = find(render("defaults"), "Deployment")["spec"]["template"]["spec"]["containers"]
+    (operator,) = find(helm_template("defaults"), "Deployment")["spec"]["template"]["spec"]["containers"]
     assert operator["image"] == f"{registry}/operator:{chart['appVersion']}"
     # The operator's own defaults (no chart) name the same images.
     from distillery.manifests.common import BuildConfig
@@ -267,12 +251,14 @@ def test_the_operator_refuses_to_start_with_images_or_prices_no_pod_could_use(mo
     from distillery.controller.settings import SettingsError, from_environment
 
     def env(*extra):
-        (container,) = find(render("full", *extra), "Deployment")["spec"]["template"]["spec"]["containers"]
+        (container,) = find(helm_template("full", *extra), "Deployment")["spec"]["template"]["spec"][
+            "containers"
+        ]
         return {e["name"]: e["value"] for e in container["env"] if "value" in e}
 
     from_environment(env())  # no SettingsError
     bad = {
-        **env("--set", "workers.image.repository=Worker"),
+        **env("workers.image.repository=Worker"),
         "DISTILLERY_GPU_HOUR_PRICES": "H100",
     }
     with pytest.raises(SettingsError) as refused:
@@ -296,7 +282,7 @@ def test_the_guard_and_the_price_table_reach_the_operator_as_it_reads_them():
     from distillery.controller.guard import Guard
     from distillery.controller.settings import OperatorSettings, from_environment
 
-    (container,) = find(render("full"), "Deployment")["spec"]["template"]["spec"]["containers"]
+    (container,) = find(helm_template("full"), "Deployment")["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     settings = from_environment(env)
     assert settings.guard() == Guard(
@@ -304,18 +290,18 @@ def test_the_guard_and_the_price_table_reach_the_operator_as_it_reads_them():
     )
     assert settings.prices() == {"default": 2.5, "NVIDIA-H100-80GB-HBM3": 4.1}
     assert settings.currency == "EUR"
-    (defaults,) = find(render("defaults"), "Deployment")["spec"]["template"]["spec"]["containers"]
+    (defaults,) = find(helm_template("defaults"), "Deployment")["spec"]["template"]["spec"]["containers"]
     shipped = from_environment({e["name"]: e["value"] for e in defaults["env"] if "value" in e})
     assert not shipped.guard().enabled
     # The chart's defaults for the control loop are the operator's own.
     for field in ("resync_seconds", "workers", "progress_seconds"):
         assert getattr(shipped, field) == OperatorSettings.model_fields[field].default, field
-    rules = find(render("full"), "ClusterRole")["rules"]
+    rules = find(helm_template("full"), "ClusterRole")["rules"]
     assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]} in rules
 
 
 def test_rbac_binds_the_service_account_to_the_operator_role():
-    docs = render("full")
+    docs = helm_template("full")
     binding = find(docs, "ClusterRoleBinding")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "distillery-operator", "namespace": NAMESPACE}
@@ -333,7 +319,7 @@ def _selects(selector: dict, labels: dict) -> bool:
 
 
 def test_metrics_service_monitor_and_pod_wire_together():
-    docs = render("full")
+    docs = helm_template("full")
     pod = find(docs, "Deployment")["spec"]["template"]
     service = find(docs, "Service", "-metrics")
     monitor = find(docs, "ServiceMonitor")
@@ -349,7 +335,7 @@ def test_metrics_service_monitor_and_pod_wire_together():
 
 
 def test_pod_monitor_selects_worker_pods_and_labels_their_job():
-    monitor = find(render("full"), "PodMonitor")
+    monitor = find(helm_template("full"), "PodMonitor")
     assert monitor["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/managed-by": "distillery"}}
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["distillation", "research"]}
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
@@ -362,7 +348,7 @@ def test_pod_monitor_selects_worker_pods_and_labels_their_job():
 
 
 def test_prometheus_rule_ships_the_rule_file():
-    rule = find(render("full"), "PrometheusRule")
+    rule = find(helm_template("full"), "PrometheusRule")
     (group,) = rule["spec"]["groups"]
     shipped = {r["alert"]: r for r in group["rules"]}
     expected = {r["alert"]: r for r in alert_rules() if r["alert"] != "DistillationReconcileErrors"}
@@ -388,7 +374,7 @@ def test_unknown_disabled_alert_is_refused_by_name():
 
 
 def test_dashboards_become_sidecar_configmaps():
-    docs = [d for d in render("full") if d["kind"] == "ConfigMap"]
+    docs = [d for d in helm_template("full") if d["kind"] == "ConfigMap"]
     files = sorted((CHART / "dashboards").glob("*.json"))
     assert len(docs) == len(files) >= 1
     for doc, path in zip(sorted(docs, key=lambda d: d["metadata"]["name"]), files, strict=True):
@@ -399,7 +385,7 @@ def test_dashboards_become_sidecar_configmaps():
 
 
 def test_monitoring_objects_are_off_by_default():
-    kinds = {d["kind"] for d in render("defaults")}
+    kinds = {d["kind"] for d in helm_template("defaults")}
     assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"}
 
 
@@ -461,7 +447,7 @@ def test_schema_knows_every_value_and_accepts_both_value_sets():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     jsonschema.Draft7Validator.check_schema(schema)
     jsonschema.validate(values, schema)
-    full = yaml.safe_load(FULL.read_text())
+    full = yaml.safe_load(FULL_VALUES.read_text())
     for key, part in full.items():  # helm merges the file over the defaults
         values[key] = {**values[key], **part} if isinstance(part, dict) else part
     jsonschema.validate(values, schema)

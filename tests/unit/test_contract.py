@@ -87,8 +87,11 @@ def test_the_job_argument_is_canonical_and_keeps_the_defaults():
 
 def test_the_job_argument_carries_the_uid_the_fingerprints_use():
     with_uid = DistillationJob.model_validate(
-        {"metadata": {"name": "demo", "namespace": "ml", "uid": "0b7c4a52-8c1e-4a11-9a5e-3f1d2b6c7a90"},
-         "spec": job().spec.model_dump(by_alias=True)})  # fmt: skip
+        {
+            "metadata": {"name": "demo", "namespace": "ml", "uid": "0b7c4a52-8c1e-4a11-9a5e-3f1d2b6c7a90"},
+            "spec": job().spec.model_dump(by_alias=True),
+        }
+    )
     parsed = parse_job_argument(job_argument(with_uid))
     assert parsed.metadata.model_extra["uid"] == "0b7c4a52-8c1e-4a11-9a5e-3f1d2b6c7a90"
     assert fingerprints.uid(parsed) == fingerprints.uid(with_uid) and fingerprints.uid(job()) is None
@@ -128,11 +131,18 @@ def test_torchrun_wraps_the_same_command_for_several_gpus():
 
 SUMMARIES = [
     GenerateSummary(shard=2, shards=4, records=10, rejected={"duplicate": 1}, output_tokens=400),
-    GenerateSummary(shard=1, failure=Failure.of(FailureReason.invalid_input, "data.train (x.jsonl): line 12: not valid JSON")),
+    GenerateSummary(
+        shard=1,
+        failure=Failure.of(FailureReason.invalid_input, "data.train (x.jsonl): line 12: not valid JSON"),
+    ),
     TrainSummary(method="sft", step=30, train_loss=0.5, validation_loss=0.7, tokens=1000),
-    EvaluateSummary.model_validate({"evaluation": {"metric": "accuracy", "student": {"score": 0.9},
-                                                   "gatePassed": True}, "report": "jobs/j/reports/evaluation.json"}),
-]  # fmt: skip
+    EvaluateSummary.model_validate(
+        {
+            "evaluation": {"metric": "accuracy", "student": {"score": 0.9}, "gatePassed": True},
+            "report": "jobs/j/reports/evaluation.json",
+        }
+    ),
+]
 
 
 @pytest.mark.parametrize("summary", SUMMARIES, ids=lambda s: f"{s.stage}-{'ok' if s.succeeded else 'failed'}")

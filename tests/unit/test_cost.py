@@ -31,7 +31,7 @@ from distillery.controller.costs import observed_cost, teacher_cost
 from distillery.controller.observe import Observed
 from distillery.controller.phases import decide
 from distillery.controller.status import next_status
-from tests.unit.test_phases import BASE, NOW, TEACHER_UP, job, spec, status
+from tests.support.phase_machine import BASE, NOW, TEACHER_UP, job, spec, status
 
 pytestmark = pytest.mark.unit
 C = ConditionType
@@ -48,15 +48,18 @@ def test_stage_cost_sums_every_pod_failed_attempts_included():
     shards = [with_usage(GenerateSummary(shard=k), 60.0, 0, 5.0) for k in range(3)]
     failed = with_usage(TrainSummary(failure=Failure.of(FailureReason.crashed, "oom")), 30.0, 2, 1.0)
     won = with_usage(TrainSummary(), 90.0, 2, 3.0)
-    assert stage_cost(shards, wall_seconds=61) == StageCost(gpus=0, wall_seconds=61, pod_seconds=180,
-                                                            gpu_seconds=0, cpu_seconds=15)  # fmt: skip
+    assert stage_cost(shards, wall_seconds=61) == StageCost(
+        gpus=0, wall_seconds=61, pod_seconds=180, gpu_seconds=0, cpu_seconds=15
+    )
     assert stage_cost([won, failed]).gpu_seconds == 240.0
     assert stage_cost([TrainSummary()]).cpu_seconds is None  # an older stage that reports no CPU
 
 
 def test_job_totals_tokens_requests_and_retention_per_gpu_hour():
-    stages = {"teacher": StageCost(gpus=8, gpu_seconds=8 * 1800), "train": StageCost(gpus=1, gpu_seconds=3600,
-                                                                                      cpu_seconds=7200)}  # fmt: skip
+    stages = {
+        "teacher": StageCost(gpus=8, gpu_seconds=8 * 1800),
+        "train": StageCost(gpus=1, gpu_seconds=3600, cpu_seconds=7200),
+    }
     generated = [
         GenerateSummary(prompt_tokens=100, output_tokens=400),
         GenerateSummary(prompt_tokens=50, output_tokens=5),
@@ -114,14 +117,22 @@ def test_the_operator_keeps_what_gone_pods_reported_and_adds_the_teacher_when_it
     )
     generating = status(Phase.generating, C.teacher_ready)
     generating.conditions[0].reason = "Ready"
-    done = Observed(teacher=TEACHER_UP, generate=job(complete=True, succeeded=4, summaries=shards,
-                                                     start_time="2026-11-28T11:10:00Z",
-                                                     completion_time="2026-11-28T11:50:00Z"))  # fmt: skip
+    done = Observed(
+        teacher=TEACHER_UP,
+        generate=job(
+            complete=True,
+            succeeded=4,
+            summaries=shards,
+            start_time="2026-11-28T11:10:00Z",
+            completion_time="2026-11-28T11:50:00Z",
+        ),
+    )
     step = decide(spec(), [], generating, done, NOW, "j")
     assert "teacher" in step.delete
     assert step.cost.stages["teacher"].gpu_seconds == 3600  # ready at 11:00, removed now (12:00)
-    assert step.cost.stages["generate"] == StageCost(gpus=0, wall_seconds=2400, pod_seconds=240, gpu_seconds=0,
-                                                     cpu_seconds=8)  # fmt: skip
+    assert step.cost.stages["generate"] == StageCost(
+        gpus=0, wall_seconds=2400, pod_seconds=240, gpu_seconds=0, cpu_seconds=8
+    )
     assert step.cost.teacher_output_tokens == 80 and step.cost.gpu_hours == 1.0
     after = next_status(generating, step, NOW, 1)
     later = observed_cost(spec(), after, Observed(), NOW + timedelta(hours=2))  # Jobs and pods gone
@@ -149,12 +160,19 @@ def test_distillery_run_counts_the_teacher_and_the_stages_made_for_the_current_f
     from distillery.local.cost import record_teacher, spent_before_evaluation
     from distillery.storage import Layout
 
-    job = DistillationJob.model_validate({
-        "apiVersion": "distillery.dev/v1alpha1", "kind": "DistillationJob", "metadata": {"name": "c"},
-        "spec": {"teacher": {"model": "t", "gpus": 2}, "student": {"model": "s"},
-                 "data": {"taskType": "qa", "train": "a.jsonl", "validation": "b.jsonl"},
-                 "generation": {"shards": 2}},
-    })  # fmt: skip
+    job = DistillationJob.model_validate(
+        {
+            "apiVersion": "distillery.dev/v1alpha1",
+            "kind": "DistillationJob",
+            "metadata": {"name": "c"},
+            "spec": {
+                "teacher": {"model": "t", "gpus": 2},
+                "student": {"model": "s"},
+                "data": {"taskType": "qa", "train": "a.jsonl", "validation": "b.jsonl"},
+                "generation": {"shards": 2},
+            },
+        }
+    )
     layout = Layout.of(job, tmp_path)
     keys = {"generate": "now", "train": "t", "evaluate": "e"}
     record_teacher(layout, "before", 2, 500.0)  # a teacher served for a spec since changed: not counted

@@ -67,7 +67,7 @@ import pytest
 from lark import Token, Tree
 
 from distillery.crd import build_crd
-from tests.unit.test_crd_cel import apply_defaults, to_cel
+from tests.support.cel import apply_defaults, to_cel
 
 pytestmark = pytest.mark.unit
 
@@ -78,8 +78,15 @@ ENV = celpy.Environment()
 
 TYPES = {"string", "number", "integer", "boolean", "array", "object"}
 FORBIDDEN = ("$ref", "definitions", "dependencies", "additionalItems", "patternProperties", "id", "$schema")
-NOT_IN_VALUE_VALIDATION = ("type", "properties", "items", "additionalProperties", "default", "description",
-                           "nullable")  # fmt: skip
+NOT_IN_VALUE_VALIDATION = (
+    "type",
+    "properties",
+    "items",
+    "additionalProperties",
+    "default",
+    "description",
+    "nullable",
+)
 
 STATIC_ESTIMATED_COST_LIMIT = 10_000_000
 STATIC_ESTIMATED_CRD_COST_LIMIT = 100_000_000
@@ -133,8 +140,11 @@ def structural_errors(schema: dict) -> list[str]:
             errors.append(f"{where}: uniqueItems cannot be true (quadratic)")
         for combinator in ("anyOf", "allOf", "oneOf"):
             for branch in node.get(combinator, []):
-                errors += [f"{where}.{combinator}: must not specify {key}" for key in NOT_IN_VALUE_VALIDATION
-                           if key in branch]  # fmt: skip
+                errors += [
+                    f"{where}.{combinator}: must not specify {key}"
+                    for key in NOT_IN_VALUE_VALIDATION
+                    if key in branch
+                ]
         if "not" in node:
             errors += [
                 f"{where}.not: must not specify {key}"
@@ -228,9 +238,11 @@ def _unknown_fields(value: Any, schema: dict, where: str) -> list[str]:
         return []
     if isinstance(value, dict) and "properties" in schema:
         return [f"{where}.{k}" for k in value if k not in schema["properties"]] + [
-            e for k, v in value.items() if k in schema["properties"]
+            e
+            for k, v in value.items()
+            if k in schema["properties"]
             for e in _unknown_fields(v, schema["properties"][k], f"{where}.{k}")
-        ]  # fmt: skip
+        ]
     if isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
         return [
             e
@@ -489,10 +501,13 @@ def test_every_rule_compiles_and_costs_less_than_the_api_servers_limits():
 
 def test_the_cost_estimate_grows_with_the_bounds_it_is_given():
     """The estimate can fail: a regex over an unbounded-looking string or a wide list costs too much."""
-    node = {"type": "object", "properties": {
-        "name": {"type": "string", "maxLength": 3 * 2**20},
-        "items": {"type": "array", "maxItems": 10_000, "items": {"type": "string", "maxLength": 10_000}},
-    }}  # fmt: skip
+    node = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 3 * 2**20},
+            "items": {"type": "array", "maxItems": 10_000, "items": {"type": "string", "maxLength": 10_000}},
+        },
+    }
     regex = "self.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z]([-a-z0-9]*[a-z0-9])?)*$')"
     every = "self.items.all(x, x.startsWith('abcdefghijklmnopqrstuvwxyz'))"
     cheap = "self.items.all(x, size(x) > 0)"
@@ -507,8 +522,13 @@ def test_the_cost_estimate_grows_with_the_bounds_it_is_given():
 
 # ---------------------------------------------------------------- printer columns
 
-COLUMN_TYPES = {"integer": {"integer"}, "number": {"number", "integer"}, "string": {"string"},
-                "boolean": {"boolean"}, "date": {"string"}}  # fmt: skip
+COLUMN_TYPES = {
+    "integer": {"integer"},
+    "number": {"number", "integer"},
+    "string": {"string"},
+    "boolean": {"boolean"},
+    "date": {"string"},
+}
 COLUMN_FORMATS = {"int32", "int64", "float", "double", "byte", "date", "date-time", "password", "name"}
 # ObjectMeta's fields a column may show (metadata is not in the CRD's schema: the API server knows it).
 OBJECT_META = {

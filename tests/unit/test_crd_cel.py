@@ -16,11 +16,11 @@ from typing import Any
 
 import celpy
 import pytest
-from celpy import celtypes
 
 from distillery import api
 from distillery.crd import build_crd
 from distillery.errors import InvalidJob, parse_job
+from tests.support.cel import apply_defaults, to_cel
 
 pytestmark = pytest.mark.unit
 
@@ -56,42 +56,7 @@ def test_every_rule_compiles_names_a_real_field_and_says_what_is_expected():
             assert path == ("spec",), "the only transition rule is on the spec"
 
 
-# ---------------------------------------------------------------- the API server's view of an object
-
-
-def apply_defaults(value: Any, schema: dict) -> Any:
-    """Structural defaulting as the API server does it: missing properties get their default, recursively."""
-    if isinstance(value, dict) and "properties" in schema:
-        for name, child in schema["properties"].items():
-            if name not in value and "default" in child:
-                value[name] = copy.deepcopy(child["default"])
-            if name in value:
-                value[name] = apply_defaults(value[name], child)
-    elif isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
-        for key in value:
-            value[key] = apply_defaults(value[key], schema["additionalProperties"])
-    elif isinstance(value, list) and "items" in schema:
-        value = [apply_defaults(item, schema["items"]) for item in value]
-    return value
-
-
-def to_cel(value: Any, schema: dict) -> Any:
-    """A JSON value as CEL sees it under this schema (integer vs double by the schema's type)."""
-    kind = schema.get("type")
-    if isinstance(value, bool):
-        return celtypes.BoolType(value)
-    if isinstance(value, dict):
-        props, extra = schema.get("properties", {}), schema.get("additionalProperties")
-        return celtypes.MapType(
-            {celtypes.StringType(k): to_cel(v, props.get(k) or extra or {}) for k, v in value.items()}
-        )
-    if isinstance(value, list):
-        return celtypes.ListType([to_cel(item, schema.get("items", {})) for item in value])
-    if kind == "number":
-        return celtypes.DoubleType(value)
-    if isinstance(value, int):
-        return celtypes.IntType(value)
-    return celtypes.StringType(value)
+# ---------------------------------------------------------------- the API server's view of an object (tests/support/cel.py)
 
 
 def _instances(value: Any, path: tuple, where: str = "spec") -> list[tuple[str, Any]]:

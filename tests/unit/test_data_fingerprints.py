@@ -52,7 +52,10 @@ def test_parquet_is_read_in_batches_with_row_numbers_and_jsonl_with_line_numbers
     (tmp_path / "in.jsonl").write_text('{"prompt": "a"}\n\n{"prompt": "b"}\n')
     assert list(iter_records("in.jsonl", root=tmp_path)) == [(1, {"prompt": "a"}), (3, {"prompt": "b"})]
     assert (input_format("s3://b/x.PARQUET"), input_format("x.jsonl.gz"), input_format("x.pq", "jsonl")) == (
-        "parquet", "jsonl", "jsonl")  # fmt: skip
+        "parquet",
+        "jsonl",
+        "jsonl",
+    )
 
 
 def test_a_file_that_is_not_parquet_or_missing_names_the_field(tmp_path):
@@ -77,16 +80,23 @@ def test_a_training_prompt_sharing_a_13_gram_with_validation_is_dropped():
     assert checker.keep({"prompt": "the quick brown fox jumps over the lazy dog near the quiet lake"})
     assert not checker.keep({"prompt": "what is 2 + 2"})  # a short prompt is one n-gram of all its words
     assert checker.keep({"prompt": "What is 2+3?"})
-    lenient = DataSpec.model_validate({"taskType": "qa", "train": "t", "validation": "v",
-                                       "decontamination": {"maxOverlap": 0.5}})  # fmt: skip
+    lenient = DataSpec.model_validate(
+        {"taskType": "qa", "train": "t", "validation": "v", "decontamination": {"maxOverlap": 0.5}}
+    )
     assert Decontaminator(lenient, [{"prompt": shared}]).keep({"prompt": shared + " " + "x " * 40})
     grams = ngrams(shared, 13)
     assert len(grams) == 3 and overlap(grams, grams) == 1.0 and overlap(set(), grams) == 0.0
 
 
 def test_the_template_around_a_prompt_is_not_what_is_compared():
-    data = DataSpec.model_validate({"taskType": "qa", "train": "t", "validation": "v",
-                                    "promptTemplate": "Answer carefully, step by step, in one word, citing nothing at all: {prompt}"})  # fmt: skip
+    data = DataSpec.model_validate(
+        {
+            "taskType": "qa",
+            "train": "t",
+            "validation": "v",
+            "promptTemplate": "Answer carefully, step by step, in one word, citing nothing at all: {prompt}",
+        }
+    )
     checker = Decontaminator(data, [{"prompt": "Capital of France?"}])
     assert checker.keep({"prompt": "Capital of Spain?"})
 
@@ -121,8 +131,11 @@ def test_each_change_reruns_its_stage_and_the_ones_after_it():
 
 def test_where_a_stage_runs_and_the_gate_change_no_fingerprint():
     base = fingerprints.chain(job(), INPUTS)
-    placed = job(generation={"concurrency": 64, "parallelism": 1, "resources": {"requests": {"cpu": "2"}}},
-                 training={"checkpointEverySteps": 7, "backoffLimit": 5}, teacher={"startupTimeoutSeconds": 60})  # fmt: skip
+    placed = job(
+        generation={"concurrency": 64, "parallelism": 1, "resources": {"requests": {"cpu": "2"}}},
+        training={"checkpointEverySteps": 7, "backoffLimit": 5},
+        teacher={"startupTimeoutSeconds": 60},
+    )
     assert fingerprints.chain(placed, INPUTS) == base
     gate = job(evaluation={"gate": {"minScore": 0.1}})
     assert fingerprints.chain(gate, INPUTS) == base
@@ -155,8 +168,12 @@ def test_changing_only_the_gate_keeps_generation_and_training_in_distillery_run(
 
 
 def test_rejudging_applies_the_new_gate_to_the_stored_scores():
-    stored = {"metric": "accuracy", "retention": 0.6, "models": {"student": {"score": 0.6, "latencyP95Ms": 10.0}},
-              "gate": {"passed": False, "reason": "quality gate failed: accuracy 0.6 < minScore 0.9", "checks": []}}  # fmt: skip
+    stored = {
+        "metric": "accuracy",
+        "retention": 0.6,
+        "models": {"student": {"score": 0.6, "latencyP95Ms": 10.0}},
+        "gate": {"passed": False, "reason": "quality gate failed: accuracy 0.6 < minScore 0.9", "checks": []},
+    }
     judged = rejudge(job(evaluation={"gate": {"minScore": 0.5}}), stored)
     assert judged["gate"]["passed"] is True and judged["models"] == stored["models"]
     assert judged["rejudged"]["previousGate"].startswith("quality gate failed")
@@ -189,13 +206,20 @@ def test_a_new_shard_count_or_spec_moves_the_old_files_aside_and_training_reads_
         write_shard(layout, "train", k, 8, "new")
     write_shard(layout, "train", 0, 4, "old")  # a straggler of the old set
     assert [p.name for p in record_files(layout.generated("train"), 8)] == [
-        f"shard-{k:05d}-of-00008.jsonl" for k in range(8)]  # fmt: skip
+        f"shard-{k:05d}-of-00008.jsonl" for k in range(8)
+    ]
     assert generated_fingerprint(layout, "train", 8) == "new"
     assert supersede_stale(layout, "train", 3, 8, "new") == [
-        "shard-00000-of-00004.fingerprint", "shard-00000-of-00004.jsonl", "shard-00000-of-00004.summary.json"]  # fmt: skip
+        "shard-00000-of-00004.fingerprint",
+        "shard-00000-of-00004.jsonl",
+        "shard-00000-of-00004.summary.json",
+    ]
     # Stale case 2 (a changed spec, same name and storage): the shard's own files are moved, then restamped.
     assert supersede_stale(layout, "train", 5, 8, "changed") == [
-        "shard-00005-of-00008.fingerprint", "shard-00005-of-00008.jsonl", "shard-00005-of-00008.summary.json"]  # fmt: skip
+        "shard-00005-of-00008.fingerprint",
+        "shard-00005-of-00008.jsonl",
+        "shard-00005-of-00008.summary.json",
+    ]
     (layout.generated("train") / "shard-00006-of-00008.summary.json").write_text(
         json.dumps({"fingerprint": "changed"})
     )

@@ -18,7 +18,7 @@ from distillery.controller.observe import Admission, JobState, Observed
 from distillery.controller.phases import decide
 from distillery.controller.status import events, next_status
 from distillery.manifests import CHILDREN, BuildConfig, build
-from tests.unit.test_phases import NOW, status
+from tests.support.phase_machine import NOW, status
 
 pytestmark = pytest.mark.unit
 
@@ -37,16 +37,22 @@ EVERYTHING: dict[str, Any] = {
     "generation": {"image": "ghcr.io/someone/worker:2", "tolerations": [{"operator": "Exists"}]},
     "training": {"gpus": 1, "tolerations": [{"key": "dedicated", "value": "ml", "effect": "NoSchedule"}]},
     "evaluation": {"image": "registry.corp/ml/eval:1"},
-    "storage": {"pvc": {"size": "10Gi"},
-                "objectStore": {"endpointUrl": "http://minio:9000", "credentialsSecret": {"name": "s3keys"}}},
-}  # fmt: skip
+    "storage": {
+        "pvc": {"size": "10Gi"},
+        "objectStore": {"endpointUrl": "http://minio:9000", "credentialsSecret": {"name": "s3keys"}},
+    },
+}
 
 
 def job(spec: dict[str, Any] = EVERYTHING) -> DistillationJob:
     return DistillationJob.model_validate(
-        {"apiVersion": "distillery.dev/v1alpha1", "kind": "DistillationJob",
-         "metadata": {"name": "j", "namespace": "ml", "uid": "u"}, "spec": spec}
-    )  # fmt: skip
+        {
+            "apiVersion": "distillery.dev/v1alpha1",
+            "kind": "DistillationJob",
+            "metadata": {"name": "j", "namespace": "ml", "uid": "u"},
+            "spec": spec,
+        }
+    )
 
 
 def pod_specs(j: DistillationJob) -> list[dict[str, Any]]:
@@ -68,8 +74,11 @@ def test_the_guard_names_every_image_secret_and_toleration_the_pods_use():
     assert used_images - defaults == named
     used_secrets = {
         e["valueFrom"]["secretKeyRef"]["name"]
-        for p in pods for c in p["containers"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})
-    } | {v["secret"]["secretName"] for p in pods for v in p.get("volumes", []) if "secret" in v}  # fmt: skip
+        for p in pods
+        for c in p["containers"]
+        for e in c.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    } | {v["secret"]["secretName"] for p in pods for v in p.get("volumes", []) if "secret" in v}
     assert used_secrets == {name for _, name in guard.secrets(j.spec)} == {"hf", "s3keys"}
     used_keys = {t.get("key") for p in pods for t in p.get("tolerations", [])}
     assert used_keys == {key for _, key in guard.tolerations(j.spec)}
@@ -98,8 +107,11 @@ def test_image_prefixes_match_at_a_boundary_in_resolved_form(image, prefixes, al
 
 
 def test_denials_name_each_field_and_say_what_is_allowed():
-    policy = Guard(image_prefixes=("registry.corp/ml/",), secret_label="distillery.dev/usable=true",
-                   toleration_keys=("nvidia.com/gpu",))  # fmt: skip
+    policy = Guard(
+        image_prefixes=("registry.corp/ml/",),
+        secret_label="distillery.dev/usable=true",
+        toleration_keys=("nvidia.com/gpu",),
+    )
     labels = {"hf": {"distillery.dev/usable": "true"}, "s3keys": {"distillery.dev/usable": "no"}}
     found = denials(job().spec, policy, CONFIG, labels)
     assert found == [
@@ -122,9 +134,13 @@ def test_a_key_only_label_accepts_any_value_and_an_off_guard_refuses_nothing():
 
 
 def test_an_endpoint_teacher_runs_no_teacher_pod_so_its_image_and_tolerations_are_not_checked():
-    spec = {**EVERYTHING, "teacher": {"endpoint": {"url": "https://llm/v1", "model": "m",
-                                                   "apiKeySecret": {"name": "llm", "key": "k"}},
-                                      "tolerations": [{"operator": "Exists"}]}}  # fmt: skip
+    spec = {
+        **EVERYTHING,
+        "teacher": {
+            "endpoint": {"url": "https://llm/v1", "model": "m", "apiKeySecret": {"name": "llm", "key": "k"}},
+            "tolerations": [{"operator": "Exists"}],
+        },
+    }
     j = job(spec)
     assert "spec.teacher.image" not in dict(guard.images(j.spec, CONFIG))
     assert [f for f, _ in guard.tolerations(j.spec) if f.startswith("spec.teacher")] == []

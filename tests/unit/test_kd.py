@@ -119,16 +119,18 @@ def test_different_special_tokens_are_named(tokenizers):
 def test_kd_with_an_endpoint_teacher_is_refused_with_the_alternative(tmp_path, tokenizers):
     from distillery.tokenizer import check_same_tokenizer
 
-    job = DistillationJob.model_validate({
-        "metadata": {"name": "kd"},
-        "spec": {
-            "teacher": {"endpoint": {"url": "https://llm.example.com/v1", "model": "big"}},
-            "student": {"model": "student"},
-            "data": {"taskType": "qa", "train": "train.jsonl"},
-            "generation": {"topLogprobs": 5},
-            "training": {"method": "kd"},
-        },
-    })  # fmt: skip
+    job = DistillationJob.model_validate(
+        {
+            "metadata": {"name": "kd"},
+            "spec": {
+                "teacher": {"endpoint": {"url": "https://llm.example.com/v1", "model": "big"}},
+                "student": {"model": "student"},
+                "data": {"taskType": "qa", "train": "train.jsonl"},
+                "generation": {"topLogprobs": 5},
+                "training": {"method": "kd"},
+            },
+        }
+    )
     with pytest.raises(InvalidJob) as caught:
         check_same_tokenizer(job, tmp_path, tokenizers[0])
     message = str(caught.value)

@@ -135,8 +135,15 @@ def test_loss_on_answer_positions_equals_the_models_own_loss(tokenizer):
     from distillery.training.loss import CausalLMLoss, move
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, num_attention_heads=2, num_key_value_heads=2,
-                         num_hidden_layers=1, intermediate_size=128, tie_word_embeddings=True)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        num_hidden_layers=1,
+        intermediate_size=128,
+        tie_word_embeddings=True,
+    )
     model = LlamaForCausalLM(config).eval()
     examples = [
         encode({"messages": MESSAGES, "response": text}, tokenizer, 512) for text in ("5", "Five, I think.")
@@ -160,15 +167,17 @@ def test_learning_rate_warms_up_then_decays_to_zero():
 
 
 def _job(gpus: int) -> DistillationJob:
-    return DistillationJob.model_validate({
-        "metadata": {"name": "demo", "namespace": "ml"},
-        "spec": {
-            "teacher": {"model": "models/teacher"},
-            "student": {"model": "models/student"},
-            "data": {"taskType": "qa", "train": "train.jsonl"},
-            "training": {"gpus": gpus, "learningRate": 1e-4},
-        },
-    })  # fmt: skip
+    return DistillationJob.model_validate(
+        {
+            "metadata": {"name": "demo", "namespace": "ml"},
+            "spec": {
+                "teacher": {"model": "models/teacher"},
+                "student": {"model": "models/student"},
+                "data": {"taskType": "qa", "train": "train.jsonl"},
+                "training": {"gpus": gpus, "learningRate": 1e-4},
+            },
+        }
+    )
 
 
 def test_train_command_uses_torchrun_for_several_gpus():

@@ -37,31 +37,31 @@ SUBDOMAIN_GOOD = [
     "a.a", "ab.a", "abc.a", "a1.a", "a-1.a", "a--1--2--b.a", "a.1", "ab.1", "abc.1", "a1.1", "a-1.1",
     "a--1--2--b.1", "0.a", "01.a", "012.a", "1a.a", "1-a.a", "0.1", "01.1", "012.1", "1a.1", "1-a.1",
     "1--a--b--2.1", "a.b.c.d.e", "aa.bb.cc.dd.ee", "1.2.3.4.5", "11.22.33.44.55", "a" * 253,
-]  # fmt: skip
+]  # fmt: skip  # packed value list, as in the Kubernetes validation tests it mirrors
 SUBDOMAIN_BAD = [
     "", "A", "ABC", "aBc", "A1", "A-1", "1-A", "-", "a-", "-a", "1-", "-1", "_", "a_", "_a", "a_b", "1_",
     "_1", "1_2", ".", "a.", ".a", "a..b", "1.", ".1", "1..2", " ", "a ", " a", "a b", "1 ", " 1", "1 2",
     "A.a", "aB.a", "ab.A", "A1.a", "a1.A", "A.1", "aB.1", "A1.1", "1A.1", "0.A", "01.A", "012.A", "1A.a",
     "1a.A", "A.B.C.D.E", "AA.BB.CC.DD.EE", "a.B.c.d.e", "aa.bB.cc.dd.ee", "a@b", "a,b", "a;b", "a:b",
     "a%b", "a?b", "a$b", "a" * 254,
-]  # fmt: skip
+]  # fmt: skip  # packed value list, as in the Kubernetes validation tests it mirrors
 LABEL_KEY_GOOD = [
     "simple", "now-with-dashes", "1-starts-with-num", "1234", "simple/simple", "now-with-dashes/simple",
     "now-with-dashes/now-with-dashes", "now.with.dots/simple", "now-with.dashes-and.dots/simple",
     "1-num.2-num/3-num", "1234/5678", "1.2.3.4/5678", "Uppercase_Is_OK_123",
     "example.com/Uppercase_Is_OK_123", "requests.storage-foo", "a" * 63, "a" * 253 + "/" + "b" * 63,
-]  # fmt: skip
+]  # fmt: skip  # packed value list, as in the Kubernetes validation tests it mirrors
 LABEL_KEY_BAD = [
     "nospecialchars%^=@", "cantendwithadash-", "-cantstartwithadash-", "only/one/slash", "Example.com/abc",
     "example_com/abc", "example.com/", "/simple", "a" * 64, "a" * 254 + "/abc",
-]  # fmt: skip
+]  # fmt: skip  # packed value list, as in the Kubernetes validation tests it mirrors
 LABEL_VALUE_GOOD = ["simple", "now-with-dashes", "1-starts-with-num", "end-with-num-1", "1234", "a" * 63, ""]
 LABEL_VALUE_BAD = [
     "nospecialchars%^=@", "Tama-nui-te-rā.is.Māori.sun", "\\backslashes\\are\\bad", "-starts-with-dash",
     "ends-with-dash-", ".starts.with.dot", "ends.with.dot.", "a" * 64,
-]  # fmt: skip
+]  # fmt: skip  # packed value list, as in the Kubernetes validation tests it mirrors
 CONFIG_KEY_GOOD = ["a", "good", "good-good", "still.good", "this.is.also.good", ".so.is.this", "THIS_IS_GOOD",
-                   "so_is_this_17"]  # fmt: skip
+                   "so_is_this_17"]  # fmt: skip  # packed value list, as in the Kubernetes validation tests it mirrors
 CONFIG_KEY_BAD = [".", "..", "..bad", "b*d", "bad!&bad"]
 # Every input TestQuantityParse parses (the negative ones are left out: resources refuse them).
 QUANTITY_GOOD = [
@@ -74,7 +74,7 @@ QUANTITY_GOOD = [
     "1.1E-9", "0.0000000001", "0.0000000005", "0.00000000050", "0.5e-9", "0.9n", "0.00000012345",
     "0.00000012354", "9Ei", "9223372036854775807Ki", "12E", "100.035Ki", "0.5Mi", "0.05Gi", "0.025Ti",
     "0.000000000001Ki", ".001", ".0001k", "1.", "1.G",
-]  # fmt: skip
+]  # fmt: skip  # packed value list, as in the Kubernetes validation tests it mirrors
 QUANTITY_BAD = ["1.1.M", "1+1.0M", "0.1mi", "0.1am", "aoeu", ".5i", "1i", "-3.01i", "-3.01e-", " 1", "1 ", ""]
 
 
@@ -120,9 +120,18 @@ def test_quantity_tables():
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("2", 2), ("500m", Decimal("0.5")), ("16Gi", 16 * 2**30), ("1e3", 1000), ("1.5Gi", 1610612736),
-     ("0.1n", Decimal("1e-9")), ("1E", 10**18), ("1E-3", Decimal("0.001")), (7, 7)],
-)  # fmt: skip
+    [
+        ("2", 2),
+        ("500m", Decimal("0.5")),
+        ("16Gi", 16 * 2**30),
+        ("1e3", 1000),
+        ("1.5Gi", 1610612736),
+        ("0.1n", Decimal("1e-9")),
+        ("1E", 10**18),
+        ("1E-3", Decimal("0.001")),
+        (7, 7),
+    ],
+)
 def test_parse_quantity_values(text, value):
     assert parse_quantity(text) == value
 
@@ -178,10 +187,30 @@ def test_models_agree_with_the_api_server_on_generated_strings(kind, oracle, alp
 
 
 def test_resource_names():
-    good = ["cpu", "memory", "ephemeral-storage", "hugepages-2Mi", "hugepages-1Gi", "nvidia.com/gpu",
-            "amd.com/gpu", "example.com/Foo_Bar", "kubernetes.io/whatever", "a" * 244 + "/x"]  # fmt: skip
-    bad = ["gpu", "CPU", "storage", "hugepages-", "hugepages-0", "requests.example.com/x", "nvidia.com/",
-           "nvidia.com/gpu/x", "a" * 245 + "/x", "Example.com/x"]  # fmt: skip
+    good = [
+        "cpu",
+        "memory",
+        "ephemeral-storage",
+        "hugepages-2Mi",
+        "hugepages-1Gi",
+        "nvidia.com/gpu",
+        "amd.com/gpu",
+        "example.com/Foo_Bar",
+        "kubernetes.io/whatever",
+        "a" * 244 + "/x",
+    ]
+    bad = [
+        "gpu",
+        "CPU",
+        "storage",
+        "hugepages-",
+        "hugepages-0",
+        "requests.example.com/x",
+        "nvidia.com/",
+        "nvidia.com/gpu/x",
+        "a" * 245 + "/x",
+        "Example.com/x",
+    ]
     for name in good:
         assert accepts(ResourceName, name) and not apiserver._resource_name_errors(name), name
     for name in bad:

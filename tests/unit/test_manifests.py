@@ -23,15 +23,22 @@ import yaml
 from distillery.api import DistillationJob, TrainingMethod
 from distillery.manifests import CHILDREN, BuildConfig, build, child_name, fit_name, label_value, names
 from distillery.manifests.common import JOB_LABEL, KUEUE_QUEUE_LABEL, MANAGED_BY, MANAGER
+from tests.support.manifest_cases import (
+    CASES,
+    CONFIG,
+    GOLDEN,
+    UID,
+    endpoint_job,
+    gpu_job,
+    onpolicy_job,
+    tiny_job,
+)
 from tests.unit import apiserver
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-GOLDEN = Path(__file__).parent / "golden"
 K8S_VERSION = "1.31.0"
-CONFIG = BuildConfig(worker_image="example.com/worker:1", worker_cuda_image="example.com/worker-cuda:1")
-UID = "0b7c4a52-8c1e-4a11-9a5e-3f1d2b6c7a90"
 
 
 def update_golden_requested(env: dict[str, str] | os._Environ[str]) -> bool:
@@ -47,66 +54,6 @@ def update_golden_requested(env: dict[str, str] | os._Environ[str]) -> bool:
 
 
 UPDATE_GOLDEN = update_golden_requested(os.environ)
-
-
-def _with_meta(document: dict, name: str | None = None, namespace: str = "ml-platform") -> DistillationJob:
-    document = json.loads(json.dumps(document))
-    document["metadata"] = {
-        "name": name or document["metadata"]["name"],
-        "namespace": namespace,
-        "uid": UID,
-    }
-    return DistillationJob.model_validate(document)
-
-
-def _gpu_job() -> DistillationJob:
-    return _with_meta(yaml.safe_load((ROOT / "examples" / "distillation.yaml").read_text()))
-
-
-def _endpoint_job() -> DistillationJob:
-    """An external teacher, an existing claim, and a name far longer than a child may be."""
-    return _with_meta(
-        {
-            "apiVersion": "distillery.dev/v1alpha1",
-            "kind": "DistillationJob",
-            "metadata": {"name": "x"},
-            "spec": {
-                "teacher": {
-                    "endpoint": {
-                        "url": "https://llm.example.com/v1",
-                        "model": "big-model",
-                        "apiKeySecret": {"name": "llm-key", "key": "api-key"},
-                    }
-                },
-                "student": {"model": "models/student"},
-                "data": {"taskType": "math", "train": "math/train.jsonl"},
-                "generation": {"shards": 4, "backoffLimit": 3},
-                "training": {"gpus": 0, "epochs": 1},
-                "evaluation": {"gpus": 0, "compare": ["baseline", "student"]},
-                "storage": {"pvc": {"claimName": "shared-data"}, "mountPath": "/mnt/store"},
-            },
-        },
-        name="support.team-" + "very-long-distillation-job-name-" * 5 + "v2",
-        namespace="team-a",
-    )
-
-
-def _tiny_job() -> DistillationJob:
-    document = yaml.safe_load((ROOT / "examples" / "tiny.yaml").read_text())
-    document["spec"]["storage"] = {"pvc": {"size": "1Gi", "accessModes": ["ReadWriteOnce"]}}
-    return _with_meta(document, namespace="default")
-
-
-def _onpolicy_job() -> DistillationJob:
-    """The tiny job with on-policy distillation: the training pods ask the teacher to grade."""
-    document = yaml.safe_load((ROOT / "examples" / "tiny.yaml").read_text())
-    document["metadata"]["name"] = "tiny-onpolicy"
-    document["spec"]["storage"] = {"pvc": {"size": "1Gi", "accessModes": ["ReadWriteOnce"]}}
-    document["spec"]["training"].update(method="onPolicy", onPolicy={"fraction": 0.5, "samplesPerPrompt": 2})
-    return _with_meta(document, namespace="default")
-
-
-CASES = {"gpu": _gpu_job, "endpoint": _endpoint_job, "tiny": _tiny_job, "onpolicy": _onpolicy_job}
 
 
 def _kinds(job: DistillationJob) -> list[str]:
@@ -269,7 +216,7 @@ def test_validates_against_upstream_schema(case: str, child: str):
 
 def test_schema_validation_catches_a_broken_manifest():
     """The validator used above does reject mistakes (so the test above can fail)."""
-    manifest = build("generate", _tiny_job(), CONFIG)
+    manifest = build("generate", tiny_job(), CONFIG)
     manifest["spec"]["template"]["spec"]["containers"][0]["workingdir"] = "/data"  # wrong case
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
@@ -323,7 +270,7 @@ def test_stage_jobs_never_run_two_pods_at_once_and_forgive_disruptions(case: str
 
 
 def test_secrets_are_passed_by_reference_only():
-    for job in (_gpu_job(), _endpoint_job()):
+    for job in (gpu_job(), endpoint_job()):
         text = json.dumps(_children(job))
         assert "secretKeyRef" in text
         for manifest in _children(job).values():
@@ -335,7 +282,7 @@ def test_secrets_are_passed_by_reference_only():
 
 
 def test_generation_job_shards_parallelism_and_teacher_url():
-    job = _gpu_job()
+    job = gpu_job()
     gen = build("generate", job, CONFIG)
     assert gen["spec"]["completionMode"] == "Indexed"
     assert (gen["spec"]["completions"], gen["spec"]["parallelism"]) == (16, 8)
@@ -344,21 +291,21 @@ def test_generation_job_shards_parallelism_and_teacher_url():
     assert args[args.index("--teacher-url") + 1] == f"http://{names(job).teacher}:8000/v1"
     inline = json.loads(args[args.index("--job") + 1])
     assert DistillationJob.model_validate(inline).spec == job.spec
-    tiny = build("generate", _tiny_job(), CONFIG)["spec"]
+    tiny = build("generate", tiny_job(), CONFIG)["spec"]
     assert tiny["parallelism"] == tiny["completions"] == 2
 
 
 def test_kueue_queue_label_and_suspended_start():
-    job = _gpu_job()
+    job = gpu_job()
     for child in ("generate", "train", "evaluate"):
         manifest = build(child, job, CONFIG)
         assert manifest["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-team-a"
         assert manifest["spec"]["suspend"] is True
-    assert "kueue.x-k8s.io/queue-name" not in build("train", _tiny_job(), CONFIG)["metadata"]["labels"]
+    assert "kueue.x-k8s.io/queue-name" not in build("train", tiny_job(), CONFIG)["metadata"]["labels"]
 
 
 def test_teacher_gpus_probe_and_placement():
-    job = _gpu_job()
+    job = gpu_job()
     deployment = build("teacher", job, CONFIG)
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -378,24 +325,24 @@ def test_teacher_gpus_probe_and_placement():
 
 def test_cpu_teacher_gets_a_kv_cache_size_unless_its_args_give_one():
     # vLLM's CPU build would size it from the node's memory and refuse to start on a shared node.
-    args = build("teacher", _tiny_job(), CONFIG)["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = build("teacher", tiny_job(), CONFIG)["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--kv-cache-memory-bytes") + 1] == str(2**30)
-    gpu = build("teacher", _gpu_job(), CONFIG)["spec"]["template"]["spec"]["containers"][0]["args"]
+    gpu = build("teacher", gpu_job(), CONFIG)["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--kv-cache-memory-bytes" not in gpu
     for extra in (["--kv-cache-memory-bytes=4294967296"], ["--gpu-memory-utilization", "0.3"]):
-        job = _tiny_job()
+        job = tiny_job()
         job.spec.teacher.extra_args = extra
         args = build("teacher", job, CONFIG)["spec"]["template"]["spec"]["containers"][0]["args"]
         assert args.count("--kv-cache-memory-bytes") == 0 and args[-len(extra) :] == extra
 
 
 def test_network_policy_admits_only_this_jobs_generation_pods():
-    job = _gpu_job()
+    job = gpu_job()
     policy = build("teacher-policy", job, CONFIG)["spec"]
     teacher_pods = build("teacher", job, CONFIG)["spec"]["template"]["metadata"]["labels"]
     generation_pods = build("generate", job, CONFIG)["spec"]["template"]["metadata"]["labels"]
     training_pods = build("train", job, CONFIG)["spec"]["template"]["metadata"]["labels"]
-    other_job_pods = build("generate", _tiny_job(), CONFIG)["spec"]["template"]["metadata"]["labels"]
+    other_job_pods = build("generate", tiny_job(), CONFIG)["spec"]["template"]["metadata"]["labels"]
     assert policy["podSelector"]["matchLabels"].items() <= teacher_pods.items()
     allowed = policy["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
     assert allowed.items() <= generation_pods.items()
@@ -404,7 +351,7 @@ def test_network_policy_admits_only_this_jobs_generation_pods():
 
 
 def test_on_policy_training_pods_are_told_the_teacher_and_admitted_by_its_policy():
-    job = _onpolicy_job()
+    job = onpolicy_job()
     train = build("train", job, CONFIG)["spec"]["template"]
     args = train["spec"]["containers"][0]["args"]
     assert args[args.index("--teacher-url") + 1] == f"http://{names(job).teacher}:8000/v1"
@@ -421,12 +368,12 @@ def test_on_policy_training_pods_are_told_the_teacher_and_admitted_by_its_policy
     # Other methods' training pods neither get the URL nor pass the policy (tested above for gpu).
     assert (
         "--teacher-url"
-        not in build("train", _tiny_job(), CONFIG)["spec"]["template"]["spec"]["containers"][0]["args"]
+        not in build("train", tiny_job(), CONFIG)["spec"]["template"]["spec"]["containers"][0]["args"]
     )
 
 
 def test_on_policy_training_with_an_endpoint_gets_its_key_by_reference():
-    job = _endpoint_job()
+    job = endpoint_job()
     job.spec.training.method = TrainingMethod.on_policy
     container = build("train", job, CONFIG)["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][container["args"].index("--teacher-url") + 1] == "https://llm.example.com/v1"
@@ -435,13 +382,13 @@ def test_on_policy_training_with_an_endpoint_gets_its_key_by_reference():
         "valueFrom": {"secretKeyRef": {"name": "llm-key", "key": "api-key"}},
     }
     assert key in container["env"]
-    sft = build("train", _endpoint_job(), CONFIG)["spec"]["template"]["spec"]["containers"][0]
+    sft = build("train", endpoint_job(), CONFIG)["spec"]["template"]["spec"]["containers"][0]
     assert key not in sft["env"] and "--teacher-url" not in sft["args"]
 
 
 def test_training_job_uses_torchrun_only_with_several_gpus():
-    gpu = build("train", _gpu_job(), CONFIG)["spec"]["template"]["spec"]["containers"][0]
-    cpu = build("train", _tiny_job(), CONFIG)["spec"]["template"]["spec"]["containers"][0]
+    gpu = build("train", gpu_job(), CONFIG)["spec"]["template"]["spec"]["containers"][0]
+    cpu = build("train", tiny_job(), CONFIG)["spec"]["template"]["spec"]["containers"][0]
     assert "torchrun" in " ".join(gpu["command"] + gpu["args"])
     assert "torchrun" not in " ".join(cpu["command"] + cpu["args"])
     assert gpu["image"] == CONFIG.worker_cuda_image and cpu["image"] == CONFIG.worker_image
@@ -468,8 +415,8 @@ def test_similar_long_names_get_different_children():
 
 
 def test_no_claim_is_built_for_an_existing_one():
-    assert build("pvc", _endpoint_job(), CONFIG) is None
-    claim = build("pvc", _gpu_job(), CONFIG)
+    assert build("pvc", endpoint_job(), CONFIG) is None
+    claim = build("pvc", gpu_job(), CONFIG)
     assert claim["spec"]["resources"]["requests"]["storage"] == "2Ti"
 
 
@@ -480,7 +427,7 @@ def test_worker_images_come_from_the_environment_and_spec_overrides():
         {"DISTILLERY_WORKER_IMAGE": "r/w:2", "DISTILLERY_WORKER_CUDA_IMAGE": "r/c:2"}
     ).build_config()
     assert (config.worker_image, config.worker_cuda_image) == ("r/w:2", "r/c:2")
-    job = _tiny_job()
+    job = tiny_job()
     job.spec.evaluation.image = "custom/eval:3"
     assert (
         build("evaluate", job, config)["spec"]["template"]["spec"]["containers"][0]["image"]

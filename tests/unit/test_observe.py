@@ -22,26 +22,56 @@ def waiting(reason: str, message: str | None = None) -> dict:
     return {"waiting": {"reason": reason, **({"message": message} if message else {})}}
 
 
-UNSCHEDULABLE = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                 "message": "0/3 nodes are available:\n 3 Insufficient nvidia.com/gpu."}  # fmt: skip
+UNSCHEDULABLE = {
+    "type": "PodScheduled",
+    "status": "False",
+    "reason": "Unschedulable",
+    "message": "0/3 nodes are available:\n 3 Insufficient nvidia.com/gpu.",
+}
 
 
 @pytest.mark.parametrize(
     ("pods", "expected"),
     [
         ([], ""),
-        ([pod(conditions=[{"type": "PodScheduled", "status": "True"}], containers=[waiting("ContainerCreating")])], ""),
+        (
+            [
+                pod(
+                    conditions=[{"type": "PodScheduled", "status": "True"}],
+                    containers=[waiting("ContainerCreating")],
+                )
+            ],
+            "",
+        ),
         ([pod(containers=[waiting("PodInitializing")])], ""),
-        ([pod(conditions=[UNSCHEDULABLE])], "Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."),
-        ([pod(containers=[waiting("ErrImagePull", 'pull access denied for "x"')])],
-         'ErrImagePull: pull access denied for "x"'),
-        ([pod(init=[waiting("CreateContainerConfigError", 'secret "hf" not found')], containers=[waiting("PodInitializing")])],
-         'CreateContainerConfigError: secret "hf" not found'),
+        (
+            [pod(conditions=[UNSCHEDULABLE])],
+            "Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+        ),
+        (
+            [pod(containers=[waiting("ErrImagePull", 'pull access denied for "x"')])],
+            'ErrImagePull: pull access denied for "x"',
+        ),
+        (
+            [
+                pod(
+                    init=[waiting("CreateContainerConfigError", 'secret "hf" not found')],
+                    containers=[waiting("PodInitializing")],
+                )
+            ],
+            'CreateContainerConfigError: secret "hf" not found',
+        ),
         ([pod("Running", containers=[{"running": {}}, waiting("CrashLoopBackOff")])], "CrashLoopBackOff"),
         # An ended pod (a replaced shard, a finished index) is history, not why the stage waits.
-        ([pod("Failed", containers=[waiting("ImagePullBackOff")]), pod("Running", containers=[{"running": {}}])], ""),
+        (
+            [
+                pod("Failed", containers=[waiting("ImagePullBackOff")]),
+                pod("Running", containers=[{"running": {}}]),
+            ],
+            "",
+        ),
     ],
-)  # fmt: skip
+)
 def test_why_a_pod_has_not_started(pods, expected):
     assert pods_waiting(pods) == expected
 

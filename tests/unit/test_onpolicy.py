@@ -138,8 +138,15 @@ def tiny_lm():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=40,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -167,16 +174,30 @@ def test_left_padded_batches_sample_what_each_prompt_alone_would(tiny_lm):
     prompts = [[1, 5, 6, 7, 8, 9], [1, 8], [1, 9, 9]]
 
     def greedy(batch):
-        return sample(tiny_lm, batch, max_new_tokens=6, temperature=1e-4, stop_ids=set(), pad_id=0,
-                      generator=torch.Generator().manual_seed(0))  # fmt: skip
+        return sample(
+            tiny_lm,
+            batch,
+            max_new_tokens=6,
+            temperature=1e-4,
+            stop_ids=set(),
+            pad_id=0,
+            generator=torch.Generator().manual_seed(0),
+        )
 
     assert greedy(prompts) == [greedy([p])[0] for p in prompts]
 
 
 def test_the_sampler_leaves_the_model_in_training_mode(tiny_lm):
     tiny_lm.train()
-    sample(tiny_lm, [[1, 2]], max_new_tokens=2, temperature=1.0, stop_ids=set(), pad_id=0,
-           generator=torch.Generator().manual_seed(0))  # fmt: skip
+    sample(
+        tiny_lm,
+        [[1, 2]],
+        max_new_tokens=2,
+        temperature=1.0,
+        stop_ids=set(),
+        pad_id=0,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert tiny_lm.training
     tiny_lm.eval()
 
@@ -269,15 +290,17 @@ def test_teacher_ids_the_student_cannot_write_stay_in_the_other_bin():
 
 
 def on_policy_job(**teacher) -> DistillationJob:
-    return DistillationJob.model_validate({
-        "metadata": {"name": "op"},
-        "spec": {
-            "teacher": teacher or {"model": "models/teacher"},
-            "student": {"model": "models/student"},
-            "data": {"taskType": "qa", "train": "train.jsonl"},
-            "training": {"method": "onPolicy", "onPolicy": {"fraction": 0.5, "samplesPerPrompt": 2}},
-        },
-    })  # fmt: skip
+    return DistillationJob.model_validate(
+        {
+            "metadata": {"name": "op"},
+            "spec": {
+                "teacher": teacher or {"model": "models/teacher"},
+                "student": {"model": "models/student"},
+                "data": {"taskType": "qa", "train": "train.jsonl"},
+                "training": {"method": "onPolicy", "onPolicy": {"fraction": 0.5, "samplesPerPrompt": 2}},
+            },
+        }
+    )
 
 
 def test_a_teacher_that_cannot_grade_is_refused_naming_the_field_and_the_alternative():
@@ -305,10 +328,21 @@ def test_on_policy_settings_reach_the_loop():
         20,
     )
     assert config.max_new_tokens == 512  # generation.maxTokens when onPolicy.maxTokens is empty
-    assert train_config(DistillationJob.model_validate({
-        "metadata": {"name": "s"},
-        "spec": {"teacher": {"model": "t"}, "student": {"model": "s"}, "data": {"taskType": "qa", "train": "x"}},
-    })).on_policy is None  # fmt: skip
+    assert (
+        train_config(
+            DistillationJob.model_validate(
+                {
+                    "metadata": {"name": "s"},
+                    "spec": {
+                        "teacher": {"model": "t"},
+                        "student": {"model": "s"},
+                        "data": {"taskType": "qa", "train": "x"},
+                    },
+                }
+            )
+        ).on_policy
+        is None
+    )
 
 
 def _vllm_refusal_of_token_ids(token_ids: list[int], vocabulary: int) -> tuple[int, bytes]:

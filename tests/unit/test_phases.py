@@ -2,87 +2,39 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
-from distillery.api import ConditionType, DistillationJobSpec, DistillationJobStatus, Phase
+from distillery.api import ConditionType, DistillationJobStatus, Phase
 from distillery.contract.summaries import (
-    CheckSummary,
     EvaluateSummary,
-    Failure,
-    FailureReason,
     GenerateSummary,
-    InputSummary,
     TrainSummary,
 )
-from distillery.controller.observe import JobState, Observed, TeacherState
+from distillery.controller.observe import Observed, TeacherState
 from distillery.controller.phases import decide
 from distillery.controller.status import events, next_status
+from tests.support.phase_machine import (
+    CHECK_FAILED,
+    CHECK_PASSED,
+    ENDPOINT,
+    EVAL_FAIL,
+    EVAL_PASS,
+    GEN_SUMMARY,
+    NOW,
+    ON_POLICY,
+    TEACHER_LOADING,
+    TEACHER_UP,
+    job,
+    spec,
+    status,
+)
 
 pytestmark = pytest.mark.unit
 
 C = ConditionType
-NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
-BASE = {
-    "teacher": {"model": "models/teacher", "gpus": 1, "startupTimeoutSeconds": 600},
-    "student": {"model": "models/student"},
-    "data": {"taskType": "qa", "train": "d/train.jsonl", "validation": "d/val.jsonl"},
-    "generation": {"shards": 4},
-    "evaluation": {"gate": {"minRetention": 0.8}},
-    "storage": {"pvc": {"size": "10Gi"}},
-}
 
-
-def spec(**changes) -> DistillationJobSpec:
-    document = {**BASE, **changes}
-    return DistillationJobSpec.model_validate(document)
-
-
-ENDPOINT = {"endpoint": {"url": "https://llm.example.com/v1", "model": "big"}}
-ON_POLICY = {"method": "onPolicy"}
-
-
-def status(phase: Phase | None = None, *true: ConditionType, **fields) -> DistillationJobStatus:
-    conditions = [
-        {
-            "type": t.value,
-            "status": "True",
-            "reason": "Completed",
-            "lastTransitionTime": "2026-11-28T11:00:00Z",
-        }
-        for t in true
-    ]
-    return DistillationJobStatus.model_validate({"phase": phase, "conditions": conditions, **fields})
-
-
-def job(**fields) -> JobState:
-    return JobState(exists=True, **fields)
-
-
-# The stages' typed summaries (contract.summaries), as the operator parses them from termination messages.
-GEN_SUMMARY = (
-    GenerateSummary(records=10, output_tokens=100, prompt_tokens=40, rejected={"length": 1, "verify": 2}),
-)
-EVAL_PASS = (EvaluateSummary.model_validate(
-    {"evaluation": {"metric": "accuracy", "teacher": {"score": 0.8}, "student": {"score": 0.7}, "retention": 0.875,
-                    "gatePassed": True, "gateReason": "retention 0.875 >= 0.8"},
-     "report": "/data/jobs/j/reports/evaluation.json"}),)  # fmt: skip
-EVAL_FAIL = (EvaluateSummary.model_validate(
-    {"evaluation": {"metric": "accuracy", "teacher": {"score": 0.8}, "student": {"score": 0.4}, "retention": 0.5,
-                    "gatePassed": False, "gateReason": "retention 0.50 < 0.80"}}),)  # fmt: skip
-CHECK_FAILED = CheckSummary(
-    failure=Failure.of(
-        FailureReason.input_not_found, "spec.data.train: s3://prompts/train.parquet does not exist"
-    )
-)
-CHECK_PASSED = CheckSummary(
-    inputs={
-        "spec.data.train": InputSummary(location="s3://prompts/train.parquet", format="parquet", checked=3)
-    }
-)
-TEACHER_UP = TeacherState(exists=True, ready=True)
-TEACHER_LOADING = TeacherState(exists=True, ready=False)
 
 # (id, spec, status, observed, expected phase, exactly the children ensured, exactly the children deleted,
 #  condition (type, status, reason, a fragment its message must hold))
@@ -426,8 +378,9 @@ TABLE = [
 ]
 
 
-@pytest.mark.parametrize(("case", "s", "st", "obs", "phase", "ensure", "delete", "cond"), TABLE,
-                         ids=[row[0] for row in TABLE])  # fmt: skip
+@pytest.mark.parametrize(
+    ("case", "s", "st", "obs", "phase", "ensure", "delete", "cond"), TABLE, ids=[row[0] for row in TABLE]
+)
 def test_transition(case, s, st, obs, phase, ensure, delete, cond):
     step = decide(s, [], st, obs, NOW, "j")
     assert step.phase is phase, step.message
@@ -444,26 +397,49 @@ def test_transition(case, s, st, obs, phase, ensure, delete, cond):
 
 
 def test_generation_progress_sums_the_shard_summaries():
-    step = decide(spec(), [], status(Phase.generating),
-                  Observed(teacher=TEACHER_UP, generate=job(complete=True, succeeded=4, summaries=GEN_SUMMARY * 2)),
-                  NOW, "j")  # fmt: skip
+    step = decide(
+        spec(),
+        [],
+        status(Phase.generating),
+        Observed(teacher=TEACHER_UP, generate=job(complete=True, succeeded=4, summaries=GEN_SUMMARY * 2)),
+        NOW,
+        "j",
+    )
     assert (step.progress.records, step.progress.tokens, step.progress.rejected) == (20, 200, 6)
     assert step.progress.shards_done == 4
     assert "generate" in step.finished_stages
 
 
 def test_failure_message_names_the_shard_and_the_error():
-    obs = Observed(teacher=TEACHER_UP, generate=job(failed=True, reason="MaxFailedIndexesExceeded", failed_indexes="2",
-                                                    pod_error="teacher returned 500"))  # fmt: skip
+    obs = Observed(
+        teacher=TEACHER_UP,
+        generate=job(
+            failed=True,
+            reason="MaxFailedIndexesExceeded",
+            failed_indexes="2",
+            pod_error="teacher returned 500",
+        ),
+    )
     step = decide(spec(), [], status(Phase.generating), obs, NOW, "j")
     assert "2" in step.message and "teacher returned 500" in step.message
 
 
 def test_teacher_startup_timeout_fails_the_job():
     started = (NOW - timedelta(seconds=601)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    st = DistillationJobStatus.model_validate({"phase": "TeacherStarting", "conditions": [
-        {"type": "InputsReady", "status": "True", "reason": "Completed"},
-        {"type": "TeacherReady", "status": "False", "reason": "Starting", "lastTransitionTime": started}]})  # fmt: skip
+    st = DistillationJobStatus.model_validate(
+        {
+            "phase": "TeacherStarting",
+            "conditions": [
+                {"type": "InputsReady", "status": "True", "reason": "Completed"},
+                {
+                    "type": "TeacherReady",
+                    "status": "False",
+                    "reason": "Starting",
+                    "lastTransitionTime": started,
+                },
+            ],
+        }
+    )
     obs = Observed(teacher=TeacherState(exists=True, waiting_reason="CrashLoopBackOff"))
     step = decide(spec(), [], st, obs, NOW, "j")
     assert step.phase is Phase.failed
@@ -504,8 +480,14 @@ def test_ttl_after_finished():
 
 
 def test_success_fills_evaluation_and_artifacts():
-    step = decide(spec(), [], status(Phase.evaluating, C.data_generated, C.student_trained),
-                  Observed(evaluate=job(complete=True, summaries=EVAL_PASS)), NOW, "j")  # fmt: skip
+    step = decide(
+        spec(),
+        [],
+        status(Phase.evaluating, C.data_generated, C.student_trained),
+        Observed(evaluate=job(complete=True, summaries=EVAL_PASS)),
+        NOW,
+        "j",
+    )
     new = next_status(status(Phase.evaluating), step, NOW, 3)
     assert new.evaluation.retention == 0.875 and new.evaluation.gate_passed is True
     assert new.evaluation.student.score == 0.7
@@ -532,8 +514,14 @@ def test_conditions_keep_their_transition_time_until_they_change():
 
 def test_events_for_phase_and_condition_changes():
     old = status(Phase.generating)
-    new = next_status(old, decide(spec(), [], old, Observed(generate=job(failed=True, reason="MaxFailedIndexesExceeded")),
-                                  NOW, "j"), NOW, 1)  # fmt: skip
+    new = next_status(
+        old,
+        decide(
+            spec(), [], old, Observed(generate=job(failed=True, reason="MaxFailedIndexesExceeded")), NOW, "j"
+        ),
+        NOW,
+        1,
+    )
     got = {(e.type, e.reason) for e in events(old, new)}
     assert ("Warning", "Failed") in got and ("Warning", "DataGeneratedMaxFailedIndexesExceeded") in got
     assert events(new, new) == []
@@ -552,8 +540,14 @@ def test_the_operator_reads_the_summaries_the_stages_write():
         "models": {"teacher": {"score": 1.0, "latencyP50Ms": 12.0}, "student": {"score": 0.9}},
     }
     wire = termination_message(evaluate_summary(report, "jobs/j/reports/evaluation.json"))
-    step = decide(spec(), [], status(Phase.evaluating, C.data_generated, C.student_trained),
-                  Observed(evaluate=job(complete=True, summaries=(parse_summary(wire),))), NOW, "j")  # fmt: skip
+    step = decide(
+        spec(),
+        [],
+        status(Phase.evaluating, C.data_generated, C.student_trained),
+        Observed(evaluate=job(complete=True, summaries=(parse_summary(wire),))),
+        NOW,
+        "j",
+    )
     assert step.evaluation.gate_passed is False and step.evaluation.gate_reason == "retention 0.90 < 0.95"
     assert step.evaluation.teacher.model_dump(by_alias=True, exclude_none=True) == {
         "score": 1.0,
@@ -586,28 +580,56 @@ def test_a_failed_check_names_the_uri_in_the_message():
 
 
 def test_the_check_reports_what_it_read_and_progress_counts_the_cleaning():
-    step = decide(spec(), [], status(Phase.pending), Observed(check=job(complete=True, summaries=(CHECK_PASSED,))),
-                  NOW, "j")  # fmt: skip
+    step = decide(
+        spec(),
+        [],
+        status(Phase.pending),
+        Observed(check=job(complete=True, summaries=(CHECK_PASSED,))),
+        NOW,
+        "j",
+    )
     ready = next(c for c in step.conditions if c.type == C.inputs_ready)
     assert ready.message == "readable: s3://prompts/train.parquet (parquet)"
     cleaned = GenerateSummary(records=5, decontaminated=3)
-    step = decide(spec(), [], status(Phase.generating, C.inputs_ready),
-                  Observed(teacher=TEACHER_UP, generate=job(complete=True, succeeded=4, summaries=(cleaned,) * 2)),
-                  NOW, "j")  # fmt: skip
+    step = decide(
+        spec(),
+        [],
+        status(Phase.generating, C.inputs_ready),
+        Observed(teacher=TEACHER_UP, generate=job(complete=True, succeeded=4, summaries=(cleaned,) * 2)),
+        NOW,
+        "j",
+    )
     assert step.progress.decontaminated == 6
-    step = decide(spec(), [], status(Phase.training, C.inputs_ready, C.data_generated),
-                  Observed(train=job(complete=True, summaries=(TrainSummary(train_loss=1.0, duplicates=4),))),
-                  NOW, "j")  # fmt: skip
+    step = decide(
+        spec(),
+        [],
+        status(Phase.training, C.inputs_ready, C.data_generated),
+        Observed(train=job(complete=True, summaries=(TrainSummary(train_loss=1.0, duplicates=4),))),
+        NOW,
+        "j",
+    )
     assert step.progress.duplicates == 4
 
 
 def test_progress_a_running_stage_reports_reaches_status_and_the_printer_column():
-    training = decide(spec(), [], status(Phase.training, C.data_generated),
-                      Observed(train=job(active=1), live={"epoch": 1.25, "step": 40, "train_loss": 0.4213}), NOW, "j")  # fmt: skip
+    training = decide(
+        spec(),
+        [],
+        status(Phase.training, C.data_generated),
+        Observed(train=job(active=1), live={"epoch": 1.25, "step": 40, "train_loss": 0.4213}),
+        NOW,
+        "j",
+    )
     assert training.progress.summary == "train epoch 1.25/3, loss 0.421"
     assert training.progress.step == 40
-    evaluating = decide(spec(), [], status(Phase.evaluating, C.data_generated, C.student_trained),
-                        Observed(evaluate=job(active=1), live={"models_done": 1, "models_total": 3}), NOW, "j")  # fmt: skip
+    evaluating = decide(
+        spec(),
+        [],
+        status(Phase.evaluating, C.data_generated, C.student_trained),
+        Observed(evaluate=job(active=1), live={"models_done": 1, "models_total": 3}),
+        NOW,
+        "j",
+    )
     assert evaluating.progress.summary == "evaluate 1/3 models"
     new = next_status(status(Phase.evaluating), evaluating, NOW, 1)
     assert (new.progress.models_done, new.progress.models_total) == (1, 3)
@@ -628,8 +650,11 @@ def test_a_complete_job_whose_pod_status_has_not_arrived_is_waited_for_then_judg
     """The Job and its pods are watched apart: the Job's Complete can come before the pod's termination
     message. The stage is seen as still running for a grace period (a pod event ends it early), not
     judged on a missing summary; after it, judged as the pods left it."""
-    before = {"generate": status(Phase.generating), "train": status(Phase.training, C.data_generated),
-              "evaluate": status(Phase.evaluating, C.data_generated, C.student_trained)}[stage]  # fmt: skip
+    before = {
+        "generate": status(Phase.generating),
+        "train": status(Phase.training, C.data_generated),
+        "evaluate": status(Phase.evaluating, C.data_generated, C.student_trained),
+    }[stage]
     running = {"generate": Phase.generating, "train": Phase.training, "evaluate": Phase.evaluating}[stage]
     completed = {"complete": True, "succeeded": 4 if stage == "generate" else 1}
 

@@ -46,6 +46,12 @@ def test_only_running_pods_of_the_stage_are_scraped():
             "status": {"phase": phase, "podIP": ip},
         }
 
-    children = {"Pod": [pod("train", "Running", "10.0.0.1"), pod("train", "Succeeded", "10.0.0.2"),
-                        pod("evaluate", "Running", "10.0.0.3"), pod("train", "Pending", None)]}  # fmt: skip
+    children = {
+        "Pod": [
+            pod("train", "Running", "10.0.0.1"),
+            pod("train", "Succeeded", "10.0.0.2"),
+            pod("evaluate", "Running", "10.0.0.3"),
+            pod("train", "Pending", None),
+        ]
+    }
     assert running_pods(children, "train") == ["10.0.0.1"]

@@ -179,9 +179,11 @@ async def test_settings_given_to_the_reconciler_reach_the_pods_it_builds(monkeyp
 
 
 def test_the_chart_sets_the_variables_and_flags_the_settings_read():
-    from tests.unit.test_chart import find, render
+    from tests.support.chart import FULL_VALUES, find, render
 
-    (container,) = find(render("full"), "Deployment")["spec"]["template"]["spec"]["containers"]
+    (container,) = find(render(files=(str(FULL_VALUES),)), "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ]
     extra = {
         e["name"]
         for e in yaml.safe_load((ROOT / "charts/distillery/ci/full-values.yaml").read_text())["operator"][

@@ -28,11 +28,11 @@ K8S_VERSION = "1.31.0"
 UID = "0b7c4a52-8c1e-4a11-9a5e-3f1d2b6c7a90"
 
 JOB_NAMES = ["a", "0", "a.b", "1-2.x", "x" * 52, "x" * 53, "y" * 63, "y" * 64, "9" * 253,
-             ".".join(["abc"] * 63)[:253].rstrip("."), "team-a.distill-v2", "z" + "-" * 250 + "z"]  # fmt: skip
+             ".".join(["abc"] * 63)[:253].rstrip("."), "team-a.distill-v2", "z" + "-" * 250 + "z"]  # fmt: skip  # packed value list
 SUBDOMAINS = ["a", "0", "s.e-c.r3t", "k" * 253, "my-secret", "1.2.3"]
 SECRET_KEYS = [".a", "A_b-c.d", "k" * 253, "token", "-", "_"]
 QUANTITIES = ["0", "1", "500m", ".5", "1.", "1e3", "1E-3", "16Gi", "0.5Gi", "+2", 3, "1.5Gi", "1E", "12e2",
-              "0.000000001", "100n", "7u", "9223372036854775807Ki"]  # fmt: skip
+              "0.000000001", "100n", "7u", "9223372036854775807Ki"]  # fmt: skip  # packed value list
 LABEL_KEYS = [
     "kubernetes.io/hostname",
     "a",
@@ -123,8 +123,12 @@ def random_job(rng: random.Random) -> dict:
     if rng.random() < 0.5:
         pvc = {"claimName": rng.choice(SUBDOMAINS)}
     else:
-        pvc = {"size": rng.choice(["1Gi", "1", ".5Ti", "100e9", 10**12]),
-               "accessModes": rng.choice([["ReadWriteOncePod"], ["ReadWriteOnce", "ReadWriteMany"], ["ReadWriteMany"]])}  # fmt: skip
+        pvc = {
+            "size": rng.choice(["1Gi", "1", ".5Ti", "100e9", 10**12]),
+            "accessModes": rng.choice(
+                [["ReadWriteOncePod"], ["ReadWriteOnce", "ReadWriteMany"], ["ReadWriteMany"]]
+            ),
+        }
         if rng.random() < 0.5:
             pvc["storageClassName"] = rng.choice(SUBDOMAINS)
     spec = {
@@ -169,8 +173,18 @@ def test_every_child_of_an_accepted_spec_is_accepted_by_the_api_server(document)
 
 def test_the_generator_covers_the_edges():
     text = repr(SPECS)
-    for needle in ("hugepages-2Mi", "example.com/fpga", "nvidia.com/gpu", "tolerationSeconds", "ReadWriteOncePod",
-                   "storageClassName", "queueName", "apiKeySecret", "hfTokenSecret", "'p" + "p" * 252):  # fmt: skip
+    for needle in (
+        "hugepages-2Mi",
+        "example.com/fpga",
+        "nvidia.com/gpu",
+        "tolerationSeconds",
+        "ReadWriteOncePod",
+        "storageClassName",
+        "queueName",
+        "apiKeySecret",
+        "hfTokenSecret",
+        "'p" + "p" * 252,
+    ):
         assert needle in text, needle
 
 
@@ -274,7 +288,7 @@ INVALID = [
     ({"spec__queueName": "Team A"}, "spec.queueName: expected a Kueue LocalQueue name"),
     ({"spec__queueName": "q" * 64}, "spec.queueName: expected a Kueue LocalQueue name"),
     ({"spec__generation__activeDeadlineSeconds": 2**63}, "spec.generation.activeDeadlineSeconds: input should be"),
-]  # fmt: skip
+]  # fmt: skip  # aligned table: one row per case
 
 
 @pytest.mark.parametrize(("changes", "expected"), INVALID, ids=[e.split(":")[0] for _, e in INVALID])

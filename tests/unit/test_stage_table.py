@@ -26,7 +26,7 @@ from distillery.controller.steps import WALK, Step, Walk, stop_everything, with_
 from distillery.local import runner
 from distillery.manifests import CHILDREN, JOB_BUILDERS
 from distillery.manifests.common import STAGE_LABEL
-from tests.unit.test_phases import NOW, job, spec, status
+from tests.support.phase_machine import NOW, job, spec, status
 
 pytestmark = pytest.mark.unit
 

@@ -4,13 +4,15 @@ A test function counts as asserting when its body (nested functions and lambdas 
 `assert` statement, a `pytest.raises`/`pytest.warns`/`pytest.fail` (as a call or a `with`), or a call
 to a helper whose name starts with `assert_`, `check_` or `expect_` (a function or a method, e.g.
 `cluster.wait_phase` does not count, `self.assert_ok` does) or is named in HELPERS (a function that
-raises on what it checks). Any other test function must be in ALLOWED with the reason it can
+raises on what it checks) or is a scenario of SCENARIOS that asserts (a test that plays a scenario
+shared with the RBAC test, tests/support/scenarios.py). Any other test function must be in ALLOWED with the reason it can
 still fail. Both tables need a reason per entry.
 """
 
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -28,18 +30,25 @@ HELPERS: dict[str, str] = {
     "parse_job": "distillery.errors.parse_job raises InvalidJob for any spec the API refuses",
 }
 
+# Modules of scenarios a test plays by calling them: each top-level function that asserts counts as a check.
+SCENARIO_MODULES = [TESTS / "support" / "scenarios.py", TESTS / "support" / "ha_scenario.py"]
+
 # "path::function": why it can fail without an assertion of its own.
 ALLOWED: dict[str, str] = {}
 
 
-def _asserts(function: ast.AST) -> bool:
+def _asserts(function: ast.AST, scenarios: frozenset[str] | None = None) -> bool:
     for node in ast.walk(function):
         if isinstance(node, ast.Assert):
             return True
         if isinstance(node, ast.Call):
             target = node.func
             name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
-            if name.startswith(PREFIXES) or name in HELPERS:
+            if (
+                name.startswith(PREFIXES)
+                or name in HELPERS
+                or name in (_scenarios() if scenarios is None else scenarios)
+            ):
                 return True
             if (
                 isinstance(target, ast.Attribute)
@@ -49,6 +58,17 @@ def _asserts(function: ast.AST) -> bool:
             ):
                 return True
     return False
+
+
+@cache
+def _scenarios() -> frozenset[str]:
+    """The scenario functions (SCENARIO_MODULES) whose bodies assert."""
+    return frozenset(
+        node.name
+        for path in SCENARIO_MODULES
+        for node in ast.parse(path.read_text(), filename=str(path)).body
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _asserts(node, frozenset())
+    )
 
 
 def _test_functions() -> list[tuple[str, ast.AST]]:
@@ -94,5 +114,8 @@ def test_the_scan_flags_a_test_without_an_assertion():
             "def test_x():\n    check_manifest(m)\n",
         )
     ]
+    plays = ast.parse("async def test_x(cluster):\n    await suspend_and_resume(cluster)\n").body[0]
+    unknown = ast.parse("async def test_x(cluster):\n    await not_a_scenario(cluster)\n").body[0]
     assert not _asserts(silent)
     assert all(_asserts(node) for node in loud)
+    assert _asserts(plays) and not _asserts(unknown)

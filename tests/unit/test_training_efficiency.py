@@ -24,8 +24,15 @@ VOCAB = 64
 def tiny_llama(layers: int = 2, seed: int = 0, **overrides) -> LlamaForCausalLM:
     """Grouped-query attention (4 query heads, 2 key/value heads), as most small students have."""
     torch.manual_seed(seed)
-    settings = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)  # fmt: skip
+    settings = dict(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
     return LlamaForCausalLM(LlamaConfig(**{**settings, **overrides}))
 
 
@@ -81,8 +88,12 @@ def test_packed_sequences_attend_only_to_themselves():
     batch = examples(4, seed=2)
     packed = packing.collate_packed(batch)
     inputs = dict(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False)
-    varlen = dict(cu_seq_lens_q=packed["cu_seq_lens"], cu_seq_lens_k=packed["cu_seq_lens"],
-                  max_length_q=packed["max_length"], max_length_k=packed["max_length"])  # fmt: skip
+    varlen = dict(
+        cu_seq_lens_q=packed["cu_seq_lens"],
+        cu_seq_lens_k=packed["cu_seq_lens"],
+        max_length_q=packed["max_length"],
+        max_length_k=packed["max_length"],
+    )
     with torch.no_grad():
         alone = torch.cat(
             [model.model(input_ids=torch.tensor([e.input_ids])).last_hidden_state for e in batch], 1
@@ -124,8 +135,15 @@ def test_padded_batches_and_cached_sampling_run_as_before_under_the_packed_atten
     prompts = [[1, 5, 6, 7, 8, 9], [1, 8], [1, 9, 9]]
 
     def draw():
-        return sample(model, prompts, max_new_tokens=8, temperature=1.0, stop_ids=set(), pad_id=0,
-                      generator=torch.Generator().manual_seed(7))  # fmt: skip
+        return sample(
+            model,
+            prompts,
+            max_new_tokens=8,
+            temperature=1.0,
+            stop_ids=set(),
+            pad_id=0,
+            generator=torch.Generator().manual_seed(7),
+        )
 
     with torch.no_grad():
         before = (CausalLMLoss(model)(**move(batch, CPU))[0], draw())
@@ -138,9 +156,17 @@ def test_students_whose_attention_cannot_pack_are_named_with_the_reason():
     from transformers import MistralConfig, MistralForCausalLM
 
     assert packing.packing_unsupported(tiny_llama()) is None
-    sliding = MistralForCausalLM(MistralConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
-                                               num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                                               sliding_window=8))  # fmt: skip
+    sliding = MistralForCausalLM(
+        MistralConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            sliding_window=8,
+        )
+    )
     assert "sliding-window" in packing.packing_unsupported(sliding)
     assert "dropout" in packing.packing_unsupported(tiny_llama(attention_dropout=0.1))
 
@@ -287,8 +313,14 @@ def out_of_memory_above(model, tokens: int, checkpointed_tokens: int | None = No
 
 
 def trial_for(model, items, packed=True):
-    return efficiency.MemoryTrial(CausalLMLoss(model), efficiency.trial_examples(items), pad_id=0, amp=None,
-                                  device=CPU, collate_fn=packing.collate_packed if packed else collate)  # fmt: skip
+    return efficiency.MemoryTrial(
+        CausalLMLoss(model),
+        efficiency.trial_examples(items),
+        pad_id=0,
+        amp=None,
+        device=CPU,
+        collate_fn=packing.collate_packed if packed else collate,
+    )
 
 
 def uniform(n: int, length: int) -> list[Example]:
@@ -380,8 +412,16 @@ def test_on_policy_batches_packed_train_like_padded_ones():
         student = tiny_llama(seed=1)
         if packed:
             packing.use_packed_attention(student)
-        source = OnPolicySource(student, OnPolicyConfig(samples_per_prompt=2, max_new_tokens=5, top_logprobs=3),
-                                teacher.grade, stop_ids=set(), pad_id=0, seed=3, rank=0, device=CPU)  # fmt: skip
+        source = OnPolicySource(
+            student,
+            OnPolicyConfig(samples_per_prompt=2, max_new_tokens=5, top_logprobs=3),
+            teacher.grade,
+            stop_ids=set(),
+            pad_id=0,
+            seed=3,
+            rank=0,
+            device=CPU,
+        )
         groups = [examples(3, seed=6)]
         micro = source.micro_batches(groups, {"step": 0}, packing.collate_packed if packed else collate)
         results.append(loss_and_gradients(student, micro[0], reverse=True))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.unit.test_manifests import CASES, CONFIG, GOLDEN
+from tests.support.manifest_cases import CASES, CONFIG, GOLDEN
 
 pytestmark = pytest.mark.unit
 

@@ -212,9 +212,13 @@ class DockerRuntime:
             "network", "inspect", "--format", "{{(index .IPAM.Config 0).Gateway}}", self.network
         ).strip()
         self.services = ServiceAddresses(
-            self.docker, network=self.network, gateway=self.gateway, image=lambda: self.utility_image,
-            labels=self.labels, prefix=self.prefix,
-        )  # fmt: skip
+            self.docker,
+            network=self.network,
+            gateway=self.gateway,
+            image=lambda: self.utility_image,
+            labels=self.labels,
+            prefix=self.prefix,
+        )
 
     def close(self) -> None:
         remove_labelled(self.docker, {LABEL: self.id})
@@ -237,15 +241,38 @@ class DockerRuntime:
                     namespace, name, volume_name, empty, labels
                 )
         container = f"{self.prefix}-{namespace}-{name}"
-        args = ["run", "--detach", "--name", container, "--pull", "never", "--network", self.network,
-                "--hostname", name[:63]]  # fmt: skip
+        args = [
+            "run",
+            "--detach",
+            "--name",
+            container,
+            "--pull",
+            "never",
+            "--network",
+            self.network,
+            "--hostname",
+            name[:63],
+        ]
         for domain in dns_search(namespace):
             args += ["--dns-search", domain]
         args += ["--dns-option", "ndots:5"]
         for key, value in labels.items():
             args += ["--label", f"{key}={value}"]
-        args += ["--user", PAUSE_USER, "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-                 "--memory", "32m", "--entrypoint", "sleep", self.pause_image, "infinity"]  # fmt: skip
+        args += [
+            "--user",
+            PAUSE_USER,
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--memory",
+            "32m",
+            "--entrypoint",
+            "sleep",
+            self.pause_image,
+            "infinity",
+        ]
         await self.docker.run(*args)
         ip = await self._ip(container)
         return DockerSandbox(
@@ -267,10 +294,15 @@ class DockerRuntime:
         name = f"{sandbox.container}-{config.name}-{run}"
         labels = {**self.labels, POD_LABEL: f"{sandbox.namespace}/{sandbox.name}"}
         args = translate.create_args(
-            name=name, config=config, pod_spec=sandbox.pod_spec, sandbox=sandbox.container, labels=labels,
-            mounts=translate.mounts(config, sandbox.volumes, sandbox.memory_volumes), env=config.env,
+            name=name,
+            config=config,
+            pod_spec=sandbox.pod_spec,
+            sandbox=sandbox.container,
+            labels=labels,
+            mounts=translate.mounts(config, sandbox.volumes, sandbox.memory_volumes),
+            env=config.env,
             image_user=image_user,
-        )  # fmt: skip
+        )
         argv = self.docker.argv(args)
         (sandbox.directory / f"{config.name}.command.json").write_text(json.dumps({"argv": argv}, indent=2))
         previous = sandbox.containers.get(config.name)
@@ -347,8 +379,20 @@ class DockerRuntime:
             f",size={int(translate.quantity(empty['sizeLimit']))}" if empty.get("sizeLimit") else ""
         )
         label_args = [f"--label={k}={v}" for k, v in labels.items()]
-        await self.docker.run("volume", "create", *label_args, "--driver", "local", "--opt", "type=tmpfs",
-                              "--opt", "device=tmpfs", "--opt", f"o={options}", name)  # fmt: skip
+        await self.docker.run(
+            "volume",
+            "create",
+            *label_args,
+            "--driver",
+            "local",
+            "--opt",
+            "type=tmpfs",
+            "--opt",
+            "device=tmpfs",
+            "--opt",
+            f"o={options}",
+            name,
+        )
         return name
 
     async def _prepare_volumes(self, sandbox: DockerSandbox, config: ContainerConfig) -> None:
@@ -379,9 +423,23 @@ class DockerRuntime:
             await asyncio.get_running_loop().run_in_executor(None, set_volume_ownership, path, gid)
             return
         script = f"chgrp -R {gid} /v && chmod -R g+rwX /v && find /v -type d -exec chmod g+s {{}} +"
-        await self.docker.run("run", "--rm", "--pull", "never", "--network", "none", "--user", "0:0",
-                              "--mount", f"type=bind,source={path},target=/v", "--entrypoint", "sh",
-                              self.utility_image, "-c", script)  # fmt: skip
+        await self.docker.run(
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--network",
+            "none",
+            "--user",
+            "0:0",
+            "--mount",
+            f"type=bind,source={path},target=/v",
+            "--entrypoint",
+            "sh",
+            self.utility_image,
+            "-c",
+            script,
+        )
 
 
 def set_volume_ownership(path: Path, gid: int) -> None:

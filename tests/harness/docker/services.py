@@ -150,17 +150,30 @@ class ServiceAddresses:
             args += ["--network-alias", alias]
         for key, value in {**self.labels, "distillery.test.service": f"{namespace}/{name}"}.items():
             args += ["--label", f"{key}={value}"]
-        args += ["--user", "65534:65534", "--read-only", "--cap-drop", "ALL",
-                 "--security-opt", "no-new-privileges", "--memory", "64m", "--entrypoint", "python3"]  # fmt: skip
+        args += [
+            "--user",
+            "65534:65534",
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--memory",
+            "64m",
+            "--entrypoint",
+            "python3",
+        ]
         args += [self.image(), "-c", FORWARDER]
         args += [f"{port}:{self.gateway}:{proxy}" for port, proxy in sorted(ports.items())]
         await self.docker.run(*args)
         ip = (
             await self.docker.run(
-                "inspect", "--format", f'{{{{(index .NetworkSettings.Networks "{self.network}").IPAddress}}}}',
+                "inspect",
+                "--format",
+                f'{{{{(index .NetworkSettings.Networks "{self.network}").IPAddress}}}}',
                 container,
             )
-        ).strip()  # fmt: skip
+        ).strip()
         self.ips[(namespace, name)] = ip
         await _listening(ip, min(ports), FORWARDER_READY_SECONDS)
         return container

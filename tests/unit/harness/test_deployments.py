@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from tests.harness import api_path
+from tests.support.harness_workloads import NS, alive, condition, finished, job
 from tests.support.waiting import wait_for
-from tests.unit.harness.conftest import NS, alive, condition, finished, job
 
 pytestmark = pytest.mark.unit
 

@@ -34,18 +34,37 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def config(spec: dict, **fields) -> ContainerConfig:
-    defaults = dict(name=spec["name"], image=spec.get("image", "img"), command=spec.get("command") or [],
-                    args=spec.get("args") or [], env={}, working_dir=spec.get("workingDir", ""), mounts={},
-                    ports=[], termination_message_path="/dev/termination-log",
-                    termination_log=Path("/pods/p/main.termination-log"), log=Path("/pods/p/main.log"), spec=spec)  # fmt: skip
+    defaults = dict(
+        name=spec["name"],
+        image=spec.get("image", "img"),
+        command=spec.get("command") or [],
+        args=spec.get("args") or [],
+        env={},
+        working_dir=spec.get("workingDir", ""),
+        mounts={},
+        ports=[],
+        termination_message_path="/dev/termination-log",
+        termination_log=Path("/pods/p/main.termination-log"),
+        log=Path("/pods/p/main.log"),
+        spec=spec,
+    )
     return ContainerConfig(**{**defaults, **fields})
 
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("500m", Decimal("0.5")), ("2", 2), ("1.5", Decimal("1.5")), ("512Mi", 512 * 2**20), ("8Gi", 8 * 2**30),
-     ("1G", 10**9), ("1e3", 1000), ("100k", 100_000), (3, 3)],
-)  # fmt: skip
+    [
+        ("500m", Decimal("0.5")),
+        ("2", 2),
+        ("1.5", Decimal("1.5")),
+        ("512Mi", 512 * 2**20),
+        ("8Gi", 8 * 2**30),
+        ("1G", 10**9),
+        ("1e3", 1000),
+        ("100k", 100_000),
+        (3, 3),
+    ],
+)
 def test_quantities(text, value):
     assert quantity(text) == value
 
@@ -56,15 +75,35 @@ def test_a_bad_quantity_is_refused():
 
 
 def test_security_context_flags():
-    pod = {"securityContext": {"runAsUser": 1000, "runAsGroup": 2000, "runAsNonRoot": True, "fsGroup": 3000,
-                               "supplementalGroups": [4000, 3000]}}  # fmt: skip
-    container = {"securityContext": {"runAsUser": 65532, "readOnlyRootFilesystem": True,
-                                     "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}}  # fmt: skip
+    pod = {
+        "securityContext": {
+            "runAsUser": 1000,
+            "runAsGroup": 2000,
+            "runAsNonRoot": True,
+            "fsGroup": 3000,
+            "supplementalGroups": [4000, 3000],
+        }
+    }
+    container = {
+        "securityContext": {
+            "runAsUser": 65532,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+        }
+    }
     security = security_context(pod, container)
     assert security["runAsUser"] == 65532 and security["runAsGroup"] == 2000  # the container's wins
     assert user_args(security, pod) == ["--user", "65532:2000", "--group-add", "3000", "--group-add", "4000"]
-    assert security_args(security) == ["--read-only", "--cap-drop", "ALL", "--cap-add", "NET_BIND_SERVICE",
-                                       "--security-opt", "no-new-privileges"]  # fmt: skip
+    assert security_args(security) == [
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "NET_BIND_SERVICE",
+        "--security-opt",
+        "no-new-privileges",
+    ]
     assert security_args({"seccompProfile": {"type": "Unconfined"}}) == [
         "--security-opt",
         "seccomp=unconfined",
@@ -77,14 +116,16 @@ def test_security_context_flags():
 
 @pytest.mark.parametrize(
     ("security", "image_user", "problem"),
-    [({"runAsNonRoot": True}, "", "image will run as root"),
-     ({"runAsNonRoot": True}, "0:0", "image will run as root"),
-     ({"runAsNonRoot": True}, "nobody", "non-numeric user (nobody)"),
-     ({"runAsNonRoot": True, "runAsUser": 0}, "65532", "runAsUser breaks non-root policy"),
-     ({"runAsNonRoot": True}, "65532:65532", None),
-     ({"runAsNonRoot": True, "runAsUser": 1000}, "", None),
-     ({}, "", None)],
-)  # fmt: skip
+    [
+        ({"runAsNonRoot": True}, "", "image will run as root"),
+        ({"runAsNonRoot": True}, "0:0", "image will run as root"),
+        ({"runAsNonRoot": True}, "nobody", "non-numeric user (nobody)"),
+        ({"runAsNonRoot": True, "runAsUser": 0}, "65532", "runAsUser breaks non-root policy"),
+        ({"runAsNonRoot": True}, "65532:65532", None),
+        ({"runAsNonRoot": True, "runAsUser": 1000}, "", None),
+        ({}, "", None),
+    ],
+)
 def test_run_as_non_root_is_checked_as_the_kubelet_does(security, image_user, problem):
     found = non_root_problem(security, image_user, "p", "c")
     assert (found is None) if problem is None else (problem in found), found
@@ -92,28 +133,54 @@ def test_run_as_non_root_is_checked_as_the_kubelet_does(security, image_user, pr
 
 def test_limits_and_requests_become_cgroup_settings():
     assert resource_args({"limits": {"cpu": "500m", "memory": "256Mi"}, "requests": {"cpu": "250m"}}) == [
-        "--cpus", "0.5", "--memory", str(256 * 2**20), "--memory-swap", str(256 * 2**20), "--cpu-shares", "256"]  # fmt: skip
+        "--cpus",
+        "0.5",
+        "--memory",
+        str(256 * 2**20),
+        "--memory-swap",
+        str(256 * 2**20),
+        "--cpu-shares",
+        "256",
+    ]
     assert resource_args({"requests": {"cpu": "2", "memory": "8Gi"}}) == ["--cpu-shares", "2048"]
     assert resource_args({"limits": {"nvidia.com/gpu": "1"}}) == []  # not the engine's here
     assert resource_args({"requests": {"cpu": "1m"}}) == ["--cpu-shares", "2"]  # the kubelet's minimum
 
 
 def test_command_and_args_as_written():
-    assert command_args(config({"name": "c", "command": ["python3", "-m", "x"], "args": ["--port", "8000"]},
-                               command=["python3", "-m", "x"], args=["--port", "8000"])) == (
-        ["--entrypoint", "python3"], ["-m", "x", "--port", "8000"])  # fmt: skip
+    assert command_args(
+        config(
+            {"name": "c", "command": ["python3", "-m", "x"], "args": ["--port", "8000"]},
+            command=["python3", "-m", "x"],
+            args=["--port", "8000"],
+        )
+    ) == (["--entrypoint", "python3"], ["-m", "x", "--port", "8000"])
     assert command_args(config({"name": "c"}, args=["generate", "--x"])) == ([], ["generate", "--x"])
     assert command_args(config({"name": "c"})) == ([], [])
 
 
 def test_mounts_follow_the_volume_types():
-    spec = {"name": "c", "volumeMounts": [
-        {"name": "storage", "mountPath": "/data"}, {"name": "shm", "mountPath": "/dev/shm"},
-        {"name": "cfg", "mountPath": "/etc/cfg"}, {"name": "tmp", "mountPath": "/tmp", "readOnly": True}]}  # fmt: skip
-    volumes = {"storage": {"persistentVolumeClaim": {"claimName": "a"}}, "shm": {"emptyDir": {"medium": "Memory"}},
-               "cfg": {"configMap": {"name": "x"}}, "tmp": {"emptyDir": {}}}  # fmt: skip
-    host = {"/data": Path("/claims/a"), "/dev/shm": Path("/pods/p/shm"), "/etc/cfg": Path("/pods/p/cfg"),
-            "/tmp": Path("/pods/p/tmp")}  # fmt: skip
+    spec = {
+        "name": "c",
+        "volumeMounts": [
+            {"name": "storage", "mountPath": "/data"},
+            {"name": "shm", "mountPath": "/dev/shm"},
+            {"name": "cfg", "mountPath": "/etc/cfg"},
+            {"name": "tmp", "mountPath": "/tmp", "readOnly": True},
+        ],
+    }
+    volumes = {
+        "storage": {"persistentVolumeClaim": {"claimName": "a"}},
+        "shm": {"emptyDir": {"medium": "Memory"}},
+        "cfg": {"configMap": {"name": "x"}},
+        "tmp": {"emptyDir": {}},
+    }
+    host = {
+        "/data": Path("/claims/a"),
+        "/dev/shm": Path("/pods/p/shm"),
+        "/etc/cfg": Path("/pods/p/cfg"),
+        "/tmp": Path("/pods/p/tmp"),
+    }
     found = mounts(config(spec, mounts=host), volumes, {"shm": "dh-x-ns-p-shm"})
     assert found == [
         Mount("bind", "/claims/a", "/data"),
@@ -138,9 +205,14 @@ def test_a_generation_pod_of_the_tiny_job_translates_without_rewrites():
     host = {m["mountPath"]: Path("/host") / m["name"] for m in spec["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     args = create_args(
-        name="n", config=config(spec, mounts=host, env={"HOME": "/tmp"}), pod_spec=pod, sandbox="sb",
-        labels={"l": "v"}, mounts=mounts(config(spec, mounts=host), volumes, {"shm": "vol-shm"}), env={"HOME": "/tmp"},
-    )  # fmt: skip
+        name="n",
+        config=config(spec, mounts=host, env={"HOME": "/tmp"}),
+        pod_spec=pod,
+        sandbox="sb",
+        labels={"l": "v"},
+        mounts=mounts(config(spec, mounts=host), volumes, {"shm": "vol-shm"}),
+        env={"HOME": "/tmp"},
+    )
     image = args.index("worker:1")
     assert args[image + 1 :] == spec["command"][1:] + spec["args"]  # exactly as written
     assert args[args.index("--entrypoint") + 1] == spec["command"][0]

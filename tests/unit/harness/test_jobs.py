@@ -11,8 +11,7 @@ import re
 import pytest
 
 from tests.harness import HarnessError, api_path
-from tests.support.waiting import wait_for
-from tests.unit.harness.conftest import (
+from tests.support.harness_workloads import (
     NS,
     alive,
     condition,
@@ -21,6 +20,7 @@ from tests.unit.harness.conftest import (
     job,
     storage_mount,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.unit
 
@@ -207,7 +207,14 @@ def test_deleting_a_job_stops_its_processes_and_deletes_its_pods(cluster):
         30,
         details=kubelet.diagnostics,
     )
-    escaped = int(wait_for(lambda: (storage / "escaped.pid").exists() and (storage / "escaped.pid").read_text(), "the escaped child's pid", 30, details=kubelet.diagnostics))  # fmt: skip
+    escaped = int(
+        wait_for(
+            lambda: (storage / "escaped.pid").exists() and (storage / "escaped.pid").read_text(),
+            "the escaped child's pid",
+            30,
+            details=kubelet.diagnostics,
+        )
+    )
     assert alive(escaped) and os.getpgid(escaped) != pid
     api.call("DELETE", api_path("batch/v1", "jobs", NS, "doomed"))
 
@@ -283,9 +290,20 @@ IGNORE_DISRUPTIONS = {
 def test_pod_failure_policy_ignores_an_eviction_and_fails_the_job_on_an_exit_code(cluster):
     _, api, kubelet, storage = cluster
     script = "if [ -f evicted ]; then exit 0; else touch evicted; exec sleep 60; fi"
-    api.create(job("evicted", {"command": ["sh", "-c", script], **storage_mount()}, backoffLimit=0,
-                   podFailurePolicy=IGNORE_DISRUPTIONS))  # fmt: skip
-    first = wait_for(lambda: next((p for p in kubelet.pods() if p.pid and (storage / "evicted").exists()), None), "the first pod to run", 30, details=kubelet.diagnostics)  # fmt: skip
+    api.create(
+        job(
+            "evicted",
+            {"command": ["sh", "-c", script], **storage_mount()},
+            backoffLimit=0,
+            podFailurePolicy=IGNORE_DISRUPTIONS,
+        )
+    )
+    first = wait_for(
+        lambda: next((p for p in kubelet.pods() if p.pid and (storage / "evicted").exists()), None),
+        "the first pod to run",
+        30,
+        details=kubelet.diagnostics,
+    )
     api.call("DELETE", api_path("v1", "pods", NS, first.name))  # an eviction: the pod gets DisruptionTarget
     status = wait_for(
         lambda: finished(api, "evicted"),
@@ -310,12 +328,28 @@ def test_pod_replacement_policy_decides_whether_two_pods_overlap(cluster, policy
     script = 'if [ -f started ]; then exit 0; else touch started; trap "" TERM; sleep 60; fi'
     # (The API server allows a podFailurePolicy only with podReplacementPolicy Failed.)
     policies = {"podFailurePolicy": IGNORE_DISRUPTIONS} if policy == "Failed" else {}
-    api.create(job(f"slow-{policy.lower()}", {"command": ["sh", "-c", script], **storage_mount()},
-                   podReplacementPolicy=policy, **policies))  # fmt: skip
+    api.create(
+        job(
+            f"slow-{policy.lower()}",
+            {"command": ["sh", "-c", script], **storage_mount()},
+            podReplacementPolicy=policy,
+            **policies,
+        )
+    )
     name = f"slow-{policy.lower()}"
-    first = wait_for(lambda: next((p for p in kubelet.pods() if p.pid and (storage / "started").exists()), None), "the first pod to run", 30, details=kubelet.diagnostics)  # fmt: skip
+    first = wait_for(
+        lambda: next((p for p in kubelet.pods() if p.pid and (storage / "started").exists()), None),
+        "the first pod to run",
+        30,
+        details=kubelet.diagnostics,
+    )
     api.call("DELETE", api_path("v1", "pods", NS, first.name))
-    replacement = wait_for(lambda: next((p for p in kubelet.pods() if p.name != first.name), None), "a replacement pod", 30, details=kubelet.diagnostics)  # fmt: skip
+    replacement = wait_for(
+        lambda: next((p for p in kubelet.pods() if p.name != first.name), None),
+        "a replacement pod",
+        30,
+        details=kubelet.diagnostics,
+    )
     overlapped = alive(first.pid)  # was the old pod still running when its replacement was made?
     wait_for(lambda: finished(api, name), "the Job to finish", 30, details=kubelet.diagnostics)
     assert overlapped is (policy == "TerminatingOrFailed"), (policy, replacement.name)

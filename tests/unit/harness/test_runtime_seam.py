@@ -35,8 +35,8 @@ from tests.harness import (
     api_path,
     serve_emulator,
 )
+from tests.support.harness_workloads import NS, condition, finished, job, storage_mount
 from tests.support.waiting import wait_for
-from tests.unit.harness.conftest import NS, condition, finished, job, storage_mount
 
 pytestmark = pytest.mark.unit
 
