@@ -278,3 +278,28 @@ def assert_recovered(cluster: Cluster, operator: Operator, recovery: Recovery, s
     assert resumed["resumed"] > 0, resumed
 
     assert_each_input_answered_once(recovery.job, storage)
+    assert_the_trained_student_was_scored(recovery.job, status, storage)
+
+
+def assert_the_trained_student_was_scored(job: dict[str, Any], status: dict[str, Any], storage: Path) -> None:
+    """The report's student is the model training wrote (status.artifacts.student), not the base model the
+    baseline row serves, and every compared model answered every validation prompt."""
+    from distillery.contract.report import EvaluationReport
+
+    mount = job["spec"]["storage"].get("mountPath", "/data")
+
+    def local(path: str) -> Path:
+        return storage / os.path.relpath(path, mount) if path.startswith("/") else storage / path
+
+    report = EvaluationReport.read(local(status["artifacts"]["report"]))
+    trained = status["artifacts"]["student"]
+    student, baseline = report.models["student"], report.models["baseline"]
+    assert student.model == trained, (student.model, trained)
+    assert (local(trained) / "config.json").is_file(), "the scored student is not on the storage"
+    base = job["spec"]["student"]["model"]
+    base = base if base.startswith("/") else f"{mount.rstrip('/')}/{base}"
+    assert baseline.model == base != student.model, (baseline.model, student.model)
+    validation = local(job["spec"]["data"]["validation"])
+    prompts = sum(1 for line in validation.read_text().splitlines() if line.strip())
+    answered = {name: entry.answered for name, entry in report.compared()}
+    assert answered and set(answered.values()) == {prompts}, (answered, prompts)
