@@ -75,7 +75,7 @@ def ungate_patch(pod: dict[str, Any]) -> dict[str, Any]:
     rest = [
         g for g in (pod.get("spec") or {}).get("schedulingGates") or [] if g.get("name") != ADMISSION_GATE
     ]
-    return {"spec": {"schedulingGates": rest or None}}
+    return {"spec": {"schedulingGates": rest}}
 
 
 def held_job(job: dict[str, Any]) -> bool:
