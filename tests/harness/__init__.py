@@ -21,6 +21,10 @@ the objects it sees there, one module each:
   their mountPath, no rewrites) implements the same protocol beside it.
 - `rest.py`: REST paths, the blocking `RestClient` tests use, the async `ApiClient`.
 - `emulator.py`: `serve_emulator` (kmock on a local port, in a thread) and `kubeconfig`.
+- `kueue.py`: Kueue's documented admission contract (`Kubelet(kueue=True)` plays its webhooks: pods
+  labelled with a queue get the `kueue.x-k8s.io/admission` scheduling gate, Jobs labelled with one stay
+  suspended; `Kueue` admits on a test's command). A pod with scheduling gates stays Pending
+  (PodScheduled False, SchedulingGated) and runs once its last gate is removed, as in Kubernetes.
 - `helpers.py`, `errors.py`: pure functions and the harness's errors.
 
     with serve_emulator(["ns1"]) as (emulator, url):
@@ -29,7 +33,7 @@ the objects it sees there, one module each:
 
 Not emulated (an object that relies on them is refused with a `HarnessError` rather than
 run wrongly): Job `podFailurePolicy` and `successPolicy`, label selectors with
-`matchExpressions`. Ignored: scheduling, node selectors and tolerations, NetworkPolicies,
+`matchExpressions`. Ignored: scheduling (but for scheduling gates), node selectors and tolerations, NetworkPolicies,
 ReplicaSets and rolling updates; security contexts and resources are the runtime's to
 honour (the process backend ignores them).
 """

@@ -28,6 +28,7 @@ from tests.harness.deployment import DeploymentController
 from tests.harness.errors import HarnessError
 from tests.harness.helpers import log_tail
 from tests.harness.job import JobController
+from tests.harness.kueue import gate_pod, suspend_job
 from tests.harness.pod import Pod, PodInfo
 from tests.harness.process import ProcessRuntime
 from tests.harness.rest import ApiClient, api_path
@@ -58,7 +59,9 @@ class Kubelet:
     `claims` maps a PVC name to the host directory that stands for it (else
     `<root>/claims/<namespace>/<claim>`); `namespace` limits the watches to one namespace;
     `retry_delay` is where back-offs start; `grace_seconds` caps terminationGracePeriodSeconds;
-    `api_access`: where pods reach the API server, for their service-account token and env.
+    `api_access`: where pods reach the API server, for their service-account token and env;
+    `kueue`: play Kueue's webhooks (`tests/harness/kueue.py`): pods labelled with a queue are gated and
+    Jobs labelled with one are kept suspended until a test admits them (`kueue.Kueue`).
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class Kubelet:
         retry_delay: float = 0.5,
         grace_seconds: float = 10.0,
         api_access: ApiAccess | None = None,
+        kueue: bool = False,
     ):
         self.api = ApiClient(api_url)
         self.root = Path(root)
@@ -81,6 +85,7 @@ class Kubelet:
         self.retry_delay = retry_delay
         self.grace_seconds = grace_seconds
         self.api_access = api_access
+        self.kueue = kueue
         self._root_ca: set[str] = set()  # namespaces where kube-root-ca.crt was published
         self.errors: list[str] = []
         self.events: list[str] = []
@@ -213,7 +218,10 @@ class Kubelet:
         self._history.append(pod)
 
     async def admit(self, pod: dict[str, Any]) -> dict[str, Any]:
-        """A Pod as the API server's admission stores it (its service-account token, with `api_access`)."""
+        """A Pod as the API server's admission stores it (its service-account token, with `api_access`;
+        Kueue's scheduling gate, with `kueue`)."""
+        if self.kueue:
+            pod = gate_pod(pod)
         if self.api_access is None:
             return pod
         namespace = pod["metadata"].get("namespace") or "default"
@@ -278,12 +286,25 @@ class Kubelet:
         meta = obj.get("metadata") or {}
         key = (kind, meta.get("namespace") or "default", meta.get("name", ""))
         deleted = event.get("type") == "DELETED"
+        if kind == "Job" and self.kueue and not deleted and key not in self._controllers:
+            obj = await self._kueue_job_webhook(obj)
         if kind in ("Job", "Deployment"):
             self._controller_event(key, obj, deleted)
         elif kind == "Service":
             await self._service_event(key[1], key[2], None if deleted else obj)
         elif kind == "Pod":
             await self._pod_event(key[1], key[2], obj, deleted)
+
+    async def _kueue_job_webhook(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Kueue's Job webhook suspends a new Job that names a queue; the emulator has no webhooks, so the
+        harness does it when it first sees the Job, before its controller can start a pod."""
+        held = suspend_job(obj)
+        if held is not obj:
+            meta = obj["metadata"]
+            path = api_path("batch/v1", "jobs", meta.get("namespace") or "default", meta["name"])
+            await self.api.request("PATCH", path, {"spec": {"suspend": True}}, missing_ok=True)
+            self.event(f"Job {meta['name']} names a Kueue queue: suspended until admitted")
+        return held
 
     def _controller_event(self, key: tuple[str, str, str], obj: dict[str, Any], deleted: bool) -> None:
         kind, namespace, name = key
@@ -324,6 +345,9 @@ class Kubelet:
 
     async def _pod_event(self, namespace: str, name: str, obj: dict[str, Any], deleted: bool) -> None:
         pod = self._pods.get((namespace, name))
+        if pod is not None and not deleted and pod.scheduling_gates:
+            await pod.ungate(obj.get("spec") or {})  # runs it once its last gate was removed
+            return
         if deleted:
             if pod is not None and not pod.deleted:
                 # Deleted through the API (kubectl delete pod, eviction): the kubelet stops it.

@@ -82,6 +82,9 @@ class Pod:
             if port.get("name")
         }
         self.initialized = not self.init_containers
+        # Kubernetes neither schedules nor runs a pod until its last scheduling gate is removed
+        # (Kueue's `kueue.x-k8s.io/admission`, for one); `ungate` runs it then.
+        self.scheduling_gates: list[str] = [g.get("name", "") for g in self.spec.get("schedulingGates") or []]
         self.task: asyncio.Task | None = None
         self._status_lock = asyncio.Lock()
         self._written: dict[str, Any] | None = None
@@ -130,8 +133,16 @@ class Pod:
 
     def status(self) -> dict[str, Any]:
         ready = "True" if self.ready else "False"
+        scheduled: dict[str, Any] = {"type": "PodScheduled", "status": "True"}
+        if self.scheduling_gates:  # what the scheduler writes for a gated pod
+            scheduled = {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "SchedulingGated",
+                "message": "Scheduling is blocked due to non-empty scheduling gates",
+            }
         conditions = [
-            {"type": "PodScheduled", "status": "True"},
+            scheduled,
             {"type": "Initialized", "status": "True" if self.initialized else "False"},
             {"type": "ContainersReady", "status": ready},
             {"type": "Ready", "status": ready},
@@ -184,9 +195,11 @@ class Pod:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self, *, create: bool = True) -> None:
-        """Make the pod's sandbox and run it; `create`: also create its object (a controller's pod)."""
+        """Make the pod's sandbox and run it; `create`: also create its object (a controller's pod). A pod
+        with scheduling gates is only created: it stays Pending until `ungate`."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.sandbox = await self.kubelet.runtime.run_sandbox(self.obj, self.dir)
+        if not self.scheduling_gates:
+            self.sandbox = await self.kubelet.runtime.run_sandbox(self.obj, self.dir)
         if create:
             self.obj.setdefault("status", {}).update(self.status())
             await self.kubelet.api.request("POST", api_path("v1", "pods", self.namespace), self.obj)
@@ -195,6 +208,23 @@ class Pod:
                 f"pod {self.namespace}/{self.name} created"
                 + (f" (index {self.index})" if self.index is not None else "")
             )
+        if self.scheduling_gates:
+            self.kubelet.event(f"pod {self.namespace}/{self.name} gated: {', '.join(self.scheduling_gates)}")
+            if not create:
+                await self.write_status()
+            return
+        self.task = self.kubelet.spawn(self._run(), f"pod {self.name}")
+
+    async def ungate(self, spec: dict[str, Any]) -> None:
+        """The pod's spec as updated in the API: once no scheduling gate is left, it is scheduled and runs."""
+        gates = [g.get("name", "") for g in spec.get("schedulingGates") or []]
+        if not self.scheduling_gates or gates or self.stopping or self.deleted:
+            return
+        self.scheduling_gates = []
+        self.spec.pop("schedulingGates", None)
+        self.kubelet.event(f"pod {self.namespace}/{self.name} ungated: scheduled")
+        self.sandbox = await self.kubelet.runtime.run_sandbox(self.obj, self.dir)
+        self.changed()
         self.task = self.kubelet.spawn(self._run(), f"pod {self.name}")
 
     async def stop(self, grace: float | None = None, *, delete: bool = True) -> None:

@@ -23,6 +23,8 @@ from tests.support.scenarios import (
     pending_until_the_named_claim_exists,
     suspend_and_resume,
 )
+from tests.harness.kueue import QUEUE_LABEL, gate_pod, gated, held_job, ungate_patch
+from tests.support.kmock_cluster import DJ
 from tests.support.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
@@ -160,6 +162,85 @@ async def test_why_a_pod_has_not_started_is_in_the_status_while_its_stage_waits(
         )
         status = await wait_for_async(lambda: _message_has(cluster, "slow", ""), "the message without it", 20)
         assert status["message"] == "training the student", status["message"]
+
+
+async def _condition_is(cluster: Cluster, name: str, kind: str, reason: str) -> dict | None:
+    status = await cluster.job_status(name)
+    found = [c for c in status.get("conditions") or [] if c["type"] == kind and c["reason"] == reason]
+    return status if found else None
+
+
+def _cond(status: dict, kind: str) -> dict:
+    return next(c for c in status["conditions"] if c["type"] == kind)
+
+
+async def test_with_a_queue_kueue_admits_every_gpu_pod_and_the_status_says_what_waits(cluster: Cluster):
+    """The test plays Kueue's documented contract (tests/harness/kueue.py): labelled stage Jobs stay
+    suspended until Kueue admits them; the teacher Deployment's pods carry Kueue's admission scheduling
+    gate until then. The job says Queued, naming what waits and the queue, and the operator never admits
+    anything itself."""
+    async with cluster.operator():
+        await cluster.create_job("q", spec(queueName="gpu-queue"))
+        check = await cluster.wait_child("batch/v1/jobs", "q-check")
+        assert held_job(check) and check["metadata"]["labels"][QUEUE_LABEL] == "gpu-queue"
+        status = await wait_for_async(
+            lambda: _condition_is(cluster, "q", "InputsReady", "Queued"), "queued check", 20
+        )
+        assert status["phase"] == "Pending"
+        assert status["message"] == "waiting for Kueue to admit the check Job (queue gpu-queue)"
+        assert _cond(status, "InputsReady")["message"] == status["message"]
+        assert status["progress"]["summary"] == "check queued"
+        assert (await cluster.get("batch/v1/jobs", "q-check"))["spec"]["suspend"] is True  # not resumed by us
+
+        # Kueue admits the check Job; it runs and finds the inputs.
+        await cluster.patch("batch/v1/jobs", "q-check", {"spec": {"suspend": False}})
+        await wait_for_async(
+            lambda: _condition_is(cluster, "q", "InputsReady", "Checking"), "the check running", 20
+        )
+        await cluster.inputs_ready("q")
+
+        # The teacher Deployment names the queue (Kueue's Deployment integration); its pod is gated.
+        teacher = await cluster.wait_child("apps/v1/deployments", "q-teacher")
+        assert teacher["metadata"]["labels"][QUEUE_LABEL] == "gpu-queue"
+        template = teacher["spec"]["template"]
+        assert template["metadata"]["labels"][QUEUE_LABEL] == "gpu-queue"
+        pod = gate_pod({"metadata": {"name": "q-teacher-abc", "labels": dict(template["metadata"]["labels"])},
+                        "spec": template["spec"]})  # fmt: skip
+        assert gated(pod)
+        await cluster.create("v1/pods", {**pod, "status": {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "SchedulingGated",
+             "message": "Scheduling is blocked due to non-empty scheduling gates"}]}})  # fmt: skip
+        status = await wait_for_async(
+            lambda: _condition_is(cluster, "q", "TeacherReady", "Queued"), "queued teacher", 20
+        )
+        assert status["phase"] == "TeacherStarting"
+        assert status["message"] == "waiting for Kueue to admit the teacher (queue gpu-queue)"
+        assert await cluster.get("batch/v1/jobs", "q-generate") is None
+
+        # Kueue admits the teacher's pod (removes its gate): it loads, then serves.
+        await cluster.patch("v1/pods", "q-teacher-abc", ungate_patch(pod))
+        status = await wait_for_async(
+            lambda: _condition_is(cluster, "q", "TeacherReady", "Starting"), "loading", 20
+        )
+        assert status["message"].startswith("waiting for the teacher to load models/teacher")
+        await cluster.teacher_ready("q-teacher")
+
+        # The generate Job waits for Kueue in turn; once admitted, it runs.
+        gen = await cluster.wait_child("batch/v1/jobs", "q-generate")
+        assert held_job(gen)
+        status = await wait_for_async(
+            lambda: _condition_is(cluster, "q", "DataGenerated", "Queued"), "queued gen", 20
+        )
+        assert status["phase"] == "Generating"
+        assert status["message"] == "waiting for Kueue to admit the generate Job (queue gpu-queue)"
+        assert _cond(status, "TeacherReady")["reason"] == "Ready"
+        await cluster.patch("batch/v1/jobs", "q-generate", {"spec": {"suspend": False}})
+        status = await wait_for_async(
+            lambda: _condition_is(cluster, "q", "DataGenerated", "Generating"), "gen", 20
+        )
+        assert status["message"] == "generating: 0/2 shards done"
+    # Queued is progress, not trouble: no Warning Event says it.
+    assert not [e for e in await cluster.list("v1/events") if e.get("type") == "Warning"]
 
 
 async def _message_has(cluster: Cluster, name: str, text: str) -> dict | None:

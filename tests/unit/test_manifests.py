@@ -183,6 +183,10 @@ def test_golden_file_says_what_its_spec_says(case: str, child: str):
         queue = job.spec.queue_name
         assert meta["labels"].get(KUEUE_QUEUE_LABEL) == queue
         assert manifest["spec"]["suspend"] is bool(queue)
+    if child == "teacher":  # Kueue's Deployment integration: the queue label on the Deployment and its pods
+        queue = job.spec.queue_name
+        assert meta["labels"].get(KUEUE_QUEUE_LABEL) == queue
+        assert manifest["spec"]["template"]["metadata"]["labels"].get(KUEUE_QUEUE_LABEL) == queue
     template = manifest["spec"].get("template")
     if template is None:
         return
@@ -302,6 +306,18 @@ def test_kueue_queue_label_and_suspended_start():
         assert manifest["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-team-a"
         assert manifest["spec"]["suspend"] is True
     assert "kueue.x-k8s.io/queue-name" not in build("train", tiny_job(), CONFIG)["metadata"]["labels"]
+
+
+def test_kueue_admits_the_teacher_pods_too():
+    """The teacher Deployment carries the queue label for Kueue's Deployment integration (its GPUs are
+    admitted like the Jobs'); its pods are gated by Kueue's webhook, not by the operator."""
+    teacher = build("teacher", gpu_job(), CONFIG)
+    assert teacher["metadata"]["labels"][KUEUE_QUEUE_LABEL] == "gpu-team-a"
+    assert teacher["spec"]["template"]["metadata"]["labels"][KUEUE_QUEUE_LABEL] == "gpu-team-a"
+    assert "schedulingGates" not in teacher["spec"]["template"]["spec"]
+    tiny = build("teacher", tiny_job(), CONFIG)
+    assert KUEUE_QUEUE_LABEL not in tiny["metadata"]["labels"]
+    assert KUEUE_QUEUE_LABEL not in tiny["spec"]["template"]["metadata"]["labels"]
 
 
 def test_teacher_gpus_probe_and_placement():

@@ -91,3 +91,41 @@ def test_stage_jobs_and_the_teacher_carry_it():
     assert stuck.waiting_reason == "ImagePullBackOff: Back-off pulling image" and not stuck.ready
     ready = teacher_state({"status": {"readyReplicas": 1}}, [pod(containers=[waiting("ImagePullBackOff")])])
     assert ready.ready and ready.waiting_reason == ""  # a rollout's new pod: the old one still serves
+
+
+# What Kubernetes writes for a pod whose scheduling gates are not all removed yet.
+SCHEDULING_GATED = {"type": "PodScheduled", "status": "False", "reason": "SchedulingGated",
+                    "message": "Scheduling is blocked due to non-empty scheduling gates"}  # fmt: skip
+QUEUE = {"kueue.x-k8s.io/queue-name": "gpu-queue"}
+
+
+def test_a_stage_job_suspended_with_the_queue_label_is_held_by_kueue():
+    held = job_state({"metadata": {"labels": QUEUE}, "spec": {"suspend": True}})
+    assert (held.queue, held.suspended, held.held_by_kueue) == ("gpu-queue", True, True)
+    admitted = job_state({"metadata": {"labels": QUEUE}, "spec": {"suspend": False}})
+    assert admitted.queue == "gpu-queue" and not admitted.held_by_kueue
+    # Suspended without a queue label: the operator's own suspension (spec.suspend), not Kueue's.
+    assert not job_state({"metadata": {"labels": {}}, "spec": {"suspend": True}}).held_by_kueue
+    # A Job that ended is nobody's to admit any more.
+    done = {"metadata": {"labels": QUEUE}, "spec": {"suspend": True},
+            "status": {"conditions": [{"type": "Complete", "status": "True"}]}}  # fmt: skip
+    assert not job_state(done).held_by_kueue
+
+
+def test_a_teacher_pod_with_kueues_scheduling_gate_is_held_by_kueue():
+    deployment = {"metadata": {"labels": QUEUE}, "status": {}}
+    gated = {
+        **pod(conditions=[SCHEDULING_GATED]),
+        "spec": {"schedulingGates": [{"name": "kueue.x-k8s.io/admission"}]},
+    }
+    teacher = teacher_state(deployment, [gated])
+    assert (teacher.queue, teacher.gated, teacher.held_by_kueue) == ("gpu-queue", 1, True)
+    assert teacher.waiting_reason.startswith("SchedulingGated")
+    # Another controller's gate is not Kueue's; an admitted pod has none; a ready teacher is not held.
+    other = {**gated, "spec": {"schedulingGates": [{"name": "example.com/other"}]}}
+    assert not teacher_state(deployment, [other]).held_by_kueue
+    assert not teacher_state(
+        deployment, [pod(conditions=[{"type": "PodScheduled", "status": "True"}])]
+    ).held_by_kueue
+    ready = {"metadata": {"labels": QUEUE}, "status": {"readyReplicas": 1}}
+    assert not teacher_state(ready, [gated]).held_by_kueue

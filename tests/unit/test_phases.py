@@ -375,6 +375,87 @@ TABLE = [
         (),
         (C.student_trained, "False", "Training", "training models/student"),
     ),
+    # Kueue: a stage Job suspended with the queue label, or a teacher pod still gated, is Queued.
+    (
+        "Kueue holds the check Job: queued, in which queue",
+        spec(queueName="gpu-queue"),
+        status(Phase.pending),
+        Observed(check=job(suspended=True, queue="gpu-queue")),
+        Phase.pending,
+        {"pvc", "check"},
+        (),
+        (C.inputs_ready, "False", "Queued", "waiting for Kueue to admit the check Job (queue gpu-queue)"),
+    ),
+    (
+        "Kueue gates the teacher's pod: queued, not loading",
+        spec(queueName="gpu-queue"),
+        status(Phase.teacher_starting, C.inputs_ready),
+        Observed(teacher=TeacherState(exists=True, queue="gpu-queue", gated=1)),
+        Phase.teacher_starting,
+        {"pvc", *TEACHER},
+        (),
+        (C.teacher_ready, "False", "Queued", "waiting for Kueue to admit the teacher (queue gpu-queue)"),
+    ),
+    (
+        "the teacher's pod admitted: it loads",
+        spec(queueName="gpu-queue"),
+        status(Phase.teacher_starting, C.inputs_ready),
+        Observed(teacher=TeacherState(exists=True, queue="gpu-queue")),
+        Phase.teacher_starting,
+        {"pvc", *TEACHER},
+        (),
+        (C.teacher_ready, "False", "Starting", "loading models/teacher"),
+    ),
+    (
+        "Kueue holds the generate Job: queued, the ready teacher stays",
+        spec(queueName="gpu-queue"),
+        status(Phase.generating, C.inputs_ready),
+        Observed(teacher=TEACHER_UP, generate=job(suspended=True, queue="gpu-queue")),
+        Phase.generating,
+        {"pvc", "generate", *TEACHER},
+        (),
+        (C.data_generated, "False", "Queued", "the generate Job (queue gpu-queue)"),
+    ),
+    (
+        "Kueue took the train Job back (preempted): queued again",
+        spec(queueName="gpu-queue"),
+        status(Phase.training, C.data_generated),
+        Observed(train=job(suspended=True, queue="gpu-queue", succeeded=0)),
+        Phase.training,
+        {"pvc", "train"},
+        (),
+        (C.student_trained, "False", "Queued", "the train Job (queue gpu-queue)"),
+    ),
+    (
+        "Kueue holds the evaluate Job: queued",
+        spec(queueName="gpu-queue"),
+        status(Phase.evaluating, C.data_generated, C.student_trained),
+        Observed(evaluate=job(suspended=True, queue="gpu-queue")),
+        Phase.evaluating,
+        {"pvc", "evaluate"},
+        (),
+        (C.evaluated, "False", "Queued", "the evaluate Job (queue gpu-queue)"),
+    ),
+    (
+        "onPolicy: Kueue holds the train Job; the teacher stays for it",
+        spec(queueName="gpu-queue", training=ON_POLICY),
+        status(Phase.training, C.data_generated),
+        Observed(teacher=TEACHER_UP, train=job(suspended=True, queue="gpu-queue")),
+        Phase.training,
+        {"pvc", "train", *TEACHER},
+        (),
+        (C.student_trained, "False", "Queued", "the train Job (queue gpu-queue)"),
+    ),
+    (
+        "a suspended Job without the queue label is not Kueue's: the operator resumes it",
+        spec(),
+        status(Phase.training, C.data_generated),
+        Observed(train=job(suspended=True)),
+        Phase.training,
+        {"pvc", "train"},
+        (),
+        (C.student_trained, "False", "Training", "training models/student"),
+    ),
 ]
 
 
@@ -494,6 +575,28 @@ def test_success_fills_evaluation_and_artifacts():
     assert new.artifacts.report == "/data/jobs/j/reports/evaluation.json"
     assert new.artifacts.student == "/data/jobs/j/student"
     assert new.completion_time and new.observed_generation == 3
+
+
+def test_queued_for_kueue_does_not_use_up_the_teacher_startup_timeout():
+    """While Kueue gates the teacher's pods nothing loads: the timeout counts from admission, when
+    TeacherReady moves from Queued to Starting (and so gets a new transition time)."""
+    long_ago = (NOW - timedelta(hours=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    st = DistillationJobStatus.model_validate({"phase": "TeacherStarting", "conditions": [
+        {"type": "InputsReady", "status": "True", "reason": "Completed"},
+        {"type": "TeacherReady", "status": "False", "reason": "Queued", "lastTransitionTime": long_ago}]})  # fmt: skip
+    gated = Observed(teacher=TeacherState(exists=True, queue="q", gated=1))
+    step = decide(spec(queueName="q"), [], st, gated, NOW, "j")
+    assert step.phase is Phase.teacher_starting and step.requeue_after is None, step.message
+    admitted = Observed(teacher=TeacherState(exists=True, queue="q"))
+    new = next_status(st, decide(spec(queueName="q"), [], st, admitted, NOW, "j"), NOW, 1)
+    teacher = next(c for c in new.conditions if c.type == C.teacher_ready)
+    assert (teacher.reason, teacher.last_transition_time) == ("Starting", "2026-11-28T12:00:00Z")
+    assert new.phase is Phase.teacher_starting
+    # Queued is work under way (a progress reason), not trouble: no Warning Event.
+    queued = next_status(status(Phase.pending), decide(spec(queueName="q"), [], status(Phase.pending),
+                         Observed(check=job(suspended=True, queue="q")), NOW, "j"), NOW, 1)  # fmt: skip
+    assert not [e for e in events(status(Phase.pending), queued) if e.type == "Warning"]
+    assert queued.progress.summary == "check queued"
 
 
 def test_conditions_keep_their_transition_time_until_they_change():

@@ -59,6 +59,7 @@ class Reason(str, enum.Enum):
     completed = "Completed"
     scaled_down = "ScaledDown"
     suspended = "Suspended"
+    queued = "Queued"  # Kueue has not admitted a stage Job or the teacher's pods yet
     # verdicts and failures
     gate_passed = "GatePassed"
     no_gate = "NoGate"
@@ -83,6 +84,7 @@ _PROGRESS_REASONS = frozenset(
         Reason.evaluating,
         Reason.scaled_down,
         Reason.suspended,
+        Reason.queued,
         Reason.api_unavailable,
     }
 )

@@ -18,9 +18,12 @@ from typing import Any
 from distillery.contract import stages
 from distillery.contract.stages import Stage
 from distillery.contract.summaries import StageSummary, parse_summary
-from distillery.manifests.common import STAGE_LABEL
+from distillery.manifests.common import KUEUE_QUEUE_LABEL, STAGE_LABEL
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+# The scheduling gate Kueue's webhook puts on each pod it manages (plain pods, Deployments, ...) and
+# removes when the pod's Workload is admitted (https://kueue.sigs.k8s.io/docs/tasks/run/plain_pods/).
+KUEUE_ADMISSION_GATE = "kueue.x-k8s.io/admission"
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,13 @@ class JobState:
     pod_error: str = ""
     # Why a pod of it is not running yet, when Kubernetes says (`pods_waiting`), shown while it runs.
     waiting: str = ""
+    # The Kueue LocalQueue its `kueue.x-k8s.io/queue-name` label names ("" without one).
+    queue: str = ""
+
+    @property
+    def held_by_kueue(self) -> bool:
+        """Suspended with a queue label and not ended: Kueue has not admitted it (or took it back)."""
+        return self.exists and self.suspended and bool(self.queue) and not (self.complete or self.failed)
 
     @property
     def summaries_missing(self) -> bool:
@@ -60,6 +70,13 @@ class TeacherState:
     exists: bool = False
     ready: bool = False
     waiting_reason: str = ""  # e.g. ImagePullBackOff, CrashLoopBackOff: shown while it starts
+    queue: str = ""  # the Kueue LocalQueue its `kueue.x-k8s.io/queue-name` label names
+    gated: int = 0  # its pods that still carry Kueue's admission scheduling gate (not admitted yet)
+
+    @property
+    def held_by_kueue(self) -> bool:
+        """Not ready and a pod of it waits for Kueue's admission (its scheduling gate is still there)."""
+        return self.exists and not self.ready and self.gated > 0
 
 
 @dataclass(frozen=True)
@@ -167,7 +184,20 @@ def job_state(job: dict[str, Any] | None, pods: list[dict[str, Any]] = ()) -> Jo
         failed_summary=failed_summary,
         pod_error=pod_error,
         waiting=pods_waiting(pods),
+        queue=_queue(job),
     )
+
+
+def _queue(obj: dict[str, Any]) -> str:
+    return ((obj.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL, "")
+
+
+def kueue_gated(pod: dict[str, Any]) -> bool:
+    """A pod that has not ended and still carries Kueue's admission scheduling gate."""
+    if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        return False
+    gates = (pod.get("spec") or {}).get("schedulingGates") or []
+    return any(isinstance(g, dict) and g.get("name") == KUEUE_ADMISSION_GATE for g in gates)
 
 
 # Waiting reasons that are only the normal way to start, not news.
@@ -205,7 +235,13 @@ def teacher_state(deployment: dict[str, Any] | None, pods: list[dict[str, Any]] 
     if deployment is None:
         return TeacherState()
     ready = int((deployment.get("status") or {}).get("readyReplicas") or 0) >= 1
-    return TeacherState(exists=True, ready=ready, waiting_reason="" if ready else pods_waiting(pods))
+    return TeacherState(
+        exists=True,
+        ready=ready,
+        waiting_reason="" if ready else pods_waiting(pods),
+        queue=_queue(deployment),
+        gated=sum(1 for pod in pods if kueue_gated(pod)),
+    )
 
 
 def _stage(body: dict[str, Any]) -> str:

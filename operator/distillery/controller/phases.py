@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 from pathlib import PurePosixPath
+from typing import Any
 
 from distillery.api import (
     ConditionType,
@@ -145,6 +146,22 @@ def waiting(job: JobState) -> str:
     return f" (a pod is waiting: {job.waiting})" if job.waiting else ""
 
 
+def queued(walk: Walk, phase: Phase, stage: Stage, job: JobState, *conditions: Cond, **changes: Any) -> Step:
+    """A stage Job that Kueue holds suspended (not admitted yet, or preempted): the job says it is queued,
+    in which queue, rather than looking slow. Kueue, not the operator, resumes it."""
+    message = f"waiting for Kueue to admit the {stage} Job (queue {job.queue})"
+    kind = stages.facts(stage).condition
+    return walk.step(
+        phase,
+        message,
+        *conditions,
+        Cond(kind, "False", Reason.queued, message),
+        summary=f"{stage} queued",
+        ensure=(stage,),
+        **changes,
+    )
+
+
 def failure(walk: Walk, stage: Stage, job: JobState) -> Step:
     """A failed stage Job: the stage's own reason and message when it wrote a summary, else the Job's."""
     kind = stages.facts(stage).condition
@@ -178,6 +195,8 @@ def check(walk: Walk) -> Step | None:
         return None
     if job.failed:
         return failure(walk, Stage.check, job)
+    if job.held_by_kueue:
+        return queued(walk, Phase.pending, Stage.check, job)
     if not job.complete:
         return walk.step(
             Phase.pending,
@@ -213,6 +232,20 @@ def teacher_conditions(walk: Walk) -> tuple[Cond, bool]:
 def teacher_starting(walk: Walk, ready: Cond) -> Step:
     """Wait for the teacher to load, or fail once `teacher.startupTimeoutSeconds` has passed."""
     spec, observed = walk.spec, walk.observed
+    if observed.teacher.held_by_kueue:
+        # Not loading yet: Kueue has not admitted its pods. The startup timeout counts from admission
+        # (TeacherReady's reason moves from Queued to Starting then, and so does its transition time).
+        message = (
+            f"waiting for Kueue to admit the teacher (queue {observed.teacher.queue or spec.queue_name})"
+        )
+        return Step(
+            Phase.teacher_starting,
+            message,
+            (*walk.conditions, Cond(C.teacher_ready, "False", Reason.queued, message)),
+            ensure=tuple(walk.ensure),
+            progress=with_progress(walk.progress, summary="teacher queued"),
+            finished_stages=tuple(walk.finished),
+        )
     started = parse_time(started_at(walk.status, C.teacher_ready, Reason.starting)) or walk.now
     limit = spec.teacher.startup_timeout_seconds
     waiting = observed.teacher.waiting_reason
@@ -265,6 +298,8 @@ def generation(walk: Walk) -> Step | None:
                 walk.ensure += TEACHER_CHILDREN
             if not is_ready:
                 return teacher_starting(walk, ready)
+            if gen.held_by_kueue:
+                return queued(walk, Phase.generating, Stage.generate, gen, ready, delete=())
             return walk.step(
                 Phase.generating,
                 f"generating: {done}/{shards} shards done" + waiting(gen),
@@ -323,6 +358,15 @@ def training(walk: Walk) -> Step | None:
                 if not is_ready:
                     return teacher_starting(walk, ready)
                 teacher = (ready,)
+            if train.held_by_kueue:
+                return queued(
+                    walk,
+                    Phase.training,
+                    Stage.train,
+                    train,
+                    *teacher,
+                    **({"delete": ()} if keep_teacher else {}),
+                )
             return walk.step(
                 Phase.training,
                 "training the student" + waiting(train),
@@ -371,6 +415,8 @@ def evaluation(walk: Walk) -> Step:
         walk.artifacts["output"] = result.output
     if ev.failed and result is None:
         return failure(walk, Stage.evaluate, ev)
+    if ev.held_by_kueue:
+        return queued(walk, Phase.evaluating, Stage.evaluate, ev)
     if not ev.complete and not (ev.failed and result is not None):
         walk.note(**walk.observed.live)
         done, total = walk.progress.models_done, walk.progress.models_total

@@ -81,11 +81,18 @@ def build_teacher_deployment(job: DistillationJob) -> dict[str, Any]:
         "failureThreshold": 5,
         "timeoutSeconds": 10,
     }
-    pod_labels = common.labels(job, "teacher")
+    # With a queue, Kueue admits the teacher's GPUs too, through its Deployment integration (Kueue v0.9+;
+    # https://kueue.sigs.k8s.io/docs/tasks/run/deployment/): the queue label on the Deployment (and on
+    # its pod template, which Kueue's webhook would copy there anyway) makes each pod a Workload; the
+    # webhook gives each new pod the scheduling gate `kueue.x-k8s.io/admission` and Kueue removes it
+    # when the queue admits the pod. Kueue's configuration must enable `deployment` (and, up to v0.14,
+    # `pod`) in `integrations.frameworks`.
+    queue = {common.KUEUE_QUEUE_LABEL: job.spec.queue_name} if job.spec.queue_name else {}
+    pod_labels = {**common.labels(job, "teacher"), **queue}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": common.metadata(job, name, "teacher"),
+        "metadata": common.metadata(job, name, "teacher", queue),
         "spec": {
             "replicas": 1,
             # Never two teachers at once: a rolling update would need twice the GPUs.
