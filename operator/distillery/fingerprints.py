@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distillery.api import DistillationJob, Model, StageRuntime
+from distillery.api import POD_SETTINGS_FIELDS, DistillationJob, Model, StageRuntime
 
 # Where and how a stage's pods run: never part of what it produces.
 _PLACEMENT = set(StageRuntime.model_fields)
@@ -35,6 +35,7 @@ _TEACHER_PLACEMENT = {
     "startup_timeout_seconds",
     "hf_token_secret",
     "served_model_name",
+    *POD_SETTINGS_FIELDS,
 }
 # How fast or how stubbornly generation works, not what it keeps.
 _GENERATION_PACE = {

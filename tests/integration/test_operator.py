@@ -11,6 +11,7 @@ from distillery.contract.summaries import (
     TrainSummary,
 )
 from distillery.controller import handlers, metrics
+from tests.harness.kueue import QUEUE_LABEL, gate_pod, gated, held_job, ungate_patch
 from tests.support.kmock_cluster import Cluster, spec
 from tests.support.scenarios import (
     GEN,
@@ -23,8 +24,6 @@ from tests.support.scenarios import (
     pending_until_the_named_claim_exists,
     suspend_and_resume,
 )
-from tests.harness.kueue import QUEUE_LABEL, gate_pod, gated, held_job, ungate_patch
-from tests.support.kmock_cluster import DJ
 from tests.support.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]

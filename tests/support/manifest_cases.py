@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from distillery.api import DistillationJob
+from distillery.api import DistillationJob, PodSettings
 from distillery.manifests import BuildConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,4 +78,76 @@ def onpolicy_job() -> DistillationJob:
     return _with_meta(document, namespace="default")
 
 
-CASES = {"gpu": gpu_job, "endpoint": endpoint_job, "tiny": tiny_job, "onpolicy": onpolicy_job}
+# The operator's pod defaults (the chart's podDefaults) of the podsettings case.
+POD_DEFAULTS = PodSettings.model_validate(
+    {
+        "imagePullSecrets": [{"name": "regcred"}],
+        "serviceAccountName": "distillery-worker",
+        "priorityClassName": "ml-batch",
+        "affinity": {
+            "nodeAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 10,
+                        "preference": {
+                            "matchExpressions": [
+                                {
+                                    "key": "topology.kubernetes.io/zone",
+                                    "operator": "In",
+                                    "values": ["eu-west-1a"],
+                                }
+                            ]
+                        },
+                    }
+                ]
+            }
+        },
+        "nodeSelector": {"kubernetes.io/os": "linux", "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
+        "labels": {"example.com/cost-center": "ml-42", "team": "platform"},
+        "annotations": {"example.com/owner": "platform@example.com"},
+    }
+)
+
+
+def podsettings_job() -> DistillationJob:
+    """The GPU example with pod settings of its own in some sections, built over POD_DEFAULTS."""
+    document = yaml.safe_load((ROOT / "examples" / "distillation.yaml").read_text())
+    document["metadata"]["name"] = "podsettings"
+    spec = document["spec"]
+    spec["teacher"].update(
+        labels={"team": "support"},
+        priorityClassName="gpu-critical",
+        runtimeClassName="nvidia",
+        affinity={
+            "podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "labelSelector": {"matchLabels": {"distillery.dev/stage": "teacher"}},
+                        "topologyKey": "kubernetes.io/hostname",
+                    }
+                ]
+            }
+        },
+    )
+    spec["training"].update(imagePullSecrets=[{"name": "training-registry"}], serviceAccountName="trainer")
+    spec["evaluation"].update(
+        annotations={"example.com/owner": "support@example.com", "example.com/run": "1"}
+    )
+    spec["generation"].update(nodeSelector={"kubernetes.io/os": "linux", "example.com/pool": "cpu"})
+    return _with_meta(document)
+
+
+CASES = {
+    "gpu": gpu_job,
+    "endpoint": endpoint_job,
+    "tiny": tiny_job,
+    "onpolicy": onpolicy_job,
+    "podsettings": podsettings_job,
+}
+CONFIGS = {"podsettings": BuildConfig(**{**vars(CONFIG), "pod_defaults": POD_DEFAULTS})}
+
+
+def config_for(case: str) -> BuildConfig:
+    """The operator's build config a case is built with (the podsettings case has chart-wide pod defaults)."""
+    return CONFIGS.get(case, CONFIG)

@@ -477,3 +477,32 @@ def test_helm_refuses_bad_values_naming_the_key(setting, message):
     result = helm("template", "x", str(CHART), "--set", setting, check=False)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
+
+
+def test_pod_defaults_reach_the_operators_settings_and_its_builders():
+    """podDefaults, rendered by helm and read by the operator's own settings reader, are what the builders
+    apply; the shipped (empty) defaults change no pod; a bad value stops the operator naming podDefaults."""
+    from distillery.api import PodSettings
+    from distillery.controller.settings import SettingsError, from_environment
+
+    def env(values, *extra):
+        (container,) = find(render(values, *extra), "Deployment")["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+    full = yaml.safe_load(FULL_VALUES.read_text())["podDefaults"]
+    settings = from_environment(env("full"))
+    assert settings.pod_defaults == PodSettings.model_validate(full)
+    assert settings.build_config().pod_defaults == settings.pod_defaults
+    assert settings.pod_defaults.runtime_class_name == "nvidia"
+    assert settings.pod_defaults.tolerations[0].key == "nvidia.com/gpu"
+    assert from_environment(env("defaults")).pod_defaults == PodSettings()
+    bad = env("full", "--set", "podDefaults.labels.distillery\\.dev/job=other")
+    with pytest.raises(SettingsError) as refused:
+        from_environment(bad)
+    (problem,) = refused.value.problems
+    assert problem.startswith("DISTILLERY_POD_DEFAULTS (chart value podDefaults): labels: expected no label")
+    # The chart's schema refuses a name the API server would refuse, naming the key.
+    result = helm(
+        "template", "x", str(CHART), "--set", "podDefaults.priorityClassName=High_Priority", check=False
+    )
+    assert result.returncode != 0 and "priorityClassName" in result.stderr, result.stderr

@@ -189,6 +189,75 @@ TABLE = {
     "output-path": job(output={"uri": "exports/support-bot"}),
     "output-bucket-only": job(output={"uri": "s3://models"}),
     "two-spec-problems": job(training__method="kd", data__validation=None, evaluation__gate={"minScore": 1}),
+    # Pod settings: extra labels may not name the operator's own, affinity requirements' values fit their operator.
+    "pod-settings": job(
+        teacher__labels={"team": "ml", "example.com/cost-center": "42"},
+        teacher__annotations={"example.com/owner": "ml-platform@example.com"},
+        training__serviceAccountName="trainer",
+        training__priorityClassName="batch-high",
+        training__runtimeClassName="nvidia",
+        training__imagePullSecrets=[{"name": "regcred"}],
+        evaluation__affinity={
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "gpu.memory", "operator": "Gt", "values": ["40000"]}]}
+                    ]
+                }
+            },
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 50,
+                        "podAffinityTerm": {
+                            "labelSelector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]},
+                            "topologyKey": "kubernetes.io/hostname",
+                        },
+                    }
+                ]
+            },
+        },
+    ),
+    "label-managed-by": job(teacher__labels={"app.kubernetes.io/managed-by": "me"}),
+    "label-job": job(generation__labels={"distillery.dev/job": "other"}),
+    "label-stage-prefix": job(training__labels={"distillery.dev/anything": "x"}),
+    "label-kueue-queue": job(evaluation__labels={"kueue.x-k8s.io/queue-name": "q"}),
+    "label-kueue-priority-allowed": job(evaluation__labels={"kueue.x-k8s.io/priority-class": "high"}),
+    "label-job-controller": job(training__labels={"batch.kubernetes.io/job-name": "x"}),
+    "affinity-in-without-values": job(
+        training__affinity={
+            "nodeAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 1, "preference": {"matchExpressions": [{"key": "zone", "operator": "In"}]}}
+                ]
+            }
+        }
+    ),
+    "affinity-exists-with-values": job(
+        teacher__affinity={
+            "podAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "labelSelector": {
+                            "matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]
+                        },
+                        "topologyKey": "zone",
+                    }
+                ]
+            }
+        }
+    ),
+    "affinity-gt-not-a-number": job(
+        generation__affinity={
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "mem", "operator": "Lt", "values": ["lots"]}]}
+                    ]
+                }
+            }
+        }
+    ),
 }
 
 
@@ -218,6 +287,10 @@ KEY_CASES = [
     ("evaluation", "resources.requests", "gpu", False),
     ("evaluation", "resources.limits", "hugepages-", False),
     ("teacher", "resources.limits", "CPU", False),
+    ("training", "labels", "example.com/team", True),
+    ("training", "labels", "bad key!", False),
+    ("generation", "annotations", "example.com/owner", True),
+    ("generation", "annotations", "example.com/", False),
 ]
 
 
@@ -337,6 +410,32 @@ def test_every_string_list_and_map_of_the_spec_is_bounded():
         {"training__tolerations": [{"key": "k", "value": "-v-"}]},
         {"training__resources": {"limits": {"cpu": "-1"}}},
         {"generation__nodeSelector": {"zone": "eu west"}},
+        {"training__serviceAccountName": "Trainer"},
+        {"teacher__priorityClassName": "high_priority"},
+        {"evaluation__runtimeClassName": "-nvidia"},
+        {"generation__imagePullSecrets": [{"name": "reg cred"}]},
+        {"teacher__labels": {"team": "machine learning"}},
+        {"evaluation__annotations": {"note": "x" * 513}},
+        {"teacher__affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}},
+        {"teacher__affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{}]}}},
+        {
+            "teacher__affinity": {
+                "nodeAffinity": {
+                    "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 101, "preference": {}}]
+                }
+            }
+        },
+        {
+            "teacher__affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {"matchFields": [{"key": "metadata.labels", "operator": "In", "values": ["n"]}]}
+                        ]
+                    }
+                }
+            }
+        },
     ],
 )
 def test_the_crd_patterns_refuse_what_the_models_refuse(change):

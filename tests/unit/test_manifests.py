@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic.alias_generators import to_camel
 
 from distillery.api import DistillationJob, TrainingMethod
 from distillery.manifests import CHILDREN, BuildConfig, build, child_name, fit_name, label_value, names
@@ -27,17 +27,19 @@ from tests.support.manifest_cases import (
     CASES,
     CONFIG,
     GOLDEN,
+    ROOT,
     UID,
+    config_for,
     endpoint_job,
     gpu_job,
     onpolicy_job,
+    podsettings_job,
     tiny_job,
 )
 from tests.unit import apiserver
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.31.0"
 
 
@@ -67,8 +69,8 @@ def _kinds(job: DistillationJob) -> list[str]:
     ]
 
 
-def _children(job: DistillationJob) -> dict[str, dict]:
-    return {child: build(child, job, CONFIG) for child in _kinds(job)}
+def _children(job: DistillationJob, config: BuildConfig = CONFIG) -> dict[str, dict]:
+    return {child: build(child, job, config) for child in _kinds(job)}
 
 
 ALL = [(case, child) for case, make in CASES.items() for child in _kinds(make())]
@@ -93,7 +95,7 @@ def _without_inline_job(manifest: dict, job: DistillationJob) -> dict:
 @pytest.mark.parametrize(("case", "child"), ALL, ids=[f"{c}-{k}" for c, k in ALL])
 def test_matches_golden_file(case: str, child: str):
     job = CASES[case]()
-    manifest = _without_inline_job(build(child, job, CONFIG), job)
+    manifest = _without_inline_job(build(child, job, config_for(case)), job)
     text = yaml.safe_dump(manifest, sort_keys=True, width=100)
     path = GOLDEN / case / f"{child}.yaml"
     if UPDATE_GOLDEN:
@@ -199,9 +201,31 @@ def test_golden_file_says_what_its_spec_says(case: str, child: str):
     # Extended resources are asked for in limits; a request, where set, must equal the limit.
     assert resources.get("limits", {}).get("nvidia.com/gpu", "0") == str(gpus), resources
     assert resources["requests"].get("nvidia.com/gpu", str(gpus)) == str(gpus), resources
-    assert pod.get("nodeSelector", {}) == section.node_selector
-    wanted = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in section.tolerations]
+    # The section's pod settings over the operator's defaults: maps merged key by key (the section's
+    # value wins), lists and affinity the section's when given, names the section's when set.
+    defaults = config_for(case).pod_defaults
+    assert pod.get("nodeSelector", {}) == {**defaults.node_selector, **section.node_selector}
+    tolerations = section.tolerations or defaults.tolerations
+    wanted = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tolerations]
     assert pod.get("tolerations", []) == wanted
+    secrets = section.image_pull_secrets or defaults.image_pull_secrets
+    assert pod.get("imagePullSecrets", []) == [{"name": s.name} for s in secrets]
+    for field in ("service_account_name", "priority_class_name", "runtime_class_name"):
+        wanted_name = getattr(section, field) or getattr(defaults, field)
+        assert pod.get(to_camel(field)) == wanted_name, field
+    affinity = section.affinity or defaults.affinity
+    assert pod.get("affinity") == (
+        affinity.model_dump(by_alias=True, exclude_defaults=True) if affinity else None
+    )
+    pod_meta = template["metadata"]
+    # Pods: the extra labels (the section's over the defaults') and the operator's own (the object's, less the
+    # Kueue queue label, which goes on a Job but also on the teacher's pods: Kueue's Deployment integration);
+    # the extra annotations merged the same way.
+    own = {
+        key: value for key, value in meta["labels"].items() if key != KUEUE_QUEUE_LABEL or child == "teacher"
+    }
+    assert pod_meta["labels"] == {**defaults.labels, **section.labels, **own}
+    assert pod_meta.get("annotations", {}) == {**defaults.annotations, **section.annotations}
     args = container["args"]
     if child == "teacher":
         tensor_parallel = _flag(args, "--tensor-parallel-size")
@@ -214,7 +238,7 @@ def test_golden_file_says_what_its_spec_says(case: str, child: str):
 
 @pytest.mark.parametrize(("case", "child"), ALL, ids=[f"{c}-{k}" for c, k in ALL])
 def test_validates_against_upstream_schema(case: str, child: str):
-    manifest = build(child, CASES[case](), CONFIG)
+    manifest = build(child, CASES[case](), config_for(case))
     kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
 
 
@@ -229,7 +253,7 @@ def test_schema_validation_catches_a_broken_manifest():
 @pytest.mark.parametrize("case", list(CASES))
 def test_children_are_owned_labelled_and_run_as_non_root(case: str):
     job = CASES[case]()
-    for child, manifest in _children(job).items():
+    for child, manifest in _children(job, config_for(case)).items():
         meta = manifest["metadata"]
         assert meta["name"] == child_name(child, job)
         assert len(meta["name"]) <= 63
@@ -449,3 +473,125 @@ def test_worker_images_come_from_the_environment_and_spec_overrides():
         build("evaluate", job, config)["spec"]["template"]["spec"]["containers"][0]["image"]
         == "custom/eval:3"
     )
+
+
+def test_pod_settings_merge_rules():
+    """The section's settings over the operator's defaults, field by field (merge_pod_settings)."""
+    job = podsettings_job()
+    config = config_for("podsettings")
+
+    def pod(child):
+        return build(child, job, config)["spec"]["template"]
+
+    teacher, train, evaluate, generate, check = (
+        pod(c) for c in ("teacher", "train", "evaluate", "generate", "check")
+    )
+    # Labels and annotations: key by key, the section's value winning; the operator's own stay.
+    assert teacher["metadata"]["labels"]["team"] == "support"
+    assert train["metadata"]["labels"]["team"] == "platform"
+    assert teacher["metadata"]["labels"]["example.com/cost-center"] == "ml-42"
+    assert teacher["metadata"]["labels"]["distillery.dev/stage"] == "teacher"
+    assert evaluate["metadata"]["annotations"] == {
+        "example.com/owner": "support@example.com",
+        "example.com/run": "1",
+    }
+    assert train["metadata"]["annotations"] == {"example.com/owner": "platform@example.com"}
+    # nodeSelector: key by key.
+    assert generate["spec"]["nodeSelector"] == {
+        "kubernetes.io/os": "linux",
+        "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
+        "example.com/pool": "cpu",
+    }
+    assert teacher["spec"]["nodeSelector"]["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
+    # Lists: the section's replaces the default's when given.
+    assert train["spec"]["imagePullSecrets"] == [{"name": "training-registry"}]
+    assert teacher["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert [t["key"] for t in train["spec"]["tolerations"]] == ["nvidia.com/gpu"]
+    assert [t["key"] for t in generate["spec"]["tolerations"]] == ["dedicated"]
+    # Affinity: whole.
+    assert set(teacher["spec"]["affinity"]) == {"podAntiAffinity"}
+    assert set(train["spec"]["affinity"]) == {"nodeAffinity"}
+    # Names: the section's when set.
+    assert (teacher["spec"]["priorityClassName"], train["spec"]["priorityClassName"]) == (
+        "gpu-critical",
+        "ml-batch",
+    )
+    assert (train["spec"]["serviceAccountName"], teacher["spec"]["serviceAccountName"]) == (
+        "trainer",
+        "distillery-worker",
+    )
+    assert teacher["spec"]["runtimeClassName"] == "nvidia" and "runtimeClassName" not in train["spec"]
+    # The check pod runs with generation's settings; no token is mounted whatever the ServiceAccount.
+    assert check["spec"]["nodeSelector"] == generate["spec"]["nodeSelector"]
+    assert all(p["spec"]["automountServiceAccountToken"] is False for p in (teacher, train, check))
+    # Without defaults and settings, a pod gets none of them.
+    plain = build("train", tiny_job(), CONFIG)["spec"]["template"]
+    assert not {
+        "imagePullSecrets",
+        "serviceAccountName",
+        "priorityClassName",
+        "runtimeClassName",
+        "affinity",
+    } & set(plain["spec"])
+    assert "annotations" not in plain["metadata"]
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "field"),
+    [
+        ("teacher", {"labels": {"app.kubernetes.io/managed-by": "me"}}, "spec.teacher.labels"),
+        ("training", {"labels": {"distillery.dev/job": "other"}}, "spec.training.labels"),
+        ("generation", {"labels": {"distillery.dev/stage": "x"}}, "spec.generation.labels"),
+        ("evaluation", {"labels": {"kueue.x-k8s.io/queue-name": "q"}}, "spec.evaluation.labels"),
+        ("training", {"labels": {"team": "two words"}}, "spec.training.labels.team"),
+        ("training", {"annotations": {"note": "x" * 513}}, "spec.training.annotations.note"),
+        ("teacher", {"serviceAccountName": "Trainer"}, "spec.teacher.serviceAccountName"),
+        ("generation", {"priorityClassName": "high_priority"}, "spec.generation.priorityClassName"),
+        ("evaluation", {"runtimeClassName": "nvidia."}, "spec.evaluation.runtimeClassName"),
+        ("training", {"imagePullSecrets": [{"name": "Reg"}]}, "spec.training.imagePullSecrets[0].name"),
+        (
+            "teacher",
+            {
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}
+                    }
+                }
+            },
+            "spec.teacher.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms",
+        ),
+        (
+            "training",
+            {
+                "affinity": {
+                    "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": {}}]}
+                }
+            },
+            "spec.training.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey",
+        ),
+        (
+            "evaluation",
+            {
+                "affinity": {
+                    "nodeAffinity": {
+                        "preferredDuringSchedulingIgnoredDuringExecution": [
+                            {
+                                "weight": 0,
+                                "preference": {"matchExpressions": [{"key": "a", "operator": "Exists"}]},
+                            }
+                        ]
+                    }
+                }
+            },
+            "spec.evaluation.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight",
+        ),
+    ],
+)
+def test_bad_pod_settings_are_refused_naming_the_field(section, value, field):
+    from distillery.errors import InvalidJob, parse_job
+
+    document = yaml.safe_load((ROOT / "examples" / "tiny.yaml").read_text())
+    document["spec"][section].update(value)
+    with pytest.raises(InvalidJob) as refused:
+        parse_job(document)
+    assert any(line.startswith(field + ":") for line in str(refused.value).splitlines()), str(refused.value)

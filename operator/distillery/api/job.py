@@ -28,16 +28,24 @@ from distillery.api.base import (
 )
 from distillery.api.kube_types import (
     INT32_MAX,
+    AffinityField,
     DnsLabel,
     DnsSubdomain,
     Image,
+    ImagePullSecrets,
     LabelValue,
+    PodAnnotations,
+    PodLabels,
+    PriorityClassName,
     QualifiedName,
     QueueName,
     Resources,
+    RuntimeClassName,
     SecretKeyRef,
+    ServiceAccountName,
     Toleration,
     placement_problems,
+    reserved_labels_rule,
 )
 from distillery.api.stages import (
     EvaluationSpec,
@@ -108,6 +116,7 @@ class TeacherSpec(Model):
             "has(self.endpoint) || self.tensorParallelSize <= (self.gpus > 0 ? self.gpus : 1)",
             lambda t: t.endpoint is not None or t.tensor_parallel_size <= max(t.gpus, 1),
         ),
+        reserved_labels_rule(),
     )
 
     model: str | None = Field(
@@ -138,11 +147,24 @@ class TeacherSpec(Model):
     )
     resources: Resources = section(Resources, "Requests and limits of the vLLM container.")
     node_selector: dict[QualifiedName, LabelValue] = Field(
-        default_factory=dict, max_length=LIST_MAX, description="Node labels the teacher must match."
+        default_factory=dict,
+        max_length=LIST_MAX,
+        description="Node labels the teacher must match, merged over the operator's default "
+        "(podDefaults.nodeSelector) key by key.",
     )
     tolerations: list[Toleration] = Field(
-        default_factory=list, max_length=LIST_MAX, description="Taints the teacher tolerates."
+        default_factory=list,
+        max_length=LIST_MAX,
+        description="Taints the teacher tolerates; replaces the operator's default list "
+        "(podDefaults.tolerations) when given.",
     )
+    image_pull_secrets: ImagePullSecrets
+    service_account_name: ServiceAccountName
+    priority_class_name: PriorityClassName
+    runtime_class_name: RuntimeClassName
+    affinity: AffinityField
+    labels: PodLabels
+    annotations: PodAnnotations
     startup_timeout_seconds: int = Field(
         3600,
         ge=30,

@@ -13,13 +13,14 @@ connects, with one line naming the variable and the chart value and saying what 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from distillery.api.kube_types import image_problem
+from distillery.api.kube_types import PodSettings, image_problem
 from distillery.contract.cost import parse_prices
 from distillery.controller.guard import Guard
 from distillery.manifests.common import BuildConfig
@@ -75,6 +76,16 @@ class OperatorSettings(BaseModel):
         expected="a currency name of 1 to 16 characters",
         min_length=1,
         max_length=16,
+    )
+
+    pod_defaults: PodSettings = setting(
+        PodSettings(),
+        "What every pod the operator creates gets unless its job's section says otherwise (a JSON object: "
+        "imagePullSecrets, serviceAccountName, priorityClassName, runtimeClassName, affinity, nodeSelector, "
+        "tolerations, labels, annotations; merge rules in api.kube_types.PodSettings).",
+        env="DISTILLERY_POD_DEFAULTS",
+        chart="podDefaults",
+        expected="a JSON object of pod settings",
     )
 
     # ---------------------------------------------------------------- the guard (controller/guard.py)
@@ -206,6 +217,7 @@ class OperatorSettings(BaseModel):
             worker_cuda_image=self.worker_cuda_image,
             gpu_hour_prices=self.gpu_hour_prices,
             currency=self.currency,
+            pod_defaults=self.pod_defaults,
         )
 
     def guard(self) -> Guard:
@@ -239,6 +251,8 @@ class SettingsError(ValueError):
 # Fields read as comma-separated lists; of them, those where a set but empty variable means "none".
 _LISTS = {"guard_image_prefixes", "guard_toleration_keys", "namespaces"}
 _EMPTY_IS_NONE_ALLOWED = {"guard_toleration_keys"}
+# Fields read as a JSON object.
+_JSON = {"pod_defaults"}
 
 
 def from_environment(env: Mapping[str, str] | None = None, **flags: Any) -> OperatorSettings:
@@ -247,27 +261,48 @@ def from_environment(env: Mapping[str, str] | None = None, **flags: Any) -> Oper
     bad value's variable and chart value."""
     env = os.environ if env is None else env
     raw: dict[str, Any] = {}
+    bad_json: list[str] = []
     for field, variable in OperatorSettings.env_names().items():
         text = env.get(variable)
         if text is None:
             continue
         text = text.strip()
-        if field in _LISTS:
+        if field in _JSON:
+            if text:
+                try:
+                    value = json.loads(text)
+                    # The chart renders every key; an empty one ("", {}, [], null) is left out.
+                    empty = ("", None, [], {})
+                    raw[field] = (
+                        {k: v for k, v in value.items() if v not in empty}
+                        if isinstance(value, dict)
+                        else value
+                    )
+                except json.JSONDecodeError as error:
+                    bad_json.append(f"{OperatorSettings.source(field)}: expected a JSON object ({error})")
+        elif field in _LISTS:
             if text or field in _EMPTY_IS_NONE_ALLOWED:
                 raw[field] = tuple(item.strip() for item in text.split(",") if item.strip())
         elif text:  # set but empty: the default, as the chart leaves a value out
             raw[field] = text
     raw.update({field: value for field, value in flags.items() if value is not None})
     try:
-        return OperatorSettings(**raw)
+        settings = OperatorSettings(**raw)
     except ValidationError as error:
-        raise SettingsError([_problem(e, raw) for e in error.errors()]) from None
+        raise SettingsError(bad_json + [_problem(e, raw) for e in error.errors()]) from None
+    if bad_json:
+        raise SettingsError(bad_json)
+    return settings
 
 
 def _problem(error: Any, raw: dict[str, Any]) -> str:
     field = str(error["loc"][0]) if error["loc"] else ""
     if field not in OperatorSettings.model_fields:
         return f"operator settings: {error['msg']}"
+    if field in _JSON:  # a field inside the object: its path (camelCase, as in the chart) and what is wrong
+        path = ".".join(str(part) for part in error["loc"][1:])
+        message = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
+        return f"{OperatorSettings.source(field)}: {path + ': ' if path else ''}{message}"
     if error["type"] == "value_error":  # a validator's own words, naming the value
         return f"{OperatorSettings.source(field)}: {error['ctx']['error']}"
     expected = OperatorSettings.model_fields[field].json_schema_extra["expected"]

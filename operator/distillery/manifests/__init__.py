@@ -40,7 +40,7 @@ JOB_BUILDERS: dict[Stage, Builder] = {
 }
 CHILDREN: dict[str, tuple[str, str, str, str, Builder]] = {
     "pvc": ("v1", "PersistentVolumeClaim", "persistentvolumeclaims", "pvc", lambda j, c: build_pvc(j)),
-    "teacher": ("apps/v1", "Deployment", "deployments", "teacher", lambda j, c: build_teacher_deployment(j)),
+    "teacher": ("apps/v1", "Deployment", "deployments", "teacher", build_teacher_deployment),
     "teacher-service": ("v1", "Service", "services", "teacher", lambda j, c: build_teacher_service(j)),
     "teacher-policy": (
         "networking.k8s.io/v1",

@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from distillery import __version__
-from distillery.api import API_VERSION, KIND, DistillationJob, Resources, StageRuntime, Toleration
+from distillery.api import (
+    API_VERSION,
+    KIND,
+    DistillationJob,
+    PodSettings,
+    Resources,
+    StageRuntime,
+    TeacherSpec,
+    Toleration,
+)
 
 # Label keys. `managed-by` + `job` + `stage` are what selectors and the NetworkPolicy use.
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -53,6 +62,8 @@ class BuildConfig:
     # Price per GPU-hour by GPU type (contract.cost.parse_prices), for status.cost and the report.
     gpu_hour_prices: str = ""
     currency: str = "USD"
+    # What every pod gets unless its section says otherwise (the chart's podDefaults; merge_pod_settings).
+    pod_defaults: PodSettings = field(default_factory=PodSettings)
 
     def worker_image_for(self, runtime: StageRuntime, gpus: int) -> str:
         if runtime.image:
@@ -270,12 +281,52 @@ def object_store_env(job: DistillationJob) -> list[dict[str, Any]]:
     ]
 
 
+def merge_pod_settings(defaults: PodSettings, own: StageRuntime | TeacherSpec) -> PodSettings:
+    """A section's pod settings over the operator's defaults: the section's values win.
+
+    labels, annotations, nodeSelector: merged key by key, the section's value winning for a key;
+    imagePullSecrets, tolerations: the section's list replaces the default one when not empty;
+    affinity: the section's replaces the default whole when set;
+    serviceAccountName, priorityClassName, runtimeClassName: the section's when set.
+    """
+    return PodSettings.model_construct(
+        image_pull_secrets=own.image_pull_secrets or defaults.image_pull_secrets,
+        service_account_name=own.service_account_name or defaults.service_account_name,
+        priority_class_name=own.priority_class_name or defaults.priority_class_name,
+        runtime_class_name=own.runtime_class_name or defaults.runtime_class_name,
+        affinity=own.affinity or defaults.affinity,
+        node_selector={**defaults.node_selector, **own.node_selector},
+        tolerations=own.tolerations or defaults.tolerations,
+        labels={**defaults.labels, **own.labels},
+        annotations={**defaults.annotations, **own.annotations},
+    )
+
+
+def pod_template(
+    job: DistillationJob,
+    stage: str,
+    container: dict[str, Any],
+    *,
+    settings: PodSettings,
+    restart_policy: str,
+    extra_labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A pod template: the operator's labels (and `extra_labels` of its own, e.g. Kueue's queue) over the
+    extra ones the settings give (which may not name them), and the spec."""
+    meta: dict[str, Any] = {"labels": {**settings.labels, **labels(job, stage), **(extra_labels or {})}}
+    if settings.annotations:
+        meta["annotations"] = dict(settings.annotations)
+    return {
+        "metadata": meta,
+        "spec": pod_spec(job, container, settings=settings, restart_policy=restart_policy),
+    }
+
+
 def pod_spec(
     job: DistillationJob,
     container: dict[str, Any],
     *,
-    node_selector: dict[str, str],
-    toleration_items: list[Toleration],
+    settings: PodSettings,
     restart_policy: str,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
@@ -286,10 +337,21 @@ def pod_spec(
         "containers": [container],
         "volumes": [storage_volume(job), shm_volume(), tmp_volume()],
     }
-    if node_selector:
-        spec["nodeSelector"] = dict(node_selector)
-    if toleration_items:
-        spec["tolerations"] = tolerations(toleration_items)
+    if settings.node_selector:
+        spec["nodeSelector"] = dict(settings.node_selector)
+    if settings.tolerations:
+        spec["tolerations"] = tolerations(settings.tolerations)
+    if settings.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": ref.name} for ref in settings.image_pull_secrets]
+    for key, value in (
+        ("serviceAccountName", settings.service_account_name),
+        ("priorityClassName", settings.priority_class_name),
+        ("runtimeClassName", settings.runtime_class_name),
+    ):
+        if value:
+            spec[key] = value
+    if settings.affinity is not None:
+        spec["affinity"] = settings.affinity.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     return spec
 
 

@@ -41,6 +41,7 @@ def _job(
     runtime: StageRuntime,
     container: dict[str, Any],
     job_spec: dict[str, Any],
+    config: common.BuildConfig,
 ) -> dict[str, Any]:
     queue = job.spec.queue_name
     extra = {common.KUEUE_QUEUE_LABEL: queue} if queue else {}
@@ -59,16 +60,13 @@ def _job(
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
             ]
         },
-        "template": {
-            "metadata": {"labels": common.labels(job, stage)},
-            "spec": common.pod_spec(
-                job,
-                container,
-                node_selector=runtime.node_selector,
-                toleration_items=runtime.tolerations,
-                restart_policy="Never",
-            ),
-        },
+        "template": common.pod_template(
+            job,
+            stage,
+            container,
+            settings=common.merge_pod_settings(config.pod_defaults, runtime),
+            restart_policy="Never",
+        ),
     }
     if runtime.active_deadline_seconds is not None:
         spec["activeDeadlineSeconds"] = runtime.active_deadline_seconds
@@ -104,6 +102,7 @@ def build_check_job(job: DistillationJob, config: common.BuildConfig) -> dict[st
         stage=Stage.check,
         runtime=runtime,
         container=container,
+        config=config,
         job_spec={"completions": 1, "parallelism": 1, "backoffLimit": 0},
     )
 
@@ -145,6 +144,7 @@ def build_generation_job(job: DistillationJob, config: common.BuildConfig) -> di
         stage=Stage.generate,
         runtime=gen,
         container=container,
+        config=config,
         job_spec={
             "completionMode": "Indexed",
             "completions": gen.shards,
@@ -183,6 +183,7 @@ def build_training_job(job: DistillationJob, config: common.BuildConfig) -> dict
         stage=Stage.train,
         runtime=training,
         container=container,
+        config=config,
         # A retried pod resumes from the latest checkpoint on the storage.
         job_spec={"completions": 1, "parallelism": 1, "backoffLimit": training.backoff_limit},
     )
@@ -218,6 +219,7 @@ def build_evaluation_job(job: DistillationJob, config: common.BuildConfig) -> di
         stage=Stage.evaluate,
         runtime=evaluation,
         container=container,
+        config=config,
         job_spec={"completions": 1, "parallelism": 1, "backoffLimit": evaluation.backoff_limit},
     )
 

@@ -47,7 +47,10 @@ def _health() -> dict[str, Any]:
     return {"httpGet": {"path": "/health", "port": "http"}}
 
 
-def build_teacher_deployment(job: DistillationJob) -> dict[str, Any]:
+def build_teacher_deployment(
+    job: DistillationJob, config: common.BuildConfig | None = None
+) -> dict[str, Any]:
+    config = config or common.BuildConfig()
     teacher = job.spec.teacher
     if teacher.model is None:
         raise ValueError(
@@ -88,7 +91,6 @@ def build_teacher_deployment(job: DistillationJob) -> dict[str, Any]:
     # when the queue admits the pod. Kueue's configuration must enable `deployment` (and, up to v0.14,
     # `pod`) in `integrations.frameworks`.
     queue = {common.KUEUE_QUEUE_LABEL: job.spec.queue_name} if job.spec.queue_name else {}
-    pod_labels = {**common.labels(job, "teacher"), **queue}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -98,16 +100,14 @@ def build_teacher_deployment(job: DistillationJob) -> dict[str, Any]:
             # Never two teachers at once: a rolling update would need twice the GPUs.
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": common.selector_labels(job, "teacher")},
-            "template": {
-                "metadata": {"labels": pod_labels},
-                "spec": common.pod_spec(
-                    job,
-                    container,
-                    node_selector=teacher.node_selector,
-                    toleration_items=teacher.tolerations,
-                    restart_policy="Always",
-                ),
-            },
+            "template": common.pod_template(
+                job,
+                "teacher",
+                container,
+                settings=common.merge_pod_settings(config.pod_defaults, teacher),
+                restart_policy="Always",
+                extra_labels=queue,
+            ),
         },
     }
 

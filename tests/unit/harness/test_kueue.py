@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from tests.harness.kueue import ADMISSION_GATE, MANAGED_LABEL, QUEUE_LABEL, Kueue, gate_pod, suspend_job
+from tests.support.harness_workloads import NS, condition, finished, job
 from tests.support.waiting import wait_for
-from tests.unit.harness.conftest import NS, condition, finished, job
 
 pytestmark = pytest.mark.unit
 
