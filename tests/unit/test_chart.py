@@ -485,8 +485,10 @@ def test_pod_defaults_reach_the_operators_settings_and_its_builders():
     from distillery.api import PodSettings
     from distillery.controller.settings import SettingsError, from_environment
 
-    def env(values, *extra):
-        (container,) = find(render(values, *extra), "Deployment")["spec"]["template"]["spec"]["containers"]
+    def env(values, *sets):
+        (container,) = find(helm_template(values, *sets), "Deployment")["spec"]["template"]["spec"][
+            "containers"
+        ]
         return {e["name"]: e["value"] for e in container["env"] if "value" in e}
 
     full = yaml.safe_load(FULL_VALUES.read_text())["podDefaults"]
@@ -496,7 +498,7 @@ def test_pod_defaults_reach_the_operators_settings_and_its_builders():
     assert settings.pod_defaults.runtime_class_name == "nvidia"
     assert settings.pod_defaults.tolerations[0].key == "nvidia.com/gpu"
     assert from_environment(env("defaults")).pod_defaults == PodSettings()
-    bad = env("full", "--set", "podDefaults.labels.distillery\\.dev/job=other")
+    bad = env("full", "podDefaults.labels.distillery\\.dev/job=other")
     with pytest.raises(SettingsError) as refused:
         from_environment(bad)
     (problem,) = refused.value.problems
