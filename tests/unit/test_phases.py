@@ -604,11 +604,11 @@ def test_the_check_reports_what_it_read_and_progress_counts_the_cleaning():
 def test_progress_a_running_stage_reports_reaches_status_and_the_printer_column():
     training = decide(spec(), [], status(Phase.training, C.data_generated),
                       Observed(train=job(active=1), live={"epoch": 1.25, "step": 40, "train_loss": 0.4213}), NOW, "j")  # fmt: skip
-    assert training.progress.summary == "train epoch 1.25/3, loss 0.421"
+    assert training.progress.summary == "train 41% (epoch 1.25/3, loss 0.421)"
     assert training.progress.step == 40
     evaluating = decide(spec(), [], status(Phase.evaluating, C.data_generated, C.student_trained),
                         Observed(evaluate=job(active=1), live={"models_done": 1, "models_total": 3}), NOW, "j")  # fmt: skip
-    assert evaluating.progress.summary == "evaluate 1/3 models"
+    assert evaluating.progress.summary == "evaluate 33% (1/3 models)"
     new = next_status(status(Phase.evaluating), evaluating, NOW, 1)
     assert (new.progress.models_done, new.progress.models_total) == (1, 3)
 
