@@ -53,8 +53,15 @@ def test_durations_read_as_a_person_writes_them(seconds, text):
 
 @pytest.mark.parametrize(
     ("n", "text"),
-    [(0, "0"), (1850, "1850"), (9999, "9999"), (12345, "12.3k"), (123456, "123k"), (1_234_567, "1.23M"),
-     (5_000_000_000, "5B")],  # fmt: skip
+    [
+        (0, "0"),
+        (1850, "1850"),
+        (9999, "9999"),
+        (12345, "12.3k"),
+        (123456, "123k"),
+        (1_234_567, "1.23M"),
+        (5_000_000_000, "5B"),
+    ],
 )
 def test_counts_are_exact_when_small_and_three_figures_when_large(n, text):
     assert readout.count_text(n) == text
@@ -64,7 +71,12 @@ def test_the_generation_line_shows_percent_prompts_and_eta():
     live = {"prompts_done": 1850, "prompts_total": 5000, "tokens_per_second": 1234.5, "shards_reporting": 1}
     figures = readout.generation(1, 0, 0, live, 444)
     assert figures["summary"] == "generate 37% (1850/5000 prompts, ETA 13m)"
-    assert (figures["percent"], figures["eta_seconds"], figures["prompts_done"], figures["prompts_total"]) == (
+    assert (
+        figures["percent"],
+        figures["eta_seconds"],
+        figures["prompts_done"],
+        figures["prompts_total"],
+    ) == (
         37,
         780,
         1850,

@@ -36,6 +36,7 @@ from distillery.controller import policy, readout
 from distillery.controller.costs import observed_cost
 from distillery.controller.gate import gate, scores_line
 from distillery.controller.observe import JobState, Observed, settled
+from distillery.controller.readout import count_text
 from distillery.controller.steps import (
     WALK,
     Cond,
@@ -288,7 +289,8 @@ def generation(walk: Walk) -> Step | None:
                 C.data_generated,
                 "True",
                 Reason.completed,
-                f"{totals.records} records, {totals.output_tokens} tokens from {shards} shards "
+                f"{count_text(totals.prompts)} prompts, {count_text(totals.records)} records, "
+                f"{count_text(totals.output_tokens)} tokens from {shards} shard{'s' if shards > 1 else ''} "
                 f"({totals.rejected} responses rejected)",
             )
         )
