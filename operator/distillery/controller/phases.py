@@ -271,7 +271,7 @@ def generation(walk: Walk) -> Step | None:
             elapsed = since(
                 walk.now, gen.start_time, started_at(walk.status, C.data_generated, Reason.generating)
             )
-            live = dict(walk.observed.live)
+            live = walk.observed.live_of(Stage.generate)
             figures = readout.generation(shards, totals.shards, totals.prompts, live, elapsed)
             figures["records"] = totals.records + int(live.get("records", 0))
             return walk.step(
@@ -322,7 +322,7 @@ def training(walk: Walk) -> Step | None:
         if train.failed:
             return failure(walk, Stage.train, train)
         if not train.complete:
-            live = dict(walk.observed.live)
+            live = walk.observed.live_of(Stage.train)
             if walk.spec.training.method is not TrainingMethod.on_policy:
                 live.pop("on_policy_loss", None)  # the pod's gauge reads 0 when nothing sets it
             walk.note(**live)
@@ -393,7 +393,7 @@ def evaluation(walk: Walk) -> Step:
     if ev.failed and result is None:
         return failure(walk, Stage.evaluate, ev)
     if not ev.complete and not (ev.failed and result is not None):
-        walk.note(**walk.observed.live)
+        walk.note(**walk.observed.live_of(Stage.evaluate))
         elapsed = since(walk.now, ev.start_time, started_at(walk.status, C.evaluated, Reason.evaluating))
         figures = readout.evaluation(walk.progress, elapsed)
         return walk.step(

@@ -118,6 +118,8 @@ class ProgressScraper:
             ips = running_pods(self.cache.children(key), stage)
             texts = await asyncio.gather(*(self._fetch(session, ip) for ip in ips))
             live = live_progress(stage, [samples(t) for t in texts if t])
+            if live:
+                live["stage"] = str(stage)  # read back by the stage it belongs to only (Observed.live_of)
             if live and live != self.live.get(key):
                 self.live[key] = live
                 self.request(key)
