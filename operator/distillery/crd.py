@@ -135,7 +135,7 @@ PRINTER_COLUMNS = [
         "name": "Progress",
         "type": "string",
         "jsonPath": ".status.progress.summary",
-        "description": "What the current stage has done.",
+        "description": "The current stage: percent, what it has done and its ETA.",
     },
     {
         "name": "Retention",
@@ -152,6 +152,14 @@ PRINTER_COLUMNS = [
         "description": "GPU-hours used so far (the teacher's and every stage's).",
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {
+        # Long: shown by `kubectl get -o wide`, as Pods show their node and IP.
+        "name": "Message",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": ".status.message",
+        "description": "The latest thing a person should know.",
+    },
 ]
 
 

@@ -723,7 +723,7 @@ def test_progress_a_running_stage_reports_reaches_status_and_the_printer_column(
         NOW,
         "j",
     )
-    assert training.progress.summary == "train epoch 1.25/3, loss 0.421"
+    assert training.progress.summary == "train 41% (epoch 1.25/3, loss 0.421)"
     assert training.progress.step == 40
     evaluating = decide(
         spec(),
@@ -733,7 +733,7 @@ def test_progress_a_running_stage_reports_reaches_status_and_the_printer_column(
         NOW,
         "j",
     )
-    assert evaluating.progress.summary == "evaluate 1/3 models"
+    assert evaluating.progress.summary == "evaluate 33% (1/3 models)"
     new = next_status(status(Phase.evaluating), evaluating, NOW, 1)
     assert (new.progress.models_done, new.progress.models_total) == (1, 3)
 
@@ -777,3 +777,57 @@ def test_a_complete_job_whose_pod_status_has_not_arrived_is_waited_for_then_judg
     arrived = Observed(evaluate=job(**completed, completion_time=NOW.isoformat(), summaries=EVAL_PASS))
     if stage == "evaluate":
         assert decide(spec(), [], before, arrived, NOW, "j").phase is Phase.succeeded
+
+
+def test_status_does_not_change_on_every_scrape_while_a_shard_runs_only_when_the_figures_move():
+    """A scrape every 15 s moves the prompts count a little each time; status (a write and a watch event)
+    changes only when the whole percent or the ETA's minute moves, and then the line moves with it."""
+    one = spec(generation={"shards": 1})
+    started = (NOW - timedelta(minutes=10)).isoformat()
+    st = status(Phase.generating, C.inputs_ready)
+    lines = []
+    writes = 0
+    # 2 prompts/s over 5000 prompts (0.6 % a scrape); scraped every 15 s for 5 minutes, from minute 10.
+    for tick in range(21):
+        now = NOW + timedelta(seconds=15 * tick)
+        live = {"prompts_done": 2 * (600 + 15 * tick), "prompts_total": 5000, "records": 1100 + tick,
+                "tokens_per_second": 1234.5 + tick, "shards_reporting": 1}  # fmt: skip
+        observed = Observed(teacher=TEACHER_UP, generate=job(active=1, start_time=started), live=live)
+        new = next_status(st, decide(one, [], st, observed, now, "j"), now, 1)
+        writes += new.progress != st.progress  # (status.cost moves with the clock: controller.costs)
+        lines.append(new.progress.summary)
+        st = new
+    assert lines[0] == "generate 24% (1200/5000 prompts, ETA 32m)"
+    assert lines[-1] == "generate 36% (1800/5000 prompts, ETA 27m)"
+    assert 12 <= writes <= 16, lines  # 24% -> 36% and ETA 32m -> 27m: a write per move, none between
+    assert len(set(lines)) == writes
+    assert st.progress.percent == 36 and st.progress.prompts_total == 5000
+    # The same scrape twice: no change at all.
+    again = next_status(st, decide(one, [], st, observed, now, "j"), now, 1)
+    assert again == st
+
+
+def test_a_stage_start_and_end_are_normal_events_with_its_figures():
+    one = spec(generation={"shards": 1})
+    teacher_ready = status(Phase.teacher_starting, C.inputs_ready)
+    running = next_status(
+        teacher_ready,
+        decide(one, [], teacher_ready, Observed(teacher=TEACHER_UP), NOW, "j"),
+        NOW,
+        1,
+    )
+    started = [(e.type, e.reason, e.message) for e in events(teacher_ready, running)]
+    assert ("Normal", "StageStarted", "generate started: 0/1 shards done") in started
+    summary = GenerateSummary(prompts=5000, records=4870, output_tokens=1_234_567, rejected={"length": 130})
+    later = NOW + timedelta(minutes=41)
+    gen = job(complete=True, succeeded=1, summaries=(summary,), start_time=NOW.isoformat(),
+              completion_time=later.isoformat())  # fmt: skip
+    done = next_status(running, decide(one, [], running, Observed(teacher=TEACHER_UP, generate=gen), later, "j"),
+                       later, 1)  # fmt: skip
+    ended = [(e.type, e.reason, e.message) for e in events(running, done)]
+    assert (
+        "Normal",
+        "StageCompleted",
+        "generate done in 41m: 5000 prompts, 4870 records, 1.23M tokens from 1 shard (130 responses rejected)",
+    ) in ended
+    assert not [e for e in events(done, done)]

@@ -104,9 +104,37 @@ class Condition(Model):
 
 
 class Progress(Model):
-    summary: str | None = Field(None, description="One line for `kubectl get`, e.g. `generate 3/8 shards`.")
+    """How far the current stage is. While a stage runs, its figures are those of the latest status write:
+    the operator writes when the whole percent, the ETA's minute or a stage's shard count moves, not on
+    every scrape of the pods' /metrics."""
+
+    summary: str | None = Field(
+        None,
+        description="One line for `kubectl get` (PROGRESS), e.g. `generate 37% (1850/5000 prompts, ETA 12m)`.",
+    )
+    percent: int | None = Field(None, ge=0, le=100, description="The current stage's share done, 0-100.")
+    eta_seconds: int | None = Field(
+        None,
+        ge=0,
+        description="Seconds the current stage still needs at its rate since it started (whole minutes); "
+        "empty until a rate is known.",
+    )
+    tokens_per_second: float | None = Field(
+        None,
+        ge=0,
+        description="Generation: teacher output tokens per second, summed over the running shards; "
+        "training: real tokens per second the student trains on.",
+    )
     shards_done: int | None = Field(None, ge=0, description="Generation shards finished.")
     shards_total: int | None = Field(None, ge=0, description="Generation shards in all.")
+    prompts_done: int | None = Field(
+        None, ge=0, description="Prompts generation has handled (accepted, rejected or given up on)."
+    )
+    prompts_total: int | None = Field(
+        None,
+        ge=0,
+        description="Prompts generation answers in all; empty until every shard has counted its inputs.",
+    )
     records: int | None = Field(None, ge=0, description="Teacher records accepted so far.")
     tokens: int | None = Field(None, ge=0, description="Teacher output tokens so far.")
     rejected: int | None = Field(None, ge=0, description="Teacher responses rejected by the filters.")
@@ -120,6 +148,9 @@ class Progress(Model):
     )
     epoch: float | None = Field(None, ge=0, description="Training epoch reached.")
     step: int | None = Field(None, ge=0, description="Training updates done.")
+    steps_total: int | None = Field(
+        None, ge=0, description="Training updates in all (epochs x updates per epoch)."
+    )
     train_loss: float | None = Field(None, description="Latest training loss.")
     models_done: int | None = Field(None, ge=0, description="Models evaluation has scored so far.")
     models_total: int | None = Field(None, ge=0, description="Models evaluation compares.")

@@ -16,12 +16,19 @@ GENERATION_TOKENS = "distillery_generation_tokens_total"
 GENERATION_RECORDS = "distillery_generation_records_total"
 GENERATION_REJECTED = "distillery_generation_rejected_total"
 GENERATION_IN_FLIGHT = "distillery_generation_in_flight_requests"
+# A shard's position (gauges, an earlier run of the shard included): the operator sums them over the
+# running shards for status.progress and `kubectl get dj`.
+GENERATION_PROMPTS = "distillery_generation_prompts"
+GENERATION_PROMPTS_DONE = "distillery_generation_prompts_done"
+GENERATION_RECORDS_ACCEPTED = "distillery_generation_records_accepted"
+GENERATION_OUTPUT_TOKENS_PER_SECOND = "distillery_generation_output_tokens_per_second"
 
 # ------------------------------------------------------------------ training (`distillery train`)
 
 TRAIN_LOSS = "distillery_train_loss"
 TRAIN_VALIDATION_LOSS = "distillery_train_validation_loss"
 TRAIN_STEP = "distillery_train_step"
+TRAIN_STEPS = "distillery_train_steps"
 TRAIN_EPOCH = "distillery_train_epoch"
 TRAIN_TOKENS = "distillery_train_tokens_total"
 TRAIN_TOKENS_PER_SECOND = "distillery_train_tokens_per_second"
@@ -45,11 +52,16 @@ BY_STAGE = {
         GENERATION_RECORDS,
         GENERATION_REJECTED,
         GENERATION_IN_FLIGHT,
+        GENERATION_PROMPTS,
+        GENERATION_PROMPTS_DONE,
+        GENERATION_RECORDS_ACCEPTED,
+        GENERATION_OUTPUT_TOKENS_PER_SECOND,
     ),
     "train": (
         TRAIN_LOSS,
         TRAIN_VALIDATION_LOSS,
         TRAIN_STEP,
+        TRAIN_STEPS,
         TRAIN_EPOCH,
         TRAIN_TOKENS,
         TRAIN_TOKENS_PER_SECOND,

@@ -107,6 +107,12 @@ STAGES: tuple[StageFacts, ...] = (
         sharded=True,
         fingerprint=("teacher", "data", "generation", "inputs", "uid"),
         cost_counts={"prompt_tokens": "teacher_prompt_tokens", "output_tokens": "teacher_output_tokens"},
+        series={  # summed over the running shards (a sharded stage's)
+            "prompts_done": series.GENERATION_PROMPTS_DONE,
+            "prompts_total": series.GENERATION_PROMPTS,
+            "records": series.GENERATION_RECORDS_ACCEPTED,
+            "tokens_per_second": series.GENERATION_OUTPUT_TOKENS_PER_SECOND,
+        },
         cli="distillery.stages.generate",
         help="phase 1: one shard of teacher generation",
     ),
@@ -122,6 +128,8 @@ STAGES: tuple[StageFacts, ...] = (
         cost_counts={"tokens": "training_tokens"},
         series={
             "step": series.TRAIN_STEP,
+            "steps_total": series.TRAIN_STEPS,
+            "tokens_per_second": series.TRAIN_TOKENS_PER_SECOND,
             "epoch": series.TRAIN_EPOCH,
             "train_loss": series.TRAIN_LOSS,
             "on_policy_loss": series.TRAIN_ON_POLICY_LOSS,  # kept for training.method onPolicy only

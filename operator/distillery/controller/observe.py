@@ -125,6 +125,13 @@ class Observed:
         object.__setattr__(self, "admission", admission)
         object.__setattr__(self, "live", dict(live or {}))
 
+    def live_of(self, stage: Stage) -> dict[str, Any]:
+        """What the running pods of `stage` report; nothing when the figures are another stage's (the
+        scraper names the stage it read, and the phase can move on before its next scrape)."""
+        if self.live.get("stage", stage) != stage:
+            return {}
+        return {name: value for name, value in self.live.items() if name != "stage"}
+
     def job(self, stage: Stage) -> JobState:
         """The stage's Job as observed (an absent one when there is none)."""
         return self.jobs.get(stage, NO_JOB)

@@ -33,10 +33,11 @@ from distillery.api import (
 from distillery.contract import stages
 from distillery.contract.stages import Stage
 from distillery.contract.summaries import CheckSummary, EvaluateSummary, TrainSummary, generation_totals
-from distillery.controller import policy
+from distillery.controller import policy, readout
 from distillery.controller.costs import observed_cost
 from distillery.controller.gate import gate, scores_line
 from distillery.controller.observe import JobState, Observed, settled
+from distillery.controller.readout import count_text
 from distillery.controller.steps import (
     WALK,
     Cond,
@@ -46,11 +47,13 @@ from distillery.controller.steps import (
     now_text,
     parse_time,
     resume,
+    since,
     started_at,
     stop_everything,
     teacher_present,
     walks,
     with_progress,
+    with_summary,
 )
 from distillery.storage import Layout
 
@@ -177,7 +180,7 @@ def failure(walk: Walk, stage: Stage, job: JobState) -> Step:
         f"{stage} failed: {detail}",
         (*walk.conditions, Cond(kind, "False", reason, detail)),
         delete=stop_everything(walk.observed),
-        progress=with_progress(walk.progress, summary="failed"),
+        progress=with_summary(walk.progress, "failed"),
         finished_stages=tuple(walk.finished),
     )
 
@@ -267,7 +270,7 @@ def teacher_starting(walk: Walk, ready: Cond) -> Step:
         f"since {now_text(started)} (teacher.startupTimeoutSeconds: {limit})",
         (*walk.conditions, ready),
         ensure=tuple(walk.ensure),
-        progress=with_progress(walk.progress, summary="teacher loading"),
+        progress=with_summary(walk.progress, "teacher loading"),
         # Come back when the time is up, even if nothing else happens to the job meanwhile.
         requeue_after=max(1.0, limit - (walk.now - started).total_seconds() + 1),
         finished_stages=tuple(walk.finished),
@@ -300,12 +303,18 @@ def generation(walk: Walk) -> Step | None:
                 return teacher_starting(walk, ready)
             if gen.held_by_kueue:
                 return queued(walk, Phase.generating, Stage.generate, gen, ready, delete=())
+            elapsed = since(
+                walk.now, gen.start_time, started_at(walk.status, C.data_generated, Reason.generating)
+            )
+            live = walk.observed.live_of(Stage.generate)
+            figures = readout.generation(shards, totals.shards, totals.prompts, live, elapsed)
+            figures["records"] = totals.records + int(live.get("records", 0))
             return walk.step(
                 Phase.generating,
                 f"generating: {done}/{shards} shards done" + waiting(gen),
                 ready,
                 Cond(C.data_generated, "False", Reason.generating, f"{done}/{shards} shards done"),
-                summary=f"generate {done}/{shards} shards",
+                summary=running(walk, Phase.generating, figures),
                 ensure=(Stage.generate,),
                 delete=(),
                 resume=resume(spec, gen, Stage.generate),
@@ -315,7 +324,8 @@ def generation(walk: Walk) -> Step | None:
                 C.data_generated,
                 "True",
                 Reason.completed,
-                f"{totals.records} records, {totals.output_tokens} tokens from {shards} shards "
+                f"{count_text(totals.prompts)} prompts, {count_text(totals.records)} records, "
+                f"{count_text(totals.output_tokens)} tokens from {shards} shard{'s' if shards > 1 else ''} "
                 f"({totals.rejected} responses rejected)",
             )
         )
@@ -347,10 +357,14 @@ def training(walk: Walk) -> Step | None:
         if train.failed:
             return failure(walk, Stage.train, train)
         if not train.complete:
-            live = dict(walk.observed.live)
+            live = walk.observed.live_of(Stage.train)
             if walk.spec.training.method is not TrainingMethod.on_policy:
                 live.pop("on_policy_loss", None)  # the pod's gauge reads 0 when nothing sets it
             walk.note(**live)
+            elapsed = since(
+                walk.now, train.start_time, started_at(walk.status, C.student_trained, Reason.training)
+            )
+            figures = readout.training(walk.progress, walk.spec.training.epochs, elapsed)
             teacher: tuple[Cond, ...] = ()
             if keep_teacher:
                 walk.ensure += TEACHER_CHILDREN
@@ -372,7 +386,7 @@ def training(walk: Walk) -> Step | None:
                 "training the student" + waiting(train),
                 *teacher,
                 Cond(C.student_trained, "False", Reason.training, f"training {walk.spec.student.model}"),
-                summary=training_summary(walk.progress, walk.spec.training.epochs),
+                summary=running(walk, Phase.training, figures),
                 ensure=(Stage.train,),
                 resume=resume(walk.spec, train, Stage.train),
                 **({"delete": ()} if keep_teacher else {}),
@@ -389,12 +403,19 @@ def training(walk: Walk) -> Step | None:
     return None
 
 
-def training_summary(progress: Progress, epochs: int) -> str:
-    """`kubectl get`'s PROGRESS while training: the epoch and the loss the pod reports."""
-    if progress.epoch is None:
-        return "train running"
-    loss = progress.train_loss
-    return f"train epoch {progress.epoch:.2f}/{epochs}" + (f", loss {loss:.3g}" if loss is not None else "")
+def running(walk: Walk, phase: Phase, figures: dict) -> str:
+    """Note a running stage's figures, and return its `kubectl get` line, when they moved as a person sees
+    them (`readout.moved`); otherwise keep status's figures and line, so a scrape that moved a count by a few
+    writes nothing."""
+    summary = figures.pop("summary")
+    new = with_progress(walk.progress, **figures)
+    old = walk.status.progress
+    if walk.status.phase is phase and old is not None and old.summary and not readout.moved(old, new):
+        names = {*figures, *readout.MOVES, *walk.observed.live} & set(Progress.model_fields)
+        walk.progress = with_progress(walk.progress, **{name: getattr(old, name) for name in names})
+        return old.summary
+    walk.progress = new
+    return summary
 
 
 # ------------------------------------------------------------------ 3. evaluation and the gate
@@ -418,13 +439,14 @@ def evaluation(walk: Walk) -> Step:
     if ev.held_by_kueue:
         return queued(walk, Phase.evaluating, Stage.evaluate, ev)
     if not ev.complete and not (ev.failed and result is not None):
-        walk.note(**walk.observed.live)
-        done, total = walk.progress.models_done, walk.progress.models_total
+        walk.note(**walk.observed.live_of(Stage.evaluate))
+        elapsed = since(walk.now, ev.start_time, started_at(walk.status, C.evaluated, Reason.evaluating))
+        figures = readout.evaluation(walk.progress, elapsed)
         return walk.step(
             Phase.evaluating,
             "evaluating student vs baseline vs teacher" + waiting(ev),
             Cond(C.evaluated, "False", Reason.evaluating, "scoring on held-out data"),
-            summary=f"evaluate {done}/{total} models" if total else "evaluate running",
+            summary=running(walk, Phase.evaluating, figures),
             ensure=(Stage.evaluate,),
             resume=resume(walk.spec, ev, Stage.evaluate),
         )

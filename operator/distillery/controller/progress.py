@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from distillery.api import Phase
+from distillery.api import Phase, Progress
 from distillery.contract import stages
 from distillery.contract.commands import METRICS_PORT
 from distillery.controller.cache import Cache, Key
@@ -51,16 +51,30 @@ def samples(text: str) -> dict[str, float]:
 
 
 def live_progress(stage: str, scraped: Iterable[dict[str, float]]) -> dict[str, Any]:
-    """The Progress fields a stage's pods report (the first pod that has each; training's rank 0 is one)."""
+    """The Progress fields a stage's running pods report. A sharded stage's (generation's) are summed over
+    its shards, with `shards_reporting`: how many have counted their prompts. Any other stage's come from
+    the first pod that has each (training's rank 0 is one)."""
+    pods = list(scraped)
+    sharded = stage in stages.names() and stages.facts(stage).sharded
     out: dict[str, Any] = {}
-    for values in scraped:
-        for field, name in series(stage).items():
-            if field not in out and name in values:
-                value = values[name]
-                out[field] = (
-                    int(value) if field in ("step", "models_done", "models_total") else round(value, 4)
-                )
+    for field, name in series(stage).items():
+        values = [pod[name] for pod in pods if name in pod]
+        if not values:
+            continue
+        value = sum(values) if sharded else values[0]
+        out[field] = int(value) if field in _COUNTS else round(value, 4)
+    if out and sharded and "prompts_total" in series(stage):
+        name = series(stage)["prompts_total"]
+        out["shards_reporting"] = sum(1 for pod in pods if pod.get(name, 0) > 0)
     return out
+
+
+# Progress fields that count things (whole numbers), whatever the exposition's float says.
+_COUNTS = frozenset(
+    name
+    for name, info in Progress.model_fields.items()
+    if "int" in str(info.annotation) and name != "percent"
+)
 
 
 def running_pods(children: dict[str, list[dict[str, Any]]], stage: str) -> list[str]:
@@ -104,6 +118,8 @@ class ProgressScraper:
             ips = running_pods(self.cache.children(key), stage)
             texts = await asyncio.gather(*(self._fetch(session, ip) for ip in ips))
             live = live_progress(stage, [samples(t) for t in texts if t])
+            if live:
+                live["stage"] = str(stage)  # read back by the stage it belongs to only (Observed.live_of)
             if live and live != self.live.get(key):
                 self.live[key] = live
                 self.request(key)

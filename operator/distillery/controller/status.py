@@ -2,7 +2,8 @@
 
 `next_status` merges a `phases.Step` into the status: conditions keep their
 lastTransitionTime unless their status or reason changes; `events` lists the
-transitions (a Warning for a failure, Normal for progress).
+transitions (a Warning for a failure, Normal for progress, and a Normal StageStarted / StageCompleted
+at each stage's boundaries, with its figures).
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from distillery.api import (
     DistillationJobStatus,
     Phase,
     Progress,
+    Reason,
     is_progress_reason,
 )
+from distillery.contract import stages
+from distillery.controller import readout
 from distillery.controller.observe import JobState
 from distillery.controller.steps import Cond, Step, now_text, parse_time
 
@@ -90,10 +94,33 @@ def events(old: DistillationJobStatus, new: DistillationJobStatus) -> list[Event
         moved = prior is None or (prior.status, prior.reason) != (c.status, c.reason)
         if moved and c.status == "False" and not is_progress_reason(c.reason):
             out.append(Event("Warning", f"{c.type.value}{c.reason}", c.message or c.reason))
+        if moved:
+            out += _stage_boundary(c, prior, new)
     if new.phase != old.phase and new.phase is not None:
         kind = "Warning" if new.phase is Phase.failed else "Normal"
         out.append(Event(kind, new.phase.value, new.message or new.phase.value))
     return out
+
+
+# A stage's condition while it runs: False with one of these reasons.
+_RUNNING = frozenset(
+    {Reason.checking.value, Reason.generating.value, Reason.training.value, Reason.evaluating.value}
+)
+
+
+def _stage_boundary(c: Condition, prior: Condition | None, new: DistillationJobStatus) -> list[Event]:
+    """A Normal Event when a stage starts (its condition turns to running) and when it ends (True), with its
+    figures and how long it took (`kubectl describe dj` lists them)."""
+    stage = next((f.stage for f in stages.STAGES if f.condition == c.type), None)
+    if stage is None:
+        return []
+    if c.status == "True" and (prior is None or prior.status != "True"):
+        spent = new.cost.stages.get(stage) if new.cost else None
+        took = f" in {readout.duration_text(spent.wall_seconds)}" if spent and spent.wall_seconds else ""
+        return [Event("Normal", "StageCompleted", f"{stage} done{took}: {c.message}")]
+    if c.status == "False" and c.reason in _RUNNING:
+        return [Event("Normal", "StageStarted", f"{stage} started: {c.message}")]
+    return []
 
 
 def status_document(status: DistillationJobStatus) -> dict[str, Any]:

@@ -79,7 +79,7 @@ class Walk:
             (*self.conditions, *conditions),
             ensure=ensure,
             delete=changes.pop("delete", teacher_present(self.observed)),
-            progress=with_progress(self.progress, summary=summary),
+            progress=with_summary(self.progress, summary),
             artifacts=self.artifacts or None,
             finished_stages=tuple(self.finished),
             **changes,
@@ -90,6 +90,24 @@ def with_progress(progress: Progress, **fields: Any) -> Progress:
     """`progress` with `fields` set, validated: Progress refuses an unknown field, so a misspelt one fails
     here. Only the fields set (`model_fields_set`) reach status; the others keep what status had."""
     return Progress.model_validate({**progress.model_dump(exclude_unset=True), **fields})
+
+
+# Figures of the running stage only: a step that does not set them clears them, so one stage's percent
+# or ETA never shows beside the next one's summary.
+PER_STAGE = ("percent", "eta_seconds", "tokens_per_second")
+
+
+def with_summary(progress: Progress, summary: str) -> Progress:
+    """`progress` with the `kubectl get` line set, and the running stage's figures it lacks cleared."""
+    unset = {name: None for name in PER_STAGE if name not in progress.model_fields_set}
+    return with_progress(progress, **unset, summary=summary)
+
+
+def since(now: datetime, *starts: str | None) -> float | None:
+    """Seconds from the first of `starts` that is a time (a stage Job's startTime, its condition's
+    lastTransitionTime) to now; None when none is."""
+    start = next((t for t in map(parse_time, starts) if t is not None), None)
+    return max(0.0, (now - start).total_seconds()) if start is not None else None
 
 
 StageStep = Callable[[Walk], "Step | None"]

@@ -35,3 +35,26 @@ GEN_REJECTED = Counter(
     registry=REGISTRY,
 )
 GEN_IN_FLIGHT = Gauge(series.GENERATION_IN_FLIGHT, "Teacher requests in flight.", registry=REGISTRY)
+
+# The shard's position, an earlier run of the shard included (it resumes from its files): what the operator
+# shows as progress (`kubectl get dj`). The counters above count this process's work only.
+GEN_PROMPTS = Gauge(
+    series.GENERATION_PROMPTS,
+    "Prompts this shard answers in all (both splits); 0 until it has counted its inputs.",
+    registry=REGISTRY,
+)
+GEN_PROMPTS_DONE = Gauge(
+    series.GENERATION_PROMPTS_DONE,
+    "Prompts this shard has handled (accepted, rejected or given up on), an earlier run's included.",
+    registry=REGISTRY,
+)
+GEN_RECORDS_ACCEPTED = Gauge(
+    series.GENERATION_RECORDS_ACCEPTED,
+    "Records this shard has accepted, those of an earlier run of it included.",
+    registry=REGISTRY,
+)
+GEN_OUTPUT_TOKENS_PER_SECOND = Gauge(
+    series.GENERATION_OUTPUT_TOKENS_PER_SECOND,
+    "Teacher output tokens per second this shard has received since it started.",
+    registry=REGISTRY,
+)

@@ -242,6 +242,7 @@ class Shard:
             result = await self.client.complete(prompt.messages, **self.params)
         except RequestFailed as error:
             work.stats.count_error(error.kind, str(error))
+            self._export()
             return "error", str(error)
         finally:
             self.in_flight -= 1
@@ -313,6 +314,18 @@ class Shard:
         metrics.GEN_RECORDS.inc(len(accepted))
         metrics.GEN_TOKENS.labels("prompt").inc(result.prompt_tokens)
         metrics.GEN_TOKENS.labels("completion").inc(result.completion_tokens)
+        self._export()
+
+    def _export(self) -> None:
+        """The shard's position as gauges (both splits, an earlier run's work included): the operator sums
+        them over the running shards for `kubectl get dj`. A prompt given up on (errors) counts as handled."""
+        every = [work.stats for work in self.splits]
+        metrics.GEN_PROMPTS.set(sum(s.prompts for s in every))
+        metrics.GEN_PROMPTS_DONE.set(sum(s.done + s.errors for s in every))
+        metrics.GEN_RECORDS_ACCEPTED.set(sum(s.records for s in every))
+        elapsed = time.monotonic() - self.started
+        if elapsed > 0:
+            metrics.GEN_OUTPUT_TOKENS_PER_SECOND.set(round(self.new_output_tokens / elapsed, 1))
 
     def _finish(self, work: SplitWork) -> None:
         stats = work.stats

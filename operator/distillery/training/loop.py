@@ -174,6 +174,8 @@ class Trainer:
             f"{config.epochs} epochs, {self.total} updates of "
             f"{config.batch_size}x{config.gradient_accumulation_steps}x{dist.world_size} sequences"
         )
+        metrics.TRAIN_STEPS.set(self.total)
+        metrics.TRAIN_STEP.set(state["step"])  # a resumed run starts at its checkpoint's update
         self.model.train()
         for epoch in range(state["epoch"], config.epochs):
             batches = rank_batches(self.examples, config, epoch, dist)

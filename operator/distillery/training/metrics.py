@@ -14,6 +14,11 @@ TRAIN_VALIDATION_LOSS = Gauge(
     series.TRAIN_VALIDATION_LOSS, "Validation loss after the latest epoch.", registry=REGISTRY
 )
 TRAIN_STEP = Gauge(series.TRAIN_STEP, "Optimizer updates done.", registry=REGISTRY)
+TRAIN_STEPS = Gauge(
+    series.TRAIN_STEPS,
+    "Optimizer updates this training makes in all (epochs x updates per epoch).",
+    registry=REGISTRY,
+)
 TRAIN_EPOCH = Gauge(series.TRAIN_EPOCH, "Epochs done (fractional).", registry=REGISTRY)
 TRAIN_TOKENS = Counter(
     series.TRAIN_TOKENS, "Real (non-padding) tokens the student trained on.", registry=REGISTRY
