@@ -114,6 +114,11 @@ def scrape_config(targets: list[Target], address: Callable[[Target], str]) -> li
                 "metrics_path": target.metrics_path,
                 "scheme": target.scheme,
                 "static_configs": [],
+                **(
+                    {"metric_relabel_configs": list(target.metric_relabelings)}
+                    if target.metric_relabelings
+                    else {}
+                ),
             },
         )
         job["static_configs"].append({"targets": [address(target)], "labels": dict(target.labels)})

@@ -465,6 +465,7 @@ class Target:
     scheme: str
     honor_labels: bool
     labels: dict[str, str] = field(default_factory=dict)  # the target's labels (no `__` ones)
+    metric_relabelings: tuple[dict[str, Any], ...] = ()  # the endpoint's metric_relabel_configs
 
 
 def _finish(
@@ -483,8 +484,15 @@ def _finish(
         return None
     public = {k: v for k, v in labels.items() if not k.startswith("__") and v}
     public.setdefault("instance", labels["__address__"])
+    metric = tuple(user_relabelings(endpoint.get("metricRelabelings")))
     return Target(
-        job_name, labels["__address__"], labels["__metrics_path__"], labels["__scheme__"], honor, public
+        job_name,
+        labels["__address__"],
+        labels["__metrics_path__"],
+        labels["__scheme__"],
+        honor,
+        public,
+        metric,
     )
 
 

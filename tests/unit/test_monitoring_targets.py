@@ -99,6 +99,11 @@ def test_the_teacher_is_scraped_on_its_vllm_port(cluster, targets):
     assert target.address == f"{pod['status']['podIP']}:{TEACHER_PORT}" and target.metrics_path == "/metrics"
     assert target.labels["distillery_job"] == "support-bot" and target.labels["namespace"] == JOB_NAMESPACE
     assert target.labels["job"] == f"{RELEASE_NAMESPACE}/distillery-teacher"
+    # vLLM's names, however prometheus_client escaped the colon (tests/integration/test_prometheus.py
+    # has a real Prometheus 2 scrape them through OpenMetrics, which writes `vllm_`).
+    for name in ("vllm_kv_cache_usage_perc", "vllm:kv_cache_usage_perc"):
+        relabeled = po.relabel({"__name__": name}, list(target.metric_relabelings))
+        assert relabeled == {"__name__": "vllm:kv_cache_usage_perc"}
 
 
 def test_the_operator_is_scraped_once_as_distillery_operator(cluster, targets):
