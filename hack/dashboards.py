@@ -7,10 +7,12 @@ The chart loads each JSON file into a ConfigMap for the Grafana sidecar. Tests p
 every expression (promql-parser), check each metric name against
 the metrics modules (METRIC_MODULES), and run the expressions on a real Prometheus.
 
-Label conventions the queries rely on (the chart's ServiceMonitor and PodMonitor set them):
-the operator's target has job="distillery-operator" and keeps the per-job `namespace` and
-`job` labels it exports; worker pods' series get `namespace`, `job` (their
-DistillationJob) and `stage`.
+Label conventions the queries rely on (the chart's ServiceMonitor and PodMonitors set them;
+tests/unit/test_monitoring_targets.py checks them on the real pods):
+the operator's target has job="distillery-operator" and keeps the per-job `namespace` it
+exports beside `distillery_job` (the DistillationJob's name); worker pods' and the teacher's
+series get `namespace`, `distillery_job` and `stage` (and `job`, their scrape job, which the
+queries do not use).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ ALERTS_FILE = ROOT / "charts" / "distillery" / "rules" / "alerts.yaml"
 
 OPERATOR = 'job="distillery-operator"'
 # Per-job series the operator exports, filtered by the dashboard's variables.
-JOB = 'namespace=~"$namespace", job=~"$job"'
+JOB = 'namespace=~"$namespace", distillery_job=~"$distillery_job"'
 ACTIVE_PHASES = "TeacherStarting|Generating|Training|Evaluating"
 DATASOURCE = dashboard_models.DataSourceRef(type_val="prometheus", uid="${datasource}")
 
@@ -151,7 +153,7 @@ def latency_quantiles(metric: str, matchers: str, by: str = "") -> list[tuple[st
 
 def overview() -> dashboard.Dashboard:
     """Everything a platform engineer wants on one screen: jobs, the four stages, the operator."""
-    per_job = "{{namespace}}/{{job}}"
+    per_job = "{{namespace}}/{{distillery_job}}"
     board = (
         dashboard.Dashboard("Distillery / Overview")
         .uid("distillery-overview")
@@ -166,7 +168,9 @@ def overview() -> dashboard.Dashboard:
         .with_variable(dashboard.DatasourceVariable("datasource").label("Data source").type("prometheus"))
         .with_variable(_label_variable("namespace", "Namespace", "distillery_job_phase"))
         .with_variable(
-            _label_variable("job", "DistillationJob", 'distillery_job_phase{namespace=~"$namespace"}')
+            _label_variable(
+                "distillery_job", "DistillationJob", 'distillery_job_phase{namespace=~"$namespace"}'
+            )
         )
     )
 
@@ -218,8 +222,8 @@ def overview() -> dashboard.Dashboard:
         bars(
             "Progress of the current stage",
             "Fraction of its current stage each job has done (shards, epochs, evaluated examples).",
-            f"max by (namespace, job, stage) (distillery_job_progress_ratio{{{JOB}}})",
-            "{{namespace}}/{{job}} · {{stage}}",
+            f"max by (namespace, distillery_job, stage) (distillery_job_progress_ratio{{{JOB}}})",
+            "{{namespace}}/{{distillery_job}} · {{stage}}",
             "percentunit",
             steps=((None, "blue"), (1, "green")),
             width=12,
@@ -236,14 +240,17 @@ def overview() -> dashboard.Dashboard:
             "Records accepted / s",
             "Teacher responses that passed the filters and were written, per job.",
             "reqps",
-            (f"sum by (namespace, job) ({rate(f'{series.GENERATION_RECORDS}{{{gen}}}')})", per_job),
+            (
+                f"sum by (namespace, distillery_job) ({rate(f'{series.GENERATION_RECORDS}{{{gen}}}')})",
+                per_job,
+            ),
         ),
         graph(
             "Teacher tokens / s",
             "Tokens sent to (prompt) and received from (completion) the teacher, per job.",
             "short",
             (
-                f"sum by (namespace, job, direction) ({rate(f'{series.GENERATION_TOKENS}{{{gen}}}')})",
+                f"sum by (namespace, distillery_job, direction) ({rate(f'{series.GENERATION_TOKENS}{{{gen}}}')})",
                 per_job + " {{direction}}",
             ),
         ),
@@ -252,8 +259,8 @@ def overview() -> dashboard.Dashboard:
             "Share of teacher requests that failed for good, after retries, per job.",
             "percentunit",
             (
-                f"sum by (namespace, job) ({rate(f'{series.GENERATION_REQUESTS}{{{gen_errors}}}')})"
-                f" / sum by (namespace, job) ({rate(f'{series.GENERATION_REQUESTS}{{{gen}}}')})",
+                f"sum by (namespace, distillery_job) ({rate(f'{series.GENERATION_REQUESTS}{{{gen_errors}}}')})"
+                f" / sum by (namespace, distillery_job) ({rate(f'{series.GENERATION_REQUESTS}{{{gen}}}')})",
                 per_job,
             ),
             minimum=0,
@@ -282,6 +289,47 @@ def overview() -> dashboard.Dashboard:
         board = board.with_panel(panel)
 
     train = worker("train")
+    teacher = worker("teacher")
+    board = board.with_row(dashboard.Row("Teacher: the vLLM server (its own /metrics)"))
+    for panel in (
+        graph(
+            "Teacher KV-cache use",
+            "Share of the teacher's KV cache in use: near 100% the server queues or preempts requests.",
+            "percentunit",
+            (f"max by (namespace, distillery_job) ({series.TEACHER_KV_CACHE_USAGE}{{{teacher}}})", per_job),
+            minimum=0,
+            maximum=1,
+        ),
+        graph(
+            "Teacher requests waiting / running",
+            "Requests queued in the teacher and in its running batch: a long queue with a full KV cache "
+            "means spec.generation.concurrency is above what the teacher serves.",
+            "short",
+            (
+                f"sum by (namespace, distillery_job) ({series.TEACHER_REQUESTS_WAITING}{{{teacher}}})",
+                per_job + " waiting",
+            ),
+            (
+                f"sum by (namespace, distillery_job) ({series.TEACHER_REQUESTS_RUNNING}{{{teacher}}})",
+                per_job + " running",
+            ),
+        ),
+        graph(
+            "Teacher tokens / s (vLLM)",
+            "Tokens the teacher generates and prefills per second, as vLLM counts them.",
+            "short",
+            (
+                f"sum by (namespace, distillery_job) ({rate(f'{series.TEACHER_GENERATION_TOKENS}{{{teacher}}}')})",
+                per_job + " generated",
+            ),
+            (
+                f"sum by (namespace, distillery_job) ({rate(f'{series.TEACHER_PROMPT_TOKENS}{{{teacher}}}')})",
+                per_job + " prompt",
+            ),
+        ),
+    ):
+        board = board.with_panel(panel)
+
     board = board.with_row(dashboard.Row("Training: the student learns"))
     for panel in (
         graph(
@@ -297,13 +345,13 @@ def overview() -> dashboard.Dashboard:
             "Training tokens / s",
             "Real (non-padding) tokens per second the student trains on.",
             "short",
-            (f"sum by (namespace, job) ({series.TRAIN_TOKENS_PER_SECOND}{{{train}}})", per_job),
+            (f"sum by (namespace, distillery_job) ({series.TRAIN_TOKENS_PER_SECOND}{{{train}}})", per_job),
         ),
         graph(
             "Epochs done",
             "Epochs of training done (fractional), per job.",
             "none",
-            (f"max by (namespace, job) ({series.TRAIN_EPOCH}{{{train}}})", per_job),
+            (f"max by (namespace, distillery_job) ({series.TRAIN_EPOCH}{{{train}}})", per_job),
             minimum=0,
         ),
     ):
@@ -315,7 +363,7 @@ def overview() -> dashboard.Dashboard:
         bars(
             "Retention",
             "Student score divided by the teacher's: the quality gate's spec.evaluation.gate.minRetention.",
-            f"max by (namespace, job) (distillery_job_retention_ratio{{{JOB}}})",
+            f"max by (namespace, distillery_job) (distillery_job_retention_ratio{{{JOB}}})",
             per_job,
             "percentunit",
             steps=((None, "red"), (0.8, "orange"), (0.9, "green")),
@@ -323,7 +371,7 @@ def overview() -> dashboard.Dashboard:
         bars(
             "Scores",
             "Task score (0-1) of each compared model: teacher, baseline student, distilled student.",
-            f"max by (namespace, job, model) (distillery_job_eval_score{{{JOB}}})",
+            f"max by (namespace, distillery_job, model) (distillery_job_eval_score{{{JOB}}})",
             per_job + " {{model}}",
             "percentunit",
             steps=((None, "blue"),),
@@ -334,7 +382,7 @@ def overview() -> dashboard.Dashboard:
             "Per-response latency quantiles of each compared model, as measured by the evaluate pod.",
             "s",
             (
-                f"max by (namespace, job, model, percentile) ({series.EVAL_LATENCY}{{{evaluate}}})",
+                f"max by (namespace, distillery_job, model, percentile) ({series.EVAL_LATENCY}{{{evaluate}}})",
                 per_job + " {{model}} p{{percentile}}",
             ),
         ),
@@ -342,7 +390,7 @@ def overview() -> dashboard.Dashboard:
         board = board.with_panel(panel)
 
     board = board.with_row(dashboard.Row("Cost"))
-    gpu_hours = f"sum by (namespace, job) (distillery_job_gpu_seconds{{{JOB}}}) / 3600"
+    gpu_hours = f"sum by (namespace, distillery_job) (distillery_job_gpu_seconds{{{JOB}}}) / 3600"
     for panel in (
         graph(
             "GPU-hours by job",
@@ -361,13 +409,19 @@ def overview() -> dashboard.Dashboard:
             "Retention per GPU-hour",
             "Student score / teacher score, per GPU-hour the job used: quality for the money.",
             "none",
-            (f"max by (namespace, job) (distillery_job_retention_ratio{{{JOB}}}) / ({gpu_hours})", per_job),
+            (
+                f"max by (namespace, distillery_job) (distillery_job_retention_ratio{{{JOB}}}) / ({gpu_hours})",
+                per_job,
+            ),
         ),
         graph(
             "Price",
             "GPU-hours x the operator's price per GPU-hour (chart value cost.gpuHourPrices); empty without one.",
             "none",
-            (f"sum by (namespace, job, currency) (distillery_job_price{{{JOB}}})", per_job + " {{currency}}"),
+            (
+                f"sum by (namespace, distillery_job, currency) (distillery_job_price{{{JOB}}})",
+                per_job + " {{currency}}",
+            ),
         ),
     ):
         board = board.with_panel(panel)
@@ -484,7 +538,7 @@ def substitute_variables(expr: str) -> str:
         expr.replace("$__rate_interval", "1m")
         .replace("$__range", "1h")
         .replace("$namespace", ".*")
-        .replace("$job", ".*")
+        .replace("$distillery_job", ".*")
     )
 
 
@@ -507,6 +561,9 @@ def metric_names(expr: str) -> set[str]:
 
 # Series Prometheus makes itself for every target, not exported by any code.
 PROMETHEUS_SERIES = frozenset({"up"})
+# Series the teacher's vLLM exports (contract/series.py; tests/unit/test_dashboards.py checks them
+# against the installed vLLM).
+VLLM_SERIES = frozenset(series.TEACHER)
 
 _SUFFIXES = {
     "counter": ("_total", "_created"),
@@ -535,7 +592,7 @@ def exported_metric_names() -> set[str]:
         for family in importlib.import_module(module).REGISTRY.collect():
             names.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",)))
             names.update(sample.name for sample in family.samples)
-    return names
+    return names | VLLM_SERIES
 
 
 def alert_rules(path: Path = ALERTS_FILE) -> list[dict]:

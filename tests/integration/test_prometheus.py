@@ -14,9 +14,16 @@ Two things are scraped:
   stand-in gives those series their values; names and labels are the real ones because
   they come from the same modules.
 
-Prometheus scrapes them the way the chart's ServiceMonitor and PodMonitor do: operators as
-job="distillery-operator" with honor_labels, and one scrape job per worker stage whose
-targets get the DistillationJob as `job` plus `namespace`, `stage` and `pod`.
+What Prometheus scrapes is what the chart's monitors select: the chart's rendered ServiceMonitor
+and PodMonitors (helm template, two operator replicas) go through the port of the Prometheus
+Operator's selection and relabeling (tests/support/prometheus_operator.py) over the pods and
+Services the operator's builders make for a tiny job (manifests.build) and the chart's operator
+pods. Each target it selects becomes a static target of its monitor endpoint's scrape job, with the
+labels the port computed and the endpoint's honor_labels; only its address changes, from the
+(fake) pod IP to where its process's registry is served here: the first operator pod to the real
+operator, the second to the stand-in's operator registry, each worker pod to its stage's registry,
+the teacher pod to a stand-in vLLM registry (vLLM's series names, contract/series.py TEACHER,
+checked against the installed vLLM by tests/unit/test_dashboards.py).
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ REGISTRIES = {
     "evaluate": "distillery.evaluation.metrics",
 }
 WORKER_STAGES = ("generate", "train", "evaluate")
+TEACHER = "teacher"  # the stand-in's vLLM registry (not a Distillery process)
 STARTUP_DEADLINE_S = 60.0
 
 
@@ -98,8 +106,22 @@ def serve_workload(ports: dict[str, int], lifetime_s: float) -> None:
     gen.GEN_IN_FLIGHT.set(12)
     tr.TRAIN_VALIDATION_LOSS.set(1.9)
 
+    from prometheus_client import CollectorRegistry, Counter, Gauge
+
+    from distillery.contract import series
+
+    vllm = CollectorRegistry()
+    engine = ("model_name", "engine")
+    kv_cache = Gauge(series.TEACHER_KV_CACHE_USAGE, "KV-cache usage.", engine, registry=vllm)
+    waiting = Gauge(series.TEACHER_REQUESTS_WAITING, "Requests waiting.", engine, registry=vllm)
+    running = Gauge(series.TEACHER_REQUESTS_RUNNING, "Requests running.", engine, registry=vllm)
+    generated = Counter(series.TEACHER_GENERATION_TOKENS, "Generation tokens.", engine, registry=vllm)
+    prompt = Counter(series.TEACHER_PROMPT_TOKENS, "Prompt tokens.", engine, registry=vllm)
+    served = ("teacher", "0")
+
     for process, module in REGISTRIES.items():
         start_http_server(ports[process], addr="127.0.0.1", registry=importlib.import_module(module).REGISTRY)
+    start_http_server(ports[TEACHER], addr="127.0.0.1", registry=vllm)
     print("ready", flush=True)
 
     started, step = time.monotonic(), 0
@@ -129,6 +151,11 @@ def serve_workload(ports: dict[str, int], lifetime_s: float) -> None:
         tr.TRAIN_EPOCH.set(step / 200)
         tr.TRAIN_TOKENS.inc(340)
         tr.TRAIN_TOKENS_PER_SECOND.set(rng.uniform(300, 360))
+        kv_cache.labels(*served).set(rng.uniform(0.4, 0.9))
+        waiting.labels(*served).set(rng.randint(0, 20))
+        running.labels(*served).set(rng.randint(8, 32))
+        generated.labels(*served).inc(rng.randint(200, 400))
+        prompt.labels(*served).inc(rng.randint(100, 200))
         time.sleep(0.1)  # the pace of the simulated workload, not a wait on a condition
 
 
@@ -166,42 +193,50 @@ class Prometheus:
         return self.api("query", query=expr)
 
 
+def monitored_targets():
+    """The targets the chart's monitors select: its operator pods (two replicas) and one tiny job's pods."""
+    from distillery.api import DistillationJob
+    from distillery.manifests import BuildConfig
+    from tests.support.kmock_cluster import spec
+    from tests.support import prometheus_operator
+    from tests.support.chart import render
+    from tests.support.monitoring import chart_pods, job_pods
+
+    docs = render(
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.podMonitor.enabled=true",
+        "metrics.scraper.namespace=monitoring",
+        "operator.replicas=2",
+        "operator.leaderElection.enabled=true",
+    )
+    operator_pods, chart_services = chart_pods(docs)
+    job = DistillationJob.model_validate(
+        {"metadata": {"name": JOB, "namespace": NAMESPACE, "uid": "uid-support-bot"}, "spec": spec()}
+    )
+    pods, services = job_pods(job, BuildConfig())
+    monitors = [d for d in docs if d["kind"] in ("ServiceMonitor", "PodMonitor")]
+    return prometheus_operator.targets(monitors, chart_services + services, operator_pods + pods)
+
+
+TARGETS = monitored_targets()
+OPERATOR_PODS = sorted({t.labels["pod"] for t in TARGETS if t.job_name.startswith("serviceMonitor/")})
+
+
 def scrape_config(stand_in: dict[str, str], operator: str) -> dict:
-    jobs = [
-        {
-            # The real operator, scraped as the chart's ServiceMonitor does: job label fixed,
-            # the per-job `namespace` and `job` labels it exports kept (honor_labels).
-            "job_name": "distillery-operator",
-            "honor_labels": True,
-            "static_configs": [{"targets": [operator]}],
-        },
-        {
-            # The stand-in's operator registry: a second operator target (as a second
-            # replica would be), further along in its jobs' lives.
-            "job_name": "distillery-operator-stand-in",
-            "honor_labels": True,
-            "static_configs": [{"targets": [stand_in["operator"]]}],
-            "relabel_configs": [{"target_label": "job", "replacement": "distillery-operator"}],
-        },
-    ]
-    for stage in WORKER_STAGES:
-        jobs.append(
-            {
-                "job_name": f"workers-{stage}",
-                "static_configs": [
-                    {
-                        "targets": [stand_in[stage]],
-                        "labels": {"namespace": NAMESPACE, "stage": stage, "pod": f"{JOB}-{stage}-0"},
-                    }
-                ],
-                # As the chart's PodMonitor: `job` is the pod's DistillationJob.
-                "relabel_configs": [{"target_label": "job", "replacement": JOB}],
-            }
-        )
+    """Static scrape jobs of the port's targets, each at the address of the process that plays it."""
+    from tests.support.monitoring import scrape_config as monitor_jobs
+
+    def address(target) -> str:
+        if target.job_name.startswith("serviceMonitor/"):
+            # The first replica is the real operator; the second, further along in its jobs'
+            # lives, the stand-in's operator registry.
+            return operator if target.labels["pod"] == OPERATOR_PODS[0] else stand_in["operator"]
+        return stand_in[target.labels["stage"]]
+
     return {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(dashboards.ALERTS_FILE)],
-        "scrape_configs": jobs,
+        "scrape_configs": monitor_jobs(TARGETS, address),
     }
 
 
@@ -220,7 +255,7 @@ def stop(process: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def stand_in():
     """process -> the address serving its registry."""
-    ports = {process: free_port() for process in REGISTRIES}
+    ports = {process: free_port() for process in (*REGISTRIES, TEACHER)}
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")]),
@@ -418,7 +453,7 @@ def prometheus(stand_in, operator, tmp_path_factory):
             mine = [
                 t for t in targets if any(t["scrapeUrl"] == f"http://{a}/metrics" for a in stand_in.values())
             ]
-            return len(mine) == len(REGISTRIES) and all(t["health"] == "up" for t in mine)
+            return len(mine) == len(TARGETS) - 1 and all(t["health"] == "up" for t in mine)
 
         wait_for(
             stand_in_targets_up,
@@ -454,7 +489,11 @@ def _promtool_check_metrics(text: bytes) -> None:
 
 
 def test_promtool_check_metrics_accepts_every_distillery_metric(stand_in):
-    texts = {process: get(f"http://{address}/metrics") for process, address in stand_in.items()}
+    texts = {
+        process: get(f"http://{address}/metrics")
+        for process, address in stand_in.items()
+        if process != TEACHER
+    }
     # The stand-in sets every labelled metric, so every name of each registry is in its text.
     assert (
         b"distillery_eval_latency_seconds{" in texts["evaluate"]
@@ -479,7 +518,11 @@ def test_each_process_exports_only_its_own_series(stand_in, operator):
         "train": ("distillery_train_",),
         "evaluate": ("distillery_eval_",),
     }
-    texts = {process: get(f"http://{address}/metrics").decode() for process, address in stand_in.items()}
+    texts = {
+        process: get(f"http://{address}/metrics").decode()
+        for process, address in stand_in.items()
+        if process != TEACHER
+    }
     operator.assert_alive()
     wait_for(
         lambda: get(f"{operator.url}/metrics"),
@@ -512,7 +555,8 @@ def test_real_operator_serves_probes_and_clean_metrics(operator):
 
 def test_prometheus_sees_the_real_operator_reconcile_a_job(prometheus, operator):
     operator.assert_alive()
-    target = f'job="distillery-operator", instance="127.0.0.1:{operator.port}"'
+    # The first operator pod's target is the real operator (its labels are the port's: pod, instance).
+    target = f'job="distillery-operator", pod="{OPERATOR_PODS[0]}"'
     wait_for(
         lambda: prometheus.query(f"up{{{target}}} == 1")["data"]["result"],
         "the operator target is up",
@@ -521,9 +565,9 @@ def test_prometheus_sees_the_real_operator_reconcile_a_job(prometheus, operator)
     )
     # The operator's own series of the job it reconciles, through the honor_labels scrape.
     phases = wait_for(
-        lambda: prometheus.query(f'distillery_job_phase{{namespace="{NAMESPACE}", job="{REAL_JOB}"}} == 1')[
-            "data"
-        ]["result"],
+        lambda: prometheus.query(
+            f'distillery_job_phase{{namespace="{NAMESPACE}", distillery_job="{REAL_JOB}"}} == 1'
+        )["data"]["result"],
         "the operator's phase series for the job",
         30,
         ignore=SCRAPE_ERRORS,
@@ -562,6 +606,11 @@ def test_promtool_checks_and_unit_tests_the_alerts():
         for t in case["alert_rule_test"]
     }
     assert tested == {r["alert"] for r in dashboards.alert_rules()}, "every alert needs a promtool test"
+    # ...both ways: a case where it fires and one where it stays quiet.
+    cases = [t for case in yaml.safe_load(ALERT_TESTS.read_text())["tests"] for t in case["alert_rule_test"]]
+    for name in tested:
+        outcomes = {bool(t["exp_alerts"]) for t in cases if t["alertname"] == name}
+        assert outcomes == {True, False}, name
 
 
 BOARDS = [json.loads(text) for text in dashboards.generated_files().values()]
@@ -585,7 +634,7 @@ def test_dashboard_variables_list_the_jobs(prometheus):
         assert response["status"] == "success", response
         values[name] = set(response["data"])
     assert values["namespace"] == {NAMESPACE}
-    assert values["job"] >= {JOB, FAILED_JOB}  # plus the real operator's job, when it runs
+    assert values["distillery_job"] >= {JOB, FAILED_JOB}  # plus the real operator's job, when it runs
 
 
 @pytest.mark.parametrize("rule", dashboards.alert_rules(), ids=lambda r: r["alert"])
@@ -607,8 +656,17 @@ def test_prometheus_loads_and_evaluates_the_alerts(prometheus):
     assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
     # The stand-in has one Failed job, and that alert has no `for`: it fires at once.
     failed = next(r for r in rules if r["name"] == "DistillationJobFailed")
-    assert (FAILED_JOB, "firing") in [(a["labels"]["job"], a["state"]) for a in failed["alerts"]]
-    assert JOB not in [a["labels"]["job"] for a in failed["alerts"]]
+    assert (FAILED_JOB, "firing") in [(a["labels"]["distillery_job"], a["state"]) for a in failed["alerts"]]
+    assert JOB not in [a["labels"]["distillery_job"] for a in failed["alerts"]]
+
+    # The stand-in's generate pods accept records all along: generation is not stalled (once
+    # Prometheus has two samples of their counter; an alert pending before that goes away).
+    def stalled() -> list[str]:
+        groups = prometheus.api("rules")["data"]["groups"]
+        rule = next(r for g in groups for r in g["rules"] if r["name"] == "DistillationGenerationStalled")
+        return [a["labels"]["distillery_job"] for a in rule["alerts"]]
+
+    wait_for(lambda: JOB not in stalled(), "the stalled alert stays quiet", 30, ignore=SCRAPE_ERRORS)
     # The operator target is up, so OperatorDown stays quiet.
     assert next(r for r in rules if r["name"] == "DistillationOperatorDown")["alerts"] == []
 

@@ -189,7 +189,9 @@ async def deletion_releases_the_job_and_children_are_owned(cluster: Cluster):
         assert owner["uid"] == created["metadata"]["uid"] and owner["controller"] is True
     # reclaimPolicy Retain (the default): the claim, with the data, the student and the report, stays.
     assert "ownerReferences" not in claim["metadata"]
-    series = [s for m in metrics.JOB_PHASE.collect() for s in m.samples if s.labels["job"] == "gone"]
+    series = [
+        s for m in metrics.JOB_PHASE.collect() for s in m.samples if s.labels["distillery_job"] == "gone"
+    ]
     assert series == [], "a deleted job's series are forgotten"
 
 

@@ -334,17 +334,26 @@ def test_metrics_service_monitor_and_pod_wire_together():
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
-def test_pod_monitor_selects_worker_pods_and_labels_their_job():
-    monitor = find(helm_template("full"), "PodMonitor")
-    assert monitor["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/managed-by": "distillery"}}
-    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["distillation", "research"]}
-    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
-    assert endpoint["port"] == "metrics"
-    targets = {r["targetLabel"]: r["sourceLabels"] for r in endpoint["relabelings"]}
-    assert targets == {
-        "job": ["__meta_kubernetes_pod_label_distillery_dev_job"],
-        "stage": ["__meta_kubernetes_pod_label_distillery_dev_stage"],
+def test_pod_monitors_select_the_operators_pods_and_label_their_job():
+    """The selector is the label the operator's builders put on every pod (manifests/common.py);
+    tests/unit/test_monitoring_targets.py runs the monitors on those pods."""
+    from distillery.manifests.common import MANAGED_BY, MANAGER
+
+    docs = helm_template("full")
+    workers, teacher = find(docs, "PodMonitor", "-workers"), find(docs, "PodMonitor", "-teacher")
+    assert workers["spec"]["selector"] == {"matchLabels": {MANAGED_BY: MANAGER}}
+    assert teacher["spec"]["selector"] == {
+        "matchLabels": {MANAGED_BY: MANAGER, "distillery.dev/stage": "teacher"}
     }
+    for monitor, port in ((workers, "metrics"), (teacher, "http")):
+        assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["distillation", "research"]}
+        (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+        assert endpoint["port"] == port
+        targets = {r["targetLabel"]: r["sourceLabels"] for r in endpoint["relabelings"]}
+        assert targets == {
+            "distillery_job": ["__meta_kubernetes_pod_label_distillery_dev_job"],
+            "stage": ["__meta_kubernetes_pod_label_distillery_dev_stage"],
+        }
 
 
 def test_prometheus_rule_ships_the_rule_file():

@@ -47,7 +47,7 @@ def test_panel_query_parses_and_uses_exported_metrics(board, title, expr):
 @pytest.mark.parametrize("name", list(BOARDS))
 def test_variables_read_exported_metrics(name):
     selectors = variable_selectors(BOARDS[name])
-    assert {variable for variable, _ in selectors} == {"namespace", "job"}
+    assert {variable for variable, _ in selectors} == {"namespace", "distillery_job"}
     for variable, selector in selectors:
         assert not unknown_metrics(selector), (variable, selector)
 
@@ -62,7 +62,7 @@ def test_alert_parses_uses_exported_metrics_and_says_what_to_do(rule):
 def test_the_check_catches_what_it_should():
     """The checks above fail on a misspelt metric and on broken PromQL."""
     assert unknown_metrics(
-        'sum(rate(distillery_generation_request_total{job=~"$job"}[$__rate_interval]))'
+        'sum(rate(distillery_generation_request_total{distillery_job=~"$distillery_job"}[$__rate_interval]))'
     ) == {"distillery_generation_request_total"}
     assert unknown_metrics("distillery_jobs_total") == {"distillery_jobs_total"}
     with pytest.raises(ValueError):
@@ -108,3 +108,25 @@ def test_panels_fit_the_grid_without_overlapping(name):
                 taken[(x, y)] = panel["title"]
     ids = [panel["id"] for panel in BOARDS[name]["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
+
+
+def test_teacher_series_are_the_names_the_installed_vllm_exports():
+    """vLLM's PrometheusStatLogger registers each name (a Counter's with `_total` added); read them
+    from its source, as installed, so a rename in vLLM fails here rather than empties a panel."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    source = Path(importlib.util.find_spec("vllm.v1.metrics.loggers").origin).read_text()
+    registered: dict[str, str] = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            kind = {"_gauge_cls": "gauge", "_counter_cls": "counter"}.get(node.func.attr)
+            for keyword in node.keywords if kind else ():
+                if keyword.arg == "name" and isinstance(keyword.value, ast.Constant):
+                    registered[keyword.value.value] = kind
+    exported = {name + ("_total" if kind == "counter" else "") for name, kind in registered.items()}
+    assert "vllm:kv_cache_usage_perc" in exported and "vllm:generation_tokens_total" in exported
+    assert set(dashboards.VLLM_SERIES) <= exported, set(dashboards.VLLM_SERIES) - exported
+    used = set().union(*(metric_names(expr) for _, _, expr in QUERIES))
+    assert {"vllm:kv_cache_usage_perc", "vllm:num_requests_waiting", "vllm:generation_tokens_total"} <= used

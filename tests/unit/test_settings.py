@@ -39,6 +39,8 @@ BAD: dict[str, str | int] = {
     "metrics_port": 70000,
     "leader_elect": "Not_A_Lease",
     "leader_election_namespace": "Bad.Namespace",
+    "scraper_namespace": "Monitoring",
+    "scraper_pod_labels": "app=prometheus,nolabel",
 }
 
 

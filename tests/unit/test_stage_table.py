@@ -137,7 +137,9 @@ def test_an_added_stage_counts_in_cost_metrics_progress_the_cli_and_distillery_r
 
     metrics.JOB_GPU_SECONDS.labels("table-ns", "table-job", "distil").set(1)
     metrics.forget_job("table-ns", "table-job")
-    assert b'job="table-job"' not in generate_latest(metrics.REGISTRY)  # its series go with the job
+    assert b'distillery_job="table-job"' not in generate_latest(
+        metrics.REGISTRY
+    )  # its series go with the job
 
     assert progress.live_progress(Extra.distil, [{"distillery_distil_step": 3.0}]) == {"step": 3}
 

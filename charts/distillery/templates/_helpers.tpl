@@ -138,3 +138,25 @@ tests and fails when a rule here is missing or was never needed.
 {{- end -}}
 {{- join "," $items -}}
 {{- end -}}
+
+{{/*
+The relabelings of the PodMonitors (workers, teacher): the pod's DistillationJob as
+`distillery_job` and its stage as `stage` (the Prometheus Operator already adds `namespace`,
+`pod`, `container` and `job`, the scrape job "<namespace>/<PodMonitor>"), then the user's own.
+*/}}
+{{- define "distillery.podRelabelings" -}}
+- sourceLabels: [__meta_kubernetes_pod_label_distillery_dev_job]
+  targetLabel: distillery_job
+- sourceLabels: [__meta_kubernetes_pod_label_distillery_dev_stage]
+  targetLabel: stage
+{{- with .relabelings }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* A label map as `key=value,...` (keys sorted), as DISTILLERY_SCRAPER_POD_LABELS reads it. */}}
+{{- define "distillery.labelPairs" -}}
+{{- $pairs := list }}
+{{- range $key := keys . | sortAlpha }}{{ $pairs = append $pairs (printf "%s=%s" $key (index $ $key)) }}{{ end }}
+{{- join "," $pairs }}
+{{- end }}

@@ -43,6 +43,24 @@ EVAL_THROUGHPUT = "distillery_eval_output_tokens_per_second"
 EVAL_MODELS_COMPARED = "distillery_eval_models_compared"
 EVAL_MODELS_DONE = "distillery_eval_models_done"
 
+# ------------------------------------------------------------------ the teacher (vLLM's own /metrics)
+
+# vLLM names these (vllm/v1/metrics/loggers.py, PrometheusStatLogger; labels model_name and engine);
+# the chart's teacher PodMonitor scrapes them and the dashboards read them. A test checks each name
+# against the installed vLLM.
+TEACHER_KV_CACHE_USAGE = "vllm:kv_cache_usage_perc"  # 0-1
+TEACHER_REQUESTS_WAITING = "vllm:num_requests_waiting"
+TEACHER_REQUESTS_RUNNING = "vllm:num_requests_running"
+TEACHER_GENERATION_TOKENS = "vllm:generation_tokens_total"
+TEACHER_PROMPT_TOKENS = "vllm:prompt_tokens_total"
+TEACHER = (
+    TEACHER_KV_CACHE_USAGE,
+    TEACHER_REQUESTS_WAITING,
+    TEACHER_REQUESTS_RUNNING,
+    TEACHER_GENERATION_TOKENS,
+    TEACHER_PROMPT_TOKENS,
+)
+
 # Every series of each stage process, by the stage's command name.
 BY_STAGE = {
     "generate": (

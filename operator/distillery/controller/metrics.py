@@ -3,7 +3,8 @@
 Dashboards and alerts in the Helm chart may use only series defined in this module and in
 the stages' metrics modules (`generation.metrics`, `training.metrics`, `evaluation.metrics`);
 a test parses their expressions and checks. Base units, `distillery_` prefix, bounded
-labels: per-job series carry `namespace` and `job`, whose number is the number of
+labels: per-job series carry `namespace` and `distillery_job` (not `job`: Prometheus gives every
+target its scrape `job`), whose number is the number of
 DistillationJobs, and are removed when a job is deleted.
 """
 
@@ -28,67 +29,67 @@ JOBS = Gauge("distillery_jobs", "DistillationJobs the operator sees, by phase.",
 JOB_PHASE = Gauge(
     "distillery_job_phase",
     "1 for the phase each DistillationJob is in, 0 for the others.",
-    ["namespace", "job", "phase"],
+    ["namespace", "distillery_job", "phase"],
     registry=REGISTRY,
 )
 JOB_PROGRESS = Gauge(
     "distillery_job_progress_ratio",
     "Fraction (0-1) of the current stage a DistillationJob has done.",
-    ["namespace", "job", "stage"],
+    ["namespace", "distillery_job", "stage"],
     registry=REGISTRY,
 )
 JOB_RECORDS = Gauge(
     "distillery_job_generated_records",
     "Teacher records accepted for a job so far.",
-    ["namespace", "job"],
+    ["namespace", "distillery_job"],
     registry=REGISTRY,
 )
 JOB_TOKENS = Gauge(
     "distillery_job_generated_tokens",
     "Teacher output tokens generated for a job so far.",
-    ["namespace", "job"],
+    ["namespace", "distillery_job"],
     registry=REGISTRY,
 )
 JOB_REJECTED = Gauge(
     "distillery_job_rejected_records",
     "Teacher responses rejected by the filters for a job.",
-    ["namespace", "job"],
+    ["namespace", "distillery_job"],
     registry=REGISTRY,
 )
 JOB_TRAIN_LOSS = Gauge(
     "distillery_job_train_loss",
     "Latest training loss reported for a job.",
-    ["namespace", "job"],
+    ["namespace", "distillery_job"],
     registry=REGISTRY,
 )
 JOB_EVAL_SCORE = Gauge(
     "distillery_job_eval_score",
     "Task score (accuracy or ROUGE-L, 0-1) of each compared model of a job.",
-    ["namespace", "job", "model"],
+    ["namespace", "distillery_job", "model"],
     registry=REGISTRY,
 )
 JOB_RETENTION = Gauge(
     "distillery_job_retention_ratio",
     "Student score divided by teacher score for a job.",
-    ["namespace", "job"],
+    ["namespace", "distillery_job"],
     registry=REGISTRY,
 )
 JOB_GPU_SECONDS = Gauge(
     "distillery_job_gpu_seconds",
     "GPUs held x seconds by a job so far, by stage (teacher: ready to removed; stages: their pods).",
-    ["namespace", "job", "stage"],
+    ["namespace", "distillery_job", "stage"],
     registry=REGISTRY,
 )
 JOB_CPU_SECONDS = Gauge(
     "distillery_job_cpu_seconds",
     "CPU seconds a job's stage processes reported, by stage.",
-    ["namespace", "job", "stage"],
+    ["namespace", "distillery_job", "stage"],
     registry=REGISTRY,
 )
 JOB_PRICE = Gauge(
     "distillery_job_price",
     "GPU-hours x the operator's price per GPU-hour for a job (only with a price table).",
-    ["namespace", "job", "currency"],
+    ["namespace", "distillery_job", "currency"],
     registry=REGISTRY,
 )
 STAGE_DURATION = Histogram(

@@ -87,6 +87,24 @@ class OperatorSettings(BaseModel):
         chart="podDefaults",
         expected="a JSON object of pod settings",
     )
+    scraper_namespace: str = setting(
+        "",
+        "Namespace of the Prometheus that may scrape the teachers' vLLM /metrics (their NetworkPolicy admits "
+        "it); empty: none.",
+        env="DISTILLERY_SCRAPER_NAMESPACE",
+        chart="metrics.scraper.namespace",
+        expected="a namespace name",
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+        max_length=63,
+    )
+    scraper_pod_labels: str = setting(
+        "",
+        "Labels (`key=value,...`) of that Prometheus's pods; empty: any pod of its namespace.",
+        env="DISTILLERY_SCRAPER_POD_LABELS",
+        chart="metrics.scraper.podLabels",
+        expected="key=value label pairs, comma-separated",
+        pattern=r"^([A-Za-z0-9][-A-Za-z0-9_./]*=[-A-Za-z0-9_.]*(,[A-Za-z0-9][-A-Za-z0-9_./]*=[-A-Za-z0-9_.]*)*)?$",
+    )
 
     # ---------------------------------------------------------------- the guard (controller/guard.py)
     guard_image_prefixes: tuple[str, ...] = setting(
@@ -218,6 +236,8 @@ class OperatorSettings(BaseModel):
             gpu_hour_prices=self.gpu_hour_prices,
             currency=self.currency,
             pod_defaults=self.pod_defaults,
+            scraper_namespace=self.scraper_namespace,
+            scraper_pod_labels=self.scraper_pod_labels,
         )
 
     def guard(self) -> Guard:

@@ -47,7 +47,7 @@ CHILDREN: dict[str, tuple[str, str, str, str, Builder]] = {
         "NetworkPolicy",
         "networkpolicies",
         "teacher_policy",
-        lambda j, c: build_teacher_network_policy(j),
+        build_teacher_network_policy,
     ),
     **{
         entry.stage: ("batch/v1", "Job", "jobs", entry.stage.value, JOB_BUILDERS[entry.stage])

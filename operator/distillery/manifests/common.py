@@ -64,6 +64,20 @@ class BuildConfig:
     currency: str = "USD"
     # What every pod gets unless its section says otherwise (the chart's podDefaults; merge_pod_settings).
     pod_defaults: PodSettings = field(default_factory=PodSettings)
+    # The Prometheus that may scrape the teacher's vLLM /metrics through its NetworkPolicy: its
+    # namespace ("" admits none) and its pods' labels (`key=value,...`; "" any pod there).
+    scraper_namespace: str = ""
+    scraper_pod_labels: str = ""
+
+    def scraper_selector(self) -> dict[str, Any] | None:
+        """The NetworkPolicy peer of that Prometheus, or None when none is named."""
+        if not self.scraper_namespace:
+            return None
+        labels = dict(item.split("=", 1) for item in self.scraper_pod_labels.split(",") if item.strip())
+        return {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.scraper_namespace}},
+            "podSelector": {"matchLabels": {k.strip(): v.strip() for k, v in labels.items()}},
+        }
 
     def worker_image_for(self, runtime: StageRuntime, gpus: int) -> str:
         if runtime.image:

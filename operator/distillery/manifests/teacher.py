@@ -126,10 +126,24 @@ def build_teacher_service(job: DistillationJob) -> dict[str, Any]:
     }
 
 
-def build_teacher_network_policy(job: DistillationJob) -> dict[str, Any]:
+def build_teacher_network_policy(
+    job: DistillationJob, config: common.BuildConfig | None = None
+) -> dict[str, Any]:
     """Only this job's generation pods may reach its teacher, and its training pods when they ask it to grade
-    (onPolicy); the kubelet's probes are not affected."""
+    (onPolicy); the kubelet's probes are not affected. With a scraper in the operator's settings (the chart's
+    metrics.scraper), that Prometheus may too: vLLM serves its /metrics on the same port."""
     stages = [entry.stage for entry in stage_table.STAGES if entry.needs_teacher(job.spec)]
+    ingress: list[dict[str, Any]] = [
+        {
+            "from": [
+                {"podSelector": {"matchLabels": common.selector_labels(job, stage)}} for stage in stages
+            ],
+            "ports": [{"protocol": "TCP", "port": TEACHER_PORT}],
+        }
+    ]
+    scraper = (config or common.BuildConfig()).scraper_selector()
+    if scraper is not None:
+        ingress.append({"from": [scraper], "ports": [{"protocol": "TCP", "port": TEACHER_PORT}]})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -137,14 +151,6 @@ def build_teacher_network_policy(job: DistillationJob) -> dict[str, Any]:
         "spec": {
             "podSelector": {"matchLabels": common.selector_labels(job, "teacher")},
             "policyTypes": ["Ingress"],
-            "ingress": [
-                {
-                    "from": [
-                        {"podSelector": {"matchLabels": common.selector_labels(job, stage)}}
-                        for stage in stages
-                    ],
-                    "ports": [{"protocol": "TCP", "port": TEACHER_PORT}],
-                }
-            ],
+            "ingress": ingress,
         },
     }
