@@ -76,6 +76,7 @@ def chart_objects(images: Images, namespace: str) -> list[dict[str, Any]]:
     repository, tag = images.operator.split(":")
     worker_repository, worker_tag = images.worker.split(":")
     return render(
+        "imageRegistry=",  # the images this checkout built, named in full
         f"operator.image.repository={repository}",
         f"operator.image.tag={tag}",
         f"workers.image.repository={worker_repository}",

@@ -33,6 +33,7 @@ def chart_operator() -> dict[str, Any]:
     rendered = render(
         "operator.leaderElection.enabled=true",
         "operator.replicas=2",
+        "imageRegistry=",
         "operator.image.repository=distillery-operator",
         namespace=RELEASE_NAMESPACE,
     )
