@@ -203,12 +203,30 @@ async def test_with_a_queue_kueue_admits_every_gpu_pod_and_the_status_says_what_
         assert teacher["metadata"]["labels"][QUEUE_LABEL] == "gpu-queue"
         template = teacher["spec"]["template"]
         assert template["metadata"]["labels"][QUEUE_LABEL] == "gpu-queue"
-        pod = gate_pod({"metadata": {"name": "q-teacher-abc", "labels": dict(template["metadata"]["labels"])},
-                        "spec": template["spec"]})  # fmt: skip
+        pod = gate_pod(
+            {
+                "metadata": {"name": "q-teacher-abc", "labels": dict(template["metadata"]["labels"])},
+                "spec": template["spec"],
+            }
+        )
         assert gated(pod)
-        await cluster.create("v1/pods", {**pod, "status": {"phase": "Pending", "conditions": [
-            {"type": "PodScheduled", "status": "False", "reason": "SchedulingGated",
-             "message": "Scheduling is blocked due to non-empty scheduling gates"}]}})  # fmt: skip
+        await cluster.create(
+            "v1/pods",
+            {
+                **pod,
+                "status": {
+                    "phase": "Pending",
+                    "conditions": [
+                        {
+                            "type": "PodScheduled",
+                            "status": "False",
+                            "reason": "SchedulingGated",
+                            "message": "Scheduling is blocked due to non-empty scheduling gates",
+                        }
+                    ],
+                },
+            },
+        )
         status = await wait_for_async(
             lambda: _condition_is(cluster, "q", "TeacherReady", "Queued"), "queued teacher", 20
         )

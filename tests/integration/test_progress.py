@@ -104,13 +104,21 @@ async def test_generation_progress_column_moves_with_the_shard_series_and_stage_
             await cluster.inputs_ready("gen")
             gen = await cluster.wait_child("batch/v1/jobs", "gen-generate")
             started = datetime.now(timezone.utc) - timedelta(minutes=10)
-            await cluster.patch("batch/v1/jobs", "gen-generate",
-                                {"status": {"startTime": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "active": 1}},
-                                "status")  # fmt: skip
+            await cluster.patch(
+                "batch/v1/jobs",
+                "gen-generate",
+                {"status": {"startTime": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "active": 1}},
+                "status",
+            )
             labels = gen["spec"]["template"]["metadata"]["labels"]
-            await cluster.create("v1/pods", {"metadata": {"name": "gen-generate-0-abcde", "labels": labels},
-                                             "spec": gen["spec"]["template"]["spec"],
-                                             "status": {"phase": "Running", "podIP": SHARD_IP}})  # fmt: skip
+            await cluster.create(
+                "v1/pods",
+                {
+                    "metadata": {"name": "gen-generate-0-abcde", "labels": labels},
+                    "spec": gen["spec"]["template"]["spec"],
+                    "status": {"phase": "Running", "podIP": SHARD_IP},
+                },
+            )
 
             async def column(prefix: str):
                 body = await cluster.get(DJ, "gen")

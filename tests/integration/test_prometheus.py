@@ -197,9 +197,9 @@ def monitored_targets():
     """The targets the chart's monitors select: its operator pods (two replicas) and one tiny job's pods."""
     from distillery.api import DistillationJob
     from distillery.manifests import BuildConfig
-    from tests.support.kmock_cluster import spec
     from tests.support import prometheus_operator
     from tests.support.chart import render
+    from tests.support.kmock_cluster import spec
     from tests.support.monitoring import chart_pods, job_pods
 
     docs = render(

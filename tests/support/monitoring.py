@@ -64,7 +64,10 @@ def pods_of(workload: dict[str, Any]) -> list[dict[str, Any]]:
         return []
     name, template = workload["metadata"]["name"], workload["spec"]["template"]
     if workload["kind"] == "Deployment":
-        return [_pod(workload, template, f"{name}-5d8f7c9b4-x2k{i}", {"pod-template-hash": "5d8f7c9b4"}) for i in range(workload["spec"].get("replicas", 1))]  # fmt: skip
+        return [
+            _pod(workload, template, f"{name}-5d8f7c9b4-x2k{i}", {"pod-template-hash": "5d8f7c9b4"})
+            for i in range(workload["spec"].get("replicas", 1))
+        ]
     if workload["kind"] == "Job":
         spec = workload["spec"]
         labels = {"batch.kubernetes.io/job-name": name, "job-name": name}

@@ -231,8 +231,13 @@ def test_selector_and_port_rules_follow_the_operator():
     good = {"app.kubernetes.io/name": "x", "tier": "b"}
     (target,) = po.pod_monitor_targets(monitor, [pod(good)])
     assert target.labels == {
-        "namespace": "mon", "container": "c", "pod": "p", "job": "mon/m", "endpoint": "web", "instance": "10.0.0.1:80",
-    }  # fmt: skip
+        "namespace": "mon",
+        "container": "c",
+        "pod": "p",
+        "job": "mon/m",
+        "endpoint": "web",
+        "instance": "10.0.0.1:80",
+    }
     assert po.pod_monitor_targets(monitor, [pod({**good, "tier": "c"})]) == []
     assert po.pod_monitor_targets(monitor, [pod({**good, "skip": ""})]) == []
     assert po.pod_monitor_targets(monitor, [pod(good, port="metrics")]) == []

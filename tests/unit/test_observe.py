@@ -94,8 +94,12 @@ def test_stage_jobs_and_the_teacher_carry_it():
 
 
 # What Kubernetes writes for a pod whose scheduling gates are not all removed yet.
-SCHEDULING_GATED = {"type": "PodScheduled", "status": "False", "reason": "SchedulingGated",
-                    "message": "Scheduling is blocked due to non-empty scheduling gates"}  # fmt: skip
+SCHEDULING_GATED = {
+    "type": "PodScheduled",
+    "status": "False",
+    "reason": "SchedulingGated",
+    "message": "Scheduling is blocked due to non-empty scheduling gates",
+}
 QUEUE = {"kueue.x-k8s.io/queue-name": "gpu-queue"}
 
 
@@ -107,8 +111,11 @@ def test_a_stage_job_suspended_with_the_queue_label_is_held_by_kueue():
     # Suspended without a queue label: the operator's own suspension (spec.suspend), not Kueue's.
     assert not job_state({"metadata": {"labels": {}}, "spec": {"suspend": True}}).held_by_kueue
     # A Job that ended is nobody's to admit any more.
-    done = {"metadata": {"labels": QUEUE}, "spec": {"suspend": True},
-            "status": {"conditions": [{"type": "Complete", "status": "True"}]}}  # fmt: skip
+    done = {
+        "metadata": {"labels": QUEUE},
+        "spec": {"suspend": True},
+        "status": {"conditions": [{"type": "Complete", "status": "True"}]},
+    }
     assert not job_state(done).held_by_kueue
 
 

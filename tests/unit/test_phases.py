@@ -581,9 +581,20 @@ def test_queued_for_kueue_does_not_use_up_the_teacher_startup_timeout():
     """While Kueue gates the teacher's pods nothing loads: the timeout counts from admission, when
     TeacherReady moves from Queued to Starting (and so gets a new transition time)."""
     long_ago = (NOW - timedelta(hours=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    st = DistillationJobStatus.model_validate({"phase": "TeacherStarting", "conditions": [
-        {"type": "InputsReady", "status": "True", "reason": "Completed"},
-        {"type": "TeacherReady", "status": "False", "reason": "Queued", "lastTransitionTime": long_ago}]})  # fmt: skip
+    st = DistillationJobStatus.model_validate(
+        {
+            "phase": "TeacherStarting",
+            "conditions": [
+                {"type": "InputsReady", "status": "True", "reason": "Completed"},
+                {
+                    "type": "TeacherReady",
+                    "status": "False",
+                    "reason": "Queued",
+                    "lastTransitionTime": long_ago,
+                },
+            ],
+        }
+    )
     gated = Observed(teacher=TeacherState(exists=True, queue="q", gated=1))
     step = decide(spec(queueName="q"), [], st, gated, NOW, "j")
     assert step.phase is Phase.teacher_starting and step.requeue_after is None, step.message
@@ -593,8 +604,19 @@ def test_queued_for_kueue_does_not_use_up_the_teacher_startup_timeout():
     assert (teacher.reason, teacher.last_transition_time) == ("Starting", "2026-11-28T12:00:00Z")
     assert new.phase is Phase.teacher_starting
     # Queued is work under way (a progress reason), not trouble: no Warning Event.
-    queued = next_status(status(Phase.pending), decide(spec(queueName="q"), [], status(Phase.pending),
-                         Observed(check=job(suspended=True, queue="q")), NOW, "j"), NOW, 1)  # fmt: skip
+    queued = next_status(
+        status(Phase.pending),
+        decide(
+            spec(queueName="q"),
+            [],
+            status(Phase.pending),
+            Observed(check=job(suspended=True, queue="q")),
+            NOW,
+            "j",
+        ),
+        NOW,
+        1,
+    )
     assert not [e for e in events(status(Phase.pending), queued) if e.type == "Warning"]
     assert queued.progress.summary == "check queued"
 
@@ -790,8 +812,13 @@ def test_status_does_not_change_on_every_scrape_while_a_shard_runs_only_when_the
     # 2 prompts/s over 5000 prompts (0.6 % a scrape); scraped every 15 s for 5 minutes, from minute 10.
     for tick in range(21):
         now = NOW + timedelta(seconds=15 * tick)
-        live = {"prompts_done": 2 * (600 + 15 * tick), "prompts_total": 5000, "records": 1100 + tick,
-                "tokens_per_second": 1234.5 + tick, "shards_reporting": 1}  # fmt: skip
+        live = {
+            "prompts_done": 2 * (600 + 15 * tick),
+            "prompts_total": 5000,
+            "records": 1100 + tick,
+            "tokens_per_second": 1234.5 + tick,
+            "shards_reporting": 1,
+        }
         observed = Observed(teacher=TEACHER_UP, generate=job(active=1, start_time=started), live=live)
         new = next_status(st, decide(one, [], st, observed, now, "j"), now, 1)
         writes += new.progress != st.progress  # (status.cost moves with the clock: controller.costs)
@@ -820,10 +847,16 @@ def test_a_stage_start_and_end_are_normal_events_with_its_figures():
     assert ("Normal", "StageStarted", "generate started: 0/1 shards done") in started
     summary = GenerateSummary(prompts=5000, records=4870, output_tokens=1_234_567, rejected={"length": 130})
     later = NOW + timedelta(minutes=41)
-    gen = job(complete=True, succeeded=1, summaries=(summary,), start_time=NOW.isoformat(),
-              completion_time=later.isoformat())  # fmt: skip
-    done = next_status(running, decide(one, [], running, Observed(teacher=TEACHER_UP, generate=gen), later, "j"),
-                       later, 1)  # fmt: skip
+    gen = job(
+        complete=True,
+        succeeded=1,
+        summaries=(summary,),
+        start_time=NOW.isoformat(),
+        completion_time=later.isoformat(),
+    )
+    done = next_status(
+        running, decide(one, [], running, Observed(teacher=TEACHER_UP, generate=gen), later, "j"), later, 1
+    )
     ended = [(e.type, e.reason, e.message) for e in events(running, done)]
     assert (
         "Normal",

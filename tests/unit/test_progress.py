@@ -52,8 +52,12 @@ def test_generation_progress_is_summed_over_the_running_shards():
         metrics.GEN_RECORDS_ACCEPTED.set(records)
         metrics.GEN_OUTPUT_TOKENS_PER_SECOND.set(rate)
         pods.append(samples(generate_latest(metrics.REGISTRY).decode()))
-    for gauge in (metrics.GEN_PROMPTS, metrics.GEN_PROMPTS_DONE, metrics.GEN_RECORDS_ACCEPTED,
-                  metrics.GEN_OUTPUT_TOKENS_PER_SECOND):  # fmt: skip
+    for gauge in (
+        metrics.GEN_PROMPTS,
+        metrics.GEN_PROMPTS_DONE,
+        metrics.GEN_RECORDS_ACCEPTED,
+        metrics.GEN_OUTPUT_TOKENS_PER_SECOND,
+    ):
         gauge.set(0)  # a third shard, still counting its inputs
     pods.append(samples(generate_latest(metrics.REGISTRY).decode()))
     assert live_progress("generate", pods) == {

@@ -5,6 +5,7 @@ classes. The package's modules, from the bottom up:
 
     base        the Model base class, cross-field rules, CEL rules, size limits
     kube_types  Kubernetes value types (names, quantities, images, tolerations), validated as the API server does
+    pods        pod settings (per section and the chart's defaults) and a stage's runtime built on them
     storage     storage, object stores, the export, decontamination
     stages      the generation, training and evaluation sections
     status      phase, conditions, reasons, progress, cost, artifacts
@@ -16,6 +17,7 @@ Every public name of these modules is re-exported here; the rest of the code imp
 from distillery.api.base import *  # noqa: F403
 from distillery.api.job import *  # noqa: F403
 from distillery.api.kube_types import *  # noqa: F403
+from distillery.api.pods import *  # noqa: F403
 from distillery.api.stages import *  # noqa: F403
 from distillery.api.status import *  # noqa: F403
 from distillery.api.storage import *  # noqa: F403

@@ -28,23 +28,25 @@ from distillery.api.base import (
 )
 from distillery.api.kube_types import (
     INT32_MAX,
-    AffinityField,
     DnsLabel,
     DnsSubdomain,
     Image,
-    ImagePullSecrets,
     LabelValue,
-    PodAnnotations,
-    PodLabels,
-    PriorityClassName,
     QualifiedName,
     QueueName,
     Resources,
-    RuntimeClassName,
     SecretKeyRef,
-    ServiceAccountName,
     Toleration,
     placement_problems,
+)
+from distillery.api.pods import (
+    AffinityField,
+    ImagePullSecrets,
+    PodAnnotations,
+    PodLabels,
+    PriorityClassName,
+    RuntimeClassName,
+    ServiceAccountName,
     reserved_labels_rule,
 )
 from distillery.api.stages import (

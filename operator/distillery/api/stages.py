@@ -12,7 +12,7 @@ from pydantic import Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from distillery.api.base import LIST_MAX, Arg, Model, Name, Rule, section
-from distillery.api.kube_types import StageRuntime
+from distillery.api.pods import StageRuntime
 
 
 class TrainingMethod(str, enum.Enum):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 from pathlib import PurePosixPath
-from typing import Any
 
 from distillery.api import (
     ConditionType,
@@ -36,6 +35,14 @@ from distillery.contract.summaries import CheckSummary, EvaluateSummary, TrainSu
 from distillery.controller import policy, readout
 from distillery.controller.costs import observed_cost
 from distillery.controller.gate import gate, scores_line
+from distillery.controller.holds import (
+    TEACHER_CHILDREN,
+    failure,
+    queued,
+    teacher_conditions,
+    teacher_starting,
+    waiting,
+)
 from distillery.controller.observe import JobState, Observed, settled
 from distillery.controller.readout import count_text
 from distillery.controller.steps import (
@@ -44,7 +51,6 @@ from distillery.controller.steps import (
     Step,
     Walk,
     is_true,
-    now_text,
     parse_time,
     resume,
     since,
@@ -53,12 +59,10 @@ from distillery.controller.steps import (
     teacher_present,
     walks,
     with_progress,
-    with_summary,
 )
 from distillery.storage import Layout
 
 C = ConditionType
-TEACHER_CHILDREN = ("teacher", "teacher-service", "teacher-policy")
 # What a training pod's summary adds to status.progress.
 TRAIN_PROGRESS = frozenset({"train_loss", "validation_loss", "step", "epoch", "duplicates", "on_policy_loss"})
 
@@ -143,48 +147,6 @@ def suspended(spec: DistillationJobSpec, status: DistillationJobStatus, observed
     )
 
 
-def waiting(job: JobState) -> str:
-    """Why a running stage's pod has not started, for its status message (an image that cannot be
-    pulled, no node with the GPUs it asks for, a missing Secret): otherwise it would just look slow."""
-    return f" (a pod is waiting: {job.waiting})" if job.waiting else ""
-
-
-def queued(walk: Walk, phase: Phase, stage: Stage, job: JobState, *conditions: Cond, **changes: Any) -> Step:
-    """A stage Job that Kueue holds suspended (not admitted yet, or preempted): the job says it is queued,
-    in which queue, rather than looking slow. Kueue, not the operator, resumes it."""
-    message = f"waiting for Kueue to admit the {stage} Job (queue {job.queue})"
-    kind = stages.facts(stage).condition
-    return walk.step(
-        phase,
-        message,
-        *conditions,
-        Cond(kind, "False", Reason.queued, message),
-        summary=f"{stage} queued",
-        ensure=(stage,),
-        **changes,
-    )
-
-
-def failure(walk: Walk, stage: Stage, job: JobState) -> Step:
-    """A failed stage Job: the stage's own reason and message when it wrote a summary, else the Job's."""
-    kind = stages.facts(stage).condition
-    stage_failure = job.failed_summary.failure if job.failed_summary is not None else None
-    reason = stage_failure.reason.value if stage_failure else (job.reason or Reason.job_failed.value)
-    detail = stage_failure.message if stage_failure else (job.message or f"the {stage} Job failed")
-    if job.failed_indexes:
-        detail += f" (failed shards: {job.failed_indexes})"
-    if job.pod_error and not stage_failure:
-        detail += f"; last error: {job.pod_error}"
-    return Step(
-        Phase.failed,
-        f"{stage} failed: {detail}",
-        (*walk.conditions, Cond(kind, "False", reason, detail)),
-        delete=stop_everything(walk.observed),
-        progress=with_summary(walk.progress, "failed"),
-        finished_stages=tuple(walk.finished),
-    )
-
-
 # ------------------------------------------------------------------ 0. the inputs, before the teacher
 
 
@@ -219,62 +181,6 @@ def check(walk: Walk) -> Step | None:
 
 
 # ------------------------------------------------------------------ 1. teacher + generation
-
-
-def teacher_conditions(walk: Walk) -> tuple[Cond, bool]:
-    """The TeacherReady condition while generation runs, and whether the teacher is ready."""
-    teacher = walk.spec.teacher
-    if teacher.endpoint is not None:
-        return Cond(C.teacher_ready, "True", Reason.external_endpoint, f"using {teacher.endpoint.url}"), True
-    if walk.observed.teacher.ready:
-        message = f"vLLM serves {teacher.model} as {teacher.served_model_name!r}"
-        return Cond(C.teacher_ready, "True", Reason.ready, message), True
-    return Cond(C.teacher_ready, "False", Reason.starting, f"vLLM is loading {teacher.model}"), False
-
-
-def teacher_starting(walk: Walk, ready: Cond) -> Step:
-    """Wait for the teacher to load, or fail once `teacher.startupTimeoutSeconds` has passed."""
-    spec, observed = walk.spec, walk.observed
-    if observed.teacher.held_by_kueue:
-        # Not loading yet: Kueue has not admitted its pods. The startup timeout counts from admission
-        # (TeacherReady's reason moves from Queued to Starting then, and so does its transition time).
-        message = (
-            f"waiting for Kueue to admit the teacher (queue {observed.teacher.queue or spec.queue_name})"
-        )
-        return Step(
-            Phase.teacher_starting,
-            message,
-            (*walk.conditions, Cond(C.teacher_ready, "False", Reason.queued, message)),
-            ensure=tuple(walk.ensure),
-            progress=with_progress(walk.progress, summary="teacher queued"),
-            finished_stages=tuple(walk.finished),
-        )
-    started = parse_time(started_at(walk.status, C.teacher_ready, Reason.starting)) or walk.now
-    limit = spec.teacher.startup_timeout_seconds
-    waiting = observed.teacher.waiting_reason
-    if (walk.now - started).total_seconds() > limit:
-        detail = f"the teacher was not ready after {limit} s (teacher.startupTimeoutSeconds)"
-        if waiting:
-            detail += f"; its container is {waiting}"
-        return Step(
-            Phase.failed,
-            detail,
-            (Cond(C.teacher_ready, "False", Reason.startup_timeout, detail),),
-            delete=teacher_present(observed),
-        )
-    # The message names when the wait began, not the seconds so far, so status stays unchanged
-    # (no write, no watch event) on every tick while a big model loads.
-    return Step(
-        Phase.teacher_starting,
-        f"waiting for the teacher to load {spec.teacher.model}{f' ({waiting})' if waiting else ''} "
-        f"since {now_text(started)} (teacher.startupTimeoutSeconds: {limit})",
-        (*walk.conditions, ready),
-        ensure=tuple(walk.ensure),
-        progress=with_summary(walk.progress, "teacher loading"),
-        # Come back when the time is up, even if nothing else happens to the job meanwhile.
-        requeue_after=max(1.0, limit - (walk.now - started).total_seconds() + 1),
-        finished_stages=tuple(walk.finished),
-    )
 
 
 @walks(Stage.generate)

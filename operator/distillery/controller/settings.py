@@ -20,7 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from distillery.api.kube_types import PodSettings, image_problem
+from distillery.api.kube_types import image_problem
+from distillery.api.pods import PodSettings
 from distillery.contract.cost import parse_prices
 from distillery.controller.guard import Guard
 from distillery.manifests.common import BuildConfig
