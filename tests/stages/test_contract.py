@@ -173,9 +173,11 @@ def test_generate_success_reaches_the_operator(storage, tmp_path, vllm_teacher):
     assert code == 0, message
     status = operator_sees(job, "generate", code, message)
     assert status.phase is Phase.training
-    records = json.loads(message)["records"]
+    summary = json.loads(message)
+    records = summary["records"]
     assert records > 0 and status.progress.records == records
-    assert condition(status, C.data_generated).message.startswith(f"{records} records, ")
+    prompts = summary["prompts"]
+    assert condition(status, C.data_generated).message.startswith(f"{prompts} prompts, {records} records, ")
 
 
 def test_a_malformed_input_line_is_named_in_the_job_status(storage, tmp_path, vllm_teacher):
