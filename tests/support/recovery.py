@@ -289,16 +289,19 @@ def assert_the_trained_student_was_scored(job: dict[str, Any], status: dict[str,
     mount = job["spec"]["storage"].get("mountPath", "/data")
 
     def local(path: str) -> Path:
+        """A path as a pod names it (under the mount, or relative to it) on this machine's storage; a path the
+        process backend's pods already name on this machine stays as it is."""
+        if Path(path).is_relative_to(storage):
+            return Path(path)
         return storage / os.path.relpath(path, mount) if path.startswith("/") else storage / path
 
     report = EvaluationReport.read(local(status["artifacts"]["report"]))
-    trained = status["artifacts"]["student"]
+    trained = local(status["artifacts"]["student"])
     student, baseline = report.models["student"], report.models["baseline"]
-    assert student.model == trained, (student.model, trained)
-    assert (local(trained) / "config.json").is_file(), "the scored student is not on the storage"
-    base = job["spec"]["student"]["model"]
-    base = base if base.startswith("/") else f"{mount.rstrip('/')}/{base}"
-    assert baseline.model == base != student.model, (baseline.model, student.model)
+    assert local(student.model) == trained, (student.model, trained)
+    assert (trained / "config.json").is_file(), "the scored student is not on the storage"
+    base = local(job["spec"]["student"]["model"])
+    assert local(baseline.model) == base != trained, (baseline.model, student.model)
     validation = local(job["spec"]["data"]["validation"])
     prompts = sum(1 for line in validation.read_text().splitlines() if line.strip())
     answered = {name: entry.answered for name, entry in report.compared()}
