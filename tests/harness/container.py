@@ -91,7 +91,8 @@ async def run_container(pod: Pod, container: Container, init: bool) -> int:
             _config_error(pod, container, error)
             await asyncio.sleep(CONFIG_RETRY_SECONDS)
         except ImagePullError as error:
-            pull_failures += error.reason == "ErrImagePull"
+            if error.reason == "ErrImagePull":  # each failed pull doubles the back-off
+                pull_failures += 1
             await _image_pull_failed(pod, container, error, pull_failures)
             if pod.stopping:
                 return 137
