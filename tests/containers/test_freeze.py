@@ -56,7 +56,7 @@ def test_freeze_falls_back_to_stopping_each_process(runtime: DockerRuntime, imag
         "never",
         "--entrypoint",
         "python3",
-        images.operator,
+        images.local_operator,  # a plain run: the engine's copy
         "-c",
         TWO_PROCESSES,
     ).strip()

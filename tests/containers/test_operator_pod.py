@@ -9,7 +9,9 @@ the official client's in-cluster login (through kopf's) is what connects it, ove
 front that refuses requests without the token. The chart's startup, liveness and readiness
 probes (/healthz, /readyz) must pass. Then a DistillationJob whose inputs are missing: the
 operator creates its check Job, whose pod runs in the worker image, and the job fails with
-the check's message, which the operator read from that pod's termination message.
+the check's message, which the operator read from that pod's termination message. The chart names the images in
+the tier's loopback registry (`imageRegistry`), from which the operator's pod and the check's
+pull them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import yaml
 
 from tests.harness import api_path
 from tests.harness.docker import DockerRuntime
-from tests.support.chart import Images, chart_objects
+from tests.support.chart import Images, assert_pulled_from_registry, chart_objects
 from tests.support.cluster import start_cluster
 from tests.support.waiting import wait_for
 
@@ -93,6 +95,9 @@ def test_chart_operator_pod_logs_in_as_a_pod_and_runs_a_job(runtime: DockerRunti
         assert "spec.data.train" in status["message"] and "data/train.jsonl" in status["message"], status
         check = next(r for r in cluster.records if r.pod.startswith(f"{JOBS_NAMESPACE}/tiny-check"))
         assert check.image == images.worker and check.user == "65532:65532", check
+        # Both images named in the tier's registry (the chart's imageRegistry, the operator's
+        # worker image from it), each pulled from there once.
+        assert_pulled_from_registry(images, cluster.records, runtime.pulls)
         assert not cluster.front.rejected, details()
         made = [
             r

@@ -36,14 +36,14 @@ def run(*args: str, **kwargs) -> str:
 
 
 @pytest.fixture(scope="module")
-def registry(images) -> str:
-    """`127.0.0.1:PORT/distillery`, with this checkout's release pushed to it (the images already built)."""
-    address = run(str(ROOT / "hack" / "registry.sh")).strip()
-    base = f"{address}/distillery"
+def registry(built_images, loopback_registry: str) -> str:
+    """`127.0.0.1:PORT/distillery` (the tier's registry), with this checkout's release pushed to it
+    (the images already built, pinned by id)."""
     env = {**os.environ, "SKIP_BUILD": "1", "IMAGES": "operator worker-cpu", "PLAIN_HTTP": "1"}
+    env |= {"OPERATOR_IMAGE": built_images.operator, "WORKER_CPU_IMAGE": built_images.worker}
     env["DISTILLERY_HELM"] = helm_binary()
-    run(str(ROOT / "hack" / "release.sh"), VERSION, base, env=env)
-    return base
+    run(str(ROOT / "hack" / "release.sh"), VERSION, loopback_registry, env=env)
+    return loopback_registry
 
 
 def manifest_exists(registry: str, image: str) -> bool:

@@ -3,7 +3,8 @@
 Each pod runs a small Python program in the operator image that reports what it sees from
 inside (its user, groups, capabilities, root filesystem, /dev/shm, cgroup limits, env,
 mounted files, DNS) to the claim and its termination message; the tests compare that with
-the pod spec. A few seconds a pod.
+the pod spec. A few seconds a pod. Each image is pulled from the tier's loopback registry as its
+pod's imagePullPolicy says; a pull that fails shows as the kubelet shows it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 from tests.harness import RestClient, api_path
 from tests.harness.docker import DockerRuntime
 from tests.harness.serviceaccount import SERVICE_ACCOUNT_PATH
-from tests.support.chart import Images
+from tests.support.chart import Images, assert_pulled_from_registry
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(600)]
@@ -207,16 +208,54 @@ def test_pod_spec_is_what_the_container_gets(cluster, images: Images):
     assert any(m["mountPath"] == SERVICE_ACCOUNT_PATH for m in pod["spec"]["containers"][0]["volumeMounts"])
     record = next(r for r in c.runtime.records if r.pod == f"{NS}/facts")
     assert record.user == "65532:65532" and record.image == images.operator
+    assert_pulled_from_registry(images, [record], c.runtime.pulls)  # from the registry, once
+
+
+def waiting(api: RestClient, name: str) -> tuple[str, str] | None:
+    statuses = pod_status(api, name).get("containerStatuses") or [{}]
+    state = statuses[0].get("state", {}).get("waiting")
+    return (state["reason"], state.get("message", "")) if state else None
+
+
+def test_a_failed_pull_and_never_pull_wait_as_the_kubelet_shows_them(cluster, images: Images):
+    c, api, _ = cluster
+    missing = f"{images.registry}/operator:no-such-tag"  # the registry answers: no such manifest
+    absent = f"{images.registry}/operator:never-pulled"
+    api.create(facts_pod("unpullable", missing))
+    api.create(facts_pod("never", absent, imagePullPolicy="Never"))
+    seen: set[tuple[str, str]] = set()
+
+    def back_off_shown() -> bool:
+        state = waiting(api, "unpullable")
+        if state:
+            seen.add(state)
+        return {reason for reason, _ in seen} >= {"ErrImagePull", "ImagePullBackOff"}
+
+    wait_for(
+        back_off_shown, "ErrImagePull, then ImagePullBackOff", POD_DEADLINE, details=c.kubelet.diagnostics
+    )
+    (message,) = {message for reason, message in seen if reason == "ErrImagePull"}
+    assert message.startswith(f'failed to pull image "{missing}": ') and "manifest unknown" in message, (
+        message
+    )
+    back_off = {message for reason, message in seen if reason == "ImagePullBackOff"}
+    assert back_off == {f'Back-off pulling image "{missing}": ErrImagePull: {message}'}, back_off
+    assert waiting(api, "never") == (
+        "ErrImageNeverPull",
+        f'Container image "{absent}" is not present with pull policy of Never',
+    )
+    assert missing not in c.runtime.pulls and absent not in c.runtime.pulls
+    assert not [r for r in c.runtime.records if r.pod in (f"{NS}/unpullable", f"{NS}/never")]
 
 
 def test_run_as_non_root_refuses_an_image_that_runs_as_root(cluster, images: Images, runtime: DockerRuntime):
     c, api, _ = cluster
-    root_image = f"{images.operator.split(':')[0]}:tier-root"
+    root_image = f"{images.local_operator.split(':')[0]}:tier-root"  # built here: present, not pulled
     subprocess.run(
         runtime.docker.argv(
             ["build", "--quiet", "--label", "distillery.test.harness=root-image", "-t", root_image, "-"]
         ),
-        input=f"FROM {images.operator}\nUSER 0:0\n",
+        input=f"FROM {images.local_operator}\nUSER 0:0\n",
         text=True,
         check=True,
         env={**runtime.docker.env, "DOCKER_BUILDKIT": "0"},

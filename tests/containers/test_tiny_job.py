@@ -3,7 +3,8 @@
 The operator is the chart's Deployment (defaults, image names only) running in its image and
 logging in as a pod (service-account token, CA, KUBERNETES_SERVICE_*; an HTTPS front that
 refuses requests without the token). The job is examples/tiny.yaml with `spec.teacher.image`
-set to the CPU worker image, on a claim that holds the tiny models and prompts: its check,
+set to the CPU worker image (named in the tier's loopback registry, the chart's imageRegistry,
+from which every pod pulls its image), on a claim that holds the tiny models and prompts: its check,
 teacher (vLLM), generation shards, training and evaluation pods run as containers of the worker
 image, with the security context, volumes and env the operator's manifests give them, each
 command exactly as the manifest writes it. What stands in: the API server (kmock's emulator)
@@ -27,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.docker import DockerRuntime
-from tests.support.chart import RELEASE_NAMESPACE, Images
+from tests.support.chart import RELEASE_NAMESPACE, Images, assert_pulled_from_registry
 from tests.support.cluster import start_cluster
 from tests.support.probes import operator_posts
 from tests.support.recovery import ChartOperator, assert_recovered, kill_and_recover
@@ -104,6 +105,8 @@ def test_tiny_job_in_containers_survives_operator_and_shard_kills(
         assert any(r.pod.startswith(f"{NAMESPACE}/tiny-teacher-") for r in job_records), job_records
         operator_records = [r for r in cluster.records if r.pod.startswith(f"{RELEASE_NAMESPACE}/")]
         assert len(operator_records) == 2 and all(r.image == images.operator for r in operator_records)
+        # Every image (the teacher's too: the worker image) named in the registry, pulled from it once.
+        assert_pulled_from_registry(images, cluster.records, runtime.pulls)
         assert all(r.read_only_root for r in cluster.records), [
             r for r in cluster.records if not r.read_only_root
         ]

@@ -3,6 +3,12 @@ runtime (config resolved, started, probed, its exit and termination message reco
 
 Termination messages come from the file at `terminationMessagePath` (`FallbackToLogsOnError`:
 the log's tail when that is empty and the container failed), cut to 4 KiB as the kubelet does.
+
+An image the runtime cannot get (`ImagePullError`) shows as the kubelet shows it: waiting in
+ErrImagePull with the pull's error for a sync, then ImagePullBackOff (`Back-off pulling image
+"IMAGE": ErrImagePull: ...`) for a back-off that doubles from the kubelet's `retry_delay`
+(capped), then the pull again; ErrImageNeverPull (policy Never, image absent) is shown and
+retried each sync, with no back-off.
 """
 
 from __future__ import annotations
@@ -16,13 +22,15 @@ from tests.harness.errors import ConfigError
 from tests.harness.helpers import log_tail, now_rfc3339
 from tests.harness.podconfig import container_config
 from tests.harness.probes import run_probes
-from tests.harness.runtime import ContainerConfig, ContainerHandle, StartError
+from tests.harness.runtime import ContainerConfig, ContainerHandle, ImagePullError, StartError
 
 if TYPE_CHECKING:
     from tests.harness.pod import Pod
 
 TERMINATION_MESSAGE_LIMIT = 4096  # bytes the kubelet keeps of a termination message
 CONFIG_RETRY_SECONDS = 1.0  # how often a CreateContainerConfigError is retried
+IMAGE_PULL_SYNC_SECONDS = 1.0  # ErrImagePull shows this long before ImagePullBackOff (the next sync)
+IMAGE_BACKOFF_MAX_SECONDS = 10.0  # the pull back-off's cap (the kubelet's: 300 s)
 
 
 @dataclass
@@ -64,6 +72,7 @@ class Container:
 
 async def run_container(pod: Pod, container: Container, init: bool) -> int:
     """Start the container once, probe it (not init containers), wait for its exit code."""
+    pull_failures = 0
     while True:
         config = await _config(pod, container)
         if config is None:
@@ -81,6 +90,12 @@ async def run_container(pod: Pod, container: Container, init: bool) -> int:
         except ConfigError as error:  # the runtime refuses it for now (e.g. runAsNonRoot): retried
             _config_error(pod, container, error)
             await asyncio.sleep(CONFIG_RETRY_SECONDS)
+        except ImagePullError as error:
+            if error.reason == "ErrImagePull":  # each failed pull doubles the back-off
+                pull_failures += 1
+            await _image_pull_failed(pod, container, error, pull_failures)
+            if pod.stopping:
+                return 137
     container.handle, container.argv = handle, list(handle.argv)
     pod.kubelet.event(
         f"pod {pod.name}/{container.name} started pid {handle.pid}: {' '.join(handle.argv)[:300]}"
@@ -113,6 +128,33 @@ def _config_error(pod: Pod, container: Container, error: ConfigError) -> None:
         pod.kubelet.event(f"pod {pod.name}/{container.name}: CreateContainerConfigError: {error}")
     container.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(error)}}
     pod.changed()
+
+
+async def _image_pull_failed(pod: Pod, container: Container, error: ImagePullError, failures: int) -> None:
+    """Show the failed pull as the kubelet does and wait until the next try (see the module docstring)."""
+    image = container.spec.get("image", "")
+    _waiting(pod, container, error.reason, str(error))
+    if error.reason != "ErrImagePull":
+        await _pause(pod, CONFIG_RETRY_SECONDS)
+        return
+    await _pause(pod, IMAGE_PULL_SYNC_SECONDS)
+    delay = min(pod.kubelet.retry_delay * 2 ** (failures - 1), IMAGE_BACKOFF_MAX_SECONDS)
+    _waiting(pod, container, "ImagePullBackOff", f'Back-off pulling image "{image}": ErrImagePull: {error}')
+    await _pause(pod, delay)
+
+
+def _waiting(pod: Pod, container: Container, reason: str, message: str) -> None:
+    if container.state.get("waiting", {}).get("reason") != reason:
+        pod.kubelet.event(f"pod {pod.name}/{container.name}: {reason}: {message}")
+    container.state = {"waiting": {"reason": reason, "message": message}}
+    pod.changed()
+
+
+async def _pause(pod: Pod, seconds: float) -> None:
+    """Sleep `seconds`, or less once the pod is stopping."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not pod.stopping and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(min(0.1, seconds))
 
 
 def _start_failed(pod: Pod, container: Container, error: StartError, started_at: str) -> None:

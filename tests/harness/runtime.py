@@ -26,7 +26,11 @@ What a backend must do:
   backend); one that can points the Service's DNS names at the proxies. Raise `StartError`
   when the container cannot start (the pod reports a StartError, exit code 128), and
   `ConfigError` when the kubelet would refuse to create it yet (CreateContainerConfigError,
-  retried: e.g. runAsNonRoot with an image that runs as root).
+  retried: e.g. runAsNonRoot with an image that runs as root). A backend that has images
+  gets the container's image as its `imagePullPolicy` says, as the kubelet does, and raises
+  `ImagePullError` when it cannot: reason ErrImagePull (the pull failed: the pod shows it,
+  then ImagePullBackOff, and the pull is retried after a back-off) or ErrImageNeverPull
+  (policy Never and the image is absent: retried, as the kubelet retries each sync).
 - `exec(handle, command, timeout)`: an exec probe's command, run in the container with its
   environment; its exit code, or `asyncio.TimeoutError` (the command killed) after `timeout`.
 - `endpoint(sandbox, port)`: where the harness reaches a container port of the pod, for
@@ -141,3 +145,13 @@ class StartError(Exception):
     def __init__(self, message: str, argv: list[str]):
         super().__init__(message)
         self.argv = argv
+
+
+class ImagePullError(Exception):
+    """The runtime could not get the container's image: `reason` is the kubelet's waiting reason
+    (ErrImagePull: the pull failed; ErrImageNeverPull: policy Never and the image is absent), the
+    message what the kubelet shows with it."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason

@@ -65,21 +65,52 @@ def find(docs: list[dict], kind: str, name_suffix: str = "") -> dict:
 
 @dataclass(frozen=True)
 class Images:
-    """The operator and CPU worker images a run uses (the containers tier pins what it built)."""
+    """The operator and CPU worker images a run's pods name. The containers tier publishes what it
+    built to the loopback registry and names them there (`127.0.0.1:PORT/distillery/operator:TAG`);
+    `local_operator`/`local_worker` are the same images pinned in the engine by id
+    (`distillery-operator:tier-<id>`), for what runs outside a pod (sandboxes, builds, plain runs)."""
 
     operator: str
     worker: str
+    local_operator: str = ""
+    local_worker: str = ""
+
+    @property
+    def registry(self) -> str:
+        """The registry path both images are under ("" for local names): the chart's imageRegistry."""
+        registry = split_image(self.operator)[0]
+        assert split_image(self.worker)[0] == registry, f"images under different registries: {self}"
+        return registry
+
+
+def split_image(image: str) -> tuple[str, str, str]:
+    """(registry path, repository, tag) of `REGISTRY/PATH/REPOSITORY:TAG` as the chart's values name
+    them: `127.0.0.1:5055/distillery/operator:1` is ("127.0.0.1:5055/distillery", "operator", "1")."""
+    name, _, tag = image.rpartition(":")
+    assert name and "/" not in tag, f"{image!r} has no tag"
+    registry, _, repository = name.rpartition("/")
+    return registry, repository, tag
 
 
 def chart_objects(images: Images, namespace: str) -> list[dict[str, Any]]:
-    """What `helm template` renders with the chart's defaults and only the image names set."""
-    repository, tag = images.operator.split(":")
-    worker_repository, worker_tag = images.worker.split(":")
+    """What `helm template` renders with the chart's defaults and only the image names set:
+    imageRegistry the images' registry ("" for local names, named in full), each repository and tag."""
+    _, repository, tag = split_image(images.operator)
+    _, worker_repository, worker_tag = split_image(images.worker)
     return render(
-        "imageRegistry=",  # the images this checkout built, named in full
+        f"imageRegistry={images.registry}",
         f"operator.image.repository={repository}",
         f"operator.image.tag={tag}",
         f"workers.image.repository={worker_repository}",
         f"workers.image.tag={worker_tag}",
         namespace=namespace,
     )
+
+
+def assert_pulled_from_registry(images: Images, records: list[Any], pulls: list[str]) -> None:
+    """Every container ran an image named in the images' registry, and the runtime pulled each of
+    those images from it exactly once this session (`DockerRuntime.records`, `.pulls`)."""
+    assert images.registry, f"the images are not registry names: {images}"
+    named = {record.image for record in records}
+    assert named and all(image.startswith(f"{images.registry}/") for image in named), named
+    assert all(pulls.count(image) == 1 for image in named), f"pulled {pulls}, ran {sorted(named)}"

@@ -25,7 +25,13 @@ the pod's address and the pod's containers share localhost. The translation of a
   FallbackToLogsOnError);
 - CPU and memory: limits.cpu -> `--cpus`, limits.memory -> `--memory` (no swap),
   requests.cpu -> CPU shares;
-- images are never pulled (`--pull never`): an image the engine lacks is a StartError.
+- `imagePullPolicy` as the kubelet honours it (absent: the API server's default, Always for
+  `:latest` or no tag, else IfNotPresent): Always pulls at each start, IfNotPresent only when
+  the engine lacks the image, Never never (an absent image waits in ErrImageNeverPull). A
+  pull is a real `docker pull` from the image's registry, one at a time; a failed one shows
+  as ErrImagePull, then ImagePullBackOff with its message, and is retried after a back-off.
+  `docker create` itself never pulls (`--pull never`), nor does a sandbox: the utility image
+  is the node's pause image, present in the engine.
 
 Services (`services.py`): each is a small forwarder container that holds the Service's DNS
 names as network aliases, its "ClusterIP", forwarding to the harness's kube-proxy on the
@@ -39,11 +45,12 @@ cluster. Exit codes are the engine's (128 + N for signal N).
 Everything it makes carries the label `distillery.test.harness=<runtime id>` and is removed
 by that label only (`close()`); leftovers of test processes that died are swept at `open()`.
 `records` lists every container started, with the user its first process really ran as (read
-from /proc). Stdout and stderr are appended to `<pod dir>/<container>.log`, the `docker
-create` line to `<container>.command.json`.
+from /proc), `pulls` every image pulled. Stdout and stderr are appended to
+`<pod dir>/<container>.log`, the `docker create` line to `<container>.command.json`.
 
 Not emulated: shared process or IPC namespaces between a pod's containers, ephemeral
-containers, a disk emptyDir's sizeLimit (enforced by eviction in a cluster), image pulls.
+containers, a disk emptyDir's sizeLimit (enforced by eviction in a cluster), imagePullSecrets
+(the engine's own credentials are used).
 """
 
 from tests.harness.docker.args import Mount, create_args, non_root_problem, quantity, resource_args

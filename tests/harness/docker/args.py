@@ -14,6 +14,8 @@ engine, as pure functions (tests/unit/harness/test_docker_args.py checks them wi
   the image; args alone replace the image's CMD only.
 - mounts (`Mount`): bind mounts of the kubelet's host directories, read-only where the
   manifest or the volume type says; a memory-backed emptyDir is an engine tmpfs volume.
+- `imagePullPolicy` (`pull_policy`, with the API server's default when absent) and the
+  kubelet's decision whether to pull (`pull_decision`); `docker create` itself never pulls.
 """
 
 from __future__ import annotations
@@ -225,6 +227,47 @@ def create_args(
     if config.working_dir:
         args += ["--workdir", config.working_dir]
     return [*args, *entrypoint, config.image, *tail]
+
+
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+PULL, PRESENT, NEVER_PULL = "pull", "present", "ErrImageNeverPull"  # what `pull_decision` says
+
+
+def pull_policy(container: Mapping[str, Any]) -> str:
+    """The container's imagePullPolicy; absent, the API server's default: Always for an image
+    tagged `latest` or not tagged at all, IfNotPresent for any other tag or a digest."""
+    policy = container.get("imagePullPolicy")
+    if policy:
+        if policy not in PULL_POLICIES:
+            raise HarnessError(f"imagePullPolicy {policy!r} is not one the API server accepts")
+        return str(policy)
+    image = str(container.get("image", ""))
+    if "@" in image:
+        return "IfNotPresent"
+    tag = image.rsplit("/", 1)[-1].partition(":")[2]  # a registry's port is not a tag
+    return "Always" if tag in ("", "latest") else "IfNotPresent"
+
+
+def pull_decision(policy: str, present: bool) -> str:
+    """The kubelet's decision before a container starts: PULL (Always: every start; IfNotPresent:
+    only when the engine lacks the image), PRESENT (use the engine's copy), or NEVER_PULL (policy
+    Never and the image absent: the container waits in ErrImageNeverPull)."""
+    if policy == "Always" or (policy == "IfNotPresent" and not present):
+        return PULL
+    if policy == "Never" and not present:
+        return NEVER_PULL
+    return PRESENT
+
+
+def never_pull_message(image: str) -> str:
+    """The kubelet's ErrImageNeverPull message."""
+    return f'Container image "{image}" is not present with pull policy of Never'
+
+
+def pull_error_message(image: str, stderr: str) -> str:
+    """ErrImagePull's message: the image and what the engine said about the failed pull."""
+    said = " ".join(line.strip() for line in stderr.strip().splitlines() if line.strip())
+    return f'failed to pull image "{image}": {said or "docker pull failed"}'
 
 
 def signal_name(sig: int) -> str:

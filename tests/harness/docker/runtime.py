@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import uuid
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +20,14 @@ from tests.harness.docker import args as translate
 from tests.harness.docker.engine import Docker, DockerError, labels_filter
 from tests.harness.docker.services import ServiceAddresses, dns_search
 from tests.harness.errors import ConfigError, HarnessError
-from tests.harness.runtime import Address, ContainerConfig, ServiceKey, StartError
+from tests.harness.runtime import Address, ContainerConfig, ImagePullError, ServiceKey, StartError
 
 LABEL = "distillery.test.harness"  # every container, volume and network: the runtime's id
 OWNER_LABEL = "distillery.test.owner"  # "<host>:<pid>" of the test process, for sweeping leftovers
 POD_LABEL = "distillery.test.pod"  # "<namespace>/<pod>" on a pod's containers and volumes
 PAUSE_USER = "65535:65535"  # the user Kubernetes' pause container runs as
 STOP_WAIT_SECONDS = 10.0  # a process SIGSTOPped is stopped within this, however loaded the machine
+PULL_TIMEOUT_SECONDS = 1800.0  # a cold pull of the 4.4 GB worker image
 
 
 @dataclass
@@ -178,7 +180,12 @@ class DockerRuntime:
                 ...
 
     `utility_image`: an image with python3 and coreutils, for the Service forwarders and (when
-    `pause_image` is not given) the pods' sandboxes; `host`: DOCKER_HOST (default: the environment's).
+    `pause_image` is not given) the pods' sandboxes, as a node has its pause image: present in
+    the engine, never pulled; `host`: DOCKER_HOST (default: the environment's).
+
+    A container's own image is got as its `imagePullPolicy` says (`args.pull_decision`), one pull
+    at a time (the kubelet's serialized pulls), with `docker pull`; `pulls` lists each image
+    pulled, in order.
     """
 
     def __init__(self, *, utility_image: str, pause_image: str | None = None, host: str | None = None):
@@ -191,6 +198,10 @@ class DockerRuntime:
         self.labels = {LABEL: self.id, OWNER_LABEL: f"{socket.gethostname()}:{os.getpid()}"}
         self.gateway = ""
         self.records: list[ContainerRecord] = []
+        self.pulls: list[str] = []  # each image `docker pull`ed for a container, in order
+        self._pull_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )  # one per kubelet loop: a session's runtime outlives each cluster's loop
         self.services: ServiceAddresses | None = None
         self._image_users: dict[str, str] = {}
         self._fs_groups: set[tuple[str, int]] = set()
@@ -284,6 +295,7 @@ class DockerRuntime:
     ) -> DockerContainer:
         assert self.services is not None
         await self.services.settle()  # the Service names this container may look up answer
+        await self._get_image(config.image, translate.pull_policy(config.spec))
         image_user = await self._image_user(config.image)
         security = translate.security_context(sandbox.pod_spec, config.spec)
         problem = translate.non_root_problem(security, image_user, sandbox.name, config.name)
@@ -359,13 +371,31 @@ class DockerRuntime:
         pid, read_only = out.split()
         return int(pid) or None, read_only == "true"
 
+    async def _get_image(self, image: str, policy: str) -> None:
+        """Pull the image when the policy says so (ImagePullError when the pull fails, or when the
+        policy is Never and the engine lacks it)."""
+        loop = asyncio.get_running_loop()
+        lock = self._pull_locks.setdefault(loop, asyncio.Lock())
+        async with lock:  # a second container of the same image waits, then finds it present
+            present, _, _ = await self.docker.call(["image", "inspect", "--format", "{{.Id}}", image])
+            decision = translate.pull_decision(policy, present == 0)
+            if decision == translate.NEVER_PULL:
+                raise ImagePullError("ErrImageNeverPull", translate.never_pull_message(image))
+            if decision != translate.PULL:
+                return
+            code, _, err = await self.docker.call(["pull", "--quiet", image], timeout=PULL_TIMEOUT_SECONDS)
+            if code != 0:
+                raise ImagePullError("ErrImagePull", translate.pull_error_message(image, err))
+            self.pulls.append(image)
+            self._image_users.pop(image, None)  # a pull may have changed what the name points at
+
     async def _image_user(self, image: str) -> str:
         if image not in self._image_users:
             code, out, err = await self.docker.call(
                 ["image", "inspect", "--format", "{{.Config.User}}", image]
             )
             if code != 0:
-                # Nothing is pulled here: an image the engine lacks cannot run (ErrImageNeverPull).
+                # `_get_image` made it present: it went away since (removed by someone else).
                 raise StartError(f"image {image!r} is not present in the engine: {err.strip()}", [])
             self._image_users[image] = out.strip()
         return self._image_users[image]

@@ -14,11 +14,18 @@ from distillery.api import DistillationJob
 from distillery.manifests import BuildConfig, build
 from tests.harness import ContainerConfig, HarnessError
 from tests.harness.docker.args import (
+    NEVER_PULL,
+    PRESENT,
+    PULL,
     Mount,
     command_args,
     create_args,
     mounts,
+    never_pull_message,
     non_root_problem,
+    pull_decision,
+    pull_error_message,
+    pull_policy,
     quantity,
     resource_args,
     security_args,
@@ -260,3 +267,62 @@ def test_admission_adds_the_service_account_token_volume():
         access.env()["KUBERNETES_SERVICE_HOST"] == "10.0.0.1"
         and access.env()["KUBERNETES_SERVICE_PORT"] == "6443"
     )
+
+
+@pytest.mark.parametrize(
+    ("container", "policy"),
+    [
+        ({"image": "127.0.0.1:5055/distillery/operator:0.1.0-tier-abc"}, "IfNotPresent"),
+        ({"image": "127.0.0.1:5055/distillery/operator"}, "Always"),  # the port is not a tag
+        ({"image": "python:latest"}, "Always"),
+        ({"image": "python"}, "Always"),
+        ({"image": "python@sha256:" + "0" * 64}, "IfNotPresent"),
+        ({"image": "python:latest", "imagePullPolicy": "Never"}, "Never"),  # as written wins
+        ({"image": "python:3.11", "imagePullPolicy": "Always"}, "Always"),
+    ],
+)
+def test_pull_policy_is_the_written_one_else_the_api_servers_default(container, policy):
+    assert pull_policy(container) == policy
+
+
+def test_an_unknown_pull_policy_is_refused():
+    with pytest.raises(HarnessError, match="imagePullPolicy"):
+        pull_policy({"image": "x:1", "imagePullPolicy": "Sometimes"})
+
+
+@pytest.mark.parametrize(
+    ("policy", "present", "decision"),
+    [
+        ("Always", True, PULL),  # every start, present or not
+        ("Always", False, PULL),
+        ("IfNotPresent", True, PRESENT),
+        ("IfNotPresent", False, PULL),
+        ("Never", True, PRESENT),
+        ("Never", False, NEVER_PULL),
+    ],
+)
+def test_the_kubelets_pull_decision(policy, present, decision):
+    assert pull_decision(policy, present) == decision
+
+
+def test_pull_messages_are_the_kubelets():
+    assert never_pull_message("a/b:1") == 'Container image "a/b:1" is not present with pull policy of Never'
+    stderr = "Error response from daemon: manifest for r:5/a:1 not found: manifest unknown\n"
+    assert pull_error_message("r:5/a:1", stderr) == (
+        'failed to pull image "r:5/a:1": Error response from daemon: manifest for r:5/a:1 not found: '
+        "manifest unknown"
+    )
+
+
+def test_create_never_pulls():
+    """The runtime pulls (or not) before `docker create`, which must not pull on its own."""
+    args = create_args(
+        name="c",
+        config=config({"name": "main", "image": "r/a:1"}),
+        pod_spec={},
+        sandbox="s",
+        labels={},
+        mounts=[],
+        env={},
+    )
+    assert args[args.index("--pull") + 1] == "never"

@@ -7,7 +7,8 @@ exit with the code their env asks for, and a pod's port 8000 is served by a smal
 server of the test. What a container-engine backend needs from the rest of the harness is
 exactly what these check: the command, args, env and mount paths as the manifest wrote them,
 the pod's own address in its status and downward API, probes and Service proxies sent to
-`endpoint()`, proxies listening where `proxy_address()` says, and each sandbox removed once.
+`endpoint()`, proxies listening where `proxy_address()` says, each sandbox removed once, and an
+image the runtime cannot get (`ImagePullError`) shown in the pod's status as the kubelet shows it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import pytest
 from tests.harness import (
     Address,
     ContainerConfig,
+    ImagePullError,
     Kubelet,
     RestClient,
     ServiceKey,
@@ -81,6 +83,7 @@ class ScriptedRuntime:
         self.sandboxes: list[Sandbox] = []
         self.started: list[tuple[str, ContainerConfig, dict[ServiceKey, Address]]] = []
         self.proxies: dict[ServiceKey, Address] = {}
+        self.unpullable: dict[str, ImagePullError] = {}  # image -> what each pull of it raises, until removed
 
     async def run_sandbox(self, pod: Mapping[str, Any], directory: Path) -> Sandbox:
         sandbox = Sandbox(pod["metadata"]["name"], f"10.244.0.{len(self.sandboxes) + 1}")
@@ -90,6 +93,9 @@ class ScriptedRuntime:
     async def start(
         self, sandbox: Sandbox, config: ContainerConfig, services: Mapping[ServiceKey, Address]
     ) -> ScriptedContainer:
+        error = self.unpullable.get(config.image)
+        if error is not None:
+            raise error
         self.started.append((sandbox.name, config, dict(services)))
         handle = ScriptedContainer([*config.command, *config.args], int(config.env.get("EXIT", "0")))
         if "SERVE" not in config.env:
@@ -248,3 +254,62 @@ def test_probes_and_service_proxies_go_where_the_runtime_says(scripted, web):
     wait_for(lambda: finished(api, "client"), "the client Job", 30, details=kubelet.diagnostics)
     services = next(services for name, _, services in runtime.started if name.startswith("client-"))
     assert services == {ServiceKey("web", NS, 80): proxy}
+
+
+def waiting_states(api: RestClient, name: str) -> tuple[str, str] | None:
+    statuses = (api.get("v1", "pods", name) or {}).get("status", {}).get("containerStatuses") or [{}]
+    waiting = statuses[0].get("state", {}).get("waiting")
+    return (waiting["reason"], waiting.get("message", "")) if waiting else None
+
+
+def bare_pod(name: str, image: str, **container: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": image, "command": ["run"], **container}],
+        },
+    }
+
+
+def test_a_failed_pull_shows_err_image_pull_then_image_pull_back_off_until_it_pulls(scripted):
+    api, kubelet, runtime = scripted
+    image = "registry.test/distillery/worker-cpu:1"
+    said = f'failed to pull image "{image}": manifest unknown'
+    runtime.unpullable[image] = ImagePullError("ErrImagePull", said)
+    never = "registry.test/distillery/absent:1"
+    runtime.unpullable[never] = ImagePullError(
+        "ErrImageNeverPull", f'Container image "{never}" is not present with pull policy of Never'
+    )
+    api.create(bare_pod("pulled", image))
+    api.create(bare_pod("never", never, imagePullPolicy="Never"))
+    seen: set[tuple[str, str]] = set()
+
+    def both_shown() -> bool:
+        state = waiting_states(api, "pulled")
+        if state:
+            seen.add(state)
+        return {reason for reason, _ in seen} >= {"ErrImagePull", "ImagePullBackOff"}
+
+    wait_for(
+        both_shown, "ErrImagePull, then ImagePullBackOff", 30, interval=0.05, details=kubelet.diagnostics
+    )
+    assert ("ErrImagePull", said) in seen, seen
+    assert ("ImagePullBackOff", f'Back-off pulling image "{image}": ErrImagePull: {said}') in seen, seen
+    assert waiting_states(api, "never") == (
+        "ErrImageNeverPull",
+        f'Container image "{never}" is not present with pull policy of Never',
+    )
+    assert not runtime.started, "a container started without its image"
+
+    del runtime.unpullable[image]  # the registry has it now: the next try after the back-off pulls it
+    wait_for(
+        lambda: api.get("v1", "pods", "pulled")["status"].get("phase") == "Succeeded",
+        "the pod to run once its image pulls",
+        30,
+        details=kubelet.diagnostics,
+    )
+    assert [name for name, _, _ in runtime.started] == ["pulled"]
+    assert waiting_states(api, "never")[0] == "ErrImageNeverPull"  # retried, never pulled
