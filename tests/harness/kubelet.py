@@ -210,6 +210,17 @@ class Kubelet:
 
     # ------------------------------------------------------------ what its parts call
 
+    def read_log(self, namespace: str, name: str, container: str | None = None) -> str | None:
+        """A container's log (the first container's without `container`), as `kubectl logs` reads it;
+        None for a pod or container this kubelet never ran. Read from any thread."""
+        for pod in reversed(list(self._history)):
+            if pod.namespace == namespace and pod.name == name:
+                for candidate in [*pod.containers, *pod.init_containers]:
+                    if container in (None, candidate.name):
+                        log = candidate.log
+                        return log.read_text(errors="replace") if log.is_file() else ""
+        return None
+
     def claim_dir(self, namespace: str, claim: str) -> Path:
         return self.claims.get(claim) or self.root / "claims" / namespace / claim
 

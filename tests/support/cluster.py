@@ -70,6 +70,7 @@ def start_cluster(
         first_record = len(getattr(runtime, "records", ()))
         node = Kubelet(url, Path(root) / "kubelet", runtime=runtime, **kubelet)
         node.start()
+        emulator.pod_logs = node.read_log  # `kubectl logs` reads what the kubelet's containers wrote
         try:
             yield Cluster(emulator, url, node, front, first_record)
         finally:
