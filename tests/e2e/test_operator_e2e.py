@@ -25,24 +25,13 @@ import pytest
 
 from tests.harness import ProcessRuntime
 from tests.support.recovery import ProcessOperator, assert_recovered, kill_and_recover
-from tests.support.tiny import CLAIM, NAMESPACE, prepare_claim, tiny_job
+from tests.support.tiny import CLAIM, NAMESPACE, POD_ENV, prepare_claim, tiny_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 # Deadlines (s): vLLM on 2 busy cores takes about a minute to start; the whole job a few.
 GENERATING_DEADLINE = 300
 SUCCEEDED_DEADLINE = 600
-
-# The image's environment (what images/worker-cpu.Dockerfile and a CPU node would give the
-# pods): a small KV cache, no hub access, no usage reporting.
-POD_ENV = {
-    "PYTHONUNBUFFERED": "1",
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "VLLM_NO_USAGE_STATS": "1",
-    "DO_NOT_TRACK": "1",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-}
 
 
 @pytest.fixture(scope="module")

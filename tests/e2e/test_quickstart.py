@@ -34,11 +34,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.test_operator_e2e import POD_ENV
 from tests.harness import ProcessRuntime, kubeconfig
 from tests.support.chart import CHART, RELEASE_NAMESPACE
 from tests.support.recovery import ProcessOperator
-from tests.support.tiny import EXAMPLE, ROOT, prepare_claim
+from tests.support.tiny import EXAMPLE, POD_ENV, ROOT, prepare_claim
 from tests.tools import helm_binary
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]

@@ -19,6 +19,17 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "tiny.yaml"
 NAMESPACE = "e2e"
 CLAIM = "tiny-data"  # the PVC the job names; the harness maps it to the prepared directory
+
+# The image's environment (what images/worker-cpu.Dockerfile and a CPU node would give the
+# pods): a small KV cache, no hub access, no usage reporting.
+POD_ENV = {
+    "PYTHONUNBUFFERED": "1",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+}
 # The objects the operator creates for the tiny job, as (resource, name).
 CHILDREN = [
     ("apps/v1/deployments", "tiny-teacher"),

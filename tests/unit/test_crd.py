@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(
     p
     for p in (ROOT / "examples").rglob("*.yaml")
-    if yaml.safe_load(p.read_text()).get("kind") == "DistillationJob"
+    if any((d or {}).get("kind") == "DistillationJob" for d in yaml.safe_load_all(p.read_text()))
 )
 
 
