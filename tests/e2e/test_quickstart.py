@@ -136,9 +136,14 @@ class Walk:
             self.watch_log = self.workdir.parent / "watch.log"
             with self.watch_log.open("w") as out:
                 self.watch = subprocess.Popen(
-                    line, shell=True, cwd=self.workdir, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                    line,
+                    shell=True,
+                    cwd=self.workdir,
+                    env=self.env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
                     start_new_session=True,
-                )  # fmt: skip
+                )
             return
         line = self.substitute(command)
         if line is None:
