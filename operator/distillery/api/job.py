@@ -31,23 +31,13 @@ from distillery.api.kube_types import (
     DnsLabel,
     DnsSubdomain,
     Image,
-    LabelValue,
-    QualifiedName,
     QueueName,
     Resources,
     SecretKeyRef,
-    Toleration,
     placement_problems,
 )
 from distillery.api.pods import (
-    AffinityField,
-    ImagePullSecrets,
-    PodAnnotations,
-    PodLabels,
-    PriorityClassName,
-    RuntimeClassName,
-    ServiceAccountName,
-    reserved_labels_rule,
+    PodPlacement,
 )
 from distillery.api.stages import (
     EvaluationSpec,
@@ -102,7 +92,7 @@ class EndpointSpec(Model):
     )
 
 
-class TeacherSpec(Model):
+class TeacherSpec(PodPlacement):
     """The teacher: a model the operator serves with vLLM, or an existing endpoint."""
 
     RULES = (
@@ -118,7 +108,6 @@ class TeacherSpec(Model):
             "has(self.endpoint) || self.tensorParallelSize <= (self.gpus > 0 ? self.gpus : 1)",
             lambda t: t.endpoint is not None or t.tensor_parallel_size <= max(t.gpus, 1),
         ),
-        reserved_labels_rule(),
     )
 
     model: str | None = Field(
@@ -148,25 +137,6 @@ class TeacherSpec(Model):
         None, description="Secret with a Hugging Face token for gated models (exposed as `HF_TOKEN`)."
     )
     resources: Resources = section(Resources, "Requests and limits of the vLLM container.")
-    node_selector: dict[QualifiedName, LabelValue] = Field(
-        default_factory=dict,
-        max_length=LIST_MAX,
-        description="Node labels the teacher must match, merged over the operator's default "
-        "(podDefaults.nodeSelector) key by key.",
-    )
-    tolerations: list[Toleration] = Field(
-        default_factory=list,
-        max_length=LIST_MAX,
-        description="Taints the teacher tolerates; replaces the operator's default list "
-        "(podDefaults.tolerations) when given.",
-    )
-    image_pull_secrets: ImagePullSecrets
-    service_account_name: ServiceAccountName
-    priority_class_name: PriorityClassName
-    runtime_class_name: RuntimeClassName
-    affinity: AffinityField
-    labels: PodLabels
-    annotations: PodAnnotations
     startup_timeout_seconds: int = Field(
         3600,
         ge=30,

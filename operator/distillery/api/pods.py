@@ -331,15 +331,11 @@ def annotations_bytes(annotations: dict[str, str]) -> int:
 POD_SETTINGS_FIELDS = frozenset(PodSettings.model_fields)
 
 
-class StageRuntime(Model):
-    """Where and how a stage's pods run; shared by generation, training and evaluation."""
+class PodPlacement(Model):
+    """A section's own pod settings (over the operator's podDefaults); the teacher's and every stage's."""
 
     RULES = (reserved_labels_rule(),)
 
-    image: Image | None = Field(
-        None, description="Worker image for this stage; empty uses the operator's configured default."
-    )
-    resources: Resources = section(Resources, "Requests and limits of the stage's container.")
     node_selector: dict[QualifiedName, LabelValue] = Field(
         default_factory=dict,
         max_length=LIST_MAX,
@@ -359,6 +355,15 @@ class StageRuntime(Model):
     affinity: AffinityField
     labels: PodLabels
     annotations: PodAnnotations
+
+
+class StageRuntime(PodPlacement):
+    """Where and how a stage's pods run; shared by generation, training and evaluation."""
+
+    image: Image | None = Field(
+        None, description="Worker image for this stage; empty uses the operator's configured default."
+    )
+    resources: Resources = section(Resources, "Requests and limits of the stage's container.")
     backoff_limit: int = Field(2, ge=0, le=100, description="Retries of a failed pod before the stage fails.")
     active_deadline_seconds: int | None = Field(
         None,
