@@ -462,10 +462,15 @@ def prometheus(stand_in, operator, tmp_path_factory):
             process=process,
             ignore=SCRAPE_ERRORS,
         )
-        # rate() needs two samples of a growing counter in its window.
+        # rate() needs two samples of a growing counter in its window, from every target: on a
+        # loaded machine one target's first scrapes can time out while the others' succeed.
+        def every_target_scraped_twice():
+            scrapes = server.query("sum_over_time(up[1m])")["data"]["result"]
+            return len(scrapes) == len(TARGETS) and all(float(s["value"][1]) >= 2 for s in scrapes)
+
         wait_for(
-            lambda: server.query("rate(distillery_generation_requests_total[1m]) > 0")["data"]["result"],
-            "rates are computable",
+            every_target_scraped_twice,
+            "every target has been scraped twice (rates are computable)",
             STARTUP_DEADLINE_S,
             process=process,
             ignore=SCRAPE_ERRORS,
