@@ -96,7 +96,11 @@ def test_the_wrong_value_is_quoted():
         "spec.training.batchSize: expected a whole number from 1 to 4096, or 'auto' (got 'two')"
     ]
     assert problems(job(training__epochs="two")) == [
-        "spec.training.epochs: input should be a valid integer, unable to parse string as an integer (got 'two')"
+        "spec.training.epochs: input should be a valid integer (got 'two')"
+    ]
+    # As the CRD types it: a quoted number is a string, never coerced (the API server refuses it too).
+    assert problems(job(training__epochs="3")) == [
+        "spec.training.epochs: input should be a valid integer (got '3')"
     ]
 
 
