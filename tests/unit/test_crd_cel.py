@@ -181,7 +181,12 @@ TABLE = {
         training__tolerations=[{"operator": "Exists", "value": "x"}, {"key": "k", "tolerationSeconds": 1}]
     ),
     "two-teacher-problems": job(teacher__endpoint=ENDPOINT, teacher__gpus=1, teacher__tensorParallelSize=2),
-    "train-s3-uri": job(data__train="s3://bucket/prompts/train.parquet", data__validation="s3://b/v.jsonl"),
+    "train-s3-uri": job(data__train="s3://bucket/prompts/train.parquet", data__validation="s3://b-1/v.jsonl"),
+    "train-s3-one-slash": job(data__train="s3:/bucket/train.jsonl"),
+    "train-s3-bucket-too-short": job(data__train="s3://b/train.jsonl"),
+    "train-s3-bucket-uppercase": job(data__train="s3://Bucket/train.jsonl"),
+    "validation-scheme-without-slashes": job(data__validation="file:v.jsonl"),
+    "train-path-with-colon-later": job(data__train="runs/2026-12-07T10:00/train.jsonl"),
     "train-other-scheme": job(data__train="gs://bucket/train.jsonl"),
     "train-s3-bucket-only": job(data__train="s3://bucket/"),
     "validation-http-uri": job(data__validation="https://example.com/v.jsonl"),

@@ -6,6 +6,7 @@ Re-exported by `distillery.api`, which is where the rest of the code imports the
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field
@@ -13,8 +14,13 @@ from pydantic import Field
 from distillery.api.base import NAME_MAX, PATH_MAX, Model, Rule
 from distillery.api.kube_types import AbsolutePath, DnsSubdomain, PositiveQuantity, SecretKey
 
-# The object-store scheme the project supports (S3 and S3-compatible stores: MinIO, Ceph RGW, ...).
-URI_SCHEMES = ("s3",)
+# A location that starts like a URI (`scheme:`) is read as one, so a mistyped `s3:/b/k` or an unsupported `gs://b/k`
+# is refused rather than taken as a path on the storage. One regex for Python and CEL (RE2 subset).
+LOOKS_LIKE_URI = r"^[A-Za-z][A-Za-z0-9+.-]+:"
+# s3://bucket/key; the bucket as S3 names them: 3-63 lowercase letters, digits, dots and hyphens.
+# s3 is the one scheme (S3 and S3-compatible stores: MinIO, Ceph RGW, ...).
+S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+$"
+_S3_URI_PY = re.compile(S3_URI[:-1] + r"\Z")  # Python's `$` also matches before a final newline; RE2's not
 
 
 def is_uri(value: str | None) -> bool:
@@ -23,20 +29,19 @@ def is_uri(value: str | None) -> bool:
 
 
 def uri_rule(field: str, optional: bool) -> Rule:
-    """A location that is a URI must be `s3://bucket/key` (a path on the storage has no `://`)."""
-    cel = f"!self.{field}.contains('://') || self.{field}.matches('^s3://[^/]+/.+$')"
+    """A location that starts like a URI must be `s3://bucket/key`; anything else is a path on the storage."""
+    cel = f"!self.{field}.matches('{LOOKS_LIKE_URI}') || self.{field}.matches('{S3_URI}')"
     if optional:
         cel = f"!has(self.{field}) || {cel}"
 
     def holds(model: Model) -> bool:
         value = getattr(model, _snake(field))
-        if not is_uri(value):
-            return True
-        scheme, _, rest = value.partition("://")
-        bucket, _, key = rest.partition("/")
-        return scheme in URI_SCHEMES and bool(bucket) and bool(key)
+        return value is None or not re.match(LOOKS_LIKE_URI, value) or bool(_S3_URI_PY.match(value))
 
-    message = "expected a path on the job's storage or an s3://bucket/key URI"
+    message = (
+        "expected a path on the job's storage or an s3://bucket/key URI "
+        "(s3 is the one scheme; a bucket is 3-63 lowercase letters, digits, dots and hyphens)"
+    )
     return Rule(field, message, cel, holds)
 
 
