@@ -14,11 +14,16 @@ import sys
 
 from distillery import __version__
 from distillery.contract import stages
-from distillery.errors import InvalidJob, format_problem, load_documents, parse_job
+from distillery.errors import InvalidJob, format_problem
 
 # subcommand -> (module, one-line help, the extra that provides its dependencies); each stage's
 # (`distillery check | generate | train | evaluate`) come from the stage table, after these.
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "validate": (
+        "distillery.validate",
+        "check DistillationJob files as kubectl and the operator would; one line per problem",
+        "",
+    ),
     "run": (
         "distillery.local.runner",
         "run a whole DistillationJob on this machine (no cluster)",
@@ -35,31 +40,6 @@ def subcommands() -> dict[str, tuple[str, str, str]]:
         **SUBCOMMANDS,
         **{str(entry.stage): (entry.cli, entry.help, STAGE_EXTRA) for entry in stages.STAGES},
     }
-
-
-def _validate(args: argparse.Namespace) -> int:
-    failed = False
-    for path in args.files:
-        try:
-            documents = load_documents(path)
-            if not documents:
-                raise InvalidJob([], path)
-            problems = []
-            for index, document in enumerate(documents):
-                try:
-                    parse_job(document, path)
-                except InvalidJob as error:
-                    where = f"document {index + 1}: " if len(documents) > 1 else ""
-                    problems += [f"{path}: {where}{format_problem(p)}" for p in error.problems]
-        except InvalidJob as error:
-            problems = [f"{path}: {format_problem(p)}" for p in error.problems] or [f"{path}: file is empty"]
-        if problems:
-            failed = True
-            for line in problems:
-                print(line, file=sys.stderr)
-        else:
-            print(f"{path}: valid ({len(documents)} DistillationJob{'s' if len(documents) > 1 else ''})")
-    return 1 if failed else 0
 
 
 def _crd(args: argparse.Namespace) -> int:
@@ -83,9 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"distillery {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    validate = sub.add_parser("validate", help="check DistillationJob files; one line per problem")
-    validate.add_argument("files", nargs="+", metavar="FILE")
-    validate.set_defaults(func=_validate)
     sub.add_parser("crd", help="print the CustomResourceDefinition generated from the API").set_defaults(
         func=_crd
     )

@@ -159,16 +159,20 @@ def parse_job(document: Any, source: str = "") -> DistillationJob:
 
 def load_documents(path: str) -> list[Any]:
     """Every YAML document in a file (empty documents skipped); YAML errors become InvalidJob."""
+    return load_text(read_file(path), path)
+
+
+def read_file(path: str) -> str:
+    """A spec file's text; a file that cannot be read becomes InvalidJob."""
     try:
         with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+            return handle.read()
     except OSError as error:
         raise InvalidJob([Problem("", f"cannot read {path}: {error.strerror}")], path) from None
     except UnicodeDecodeError as error:
         raise InvalidJob(
             [Problem("", f"cannot read {path}: not UTF-8 text ({error.reason})")], path
         ) from None
-    return load_text(text, path)
 
 
 def load_text(text: str, source: str) -> list[Any]:

@@ -285,6 +285,18 @@ class DistillationJobSpec(Model):
     )
 
 
+def cluster_problems(spec: DistillationJobSpec) -> list[Problem]:
+    """What the operator refuses in a spec that `distillery run` accepts (the same models serve both, so
+    the CRD cannot require it): `distillery validate --target cluster` and the operator call this."""
+    if spec.storage.pvc is None:
+        return [
+            Problem(
+                "spec.storage.pvc", "is required in a cluster (storage.path is only for `distillery run`)"
+            )
+        ]
+    return []
+
+
 def teacher_needed_for_training(spec: DistillationJobSpec) -> bool:
     """Whether training asks the teacher (onPolicy grades the student's samples), so a served teacher is
     kept from generation through training and released when training ends."""

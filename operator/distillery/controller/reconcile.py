@@ -19,7 +19,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from distillery.api import DistillationJob, DistillationJobStatus, Phase, Problem
+from distillery.api import DistillationJob, DistillationJobStatus, Phase, cluster_problems
 from distillery.contract.cost import priced
 from distillery.controller import guard, kube, metrics, phases, policy, status
 from distillery.controller.apiclient import TRANSIENT, Api
@@ -221,9 +221,7 @@ def _parse(body: dict[str, Any]) -> tuple[DistillationJob | None, list[str]]:
         job = parse_job(document)
     except InvalidJob as error:
         return None, [format_problem(p) for p in error.problems]
-    if job.spec.storage.pvc is None:
-        problem = Problem(
-            "spec.storage.pvc", "is required in a cluster (storage.path is only for `distillery run`)"
-        )
-        return None, [format_problem(problem)]
+    refused = cluster_problems(job.spec)
+    if refused:
+        return None, [format_problem(p) for p in refused]
     return job, []
