@@ -1,11 +1,13 @@
-"""The API server's view of a custom resource for CEL: structural defaulting, and a JSON value as CEL
-sees it under its schema (used by the CRD tests in tests/unit)."""
+"""The API server's view of a custom resource for CEL: structural defaulting, a JSON value as CEL sees it
+under its schema, and the CRD's rules run on an object (used by the CRD and validate tests in tests/unit)."""
 
 from __future__ import annotations
 
 import copy
+from functools import cache
 from typing import Any
 
+import celpy
 from celpy import celtypes
 
 
@@ -42,3 +44,54 @@ def to_cel(value: Any, schema: dict) -> Any:
     if isinstance(value, int):
         return celtypes.IntType(value)
     return celtypes.StringType(value)
+
+
+# ---------------------------------------------------------------- the CRD's rules run on an object, as the API server runs them
+
+ENV = celpy.Environment()
+
+
+@cache
+def program(rule: str) -> Any:
+    """A compiled CEL rule (compiled once per rule text)."""
+    return ENV.program(ENV.compile(rule))
+
+
+def crd_rules(node: dict, path: tuple = ()) -> list[tuple[tuple, dict, dict]]:
+    """(schema path, schema node, rule) for every rule; `[]` stands for list items, `{}` for map values."""
+    found = [(path, node, rule) for rule in node.get("x-kubernetes-validations", [])]
+    for name, child in node.get("properties", {}).items():
+        found += crd_rules(child, (*path, name))
+    if "items" in node:
+        found += crd_rules(node["items"], (*path, "[]"))
+    if isinstance(node.get("additionalProperties"), dict):
+        found += crd_rules(node["additionalProperties"], (*path, "{}"))
+    return found
+
+
+def instances(value: Any, path: tuple, where: str = "spec") -> list[tuple[str, Any]]:
+    """(field path as a user writes it, value) of every node of `value` at a schema path."""
+    if not path:
+        return [(where, value)]
+    head, rest = path[0], path[1:]
+    if head == "[]":
+        return [m for i, item in enumerate(value or []) for m in instances(item, rest, f"{where}[{i}]")]
+    if head == "{}":
+        return [m for key, item in (value or {}).items() for m in instances(item, rest, f"{where}.{key}")]
+    if not isinstance(value, dict) or head not in value:
+        return []
+    return instances(value[head], rest, f"{where}.{head}")
+
+
+def cel_problems(document: dict, schema: dict) -> set[tuple[str, str]]:
+    """(field path, message) of each rule of the CRD's `schema` (openAPIV3Schema) the API server would fail
+    on this object's spec at create: defaults applied first, transition rules left out (updates only)."""
+    spec = apply_defaults(copy.deepcopy(document["spec"]), schema["properties"]["spec"])
+    failed = set()
+    for path, node, rule in crd_rules(schema):
+        if "oldSelf" in rule["rule"] or path[:1] != ("spec",):
+            continue
+        for where, value in instances(spec, path[1:]):
+            if not program(rule["rule"]).evaluate({"self": to_cel(value, node)}):
+                failed.add((where + rule.get("fieldPath", ""), rule["message"]))
+    return failed

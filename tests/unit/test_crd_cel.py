@@ -14,34 +14,21 @@ import copy
 import re
 from typing import Any
 
-import celpy
 import pytest
 
 from distillery import api
 from distillery.crd import build_crd
 from distillery.errors import InvalidJob, parse_job
-from tests.support.cel import apply_defaults, to_cel
+from tests.support.cel import apply_defaults, crd_rules, program, to_cel
+from tests.support.cel import cel_problems as support_cel_problems
 
 pytestmark = pytest.mark.unit
 
 SCHEMA = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-ENV = celpy.Environment()
 
 
-def _rules(node: dict, path: tuple = ()) -> list[tuple[tuple, dict, dict]]:
-    """(schema path, schema node, rule) for every rule; `[]` stands for list items, `{}` for map values."""
-    found = [(path, node, rule) for rule in node.get("x-kubernetes-validations", [])]
-    for name, child in node.get("properties", {}).items():
-        found += _rules(child, (*path, name))
-    if "items" in node:
-        found += _rules(node["items"], (*path, "[]"))
-    if isinstance(node.get("additionalProperties"), dict):
-        found += _rules(node["additionalProperties"], (*path, "{}"))
-    return found
-
-
-RULES = _rules(SCHEMA)
-PROGRAMS = {rule["rule"]: ENV.program(ENV.compile(rule["rule"])) for _, _, rule in RULES}
+RULES = crd_rules(SCHEMA)
+PROGRAMS = {rule["rule"]: program(rule["rule"]) for _, _, rule in RULES}
 
 
 def test_every_rule_compiles_names_a_real_field_and_says_what_is_expected():
@@ -59,30 +46,9 @@ def test_every_rule_compiles_names_a_real_field_and_says_what_is_expected():
 # ---------------------------------------------------------------- the API server's view of an object (tests/support/cel.py)
 
 
-def _instances(value: Any, path: tuple, where: str = "spec") -> list[tuple[str, Any]]:
-    if not path:
-        return [(where, value)]
-    head, rest = path[0], path[1:]
-    if head == "[]":
-        return [m for i, item in enumerate(value or []) for m in _instances(item, rest, f"{where}[{i}]")]
-    if head == "{}":
-        return [m for key, item in (value or {}).items() for m in _instances(item, rest, f"{where}.{key}")]
-    if not isinstance(value, dict) or head not in value:
-        return []
-    return _instances(value[head], rest, f"{where}.{head}")
-
-
 def cel_problems(document: dict) -> set[tuple[str, str]]:
     """(field path, message) of each rule the API server would fail on this object's spec."""
-    spec = apply_defaults(copy.deepcopy(document["spec"]), SCHEMA["properties"]["spec"])
-    failed = set()
-    for path, node, rule in RULES:
-        if "oldSelf" in rule["rule"]:
-            continue  # only on updates
-        for where, value in _instances(spec, path[1:]):
-            if not PROGRAMS[rule["rule"]].evaluate({"self": to_cel(value, node)}):
-                failed.add((where + rule.get("fieldPath", ""), rule["message"]))
-    return failed
+    return support_cel_problems(document, SCHEMA)
 
 
 def model_problems(document: dict) -> set[tuple[str, str]]:
