@@ -6,7 +6,9 @@ change what a DistillationJob says, so this loader undoes them:
   default since Kubernetes 1.27) refuses it. Here it is an error naming both lines;
 - `2e-5` is a string (YAML 1.1 wants a dot); go-yaml reads it as a number, and so does this;
 - an unquoted date (`2026-12-07`) becomes a Python date; kubectl converts YAML to JSON, where
-  it is a string, and so is it here.
+  it is a string, and so is it here;
+- `2.0` stays a float; kubectl's YAML-to-JSON writes it as `2` (Go's encoding of a whole float64
+  below 1e21), which the API server takes as an integer, and so is it here.
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ class StrictLoader(yaml.SafeLoader):
                 )
             seen[key] = key_node
         return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float | int:
+        value = super().construct_yaml_float(node)
+        return int(value) if value.is_integer() and abs(value) < 1e21 else value
+
+
+StrictLoader.add_constructor("tag:yaml.org,2002:float", StrictLoader.construct_yaml_float)
 
 
 # go-yaml's float: an exponent without a dot (`1e-5`) is a number too.

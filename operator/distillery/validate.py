@@ -166,9 +166,8 @@ def validate(paths: list[str], target: str | None, stdin_name: str = "<stdin>") 
                 report.err += [f"{file}: {format_problem(p)}" for p in error.problems]
                 continue
             check_text(text, stdin_name if file == STDIN else file, target, report, named)
-    if report.valid + report.invalid == 0:
-        report.invalid += 1
-        report.err.append(f"no {KIND} found in {' '.join(paths)}")
+    if report.valid + report.invalid == 0 and report.skipped:
+        report.out.append(f"no {KIND} found in {' '.join(paths)}")
     return report
 
 
