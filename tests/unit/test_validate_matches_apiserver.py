@@ -223,3 +223,20 @@ def test_a_misspelt_field_gets_the_closest_name(write, capsys):
     )
     _, _, err = run_validate(capsys, write("snake", BAD["snake-case-field"][0]))
     assert "spec.training.learning_rate: is not a known field; did you mean 'learningRate'?" in err
+
+
+def test_a_kind_list_is_expanded_as_kubectl_expands_it(write, capsys):
+    (job,) = yaml_to_json(BASE_TEXT)
+    (claim, _) = yaml_to_json((ROOT / "examples" / "tiny-claim.yaml").read_text())
+    bad = copy.deepcopy(job) | {"spec": {**job["spec"], "suspend": "yes"}}
+    path = write("list", json.dumps({"apiVersion": "v1", "kind": "List", "items": [claim, job, bad]}))
+    code, out, err = run_validate(capsys, path)
+    assert code == 1
+    assert out.splitlines() == [
+        f"{path}: items[0]: skipped: PersistentVolumeClaim tiny-data",
+        f"{path}: items[1]: valid: DistillationJob tiny (target cluster: storage.pvc is set)",
+        "1 valid, 1 invalid, 1 skipped",
+    ]
+    assert err.splitlines() == [
+        f"{path}: items[2]: spec.suspend: input should be a valid boolean (got 'yes')"
+    ]
