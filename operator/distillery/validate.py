@@ -80,8 +80,12 @@ def header_problems(document: dict[str, Any]) -> list[Problem]:
     metadata = document.get("metadata")
     if not isinstance(metadata, dict) or not metadata.get("name"):
         generate = isinstance(metadata, dict) and metadata.get("generateName")
-        why = "kubectl apply needs a name (generateName works only with kubectl create)" if generate else ""
-        problems.append(Problem("metadata.name", f"is required{f'; {why}' if why else ''}"))
+        why = (
+            "kubectl apply needs a name; generateName works only with kubectl create"
+            if generate
+            else "kubectl apply and the API server refuse an object without one"
+        )
+        problems.append(Problem("metadata.name", f"is required ({why})"))
     return problems
 
 
@@ -104,7 +108,8 @@ def check_document(document: Any, target: str | None, where: str, report: Report
     try:
         job = parse_job(document)
     except InvalidJob as error:
-        problems += error.problems
+        said = {p.path for p in problems}  # a wrong kind is said once, with its suggestion
+        problems += [p for p in error.problems if p.path not in said]
     else:
         if chosen is None:
             chosen, why = default_target(job.spec)
@@ -152,6 +157,7 @@ def read(path: str) -> str:
 
 
 def validate(paths: list[str], target: str | None, stdin_name: str = "<stdin>") -> Report:
+    """Every PATH checked; `target` None reads each job's from its spec."""
     report = Report()
     for path in paths:
         files = sources(path)
