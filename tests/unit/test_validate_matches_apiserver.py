@@ -97,6 +97,40 @@ BAD: dict[str, tuple[str, str]] = {
     "not-yaml": (BASE_TEXT.replace("  student:\n", "  student: [\n", 1), "YAML that does not parse"),
 }
 
+# What validate's line for each names: the field, or the cause when there is no field yet.
+SAID = {
+    "quoted-integer": "spec.generation.shards: input should be a valid integer",
+    "string-boolean": "spec.suspend: input should be a valid boolean",
+    "quoted-number": "spec.training.learningRate: input should be a valid number",
+    "fraction-for-integer": "spec.training.epochs: input should be a valid integer",
+    "duplicate-key": "duplicate key 'model'",
+    "no-name": "metadata.name: is required",
+    "generate-name-only": "metadata.name: is required",
+    "name-not-dns": "metadata.name: expected a DNS-1123 subdomain",
+    "namespace-not-dns": "metadata.namespace: expected a DNS-1123 label",
+    "no-kind": "kind: is required",
+    "misspelt-kind": "kind: distillery.dev has no kind 'DistilationJob'; did you mean 'DistillationJob'?",
+    "wrong-version": "apiVersion: input should be 'distillery.dev/v1alpha1'",
+    "s3-one-slash": "spec.data.train: expected a path on the job's storage or an s3://bucket/key URI",
+    "other-scheme": "spec.data.validation: expected a path on the job's storage or an s3://bucket/key URI",
+    "bucket-only": "spec.output.uri: expected a path on the job's storage or an s3://bucket/key URI",
+    "wrong-enum": "spec.training.method: input should be 'sft', 'kd' or 'onPolicy'",
+    "negative-count": "spec.generation.shards: input should be greater than or equal to 1",
+    "above-maximum": "spec.generation.temperature: input should be less than or equal to 2",
+    "bad-quantity": "spec.teacher.resources.limits.memory: expected a Kubernetes quantity",
+    "quantity-of-wrong-type": "spec.storage.pvc.size: expected a Kubernetes quantity",
+    "unknown-field": "spec.teacher.modle: is not a known field; did you mean 'model'?",
+    "snake-case-field": "spec.training.learning_rate: is not a known field; did you mean 'learningRate'?",
+    "unknown-top-level-field": "specs: is not a known field; did you mean 'spec'?",
+    "missing-required-section": "spec.student: is required but missing",
+    "list-for-map": "spec.teacher.nodeSelector: input should be an object",
+    "bad-toleration-operator": "spec.training.tolerations[0].operator: input should be 'Exists' or 'Equal'",
+    "two-teacher-sources": "spec.teacher.model: set exactly one of teacher.model",
+    "kd-without-logprobs": "spec.generation.topLogprobs: is 0 but training.method is 'kd'",
+    "gate-without-validation": "spec.data.validation: is empty but the quality gate needs held-out data",
+    "not-yaml": "not valid YAML at line ",
+}
+
 # Refused by the operator (and `validate --target cluster`) only: the API server admits them, as the
 # same models serve `distillery run`, where they are fine.
 CLUSTER_ONLY: dict[str, tuple[str, str]] = {
@@ -128,6 +162,7 @@ def write(tmp_path: Path):
 
 def test_the_table_is_broad():
     assert len(BAD) >= 15
+    assert set(SAID) == set(BAD)
     assert not refusals(BASE_TEXT, CRD), "the base of every bad case is itself admitted"
 
 
@@ -138,7 +173,7 @@ def test_both_refuse(name, target, write, capsys):
     assert refusals(text, CRD), f"the API server admits {name} ({why}): the case is not bad"
     code, out, err = run_validate(capsys, write(name, text), *target)
     assert code == 1, f"validate passed {name} ({why}):\n{out}"
-    assert err.strip(), "a refusal says why"
+    assert f": {SAID[name]}" in err, err  # one line naming the field and what was expected
     assert "Traceback" not in err
 
 
