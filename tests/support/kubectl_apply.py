@@ -5,8 +5,8 @@ refuse in a custom resource of the generated CRD, ported for tests; no control p
 Written from the other side's rules, independently of `distillery.documents` and the models:
 - kubectl's reading of YAML: sigs.k8s.io/yaml's YAMLToJSON over go-yaml v2 (resolve.go): its plain
   scalar table (YAML 1.1 booleans with y/n, Go's ParseInt with base prefixes, its float regexp,
-  timestamps left strings), a key given twice refused ("mapping key already defined"), and JSON's
-  encoding of a whole float64 as an integer;
+  timestamps left strings), JSON's encoding of a whole float64 as an integer, and a key given twice
+  refused (strict field validation's "duplicate field");
 - the object: apiVersion and kind present and served by the CRD, metadata.name present (apply has no
   generateName) and a DNS-1123 subdomain (apimachinery's ValidateObjectMeta for custom resources);
 - strict field validation: a field the structural schema does not declare is an error, not pruned;
@@ -84,8 +84,7 @@ def _convert(node: yaml.Node) -> Any:
         key = json.dumps(key) if isinstance(key, bool) else str(key)  # JSON keys are strings
         if key in lines:
             raise Refused(
-                f'error converting YAML to JSON: yaml: line {key_node.start_mark.line + 1}: mapping key "{key}" '
-                f"already defined at line {lines[key]}"
+                f'line {key_node.start_mark.line + 1}: duplicate field "{key}" (first at line {lines[key]})'
             )
         lines[key] = key_node.start_mark.line + 1
         out[key] = _convert(value_node)
