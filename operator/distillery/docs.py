@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from distillery import api
-from distillery.api.kube_types import EXPECTED
+from distillery.api.kube_types import expected_text
 from distillery.crd import openapi_schema
 
 
@@ -40,7 +40,7 @@ def _constraints(node: dict[str, Any]) -> str:
         parts.append(f"at most {node.get('maxItems', node.get('maxProperties'))} item(s)")
     if "pattern" in target:
         # The Kubernetes formats are said in words (the pattern itself is in the CRD).
-        expected = EXPECTED.get(target["pattern"])
+        expected = expected_text(target)
         parts.append(expected if expected else f"matches `{target['pattern']}`")
     if node.get("type") == "object" and "additionalProperties" in node:
         parts.extend(rule["message"] for rule in node.get("x-kubernetes-validations", []))
