@@ -1,10 +1,11 @@
-"""What the docs say the operator prints is what its code prints: progress lines and `kubectl get dj` columns."""
+"""What the docs show is what the code does: progress lines, `kubectl get dj` columns, the jobs shown."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
+import yaml
 
 from distillery.api import Progress
 from distillery.controller import readout
@@ -41,3 +42,22 @@ def test_the_readme_names_the_printer_columns_in_order():
     wide = [c["name"].upper() for c in PRINTER_COLUMNS if c.get("priority")]
     listed = ", ".join(shown[:-1]) + f" and {shown[-1]}"
     assert f"`kubectl get dj` shows the columns {listed} (`-o wide` adds {', '.join(wide)})" in readme
+
+
+def test_every_distillationjob_shown_in_the_docs_is_valid():
+    """A job a reader copies from README.md or docs/ passes `distillery validate`'s parser."""
+    from distillery.errors import InvalidJob, parse_job
+    from tests.support.doc_commands import doc_files
+
+    jobs, invalid = 0, []
+    for path in doc_files():
+        for block in re.findall(r"```yaml\n(.*?)```", path.read_text(), re.S):
+            document = yaml.safe_load(block)
+            if not isinstance(document, dict) or document.get("kind") != "DistillationJob":
+                continue  # chart values and other snippets
+            jobs += 1
+            try:
+                parse_job(document, path.name)
+            except InvalidJob as error:
+                invalid.append(f"{path.name}: {error}")
+    assert jobs >= 1 and invalid == [], invalid
