@@ -106,6 +106,13 @@ def scalar_checks(allowed: str, kind: str, wrap) -> list[tuple[Any, bool, str]]:
             (wrap(inside), True, f"{op} {bound}: {inside}"),
             (wrap(outside), False, f"{op} {bound}: {outside}"),
         ]
+    if kind in ("integer", "number") and not members:
+        # A bound the doc leaves out must not exist: far values on an open side are accepted.
+        far = 10**12 if kind == "integer" else 1e12
+        if not re.search(r"(?<![a-z] )[<]=? ", allowed):
+            checks.append((wrap(far), True, f"no upper bound documented: {far}"))
+        if not re.search(r"(?<![a-z] )[>]=? ", allowed):
+            checks.append((wrap(-far), True, f"no lower bound documented: {-far}"))
     formatted = bool(
         re.search(r"\ba (DNS|label|Secret|container|Kubernetes|Kueue)|an absolute path|matches `", allowed)
     )
@@ -181,6 +188,13 @@ def test_documented_values_are_what_the_validator_accepts(row: Row):
             assert problems == [], f"{row.path}: docs say {row.allowed!r}; {why} refused: {problems}"
         else:
             assert problems, f"{row.path}: docs say {row.allowed!r}; {why} accepted"
+            listed = re.match(r"one of ((?:`[^`]*`(?:, )?)+)", row.allowed.split("each item: ")[-1])
+            if why == "a value not listed" and listed:
+                # The refusal names every member the validator takes: the doc must list the same.
+                taken = set(re.findall(r"'([^']*)'", problems[0].split(" (got ")[0]))
+                assert taken == set(re.findall(r"`([^`]*)`", listed[1])), (
+                    f"{row.path}: validator takes {taken}"
+                )
 
 
 @pytest.mark.parametrize("row", [r for r in ROWS if format_words(r)], ids=lambda r: r.path)
