@@ -95,7 +95,7 @@ def _key_rule(pattern: str, limit: int) -> dict[str, str]:
     quoted = pattern.replace("\\", "\\\\").replace("'", "\\'")
     return {
         "rule": f"self.all(k, size(k) <= {limit} && k.matches('{quoted}'))",
-        "message": f"expected every key to be {EXPECTED[pattern]}",
+        "message": f"expected every key to be {EXPECTED[pattern, limit]}",
     }
 
 

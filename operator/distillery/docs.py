@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from distillery import api
-from distillery.api.kube_types import EXPECTED
+from distillery.api.kube_types import expected_text
 from distillery.crd import openapi_schema
 
 
@@ -21,30 +21,41 @@ def _type(node: dict[str, Any]) -> str:
     return kind
 
 
-def _constraints(node: dict[str, Any]) -> str:
+def _scalar(node: dict[str, Any]) -> list[str]:
+    """What one value must be: its enum, bounds, lengths and format, as the schema (the validator's) says."""
     parts = []
-    target = node.get("items", node) if node.get("type") == "array" else node
-    if "enum" in target:
-        parts.append("one of " + ", ".join(f"`{v}`" for v in target["enum"]))
+    if "enum" in node:
+        parts.append("one of " + ", ".join(f"`{v}`" for v in node["enum"]))
     if "minimum" in node:
-        parts.append(("> " if node.get("exclusiveMinimum") else ">= ") + str(node["minimum"]))
+        parts.append((">" if node.get("exclusiveMinimum") else ">=") + f" {node['minimum']}")
     if "maximum" in node:
-        parts.append(("< " if node.get("exclusiveMaximum") else "<= ") + str(node["maximum"]))
+        parts.append(("<" if node.get("exclusiveMaximum") else "<=") + f" {node['maximum']}")
     if "minLength" in node:
         parts.append(f"length >= {node['minLength']}")
-    if "minItems" in node:
-        parts.append(f"at least {node['minItems']} item(s)")
-    if "maxLength" in target:
-        parts.append(f"length <= {target['maxLength']}")
-    if "maxItems" in node or "maxProperties" in node:
-        parts.append(f"at most {node.get('maxItems', node.get('maxProperties'))} item(s)")
-    if "pattern" in target:
-        # The Kubernetes formats are said in words (the pattern itself is in the CRD).
-        expected = EXPECTED.get(target["pattern"])
-        parts.append(expected if expected else f"matches `{target['pattern']}`")
+    if "maxLength" in node:
+        parts.append(f"length <= {node['maxLength']}")
+    if "pattern" in node:
+        # The Kubernetes formats are said in the words of their error message (the pattern is in the CRD).
+        parts.append(expected_text(node) or f"matches `{node['pattern']}`")
+    return parts
+
+
+def _constraints(node: dict[str, Any]) -> str:
+    """A row's allowed values; a list's or map's own limits first, then what each element must be."""
+    if node.get("type") == "array":
+        parts = [
+            f"{word} {node[key]} items"
+            for key, word in (("minItems", "at least"), ("maxItems", "at most"))
+            if key in node
+        ]
+        inner = _scalar(node.get("items", {}))
+        return "; ".join(parts + ([f"each item: {'; '.join(inner)}"] if inner else []))
     if node.get("type") == "object" and "additionalProperties" in node:
-        parts.extend(rule["message"] for rule in node.get("x-kubernetes-validations", []))
-    return "; ".join(parts)
+        parts = [f"at most {node['maxProperties']} entries"] if "maxProperties" in node else []
+        parts += [rule["message"] for rule in node.get("x-kubernetes-validations", [])]
+        inner = _scalar(node["additionalProperties"])
+        return "; ".join(parts + ([f"each value: {'; '.join(inner)}"] if inner else []))
+    return "; ".join(_scalar(node))
 
 
 def _default(node: dict[str, Any]) -> str:

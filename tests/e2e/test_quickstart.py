@@ -36,6 +36,7 @@ import yaml
 
 from tests.harness import ProcessRuntime, kubeconfig
 from tests.support.chart import CHART, RELEASE_NAMESPACE
+from tests.support.doc_commands import QUICKSTART, section_commands
 from tests.support.recovery import ProcessOperator
 from tests.support.tiny import EXAMPLE, POD_ENV, ROOT, prepare_claim
 from tests.tools import helm_binary
@@ -43,26 +44,13 @@ from tests.tools import helm_binary
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 README = ROOT / "README.md"
-HEADING = "## Quick start on a cluster"
 KUBECTL = "/usr/bin/kubectl"
 NAMESPACE = "default"  # the walk names none
 
 
 def quickstart_commands() -> list[str]:
     """The section's ```bash blocks, one command per entry (continuation lines joined, comments dropped)."""
-    text = README.read_text()
-    section = text.split(HEADING + "\n", 1)[1].split("\n## ", 1)[0]
-    commands: list[str] = []
-    for block in re.findall(r"```bash\n(.*?)```", section, re.S):
-        pending = ""
-        for line in block.splitlines():
-            if not pending and (not line.strip() or line.lstrip().startswith("#")):
-                continue
-            pending += line.rstrip("\\").rstrip() + " " if line.endswith("\\") else line
-            if not line.endswith("\\"):
-                commands.append(pending.strip())
-                pending = ""
-    return commands
+    return section_commands(README, QUICKSTART)
 
 
 def test_tiny_cluster_example_is_tiny_yaml_with_a_claim():

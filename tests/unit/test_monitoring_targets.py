@@ -293,18 +293,15 @@ def test_without_a_scraper_the_teacher_refuses_the_scrape():
     assert not admits(policy, _prometheus_pod(), {"kubernetes.io/metadata.name": "monitoring"}, port)
 
 
-def test_the_readme_command_labels_every_monitor_and_rule_for_kube_prometheus_stack():
+def test_the_docs_command_labels_every_monitor_and_rule_for_kube_prometheus_stack():
     """kube-prometheus-stack selects ServiceMonitors, PodMonitors and PrometheusRules by `release`."""
-    import re
     import shlex
-    from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("### Monitoring") :]
-    command = section[
-        section.index("```bash") + len("```bash") : section.index("```", section.index("```bash") + 7)
-    ]
-    words = shlex.split(re.sub(r"#.*", "", command).replace("\\\n", " "))
+    from tests.support.doc_commands import ROOT, blocks
+
+    # docs/monitoring.md's helm upgrade: its values rendered here (it needs a release to run).
+    (command,) = blocks(ROOT / "docs" / "monitoring.md")[0].commands
+    words = shlex.split(command)
     values = [words[i + 1].replace("RELEASE", "kps") for i, word in enumerate(words) if word == "--set"]
     docs = render(*values)
     kinds = [d for d in docs if d["kind"] in ("ServiceMonitor", "PodMonitor", "PrometheusRule")]

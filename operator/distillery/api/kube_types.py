@@ -52,8 +52,23 @@ _IMAGE_DIGEST = r"[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{
 IMAGE = rf"^({_IMAGE_DOMAIN}/)?{_IMAGE_PATH}(/{_IMAGE_PATH})*(:{_IMAGE_TAG})?(@{_IMAGE_DIGEST})?$"
 ABSOLUTE_PATH = r"^(/([^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+))+$"  # no empty, '.' or '..' segment
 
-# Pattern -> what a user is told is expected; crd.py reuses it for the map-key rules.
-EXPECTED: dict[str, str] = {}
+# (pattern, maxLength) -> what a user is told is expected; docs.py and crd.py's map-key rules read it.
+# Keyed by both: one pattern serves types of different lengths and words (a queue name is a
+# subdomain cut to 63), and a key by pattern alone let the last type's words describe them all.
+EXPECTED: dict[tuple[str, int], str] = {}
+
+
+def _register(pattern: str, max_length: int, expected: str) -> None:
+    known = EXPECTED.setdefault((pattern, max_length), expected)
+    if known != expected:
+        raise ValueError(
+            f"two types share pattern {pattern!r} and maxLength {max_length}: {known!r} / {expected!r}"
+        )
+
+
+def expected_text(node: dict[str, Any]) -> str | None:
+    """The words for a schema node's pattern (as its type's error message says them), or None."""
+    return EXPECTED.get((node.get("pattern", ""), node.get("maxLength", -1)))
 
 
 def _fail(expected: str) -> PydanticCustomError:
@@ -65,7 +80,7 @@ def kube_string(
 ) -> Any:
     """A string type checked by `pattern` and `max_length`, both also put in the JSON schema."""
     compiled = re.compile(pattern)
-    EXPECTED[pattern] = expected
+    _register(pattern, max_length, expected)
 
     def check(value: str) -> str:
         if (
@@ -131,9 +146,10 @@ ResourceName = kube_string(
     "extended resource such as nvidia.com/gpu",
     _resource_name_fits,
 )
+IMAGE_MAX = 1024
 Image = kube_string(
     IMAGE,
-    1024,
+    IMAGE_MAX,
     "a container image reference: [registry[:port]/]repository[:tag][@digest], the repository in lowercase "
     "letters, digits and separators ('.', '_', '__', '-'), at most 255 characters before the tag, "
     "e.g. vllm/vllm-openai:v0.32.0",
@@ -149,7 +165,7 @@ def image_problem(value: str) -> str | None:
     try:
         _IMAGE_ADAPTER.validate_python(value)
     except ValidationError:
-        return f"expected {EXPECTED[IMAGE]} (got {value!r})"
+        return f"expected {EXPECTED[IMAGE, IMAGE_MAX]} (got {value!r})"
     return None
 
 
@@ -196,7 +212,7 @@ def parse_quantity(value: str | int) -> Decimal:
 
 def _quantity_type(pattern: str, minimum: int, expected: str) -> Any:
     compiled = re.compile(pattern)
-    EXPECTED[pattern] = expected
+    _register(pattern, 64, expected)
 
     def check(value: Any) -> str | int:
         if isinstance(value, bool) or not isinstance(value, str | int):
