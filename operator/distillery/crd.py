@@ -138,6 +138,12 @@ PRINTER_COLUMNS = [
         "description": "The current stage: percent, what it has done and its ETA.",
     },
     {
+        "name": "Teacher",
+        "type": "string",
+        "jsonPath": ".status.teacher.summary",
+        "description": "Ready/total teacher pods while the served teacher runs (empty once it is released).",
+    },
+    {
         "name": "Retention",
         "type": "number",
         "format": "float",

@@ -111,7 +111,12 @@ CHECK_PASSED = CheckSummary(
 )
 
 
-TEACHER_UP = TeacherState(exists=True, ready=True)
+# As the cluster has them: the Deployment with its Service and NetworkPolicy (all released together).
+TEACHER_UP = TeacherState(
+    exists=True, ready=True, replicas=1, ready_replicas=1, others=("teacher-service", "teacher-policy")
+)
 
 
-TEACHER_LOADING = TeacherState(exists=True, ready=False)
+TEACHER_LOADING = TeacherState(
+    exists=True, ready=False, replicas=1, others=("teacher-service", "teacher-policy")
+)

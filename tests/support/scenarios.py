@@ -267,9 +267,17 @@ async def generating(cluster: Cluster, name: str) -> None:
 
 
 async def all_stopped(cluster: Cluster, name: str) -> None:
-    await wait_for_async(
-        lambda: absent(cluster, "apps/v1/deployments", f"{name}-teacher"), "the teacher to be deleted", 20
-    )
+    """The whole teacher (Deployment, Service, NetworkPolicy) and the running shards are gone."""
+    for resource, child in (
+        ("apps/v1/deployments", f"{name}-teacher"),
+        ("v1/services", f"{name}-teacher"),
+        ("networking.k8s.io/v1/networkpolicies", f"{name}-teacher-ingress"),
+    ):
+        await wait_for_async(
+            lambda r=resource, c=child: absent(cluster, r, c),
+            f"the teacher's {resource} {child} to be deleted",
+            20,
+        )
     await wait_for_async(
         lambda: absent(cluster, "batch/v1/jobs", f"{name}-generate"), "the running shards to be deleted", 20
     )

@@ -100,6 +100,8 @@ TABLE = {
     "tp-ignored-with-endpoint": job(
         teacher__model=None, teacher__endpoint=ENDPOINT, teacher__tensorParallelSize=8
     ),
+    "teacher-replicas": job(teacher__replicas=4),
+    "replicas-with-endpoint": job(teacher__model=None, teacher__endpoint=ENDPOINT, teacher__replicas=2),
     "kd-without-logprobs": job(training__method="kd"),
     "kd-with-logprobs": job(training__method="kd", generation__topLogprobs=5),
     "kd-alpha-0": job(training__method="kd", generation__topLogprobs=5, training__alpha=0),

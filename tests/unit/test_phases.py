@@ -137,7 +137,7 @@ TABLE = [
         Observed(teacher=TEACHER_UP, generate=job(complete=True, succeeded=4, summaries=GEN_SUMMARY)),
         Phase.training,
         {"pvc", "train"},
-        ("teacher",),
+        TEACHER,
         (
             C.data_generated,
             "True",
@@ -160,7 +160,7 @@ TABLE = [
         ),
         Phase.failed,
         set(),
-        ("teacher",),
+        TEACHER,
         (
             C.data_generated,
             "False",
@@ -260,7 +260,7 @@ TABLE = [
         Observed(teacher=TEACHER_UP, generate=job(active=4)),
         Phase.suspended,
         set(),
-        ("teacher",),
+        TEACHER,
         (C.teacher_ready, "False", "Suspended", "removed while suspended"),
     ),
     (
@@ -310,7 +310,7 @@ TABLE = [
         Observed(teacher=TEACHER_UP),
         Phase.succeeded,
         set(),
-        ("teacher",),
+        TEACHER,
         None,
     ),
     (
@@ -362,7 +362,7 @@ TABLE = [
         ),
         Phase.evaluating,
         {"pvc", "evaluate"},
-        ("teacher",),
+        TEACHER,
         (C.teacher_ready, "False", "ScaledDown", "training is done; the teacher is removed"),
     ),
     (

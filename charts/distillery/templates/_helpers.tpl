@@ -107,13 +107,13 @@ tests and fails when a rule here is missing or was never needed.
   verbs: ["list", "watch", "create", "patch", "delete"]  # patch: suspend; delete: stop a job that ended
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["list", "watch", "create"]
+  verbs: ["list", "watch", "create", "delete"]  # delete: the teacher's Service goes with it
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "list", "watch", "create"]  # get: an existing claimName exists before anything starts
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["list", "watch", "create"]
+  verbs: ["list", "watch", "create", "delete"]  # delete: the teacher's NetworkPolicy goes with it
 # Stage pods: their termination messages carry each stage's summary; their addresses, its progress.
 - apiGroups: [""]
   resources: ["pods"]

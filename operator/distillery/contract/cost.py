@@ -62,16 +62,19 @@ def stage_cost(summaries: Iterable[StageSummary], wall_seconds: float | None = N
     )
 
 
-def teacher_cost(gpus: int, ready: datetime | None, removed: datetime | None) -> StageCost | None:
-    """The served teacher: its GPUs from ready to removed (None until it has been ready)."""
+def teacher_cost(
+    gpus: int, ready: datetime | None, removed: datetime | None, replicas: int = 1
+) -> StageCost | None:
+    """The served teacher: every replica's GPUs (`gpus` each) from ready to removed (None until it has been
+    ready). Replicas still loading or restarting hold their GPUs all the same, so each counts the whole span."""
     if ready is None or removed is None or removed < ready:
         return None
     seconds = (removed - ready).total_seconds()
     return StageCost(
         gpus=gpus,
         wall_seconds=round(seconds, 2),
-        pod_seconds=round(seconds, 2),
-        gpu_seconds=round(gpus * seconds, 2),
+        pod_seconds=round(replicas * seconds, 2),
+        gpu_seconds=round(replicas * gpus * seconds, 2),
     )
 
 

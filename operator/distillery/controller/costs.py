@@ -40,7 +40,8 @@ def stage_costs(status: DistillationJobStatus, observed: Observed, now: datetime
 
 
 def teacher_cost(spec: DistillationJobSpec, status: DistillationJobStatus, now: datetime) -> StageCost | None:
-    """The served teacher's GPUs from ready until now (or until the job ended); None once it is gone."""
+    """The served teacher's GPUs, every replica's, from ready until now (or until the job ended); None once it
+    is gone."""
     ready = condition(status, ConditionType.teacher_ready)
     if (
         spec.teacher.model is None
@@ -55,7 +56,7 @@ def teacher_cost(spec: DistillationJobSpec, status: DistillationJobStatus, now: 
     )
     if since is None or until is None:
         return None
-    return cost.teacher_cost(spec.teacher.gpus, since, max(since, until))
+    return cost.teacher_cost(spec.teacher.gpus, since, max(since, until), spec.teacher.replicas)
 
 
 def observed_cost(

@@ -7,12 +7,14 @@ from typing import Any
 
 from distillery.api import (
     ConditionType,
+    DistillationJobStatus,
     Phase,
     Reason,
+    TeacherStatus,
 )
 from distillery.contract import stages
 from distillery.contract.stages import Stage
-from distillery.controller.observe import JobState
+from distillery.controller.observe import TEACHER_CHILDREN, JobState, TeacherState
 from distillery.controller.steps import (
     Cond,
     Step,
@@ -27,7 +29,15 @@ from distillery.controller.steps import (
 )
 
 C = ConditionType
-TEACHER_CHILDREN = ("teacher", "teacher-service", "teacher-policy")
+__all__ = [
+    "TEACHER_CHILDREN",
+    "failure",
+    "queued",
+    "teacher_conditions",
+    "teacher_starting",
+    "teacher_status",
+    "waiting",
+]
 
 
 def waiting(job: JobState) -> str:
@@ -125,4 +135,16 @@ def teacher_starting(walk: Walk, ready: Cond) -> Step:
         # Come back when the time is up, even if nothing else happens to the job meanwhile.
         requeue_after=max(1.0, limit - (walk.now - started).total_seconds() + 1),
         finished_stages=tuple(walk.finished),
+    )
+
+
+def teacher_status(status: DistillationJobStatus, teacher: TeacherState) -> TeacherStatus | None:
+    """status.teacher: the Deployment's ready and asked-for pods while it exists; 0/0 once it is released
+    (as a Deployment scaled to zero reads); None (status unchanged) for a job that never had one."""
+    if not teacher.exists:
+        return TeacherStatus(summary="0/0") if status.teacher is not None else None
+    return TeacherStatus(
+        replicas=teacher.replicas,
+        ready_replicas=teacher.ready_replicas,
+        summary=f"{teacher.ready_replicas}/{teacher.replicas}",
     )

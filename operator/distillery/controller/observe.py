@@ -65,10 +65,25 @@ class JobState:
         return self.complete and len(self.summaries) < self.succeeded
 
 
+# The served teacher's children (keys of manifests.CHILDREN) by kind: all of them go when it is released.
+TEACHER_KINDS = {"Deployment": "teacher", "Service": "teacher-service", "NetworkPolicy": "teacher-policy"}
+TEACHER_CHILDREN = tuple(TEACHER_KINDS.values())
+
+
 @dataclass(frozen=True)
 class TeacherState:
-    exists: bool = False
-    ready: bool = False
+    exists: bool = False  # its Deployment
+    ready: bool = False  # at least one replica serves: generation starts, the others join as they load
+    replicas: int = 0  # pods its Deployment asks for
+    ready_replicas: int = 0
+    # Its Service and NetworkPolicy (keys of TEACHER_CHILDREN) that exist: they can outlive the Deployment.
+    others: tuple[str, ...] = ()
+
+    @property
+    def children(self) -> tuple[str, ...]:
+        """Which of TEACHER_CHILDREN exist."""
+        return (("teacher",) if self.exists else ()) + self.others
+
     waiting_reason: str = ""  # e.g. ImagePullBackOff, CrashLoopBackOff: shown while it starts
     queue: str = ""  # the Kueue LocalQueue its `kueue.x-k8s.io/queue-name` label names
     gated: int = 0  # its pods that still carry Kueue's admission scheduling gate (not admitted yet)
@@ -238,13 +253,21 @@ def _reason(reason: str, message: str | None) -> str:
     return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "..."
 
 
-def teacher_state(deployment: dict[str, Any] | None, pods: list[dict[str, Any]] = ()) -> TeacherState:
+def teacher_state(
+    deployment: dict[str, Any] | None, pods: list[dict[str, Any]] = (), children: tuple[str, ...] = ()
+) -> TeacherState:
+    """The teacher from its Deployment and pods; `children`: which teacher children exist."""
+    others = tuple(c for c in children if c != "teacher")
     if deployment is None:
-        return TeacherState()
-    ready = int((deployment.get("status") or {}).get("readyReplicas") or 0) >= 1
+        return TeacherState(others=others)
+    ready_replicas = int((deployment.get("status") or {}).get("readyReplicas") or 0)
+    ready = ready_replicas >= 1
     return TeacherState(
         exists=True,
         ready=ready,
+        replicas=int((deployment.get("spec") or {}).get("replicas") or 0),
+        ready_replicas=ready_replicas,
+        others=others,
         waiting_reason="" if ready else pods_waiting(pods),
         queue=_queue(deployment),
         gated=sum(1 for pod in pods if kueue_gated(pod)),
@@ -273,7 +296,11 @@ def from_children(
     return Observed(
         claim_missing=claim_missing,
         admission=admission,
-        teacher=teacher_state(one("Deployment", "teacher"), of("Pod", "teacher")),
+        teacher=teacher_state(
+            one("Deployment", "teacher"),
+            of("Pod", "teacher"),
+            tuple(child for kind, child in TEACHER_KINDS.items() if of(kind, "teacher")),
+        ),
         live=dict(live or {}),
         jobs={f.stage: job_state(one("Job", f.stage), of("Pod", f.stage)) for f in stages.STAGES},
     )

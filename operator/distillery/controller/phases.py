@@ -41,6 +41,7 @@ from distillery.controller.holds import (
     queued,
     teacher_conditions,
     teacher_starting,
+    teacher_status,
     waiting,
 )
 from distillery.controller.observe import JobState, Observed, settled
@@ -81,6 +82,7 @@ def decide(
     step = next_step(spec, problems, status, observed, now, job_name)
     if settling is not None:
         step = dataclasses.replace(step, requeue_after=min(step.requeue_after or settling, settling))
+    step = dataclasses.replace(step, teacher=teacher_status(status, observed.teacher))
     if spec is None:
         return step
     return dataclasses.replace(step, cost=observed_cost(spec, status, observed, now) or status.cost)

@@ -61,6 +61,8 @@ def next_status(
         new.evaluation = step.evaluation
     if step.cost is not None:
         new.cost = step.cost
+    if step.teacher is not None:
+        new.teacher = step.teacher
     if step.artifacts is not None:
         new.artifacts = Artifacts.model_validate(step.artifacts)
     return new

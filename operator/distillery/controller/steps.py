@@ -17,6 +17,7 @@ from distillery.api import (
     Phase,
     Progress,
     Reason,
+    TeacherStatus,
 )
 from distillery.contract import stages
 from distillery.contract.stages import Stage
@@ -48,6 +49,7 @@ class Step:
     delete_self: bool = False  # ttlSecondsAfterFinished has passed
     requeue_after: float | None = None
     cost: CostStatus | None = None  # status.cost after this step (controller.costs)
+    teacher: TeacherStatus | None = None  # status.teacher after this step; None keeps status's
 
 
 @dataclass
@@ -146,7 +148,9 @@ def is_true(status: DistillationJobStatus, kind: ConditionType) -> bool:
 
 
 def teacher_present(observed: Observed) -> tuple[str, ...]:
-    return ("teacher",) if observed.teacher.exists else ()
+    """The teacher's children that exist: releasing the teacher removes every one (its Deployment, Service
+    and NetworkPolicy), not just the pods holding GPUs."""
+    return observed.teacher.children
 
 
 def stop_everything(observed: Observed) -> tuple[str, ...]:

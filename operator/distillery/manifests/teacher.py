@@ -96,7 +96,7 @@ def build_teacher_deployment(
         "kind": "Deployment",
         "metadata": common.metadata(job, name, "teacher", queue),
         "spec": {
-            "replicas": 1,
+            "replicas": teacher.replicas,
             # Never two teachers at once: a rolling update would need twice the GPUs.
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": common.selector_labels(job, "teacher")},
@@ -113,6 +113,14 @@ def build_teacher_deployment(
 
 
 def build_teacher_service(job: DistillationJob) -> dict[str, Any]:
+    """The teacher's name in DNS: a headless Service, so the name resolves to every ready replica's pod IP.
+
+    A ClusterIP Service balances per connection (kube-proxy), and a generation shard keeps its connections
+    alive, so a shard would stick to the replica its first connections landed on. Headless, each client sees
+    every ready replica and spreads its own requests (`serving.replicas`: round robin per request, the
+    vLLM production stack router's default), as gRPC clients balance long-lived connections on Kubernetes.
+    Pods that are not ready are left out of DNS (publishNotReadyAddresses is false), so a loading or dying
+    replica gets no new requests once the endpoints controller sees it."""
     name = common.names(job).teacher
     return {
         "apiVersion": "v1",
@@ -120,6 +128,8 @@ def build_teacher_service(job: DistillationJob) -> dict[str, Any]:
         "metadata": common.metadata(job, name, "teacher"),
         "spec": {
             "type": "ClusterIP",
+            "clusterIP": "None",
+            "publishNotReadyAddresses": False,
             "selector": common.selector_labels(job, "teacher"),
             "ports": [{"name": "http", "port": TEACHER_PORT, "targetPort": "http", "protocol": "TCP"}],
         },

@@ -24,6 +24,7 @@ from typing import Any
 
 from distillery.api import TeacherSpec
 from distillery.contract.commands import API_KEY_ENV
+from distillery.serving.replicas import Replicas, Resolver
 
 # Backoff of retry n (0-based): between half and all of min(cap, base * 2**n) seconds.
 BACKOFF_BASE_SECONDS = 0.5
@@ -39,10 +40,19 @@ class TeacherConnection:
     base_url: str
     model: str
     api_key: str | None = None
+    # The served teacher: its host name resolves to every ready replica, and requests are spread over them
+    # (`serving.replicas`). An external endpoint is balanced by whoever runs it: its URL is used as is.
+    spread: bool = False
+    # How the host name is resolved to the replicas' addresses (DNS unless a test names its servers).
+    resolve: Resolver | None = field(default=None, compare=False)
 
     def __repr__(self) -> str:  # never print the key
         key = "set" if self.api_key else "none"
         return f"TeacherConnection(base_url={self.base_url!r}, model={self.model!r}, api_key={key})"
+
+    def replicas(self) -> Replicas | None:
+        """A fresh round robin over the teacher's replicas, or None when the URL is used as is."""
+        return Replicas(self.base_url, self.resolve) if self.spread else None
 
 
 def teacher_connection(
@@ -58,7 +68,7 @@ def teacher_connection(
         )
     if not base_url:
         raise ValueError("teacher.model is served by vLLM: give the server's base URL (e.g. --teacher-url)")
-    return TeacherConnection(base_url=base_url.rstrip("/"), model=teacher.served_model_name)
+    return TeacherConnection(base_url=base_url.rstrip("/"), model=teacher.served_model_name, spread=True)
 
 
 class RequestFailed(Exception):
@@ -184,6 +194,7 @@ class ChatClient:
         self.rng = rng or random.Random()
         self._slots = asyncio.Semaphore(concurrency)
         self._http: Any = None
+        self.replicas = connection.replicas()
 
     async def __aenter__(self) -> ChatClient:
         httpx = http_library()
@@ -251,24 +262,36 @@ class ChatClient:
             await asyncio.sleep(backoff_delay(attempt, self.rng, retry_after))
             attempt += 1
 
+    async def _base_url(self) -> str:
+        """Where the next request goes: the next replica in turn (re-resolved every few seconds), or the URL."""
+        if self.replicas is None:
+            return self.connection.base_url
+        if self.replicas.due:
+            await self.replicas.refresh_async()
+        return self.replicas.pick()
+
     async def _send(self, method: str, path: str, payload: bytes | None) -> Any:
         httpx = http_library()
+        base = await self._base_url()
+        url = base + path
         try:
             # A deadline on the whole request; httpx's timeout alone bounds each read.
             if hasattr(asyncio, "timeout"):  # Python 3.11+: no extra task per request
                 async with asyncio.timeout(self.timeout):
-                    return await self._http.request(method, path, content=payload)
-            return await asyncio.wait_for(self._http.request(method, path, content=payload), self.timeout)
-        except (asyncio.TimeoutError, httpx.TimeoutException):
+                    return await self._http.request(method, url, content=payload)
+            return await asyncio.wait_for(self._http.request(method, url, content=payload), self.timeout)
+        except (asyncio.TimeoutError, httpx.TimeoutException) as error:
+            if isinstance(error, httpx.ConnectTimeout) and self.replicas is not None:
+                self.replicas.failed(base)  # a node gone: nothing answers at that address
             raise RequestFailed(
                 "timeout", f"no answer from the teacher within {self.timeout:g}s", True
             ) from None
         except httpx.TransportError as error:
+            if self.replicas is not None:
+                self.replicas.failed(base)  # refused or dropped: the replica died; the retry goes elsewhere
             raise RequestFailed(
                 "connection",
-                f"connection to {self.connection.base_url} failed: {type(error).__name__}: {error}".rstrip(
-                    ": "
-                ),
+                f"connection to {base} failed: {type(error).__name__}: {error}".rstrip(": "),
                 True,
             ) from None
 

@@ -81,6 +81,7 @@ class PromptLogprobsClient:
         self.connection, self.timeout, self.max_retries = connection, timeout, max_retries
         self.prompt_tokens = 0  # tokens sent (prompts and samples): the teacher's prefill work
         self._http: Any = None
+        self.replicas = connection.replicas()  # every replica grades in turn, as generation spreads
 
     def __enter__(self) -> PromptLogprobsClient:
         httpx = http_library()
@@ -120,13 +121,21 @@ class PromptLogprobsClient:
         self.prompt_tokens += sum(len(s) for s in sequences)
         return [parse_prompt_logprobs(c, s, k) for c, s, k in zip(choices, sequences, starts, strict=True)]
 
+    def _base_url(self) -> str:
+        if self.replicas is None:
+            return self.connection.base_url
+        if self.replicas.due:
+            self.replicas.refresh()
+        return self.replicas.pick()
+
     def _post(self, path: str, payload: bytes) -> dict[str, Any]:
         httpx = http_library()
         attempt = 0
         while True:
             retry_after = None
+            base = self._base_url()
             try:
-                response = self._http.post(path, content=payload)
+                response = self._http.post(base + path, content=payload)
                 if response.status_code == 200:
                     return response.json()
                 status = response.status_code
@@ -139,14 +148,18 @@ class PromptLogprobsClient:
                     f"HTTP {status} from the teacher: {message}",
                     retryable=status == 429 or status >= 500,
                 )
-            except httpx.TimeoutException:
+            except httpx.TimeoutException as error:
+                if isinstance(error, httpx.ConnectTimeout) and self.replicas is not None:
+                    self.replicas.failed(base)
                 failure = RequestFailed(
                     "timeout", f"no answer from the teacher within {self.timeout:g}s", True
                 )
             except httpx.TransportError as error:
+                if self.replicas is not None:
+                    self.replicas.failed(base)  # the retry goes to another replica
                 failure = RequestFailed(
                     "connection",
-                    f"connection to {self.connection.base_url} failed: {type(error).__name__}: {error}",
+                    f"connection to {base} failed: {type(error).__name__}: {error}",
                     True,
                 )
             except ValueError as error:  # a 200 whose body is not JSON

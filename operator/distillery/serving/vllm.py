@@ -141,8 +141,10 @@ def local_vllm_server(
     log_path: Path | str | None = None,
     env: Mapping[str, str] | None = None,
     tensor_parallel_size: int = 1,
+    host: str = "127.0.0.1",
 ) -> Iterator[VllmServer]:
-    """Start `python -m VLLM_MODULE` on 127.0.0.1, wait until it serves `served_model_name`, stop it on exit.
+    """Start `python -m VLLM_MODULE` on `host` (a loopback address), wait until it serves `served_model_name`,
+    stop it on exit. Replicas of one teacher listen on the same port at different addresses, as pods do.
 
     `env` is added to this process's environment (e.g. VLLM_CPU_KVCACHE_SPACE). The server's
     output goes to `log_path` (a temporary file when empty); a failed start raises
@@ -162,7 +164,7 @@ def local_vllm_server(
         *vllm_server_args(
             model,
             served_model_name,
-            host="127.0.0.1",
+            host=host,
             port=port,
             dtype=dtype,
             tensor_parallel_size=tensor_parallel_size,
@@ -170,7 +172,7 @@ def local_vllm_server(
             extra_args=extra_args,
         ),
     ]
-    base_url = f"http://127.0.0.1:{port}/v1"
+    base_url = f"http://{host}:{port}/v1"
     print(f"vllm: starting {served_model_name!r} on {base_url} (log: {log_path})", file=sys.stderr)
     started = time.monotonic()
     with open(log_path, "ab") as log:
