@@ -16,7 +16,6 @@ A stage's pods are found by the labels the operator puts on every child
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
 import time
@@ -289,12 +288,12 @@ class Client:
             source = uri
         else:
             layout = Layout(Path(job.spec.storage.mount_path), name)
-            worker_image = image or self._worker_image(job)
-            self._copy_off_claim(job, str(Path(artifacts.report).parent), reports, worker_image, timeout)
+            worker_image, template = image or self._worker_image(job), self._template(job)
+            wanted = [(str(Path(artifacts.report).parent), reports)]
             if student_dir is not None:
-                self._copy_off_claim(
-                    job, artifacts.student or str(layout.student), student_dir, worker_image, timeout
-                )
+                wanted.append((artifacts.student or str(layout.student), student_dir))
+            for directory, target in wanted:
+                copy.copy_off_claim(self.http, job, template, directory, target, worker_image, timeout)
             source = f"claim {storage_volume(job)['persistentVolumeClaim']['claimName']}"
         summary_file = reports / "evaluation.md"
         summary = summary_file.read_text(encoding="utf-8") if summary_file.is_file() else ""
@@ -326,55 +325,6 @@ class Client:
     def _template(self, job: DistillationJob) -> dict[str, Any] | None:
         pods = self.pods(job.metadata.name or "", "evaluate")
         return pods[-1]["spec"] if pods else None
-
-    def _copy_off_claim(
-        self, job: DistillationJob, directory: str, target: Path, image: str, timeout: float
-    ) -> list[Path]:
-        pod = copy.copy_pod(job, directory, image, self._template(job))
-        created = self.http.json(
-            "POST", path("", "v1", "pods", self.namespace), body=pod, what="the copy pod"
-        )
-        pod_name = created["metadata"]["name"]
-        resource = path("", "v1", "pods", self.namespace, pod_name)
-        try:
-            deadline = time.monotonic() + timeout
-            phase = self._wait_pod(resource, pod_name, ("Running", "Succeeded", "Failed"), deadline)
-            data = None
-            if phase == "Running":  # read while it writes: a long log outlasts the kubelet's rotation
-                try:
-                    data = copy.decode("\n".join(self.http.lines(resource + "/log", query={"follow": True})))
-                except NotFound:  # no log yet; read it once the pod has ended
-                    data = None
-            if data is None:
-                phase = self._wait_pod(resource, pod_name, ("Succeeded", "Failed"), deadline)
-                log = self.http.text(resource + "/log", what=f'copy pod "{pod_name}"')
-                data = copy.decode(log)
-                if data is None:
-                    tail = log.strip().splitlines()[-1:] or ["(empty log)"]
-                    raise ClientError(
-                        f'copy pod "{pod_name}" ended {phase} without the copy: {tail[0][:300]}'
-                    )
-            return copy.unpack(data, target)
-        finally:
-            with contextlib.suppress(NotFound):  # already gone
-                self.http.json(
-                    "DELETE", resource, query={"gracePeriodSeconds": 0}, what=f'copy pod "{pod_name}"'
-                )
-
-    def _wait_pod(self, resource: str, pod_name: str, phases: tuple[str, ...], deadline: float) -> str:
-        while True:
-            pod = self.http.json("GET", resource, what=f'copy pod "{pod_name}"')
-            phase = (pod.get("status") or {}).get("phase") or "Pending"
-            if phase in phases:
-                return phase
-            if time.monotonic() >= deadline:
-                waiting = [
-                    (s.get("state") or {}).get("waiting", {}).get("reason")
-                    for s in (pod.get("status") or {}).get("containerStatuses") or []
-                ]
-                why = f" ({', '.join(w for w in waiting if w)})" if any(waiting) else ""
-                raise WaitTimeout(f'copy pod "{pod_name}" is still {phase}{why}: it did not finish in time')
-            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
 def _merged(sources: list[Any]) -> Iterator[LogLine]:

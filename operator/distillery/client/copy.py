@@ -12,14 +12,17 @@ kubelet's log rotation on a real cluster; a trailer with the size and sha256 pro
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
 from distillery.api import DistillationJob, is_uri
-from distillery.client.errors import ClientError
+from distillery.client.errors import ClientError, NotFound, WaitTimeout
+from distillery.client.transport import Transport, path
 from distillery.manifests.common import (
     JOB_LABEL,
     MANAGED_BY,
@@ -164,6 +167,64 @@ def unpack(data: bytes, target: Path) -> list[Path]:
             destination.write_bytes(source.read())
             written.append(destination)
     return written
+
+
+# ------------------------------------------------------------------ off the claim, through the API
+
+
+def copy_off_claim(
+    http: Transport,
+    job: DistillationJob,
+    template: dict[str, Any] | None,
+    directory: str,
+    target: Path,
+    image: str,
+    timeout: float,
+) -> list[Path]:
+    """Run the copy pod for `directory`, read its log, unpack it into `target`, delete the pod; the files."""
+    namespace = job.metadata.namespace or ""
+    created = http.json(
+        "POST",
+        path("", "v1", "pods", namespace),
+        body=copy_pod(job, directory, image, template),
+        what="the copy pod",
+    )
+    pod_name = created["metadata"]["name"]
+    resource = path("", "v1", "pods", namespace, pod_name)
+    try:
+        deadline = time.monotonic() + timeout
+        phase = _wait_pod(http, resource, pod_name, ("Running", "Succeeded", "Failed"), deadline)
+        data = None
+        if phase == "Running":  # read while it writes: a long log outlasts the kubelet's rotation
+            with contextlib.suppress(NotFound):  # no log yet: read it once the pod has ended
+                data = decode("\n".join(http.lines(resource + "/log", query={"follow": True})))
+        if data is None:
+            phase = _wait_pod(http, resource, pod_name, ("Succeeded", "Failed"), deadline)
+            log = http.text(resource + "/log", what=f'copy pod "{pod_name}"')
+            data = decode(log)
+            if data is None:
+                tail = log.strip().splitlines()[-1:] or ["(empty log)"]
+                raise ClientError(f'copy pod "{pod_name}" ended {phase} without the copy: {tail[0][:300]}')
+        return unpack(data, target)
+    finally:
+        with contextlib.suppress(NotFound):  # already gone
+            http.json("DELETE", resource, query={"gracePeriodSeconds": 0}, what=f'copy pod "{pod_name}"')
+
+
+def _wait_pod(http: Transport, resource: str, pod_name: str, phases: tuple[str, ...], deadline: float) -> str:
+    while True:
+        pod = http.json("GET", resource, what=f'copy pod "{pod_name}"')
+        phase = (pod.get("status") or {}).get("phase") or "Pending"
+        if phase in phases:
+            return phase
+        if time.monotonic() >= deadline:
+            waiting = [
+                (s.get("state") or {}).get("waiting", {}).get("reason")
+                for s in (pod.get("status") or {}).get("containerStatuses") or []
+            ]
+            why = f" ({', '.join(w for w in waiting if w)})" if any(waiting) else ""
+            raise WaitTimeout(f'copy pod "{pod_name}" is still {phase}{why}: it did not finish in time')
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
 # ------------------------------------------------------------------ from spec.output

@@ -22,25 +22,29 @@ def parse_time(value: str | None) -> datetime.datetime | None:
 
 
 def duration(seconds: float | None) -> str:
-    """kubectl's short human duration: `45s`, `3m12s`, `25m`, `5h3m`, `20h`, `3d4h`, `12d`, `2y`."""
+    """A duration as kubectl prints ages (apimachinery's duration.HumanDuration): `45s`, `3m12s`, `25m`,
+    `5h3m`, `20h`, `3d4h`, `12d`, `2y30d`, `9y`."""
     if seconds is None:
         return "<unknown>"
     s = max(int(seconds), 0)
-    minutes, hours, days = s // 60, s // 3600, s // 86400
+    minutes, hours = s // 60, s // 3600
+    days = hours // 24
     if s < 120:
         return f"{s}s"
     if minutes < 10:
         return f"{minutes}m{s % 60}s" if s % 60 else f"{minutes}m"
-    if hours < 3:
+    if minutes < 180:
         return f"{minutes}m"
     if hours < 8:
         return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
     if hours < 48:
         return f"{hours}h"
-    if days < 8:
+    if hours < 24 * 8:
         return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
-    if days < 365 * 2:
+    if hours < 24 * 365 * 2:
         return f"{days}d"
+    if hours < 24 * 365 * 8:
+        return f"{days // 365}y{days % 365}d" if days % 365 else f"{days // 365}y"
     return f"{days // 365}y"
 
 
