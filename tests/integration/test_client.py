@@ -28,10 +28,13 @@ from tests.support.client_world import (
     evaluate_job,
     fill_claim,
     job_document,
+    play_operator,
+    pod_phase,
+    run_tool,
     running_status,
     stage_pod,
     succeeded_status,
-    tool_env,
+    write_kubeconfig,
 )
 from tests.support.waiting import wait_for
 
@@ -46,27 +49,16 @@ CLAIM = "tiny-data"
 def world(make_cluster, tmp_path: Path):
     """(cluster, kubeconfig path, client) on a fresh emulator with the process kubelet."""
     cluster = make_cluster([NS], runtime=ProcessRuntime())
-    config = tmp_path / "kubeconfig"
-    document = json.loads(kubeconfig(cluster.url))
-    document["contexts"][0]["context"]["namespace"] = (
-        NS  # the namespace comes from the context, as in kubectl
-    )
-    config.write_text(json.dumps(document))
+    config = write_kubeconfig(cluster.url, NS, tmp_path / "kubeconfig")
     return cluster, config, Client(kubeconfig=str(config))
 
 
 def run(words: list[str], config: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        words, env=tool_env(tmp_path, config), capture_output=True, text=True, timeout=120, cwd=tmp_path
-    )
+    return run_tool(words, config, tmp_path)
 
 
 def distillery(*words: str, config: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "distillery", *words], config, tmp_path)
-
-
-def pod_phase(api, name: str) -> str | None:
-    return ((api.get("v1", "pods", name) or {}).get("status") or {}).get("phase")
 
 
 def submitted(client: Client, name: str) -> tuple[dict, DistillationJob]:
@@ -220,21 +212,7 @@ def test_cancel_delete_and_one_line_errors(world, tmp_path: Path):
 def test_example_script_runs_against_the_emulator(world, tmp_path: Path):
     """examples/client.py as docs/client.md runs it; the test plays the operator once the job is there."""
     cluster, config, _ = world
-    operator = Operator(cluster.url)
-    api = cluster.api(NS)
-
-    def play() -> None:
-        body = wait_for(
-            lambda: api.get("distillery.dev/v1alpha1", "distillationjobs", "tiny"), "the example's job", 60
-        )
-        job = DistillationJob.model_validate(body)
-        api.create(evaluate_job(job))
-        fill_claim(cluster.kubelet.claim_dir(NS, CLAIM), job)
-        api.create(stage_pod(job, "evaluate", ["student exact_match 0.750", "retention 0.833"]))
-        wait_for(lambda: pod_phase(api, "tiny-evaluate-0") == "Succeeded", "the evaluate pod", 60)
-        operator.write_status(body, succeeded_status(job))
-
-    player = threading.Thread(target=play, daemon=True)
+    player = threading.Thread(target=play_operator, args=(cluster, NS, "tiny", CLAIM), daemon=True)
     player.start()
     result = run(
         [

@@ -192,3 +192,52 @@ def tool_env(workdir: Path, config: Path) -> dict[str, str]:
 
 def command_line(words: list[str]) -> str:
     return " ".join(shlex.quote(w) for w in words)
+
+
+def write_kubeconfig(url: str, namespace: str, path: Path) -> Path:
+    """A kubeconfig for the emulator whose context names `namespace` (the client takes it from there)."""
+    from tests.harness import kubeconfig
+
+    document = json.loads(kubeconfig(url))
+    document["contexts"][0]["context"]["namespace"] = namespace
+    path.write_text(json.dumps(document))
+    return path
+
+
+def run_tool(words: list[str], config: Path, workdir: Path, timeout: float = 120) -> Any:
+    """A command (`kubectl distillery ...`, `distillery ...`, a script) as a user's shell runs it."""
+    import subprocess
+
+    return subprocess.run(
+        words, env=tool_env(workdir, config), capture_output=True, text=True, timeout=timeout, cwd=workdir
+    )
+
+
+def pod_phase(api: Any, name: str) -> str | None:
+    return ((api.get("v1", "pods", name) or {}).get("status") or {}).get("phase")
+
+
+def play_operator(cluster: Any, namespace: str, name: str, claim: str) -> None:
+    """Once the job `name` exists, do what the operator and its stages leave behind for a finished job:
+    the stage pods (with logs), the evaluate Job, the files on the claim, an Event, a Succeeded status."""
+    from tests.support.waiting import wait_for
+
+    api = cluster.api(namespace)
+    body = wait_for(lambda: api.get("distillery.dev/v1alpha1", "distillationjobs", name), f"job {name}", 60)
+    job = DistillationJob.model_validate(body)
+    api.create(evaluate_job(job))
+    fill_claim(cluster.kubelet.claim_dir(namespace, claim), job)
+    pods = [
+        stage_pod(job, "generate", ["shard 0: 120 records accepted, 0 rejected"], "0"),
+        stage_pod(job, "generate", ["shard 1: 118 records accepted, 2 rejected"], "1"),
+        stage_pod(job, "train", ["epoch 1/80 loss 2.512", "epoch 80/80 loss 0.094"]),
+        stage_pod(job, "evaluate", ["student exact_match 0.750", "retention 0.833"]),
+    ]
+    for pod in pods:
+        api.create(pod)
+    for pod in pods:
+        pod_name = pod["metadata"]["name"]
+        wait_for(lambda p=pod_name: pod_phase(api, p) == "Succeeded", f"pod {pod_name}", 60)
+    operator = Operator(cluster.url)
+    operator.post_event(body, "StageCompleted", "evaluate: scored teacher, student")
+    operator.write_status(body, succeeded_status(job))
