@@ -52,10 +52,10 @@ def job_document(name: str, namespace: str) -> dict[str, Any]:
     return body
 
 
-def evaluate_job(job: DistillationJob) -> dict[str, Any]:
+def evaluate_job(job: DistillationJob, config: BuildConfig | None = None) -> dict[str, Any]:
     """The job's evaluate Job as the operator builds it, suspended (the harness runs no pod of it): where
     `report` finds the job's worker image."""
-    built = build("evaluate", job, BuildConfig())
+    built = build("evaluate", job, config or BuildConfig())
     assert built is not None
     built["spec"]["suspend"] = True
     return built

@@ -148,7 +148,13 @@ class Client:
     def list(self, all_namespaces: bool = False) -> list[DistillationJob]:
         """The jobs of the namespace (of every namespace with `all_namespaces`), by name."""
         resource = path(GROUP, VERSION, PLURAL) if all_namespaces else self._jobs()
-        items = self.http.json("GET", resource, what="distillationjobs").get("items") or []
+        try:
+            items = self.http.json("GET", resource, what="distillationjobs").get("items") or []
+        except NotFound:  # a list is never "not found" unless the resource type is unknown
+            raise NotFound(
+                f"the API server at {self.connection.host} has no {PLURAL}.{GROUP}: "
+                "install Distillery's CRD (the chart) first"
+            ) from None
         jobs = [DistillationJob.model_validate(item) for item in items]
         return sorted(jobs, key=lambda j: (j.metadata.namespace or "", j.metadata.name or ""))
 

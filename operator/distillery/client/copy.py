@@ -101,7 +101,11 @@ def copy_pod(
                 "volumeMounts": [
                     {"name": "storage", "mountPath": job.spec.storage.mount_path, "readOnly": True}
                 ],
-                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+                # Limits too, so a namespace whose quota demands them admits it; tar streams, memory stays small.
+                "resources": {
+                    "requests": {"cpu": "100m", "memory": "128Mi"},
+                    "limits": {"cpu": "1", "memory": "256Mi"},
+                },
                 "securityContext": container_security(),
             }
         ],
