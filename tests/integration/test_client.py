@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from distillery.api import DistillationJob
+from distillery.api import DistillationJob, DistillationJobStatus, Phase
 from distillery.client import Client, ClientError, NotFound, Unreachable, WaitTimeout, pod_selector
 from distillery.client import copy as client_copy
 from tests.harness import ProcessRuntime, kubeconfig
@@ -231,3 +231,34 @@ def test_example_script_runs_against_the_emulator(world, tmp_path: Path):
     assert "[tiny-evaluate-0] retention 0.833" in result.stdout
     assert "retention 0.833 (gate passed)" in result.stdout  # the report's summary, copied off the claim
     assert (tmp_path / "tiny-report" / "reports" / "evaluation.json").is_file()
+
+
+def test_submit_wait_exits_1_with_the_failure(world, tmp_path: Path):
+    cluster, config, client = world
+    failure = DistillationJobStatus(
+        phase=Phase.failed, message="train: CUDA out of memory (training.batchSize)"
+    )
+
+    def fail() -> None:
+        body = wait_for(
+            lambda: cluster.api(NS).get("distillery.dev/v1alpha1", "distillationjobs", "tiny"), "the job", 60
+        )
+        Operator(cluster.url).write_status(body, failure)
+
+    player = threading.Thread(target=fail, daemon=True)
+    player.start()
+    result = distillery(
+        "submit", str(ROOT / "examples" / "tiny-cluster.yaml"), "--wait", config=config, tmp_path=tmp_path
+    )
+    player.join(5)
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[-1] == (
+        "distillationjob.distillery.dev/tiny Failed: train: CUDA out of memory (training.batchSize)"
+    )
+    invalid = tmp_path / "bad.yaml"
+    invalid.write_text(
+        (ROOT / "examples" / "tiny-cluster.yaml").read_text().replace("epochs: 80", "epochs: 0")
+    )
+    refused = distillery("submit", str(invalid), config=config, tmp_path=tmp_path)
+    assert refused.returncode == 2 and "training.epochs" in refused.stderr
+    assert [j.metadata.name for j in client.list()] == ["tiny"]  # nothing sent for the invalid one
