@@ -173,3 +173,14 @@ def test_connection_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.Monk
     assert connect(kubeconfig=str(config), namespace="other").namespace == "other"
     with pytest.raises(ClientError, match=r"^context 'dev' is not in .* \(it has: prod\)$"):
         connect(context="dev", kubeconfig=str(config))
+
+
+def test_connection_options_go_before_or_after_the_verb():
+    from distillery.client.cli import build_parser
+
+    parser = build_parser()
+    before = parser.parse_args(["-n", "ml", "--context", "prod", "get"])
+    after = parser.parse_args(["get", "tiny", "-n", "ml", "--kubeconfig", "/k"])
+    assert (before.namespace, before.context, before.kubeconfig) == ("ml", "prod", None)
+    assert (after.namespace, after.kubeconfig, after.name) == ("ml", "/k", "tiny")
+    assert parser.parse_args(["-n", "a", "logs", "tiny", "-n", "b"]).namespace == "b"  # the later one wins
