@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from distillery.api import DistillationJob
-from distillery.client import ClientError, Unreachable, copy, pod_selector, render, stage_names
+from distillery.client import Client, ClientError, Unreachable, copy, pod_selector, render, stage_names
 from distillery.client.api import as_job
 from distillery.client.transport import connect
 from distillery.errors import InvalidJob
@@ -173,6 +173,9 @@ def test_connection_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.Monk
     assert connect(kubeconfig=str(config), namespace="other").namespace == "other"
     with pytest.raises(ClientError, match=r"^context 'dev' is not in .* \(it has: prod\)$"):
         connect(context="dev", kubeconfig=str(config))
+    # As kubectl -n: a job naming another namespace is refused before anything is sent.
+    with pytest.raises(ClientError, match=r"^metadata\.namespace: the job names namespace 'ml', but 'dev'"):
+        Client(kubeconfig=str(config), namespace="dev").submit(job_document("tiny", "ml"))
 
 
 def test_connection_options_go_before_or_after_the_verb():

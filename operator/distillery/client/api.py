@@ -111,6 +111,7 @@ class Client:
     ):
         self.connection = connect(context, namespace, kubeconfig)
         self.namespace = self.connection.namespace
+        self._namespace_given = namespace is not None  # as kubectl's -n: a file's own namespace must agree
         self.http = Transport(self.connection)
 
     # ------------------------------------------------------------------ jobs
@@ -118,8 +119,8 @@ class Client:
     def _jobs(self, name: str | None = None, namespace: str | None = None) -> str:
         return path(GROUP, VERSION, PLURAL, namespace or self.namespace, name)
 
-    def _what(self, name: str) -> str:
-        return f'distillationjob "{name}" in namespace "{self.namespace}"'
+    def _what(self, name: str, namespace: str | None = None) -> str:
+        return f'distillationjob "{name}" in namespace "{namespace or self.namespace}"'
 
     def submit(
         self,
@@ -134,16 +135,21 @@ class Client:
         if not name:
             raise ClientError("metadata.name: is required")
         namespace = model.metadata.namespace or self.namespace
+        if self._namespace_given and namespace != self.namespace:
+            raise ClientError(
+                f"metadata.namespace: the job names namespace {namespace!r}, but {self.namespace!r} was asked for"
+            )
         body["metadata"] = {**body.get("metadata", {}), "namespace": namespace}
         created = self.http.json(
             "POST", self._jobs(namespace=namespace), body=body, what=f'distillationjob "{name}"'
         )
         result = DistillationJob.model_validate(created)
-        return self.wait(name, timeout) if wait else result
+        return self.wait(name, timeout, namespace=namespace) if wait else result
 
-    def get(self, name: str) -> DistillationJob:
-        """The job as the API server has it, status included."""
-        return DistillationJob.model_validate(self.http.json("GET", self._jobs(name), what=self._what(name)))
+    def get(self, name: str, namespace: str | None = None) -> DistillationJob:
+        """The job as the API server has it, status included (in `namespace`, default the client's)."""
+        body = self.http.json("GET", self._jobs(name, namespace), what=self._what(name, namespace))
+        return DistillationJob.model_validate(body)
 
     def list(self, all_namespaces: bool = False) -> list[DistillationJob]:
         """The jobs of the namespace (of every namespace with `all_namespaces`), by name."""
@@ -158,12 +164,12 @@ class Client:
         jobs = [DistillationJob.model_validate(item) for item in items]
         return sorted(jobs, key=lambda j: (j.metadata.namespace or "", j.metadata.name or ""))
 
-    def wait(self, name: str, timeout: float | None = None) -> DistillationJob:
+    def wait(self, name: str, timeout: float | None = None, namespace: str | None = None) -> DistillationJob:
         """Poll the job until its phase is terminal (Succeeded or Failed) and return it; WaitTimeout after
         `timeout` seconds (None: no limit). A failed job is returned, not raised: read its status."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            job = self.get(name)
+            job = self.get(name, namespace)
             phase = job.status.phase if job.status else None
             if phase is not None and phase.is_terminal:
                 return job

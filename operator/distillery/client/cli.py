@@ -51,7 +51,7 @@ def _submit(args: argparse.Namespace) -> int:
     print(f"{RESOURCE}/{job.metadata.name} created")
     if not args.wait:
         return 0
-    job = client.wait(job.metadata.name, args.timeout)
+    job = client.wait(job.metadata.name, args.timeout, namespace=job.metadata.namespace)
     status = job.status
     print(f"{RESOURCE}/{job.metadata.name} {status.phase.value}: {status.message or ''}".rstrip(": "))
     return 0 if status.phase.value == "Succeeded" else EXIT_ERROR
