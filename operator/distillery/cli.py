@@ -13,6 +13,7 @@ import importlib
 import sys
 
 from distillery import __version__
+from distillery.client import cli as client_cli
 from distillery.contract import stages
 from distillery.errors import InvalidJob, format_problem
 
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         module.add_arguments(command)
         command.set_defaults(func=module.main, extra=extra)
+    client_cli.add_commands(sub)  # submit, get, describe, logs, report, cancel, delete (kubectl distillery)
     return parser
 
 

@@ -208,7 +208,9 @@ ALLOWED = {
     "manifests": {"contract"},
     "controller": {"contract", "manifests"},
     "local": {"contract", "serving", "check", "generation", "training", "evaluation", "local"},
+    "client": {"contract", "manifests", "client"},  # the plugin reads the operator's labels and child names
     "cli": {
+        "client",
         "local",
         "controller",
         "stages",
