@@ -28,9 +28,9 @@ RUN_BY: dict[str, tuple[str, ...]] = {
     # Written with the other items of issue 25; listed ahead so that their commands run once they land.
     "docs/validate.md": ("tests/unit/test_validate_docs.py",),
     "docs/errors.md": ("tests/e2e/test_doc_commands.py",),
-    "docs/client.md": ("tests/e2e/test_doc_commands.py",),
+    "docs/client.md": ("tests/integration/test_client_docs.py",),
 }
-PENDING = {"docs/errors.md", "docs/client.md"}  # may be absent until they land
+PENDING = {"docs/errors.md"}  # may be absent until they land
 EXITS = re.compile(
     r"#\s*exits? (?P<code>[0-9]+)\s*$"
 )  # `cmd  # exits 2`: the status the doc says it ends with
