@@ -223,6 +223,7 @@ BASE = {
     "fingerprints",
     "errors",
     "storage",
+    "atomic",
     "tasks",
     "tokenizer",
     "crd",
