@@ -224,6 +224,7 @@ BASE = {
     "errors",
     "storage",
     "atomic",
+    "backoff",
     "tasks",
     "tokenizer",
     "crd",
