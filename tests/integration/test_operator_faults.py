@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from distillery.controller import apiclient
+from distillery.controller import apiclient, handlers
 from distillery.controller.metrics import REGISTRY
 from tests.support.kmock_cluster import Cluster, spec, verb_of
+from tests.support.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
@@ -112,12 +113,13 @@ async def test_a_reconcile_that_raises_is_retried_with_backoff_and_counted(clust
 
 @pytest.mark.parametrize("gone", [False, True], ids=["ended", "410-gone"])
 async def test_a_watch_that_ends_is_resumed_and_misses_no_event(cluster: Cluster, gone: bool):
+    # (A watch that meets 5xx, 429 or timeouts when it reconnects is retried without end: handlers.configure.)
     async with cluster.operator():
         await cluster.create_job("watched", spec())
         check = await cluster.wait_child("batch/v1/jobs", "watched-check")
         watches = len(_requests(cluster, "watch", "jobs"))
         lists = len(_requests(cluster, "list", "jobs"))
-        cluster.server.end_watches(gone=gone)
+        cluster.server.end_watches(410 if gone else None)
         # What happens while the watches are down reaches the operator through the new ones.
         await cluster.inputs_ready("watched")
         await cluster.wait_child("apps/v1/deployments", "watched-teacher", timeout=30)
@@ -132,3 +134,28 @@ async def test_a_watch_that_ends_is_resumed_and_misses_no_event(cluster: Cluster
         # Ended: resumed from the last resourceVersion seen, without listing again.
         assert relisted == 0
         assert rewatched[0].params.get("resourceVersion"), "the watch was not resumed from a resourceVersion"
+
+
+async def test_a_watch_that_ends_in_an_error_stops_the_operator_and_its_restart_creates_nothing_twice(
+    cluster: Cluster,
+):
+    """kopf resumes a watch after 410 Gone, but any other ERROR event stops the operator as a whole (never
+    a replica blind to one kind): the kubelet restarts it, it lists everything afresh and carries on."""
+    with pytest.raises(Exception, match=r"Error in the watch-stream.*'code': 500"):  # kopf's WatchingError
+        async with cluster.operator():
+            await cluster.create_job("blind", spec())
+            await cluster.wait_child("batch/v1/jobs", "blind-check")
+            # (The same error on the watch of DistillationJobs' definition stops it too.)
+            cluster.server.end_watches(500, plural="jobs")
+            await wait_for_async(_stopped, "kopf to stop the operator", 20)
+    await cluster.inputs_ready("blind")  # meanwhile the check passes, with no operator running
+    async with cluster.operator():
+        await cluster.wait_child("apps/v1/deployments", "blind-teacher", timeout=30)
+        await cluster.wait_phase("blind", "TeacherStarting")
+    await _one(cluster, "batch/v1/jobs", "blind-check")
+    await _one(cluster, "apps/v1/deployments", "blind-teacher")
+    assert len(_requests(cluster, "create", "jobs")) == 1
+
+
+async def _stopped() -> bool:
+    return handlers.runtime is not None and not handlers.runtime.ready

@@ -5,8 +5,8 @@ does under load or in a rollout, applied to the operator's real requests.
   error status (a quota's 403, an overloaded server's 429 with Retry-After or 503), a 200 whose body
   is not JSON (a proxy's error page), or answer only after `delay` seconds (a hung server: the
   request is then served, so a client that gave up may find its create done).
-- `end_watches(gone=...)`: end every open watch stream, as the API server does at its timeout or in
-  a restart; with gone=True each first gets an ERROR event 410 (its resourceVersion is too old).
+- `end_watches(code=...)`: end every open watch stream, as the API server does at its timeout or in
+  a restart; with a code each first gets an ERROR event (410: its resourceVersion is too old).
 """
 
 from __future__ import annotations
@@ -19,35 +19,40 @@ from typing import Any
 
 import aiohttp.web
 
-GONE = {
-    "type": "ERROR",
-    "object": {
-        "apiVersion": "v1",
-        "kind": "Status",
-        "status": "Failure",
-        "code": 410,
-        "reason": "Expired",
-        "message": "too old resource version",
-    },
-}
+
+def watch_error(code: int) -> dict[str, Any]:
+    """The ERROR event an API server sends down a watch (410: its resourceVersion is too old)."""
+    reason = {410: "Expired", 500: "InternalError"}.get(code, "Unknown")
+    return {
+        "type": "ERROR",
+        "object": {
+            "apiVersion": "v1",
+            "kind": "Status",
+            "status": "Failure",
+            "code": code,
+            "reason": reason,
+            "message": "too old resource version" if code == 410 else "etcd watch channel closed",
+        },
+    }
 
 
 class ApiFaults:
     faults: list[dict[str, Any]]
     watch_ends: int = 0  # watch streams ended by `end_watches`
 
-    def _watch_stop(self) -> asyncio.Event:
-        stop = getattr(self, "_stop_watches", None)
-        if stop is None:
-            stop = self._stop_watches = asyncio.Event()
-            self._gone = False
-        return stop
+    def _watch_stop(self, plural: str) -> asyncio.Event:
+        stops = self.__dict__.setdefault("_watch_stops", {})
+        if plural not in stops:
+            stops[plural] = asyncio.Event()
+        return stops[plural]
 
-    def end_watches(self, gone: bool = False) -> None:
-        """End the watch streams open now (those opened later run on)."""
-        stop = self._watch_stop()
-        self._stop_watches, self._gone = asyncio.Event(), gone
-        stop.set()
+    def end_watches(self, code: int | None = None, plural: str | None = None) -> None:
+        """End the watch streams open now (of one resource, or all; those opened later run on), after an
+        ERROR event with `code`."""
+        self._error = code
+        stops = self.__dict__.setdefault("_watch_stops", {})
+        for name in [name for name in stops if plural in (None, name)]:
+            stops.pop(name).set()
 
     async def _faulted(self, request: Any) -> aiohttp.web.StreamResponse | None:
         """The answer a fault gives `request` instead of serving it; None to serve it (perhaps late)."""
@@ -87,7 +92,7 @@ class ApiFaults:
         """kmock's watch, with two changes: it can be ended (`end_watches`), and it joins the event bus
         before it takes the snapshot it replays (kmock joins after replaying it, so a change made
         meanwhile reaches no watch: a race a real API server, resuming from a resourceVersion, has not)."""
-        stop = self._watch_stop()
+        stop = self._watch_stop(request.resource.plural)
         yield b""  # the headers go out now, as kmock's own watch sends them
         bus = self._buses[request.resource]  # type: ignore[attr-defined]
         async with self._lock:  # type: ignore[attr-defined]
@@ -107,8 +112,8 @@ class ApiFaults:
                     with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                         await following
                     self.watch_ends += 1
-                    if self._gone:
-                        yield GONE
+                    if getattr(self, "_error", None) is not None:
+                        yield watch_error(self._error)
                     return
                 stopping.cancel()
                 event = following.result()

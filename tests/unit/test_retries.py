@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -15,6 +16,7 @@ from kubernetes.client.rest import ApiException
 from distillery import backoff
 from distillery.controller import metrics
 from distillery.controller.apiclient import RETRIED, fault_reason, retry_after_of
+from distillery.controller.handlers import EndlessBackoff
 
 pytestmark = pytest.mark.unit
 
@@ -84,3 +86,11 @@ def test_retry_after_comes_from_the_header_or_the_status_details():
     assert retry_after_of(_api_error(429, body=body)) == 2
     assert retry_after_of(_api_error(429, body="not json")) is None
     assert retry_after_of(asyncio.TimeoutError()) is None
+
+
+def test_kopf_never_runs_out_of_backoffs_and_each_request_starts_from_the_first():
+    backoffs = EndlessBackoff()
+    first = list(itertools.islice(backoffs, 100))
+    assert len(first) == 100 and all(0 < b <= 30.0 for b in first)  # kopf's default ends after 8
+    assert first[-1] >= 15.0  # capped at 30 s, jittered down to half
+    assert next(iter(backoffs)) <= 2.0  # kopf iterates it afresh for every request
