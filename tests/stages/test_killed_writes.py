@@ -1,4 +1,5 @@
-"""Writes a kill cannot cut in half: each writer, run as the stage runs it, is killed at seeded random
+"""Writes a kill cannot cut in half: each writer (records, a checkpoint, a summary, the report, the export),
+run as the stage runs it, is killed at seeded random
 byte offsets (the fault hook of `distillery.atomic`), and its real reader then sees the old complete
 state or the new complete one, never a torn one. A failure prints the seed and the offset; replay it
 with the same seed.
@@ -7,6 +8,7 @@ with the same seed.
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -26,11 +28,14 @@ from distillery.storage import Layout
 from distillery.training.checkpoints import Checkpoints
 from tests.support.killed_writers import (
     CHECKPOINT,
+    EXPORT,
     GENERATE,
     REPORT,
     SUMMARY,
     TeacherDouble,
     answer,
+    export_job,
+    exported,
     report,
     run_writer,
 )
@@ -177,3 +182,34 @@ def _markdown_of(document: dict, tmp_path: Path) -> str:
     if not target.exists():
         run_writer(REPORT, [str(target), json.dumps(document)], None)
     return target.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_an_export_killed_mid_write_has_no_marker_or_is_whole(tmp_path, seed):
+    """A directory of files is not replaced at once: README.md (the model card) is removed first and
+    written last, so a reader that requires it sees the old export or the new one, never a mix."""
+    root, output = tmp_path / "root", tmp_path / "output"
+    layout = Layout(root, "killed")
+    layout.student.mkdir(parents=True)
+    (layout.student / "config.json").write_text("{}")
+    layout.reports.mkdir(parents=True)
+    job = json.dumps(export_job(root, output))
+
+    def export(version: str, budget: int | None) -> int:
+        document = report(version, 0.7)
+        (layout.student / "model.safetensors").write_bytes(version.encode() * 20000)
+        (layout.reports / "evaluation.json").write_text(json.dumps(document))
+        return run_writer(EXPORT, [job, str(root), json.dumps(document)], budget)
+
+    assert export("old", None) == 0
+    old = exported(output)
+    size = sum(len(data) for data in old.values())
+    for cut in _cut_points(seed, size):
+        assert export("new", cut) == KILLED_EXIT_CODE
+        seen = exported(output)
+        assert seen is None or seen == old, f"seed {seed}, cut at byte {cut}: a mixed export has its marker"
+    assert export("new", None) == 0
+    new = exported(output)
+    assert new is not None and new["model.safetensors"] == b"new" * 20000
+    assert set(new) == set(old) and not any(p.name.endswith(".tmp") for p in output.rglob("*"))
+    assert os.path.getsize(output / "report" / "evaluation.json") > 0

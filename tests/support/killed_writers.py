@@ -159,3 +159,39 @@ def report(fingerprint: str, score: float) -> dict[str, Any]:
         "gate": {"passed": True, "reason": "no gate", "checks": []},
         "notes": ["x" * 2000],  # long enough that a kill can fall inside each file
     }
+
+
+EXPORT = """
+import json, sys
+from pathlib import Path
+from distillery.api import DistillationJob
+from distillery.evaluation.export import export
+from distillery.storage import Layout
+job = DistillationJob.model_validate(json.loads(sys.argv[1]))
+export(job, Layout(Path(sys.argv[2]), job.metadata.name), json.loads(sys.argv[3]))
+"""
+
+
+def export_job(root: Path, output: Path) -> dict[str, Any]:
+    """A job whose export goes to the directory `output`, as its JSON document."""
+    return {
+        "metadata": {"name": "killed"},
+        "spec": {
+            "teacher": {"model": "models/teacher"},
+            "student": {"model": "models/student"},
+            "data": {"taskType": "qa", "train": "data/train.jsonl", "validation": "data/validation.jsonl"},
+            "output": {"uri": str(output), "when": "always"},
+            "storage": {"path": str(root)},
+        },
+    }
+
+
+def exported(output: Path) -> dict[str, bytes] | None:
+    """What a reader of the export takes: every file, once the README.md marker is there; else None."""
+    if not (output / "README.md").is_file():
+        return None
+    return {
+        p.relative_to(output).as_posix(): p.read_bytes()
+        for p in output.rglob("*")
+        if p.is_file() and not p.name.endswith(".tmp")
+    }
