@@ -1,8 +1,7 @@
-"""Writes a kill cannot cut in half: each writer (records, a checkpoint, a summary, the report, the export),
-run as the stage runs it, is killed at seeded random
-byte offsets (the fault hook of `distillery.atomic`), and its real reader then sees the old complete
-state or the new complete one, never a torn one. A failure prints the seed and the offset; replay it
-with the same seed.
+"""Writes a kill cannot cut in half: each writer (records, a checkpoint, a summary, the report, the
+export), run as the stage runs it, is killed at seeded random byte offsets (the fault hook of
+`distillery.atomic`), and its real reader then sees the old complete state or the new complete one,
+never a torn one. A failure prints the seed and the offset; replay it with the same seed.
 """
 
 from __future__ import annotations
