@@ -452,7 +452,7 @@ def overview() -> dashboard.Dashboard:
                 "reconcile {{reason}}",
             ),
             (
-                f"sum by (reason) ({rate(f'distillery_api_request_retries_total{{{OPERATOR}}}')})",
+                f"sum by (reason) ({rate(f'distillery_operator_api_retries_total{{{OPERATOR}}}')})",
                 "request {{reason}}",
             ),
             stack=True,

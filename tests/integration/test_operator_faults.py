@@ -35,7 +35,7 @@ async def _one(cluster: Cluster, resource: str, name: str) -> dict:
 
 
 async def test_a_request_that_meets_5xx_is_retried_within_the_reconcile(cluster: Cluster):
-    before = _count("distillery_api_request_retries_total", "server_error")
+    before = _count("distillery_operator_api_retries_total", "server_error")
     fault = cluster.refuse("POST", "deployments", 503, "ServiceUnavailable", "etcd leader changed", times=2)
     async with cluster.operator():
         await cluster.create_job("blip", spec())
@@ -47,12 +47,12 @@ async def test_a_request_that_meets_5xx_is_retried_within_the_reconcile(cluster:
     assert 0.25 <= gap < 1.5, (
         f"the second try came {gap:.2f} s after the first (expected 0.25-0.5 s, jittered)"
     )
-    assert _count("distillery_api_request_retries_total", "server_error") - before == 2
+    assert _count("distillery_operator_api_retries_total", "server_error") - before == 2
     await _one(cluster, "apps/v1/deployments", "blip-teacher")
 
 
 async def test_a_429_waits_for_its_retry_after(cluster: Cluster):
-    before = _count("distillery_api_request_retries_total", "throttled")
+    before = _count("distillery_operator_api_retries_total", "throttled")
     fault = cluster.refuse(
         "POST", "deployments", 429, "TooManyRequests", "too many", times=2, headers={"Retry-After": "2"}
     )
@@ -63,7 +63,7 @@ async def test_a_429_waits_for_its_retry_after(cluster: Cluster):
     first, second = fault["served"]
     assert second - first >= 2.0, f"retried {second - first:.2f} s after a 429 that asked for 2 s"
     assert len(_requests(cluster, "create", "deployments")) == 3
-    assert _count("distillery_api_request_retries_total", "throttled") - before == 2
+    assert _count("distillery_operator_api_retries_total", "throttled") - before == 2
     await _one(cluster, "apps/v1/deployments", "throttled-teacher")
 
 
@@ -81,7 +81,7 @@ async def test_a_request_that_times_out_is_retried_and_creates_nothing_twice(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setattr(apiclient, "REQUEST_TIMEOUT_SECONDS", 1.0)
-    before = _count("distillery_api_request_retries_total", "timeout")
+    before = _count("distillery_operator_api_retries_total", "timeout")
     # The server hangs for 3 s and then creates the Deployment: the operator gave up after 1 s and
     # tried again, and its second create is answered 409 (done already), which counts as success.
     fault = cluster.refuse("POST", "deployments", 0, "", "", delay=3.0)
@@ -90,7 +90,7 @@ async def test_a_request_that_times_out_is_retried_and_creates_nothing_twice(
         await cluster.inputs_ready("hung")
         await cluster.wait_phase("hung", "TeacherStarting", timeout=30)
     assert len(fault["served"]) == 1
-    assert _count("distillery_api_request_retries_total", "timeout") - before >= 1
+    assert _count("distillery_operator_api_retries_total", "timeout") - before >= 1
     assert len(_requests(cluster, "create", "deployments")) >= 2
     await _one(cluster, "apps/v1/deployments", "hung-teacher")
 

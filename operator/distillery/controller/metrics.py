@@ -117,7 +117,7 @@ RECONCILE_ERRORS = Counter(
     registry=REGISTRY,
 )
 API_RETRIES = Counter(
-    "distillery_api_request_retries_total",
+    "distillery_operator_api_retries_total",
     "Kubernetes API requests the operator retried after a 429, a 5xx, a timeout or a broken connection.",
     ["reason"],
     registry=REGISTRY,
