@@ -100,22 +100,19 @@ class ApiFaults:
             objects = self._KubernetesEmulator__get_objs(request, strict=False)  # type: ignore[attr-defined]
             events = [{"type": "ADDED", "object": o.raw} for o in objects if not o.deleted]
         source = bus.stream(since=marker).__aiter__()
+        stopping = asyncio.ensure_future(stop.wait())
+        following: asyncio.Future | None = None
         try:
             for event in events:
                 yield event
             while True:
                 following = asyncio.ensure_future(source.__anext__())
-                stopping = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({following, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if not following.done():
-                    following.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await following
                     self.watch_ends += 1
                     if getattr(self, "_error", None) is not None:
                         yield watch_error(self._error)
                     return
-                stopping.cancel()
                 event = following.result()
                 meta = (event.get("object") or {}).get("metadata") or {}
                 if self._KubernetesEmulator__check(  # type: ignore[attr-defined]
@@ -123,4 +120,10 @@ class ApiFaults:
                 ):
                     yield event
         finally:
+            # Ended, or the client went away: leave no task behind.
+            for task in (following, stopping):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await task
             await bus.unmark(marker)
