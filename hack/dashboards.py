@@ -442,6 +442,22 @@ def overview() -> dashboard.Dashboard:
             *latency_quantiles("distillery_reconcile_duration_seconds", OPERATOR),
         ),
         graph(
+            "Operator faults / s",
+            "The operator's own faults, by cause: reconciliations that failed and were retried with backoff "
+            "(throttled, server_error, timeout, unreachable, refused; unexpected is a bug: see the operator's "
+            "log), and Kubernetes API requests it retried at once.",
+            "ops",
+            (
+                f"sum by (reason) ({rate(f'distillery_reconcile_errors_total{{{OPERATOR}}}')})",
+                "reconcile {{reason}}",
+            ),
+            (
+                f"sum by (reason) ({rate(f'distillery_operator_api_retries_total{{{OPERATOR}}}')})",
+                "request {{reason}}",
+            ),
+            stack=True,
+        ),
+        graph(
             "Mean stage duration (24 h)",
             "Mean wall time of the stages that finished in the last 24 hours.",
             "s",

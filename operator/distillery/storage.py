@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from distillery.api import DistillationJob
@@ -168,15 +167,3 @@ def resolve_model(root: Path, value: str) -> str:
     """
     candidate = Path(value) if Path(value).is_absolute() else root / value
     return str(candidate) if candidate.exists() else value
-
-
-def write_json_atomic(path: Path, value: Any, sort_keys: bool = True) -> None:
-    """Write JSON so a reader sees the old file or the whole new one, never a torn one (tmp + fsync + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=2, sort_keys=sort_keys)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from distillery.controller.apiclient import REQUEST_RETRIES
 from tests.support.kmock_cluster import DJ, Cluster, spec
 from tests.support.scenarios import (
     a_spec_made_invalid_by_a_patch_stops_the_teacher_and_the_running_shards,
@@ -58,7 +59,11 @@ async def test_a_child_the_api_server_refuses_fails_the_job_with_its_message(clu
 
 
 async def test_an_unavailable_api_is_retried_while_the_status_says_so(cluster: Cluster):
-    cluster.refuse("POST", "deployments", 503, "ServiceUnavailable", "etcdserver: request timed out", times=2)
+    # Longer than one request's own retries (REQUEST_RETRIES): the reconcile fails and backs off.
+    times = REQUEST_RETRIES + 2
+    cluster.refuse(
+        "POST", "deployments", 503, "ServiceUnavailable", "etcdserver: request timed out", times=times
+    )
     async with cluster.operator():
         await cluster.create_job("busy", spec())
         await cluster.inputs_ready("busy")
@@ -69,7 +74,7 @@ async def test_an_unavailable_api_is_retried_while_the_status_says_so(cluster: C
         )
         assert retrying["phase"] == "Pending", "a job never sits without a phase"
         assert "etcdserver: request timed out" in retrying["message"]
-        await cluster.wait_phase("busy", "TeacherStarting", timeout=30)  # after two backoffs (2 s, 4 s)
+        await cluster.wait_phase("busy", "TeacherStarting", timeout=30)  # after one backoff (1-2 s)
     assert await cluster.get("apps/v1/deployments", "busy-teacher") is not None
 
 

@@ -15,12 +15,12 @@ import time
 import uuid
 from typing import Any
 
-import aiohttp.web
 import kmock
 from kopf.testing import KopfRunner
 
 from distillery.contract.summaries import CheckSummary, InputSummary, StageSummary, termination_message
 from distillery.controller import handlers
+from tests.support.api_faults import ApiFaults
 from tests.support.waiting import wait_for_async
 
 NAMESPACE = "ml"
@@ -125,21 +125,18 @@ class Cluster:
 
     # ---------------------------------------------------------------- waiting
 
-    def refuse(self, method: str, plural: str, code: int, reason: str, message: str, times: int = 1) -> None:
-        """Answer the next `times` such requests with this error instead of serving them."""
+    def refuse(
+        self, method: str, plural: str, code: int, reason: str, message: str, times: int = 1, **more: Any
+    ) -> dict[str, Any]:
+        """Answer the next `times` such requests with this error instead of serving them (`more`: the
+        answer's `headers`, or a `delay` after which the request is served; tests/support/api_faults.py).
+        Returns the fault, whose `served` lists when each was given."""
         faults = getattr(self.server, "faults", None)
         if faults is None:
             faults = self.server.faults = []
-        faults.append(
-            {
-                "method": method,
-                "plural": plural,
-                "code": code,
-                "reason": reason,
-                "message": message,
-                "times": times,
-            }
-        )
+        fault = {"method": method, "plural": plural, "code": code, "reason": reason, "message": message}
+        faults.append({**fault, "times": times, "served": [], **more})
+        return faults[-1]
 
     async def job_status(self, name: str) -> dict:
         body = await self.get(DJ, name)
@@ -321,28 +318,21 @@ def _blocks_owner_deletion(request: kmock.Request) -> bool:
     return verb_of(request) == "create" and any(o.get("blockOwnerDeletion") for o in owners)
 
 
-class Emulator(kmock.KubernetesEmulator):
+class Emulator(ApiFaults, kmock.KubernetesEmulator):
     """kmock's emulator plus what every API server does on create: a name from generateName, a uid.
 
     kopf posts Events with generateName only; without this, every Event after the first
-    would collide on the empty name. `faults` makes it answer some requests with an error, as a
-    real API server can: a quota's 403, an invalid object's 422, an overloaded server's 503.
+    would collide on the empty name. `faults` and `end_watches` (tests/support/api_faults.py) make
+    it fail as a real API server can: a quota's 403, an invalid object's 422, an overloaded server's
+    429 or 503, a hung request, a watch that ends.
     """
 
     faults: list[dict[str, Any]]
 
     async def _handle(self, request):
-        fault = self._fault(request)
-        if fault is not None:
-            status = {
-                "apiVersion": "v1",
-                "kind": "Status",
-                "status": "Failure",
-                "code": fault["code"],
-                "reason": fault["reason"],
-                "message": fault["message"],
-            }
-            return aiohttp.web.json_response(status, status=fault["code"])
+        answer = await self._faulted(request)
+        if answer is not None:
+            return answer
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):
@@ -350,19 +340,6 @@ class Emulator(kmock.KubernetesEmulator):
             meta.setdefault("uid", str(uuid.uuid4()))
             meta.setdefault("resourceVersion", str(next(_versions)))
         return await super()._handle(request)
-
-    def _fault(self, request) -> dict[str, Any] | None:
-        method = str(getattr(request.method, "value", request.method)).upper()
-        for fault in getattr(self, "faults", []):
-            if (
-                fault["times"]
-                and fault["method"] == method
-                and request.resource is not None
-                and (request.resource.plural == fault["plural"])
-            ):
-                fault["times"] -= 1
-                return fault
-        return None
 
 
 def spec(**changes: Any) -> dict:

@@ -225,6 +225,8 @@ BASE = {
     "fingerprints",
     "errors",
     "storage",
+    "atomic",
+    "backoff",
     "tasks",
     "tokenizer",
     "crd",

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from distillery import atomic
 from distillery.api import EvaluationStatus
 from distillery.contract.commands import TERMINATION_LOG_ENV, TERMINATION_LOG_PATH
 
@@ -215,7 +216,12 @@ def write_summary(summary: StageSummary, environ: Any = os.environ) -> str:
     if path.parent.is_dir():
         # Outside a pod /dev/termination-log may not be writable; stdout has the summary too.
         with contextlib.suppress(OSError):
-            path.write_text(text)
+            try:
+                atomic.write_text(path, text)
+            except OSError:
+                # In a pod it is a file the kubelet mounts: nothing can be made beside it or renamed over
+                # it. A message cut short there reads as none (`parse_summary`), never as another one.
+                path.write_text(text)
     return text
 
 

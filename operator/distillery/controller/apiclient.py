@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import random
 import ssl
 import time
 from typing import Any
@@ -20,12 +22,24 @@ import aiohttp
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from distillery import backoff
+from distillery.controller import metrics
+
+logger = logging.getLogger("distillery.api")
+
 MERGE_PATCH = "application/merge-patch+json"
 # A request that takes longer than this fails (and is retried as transient): a hung connection
-# must not stall a reconcile.
-REQUEST_TIMEOUT_SECONDS = 60.0
+# must not stall a reconcile. The API server answers in well under a second, or is in trouble.
+REQUEST_TIMEOUT_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 TOKEN_REFRESH_SECONDS = 60.0
+# A request that meets a 429, a 5xx, a timeout or a broken connection is tried again this many times,
+# after 0.25-0.5, 0.5-1, 1-2 s (jittered, so replicas and jobs do not retry in step; a 429's Retry-After
+# is honoured up to the cap). Past that the reconcile gives up and retries the whole job with its own,
+# longer backoff (`reconcile`): a short blip costs one request, an outage does not pile up requests.
+REQUEST_RETRIES = 3
+RETRY_BASE_SECONDS = 0.5
+RETRY_CAP_SECONDS = 10.0
 
 
 def path(
@@ -62,10 +76,17 @@ def _ssl_context(config: client.Configuration) -> ssl.SSLContext | bool:
 class Api:
     """One session per event loop; `request` raises ApiException (as the official client does) for non-2xx."""
 
-    def __init__(self, logged_in: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        logged_in: asyncio.Event | None = None,
+        timeout: float | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         # Set once kopf's login has put the credentials in the official client's default
         # configuration; a request made before waits for it rather than take the library's default.
         self.logged_in = logged_in
+        self.timeout = timeout  # None: REQUEST_TIMEOUT_SECONDS
+        self.rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
         self._config: client.Configuration | None = None
         self._token: tuple[str | None, float] = (None, 0.0)  # the Authorization value, and when it was read
@@ -78,7 +99,8 @@ class Api:
     async def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             config = self._configure()
-            timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS)
+            total = self.timeout or REQUEST_TIMEOUT_SECONDS
+            timeout = aiohttp.ClientTimeout(total=total, connect=min(CONNECT_TIMEOUT_SECONDS, total))
             connector = aiohttp.TCPConnector(ssl=_ssl_context(config), limit=64)
             self._session = aiohttp.ClientSession(
                 config.host.rstrip("/"), timeout=timeout, connector=connector
@@ -117,11 +139,43 @@ class Api:
         content_type: str | None = None,
         params: dict[str, str] | None = None,
         accept: str | None = None,
+        idempotent: bool = True,
+        retries: int = REQUEST_RETRIES,
     ) -> dict[str, Any] | None:
-        """The decoded answer; raises ApiException for an error status, aiohttp/asyncio errors when unreachable."""
+        """The decoded answer; raises ApiException for an error status, aiohttp/asyncio errors when unreachable.
+
+        A 429, a 5xx, a timeout or a broken connection is retried (`REQUEST_RETRIES`); any other 4xx is
+        the answer. A request that is not `idempotent` (a create with generateName) is retried only on a
+        429, the one failure that says the server did nothing. `retries=0`: a caller that retries on its own
+        schedule (the leader election, whose every round must end well within the Lease)."""
         data = json.dumps(body) if body is not None else None
         if self.logged_in is not None:
             await self.logged_in.wait()
+        attempt = 0
+        while True:
+            try:
+                return await self._send(method, url, data, content_type, params, accept)
+            except (ApiException, *TRANSIENT) as error:
+                reason = fault_reason(error)
+                retry = reason == "throttled" or (idempotent and reason in RETRIED)
+                if not retry or attempt >= retries:
+                    raise
+                retry_after = retry_after_of(error)
+                wait = backoff.delay(attempt, RETRY_BASE_SECONDS, RETRY_CAP_SECONDS, self.rng, retry_after)
+                metrics.API_RETRIES.labels(reason).inc()
+                logger.info("%s %s: %s; retrying in %.1f s", method, url, reason, wait)
+                await asyncio.sleep(wait)
+                attempt += 1
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        data: str | None,
+        content_type: str | None,
+        params: dict[str, str] | None,
+        accept: str | None,
+    ) -> dict[str, Any] | None:
         for attempt in (0, 1):
             session = await self.session()
             headers = self._headers(content_type or ("application/json" if data is not None else None))
@@ -137,9 +191,45 @@ class Api:
                 if response.status >= 400:
                     error = ApiException(status=response.status, reason=response.reason)
                     error.body = text
+                    error.headers = dict(response.headers)
                     raise error
                 return json.loads(text) if text.strip() else None
         raise AssertionError("not reached")
 
 
 TRANSIENT = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+# The faults retried (with "throttled"): the server may not have done what was asked.
+RETRIED = ("server_error", "timeout", "unreachable")
+
+
+def fault_reason(error: BaseException) -> str:
+    """The class of an operator fault, a bounded label: throttled (429), server_error (5xx), timeout,
+    unreachable (the connection failed), refused (any other 4xx), unexpected (an error in our own code)."""
+    if isinstance(error, ApiException):
+        status = error.status or 0
+        if status == 429:
+            return "throttled"
+        if status >= 500:
+            return "server_error"
+        return "refused" if status else "unreachable"
+    if isinstance(error, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return "timeout"
+    if isinstance(error, TRANSIENT):
+        return "unreachable"
+    return "unexpected"
+
+
+def retry_after_of(error: BaseException) -> float | None:
+    """The seconds a 429 (or 503) asks the client to wait: its Retry-After header, else the Status body's
+    details.retryAfterSeconds (what the API server's priority and fairness sends)."""
+    if not isinstance(error, ApiException):
+        return None
+    headers = {k.lower(): v for k, v in (getattr(error, "headers", None) or {}).items()}
+    seconds = backoff.retry_after_seconds(headers.get("retry-after"))
+    if seconds is not None:
+        return seconds
+    try:
+        details = json.loads(error.body or "{}").get("details") or {}
+        return float(details["retryAfterSeconds"])
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None

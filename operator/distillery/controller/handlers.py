@@ -11,13 +11,16 @@ is immediate, the garbage collector removes what it owns.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
 from kubernetes import client
 
+from distillery import backoff
 from distillery.api import GROUP, PLURAL, VERSION
 from distillery.controller import metrics
 from distillery.controller.apiclient import Api
@@ -133,6 +136,11 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf's own API calls (events) must not block forever either.
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
+    # kopf resumes a watch that ends (from its last resourceVersion, or listing again after 410 Gone), but
+    # gives up on a request once its error_backoffs run out (about a minute of 5xx, 429 or timeouts), and a
+    # watch that gave up stops the operator (a restart then lists everything afresh). Retry instead for as
+    # long as the API server is away, 1-2, 2-4 ... 15-30 s apart: waiting beats a crash loop.
+    settings.networking.error_backoffs = EndlessBackoff()
     # Only the operator's own children and their pods are watched, filtered by the API server.
     for group, version, plural in CHILD_KINDS.values():
         settings.watching.label_selectors[group or version, plural] = OWN_LABELS
@@ -183,6 +191,14 @@ async def _heartbeat() -> None:
     while True:
         runtime.beat = time.monotonic()
         await asyncio.sleep(5)
+
+
+class EndlessBackoff:
+    """kopf's error_backoffs that never run out: iterated afresh for every request."""
+
+    def __iter__(self) -> Iterator[float]:
+        for attempt in itertools.count():
+            yield backoff.delay(attempt, 2.0, 30.0)
 
 
 # ------------------------------------------------------------------ watch events

@@ -191,4 +191,5 @@ async def post_event(api: Api, body: dict[str, Any], type: str, reason: str, mes
         "lastTimestamp": now,
         "count": 1,
     }
-    await api.request("POST", path("", "v1", "events", meta["namespace"]), event)
+    # A retried create with generateName could post the Event twice.
+    await api.request("POST", path("", "v1", "events", meta["namespace"]), event, idempotent=False)

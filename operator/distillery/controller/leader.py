@@ -94,7 +94,7 @@ class LeaderElection:
     async def try_acquire_or_renew(self) -> bool:
         """One round: create the Lease, renew ours, or take over one whose holder stopped renewing."""
         try:
-            lease = await self.api.request("GET", self.url)
+            lease = await self.api.request("GET", self.url, retries=0)
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -123,7 +123,7 @@ class LeaderElection:
                     "spec": {**spec, "acquireTime": now, "leaseTransitions": 0},
                 }
                 await self.api.request(
-                    "POST", path("coordination.k8s.io", "v1", "leases", self.namespace), body
+                    "POST", path("coordination.k8s.io", "v1", "leases", self.namespace), body, retries=0
                 )
             else:
                 old = lease.get("spec") or {}
@@ -136,7 +136,7 @@ class LeaderElection:
                     "metadata": {"resourceVersion": lease["metadata"]["resourceVersion"]},
                     "spec": {**spec, "acquireTime": acquired, "leaseTransitions": transitions},
                 }
-                await self.api.request("PATCH", self.url, body, MERGE_PATCH)
+                await self.api.request("PATCH", self.url, body, MERGE_PATCH, retries=0)
         except ApiException as error:
             if error.status == 409:  # another replica wrote first
                 return False

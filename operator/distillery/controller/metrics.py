@@ -107,6 +107,25 @@ RECONCILES = Counter(
 )
 for _result in ("ok", "retry", "error"):  # exported at 0 from the start: an error rate of 0, not "no data"
     RECONCILES.labels(_result)
+# The classes of the operator's own faults (`apiclient.fault_reason`): a bounded label set.
+FAULT_REASONS = ("throttled", "server_error", "timeout", "unreachable", "refused", "unexpected")
+RECONCILE_ERRORS = Counter(
+    "distillery_reconcile_errors_total",
+    "Reconciliations that failed and were retried with backoff, by cause: throttled (429), server_error "
+    "(5xx), timeout, unreachable (API server), refused (another 4xx), unexpected (an operator bug: see its log).",
+    ["reason"],
+    registry=REGISTRY,
+)
+API_RETRIES = Counter(
+    "distillery_operator_api_retries_total",
+    "Kubernetes API requests the operator retried after a 429, a 5xx, a timeout or a broken connection.",
+    ["reason"],
+    registry=REGISTRY,
+)
+for _reason in FAULT_REASONS:  # exported at 0 from the start, like the reconcile results
+    RECONCILE_ERRORS.labels(_reason)
+for _reason in FAULT_REASONS[:4]:
+    API_RETRIES.labels(_reason)
 RECONCILE_DURATION = Histogram(
     "distillery_reconcile_duration_seconds",
     "Time one reconciliation of a DistillationJob takes, API calls included.",

@@ -3,7 +3,9 @@
 Reads nothing from the API server (the cache has the job and its children, kept current by
 watch events); writes only what changed. API errors are sorted: a 4xx other than 409/429 is
 the API server refusing what we asked (an invalid child, a quota) and fails the job with the
-server's message; 429, 5xx and timeouts are retried with backoff while the status says so.
+server's message; 429, 5xx and timeouts are retried with backoff while the status says so, and so is
+a reconcile that fails for any other reason (a bug), each counted by cause in
+`distillery_reconcile_errors_total`.
 Every job gets a phase on its first reconcile, whatever happens.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -19,10 +22,11 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
+from distillery import backoff
 from distillery.api import DistillationJob, DistillationJobStatus, Phase, cluster_problems
 from distillery.contract.cost import priced
 from distillery.controller import guard, kube, metrics, phases, policy, status
-from distillery.controller.apiclient import TRANSIENT, Api
+from distillery.controller.apiclient import TRANSIENT, Api, fault_reason
 from distillery.controller.cache import Cache, Key
 from distillery.controller.observe import Admission, from_children
 from distillery.controller.queue import Backoff
@@ -31,7 +35,8 @@ from distillery.errors import InvalidJob, format_problem, parse_job
 
 logger = logging.getLogger("distillery.reconcile")
 
-# Retry of transient API trouble: 2, 4, 8 ... seconds, at most a minute apart.
+# Retry of a failed reconcile (the API requests' own retries spent, or a bug): 1-2, 2-4, 4-8 ... seconds
+# (jittered, so jobs that failed together do not retry together), at most a minute apart.
 RETRY_BASE_SECONDS = 2.0
 RETRY_CAP_SECONDS = 60.0
 # A claim named by storage.pvc.claimName that is not there yet is looked for again this often.
@@ -57,7 +62,8 @@ class Reconciler:
         self._seen: dict[
             Key, tuple[Any, dict[str, Any]]
         ] = {}  # (generation, status) as our last reconcile left it
-        self._failures: dict[Key, int] = {}  # consecutive transient API errors per job
+        self._failures: dict[Key, int] = {}  # consecutive failed reconciles per job
+        self.rng = random.Random()
 
     async def __call__(self, key: Key) -> float | Backoff | None:
         """Reconcile `key`; returns seconds until it must run again (a deadline), a Backoff, or None."""
@@ -67,12 +73,11 @@ class Reconciler:
         started = time.monotonic()
         try:
             again = await self._reconcile(key, body)
-        except (ApiException, *TRANSIENT) as error:
-            metrics.RECONCILES.labels("retry").inc()
-            return await self._retry(key, body, error)
-        except Exception:
-            metrics.RECONCILES.labels("error").inc()
-            raise
+        except Exception as error:  # every failure is retried with backoff; an unexpected one is logged whole
+            reason = fault_reason(error)
+            metrics.RECONCILES.labels("error" if reason == "unexpected" else "retry").inc()
+            metrics.RECONCILE_ERRORS.labels(reason).inc()
+            return await self._retry(key, body, error, reason)
         else:
             metrics.RECONCILES.labels("ok").inc()
             self._failures.pop(key, None)
@@ -171,17 +176,22 @@ class Reconciler:
                     kube.describe_error(error),
                 )
 
-    async def _retry(self, key: Key, body: dict[str, Any], error: Exception) -> Backoff:
-        """Transient API trouble: back off, and say so in status (best effort: the API may be down)."""
+    async def _retry(self, key: Key, body: dict[str, Any], error: Exception, reason: str) -> Backoff:
+        """A failed reconcile (API trouble, or a bug of ours): back off, and say so in status (best effort:
+        the API may be down)."""
         attempts = self._failures[key] = self._failures.get(key, 0) + 1
-        delay = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** (attempts - 1))
-        cause = kube.describe_error(error)
-        logger.warning("%s/%s: %s; retrying in %.0f s (attempt %d)", *key, cause, delay, attempts)
+        delay = backoff.delay(attempts - 1, RETRY_BASE_SECONDS, RETRY_CAP_SECONDS, self.rng)
+        if reason == "unexpected":
+            cause = f"the operator failed: {type(error).__name__}: {error}"
+            logger.exception("%s/%s: %s; retrying in %.0f s (attempt %d)", *key, cause, delay, attempts)
+        else:
+            cause = kube.describe_error(error)
+            logger.warning("%s/%s: %s; retrying in %.0f s (attempt %d)", *key, cause, delay, attempts)
         old = read_status(body)
         new = old.model_copy(
             update={"phase": old.phase or Phase.pending, "message": f"retrying: {cause} (attempt {attempts})"}
         )
-        with contextlib.suppress(ApiException, *TRANSIENT):
+        with contextlib.suppress(Exception):
             await self._write(body, old, new)  # the next attempt tries again
         return Backoff(delay)
 

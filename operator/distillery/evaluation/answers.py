@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distillery import atomic
 from distillery.api import DistillationJob
 from distillery.contract.records import Record, read_records
 from distillery.contract.report import TEACHER_FROM_RECORDS
@@ -236,8 +237,7 @@ def serving_args(job: DistillationJob, layout: Layout, model: str) -> list[str]:
     model_dir = Path(model)
     if model_dir.is_dir() and not has_chat_template(model_dir) and "--chat-template" not in args:
         template = layout.work / "logs" / "fallback-chat-template.jinja"
-        template.parent.mkdir(parents=True, exist_ok=True)
-        template.write_text(FALLBACK_CHAT_TEMPLATE)
+        atomic.write_text(template, FALLBACK_CHAT_TEMPLATE)
         args += ["--chat-template", str(template)]
     return args
 

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from distillery import fingerprints
+from distillery import atomic, fingerprints
 from distillery.api import CostStatus, DistillationJob, EvaluationStatus, ModelScore
 from distillery.contract.report import MODEL_ORDER, EvaluationReport, TrainingReport
 from distillery.contract.summaries import EvaluateSummary, FailureReason
@@ -185,9 +185,7 @@ def rejudge(job: DistillationJob, report: dict[str, Any]) -> dict[str, Any]:
 
 def write_answers(path: Path, prompts: list[Any], runs: dict[str, ModelRun]) -> Path:
     """Every model's answer to every prompt beside the reference, for a person checking the scores."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    with tmp.open("w", encoding="utf-8") as handle:
+    with atomic.replacing(path) as handle:
         for index, prompt in enumerate(prompts):
             row = {
                 "id": prompt.id,
@@ -199,7 +197,6 @@ def write_answers(path: Path, prompts: list[Any], runs: dict[str, ModelRun]) -> 
                 answer = run.answers[index]
                 row[name] = answer.text if answer.error is None else None
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
     return path
 
 

@@ -4,7 +4,8 @@
                                config.json, generation_config.json, tokenizer files, chat template
     <output>/report/           evaluation.json, evaluation.md, evaluation.png, training.json
     <output>/README.md         the model card (`evaluation.card`), written last: once it is there,
-                               the rest is complete
+                               the rest is complete (a new export removes it first; a reader of
+                               the output must require it)
 
 Written when the quality gate passes, or always with `output.when: always`. Files are streamed
 to the store one by one (s3fs uploads large ones in parts); the credentials come from the
@@ -16,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from distillery import atomic
 from distillery.api import DistillationJob
 from distillery.contract.report import EvaluationReport, TrainingReport
 from distillery.contract.summaries import FailureReason, StageFailed
@@ -23,6 +25,7 @@ from distillery.datasource import filesystem, resolve
 from distillery.evaluation.card import model_card
 from distillery.storage import Layout
 
+MARKER = "README.md"  # the completion marker: the model card, written last
 REPORT_FILES = ("evaluation.json", "evaluation.md", "evaluation.png", "training.json")
 
 
@@ -66,14 +69,18 @@ def export(job: DistillationJob, layout: Layout, report: dict[str, Any]) -> dict
     try:
         training = TrainingReport.read(layout.training_report)
         card = layout.reports / "model-card.md"
-        card.write_text(model_card(job, report, training), encoding="utf-8")
+        atomic.write_text(card, model_card(job, report, training))
         fs, base = filesystem(target, job.spec.storage.object_store)
+        marker = f"{base.rstrip('/')}/{MARKER}"
+        if fs.exists(marker):  # an earlier export is being replaced: incomplete until the card is back
+            fs.rm_file(marker)
         written = 0
-        for local, relative in [*files_to_export(layout), (card, "README.md")]:  # the card last
+        for local, relative in [*files_to_export(layout), (card, MARKER)]:  # the marker last
             remote = f"{base.rstrip('/')}/{relative}"
-            if isinstance(fs, LocalFileSystem):  # an object store has no directories to make
-                fs.makedirs(remote.rsplit("/", 1)[0], exist_ok=True)
-            fs.put_file(str(local), remote)
+            if isinstance(fs, LocalFileSystem):  # a file system's copy is not atomic; an object PUT is
+                atomic.copy_file(local, Path(remote))
+            else:
+                fs.put_file(str(local), remote)
             written += local.stat().st_size
     except StageFailed:
         raise

@@ -14,11 +14,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from distillery import __version__
+from distillery import __version__, atomic
 from distillery.api import DistillationJob
 from distillery.contract.cost import cost_lines, cost_markdown
 from distillery.contract.report import EvaluationReport, StudentFiles
-from distillery.storage import ANSWERS, Layout, resolve_model, shard_name, write_json_atomic
+from distillery.storage import ANSWERS, Layout, resolve_model, shard_name
 
 _CHUNK = 1 << 20
 
@@ -385,8 +385,8 @@ def render_png(report: EvaluationReport | dict[str, Any], path: Path) -> bool:
     if gate:
         ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    with atomic.replacing(path, binary=True) as handle:
+        fig.savefig(handle, format="png")
     plt.close(fig)
     return True
 
@@ -398,7 +398,7 @@ def write_report(report: dict[str, Any], json_path: Path) -> dict[str, Path]:
     if render_png(report, png):
         paths["png"] = png
     md = json_path.with_suffix(".md")
-    md.write_text(render_markdown(report, png.name if "png" in paths else None), encoding="utf-8")
+    atomic.write_text(md, render_markdown(report, png.name if "png" in paths else None))
     paths["markdown"] = md
-    write_json_atomic(json_path, report, sort_keys=False)
+    atomic.write_json(json_path, report, sort_keys=False)  # last: a report is complete once its JSON is there
     return paths

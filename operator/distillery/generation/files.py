@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from distillery import atomic
 from distillery.contract.records import Record, RejectedRecord, problem
 from distillery.contract.shards import SplitStats
 from distillery.contract.summaries import FailureReason, StageFailed
@@ -68,10 +69,7 @@ def supersede_stale(layout: Layout, split: str, index: int, count: int, fingerpr
                 continue
             moved.append(path.name)
     if _stamp(directory, own_stem) != fingerprint:
-        own.parent.mkdir(parents=True, exist_ok=True)
-        temporary = own.with_name(own.name + ".tmp")
-        temporary.write_text(fingerprint + "\n")
-        os.replace(temporary, own)
+        atomic.write_text(own, fingerprint + "\n")
     return moved
 
 
@@ -121,12 +119,10 @@ def _drop_lines(path: Path, drop: set[int]) -> None:
     """Rewrite a partial file without the records of the given input lines (atomically)."""
     if not path.exists():
         return
-    temporary = path.with_name(path.name + ".tmp")
-    with open(path, encoding="utf-8") as source, open(temporary, "w", encoding="utf-8") as target:
+    with open(path, encoding="utf-8") as source, atomic.replacing(path) as target:
         for line in source:
             if Record.from_line(line).line not in drop:
                 target.write(line)
-    os.replace(temporary, path)
 
 
 def recover(

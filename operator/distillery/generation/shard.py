@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillery import fingerprints
+from distillery import atomic, fingerprints
 from distillery.api import DistillationJob
 from distillery.contract.records import Record, RejectedRecord, Usage
 from distillery.contract.shards import SplitStats, summarize
@@ -38,7 +38,7 @@ from distillery.generation.files import partial_path, recover, supersede_stale
 from distillery.generation.filters import dedup_key, rejection, request_params
 from distillery.generation.preflight import GenerationFailed, check_teacher, smoke_test_verdict
 from distillery.serving.client import ChatClient, RequestFailed, TeacherConnection
-from distillery.storage import SPLITS, Layout, write_json_atomic
+from distillery.storage import SPLITS, Layout
 from distillery.tasks.prompts import Prompt, iter_prompts
 
 PROGRESS_INTERVAL_SECONDS = 10.0
@@ -197,8 +197,8 @@ class Shard:
                 smoke_tested = False
                 for work in todo:
                     with (
-                        open(partial_path(work.records), "a", encoding="utf-8") as records,
-                        open(partial_path(work.rejected), "a", encoding="utf-8") as rejected,
+                        atomic.appending(partial_path(work.records)) as records,
+                        atomic.appending(partial_path(work.rejected)) as rejected,
                     ):
                         self._files = (records, rejected)
                         pending = self.pending(work)
@@ -210,9 +210,6 @@ class Shard:
                         await asyncio.gather(
                             *(self._worker(work, pending) for _ in range(self.generation.concurrency))
                         )
-                        for handle in (records, rejected):
-                            handle.flush()
-                            os.fsync(handle.fileno())
                     self._finish(work)
             finally:
                 reporter.cancel()
@@ -341,7 +338,8 @@ class Shard:
         # Rename the rejected file first: the records file appearing means the split's data is whole.
         os.replace(partial_path(work.rejected), work.rejected)
         os.replace(partial_path(work.records), work.records)
-        write_json_atomic(work.summary, self._split_summary(work))
+        atomic.fsync_directory(work.records.parent)
+        atomic.write_json(work.summary, self._split_summary(work))
         work.complete = True
 
     def _split_summary(self, work: SplitWork) -> dict[str, Any]:

@@ -14,11 +14,12 @@ import json
 from pathlib import Path
 from typing import NamedTuple
 
+from distillery import atomic
 from distillery.api import CostStatus, DistillationJob, StageCost
 from distillery.contract.cost import TEACHER, job_cost, parse_prices, stage_cost
 from distillery.contract.stages import Stage
 from distillery.contract.summaries import GenerateSummary, TrainSummary, read_summary
-from distillery.storage import Layout, write_json_atomic
+from distillery.storage import Layout
 
 
 def _spans_path(layout: Layout) -> Path:
@@ -36,7 +37,7 @@ def _spans(layout: Layout) -> list[dict]:
 def record_teacher(layout: Layout, key: str, gpus: int, seconds: float) -> None:
     """One served span of the teacher (ready to stopped), made for the generation fingerprint `key`."""
     spans = [*_spans(layout), {"key": key, "gpus": gpus, "seconds": round(seconds, 2)}]
-    write_json_atomic(_spans_path(layout), spans)
+    atomic.write_json(_spans_path(layout), spans)
 
 
 def teacher_spent(layout: Layout, key: str) -> StageCost | None:

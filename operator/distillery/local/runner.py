@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from distillery import fingerprints
+from distillery import atomic, fingerprints
 from distillery.api import DistillationJob, Problem
 from distillery.contract import stages
 from distillery.contract.commands import (
@@ -53,7 +53,7 @@ from distillery.contract.summaries import (
 from distillery.errors import InvalidJob
 from distillery.local.cost import Spent, price_table, record_teacher, spent_before_evaluation
 from distillery.local.process import failure_text, run_stage_process, stop_children
-from distillery.storage import Layout, write_json_atomic
+from distillery.storage import Layout
 
 
 def local_stages() -> tuple[Stage, ...]:
@@ -121,7 +121,7 @@ def check_tokenizers(job: DistillationJob, root: Path) -> None:
 def _write_done(layout: Layout, stage: str, summary: Any, key: str) -> None:
     """The stage's marker: its summary, and the key (`run_keys`) it was done for."""
     document = summary.model_dump(mode="json", by_alias=True, exclude_none=True)
-    write_json_atomic(layout.stage_done(stage), {**document, "runKey": key})
+    atomic.write_json(layout.stage_done(stage), {**document, "runKey": key})
 
 
 def run_keys(job: DistillationJob, root: Path) -> dict[str, str]:

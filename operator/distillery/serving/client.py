@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from distillery import backoff
 from distillery.api import TeacherSpec
 from distillery.contract.commands import API_KEY_ENV
 from distillery.serving.replicas import Replicas, Resolver
@@ -118,13 +119,8 @@ def http_library() -> Any:
 
 
 def backoff_delay(attempt: int, rng: random.Random | None = None, retry_after: float | None = None) -> float:
-    """Seconds to wait before retry `attempt` (0-based): exponential, capped, with "equal jitter"
-    (half fixed, half random) so that many shards retrying at once spread out but still back off."""
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
-    delay = ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, BACKOFF_CAP_SECONDS))
-    return delay
+    """Seconds to wait before retry `attempt` (0-based) of a request to the teacher (`backoff.delay`)."""
+    return backoff.delay(attempt, BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, rng, retry_after)
 
 
 def parse_logprobs(content: list[dict]) -> list[dict]:
@@ -162,11 +158,7 @@ def error_message(response: Any) -> str:
 
 
 def retry_after_seconds(response: Any) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    return backoff.retry_after_seconds(response.headers.get("retry-after"))
 
 
 class ChatClient:

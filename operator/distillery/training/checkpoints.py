@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from distillery import atomic
 
 if TYPE_CHECKING:
     from distillery.training.config import TrainConfig
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
 
 
 class Checkpoints:
-    """`step-NNNNNNNN/state.pt` directories, written atomically (tmp dir + rename); the last two are kept."""
+    """`step-NNNNNNNN/state.pt` directories, written atomically (`atomic.replacing_directory`); the last two
+    are kept. A `step-NNNNNNNN.tmp` a kill left behind is never read: the one before it is resumed."""
 
     def __init__(self, directory: Path, keep: int = 2):
         self.directory = directory
@@ -37,12 +39,8 @@ class Checkpoints:
 
     def save(self, step: int, state: dict[str, Any]) -> Path:
         final = self.directory / f"step-{step:08d}"
-        tmp = self.directory / f"step-{step:08d}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        torch.save(state, tmp / "state.pt")
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        with atomic.replacing_directory(final) as tmp:
+            torch.save(state, tmp / "state.pt")
         for old in self.all()[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return final

@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distillery import fingerprints
+from distillery import atomic, fingerprints
 from distillery.api import DistillationJob, TrainingMethod
 from distillery.contract.records import read_records
 from distillery.contract.report import TrainingReport
 from distillery.contract.summaries import FailureReason, StageFailed, TrainSummary
-from distillery.storage import Layout, generated_fingerprint, record_key, resolve_model, write_json_atomic
+from distillery.storage import Layout, generated_fingerprint, record_key, resolve_model
 from distillery.tokenizer import FALLBACK_CHAT_TEMPLATE, check_same_tokenizer, refuse, student_tokenizer
 
 
@@ -61,12 +59,9 @@ def _save_student(model: Any, tokenizer: Any, target: Path, dtype: Any) -> None:
     """safetensors + config + tokenizer, written beside the target and renamed into place."""
     if hasattr(model, "merge_and_unload"):  # LoRA: fold the adapters into the weights
         model = model.merge_and_unload()
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.to(dtype).save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    with atomic.replacing_directory(target) as tmp:
+        model.to(dtype).save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
 
 
 @dataclass
@@ -398,7 +393,7 @@ def train_student(
                 **{k: run[k] for k in REPORTED_RUN},
             }
         )
-        write_json_atomic(layout.training_report, report.model_dump(mode="json"), sort_keys=False)
+        atomic.write_json(layout.training_report, report.model_dump(mode="json"), sort_keys=False)
     dist.barrier()
     if dist.world_size > 1:
         torch.distributed.destroy_process_group()

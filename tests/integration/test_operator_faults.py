@@ -1,0 +1,161 @@
+"""The operator's own faults against kmock's API server: requests that time out or meet 429/5xx are
+retried with jitter (a 429's Retry-After honoured), other 4xx are not; a reconcile that raises is
+retried with backoff and counted; a watch that ends, or ends with 410 Gone, is resumed (kopf does
+that: from the last resourceVersion, or by listing again) and no event is missed. Nothing is
+created twice, even when a create that timed out on our side was done on the server's."""
+
+from __future__ import annotations
+
+import pytest
+
+from distillery.controller import apiclient, handlers
+from distillery.controller.metrics import REGISTRY
+from tests.support.kmock_cluster import Cluster, spec, verb_of
+from tests.support.waiting import wait_for_async
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
+
+
+def _count(series: str, reason: str) -> float:
+    return REGISTRY.get_sample_value(series, {"reason": reason}) or 0.0
+
+
+def _requests(cluster: Cluster, verb: str, plural: str) -> list:
+    return [
+        r
+        for r in cluster.operator_requests()
+        if verb_of(r) == verb and r.resource is not None and r.resource.plural == plural
+    ]
+
+
+async def _one(cluster: Cluster, resource: str, name: str) -> dict:
+    items = [o for o in await cluster.list(resource) if o["metadata"]["name"] == name]
+    assert len(items) == 1, f"{len(items)} {resource} named {name}"
+    return items[0]
+
+
+async def test_a_request_that_meets_5xx_is_retried_within_the_reconcile(cluster: Cluster):
+    before = _count("distillery_operator_api_retries_total", "server_error")
+    fault = cluster.refuse("POST", "deployments", 503, "ServiceUnavailable", "etcd leader changed", times=2)
+    async with cluster.operator():
+        await cluster.create_job("blip", spec())
+        await cluster.inputs_ready("blip")
+        status = await cluster.wait_phase("blip", "TeacherStarting")
+    assert "retrying" not in (status.get("message") or ""), "a blip the request's retries absorb is no news"
+    assert len(fault["served"]) == 2 and len(_requests(cluster, "create", "deployments")) == 3
+    gap = fault["served"][1] - fault["served"][0]
+    assert 0.25 <= gap < 1.5, (
+        f"the second try came {gap:.2f} s after the first (expected 0.25-0.5 s, jittered)"
+    )
+    assert _count("distillery_operator_api_retries_total", "server_error") - before == 2
+    await _one(cluster, "apps/v1/deployments", "blip-teacher")
+
+
+async def test_a_429_waits_for_its_retry_after(cluster: Cluster):
+    before = _count("distillery_operator_api_retries_total", "throttled")
+    fault = cluster.refuse(
+        "POST", "deployments", 429, "TooManyRequests", "too many", times=2, headers={"Retry-After": "2"}
+    )
+    async with cluster.operator():
+        await cluster.create_job("throttled", spec())
+        await cluster.inputs_ready("throttled")
+        await cluster.wait_child("apps/v1/deployments", "throttled-teacher")
+    first, second = fault["served"]
+    assert second - first >= 2.0, f"retried {second - first:.2f} s after a 429 that asked for 2 s"
+    assert len(_requests(cluster, "create", "deployments")) == 3
+    assert _count("distillery_operator_api_retries_total", "throttled") - before == 2
+    await _one(cluster, "apps/v1/deployments", "throttled-teacher")
+
+
+async def test_a_4xx_other_than_409_and_429_is_not_retried(cluster: Cluster):
+    cluster.refuse("POST", "deployments", 422, "Invalid", "spec.template: Invalid value", times=5)
+    async with cluster.operator():
+        await cluster.create_job("invalid", spec())
+        await cluster.inputs_ready("invalid")
+        status = await cluster.wait_phase("invalid", "Failed")
+    assert "Invalid value" in status["message"]
+    assert len(_requests(cluster, "create", "deployments")) == 1
+
+
+async def test_a_request_that_times_out_is_retried_and_creates_nothing_twice(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(apiclient, "REQUEST_TIMEOUT_SECONDS", 1.0)
+    before = _count("distillery_operator_api_retries_total", "timeout")
+    # The server hangs for 3 s and then creates the Deployment: the operator gave up after 1 s and
+    # tried again, and its second create is answered 409 (done already), which counts as success.
+    fault = cluster.refuse("POST", "deployments", 0, "", "", delay=3.0)
+    async with cluster.operator():
+        await cluster.create_job("hung", spec())
+        await cluster.inputs_ready("hung")
+        await cluster.wait_phase("hung", "TeacherStarting", timeout=30)
+    assert len(fault["served"]) == 1
+    assert _count("distillery_operator_api_retries_total", "timeout") - before >= 1
+    assert len(_requests(cluster, "create", "deployments")) >= 2
+    await _one(cluster, "apps/v1/deployments", "hung-teacher")
+
+
+async def test_a_reconcile_that_raises_is_retried_with_backoff_and_counted(cluster: Cluster):
+    before = _count("distillery_reconcile_errors_total", "unexpected")
+    # A 200 whose body is an HTML page (a misbehaving proxy): the operator cannot decode it, a failure
+    # no code path expects.
+    fault = cluster.refuse("POST", "jobs", 200, "", "")
+    async with cluster.operator():
+        await cluster.create_job("proxied", spec())
+        await cluster.wait_child("batch/v1/jobs", "proxied-check", timeout=30)
+        status = await cluster.job_status("proxied")
+    assert len(fault["served"]) == 1
+    assert _count("distillery_reconcile_errors_total", "unexpected") - before == 1
+    assert status["phase"] == "Pending"
+    assert len(_requests(cluster, "create", "jobs")) == 2
+    await _one(cluster, "batch/v1/jobs", "proxied-check")
+
+
+@pytest.mark.parametrize("gone", [False, True], ids=["ended", "410-gone"])
+async def test_a_watch_that_ends_is_resumed_and_misses_no_event(cluster: Cluster, gone: bool):
+    # (A watch that meets 5xx, 429 or timeouts when it reconnects is retried without end: handlers.configure.)
+    async with cluster.operator():
+        await cluster.create_job("watched", spec())
+        check = await cluster.wait_child("batch/v1/jobs", "watched-check")
+        watches = len(_requests(cluster, "watch", "jobs"))
+        lists = len(_requests(cluster, "list", "jobs"))
+        cluster.server.end_watches(410 if gone else None)
+        # What happens while the watches are down reaches the operator through the new ones.
+        await cluster.inputs_ready("watched")
+        await cluster.wait_child("apps/v1/deployments", "watched-teacher", timeout=30)
+    assert check["metadata"]["name"] == "watched-check" and cluster.server.watch_ends >= 2
+    rewatched = _requests(cluster, "watch", "jobs")[watches:]
+    assert rewatched, "the operator did not watch Jobs again"
+    relisted = len(_requests(cluster, "list", "jobs")) - lists
+    if gone:
+        # 410: the resourceVersion is too old to resume from; kopf lists again, then watches from there.
+        assert relisted >= 1
+    else:
+        # Ended: resumed from the last resourceVersion seen, without listing again.
+        assert relisted == 0
+        assert rewatched[0].params.get("resourceVersion"), "the watch was not resumed from a resourceVersion"
+
+
+async def test_a_watch_that_ends_in_an_error_stops_the_operator_and_its_restart_creates_nothing_twice(
+    cluster: Cluster,
+):
+    """kopf resumes a watch after 410 Gone, but any other ERROR event stops the operator as a whole (never
+    a replica blind to one kind): the kubelet restarts it, it lists everything afresh and carries on."""
+    with pytest.raises(Exception, match=r"Error in the watch-stream.*'code': 500"):  # kopf's WatchingError
+        async with cluster.operator():
+            await cluster.create_job("blind", spec())
+            await cluster.wait_child("batch/v1/jobs", "blind-check")
+            # (The same error on the watch of DistillationJobs' definition stops it too.)
+            cluster.server.end_watches(500, plural="jobs")
+            await wait_for_async(_stopped, "kopf to stop the operator", 20)
+    await cluster.inputs_ready("blind")  # meanwhile the check passes, with no operator running
+    async with cluster.operator():
+        await cluster.wait_child("apps/v1/deployments", "blind-teacher", timeout=30)
+        await cluster.wait_phase("blind", "TeacherStarting")
+    await _one(cluster, "batch/v1/jobs", "blind-check")
+    await _one(cluster, "apps/v1/deployments", "blind-teacher")
+    assert len(_requests(cluster, "create", "jobs")) == 1
+
+
+async def _stopped() -> bool:
+    return handlers.runtime is not None and not handlers.runtime.ready
