@@ -1,0 +1,94 @@
+"""Why a vLLM server did not start, in one line, read from its log (pure: text in, cause out).
+
+vLLM ends a failed start with a traceback or an argparse usage message; the person running the
+job needs its last line and which setting to change, not the 90 lines above it. The whole log
+stays on disk; the one line names it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["arguments", "model", "memory"]
+
+# `api_server.py: error: unrecognized arguments: --x` (argparse, exit 2)
+_USAGE = re.compile(r"^\S+: error: (?P<message>.+)$")
+# `huggingface_hub.errors.LocalEntryNotFoundError: ...`, `(EngineCore pid=1) ValueError: ...`, `torch.OutOfMemoryError: ...`
+_EXCEPTION = re.compile(
+    r"^(?:\(\w+ pid=\d+\)\s+)?(?:[A-Za-z_][\w.]*\.)?(?P<type>[A-Za-z_]\w*(?:Error|Exception|Exit))"
+    r"(?::\s*(?P<message>.*))?$"
+)
+_MODEL_ERRORS = (
+    "LocalEntryNotFoundError",
+    "RepositoryNotFoundError",
+    "GatedRepoError",
+    "RevisionNotFoundError",
+    "HFValidationError",
+    "EntryNotFoundError",
+)
+_MODEL_WORDS = (
+    "not a valid model identifier",
+    "is not a local folder",
+    "cannot find an appropriate cached snapshot",
+    "no such file or directory",
+    "unrecognized model",
+    "model_type",
+    "config.json",
+    "safetensors",
+    "repository not found",
+)
+_MEMORY_WORDS = ("out of memory", "outofmemory", "cannot allocate memory", "kv cache", "not enough memory")
+MESSAGE_CHARS = 300
+
+
+@dataclass(frozen=True)
+class StartupCause:
+    """The last error line of a failed start, and which kind of setting it points at (None: unknown)."""
+
+    message: str
+    kind: Kind | None = None
+
+
+def _kind(error_type: str, message: str) -> Kind | None:
+    text = f"{error_type} {message}".lower()
+    if any(word in text for word in _MEMORY_WORDS):
+        return "memory"
+    if error_type in _MODEL_ERRORS or any(word in text for word in _MODEL_WORDS):
+        return "model"
+    return None
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
+
+
+def startup_cause(log: str, returncode: int | None = None) -> StartupCause:
+    """The cause of a failed vLLM start from its log (and exit code: a SIGKILL is the kernel's OOM killer)."""
+    lines = [line.rstrip() for line in log.splitlines() if line.strip()]
+    for line in reversed(lines):
+        usage = _USAGE.match(line)
+        if usage:
+            return StartupCause(f"vLLM refused its arguments: {_short(usage['message'])}", "arguments")
+    for line in reversed(lines):
+        if line.startswith((" ", "\t")):
+            continue  # inside a traceback: the exception line is not indented
+        found = _EXCEPTION.match(line)
+        if found:
+            message = found["message"] or ""
+            return StartupCause(
+                _short(f"{found['type']}: {message}".rstrip(": ")), _kind(found["type"], message)
+            )
+    if returncode is not None and returncode in (-9, 137):
+        return StartupCause("killed by SIGKILL (most often the kernel's out-of-memory killer)", "memory")
+    tail = lines[-1] if lines else "its log is empty"
+    return StartupCause(_short(tail), _kind("", tail))
+
+
+HINTS: dict[Kind, str] = {
+    "arguments": "check the vLLM arguments",
+    "model": "check the model reference (a path on the storage, or a Hugging Face id the server can download)",
+    "memory": "give the server more memory, or lower maxModelLen / VLLM_CPU_KVCACHE_SPACE / gpu-memory-utilization",
+}
