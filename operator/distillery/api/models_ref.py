@@ -24,10 +24,8 @@ from distillery.api.base import Problem
 
 HUB_NAME_MAX = 96
 _HUB_PART = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
-EXPECTED = (
-    "expected a path (./dir, /abs/dir, dir/sub/model) or a Hugging Face id (name or org/name: "
-    "letters, digits, '-', '_', '.')"
-)
+EXPECTED = "expected a path (./dir, /abs/dir, dir/sub/model) or a Hugging Face id (name or org/name)"
+_HUB_CHARS = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 @dataclass(frozen=True)
@@ -61,8 +59,10 @@ def hub_id_problem(value: str) -> str | None:
     if len(parts) > 2:
         return "has more than one '/'"
     for part in parts:
+        if not _HUB_CHARS.match(part):
+            return "a hub id has only letters, digits, '-', '_' and '.'"
         if not _HUB_PART.match(part):
-            return f"{part!r} has a character a hub id cannot have, or starts or ends with '-' or '.'"
+            return f"{part!r} starts or ends with '-' or '.'"
     if "--" in value or ".." in value:
         return "contains '--' or '..'"
     if value.endswith(".git"):
@@ -82,7 +82,7 @@ def classify(value: str) -> ModelRef:
         return ModelRef(value, "path")
     why = hub_id_problem(value)
     if why is not None:
-        return ModelRef(value, None, f"{value!r} is not a path and not a Hugging Face id ({why}); {EXPECTED}")
+        return ModelRef(value, None, f"{value!r} is neither a path nor a Hugging Face id ({why}); {EXPECTED}")
     return ModelRef(value, "hub")
 
 

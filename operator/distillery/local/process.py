@@ -30,7 +30,8 @@ class TracebackFilter:
 
     A traceback runs from `Traceback (most recent call last):` through its indented frames to the
     exception's line; chained ones ("During handling of the above exception...") are dropped too.
-    The stage prints its one-line failure after it."""
+    The stage prints its one-line failure after it. (The second line of a multi-line exception message
+    does show: nothing marks where such a message ends.)"""
 
     CHAIN = ("During handling of the above exception", "The above exception was the direct cause")
 
