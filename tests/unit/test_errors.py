@@ -102,6 +102,11 @@ Traceback (most recent call last):
     raise LocalEntryNotFoundError(
 huggingface_hub.errors.LocalEntryNotFoundError: Cannot find an appropriate cached snapshot folder for the
 """
+CONFIG_LOG = """  File "/x/pydantic/_internal/_dataclasses.py", line 121, in __init__
+pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig
+  Value error, Unrecognized model in /m. Should have a `model_type` key in its config.json. [type=value_error, input_value=x]
+    For further information visit https://errors.pydantic.dev/2.14/v/value_error
+"""
 OOM_LOG = """(EngineCore pid=12) ERROR 12-07 [core.py:700] EngineCore failed to start.
 Traceback (most recent call last):
   File "x.py", line 1, in <module>
@@ -115,6 +120,11 @@ Traceback (most recent call last):
         (USAGE_LOG, "arguments", "unrecognized arguments: --bogus-flag"),
         (HUB_LOG, "model", "LocalEntryNotFoundError: Cannot find an appropriate cached snapshot"),
         (OOM_LOG, "memory", "OutOfMemoryError: CUDA out of memory"),
+        (
+            CONFIG_LOG,
+            "model",
+            "ModelConfig: Value error, Unrecognized model in /m. Should have a `model_type`",
+        ),
         ("", None, "its log is empty"),
     ],
 )

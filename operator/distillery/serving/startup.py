@@ -60,6 +60,13 @@ def _kind(error_type: str, message: str) -> Kind | None:
     return None
 
 
+def _detail(following: list[str]) -> str:
+    """A pydantic ValidationError says what is wrong on the indented line after its own (vLLM's ModelConfig)."""
+    if not following or not following[0][:1].isspace() or following[0].lstrip().startswith("File "):
+        return ""
+    return ": " + following[0].strip().split(" [type=")[0]
+
+
 def _short(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
@@ -72,12 +79,13 @@ def startup_cause(log: str, returncode: int | None = None) -> StartupCause:
         usage = _USAGE.match(line)
         if usage:
             return StartupCause(f"vLLM refused its arguments: {_short(usage['message'])}", "arguments")
-    for line in reversed(lines):
+    for index in range(len(lines) - 1, -1, -1):
+        line = lines[index]
         if line.startswith((" ", "\t")):
             continue  # inside a traceback: the exception line is not indented
         found = _EXCEPTION.match(line)
         if found:
-            message = found["message"] or ""
+            message = f"{found['message'] or ''}{_detail(lines[index + 1 : index + 2])}"
             return StartupCause(
                 _short(f"{found['type']}: {message}".rstrip(": ")), _kind(found["type"], message)
             )
