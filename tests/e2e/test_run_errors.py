@@ -93,6 +93,22 @@ def test_a_storage_that_cannot_be_written_stops_the_run_before_it_starts(storage
     assert not (storage / "jobs").exists()
 
 
+def test_a_stage_that_fails_is_one_line_with_its_stage_log(storage):
+    """Not in the issue's list: a teacher endpoint nothing answers (the shards fail, not the runner)."""
+    from distillery.serving.vllm import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    endpoint = {"endpoint": {"url": url, "model": "teacher"}}
+    spec = spec_file(storage, generation={"maxRetries": 0})
+    document = yaml.safe_load(spec.read_text())
+    document["spec"]["teacher"] = {**endpoint, "gpus": 0}
+    spec.write_text(yaml.safe_dump(document))
+    outcome = run(spec)
+    line = assert_acted_on(outcome, ExitCode.STAGE_FAILED, "generate failed", "TeacherUnreachable", url)
+    assert "shards 0, 1:" in line and line.endswith("generate-shard-0.log)")
+    assert outcome.stderr.count("distillery run:") == 3  # the job, the failure, what to do next
+
+
 def test_a_vllm_argument_it_refuses_names_extra_args_and_the_teachers_log(storage):
     outcome = run(spec_file(storage, teacher={"extraArgs": ["-O0", "--no-such-vllm-flag"]}))
     line = assert_acted_on(outcome, ExitCode.STAGE_FAILED, "spec.teacher.extraArgs", "--no-such-vllm-flag")

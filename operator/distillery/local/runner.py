@@ -206,7 +206,10 @@ def run_generate(
             raise
     if failures:
         first = failures[0][0]
-        text = "; ".join(f"shard {index}: {text}" for index, text, _ in failures)
+        by_text: dict[str, list[str]] = {}  # shards that failed alike are said once
+        for index, text, _ in failures:
+            by_text.setdefault(text, []).append(str(index))
+        text = "; ".join(f"shard{'s' * (len(ks) > 1)} {', '.join(ks)}: {t}" for t, ks in by_text.items())
         raise RunFailed(f"generate failed: {text}", failures[0][2], stage_log(layout, Stage.generate, first))
     totals = generation_totals(s for s in shard_summaries(job, layout) if s)
     if totals.decontaminated:
