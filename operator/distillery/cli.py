@@ -16,7 +16,7 @@ import traceback
 
 from distillery import __version__
 from distillery.contract import stages
-from distillery.contract.exit_codes import DEBUG_ENV, ExitCode, debug_enabled, for_failure
+from distillery.contract.exit_codes import DEBUG_ENV, ExitCode, debug_enabled, for_failure, storage_refusal
 from distillery.contract.summaries import StageFailed
 from distillery.errors import InvalidJob, format_problem, load_documents, parse_job
 
@@ -136,12 +136,17 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args.command, "interrupted", ExitCode.INTERRUPTED)
     except StageFailed as error:  # e.g. the teacher's server that `distillery run` starts in this process
         return _fail(args.command, f"{error.reason.value}: {error}", for_failure(error.reason))
-    except OSError as error:  # the storage refused a write: read-only, missing, full
-        where = f"{error.filename}: " if error.filename else ""
-        return _fail(args.command, f"{where}{error.strerror or error}", ExitCode.STORAGE_UNWRITABLE)
+    except OSError as error:
+        refused = storage_refusal(error)  # read-only, full, not ours; anything else is not understood
+        if refused is None:
+            return _fail(args.command, _internal(error), ExitCode.INTERNAL_ERROR)
+        return _fail(args.command, refused, ExitCode.STORAGE_UNWRITABLE)
     except Exception as error:  # a bug: one line, the traceback with --debug
-        message = f"internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)"
-        return _fail(args.command, message, ExitCode.INTERNAL_ERROR)
+        return _fail(args.command, _internal(error), ExitCode.INTERNAL_ERROR)
+
+
+def _internal(error: Exception) -> str:
+    return f"internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)"
 
 
 if __name__ == "__main__":

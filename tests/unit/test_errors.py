@@ -14,10 +14,18 @@ from distillery import cli
 from distillery.api import DistillationJob
 from distillery.api.models_ref import classify, syntax_problems
 from distillery.check.inputs import model_findings, model_ref
-from distillery.contract.exit_codes import BY_REASON, DEBUG_ENV, ExitCode, debug_enabled, for_failure
+from distillery.contract.exit_codes import (
+    BY_REASON,
+    DEBUG_ENV,
+    ExitCode,
+    debug_enabled,
+    for_failure,
+    storage_refusal,
+)
 from distillery.contract.summaries import FailureReason
 from distillery.local.process import TracebackFilter
 from distillery.serving.startup import startup_cause
+from tests.support.failures import read_only
 
 pytestmark = pytest.mark.unit
 
@@ -189,3 +197,13 @@ def test_debug_shows_the_traceback_that_is_otherwise_left_out(tmp_path, capsys, 
     debug = capsys.readouterr().err
     assert "spec.teacher: is required" in debug and "Traceback" in debug
     assert debug_enabled()
+
+
+def test_an_os_error_is_the_storages_refusal_only_when_the_storage_caused_it(tmp_path):
+    with read_only(tmp_path), pytest.raises(OSError) as refused:
+        (tmp_path / "new.jsonl").write_text("{}")
+    line = storage_refusal(refused.value)
+    assert line is not None and f"the storage refused {tmp_path / 'new.jsonl'}: " in line
+    with pytest.raises(OSError) as missing:
+        (tmp_path / "absent.jsonl").read_text()
+    assert storage_refusal(missing.value) is None  # not found is an input problem, not the storage's

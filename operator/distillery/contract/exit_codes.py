@@ -12,6 +12,7 @@ traceback only with `distillery --debug ...` or DISTILLERY_DEBUG=1 (`debug_enabl
 from __future__ import annotations
 
 import enum
+import errno
 import os
 from collections.abc import Mapping
 
@@ -53,3 +54,15 @@ def for_failure(reason: object) -> ExitCode:
 def debug_enabled(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether tracebacks are shown (`--debug` sets DISTILLERY_DEBUG=1 for the stage processes too)."""
     return environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+# The storage, not the code, is at fault: say which file and why in one line.
+STORAGE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}
+
+
+def storage_refusal(error: OSError) -> str | None:
+    """`the storage refused PATH: Read-only file system (...)` for an OSError the storage caused (STORAGE_ERRNOS,
+    naming a file); None for any other."""
+    if error.errno not in STORAGE_ERRNOS or not error.filename:
+        return None
+    return f"the storage refused {error.filename}: {error.strerror} (check that it is mounted, writable and not full)"

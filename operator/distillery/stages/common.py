@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import sys
 import time
 import traceback
@@ -10,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from distillery.contract.cost import process_cpu_seconds, with_usage
-from distillery.contract.exit_codes import ExitCode, debug_enabled, for_failure
+from distillery.contract.exit_codes import ExitCode, debug_enabled, for_failure, storage_refusal
 from distillery.contract.summaries import Failure, FailureReason, StageFailed, StageSummary, write_summary
 from distillery.errors import InvalidJob
 
@@ -94,14 +93,3 @@ def run_stage(
 def _debug_traceback() -> None:
     if debug_enabled():
         traceback.print_exc()
-
-
-# The storage, not the code, is at fault: say which file and why in one line.
-STORAGE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}
-
-
-def storage_refusal(error: OSError) -> str | None:
-    """`storage refused a write to PATH: Read-only file system` for an OSError the storage caused; else None."""
-    if error.errno not in STORAGE_ERRNOS or not error.filename:
-        return None
-    return f"the storage refused {error.filename}: {error.strerror} (check that it is mounted, writable and not full)"
