@@ -142,5 +142,8 @@ def test_ctrl_c_while_the_teacher_starts_exits_130_and_says_how_to_resume(storag
         if process.poll() is None:
             process.kill()
     outcome = Outcome(code, "", log.read_text())
-    assert_acted_on(outcome, ExitCode.INTERRUPTED, "interrupted", "run the same command again", log=False)
-    assert (storage / "jobs" / "tiny" / "logs" / "teacher.log").is_file()
+    logs = storage / "jobs" / "tiny" / "logs"
+    line = assert_acted_on(
+        outcome, ExitCode.INTERRUPTED, "interrupted", "run the same command again", log=False
+    )
+    assert line.endswith(f"(logs: {logs})") and (logs / "teacher.log").is_file()

@@ -370,7 +370,8 @@ def main(args: argparse.Namespace) -> int:
         say("distillery run: fix the cause and run the same command again; finished stages are kept")
         return for_failure(error.reason)
     except KeyboardInterrupt:
-        say("distillery run: interrupted; run the same command again to resume")
+        logs = Layout.of(job, root).work / "logs"
+        say(f"distillery run: interrupted; run the same command again to resume (logs: {logs})")
         return ExitCode.INTERRUPTED
     print()
     for line in summary_lines(report):

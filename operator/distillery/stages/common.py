@@ -74,8 +74,9 @@ def run_stage(
         return for_failure(error.reason)
     except KeyboardInterrupt:
         raise
-    except ModuleNotFoundError as error:  # the CLI turns it into an install hint
-        finish(failed(FailureReason.crashed, f"needs the Python package {error.name!r}"))
+    except ModuleNotFoundError as error:  # the CLI prints it with an install hint: the summary only, here
+        message = f"needs the Python package {error.name!r}"
+        finish(summary_type(**(context or {}), failure=Failure.of(FailureReason.crashed, message)))
         raise
     except OSError as error:
         refused = storage_refusal(error)
