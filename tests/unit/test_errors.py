@@ -4,6 +4,9 @@ filter of `distillery run`, the exit codes and their table in docs/errors.md, an
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
 import traceback
 from pathlib import Path
 
@@ -23,7 +26,7 @@ from distillery.contract.exit_codes import (
     storage_refusal,
 )
 from distillery.contract.summaries import FailureReason
-from distillery.local.process import TracebackFilter
+from distillery.local.process import TracebackFilter, failure_text
 from distillery.serving.startup import startup_cause
 from tests.support.failures import read_only
 
@@ -207,3 +210,12 @@ def test_an_os_error_is_the_storages_refusal_only_when_the_storage_caused_it(tmp
     with pytest.raises(OSError) as missing:
         (tmp_path / "absent.jsonl").read_text()
     assert storage_refusal(missing.value) is None  # not found is an input problem, not the storage's
+
+
+def test_a_stage_killed_without_a_summary_is_said_so():
+    killed = subprocess.run([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
+    assert "out-of-memory killer" in failure_text("train", killed.returncode, None)
+    stopped = subprocess.run(
+        [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"]
+    )
+    assert failure_text("train", stopped.returncode, None).startswith(f"killed by {signal.SIGTERM.name}")

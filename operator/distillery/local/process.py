@@ -126,4 +126,10 @@ def stop_children() -> None:
 def failure_text(stage: str, code: int, summary: StageSummary | None) -> str:
     if summary is not None and summary.failure is not None:
         return f"{summary.failure.reason.value}: {summary.failure.message}"
+    if code == -signal.SIGKILL:
+        return (
+            "killed by SIGKILL (most often the kernel's out-of-memory killer); its log says what it was doing"
+        )
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}; its log says what it was doing"
     return f"exit code {code}; its log says why"
