@@ -125,12 +125,25 @@ Traceback (most recent call last):
 """
 
 
+# vLLM's CPU build asked for a 100000 GiB KV cache (VLLM_CPU_KVCACHE_SPACE): the root cause is above its last words.
+CPU_OOM_LOG = """(EngineCore pid=30700) ERROR 12-07 17:55:23 [core.py:1510]     raise RuntimeError(
+(EngineCore pid=30700) ERROR 12-07 17:55:23 [core.py:1510] RuntimeError: Worker failed with error 'Available memory on node 0 (18.97/23.54 GiB) on kv cache allocation is less than requested memory for kv (100000.0 GiB). Decrease --kv-cache-memory-bytes, VLLM_CPU_KVCACHE_SPACE, or reduce CPU memory used by other processes.', please check the stack trace above for the root cause
+(EngineCore pid=30700) INFO 12-07 17:55:45 [multiproc_executor.py:486] [shutdown] Executor: all workers exited gracefully
+Process EngineCore:
+Traceback (most recent call last):
+  File "/x/vllm/v1/engine/core_client.py", line 1, in x
+RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {'EngineCore': 1}
+/x/multiprocessing/resource_tracker.py:254: UserWarning: resource_tracker: There appear to be 1 leaked shared_memory objects to clean up at shutdown
+"""
+
+
 @pytest.mark.parametrize(
     "log, kind, words",
     [
         (USAGE_LOG, "arguments", "unrecognized arguments: --bogus-flag"),
         (HUB_LOG, "model", "LocalEntryNotFoundError: Cannot find an appropriate cached snapshot"),
         (OOM_LOG, "memory", "OutOfMemoryError: CUDA out of memory"),
+        (CPU_OOM_LOG, "memory", "RuntimeError: Worker failed with error 'Available memory on node 0"),
         (
             CONFIG_LOG,
             "model",
@@ -139,7 +152,7 @@ Traceback (most recent call last):
         ("", None, "its log is empty"),
     ],
 )
-def test_the_cause_of_a_failed_start_is_the_last_error_line_of_its_log(log, kind, words):
+def test_the_cause_of_a_failed_start_is_the_last_telling_error_line_of_its_log(log, kind, words):
     cause = startup_cause(log)
     assert cause.kind == kind and words in cause.message and "\n" not in cause.message
 

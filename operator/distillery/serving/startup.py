@@ -15,9 +15,10 @@ Kind = Literal["arguments", "model", "memory"]
 
 # `api_server.py: error: unrecognized arguments: --x` (argparse, exit 2)
 _USAGE = re.compile(r"^\S+: error: (?P<message>.+)$")
-# `huggingface_hub.errors.LocalEntryNotFoundError: ...`, `(EngineCore pid=1) ValueError: ...`, `torch.OutOfMemoryError: ...`
+# `huggingface_hub.errors.LocalEntryNotFoundError: ...`, `(EngineCore pid=1) ValueError: ...`, `torch.OutOfMemoryError: ...`,
+# `(EngineCore pid=1) ERROR 12-07 17:55:23 [core.py:1510] RuntimeError: ...` (vLLM's logger repeating a traceback)
 _EXCEPTION = re.compile(
-    r"^(?:\(\w+ pid=\d+\)\s+)?(?:[A-Za-z_][\w.]*\.)?(?P<type>[A-Za-z_]\w*(?:Error|Exception|Exit))"
+    r"^(?:\(\w+ pid=\d+\)\s+)?(?:[A-Z]+ \d\d-\d\d [\d:]+ \[[^\]]+\]\s+)?(?:[A-Za-z_][\w.]*\.)?(?P<type>[A-Za-z_]\w*(?:Error|Exception|Exit))"
     r"(?::\s*(?P<message>.*))?$"
 )
 _MODEL_ERRORS = (
@@ -72,6 +73,16 @@ def _short(text: str) -> str:
     return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
 
 
+def _exception(lines: list[str], index: int) -> StartupCause | None:
+    """The cause an exception's line (not indented: inside a traceback the frames are) says, or None."""
+    line = lines[index]
+    found = None if line[:1].isspace() else _EXCEPTION.match(line)
+    if found is None:
+        return None
+    message = f"{found['message'] or ''}{_detail(lines[index + 1 : index + 2])}"
+    return StartupCause(_short(f"{found['type']}: {message}".rstrip(": ")), _kind(found["type"], message))
+
+
 def startup_cause(log: str, returncode: int | None = None) -> StartupCause:
     """The cause of a failed vLLM start from its log (and exit code: a SIGKILL is the kernel's OOM killer)."""
     lines = [line.rstrip() for line in log.splitlines() if line.strip()]
@@ -79,16 +90,10 @@ def startup_cause(log: str, returncode: int | None = None) -> StartupCause:
         usage = _USAGE.match(line)
         if usage:
             return StartupCause(f"vLLM refused its arguments: {_short(usage['message'])}", "arguments")
-    for index in range(len(lines) - 1, -1, -1):
-        line = lines[index]
-        if line.startswith((" ", "\t")):
-            continue  # inside a traceback: the exception line is not indented
-        found = _EXCEPTION.match(line)
-        if found:
-            message = f"{found['message'] or ''}{_detail(lines[index + 1 : index + 2])}"
-            return StartupCause(
-                _short(f"{found['type']}: {message}".rstrip(": ")), _kind(found["type"], message)
-            )
+    found = [cause for index in range(len(lines)) if (cause := _exception(lines, index)) is not None]
+    # vLLM's last words are often "initialization failed. See root cause above": prefer a cause of a known kind.
+    if found:
+        return next((cause for cause in reversed(found) if cause.kind is not None), found[-1])
     if returncode is not None and returncode in (-9, 137):
         return StartupCause("killed by SIGKILL (most often the kernel's out-of-memory killer)", "memory")
     tail = lines[-1] if lines else "its log is empty"

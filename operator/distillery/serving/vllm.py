@@ -33,6 +33,7 @@ from distillery.storage import Layout, resolve_model
 # vLLM shuts down its engine processes on SIGTERM; a loaded GPU server can take a while.
 STOP_GRACE_SECONDS = 30.0
 LOG_TAIL_CHARS = 4000
+CAUSE_CHARS = 256 * 1024  # vLLM's root cause can sit a few tracebacks above its last line
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def wait_until_ready(
     last = "no answer on /health yet"
     while True:
         if process is not None and process.poll() is not None:
-            tail = log_tail(log_path) if log_path else ""
+            tail = log_tail(log_path, CAUSE_CHARS) if log_path else ""
             raise ServerStartError(
                 f"vLLM exited with code {process.returncode} while starting",
                 startup_cause(tail, process.returncode),
@@ -126,7 +127,7 @@ def wait_until_ready(
                 return
             last = f"/v1/models lists {served}, not {model!r}"
         if time.monotonic() >= deadline:
-            tail = log_tail(log_path) if log_path else ""
+            tail = log_tail(log_path, CAUSE_CHARS) if log_path else ""
             raise ServerStartError(
                 f"vLLM at {base_url} was not ready in time ({last})", startup_cause(tail), log_path
             )
