@@ -30,6 +30,12 @@ class InvalidJob(Exception):
         super().__init__("\n".join(format_problem(p) for p in problems))
 
 
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (transformers and the Hub write paragraphs), cut at `limit`."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def format_problem(problem: Problem) -> str:
     return f"{problem.path}: {problem.message}" if problem.path else problem.message
 

@@ -165,5 +165,6 @@ def resolve_model(root: Path, value: str) -> str:
     Pods run with the storage mount as their working directory, so the same
     relative value means the same directory to vLLM, the trainer and the evaluator.
     """
-    candidate = Path(value) if Path(value).is_absolute() else root / value
+    path = Path(value).expanduser()  # `~/models/x` on a laptop; no `~` in a pod's paths
+    candidate = path if path.is_absolute() else root / value
     return str(candidate) if candidate.exists() else value

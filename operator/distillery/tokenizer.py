@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from distillery.api import DistillationJob, Problem, TrainingMethod
-from distillery.errors import InvalidJob
+from distillery.errors import InvalidJob, one_line
 from distillery.storage import resolve_model
 
 # Used when the student's tokenizer has none (base models): ChatML, what most
@@ -41,13 +41,14 @@ def load_tokenizer(reference: str, field: str) -> Any:
     try:
         return AutoTokenizer.from_pretrained(reference)
     except (OSError, ValueError) as error:
-        raise refuse(field, f"cannot load a tokenizer from {reference!r}: {error}") from None
+        raise refuse(field, f"cannot load a tokenizer from {reference!r}: {one_line(error)}") from None
 
 
 def student_tokenizer(job: DistillationJob, root: Path) -> Any:
     """The student's tokenizer (`student.tokenizer`, else the student's model), as training loads it."""
     student = job.spec.student
-    return load_tokenizer(resolve_model(root, student.tokenizer or student.model), "spec.student.tokenizer")
+    field = "spec.student.tokenizer" if student.tokenizer else "spec.student.model"
+    return load_tokenizer(resolve_model(root, student.tokenizer or student.model), field)
 
 
 def has_chat_template(model_dir: Path) -> bool:

@@ -462,6 +462,7 @@ def prometheus(stand_in, operator, tmp_path_factory):
             process=process,
             ignore=SCRAPE_ERRORS,
         )
+
         # rate() needs two samples of a growing counter in its window, from every target: on a
         # loaded machine one target's first scrapes can time out while the others' succeed.
         def every_target_scraped_twice():

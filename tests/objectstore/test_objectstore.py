@@ -20,6 +20,7 @@ import pytest
 from distillery.api import ConditionType, DistillationJob, DistillationJobStatus, Phase
 from distillery.check.inputs import check_job
 from distillery.contract.commands import TERMINATION_LOG_ENV, CheckCommand
+from distillery.contract.exit_codes import ExitCode
 from distillery.contract.summaries import FailureReason, parse_summary
 from distillery.controller.observe import Observed, job_state
 from distillery.controller.phases import decide
@@ -143,7 +144,7 @@ def test_a_failed_check_pod_fails_the_job_naming_the_uri_before_the_teacher(s3, 
         timeout=300,
         env={**os.environ, TERMINATION_LOG_ENV: str(termination)},
     )
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == ExitCode.INVALID_SPEC, result.stderr  # InputNotFound: the URI the spec names
     message = termination.read_text()
     summary = parse_summary(message)
     assert summary.failure.reason is FailureReason.input_not_found

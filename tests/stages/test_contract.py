@@ -35,6 +35,7 @@ from distillery.contract.commands import (
     StageCommand,
     TrainCommand,
 )
+from distillery.contract.exit_codes import ExitCode
 from distillery.controller.observe import Observed, TeacherState, job_state
 from distillery.controller.phases import decide
 from distillery.controller.status import events, next_status
@@ -189,7 +190,7 @@ def test_a_malformed_input_line_is_named_in_the_job_status(storage, tmp_path, vl
     code, message = run(
         GenerateCommand(job=job, storage=str(root), teacher_url=vllm_teacher.base_url), tmp_path
     )
-    assert code == 1
+    assert code == ExitCode.INVALID_SPEC  # InvalidInput
     status = operator_sees(job, "generate", code, message)
     assert status.phase is Phase.failed
     data = condition(status, C.data_generated)
@@ -203,7 +204,7 @@ def test_an_unreachable_teacher_is_named_in_the_job_status(storage, tmp_path):
     job = make_job()
     url = f"http://127.0.0.1:{free_port()}/v1"
     code, message = run(GenerateCommand(job=job, storage=str(root), teacher_url=url), tmp_path)
-    assert code == 1
+    assert code == ExitCode.STAGE_FAILED
     status = operator_sees(job, "generate", code, message)
     data = condition(status, C.data_generated)
     assert data.reason == "TeacherUnreachable" and f"the teacher at {url} is unreachable" in data.message
@@ -239,7 +240,7 @@ def test_training_without_records_says_so_in_the_job_status(storage, tmp_path):
     root = fresh(storage, tmp_path)  # nothing generated
     job = make_job()
     code, message = run(TrainCommand(job=job, storage=str(root)), tmp_path)
-    assert code == 1
+    assert code == ExitCode.STAGE_FAILED
     status = operator_sees(job, "train", code, message)
     trained = condition(status, C.student_trained)
     assert trained.reason == "NoData" and "no teacher records under" in trained.message
@@ -251,7 +252,7 @@ def test_a_spec_training_cannot_use_is_named_in_the_job_status(generated, tmp_pa
     # Logit KD, but the records were generated without the teacher's top-k.
     job = make_job(training={"method": "kd"}, generation={"topLogprobs": 3})
     code, message = run(TrainCommand(job=job, storage=str(root)), tmp_path)
-    assert code == 2
+    assert code == ExitCode.INVALID_SPEC
     trained = condition(operator_sees(job, "train", code, message), C.student_trained)
     assert (
         trained.reason == "InvalidSpec" and "spec.training.method: is 'kd' but no record" in trained.message
@@ -281,7 +282,7 @@ def test_evaluation_on_a_malformed_validation_file_says_which_line(generated, tm
     job = make_job(evaluation={"compare": ["teacher"]})
     command = EvaluateCommand(job=job, storage=str(root), teacher_url=vllm_teacher.base_url, gate_exit_code=0)
     code, message = run(command, tmp_path)
-    assert code == 1
+    assert code == ExitCode.INVALID_SPEC  # InvalidInput
     evaluated = condition(operator_sees(job, "evaluate", code, message), C.evaluated)
     assert evaluated.reason == "InvalidInput" and "line 2: expected a JSON object" in evaluated.message
 

@@ -18,6 +18,7 @@ import pytest
 
 from distillery import tasks
 from distillery.api import DistillationJob, TaskType
+from distillery.contract.exit_codes import ExitCode
 from distillery.evaluation import evaluate
 from distillery.generation.shard import generate_shard
 from distillery.serving.client import TeacherConnection
@@ -167,7 +168,7 @@ def test_failed_gate_reports_why_and_keeps_every_artifact(storage, tmp_path, vll
     assert "Quality gate FAILED" in layout.evaluation_report.with_suffix(".md").read_text()
 
 
-def test_cli_measures_a_live_teacher_and_exits_1_on_a_failed_gate(storage, tmp_path, vllm_teacher):
+def test_cli_measures_a_live_teacher_and_exits_gate_failed_on_a_failed_gate(storage, tmp_path, vllm_teacher):
     root = fresh(storage, tmp_path)
     job = make_job(
         root,
@@ -195,7 +196,7 @@ def test_cli_measures_a_live_teacher_and_exits_1_on_a_failed_gate(storage, tmp_p
         timeout=300,
         env={**os.environ, "DISTILLERY_TERMINATION_LOG": str(termination)},
     )
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == ExitCode.GATE_FAILED, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert (
         summary["evaluation"]["gatePassed"] is False

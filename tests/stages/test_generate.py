@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 import pytest
 
 from distillery.api import DistillationJob, TaskType
+from distillery.contract.exit_codes import ExitCode
 from distillery.generation.files import partial_path
 from distillery.generation.shard import GenerationFailed, generate_shard
 from distillery.serving.client import TeacherConnection
@@ -299,5 +300,5 @@ def test_malformed_input_fails_before_any_request_with_the_line(tmp_path):
     # No server at this URL: the input is checked before the teacher is contacted.
     process = run_cli(job, tmp_path, "--teacher-url", f"http://127.0.0.1:{free_port()}/v1")
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 1
+    assert process.returncode == ExitCode.INVALID_SPEC  # InvalidInput: the input the spec names
     assert "data.train (" in stderr and "train.jsonl): line 4: not valid JSON" in stderr

@@ -10,6 +10,7 @@ import pytest
 
 from distillery.api import DataSpec, FilterSpec, GenerationSpec, TaskType, TeacherSpec
 from distillery.contract.commands import API_KEY_ENV, VLLM_MODULE, teacher_server_args
+from distillery.contract.exit_codes import ExitCode
 from distillery.contract.shards import SplitStats
 from distillery.generation.files import cut_torn_tail, recover
 from distillery.generation.filters import rejection, request_params
@@ -275,7 +276,8 @@ def test_generate_command_rejects_a_shard_index_out_of_range(tmp_path, capsys, m
     monkeypatch.setenv("DISTILLERY_TERMINATION_LOG", str(tmp_path / "termination"))
     job = json.dumps(job_document({"model": "m"}))
     assert (
-        main(["generate", "--job", job, "--storage", str(tmp_path), "--teacher-url", "http://t:8000/v1"]) == 1
+        main(["generate", "--job", job, "--storage", str(tmp_path), "--teacher-url", "http://t:8000/v1"])
+        == ExitCode.INVALID_SPEC  # an InvalidSpec summary: the spec's shard count is the one to fix
     )
     assert "shard index 3 is out of range; expected 0-0" in capsys.readouterr().err
     termination = json.loads((tmp_path / "termination").read_text())

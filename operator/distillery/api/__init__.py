@@ -10,6 +10,7 @@ classes. The package's modules, from the bottom up:
     stages      the generation, training and evaluation sections
     status      phase, conditions, reasons, progress, cost, artifacts
     job         the spec, the job, the API's names
+    models_ref  model references: a path or a Hugging Face id, by their text (imported by its own name)
 
 Every public name of these modules is re-exported here; the rest of the code imports it from `distillery.api`.
 """

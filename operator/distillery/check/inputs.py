@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from distillery.api import DistillationJob, is_uri
+from distillery.api.models_ref import ModelRef, classify, model_fields
 from distillery.contract.summaries import FailureReason
 from distillery.datasource import InputError, check_input, resolve
 from distillery.storage import resolve_model
@@ -43,15 +44,32 @@ class InputsChecked:
         return not self.findings
 
 
+def model_ref(root: Path, value: str) -> ModelRef:
+    """A model reference as `classify` reads its text, except that a hub-id-shaped value whose first directory
+    exists on the storage (`models/teacher` with `models/` there) is a path."""
+    ref = classify(value)
+    if ref.kind == "hub" and (root / value.split("/")[0]).is_dir():
+        return ModelRef(value, "path")
+    return ref
+
+
 def looks_local(root: Path, value: str) -> bool:
-    """Whether a model reference means a path (absolute, ./, ../, or under an existing storage directory)
-    rather than a Hugging Face id such as `org/name`."""
-    if is_uri(value):
-        return False
-    if value.startswith(("/", "./", "../", "~")):
-        return True
-    first = Path(value).parts[0] if Path(value).parts else ""
-    return bool(first) and (root / first).is_dir()
+    """Whether a model reference means a path on the storage rather than a Hugging Face id such as `org/name`."""
+    return model_ref(root, value).kind == "path"
+
+
+def model_findings(job: DistillationJob, root: Path) -> list[Finding]:
+    """Each model reference that is neither a path nor a hub id, or a path that is not a directory."""
+    findings = []
+    for field_name, value in model_fields(job.spec):
+        ref = model_ref(root, value)
+        if ref.problem:
+            findings.append(Finding(field_name, ref.problem, FailureReason.invalid_spec))
+        elif ref.kind == "path" and not Path(resolve_model(root, value)).is_dir():
+            where = "" if Path(value).expanduser().is_absolute() else f" under the storage {root}"
+            message = f"{value} is not a model directory{where} (read as a path, not a Hugging Face id)"
+            findings.append(Finding(field_name, message, FailureReason.input_not_found))
+    return findings
 
 
 def _prompt_check(job: DistillationJob):
@@ -99,13 +117,7 @@ def check_job(job: DistillationJob, root: Path | str, records: int = RECORDS_CHE
             result.inputs[field_name]["location"] = value if is_uri(value) else resolve(value, root)
         except InputError as error:
             result.findings.append(_finding(field_name, value, root, error))
-    models = [("spec.student.model", spec.student.model)]
-    if spec.teacher.model is not None:
-        models.append(("spec.teacher.model", spec.teacher.model))
-    for field_name, value in models:
-        if looks_local(root, value) and not Path(resolve_model(root, value)).is_dir():
-            message = f"{value} is not a model directory under the storage {root}"
-            result.findings.append(Finding(field_name, message, FailureReason.input_not_found))
+    result.findings += model_findings(job, root)
     return result
 
 

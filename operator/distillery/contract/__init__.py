@@ -5,6 +5,7 @@
 serialisation, the vLLM server arguments, ports and environment variable names.
 `summaries`: what each stage reports when it ends, as typed models.
 `cost`: what a job costs, the same arithmetic for the operator, `distillery run` and the report.
+`exit_codes`: what each `distillery` process's exit status means (ExitCode), and when tracebacks show.
 `series`: the names of the Prometheus series each stage process exports.
 
 Everything that crosses a process boundary is defined here and nowhere else; the

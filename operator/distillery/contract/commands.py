@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from distillery.api import API_VERSION, KIND, CostStatus, DistillationJob, Problem, TeacherSpec
+from distillery.contract.exit_codes import ExitCode
 
 # Ports inside the pods: part of the contract between pods, not a user setting.
 TEACHER_PORT = 8000
@@ -282,10 +283,10 @@ class EvaluateCommand(StageCommand):
     # not retry an evaluation whose answer cannot change.
     gate_exit_code: int = option(
         "--gate-exit-code",
-        "exit code when the quality gate fails (default 1)",
+        f"exit code when the quality gate fails (default {int(ExitCode.GATE_FAILED)}, as `distillery run`)",
         metavar="N",
         parse=int,
-        default=1,
+        default=int(ExitCode.GATE_FAILED),
     )
     metrics_port: int = metrics_option()
 

@@ -75,7 +75,7 @@ class StageFacts:
     # Progress field -> the series its running pods serve on /metrics (controller.progress).
     series: Mapping[str, str] = field(default_factory=dict)
     # Whether `distillery run` runs it (as a subprocess, the pod's command line); the check runs
-    # in-process there, before anything starts (`local.runner.preflight`).
+    # in-process there, before anything starts (`local.preflight.preflight`).
     local: bool = True
     cli: str = ""  # the module of `distillery <stage>`
     help: str = ""  # its one line in `distillery --help`

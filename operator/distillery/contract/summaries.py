@@ -43,6 +43,10 @@ class FailureReason(str, enum.Enum):
     input_not_found = "InputNotFound"  # an input file, object or bucket does not exist (the message names it)
     access_denied = "AccessDenied"  # the object store refused the credentials
     input_unreadable = "InputUnreadable"  # the store did not answer, or another I/O error
+    storage_unwritable = "StorageUnwritable"  # the job's storage refused a write (read-only, missing, full)
+    model_unloadable = (
+        "ModelUnloadable"  # a model (or its tokenizer) could not be loaded; the message names the field
+    )
     export_failed = "ExportFailed"  # the student, report or model card could not be written to spec.output
     teacher_unreachable = "TeacherUnreachable"  # no answer from the teacher's URL
     teacher_refused = "TeacherRefused"  # wrong API key or model name

@@ -255,6 +255,11 @@ def serve_local(
         extra_args=serving_args(job, layout, model),
         log_path=layout.work / "logs" / f"evaluate-{name}.log",
         env=cpu_server_env() if job.spec.evaluation.gpus == 0 else None,
+        # the baseline is student.model as given; the student is what training wrote
+        fields={
+            "arguments": "spec.evaluation.extraArgs",
+            **({"model": "spec.student.model"} if name == "baseline" else {}),
+        },
     ) as server:
         yield server.connection(), server.process.pid
 

