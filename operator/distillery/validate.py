@@ -11,7 +11,7 @@ CRD's rules); then `apiVersion`, `kind` and `metadata.name` must be there, as `k
 requires. The target is where the job will run: `cluster` adds the operator's own rules
 (`api.cluster_problems`); by default it is read from the spec (`storage.pvc` is a cluster's,
 `distillery run` needs none). Documents of other kinds are skipped with a note, so a directory that
-mixes kinds is fine. Problems go to stderr, one line each; exit 1 when there is any.
+mixes kinds is fine. Problems go to stderr, one line each; exit 2 (ExitCode.INVALID_SPEC) when there is any.
 """
 
 from __future__ import annotations
@@ -23,7 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillery.api import API_VERSION, GROUP, KIND, DistillationJobSpec, Problem, cluster_problems
+from distillery.api import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    DistillationJobSpec,
+    Problem,
+    cluster_problems,
+    models_ref,
+)
+from distillery.contract.exit_codes import ExitCode
 from distillery.errors import InvalidJob, format_problem, load_text, parse_job, read_file
 
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -111,6 +120,9 @@ def check_document(document: Any, target: str | None, where: str, report: Report
         said = {p.path for p in problems}  # a wrong kind is said once, with its suggestion
         problems += [p for p in error.problems if p.path not in said]
     else:
+        problems += models_ref.syntax_problems(
+            job.spec
+        )  # neither a path nor a hub id: no server could load it
         if chosen is None:
             chosen, why = default_target(job.spec)
         if chosen == "cluster":
@@ -201,4 +213,4 @@ def main(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     if report.valid + report.invalid + report.skipped > 1:
         print(f"{report.valid} valid, {report.invalid} invalid, {report.skipped} skipped")
-    return 1 if report.invalid else 0
+    return ExitCode.INVALID_SPEC if report.invalid else ExitCode.OK

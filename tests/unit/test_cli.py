@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from distillery.contract.exit_codes import ExitCode
+
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +38,7 @@ def test_bad_file_lists_every_problem(tmp_path):
         "  generation: {shards: 0}\n  training: {learningRate: -1}\n"
     )
     result = distillery("validate", str(bad))
-    assert result.returncode == 1
+    assert result.returncode == ExitCode.INVALID_SPEC
     lines = result.stderr.strip().splitlines()
     assert lines == [
         f"{bad}: spec.generation.shards: input should be greater than or equal to 1 (got 0)",
@@ -57,14 +59,14 @@ def test_unreadable_input(tmp_path, content, expected):
     bad = tmp_path / "bad.yaml"
     bad.write_text(content)
     result = distillery("validate", str(bad))
-    assert result.returncode == 1
+    assert result.returncode == ExitCode.INVALID_SPEC
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_missing_file():
     result = distillery("validate", "/nonexistent/job.yaml")
-    assert result.returncode == 1
+    assert result.returncode == ExitCode.INVALID_SPEC
     assert "cannot read /nonexistent/job.yaml" in result.stderr
 
 

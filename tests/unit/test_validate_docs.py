@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from distillery.contract.exit_codes import ExitCode
+
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,4 +53,4 @@ def test_each_command_prints_what_the_page_shows(arguments, stdin, expected):
         timeout=120,
     )
     assert result.stdout.splitlines() + result.stderr.splitlines() == expected
-    assert result.returncode == (1 if result.stderr else 0)
+    assert result.returncode == (ExitCode.INVALID_SPEC if result.stderr else ExitCode.OK)

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from distillery import cli
+from distillery.contract.exit_codes import ExitCode
 from distillery.controller import reconcile
 from distillery.crd import build_crd
 from tests.support.kubectl_apply import refusals, yaml_to_json
@@ -172,7 +173,7 @@ def test_both_refuse(name, target, write, capsys):
     text, why = BAD[name]
     assert refusals(text, CRD), f"the API server admits {name} ({why}): the case is not bad"
     code, out, err = run_validate(capsys, write(name, text), *target)
-    assert code == 1, f"validate passed {name} ({why}):\n{out}"
+    assert code == ExitCode.INVALID_SPEC, f"validate passed {name} ({why}):\n{out}"
     assert f": {SAID[name]}" in err, err  # one line naming the field and what was expected
     assert "Traceback" not in err
 
@@ -185,7 +186,7 @@ def test_cluster_only_rules_are_the_operators(name, write, capsys):
     job, problems = reconcile.parse({**document, "metadata": {**document["metadata"], "uid": "u-1"}})
     assert job is None and problems, f"the operator accepts {name} ({why})"
     code, _, err = run_validate(capsys, write(name, text), "--target", "cluster")
-    assert code == 1
+    assert code == ExitCode.INVALID_SPEC
     assert [line.split(": ", 1)[1] for line in err.strip().splitlines()] == problems  # the operator's words
     # Read from the spec (no claim): the target is `distillery run`, where the job is fine.
     code, out, _ = run_validate(capsys, write(name, text))
@@ -212,7 +213,7 @@ def test_a_directory_mixing_kinds_names_each_problem_and_skips_the_rest(tmp_path
     (tmp_path / "apps" / "jobs" / "bad.json").write_text(as_json(BAD["unknown-field"][0]))
     (tmp_path / "apps" / "notes.txt").write_text("not a manifest")
     code, out, err = run_validate(capsys, tmp_path / "apps")
-    assert code == 1
+    assert code == ExitCode.INVALID_SPEC
     assert out.splitlines() == [
         f"{tmp_path}/apps/claim.yaml: document 1: skipped: PersistentVolumeClaim tiny-data",
         f"{tmp_path}/apps/claim.yaml: document 2: skipped: Pod tiny-data",
@@ -233,7 +234,7 @@ def test_stdin_is_read_with_a_dash():
         text=True,
         timeout=120,
     )
-    assert result.returncode == 1
+    assert result.returncode == ExitCode.INVALID_SPEC
     assert result.stderr.startswith("<stdin>: not valid YAML at line ")
     assert "duplicate key 'model' (first at line" in result.stderr
 
@@ -252,7 +253,7 @@ def test_a_document_kubectl_reads_differently_from_pyyaml_is_read_as_kubectl_rea
 
 def test_a_misspelt_field_gets_the_closest_name(write, capsys):
     code, _, err = run_validate(capsys, write("typo", BAD["unknown-field"][0]))
-    assert code == 1
+    assert code == ExitCode.INVALID_SPEC
     assert err.strip().endswith(
         "spec.teacher.modle: is not a known field; did you mean 'model'? (see docs/api.md)"
     )
@@ -266,7 +267,7 @@ def test_a_kind_list_is_expanded_as_kubectl_expands_it(write, capsys):
     bad = copy.deepcopy(job) | {"spec": {**job["spec"], "suspend": "yes"}}
     path = write("list", json.dumps({"apiVersion": "v1", "kind": "List", "items": [claim, job, bad]}))
     code, out, err = run_validate(capsys, path)
-    assert code == 1
+    assert code == ExitCode.INVALID_SPEC
     assert out.splitlines() == [
         f"{path}: items[0]: skipped: PersistentVolumeClaim tiny-data",
         f"{path}: items[1]: valid: DistillationJob tiny (target cluster: storage.pvc is set)",

@@ -25,10 +25,16 @@ from typing import Any
 import yaml
 
 from distillery.client.errors import ClientError
+from distillery.contract.exit_codes import ExitCode
 from distillery.errors import InvalidJob, format_problem
 
 RESOURCE = "distillationjob.distillery.dev"
-EXIT_ERROR, EXIT_INVALID, EXIT_INTERRUPTED = 1, 2, 130
+# The numbers are distillery's (docs/errors.md): any client error is 1, as a failed stage is.
+EXIT_ERROR, EXIT_INVALID, EXIT_INTERRUPTED = (
+    ExitCode.STAGE_FAILED,
+    ExitCode.INVALID_SPEC,
+    ExitCode.INTERRUPTED,
+)
 
 
 def _client(args: argparse.Namespace) -> Any:
