@@ -86,6 +86,19 @@ def test_a_flood_of_faults_posts_once_a_minute_and_status_moves_only_with_an_eve
     )
 
 
+def test_the_recorder_says_when_a_pending_fault_may_be_posted():
+    recorder, key = faults.Recorder(), ("ml", "j")
+    assert recorder.due(key, T0) is None
+    recorder.add(key, ["throttled"], T0)
+    assert recorder.due(key, T0) == 0.0, "never posted: now"
+    recorder.reported(key, ["throttled"], T0)
+    assert recorder.due(key, T0) is None
+    recorder.add(key, ["throttled"], T0 + timedelta(seconds=5))
+    assert recorder.due(key, T0 + timedelta(seconds=5)) == 55.0
+    recorder.forget(key)
+    assert recorder.due(key, T0) is None and recorder.operator(key, T0) == {}
+
+
 def test_nothing_new_changes_nothing():
     previous = {"throttled": faults.FaultStatus(count=2, last_time="2026-12-07T11:00:00Z", message="m")}
     for minutes in (0, 5, 60):

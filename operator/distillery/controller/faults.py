@@ -197,6 +197,17 @@ class Recorder:
             out[name] = max(when, out.get(name, when))
         return out
 
+    def due(self, key: tuple[str, str], now: datetime) -> float | None:
+        """Seconds until the earliest pending fault of the job may be posted (0: now); None when none is
+        pending. For faults met after the reconcile's report (its own status write retried)."""
+        posted = self._posted.get(key, {})
+        waits = [
+            max(0.0, EVENT_INTERVAL_SECONDS - (now - posted[name]).total_seconds()) if name in posted else 0.0
+            for name, new in self._pending.get(key, {}).items()
+            if new > 0
+        ]
+        return min(waits) if waits else None
+
     def reported(self, key: tuple[str, str], classes: list[str], now: datetime) -> None:
         """The Events of `classes` went out (or were attempted): their occurrences are no longer pending."""
         pending = self._pending.get(key, {})

@@ -87,8 +87,11 @@ class Reconciler:
         else:
             metrics.RECONCILES.labels("ok").inc()
             self._failures.pop(key, None)
-            due = self._fault_due.pop(key, None)
-            return again if due is None else due if again is None else min(again, due)
+            # Come back when a fault left unreported may be posted: one within its class's minute, or one
+            # met after the report (this reconcile's own status write retried).
+            self.faults.collect(key, datetime.now(timezone.utc))
+            dues = [self._fault_due.pop(key, None), self.faults.due(key, datetime.now(timezone.utc)), again]
+            return min((d for d in dues if d is not None), default=None)
         finally:
             self.faults.stop(key, token, datetime.now(timezone.utc))
             metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
