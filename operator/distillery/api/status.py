@@ -233,8 +233,8 @@ class FaultStatus(Model):
     count: int = Field(
         0,
         ge=0,
-        description="Times seen so far: the operator's retries of this class (counted by the operator "
-        "that posted the Event), or a stage's restarts.",
+        description="Times seen up to its latest Event: the operator's retried requests and failed "
+        "reconciles of this class, or a stage's restarts.",
     )
     last_time: str | None = Field(
         None, description="When the latest Event of this class was posted (RFC 3339)."
