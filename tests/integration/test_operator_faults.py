@@ -222,3 +222,27 @@ async def test_faults_for_a_while_post_one_event_per_class_per_minute_naming_it(
 
 def _count_ok() -> float:
     return REGISTRY.get_sample_value("distillery_reconcile_total", {"result": "ok"}) or 0.0
+
+
+async def test_a_stage_pod_that_failed_and_was_replaced_is_one_restarted_event(cluster: Cluster):
+    async with cluster.operator():
+        await cluster.create_job("flaky", spec())
+        await cluster.wait_child("batch/v1/jobs", "flaky-check")
+        # The Job controller replaced a failed pod (within backoffLimit): the Job runs on.
+        await cluster.patch("batch/v1/jobs", "flaky-check", {"status": {"failed": 1, "active": 1}}, "status")
+
+        async def restarted() -> list:
+            events = await cluster.list("v1/events")
+            return [e for e in events if e.get("reason") == faults.RESTARTED]
+
+        events = await wait_for_async(restarted, "a Restarted Event", 20)
+        status = await cluster.job_status("flaky")
+        await cluster.inputs_ready("flaky")  # the check passes on its second pod
+        await cluster.wait_phase("flaky", "TeacherStarting")
+        after = await restarted()
+    assert [(e["type"], e["message"]) for e in events] == [
+        ("Warning", "check: a pod failed or restarted and was retried; 1 restart so far")
+    ]
+    assert status["faults"]["check_restarted"]["count"] == 1
+    assert status["phase"] == "Pending", "a replaced pod does not fail the job"
+    assert len(after) == 1, "the same restart was reported again"
