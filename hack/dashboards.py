@@ -458,6 +458,17 @@ def overview() -> dashboard.Dashboard:
             stack=True,
         ),
         graph(
+            "Stage restarts",
+            "Restarts of each stage's pods so far, per job, as the operator sees them: a stage Job's failed "
+            "(and replaced) pods plus its containers' restarts, the teacher's container restarts. A step up is "
+            "a fault the job got past; each is also a Warning Event (reason Restarted) on the DistillationJob.",
+            "none",
+            (
+                f"max by (namespace, distillery_job, stage) (distillery_job_stage_restarts{{{JOB}}})",
+                per_job + " {{stage}}",
+            ),
+        ),
+        graph(
             "Mean stage duration (24 h)",
             "Mean wall time of the stages that finished in the last 24 hours.",
             "s",

@@ -16,6 +16,7 @@ import aiohttp.web
 
 from tests.harness.errors import HarnessError
 from tests.harness.helpers import now_rfc3339, random_suffix
+from tests.support.watch_stream import ResumableWatch
 
 # What the operator and the harness touch, for `serve_emulator`: resource -> (kind, namespaced).
 RESOURCES: dict[str, tuple[str, bool]] = {
@@ -60,7 +61,9 @@ def serve_emulator(namespaces: Iterable[str] = ()) -> Iterator[tuple[Any, str]]:
 
     versions = itertools.count(1)
 
-    class Emulator(kmock.KubernetesEmulator):
+    # ResumableWatch: kmock's own watch joins the event stream after replaying its snapshot, and drops a
+    # change made in between (an operator then waits forever for a pod status it never sees).
+    class Emulator(ResumableWatch, kmock.KubernetesEmulator):
         pod_logs: Any = None
 
         async def _handle(self, request: Any) -> Any:

@@ -2,13 +2,17 @@
 retried with jitter (a 429's Retry-After honoured), other 4xx are not; a reconcile that raises is
 retried with backoff and counted; a watch that ends, or ends with 410 Gone, is resumed (kopf does
 that: from the last resourceVersion, or by listing again) and no event is missed. Nothing is
-created twice, even when a create that timed out on our side was done on the server's."""
+created twice, even when a create that timed out on our side was done on the server's. What a user sees of
+it: a Warning Event per fault class at most once a minute, and status.faults."""
 
 from __future__ import annotations
 
+import itertools
+from datetime import datetime
+
 import pytest
 
-from distillery.controller import apiclient, handlers
+from distillery.controller import apiclient, faults, handlers, reconcile
 from distillery.controller.metrics import REGISTRY
 from tests.support.kmock_cluster import Cluster, spec, verb_of
 from tests.support.waiting import wait_for_async
@@ -159,3 +163,86 @@ async def test_a_watch_that_ends_in_an_error_stops_the_operator_and_its_restart_
 
 async def _stopped() -> bool:
     return handlers.runtime is not None and not handlers.runtime.ready
+
+
+async def test_faults_for_a_while_post_one_event_per_class_per_minute_naming_it(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+):
+    """Twelve 503s and then twelve 429s to the teacher's create: several reconciles, each retrying its
+    requests. The minute is shrunk to `interval` s so the test sees several: every class gets at most one
+    Event per interval, each names its class, status.faults counts every fault, and then stays still."""
+    interval = 2.0
+    monkeypatch.setattr(faults, "EVENT_INTERVAL_SECONDS", interval)
+    monkeypatch.setattr(faults, "WINDOW_SECONDS", interval)
+    monkeypatch.setattr(apiclient, "RETRY_BASE_SECONDS", 0.2)
+    monkeypatch.setattr(reconcile, "RETRY_BASE_SECONDS", 0.5)
+    refused = {
+        "server_error": cluster.refuse("POST", "deployments", 503, "ServiceUnavailable", "etcd", times=12),
+        "throttled": cluster.refuse("POST", "deployments", 429, "TooManyRequests", "slow down", times=12),
+    }
+    named = {"server_error": "API server error (5xx)", "throttled": "API server throttled (429)"}
+    async with cluster.operator():
+        await cluster.create_job("chaos", spec())
+        await cluster.inputs_ready("chaos")
+        await cluster.wait_child("apps/v1/deployments", "chaos-teacher", timeout=60)
+
+        async def all_reported() -> dict | None:
+            found = (await cluster.job_status("chaos")).get("faults") or {}
+            counts = {name: (found.get(name) or {}).get("count") for name in refused}
+            return found if counts == {"server_error": 12, "throttled": 12} else None
+
+        # Every fault served is one retried request or one failed reconcile: all are counted, the last
+        # ones by an Event that waited for its class's interval to pass.
+        recorded = await wait_for_async(all_reported, "status.faults to count all 24 faults", 30)
+        events = [e for e in await cluster.list("v1/events") if e.get("reason") == faults.RETRYING]
+        # Nothing new: a reconcile (a child's change) leaves status.faults and the Events as they are.
+        done = _count_ok()
+        await cluster.teacher_ready("chaos-teacher")
+        await wait_for_async(lambda: _count_ok() > done, "a reconcile after the faults", 10)
+        assert ((await cluster.job_status("chaos")).get("faults") or {}) == recorded
+    for name, fault in refused.items():
+        assert not fault["times"], f"{name}: not every fault was served"
+        mine = sorted(
+            (e for e in events if e["message"].startswith(named[name] + ": retrying; ")),
+            key=lambda e: e["firstTimestamp"],
+        )
+        assert mine, f"no Event names {name}: {[e['message'] for e in events]}"
+        assert all(e["type"] == "Warning" and e["involvedObject"]["name"] == "chaos" for e in mine)
+        span = fault["served"][-1] - fault["served"][0]
+        assert len(mine) <= span // interval + 2, f"{len(mine)} {name} Events in {span:.1f} s: {mine}"
+        posted = [datetime.fromisoformat(e["firstTimestamp"].replace("Z", "+00:00")) for e in mine]
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(posted)]
+        # (Event times are whole seconds: one interval apart reads as at least interval - 1.)
+        assert all(gap >= interval - 1 for gap in gaps), f"{name} Events {gaps} s apart"
+        assert recorded[name]["message"] == mine[-1]["message"]
+    assert len(events) == sum(1 for e in events if any(e["message"].startswith(n) for n in named.values()))
+    after = [e for e in await cluster.list("v1/events") if e.get("reason") == faults.RETRYING]
+    assert len(after) == len(events), "an Event was posted with nothing new"
+
+
+def _count_ok() -> float:
+    return REGISTRY.get_sample_value("distillery_reconcile_total", {"result": "ok"}) or 0.0
+
+
+async def test_a_stage_pod_that_failed_and_was_replaced_is_one_restarted_event(cluster: Cluster):
+    async with cluster.operator():
+        await cluster.create_job("flaky", spec())
+        await cluster.wait_child("batch/v1/jobs", "flaky-check")
+        # The Job controller replaced a failed pod (within backoffLimit): the Job runs on.
+        await cluster.patch("batch/v1/jobs", "flaky-check", {"status": {"failed": 1, "active": 1}}, "status")
+
+        async def restarted() -> list:
+            events = await cluster.list("v1/events")
+            return [e for e in events if e.get("reason") == faults.RESTARTED]
+
+        events = await wait_for_async(restarted, "a Restarted Event", 20)
+        status = await cluster.job_status("flaky")
+        await cluster.inputs_ready("flaky")  # the check passes on its second pod
+        await cluster.wait_phase("flaky", "TeacherStarting")
+        after = await restarted()
+    assert [(e["type"], e["message"]) for e in events] == [
+        ("Warning", "check: a pod failed or restarted and was retried; 1 restart so far")
+    ]
+    assert status["faults"]["check_restarted"]["count"] == 1
+    assert status["phase"] == "Pending", "a replaced pod does not fail the job"
+    assert len(after) == 1, "the same restart was reported again"

@@ -133,6 +133,9 @@ def serve_workload(ports: dict[str, int], lifetime_s: float) -> None:
         op.JOB_REJECTED.labels(NAMESPACE, JOB).set(step // 10)
         op.JOB_GPU_SECONDS.labels(NAMESPACE, JOB, "teacher").set(step * 0.1 * 8)  # an 8-GPU teacher
         op.JOB_CPU_SECONDS.labels(NAMESPACE, JOB, "generate").set(step * 0.05)
+        # A shard retried now and then, the teacher restarted more rarely.
+        op.JOB_STAGE_RESTARTS.labels(NAMESPACE, JOB, "generate").set(step // 50)
+        op.JOB_STAGE_RESTARTS.labels(NAMESPACE, JOB, "teacher").set(step // 200)
         op.STAGE_DURATION.labels(rng.choice(("teacher", "generate"))).observe(rng.uniform(30, 900))
         op.RECONCILES.labels(rng.choice(("ok", "ok", "ok", "retry", "error"))).inc()
         op.RECONCILE_DURATION.observe(rng.uniform(0.005, 0.3))

@@ -322,9 +322,9 @@ class Emulator(ApiFaults, kmock.KubernetesEmulator):
     """kmock's emulator plus what every API server does on create: a name from generateName, a uid.
 
     kopf posts Events with generateName only; without this, every Event after the first
-    would collide on the empty name. `faults` and `end_watches` (tests/support/api_faults.py) make
-    it fail as a real API server can: a quota's 403, an invalid object's 422, an overloaded server's
-    429 or 503, a hung request, a watch that ends.
+    would collide on the empty name. `faults` and `end_watches` (tests/support/api_faults.py and
+    watch_stream.py) make it fail as a real API server can: a quota's 403, an invalid object's 422,
+    an overloaded server's 429 or 503, a hung request, a watch that ends.
     """
 
     faults: list[dict[str, Any]]

@@ -227,6 +227,24 @@ class TeacherStatus(Model):
     )
 
 
+class FaultStatus(Model):
+    """One class of fault the job met, as its latest Warning Event (posted at most once a minute) said it."""
+
+    count: int = Field(
+        0,
+        ge=0,
+        description="Times seen up to its latest Event: the operator's retried requests and failed "
+        "reconciles of this class, or a stage's restarts.",
+    )
+    last_time: str | None = Field(
+        None, description="When the latest Event of this class was posted (RFC 3339)."
+    )
+    message: str = Field(
+        "",
+        description="That Event's message, e.g. `API server throttled (429): retrying; 3 times in the last minute`.",
+    )
+
+
 class Artifacts(Model):
     data: str | None = Field(None, description="Directory of the teacher's generated records.")
     student: str | None = Field(None, description="Directory of the distilled student (safetensors).")
@@ -251,6 +269,13 @@ class DistillationJobStatus(Model):
     cost: CostStatus | None = Field(None, description="GPU-hours, CPU-hours, tokens and price, by stage.")
     teacher: TeacherStatus | None = Field(None, description="The served teacher's ready and total pods.")
     artifacts: Artifacts | None = Field(None, description="Where the results are on the job's storage.")
+    faults: dict[str, FaultStatus] | None = Field(
+        None,
+        description="Faults the job met and got past, by class: the operator's own retried API requests and "
+        "reconciles (throttled, server_error, timeout, unreachable, refused, unexpected) and the stages' "
+        "restarted pods (teacher_restarted, generate_restarted, ...); updated at most once a minute per class, "
+        "with the Warning Event that says it.",
+    )
     spec_hashes: dict[str, str] | None = Field(
         None,
         description="A hash of each spec section the job started with: the spec is immutable after creation "

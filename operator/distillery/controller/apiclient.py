@@ -23,7 +23,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from distillery import backoff
-from distillery.controller import metrics
+from distillery.controller import faults, metrics
 
 logger = logging.getLogger("distillery.api")
 
@@ -163,6 +163,7 @@ class Api:
                 retry_after = retry_after_of(error)
                 wait = backoff.delay(attempt, RETRY_BASE_SECONDS, RETRY_CAP_SECONDS, self.rng, retry_after)
                 metrics.API_RETRIES.labels(reason).inc()
+                faults.note(reason)  # against the job being reconciled, for its Events
                 logger.info("%s %s: %s; retrying in %.1f s", method, url, reason, wait)
                 await asyncio.sleep(wait)
                 attempt += 1

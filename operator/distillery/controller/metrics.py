@@ -86,6 +86,13 @@ JOB_CPU_SECONDS = Gauge(
     ["namespace", "distillery_job", "stage"],
     registry=REGISTRY,
 )
+JOB_STAGE_RESTARTS = Gauge(
+    "distillery_job_stage_restarts",
+    "Restarts of a job's stage pods so far, as the operator sees them: a stage Job's failed (and replaced) "
+    "pods plus its containers' restarts; the teacher's container restarts.",
+    ["namespace", "distillery_job", "stage"],
+    registry=REGISTRY,
+)
 JOB_PRICE = Gauge(
     "distillery_job_price",
     "GPU-hours x the operator's price per GPU-hour for a job (only with a price table).",
@@ -166,7 +173,7 @@ def forget_job(namespace: str, job: str, uid: str = "") -> None:
             with contextlib.suppress(KeyError):
                 JOB_PHASE.remove(namespace, job, phase.value)
         for stage in (TEACHER, *stages.names()):
-            for gauge in (JOB_PROGRESS, JOB_GPU_SECONDS, JOB_CPU_SECONDS):
+            for gauge in (JOB_PROGRESS, JOB_GPU_SECONDS, JOB_CPU_SECONDS, JOB_STAGE_RESTARTS):
                 with contextlib.suppress(KeyError):
                     gauge.remove(namespace, job, stage)
         for currency in _currencies.pop((namespace, job), ()):
@@ -218,6 +225,15 @@ def export_status(namespace: str, name: str, uid: str, status: DistillationJobSt
         if cost.price is not None and cost.currency:
             JOB_PRICE.labels(namespace, name, cost.currency).set(cost.price)
             _currencies.setdefault((namespace, name), set()).add(cost.currency)
+
+
+def export_restarts(namespace: str, name: str, uid: str, restarts: dict[str, int]) -> None:
+    """Set a job's restarts by stage (`observe.Observed.restarts`: the children that exist)."""
+    with _state_lock:
+        if uid in _deleted:
+            return
+        for stage, count in restarts.items():
+            JOB_STAGE_RESTARTS.labels(namespace, name, stage).set(count)
 
 
 def _count(old: Phase | None, new: Phase | None) -> None:

@@ -52,6 +52,8 @@ class JobState:
     waiting: str = ""
     # The Kueue LocalQueue its `kueue.x-k8s.io/queue-name` label names ("" without one).
     queue: str = ""
+    # Pods the Job counts as failed (each replaced, up to its backoffLimit) plus its pods' container restarts.
+    restarts: int = 0
 
     @property
     def held_by_kueue(self) -> bool:
@@ -87,6 +89,7 @@ class TeacherState:
     waiting_reason: str = ""  # e.g. ImagePullBackOff, CrashLoopBackOff: shown while it starts
     queue: str = ""  # the Kueue LocalQueue its `kueue.x-k8s.io/queue-name` label names
     gated: int = 0  # its pods that still carry Kueue's admission scheduling gate (not admitted yet)
+    restarts: int = 0  # container restarts of its pods (restartCount), summed
 
     @property
     def held_by_kueue(self) -> bool:
@@ -151,6 +154,11 @@ class Observed:
         """The stage's Job as observed (an absent one when there is none)."""
         return self.jobs.get(stage, NO_JOB)
 
+    def restarts(self) -> dict[str, int]:
+        """Restarts seen so far, by stage (the teacher's included), of the children that exist."""
+        out = {"teacher": self.teacher.restarts} if self.teacher.exists else {}
+        return out | {str(stage.value): job.restarts for stage, job in self.jobs.items() if job.exists}
+
 
 def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
     items = (obj.get("status") or {}).get("conditions") or []
@@ -207,6 +215,16 @@ def job_state(job: dict[str, Any] | None, pods: list[dict[str, Any]] = ()) -> Jo
         pod_error=pod_error,
         waiting=pods_waiting(pods),
         queue=_queue(job),
+        restarts=int(status.get("failed") or 0) + container_restarts(pods),
+    )
+
+
+def container_restarts(pods: Iterable[dict[str, Any]]) -> int:
+    """The kubelet's restartCount of every container of `pods`, summed."""
+    return sum(
+        int(container.get("restartCount") or 0)
+        for pod in pods
+        for container in (pod.get("status") or {}).get("containerStatuses") or ()
     )
 
 
@@ -271,6 +289,7 @@ def teacher_state(
         waiting_reason="" if ready else pods_waiting(pods),
         queue=_queue(deployment),
         gated=sum(1 for pod in pods if kueue_gated(pod)),
+        restarts=container_restarts(pods),
     )
 
 

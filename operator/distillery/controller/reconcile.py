@@ -16,6 +16,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
@@ -25,7 +26,7 @@ from kubernetes.client.rest import ApiException
 from distillery import backoff
 from distillery.api import DistillationJob, DistillationJobStatus, Phase, cluster_problems
 from distillery.contract.cost import priced
-from distillery.controller import guard, kube, metrics, phases, policy, status
+from distillery.controller import faults, guard, kube, metrics, phases, policy, status
 from distillery.controller.apiclient import TRANSIENT, Api, fault_reason
 from distillery.controller.cache import Cache, Key
 from distillery.controller.observe import Admission, from_children
@@ -63,26 +64,36 @@ class Reconciler:
             Key, tuple[Any, dict[str, Any]]
         ] = {}  # (generation, status) as our last reconcile left it
         self._failures: dict[Key, int] = {}  # consecutive failed reconciles per job
+        self.faults = faults.Recorder()  # the operator's faults per job, for their Events (`faults`)
+        self._fault_due: dict[Key, float] = {}  # seconds until a fault left unreported may be posted
         self.rng = random.Random()
 
     async def __call__(self, key: Key) -> float | Backoff | None:
         """Reconcile `key`; returns seconds until it must run again (a deadline), a Backoff, or None."""
         body = self.cache.job(key)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            self.faults.forget(key)
             return None  # deleted: the garbage collector removes owned children
         started = time.monotonic()
+        token = self.faults.start()
         try:
             again = await self._reconcile(key, body)
         except Exception as error:  # every failure is retried with backoff; an unexpected one is logged whole
             reason = fault_reason(error)
             metrics.RECONCILES.labels("error" if reason == "unexpected" else "retry").inc()
             metrics.RECONCILE_ERRORS.labels(reason).inc()
+            faults.note(reason)
             return await self._retry(key, body, error, reason)
         else:
             metrics.RECONCILES.labels("ok").inc()
             self._failures.pop(key, None)
-            return again
+            # Come back when a fault left unreported may be posted: one within its class's minute, or one
+            # met after the report (this reconcile's own status write retried).
+            self.faults.collect(key, datetime.now(timezone.utc))
+            dues = [self._fault_due.pop(key, None), self.faults.due(key, datetime.now(timezone.utc)), again]
+            return min((d for d in dues if d is not None), default=None)
         finally:
+            self.faults.stop(key, token, datetime.now(timezone.utc))
             metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
 
     async def _reconcile(self, key: Key, body: dict[str, Any]) -> float | None:
@@ -110,12 +121,14 @@ class Reconciler:
         new = status.next_status(old, step, now, meta.get("generation"))
         if job is not None and new.spec_hashes is None:
             new.spec_hashes = policy.spec_hashes(job.spec)
-        await self._write(body, old, new)
+        notices = self._fault_report(key, new, observed.restarts(), now)
+        await self._write(body, old, new, notices)
         for stage in step.finished_stages:
             seconds = status.stage_duration(observed.job(stage))
             if seconds is not None:
                 metrics.STAGE_DURATION.labels(stage).observe(seconds)
         metrics.export_status(key[0], key[1], meta.get("uid", ""), new)
+        metrics.export_restarts(key[0], key[1], meta.get("uid", ""), observed.restarts())
         if claim_missing or (admission is not None and admission.missing_secrets):
             return CLAIM_RECHECK_SECONDS
         if job is not None and new.phase is not None and new.phase.is_terminal:
@@ -152,8 +165,28 @@ class Reconciler:
         generation = (body.get("metadata") or {}).get("generation")
         return seen is not None and seen == (generation, status.status_document(read_status(body)))
 
+    def _fault_report(
+        self, key: Key, new: DistillationJobStatus, restarts: dict[str, int], now: datetime
+    ) -> list[faults.Notice]:
+        """Set `new.faults` and return the fault Events due (`faults.report`); remember when the next is due."""
+        self.faults.collect(key, now)
+        previous = new.faults or {}
+        updated, notices = faults.report(
+            previous, self.faults.operator(key, now), restarts, now, self.faults.posted(key, previous)
+        )
+        self.faults.reported(key, [n.fault_class for n in notices], now)
+        new.faults = updated or None
+        due = faults.next_due(updated, self.faults.pending(key), restarts, now)
+        if due is not None:
+            self._fault_due[key] = due
+        return notices
+
     async def _write(
-        self, body: dict[str, Any], old: DistillationJobStatus, new: DistillationJobStatus
+        self,
+        body: dict[str, Any],
+        old: DistillationJobStatus,
+        new: DistillationJobStatus,
+        notices: Sequence[faults.Notice] = (),
     ) -> None:
         new_doc = status.status_document(new)
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
@@ -162,7 +195,8 @@ class Reconciler:
             return
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         await kube.patch_status(self.api, namespace, name, new_doc)
-        for event in status.events(old, new):
+        fault_events = [status.Event("Warning", n.reason, n.message) for n in notices]
+        for event in [*status.events(old, new), *fault_events]:
             logger.info("%s/%s: %s: %s", namespace, name, event.reason, event.message)
             try:
                 await kube.post_event(self.api, body, event.type, event.reason, event.message)
@@ -191,8 +225,10 @@ class Reconciler:
         new = old.model_copy(
             update={"phase": old.phase or Phase.pending, "message": f"retrying: {cause} (attempt {attempts})"}
         )
+        notices = self._fault_report(key, new, {}, datetime.now(timezone.utc))
+        self._fault_due.pop(key, None)  # the retry comes sooner than a minute: it reports what is due then
         with contextlib.suppress(Exception):
-            await self._write(body, old, new)  # the next attempt tries again
+            await self._write(body, old, new, notices)  # the next attempt tries again
         return Backoff(delay)
 
 
