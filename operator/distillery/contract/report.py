@@ -79,6 +79,18 @@ class Improvement(Part):
     relative: float | None = None
 
 
+class Measurement(Part):
+    """How the compared models' latency and throughput were measured (`evaluation.measure`)."""
+
+    rounds: int = 0
+    concurrency: int | None = None
+    max_tokens: int | None = None
+    server_args: list[str] = []
+    sources: dict[str, str] = {}
+    comparable: bool = False
+    text: str = ""
+
+
 class Output(Part):
     uri: str
     written: bool
@@ -164,6 +176,7 @@ class EvaluationReport(Part):
     with_reference: int | None = None
     max_tokens: int | None = None
     concurrency: int | None = None
+    measurement: Measurement | None = None
     models: dict[str, ModelEntry] = {}
     retention: float | None = None
     improvement: Improvement | None = None

@@ -2,8 +2,9 @@
 
 Every model answers the same prompts (built by `generation.prompts`, as generation built them
 for the teacher) with greedy decoding, through the same client at the same concurrency, so
-latency and throughput are comparable. The teacher, scaled away after generation, is scored
-from the answers it gave then (the report says so), unless a live URL is given.
+latency and throughput are comparable (`evaluation.measure` runs the rounds). Reading the
+teacher's answers back from generation's records is kept for a teacher the evaluation cannot
+serve; the report then says its figures are not comparable.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class ModelRun:
     peak_memory_bytes: int | None = None
     source: str = "served"
     notes: list[str] = field(default_factory=list)
+    # Every timed answer of every round (None: `answers` are the only ones); `answers` is the first round.
+    timed: list[Answer] | None = None
+    rounds: int = 1
 
 
 # ------------------------------------------------------------------ prompts and the teacher's answers
@@ -155,7 +159,7 @@ class MemoryWatcher:
             self._thread.join()
 
 
-async def _ask_all(
+async def ask_all(
     connection: TeacherConnection,
     prompts: list[Any],
     params: dict,
@@ -206,7 +210,7 @@ def ask_model(
     params = {"temperature": 0.0, "max_tokens": max_tokens(job)}
     with MemoryWatcher(pid) as memory:
         answers, wall = asyncio.run(
-            _ask_all(
+            ask_all(
                 connection, prompts, params, job.spec.evaluation.concurrency, lambda m: say(f"{name}: {m}")
             )
         )
