@@ -103,6 +103,18 @@ def test_tiny_example_runs_resumes_and_reports(tmp_path, tiny_models):
     assert report["models"]["student"]["source"] == "served"
     assert "PASSED: quality gate passed" in second
     assert f"retention {report['retention']:.3f}" in second
+    assert report["retention"] >= document["spec"]["evaluation"]["gate"]["minRetention"]
+
+    # Fair: every model served by the evaluation and measured the same way, and the student (half the
+    # teacher's layers) not slower than its teacher at the same concurrency: in the server's CPU time
+    # per output token, which other work on a shared machine does not inflate as it does wall-clock tok/s.
+    measurement = report["measurement"]
+    assert measurement["comparable"] is True, measurement
+    assert set(measurement["sources"].values()) == {"served"}
+    assert "measured: every model answered the same 40 prompts" in second
+    teacher, student = report["models"]["teacher"], report["models"]["student"]
+    assert student["cpuMsPerOutputToken"] <= teacher["cpuMsPerOutputToken"], (teacher, student)
+    assert student["outputTokensPerSecond"] > 0 and teacher["outputTokensPerSecond"] > 0
 
     # The cost: the teacher served in the first run counts too; on CPU no GPU-hours, so the price is 0.
     cost = CostStatus.model_validate(report["cost"])
@@ -141,7 +153,8 @@ def test_on_policy_keeps_one_teacher_from_generation_through_training(tmp_path, 
             run.kill()
     text = log.read_text()
     assert code == 0, text[-4000:]
-    assert text.count("vllm: starting 'teacher'") == 1, text[-4000:]  # one teacher for both stages
+    # One teacher for both stages (evaluation serves its own, to measure it as it measures the student).
+    assert text.split("[3/3]")[0].count("vllm: starting 'teacher'") == 1, text[-4000:]
     # Kept from before generation until training is done, stopped before evaluation starts.
     order = [
         "[kept for training] teacher: serving",

@@ -192,7 +192,7 @@ def test_the_report_the_evaluation_stage_writes_is_what_its_readers_parse(tmp_pa
 
     def student_answers(name, connection, pid, prompts, job, say):  # one round of a served student
         answers = [Answer(f"The answer is {2 * i}.", 10.0 * i, 4) for i in range(1, len(prompts) + 1)]
-        return answers, 1.5, 1 << 20
+        return answers, 1.5, 1 << 20, 0.5
 
     monkeypatch.setattr(measure, "_ask_round", student_answers)
     serve = lambda *args: contextlib.nullcontext((None, 4242))  # noqa: E731

@@ -73,7 +73,8 @@ def measured(monkeypatch, latency_by_model: dict[str, float]) -> tuple[dict[str,
         asked.append((name, len(prompts), job_.spec.evaluation.concurrency, tuple(open_servers)))
         tokens = 2 if name == "teacher" else 3
         answers = [Answer(p.reference, latency_by_model[name], tokens) for p in prompts]
-        return answers, latency_by_model[name] * len(prompts) / 1000, 1 << 20
+        seconds = latency_by_model[name] * len(prompts) / 1000
+        return answers, seconds, 1 << 20, seconds / 2  # the server busy half the wall time
 
     monkeypatch.setattr(measure, "_ask_round", ask_round)
     models = {name: f"models/{name}" for name in latency_by_model}
@@ -112,6 +113,8 @@ def test_the_reports_figures_for_every_model_come_from_its_measured_rounds(monke
             entry.latency_p50_ms == expected["latencyP50Ms"] == measure.serving_figures(run)["latencyP50Ms"]
         )
         assert entry.output_tokens_per_second == pytest.approx(expected["outputTokensPerSecond"])
+        cpu_ms = run.cpu_seconds * 1000 / sum(a.output_tokens for a in run.timed)
+        assert entry.cpu_ms_per_output_token == pytest.approx(cpu_ms)
     # The faster stub really shows as faster: figures follow the measurement, not the model's name.
     assert report.models["student"].latency_p50_ms < report.models["teacher"].latency_p50_ms
     assert (

@@ -40,6 +40,7 @@ class ModelEntry(Part):
     latency_mean_ms: float | None = None
     output_tokens_per_second: float | None = None
     responses_per_second: float | None = None
+    cpu_ms_per_output_token: float | None = None
     output_tokens: int | None = None
     peak_memory_bytes: int | None = None
     parameters: int | None = None

@@ -61,6 +61,7 @@ class ModelRun:
     # Every timed answer of every round (None: `answers` are the only ones); `answers` is the first round.
     timed: list[Answer] | None = None
     rounds: int = 1
+    cpu_seconds: float | None = None  # the server's CPU time over the timed rounds (None: not ours to see)
 
 
 # ------------------------------------------------------------------ prompts and the teacher's answers
@@ -117,6 +118,28 @@ def run_from_records(prompts: list[Any], records: dict[int, Record]) -> ModelRun
 
 
 # ------------------------------------------------------------------ asking a served model
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """CPU time (user + system) a process and its live children have used so far; None without a pid.
+
+    The server's own work per token: unlike wall time it does not grow when other processes share the cores.
+    """
+    import psutil
+
+    if pid is None:
+        return None
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 class MemoryWatcher:

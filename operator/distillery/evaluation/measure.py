@@ -26,6 +26,7 @@ from distillery.evaluation.answers import (
     ModelRun,
     Server,
     ask_all,
+    cpu_seconds,
     max_tokens,
 )
 from distillery.serving.client import TeacherConnection
@@ -41,7 +42,11 @@ def serving_figures(run: ModelRun) -> dict[str, float | None]:
     function the report takes every model's serving figures from."""
     timed = run.timed if run.timed is not None else run.answers
     latencies = [a.latency_ms for a in timed if a.latency_ms is not None]
-    return scoring.serving_metrics(latencies, sum(a.output_tokens for a in timed), run.wall_seconds)
+    tokens = sum(a.output_tokens for a in timed)
+    figures = scoring.serving_metrics(latencies, tokens, run.wall_seconds)
+    # The server's CPU time per output token: what a model costs to serve, whatever else shares the cores.
+    figures["cpuMsPerOutputToken"] = run.cpu_seconds * 1000 / tokens if run.cpu_seconds and tokens else None
+    return figures
 
 
 def measurement(job: DistillationJob, runs: dict[str, ModelRun], prompts: int) -> dict[str, Any]:
@@ -77,15 +82,19 @@ def measurement(job: DistillationJob, runs: dict[str, ModelRun], prompts: int) -
 
 def _ask_round(
     name: str, connection: TeacherConnection, pid: int | None, prompts: list[Any], job: DistillationJob, say
-) -> tuple[list[Answer], float, int | None]:
+) -> tuple[list[Answer], float, int | None, float | None]:
+    """One round: the answers, its wall seconds, the server's peak memory and the CPU seconds it used."""
     params = {"temperature": 0.0, "max_tokens": max_tokens(job)}
+    cpu_before = cpu_seconds(pid)
     with MemoryWatcher(pid) as memory:
         answers, wall = asyncio.run(
             ask_all(
                 connection, prompts, params, job.spec.evaluation.concurrency, lambda m: say(f"{name}: {m}")
             )
         )
-    return answers, wall, memory.peak
+    cpu_after = cpu_seconds(pid)
+    cpu = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
+    return answers, wall, memory.peak, cpu
 
 
 def _rounds(
@@ -101,7 +110,7 @@ def _rounds(
     runs: dict[str, ModelRun] = {}
     for number in range(rounds):
         for name, (connection, pid) in live.items():
-            answers, wall, peak = _ask_round(name, connection, pid, prompts, job, say)
+            answers, wall, peak, cpu = _ask_round(name, connection, pid, prompts, job, say)
             if number == 0:
                 errors = [a.error for a in answers if a.error]
                 if len(errors) == len(answers):
@@ -118,6 +127,7 @@ def _rounds(
             run.timed = [*(run.timed or []), *answers]
             run.wall_seconds = (run.wall_seconds or 0.0) + wall
             run.peak_memory_bytes = max(run.peak_memory_bytes or 0, peak or 0) or None
+            run.cpu_seconds = None if cpu is None else (run.cpu_seconds or 0.0) + cpu
     return runs
 
 

@@ -215,6 +215,7 @@ def summary_lines(report: EvaluationReport | dict[str, Any]) -> list[str]:
         lines.append(
             f"  {name:<9}{metric} {_num(entry.score)}   p50 {_num(entry.latency_p50_ms, 0)} ms"
             f"   p95 {_num(entry.latency_p95_ms, 0)} ms   {_num(entry.output_tokens_per_second, 0)} tok/s"
+            f"   {_num(entry.cpu_ms_per_output_token, 1)} CPU-ms/tok"
             f"   {_count(entry.parameters)} params" + ("" if entry.live else "   (from generation records)")
         )
     if report.measurement is not None:
