@@ -7,7 +7,7 @@ Runs what the README's first command runs, on a fresh storage directory (OUT, em
 stage is skipped as already done): hack/prepare_tiny.py (tiny models and prompts), then
 `distillery run examples/tiny.yaml --storage OUT` as a subprocess. Stage times are the runner's
 own `[n/3] STAGE: done in Ns` lines; `generate` includes starting and stopping the teacher's vLLM
-and `evaluate` includes starting vLLM for the baseline and for the student. Prints one line per
+and `evaluate` includes starting vLLM for the teacher, the baseline and the student, one at a time. Prints one line per
 stage, the student's scores, and a JSON summary last.
 """
 
@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "operator"))
 sys.path.insert(0, str(HACK))
 
 from bench_quality import stage_times  # noqa: E402
-from prepare_tiny import prepare  # noqa: E402
+from prepare_tiny import PRETRAIN_STEPS, TRAIN_PROMPTS, VALIDATION_PROMPTS, prepare  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()[0]
     shutil.rmtree(out, ignore_errors=True)
     started = time.monotonic()
-    prepare(out, 240, 40, 600, 0, force=True)  # prepare_tiny.py's defaults
+    prepare(
+        out, TRAIN_PROMPTS, VALIDATION_PROMPTS, PRETRAIN_STEPS, 0, force=True
+    )  # prepare_tiny.py's defaults
     prepare_s = time.monotonic() - started
 
     command = [

@@ -99,7 +99,9 @@ def fresh(storage, tmp_path):
 def test_scores_every_model_and_writes_json_markdown_png(storage, tmp_path, vllm_teacher):
     root = fresh(storage, tmp_path)
     job = make_job(root, {"minRetention": 0.5})
-    report = evaluate.evaluate_job(job, root, serve=shared_server(vllm_teacher), say=lambda m: None)
+    report = evaluate.evaluate_job(
+        job, root, serve=shared_server(vllm_teacher), say=lambda m: None, teacher_from_records=True
+    )
 
     layout = Layout(root, "evaljob")
     assert json.loads(layout.evaluation_report.read_text()) == report
@@ -122,6 +124,8 @@ def test_scores_every_model_and_writes_json_markdown_png(storage, tmp_path, vllm
     assert teacher["latencyP50Ms"] > 0
     assert teacher["outputTokensPerSecond"] is None  # not measured from records, and the report says so
     assert any("generation" in note for note in report["notes"])
+    assert report["measurement"]["comparable"] is False  # and the report says why
+    assert "NOT comparable: teacher (generation records)" in report["measurement"]["text"]
 
     # "student" and "baseline" were both the teacher's server, greedy as generation was: they give
     # the teacher's answers (batching on CPU may flip a rare near-tie), so retention is about 1.
@@ -154,6 +158,31 @@ def test_scores_every_model_and_writes_json_markdown_png(storage, tmp_path, vllm
     assert lineage["generated"]["validation"]["files"] == 2  # records + rejected records
     assert {f["path"] for f in lineage["student"]["files"]} >= {"config.json", "model.safetensors"}
     assert lineage["data"]["validation"]["sha256"].startswith("sha256:")
+
+
+def test_the_teacher_is_served_and_measured_like_the_student(storage, tmp_path, vllm_teacher):
+    """By default the evaluation serves `teacher.model` itself, so all three models' latency and
+    throughput come from the same rounds on the same server settings (here: one shared server)."""
+    root = fresh(storage, tmp_path)
+    served = []
+    serve = shared_server(vllm_teacher)
+
+    def recording(job, layout, name, model):
+        served.append((name, model))
+        return serve(job, layout, name, model)
+
+    job = make_job(root, {"minRetention": 0.5})
+    report = evaluate.evaluate_job(job, root, serve=recording, say=lambda m: None)
+    assert [name for name, _ in served] == ["teacher", "baseline", "student"]
+    assert served[0][1] == str(root / "models" / "teacher")
+    measurement = report["measurement"]
+    assert measurement["comparable"] is True
+    assert measurement["sources"] == {"teacher": "served", "baseline": "served", "student": "served"}
+    for entry in report["models"].values():
+        assert entry["source"] == "served" and entry["answered"] == VALIDATION
+        assert entry["outputTokensPerSecond"] > 0 and 0 < entry["latencyP50Ms"] <= entry["latencyP95Ms"]
+    # One server answered for all three, greedy: the same answers, so retention is about 1.
+    assert report["retention"] == pytest.approx(1.0, abs=0.1)
 
 
 def test_failed_gate_reports_why_and_keeps_every_artifact(storage, tmp_path, vllm_teacher):

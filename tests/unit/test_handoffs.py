@@ -173,8 +173,8 @@ def test_the_report_the_evaluation_stage_writes_is_what_its_readers_parse(tmp_pa
     import json
 
     from distillery.contract.report import EvaluationReport
-    from distillery.evaluation import evaluate, export
-    from distillery.evaluation.answers import Answer, ModelRun
+    from distillery.evaluation import evaluate, export, measure
+    from distillery.evaluation.answers import Answer
     from distillery.evaluation.card import model_card
     from distillery.evaluation.report import render_markdown, summary_lines
     from distillery.storage import Layout
@@ -190,13 +190,16 @@ def test_the_report_the_evaluation_stage_writes_is_what_its_readers_parse(tmp_pa
     layout.student.mkdir(parents=True)
     (layout.student / "config.json").write_text("{}")
 
-    def student_answers(name, connection, prompts, job, pid=None, say=print):
+    def student_answers(name, connection, pid, prompts, job, say):  # one round of a served student
         answers = [Answer(f"The answer is {2 * i}.", 10.0 * i, 4) for i in range(1, len(prompts) + 1)]
-        return ModelRun(name, answers, 1.5, 1 << 20, "served")
+        return answers, 1.5, 1 << 20, 0.5
 
-    monkeypatch.setattr(evaluate, "ask_model", student_answers)
+    monkeypatch.setattr(measure, "_ask_round", student_answers)
     serve = lambda *args: contextlib.nullcontext((None, 4242))  # noqa: E731
-    returned = evaluate.evaluate_job(job, tmp_path, serve=serve, say=lambda m: None)  # the stage's writer
+    # The stage's writer; the teacher from its records, so the report carries both kinds of source.
+    returned = evaluate.evaluate_job(
+        job, tmp_path, serve=serve, say=lambda m: None, teacher_from_records=True
+    )
 
     written = json.loads(layout.evaluation_report.read_text())
     assert written == returned

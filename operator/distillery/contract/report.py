@@ -40,6 +40,7 @@ class ModelEntry(Part):
     latency_mean_ms: float | None = None
     output_tokens_per_second: float | None = None
     responses_per_second: float | None = None
+    cpu_ms_per_output_token: float | None = None
     output_tokens: int | None = None
     peak_memory_bytes: int | None = None
     parameters: int | None = None
@@ -77,6 +78,18 @@ class Gate(Part):
 class Improvement(Part):
     absolute: float | None = None
     relative: float | None = None
+
+
+class Measurement(Part):
+    """How the compared models' latency and throughput were measured (`evaluation.measure`)."""
+
+    rounds: int = 0
+    concurrency: int | None = None
+    max_tokens: int | None = None
+    server_args: list[str] = []
+    sources: dict[str, str] = {}
+    comparable: bool = False
+    text: str = ""
 
 
 class Output(Part):
@@ -164,6 +177,7 @@ class EvaluationReport(Part):
     with_reference: int | None = None
     max_tokens: int | None = None
     concurrency: int | None = None
+    measurement: Measurement | None = None
     models: dict[str, ModelEntry] = {}
     retention: float | None = None
     improvement: Improvement | None = None

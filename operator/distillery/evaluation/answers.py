@@ -2,8 +2,9 @@
 
 Every model answers the same prompts (built by `generation.prompts`, as generation built them
 for the teacher) with greedy decoding, through the same client at the same concurrency, so
-latency and throughput are comparable. The teacher, scaled away after generation, is scored
-from the answers it gave then (the report says so), unless a live URL is given.
+latency and throughput are comparable (`evaluation.measure` runs the rounds). Reading the
+teacher's answers back from generation's records is kept for a teacher the evaluation cannot
+serve; the report then says its figures are not comparable.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ class ModelRun:
     peak_memory_bytes: int | None = None
     source: str = "served"
     notes: list[str] = field(default_factory=list)
+    # Every timed answer of every round (None: `answers` are the only ones); `answers` is the first round.
+    timed: list[Answer] | None = None
+    rounds: int = 1
+    cpu_seconds: float | None = None  # the server's CPU time over the timed rounds (None: not ours to see)
 
 
 # ------------------------------------------------------------------ prompts and the teacher's answers
@@ -116,6 +121,28 @@ def run_from_records(prompts: list[Any], records: dict[int, Record]) -> ModelRun
 # ------------------------------------------------------------------ asking a served model
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """CPU time (user + system) a process and its live children have used so far; None without a pid.
+
+    The server's own work per token: unlike wall time it does not grow when other processes share the cores.
+    """
+    import psutil
+
+    if pid is None:
+        return None
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 class MemoryWatcher:
     """Samples the resident memory of a process and its children in a thread; `peak` is the largest sum."""
 
@@ -156,7 +183,7 @@ class MemoryWatcher:
             self._thread.join()
 
 
-async def _ask_all(
+async def ask_all(
     connection: TeacherConnection,
     prompts: list[Any],
     params: dict,
@@ -207,7 +234,7 @@ def ask_model(
     params = {"temperature": 0.0, "max_tokens": max_tokens(job)}
     with MemoryWatcher(pid) as memory:
         answers, wall = asyncio.run(
-            _ask_all(
+            ask_all(
                 connection, prompts, params, job.spec.evaluation.concurrency, lambda m: say(f"{name}: {m}")
             )
         )

@@ -1,13 +1,15 @@
 """Evaluation of one job: student vs baseline vs teacher on held-out data, the report and the gate.
 
-The compared models (their answers come from `evaluation.answers`):
+The compared models, all measured the same way (`evaluation.measure`: the same prompts, client,
+concurrency, rounds and vLLM settings):
 
 - student   the distilled model on the job's storage, served by a local vLLM;
 - baseline  the student's base model (`student.model`) before distillation, served the same way
             and prompted with the chat template the student was trained with;
-- teacher   measured live when --teacher-url is given; otherwise scored from the answers it
-            gave to these prompts during generation (the operator scales the teacher away
-            after generation), which the report says.
+- teacher   `teacher.model` served the same way (the operator scaled the generation teacher
+            away); asked live at --teacher-url or at `teacher.endpoint` when given. Scoring it
+            from the answers it gave during generation (`teacher_from_records`) is kept for a
+            teacher the evaluation cannot serve; the report then says its figures are not comparable.
 
 The report goes to `Layout.evaluation_report` (JSON), with Markdown and a PNG of score versus
 latency beside it. A failed quality gate exits 1 with the reason; every artifact is kept.
@@ -27,13 +29,12 @@ from distillery import atomic, fingerprints
 from distillery.api import CostStatus, DistillationJob, EvaluationStatus, ModelScore
 from distillery.contract.report import MODEL_ORDER, EvaluationReport, TrainingReport
 from distillery.contract.summaries import EvaluateSummary, FailureReason
-from distillery.evaluation import export, metrics, scoring
+from distillery.evaluation import export, measure, metrics, scoring
 from distillery.evaluation import report as reports
 from distillery.evaluation.answers import (
     EvaluationFailed,
     ModelRun,
     Server,
-    ask_model,
     max_tokens,
     run_from_records,
     serve_local,
@@ -61,10 +62,7 @@ def model_entry(
     entry.update(
         scoring.task_scores(data.task_type, evaluation.metrics, predictions, references, teacher, data.labels)
     )
-    latencies = [a.latency_ms for a in run.answers if a.latency_ms is not None]
-    entry.update(
-        scoring.serving_metrics(latencies, sum(a.output_tokens for a in run.answers), run.wall_seconds)
-    )
+    entry.update(measure.serving_figures(run))  # every model's latency and throughput: one function
     entry["outputTokens"] = sum(a.output_tokens for a in run.answers)
     entry["peakMemoryBytes"] = run.peak_memory_bytes
     local = Path(model) if model and Path(model).is_dir() else None
@@ -111,6 +109,7 @@ def build_report(
         "withReference": sum(p.reference is not None for p in prompts),
         "maxTokens": max_tokens(job),
         "concurrency": spec.evaluation.concurrency,
+        "measurement": measure.measurement(job, runs, len(prompts)),
         "models": entries,
         "retention": retention,
         "improvement": scoring.improvement(score("student"), score("baseline")),
@@ -119,6 +118,17 @@ def build_report(
         "dataCleaning": data_cleaning(job, layout),
         "lineage": reports.lineage(job, layout),
     }
+
+
+def teacher_run_from_records(job: DistillationJob, layout: Layout, prompts: list[Any]) -> ModelRun:
+    """The teacher's answers from generation's records (not comparable: other load, other settings)."""
+    records = teacher_records(layout, job.spec.generation.shards)
+    if not records:
+        raise EvaluationFailed(
+            f"no teacher answers under {layout.generated('validation')} and no teacher to serve or ask; "
+            "run generation with data.validation set, or give the teacher's URL"
+        )
+    return run_from_records(prompts, records)
 
 
 def data_cleaning(job: DistillationJob, layout: Layout) -> dict[str, int]:
@@ -278,12 +288,14 @@ def evaluate_job(
     serve: Server = serve_local,
     say: Callable[[str], None] = lambda message: print(f"evaluate: {message}", file=sys.stderr, flush=True),
     cost: Callable[[dict[str, Any]], CostStatus] | None = None,
+    teacher_from_records: bool = False,
 ) -> dict[str, Any]:
     """Score every model in `evaluation.compare`, write the report, apply the gate; returns the report.
 
-    `teacher`: measure the teacher live at this connection; None scores it from the generation
-    records. `serve(job, layout, name, model)` serves the student and the baseline (a local vLLM
-    by default; tests may pass an already running server). `cost(report)`: what the job cost,
+    `teacher`: measure the teacher live at this connection; None serves `teacher.model` like the
+    others (or asks `teacher.endpoint`), or with `teacher_from_records` scores it from generation's
+    records. `serve(job, layout, name, model)` serves a compared model (a local vLLM by default;
+    tests may pass an already running server). `cost(report)`: what the job cost,
     this evaluation included, for the report's cost section.
     """
     root = Path(storage_root)
@@ -310,34 +322,32 @@ def evaluate_job(
     if "student" in compare and not (layout.student / "config.json").exists():
         raise EvaluationFailed(f"no trained student at {layout.student}; run the train stage first")
 
-    runs: dict[str, ModelRun] = {}
     metrics.EVAL_MODELS_TOTAL.set(len(compare))
     metrics.EVAL_MODELS_DONE.set(0)
+    served = {name: models[name] for name in ("teacher", "baseline", "student") if name in compare}
+    live: dict[str, TeacherConnection] = {}
+    records: ModelRun | None = None
     if "teacher" in compare:
+        if teacher is None and spec.teacher.endpoint is not None:
+            from distillery.serving.client import teacher_connection
+
+            teacher = teacher_connection(spec.teacher)
         if teacher is not None:
             say(f"teacher: asking {teacher.model} at {teacher.base_url}")
-            runs["teacher"] = ask_model("teacher", teacher, prompts, job, None, say)
+            live["teacher"] = teacher
             models["teacher"] = models["teacher"] or teacher.model
-        else:
-            records = teacher_records(layout, spec.generation.shards)
-            if not records:
-                raise EvaluationFailed(
-                    f"no teacher answers under {layout.generated('validation')} and no --teacher-url to ask it; "
-                    "run generation with data.validation set, or give the teacher's URL"
-                )
-            runs["teacher"] = run_from_records(prompts, records)
-            say("teacher: scored from its generation records")
-        metrics.EVAL_MODELS_DONE.inc()
-    for name in ("baseline", "student"):
-        if name not in compare:
-            continue
-        kind = "a local path" if Path(models[name] or "").exists() else "a Hugging Face hub id"
-        say(f"{name}: serving {models[name]} ({kind})")
-        started = time.monotonic()
-        with serve(job, layout, name, models[name]) as (connection, pid):
-            runs[name] = ask_model(name, connection, prompts, job, pid, say)
-        metrics.EVAL_MODELS_DONE.inc()
-        say(f"{name}: done in {time.monotonic() - started:.0f}s (server start included)")
+            del served["teacher"]
+        elif teacher_from_records or not models["teacher"]:
+            records = teacher_run_from_records(job, layout, prompts)
+            del served["teacher"]
+            say("teacher: scored from its generation records (its figures are not comparable)")
+    started = time.monotonic()
+    runs = measure.measure_models(job, layout, serve, served, live, prompts, say)  # type: ignore[arg-type]
+    if records is not None:
+        runs["teacher"] = records
+    runs = {name: runs[name] for name in MODEL_ORDER if name in runs}
+    metrics.EVAL_MODELS_DONE.set(len(runs))
+    say(f"{', '.join(runs)} measured in {time.monotonic() - started:.0f}s (server starts included)")
 
     report = build_report(job, layout, prompts, runs, models)
     report["fingerprints"] = prints

@@ -214,9 +214,12 @@ def summary_lines(report: EvaluationReport | dict[str, Any]) -> list[str]:
     for name, entry in report.compared():
         lines.append(
             f"  {name:<9}{metric} {_num(entry.score)}   p50 {_num(entry.latency_p50_ms, 0)} ms"
-            f"   p95 {_num(entry.latency_p95_ms, 0)} ms   {_count(entry.parameters)} params"
-            + ("" if entry.live else "   (from generation records)")
+            f"   p95 {_num(entry.latency_p95_ms, 0)} ms   {_num(entry.output_tokens_per_second, 0)} tok/s"
+            f"   {_num(entry.cpu_ms_per_output_token, 1)} CPU-ms/tok"
+            f"   {_count(entry.parameters)} params" + ("" if entry.live else "   (from generation records)")
         )
+    if report.measurement is not None:
+        lines.append(f"  measured: {report.measurement.text}")
     if report.retention is not None:
         lines.append(f"  retention {report.retention:.3f} (student / teacher)")
     delta = report.improvement.absolute if report.improvement else None
@@ -251,6 +254,8 @@ def render_markdown(report: EvaluationReport | dict[str, Any], png_name: str | N
         f"Written {report.created}.",
         "",
     ]
+    if report.measurement is not None:
+        out += [f"Latency and throughput: {report.measurement.text}.", ""]
     present = [m.model_dump(by_alias=True, exclude_unset=True) for m in report.models.values()]
     columns = [key for key, _ in TASK_COLUMNS if any(key in m for m in present)]
     header = [
