@@ -25,7 +25,6 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE_DEADLINE_S = 600
-QUIET_LOAD = 1.0  # load average below which this machine's speed figures are the models' own
 
 
 def start_run(spec: Path, log: Path, *options: str) -> subprocess.Popen:
@@ -115,11 +114,6 @@ def test_tiny_example_runs_resumes_and_reports(tmp_path, tiny_models):
     teacher, student = report["models"]["teacher"], report["models"]["student"]
     for entry in (teacher, student):
         assert entry["outputTokensPerSecond"] > 0 and entry["cpuMsPerOutputToken"] > 0
-    # The student (half the teacher's layers) not slower than its teacher. Only on quiet cores: the
-    # tiny models differ by less than what neighbours on a shared machine do to a 1-second measurement
-    # (docs/benchmarks.md 4a: the teacher alone measured 208-821 tok/s over five loaded runs).
-    if max(os.getloadavg()) < QUIET_LOAD:
-        assert student["outputTokensPerSecond"] >= teacher["outputTokensPerSecond"], (teacher, student)
 
     # The cost: the teacher served in the first run counts too; on CPU no GPU-hours, so the price is 0.
     cost = CostStatus.model_validate(report["cost"])
