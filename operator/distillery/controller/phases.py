@@ -295,7 +295,7 @@ def training(walk: Walk) -> Step | None:
                 *teacher,
                 Cond(C.student_trained, "False", Reason.training, f"training {walk.spec.student.model}"),
                 summary=running(walk, Phase.training, figures),
-                ensure=(Stage.train,),
+                ensure=("train-service", Stage.train),  # the Service: training on several nodes
                 resume=resume(walk.spec, train, Stage.train),
                 **({"delete": ()} if keep_teacher else {}),
             )
