@@ -243,6 +243,11 @@ class TrainingSpec(StageRuntime):
         "compute for far less memory. Empty: on only when, on a GPU, the batch does not fit without it.",
     )
 
+    @property
+    def all_gpus(self) -> int:
+        """The GPUs every training pod holds together: what the training costs."""
+        return self.gpus * self.nodes
+
 
 # ---------------------------------------------------------------- evaluation
 

@@ -36,7 +36,8 @@ SHARD_INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by the Indexed Job controller
 TERMINATION_LOG_ENV = "DISTILLERY_TERMINATION_LOG"  # where the summary goes outside a pod
 TERMINATION_LOG_PATH = "/dev/termination-log"  # the kubelet's default terminationMessagePath
 # Training on several nodes: every pod's torchrun meets the others at pod 0's store (c10d rendezvous).
-RENDEZVOUS_HOST_ENV = "DISTILLERY_RENDEZVOUS_HOST"  # pod 0's name in DNS; the kubelet expands $(...) in args
+# Pod 0's name in DNS and the port, `host:port`: the kubelet expands $(...) in args from the container's env.
+RENDEZVOUS_ENDPOINT_ENV = "DISTILLERY_RENDEZVOUS_ENDPOINT"
 RENDEZVOUS_PORT = 29400  # torchrun's default c10d port
 
 # How a stage is started: the console script in the images; `distillery run` uses its own
@@ -254,7 +255,7 @@ class TrainCommand(StageCommand):
                 f"--nnodes={nodes}",
                 f"--nproc_per_node={max(gpus, 1)}",
                 "--rdzv_backend=c10d",
-                f"--rdzv_endpoint=$({RENDEZVOUS_HOST_ENV}):{RENDEZVOUS_PORT}",
+                f"--rdzv_endpoint=$({RENDEZVOUS_ENDPOINT_ENV})",
                 f"--rdzv_id={self.job.metadata.name}",
                 # No restart inside the pod: a lost peer fails every pod, and the Job's replacements
                 # resume together from the last checkpoint (a survivor alone could not go on).

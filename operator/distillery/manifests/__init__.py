@@ -21,7 +21,7 @@ from distillery.manifests.jobs import (
     build_pvc,
     build_training_job,
     build_training_service,
-    rendezvous_host,
+    rendezvous_endpoint,
 )
 from distillery.manifests.teacher import (
     build_teacher_deployment,
@@ -88,7 +88,7 @@ __all__ = [
     "fit_name",
     "label_value",
     "names",
-    "rendezvous_host",
+    "rendezvous_endpoint",
     "teacher_model",
     "teacher_url",
 ]

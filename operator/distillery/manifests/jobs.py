@@ -9,7 +9,7 @@ from distillery.contract import stages
 from distillery.contract.commands import (
     API_KEY_ENV,
     METRICS_PORT,
-    RENDEZVOUS_HOST_ENV,
+    RENDEZVOUS_ENDPOINT_ENV,
     RENDEZVOUS_PORT,
     CheckCommand,
     EvaluateCommand,
@@ -158,11 +158,12 @@ def build_generation_job(job: DistillationJob, config: common.BuildConfig) -> di
     )
 
 
-def rendezvous_host(job: DistillationJob) -> str:
-    """Pod 0's name in DNS: an Indexed Job names each pod's host `<job>-<index>`, and the headless
-    Service the pods' subdomain gives it a record (Kubernetes' "Indexed Job with pod-to-pod communication")."""
+def rendezvous_endpoint(job: DistillationJob) -> str:
+    """Pod 0's name in DNS and the rendezvous port: an Indexed Job names each pod's host `<job>-<index>`,
+    and the headless Service that is the pods' subdomain gives it a record (Kubernetes' "Indexed Job with
+    pod-to-pod communication")."""
     name = common.names(job).train
-    return f"{name}-0.{name}"
+    return f"{name}-0.{name}:{RENDEZVOUS_PORT}"
 
 
 def _training_job_spec(job: DistillationJob) -> dict[str, Any]:
@@ -198,7 +199,7 @@ def build_training_job(job: DistillationJob, config: common.BuildConfig) -> dict
     env = _teacher_key_env(job) if asks_teacher else []
     ports = _metrics_port()
     if training.nodes > 1:
-        env = [*env, {"name": RENDEZVOUS_HOST_ENV, "value": rendezvous_host(job)}]
+        env = [*env, {"name": RENDEZVOUS_ENDPOINT_ENV, "value": rendezvous_endpoint(job)}]
         ports = [*ports, {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}]
     container = common.container(
         job,
