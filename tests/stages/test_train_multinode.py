@@ -8,8 +8,6 @@ accumulated), and a pod killed mid-run restarts the pair from the last checkpoin
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +19,7 @@ from distillery.contract.commands import RENDEZVOUS_ENDPOINT_ENV, SHARD_INDEX_EN
 from distillery.manifests import BuildConfig, build
 from distillery.storage import Layout
 from distillery.training.checkpoints import Checkpoints
-from tests.support.pods import container_of, free_port, start_pod
+from tests.support.pods import container_of, free_port, kill_pod, start_pod
 from tests.support.training import answer_records, make_job, run_cli, toy_pairs, write_records
 
 pytestmark = pytest.mark.stages
@@ -105,7 +103,7 @@ def test_two_pods_train_the_loss_of_one_process_with_the_same_global_batch(tiny_
 
 
 def test_a_killed_pod_restarts_the_pair_from_the_last_checkpoint(tiny_models, tmp_path):
-    # Enough updates (512, some 30 s on a loaded CPU) that a pod is killed mid-run, after a checkpoint.
+    # Enough updates (512, some 10 s) that a pod is killed mid-run, after a checkpoint.
     write_records(tmp_path, NAME, "train", answer_records(toy_pairs(1024, seed=22), "train"))
     job = job_on(tmp_path, tiny_models, nodes=2, batchSize=2, epochs=2, checkpointEverySteps=8)
     total = 2 * 1024 // (2 * 2)
@@ -118,7 +116,7 @@ def test_a_killed_pod_restarts_the_pair_from_the_last_checkpoint(tiny_models, tm
             assert time.monotonic() < deadline, "no checkpoint in time"
             time.sleep(0.05)
         assert all(p.poll() is None for p in pods), "training ended before a pod could be killed"
-        os.killpg(pods[1].pid, signal.SIGKILL)  # pod 1 dies with all its processes
+        kill_pod(pods[1])  # pod 1 dies with all its processes
         killed_after = int(Checkpoints(layout.checkpoints).latest().name.split("-")[1])
         assert killed_after < total, "the pod was killed after training ended; give it more updates"
         # Its peer cannot go on alone: its collectives fail and its torchrun exits (no restart in a pod).
@@ -126,7 +124,7 @@ def test_a_killed_pod_restarts_the_pair_from_the_last_checkpoint(tiny_models, tm
     finally:
         for pod in pods:
             if pod.poll() is None:
-                os.killpg(pod.pid, signal.SIGKILL)
+                kill_pod(pod)
             pod.wait()
     assert not layout.student.exists()
 

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -41,7 +43,7 @@ def free_port() -> int:
 def start_pod(
     container: dict[str, Any], overrides: Mapping[str, str], termination: Path, cwd: Path
 ) -> subprocess.Popen:
-    """The container's command in a session of its own (a pod's processes die together with `killpg`).
+    """The container's command as a local process (`kill_pod` ends it and everything it started).
 
     `torchrun` runs as this interpreter's `torch.distributed.run`, and `distillery` as its module, so the
     test's environment is the one that runs."""
@@ -54,6 +56,9 @@ def start_pod(
         "DISTILLERY_TERMINATION_LOG": str(termination),
     }
     argv = [expand(a, env) for a in container["command"] + container["args"]]
+    # Each pod has its own network namespace; local "pods" share one, so the metrics server stays off.
+    if "--metrics-port" in argv:
+        argv[argv.index("--metrics-port") + 1] = "0"
     executables = {"torchrun": [sys.executable, "-m", "torch.distributed.run"]}
     executables["distillery"] = [sys.executable, "-m", "distillery"]
     argv = [*executables[argv[0]], *argv[1:]]
@@ -61,3 +66,19 @@ def start_pod(
     return subprocess.Popen(
         argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
+
+
+def kill_pod(process: subprocess.Popen) -> None:
+    """SIGKILL the process and every descendant, as a pod's death ends every process in its cgroup.
+
+    A process group is not enough: torchrun starts each worker in a session of its own."""
+    import psutil
+
+    try:
+        root = psutil.Process(process.pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for member in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.send_signal(signal.SIGKILL)
