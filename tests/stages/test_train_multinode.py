@@ -96,10 +96,6 @@ def test_two_pods_train_the_loss_of_one_process_with_the_same_global_batch(tiny_
     summaries = [p.read_text() for p in two.glob("termination-0-?") if p.exists() and p.read_text()]
     assert len(summaries) == 1, summaries
     assert (Layout(two, NAME).student / "model.safetensors").is_file()
-    print(
-        f"tokens/s: 2 pods x 1 process {pair['tokens_per_second']}, "
-        f"1 process {alone['tokens_per_second']} (same data and global batch)"
-    )
 
 
 def test_a_killed_pod_restarts_the_pair_from_the_last_checkpoint(tiny_models, tmp_path):
