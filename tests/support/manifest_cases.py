@@ -138,12 +138,21 @@ def podsettings_job() -> DistillationJob:
     return _with_meta(document)
 
 
+def multinode_job() -> DistillationJob:
+    """The GPU example trained on 2 nodes of 8 GPUs (an Indexed Job, its headless Service), in a Kueue queue."""
+    document = yaml.safe_load((ROOT / "examples" / "distillation.yaml").read_text())
+    document["metadata"]["name"] = "multinode"
+    document["spec"]["training"].update(nodes=2, backoffLimit=2)
+    return _with_meta(document)
+
+
 CASES = {
     "gpu": gpu_job,
     "endpoint": endpoint_job,
     "tiny": tiny_job,
     "onpolicy": onpolicy_job,
     "podsettings": podsettings_job,
+    "multinode": multinode_job,
 }
 CONFIGS = {"podsettings": BuildConfig(**{**vars(CONFIG), "pod_defaults": POD_DEFAULTS})}
 

@@ -102,6 +102,17 @@ TABLE = {
     ),
     "teacher-replicas": job(teacher__replicas=4),
     "replicas-with-endpoint": job(teacher__model=None, teacher__endpoint=ENDPOINT, teacher__replicas=2),
+    "two-nodes": job(training__nodes=2),
+    "two-nodes-onpolicy": job(training__nodes=2, training__method="onPolicy"),
+    "one-node-onpolicy": job(training__nodes=1, training__method="onPolicy"),
+    "two-nodes-rwo-claim": job(
+        training__nodes=2, storage__pvc={"size": "1Gi", "accessModes": ["ReadWriteOnce"]}
+    ),
+    "two-nodes-rwx-claim": job(
+        training__nodes=2, storage__pvc={"size": "1Gi", "accessModes": ["ReadWriteOnce", "ReadWriteMany"]}
+    ),
+    "two-nodes-existing-claim": job(training__nodes=2, storage__pvc={"claimName": "shared"}),
+    "one-node-rwo-claim": job(storage__pvc={"size": "1Gi", "accessModes": ["ReadWriteOnce"]}),
     "kd-without-logprobs": job(training__method="kd"),
     "kd-with-logprobs": job(training__method="kd", generation__topLogprobs=5),
     "kd-alpha-0": job(training__method="kd", generation__topLogprobs=5, training__alpha=0),

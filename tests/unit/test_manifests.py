@@ -65,7 +65,9 @@ def _kinds(job: DistillationJob) -> list[str]:
     return [
         child
         for child in CHILDREN
-        if (served or not child.startswith("teacher")) and (create_claim or child != "pvc")
+        if (served or not child.startswith("teacher"))
+        and (create_claim or child != "pvc")
+        and (job.spec.training.nodes > 1 or child != "train-service")
     ]
 
 

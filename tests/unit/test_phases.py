@@ -179,6 +179,16 @@ TABLE = [
         (C.student_trained, "False", "Training", "training models/student"),
     ),
     (
+        "training on two nodes: the Service that names its pods too",
+        spec(training={"nodes": 2}),
+        status(Phase.training, C.data_generated),
+        Observed(train=job(active=2)),
+        Phase.training,
+        {"pvc", "train-service", "train"},
+        (),
+        (C.student_trained, "False", "Training", "training models/student"),
+    ),
+    (
         "training failed",
         spec(),
         status(Phase.training, C.data_generated),

@@ -107,7 +107,7 @@ tests and fails when a rule here is missing or was never needed.
   verbs: ["list", "watch", "create", "patch", "delete"]  # patch: suspend; delete: stop a job that ended
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["list", "watch", "create", "delete"]  # delete: the teacher's Service goes with it
+  verbs: ["list", "watch", "create", "delete"]  # the teacher's Service (deleted with it) and the training's (nodes > 1)
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "list", "watch", "create"]  # get: an existing claimName exists before anything starts

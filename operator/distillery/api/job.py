@@ -289,6 +289,19 @@ class DistillationJobSpec(Model):
             lambda s: s.training.method is not TrainingMethod.kd or s.generation.top_logprobs >= 1,
         ),
         Rule(
+            "training.nodes",
+            "is more than 1 but storage.pvc.accessModes lacks ReadWriteMany; pods on several nodes mount the "
+            "claim at once (expected ReadWriteMany among the access modes, or training.nodes 1)",
+            "self.training.nodes == 1 || !has(self.storage.pvc) || !has(self.storage.pvc.size) "
+            "|| 'ReadWriteMany' in self.storage.pvc.accessModes",
+            lambda s: (
+                s.training.nodes == 1
+                or s.storage.pvc is None
+                or s.storage.pvc.size is None
+                or "ReadWriteMany" in s.storage.pvc.access_modes
+            ),
+        ),
+        Rule(
             "data.validation",
             "is empty but the quality gate needs held-out data to score",
             "has(self.data.validation) || (!has(self.evaluation.gate.minRetention) "

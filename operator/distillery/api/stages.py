@@ -159,6 +159,10 @@ BatchSize = Annotated[
 ]
 
 
+# Most training nodes one job may ask for: 64 nodes of 8 GPUs is 512 GPUs, more than one queue admits as a job.
+TRAINING_NODES_MAX = 64
+
+
 class TrainingSpec(StageRuntime):
     RULES = (
         Rule(
@@ -166,6 +170,13 @@ class TrainingSpec(StageRuntime):
             "is 0 with method 'kd'; expected > 0 (or use method: sft)",
             "has(self.lora) || self.method != 'kd' || self.alpha != 0.0",
             lambda t: t.lora is not None or t.method is not TrainingMethod.kd or t.alpha != 0,
+        ),
+        Rule(
+            "nodes",
+            "is more than 1 with method 'onPolicy'; on-policy training runs on one node (expected 1, "
+            "or method sft or kd)",
+            "self.nodes == 1 || self.method != 'onPolicy'",
+            lambda t: t.nodes == 1 or t.method is not TrainingMethod.on_policy,
         ),
     )
 
@@ -198,7 +209,20 @@ class TrainingSpec(StageRuntime):
         0.5, ge=0.0, le=1.0, description="Weight of the KD loss; (1 - alpha) weighs the cross-entropy."
     )
     lora: LoraSpec | None = Field(None, description="Train LoRA adapters (merged into the saved student).")
-    gpus: int = Field(1, ge=0, le=64, description="GPUs on the training node; more than one uses torchrun.")
+    gpus: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="GPUs on each training node; more than one uses torchrun (a process per GPU).",
+    )
+    nodes: int = Field(
+        1,
+        ge=1,
+        le=TRAINING_NODES_MAX,
+        description="Training pods, each with `gpus` GPUs, one torchrun rank group per pod (data parallel, DDP) "
+        "meeting at pod 0 (c10d rendezvous through the `<job>-train` headless Service), run as an Indexed Job. "
+        "An update is `batchSize` x `gradientAccumulationSteps` x every process's sequences.",
+    )
     checkpoint_every_steps: int = Field(200, ge=1, description="Save a resumable checkpoint every N updates.")
     on_policy: OnPolicySpec = section(OnPolicySpec, "Settings of `method: onPolicy`.")
     packing: bool = Field(
@@ -218,6 +242,11 @@ class TrainingSpec(StageRuntime):
         description="Recompute activations in the backward pass instead of keeping them: about a third more "
         "compute for far less memory. Empty: on only when, on a GPU, the batch does not fit without it.",
     )
+
+    @property
+    def all_gpus(self) -> int:
+        """The GPUs every training pod holds together: what the training costs."""
+        return self.gpus * self.nodes
 
 
 # ---------------------------------------------------------------- evaluation

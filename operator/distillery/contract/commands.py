@@ -36,6 +36,10 @@ HF_TOKEN_ENV = "HF_TOKEN"  # teacher.hfTokenSecret, read by vLLM and huggingface
 SHARD_INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by the Indexed Job controller
 TERMINATION_LOG_ENV = "DISTILLERY_TERMINATION_LOG"  # where the summary goes outside a pod
 TERMINATION_LOG_PATH = "/dev/termination-log"  # the kubelet's default terminationMessagePath
+# Training on several nodes: every pod's torchrun meets the others at pod 0's store (c10d rendezvous).
+# Pod 0's name in DNS and the port, `host:port`: the kubelet expands $(...) in args from the container's env.
+RENDEZVOUS_ENDPOINT_ENV = "DISTILLERY_RENDEZVOUS_ENDPOINT"
+RENDEZVOUS_PORT = 29400  # torchrun's default c10d port
 
 # How a stage is started: the console script in the images; `distillery run` uses its own
 # interpreter (`python -m distillery`) so PATH cannot pick another install.
@@ -244,7 +248,23 @@ class TrainCommand(StageCommand):
     metrics_port: int = metrics_option()
 
     def argv(self, entry: Sequence[str] = ENTRY) -> list[str]:
-        gpus = self.job.spec.training.gpus
+        training = self.job.spec.training
+        gpus, nodes = training.gpus, training.nodes
+        if nodes > 1:  # torchrun on each pod, a process per GPU (one on CPU), all meeting at pod 0
+            launcher = [
+                "torchrun",
+                f"--nnodes={nodes}",
+                f"--nproc_per_node={max(gpus, 1)}",
+                "--rdzv_backend=c10d",
+                f"--rdzv_endpoint=$({RENDEZVOUS_ENDPOINT_ENV})",
+                f"--rdzv_id={self.job.metadata.name}",
+                # No restart inside the pod: a lost peer fails every pod, and the Job's replacements
+                # resume together from the last checkpoint (a survivor alone could not go on).
+                "--max_restarts=0",
+                "--module",
+                PYTHON_MODULE,
+            ]
+            return [*launcher, *super().argv(entry=())]
         if gpus > 1:  # one process per GPU; torchrun runs `python -m distillery train ...` in each
             launcher = ["torchrun", "--standalone", f"--nproc_per_node={gpus}", "--module", PYTHON_MODULE]
             return [*launcher, *super().argv(entry=())]

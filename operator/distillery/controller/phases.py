@@ -295,7 +295,8 @@ def training(walk: Walk) -> Step | None:
                 *teacher,
                 Cond(C.student_trained, "False", Reason.training, f"training {walk.spec.student.model}"),
                 summary=running(walk, Phase.training, figures),
-                ensure=(Stage.train,),
+                # Several nodes: the headless Service that names the pods (pod 0's is the rendezvous).
+                ensure=(*(("train-service",) if walk.spec.training.nodes > 1 else ()), Stage.train),
                 resume=resume(walk.spec, train, Stage.train),
                 **({"delete": ()} if keep_teacher else {}),
             )

@@ -79,6 +79,7 @@ CHILD_CONDITION = {
     "teacher": C.teacher_ready,
     "teacher-service": C.teacher_ready,
     "teacher-policy": C.teacher_ready,
+    "train-service": C.student_trained,
 }
 
 

@@ -20,6 +20,8 @@ from distillery.manifests.jobs import (
     build_generation_job,
     build_pvc,
     build_training_job,
+    build_training_service,
+    rendezvous_endpoint,
 )
 from distillery.manifests.teacher import (
     build_teacher_deployment,
@@ -49,6 +51,8 @@ CHILDREN: dict[str, tuple[str, str, str, str, Builder]] = {
         "teacher_policy",
         build_teacher_network_policy,
     ),
+    # Only with training.nodes > 1 (None otherwise): the training pods' names in DNS.
+    "train-service": ("v1", "Service", "services", "train", lambda j, c: build_training_service(j)),
     **{
         entry.stage: ("batch/v1", "Job", "jobs", entry.stage.value, JOB_BUILDERS[entry.stage])
         for entry in stages.STAGES
@@ -79,10 +83,12 @@ __all__ = [
     "build_teacher_network_policy",
     "build_teacher_service",
     "build_training_job",
+    "build_training_service",
     "child_name",
     "fit_name",
     "label_value",
     "names",
+    "rendezvous_endpoint",
     "teacher_model",
     "teacher_url",
 ]

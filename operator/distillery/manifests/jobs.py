@@ -9,6 +9,8 @@ from distillery.contract import stages
 from distillery.contract.commands import (
     API_KEY_ENV,
     METRICS_PORT,
+    RENDEZVOUS_ENDPOINT_ENV,
+    RENDEZVOUS_PORT,
     CheckCommand,
     EvaluateCommand,
     GenerateCommand,
@@ -156,7 +158,33 @@ def build_generation_job(job: DistillationJob, config: common.BuildConfig) -> di
     )
 
 
+def rendezvous_endpoint(job: DistillationJob) -> str:
+    """Pod 0's name in DNS and the rendezvous port: an Indexed Job names each pod's host `<job>-<index>`,
+    and the headless Service that is the pods' subdomain gives it a record (Kubernetes' "Indexed Job with
+    pod-to-pod communication")."""
+    name = common.names(job).train
+    return f"{name}-0.{name}:{RENDEZVOUS_PORT}"
+
+
+def _training_job_spec(job: DistillationJob) -> dict[str, Any]:
+    training = job.spec.training
+    if training.nodes == 1:
+        # A retried pod resumes from the latest checkpoint on the storage.
+        return {"completions": 1, "parallelism": 1, "backoffLimit": training.backoff_limit}
+    return {
+        # Every pod at once (Kueue admits the Job's pods as one workload: the whole gang or none).
+        "completionMode": "Indexed",
+        "completions": training.nodes,
+        "parallelism": training.nodes,
+        # One lost pod fails its peers' collectives too, and each failed pod counts: backoffLimit
+        # restarts of the whole group, each resuming on every pod from the last checkpoint.
+        "backoffLimit": training.backoff_limit * training.nodes,
+    }
+
+
 def build_training_job(job: DistillationJob, config: common.BuildConfig) -> dict[str, Any]:
+    """The training Job: one pod, or with `training.nodes` > 1 an Indexed Job of that many pods whose
+    torchrun meet at pod 0 through the headless Service `build_training_service`."""
     training = job.spec.training
     asks_teacher = stages.facts(Stage.train).needs_teacher(
         job.spec
@@ -168,25 +196,59 @@ def build_training_job(job: DistillationJob, config: common.BuildConfig) -> dict
         teacher_model=teacher_model(job) if asks_teacher else None,
         metrics_port=METRICS_PORT,
     )
+    env = _teacher_key_env(job) if asks_teacher else []
+    ports = _metrics_port()
+    if training.nodes > 1:
+        env = [*env, {"name": RENDEZVOUS_ENDPOINT_ENV, "value": rendezvous_endpoint(job)}]
+        ports = [*ports, {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}]
     container = common.container(
         job,
         name=Stage.train,
         image=config.worker_image_for(training, training.gpus),
         **_command_line(command),
-        env=_teacher_key_env(job) if asks_teacher else [],
+        env=env,
         resource_spec=common.resources(training.resources, Stage.train, training.gpus),
-        ports=_metrics_port(),
+        ports=ports,
     )
-    return _job(
+    manifest = _job(
         job,
         name=common.names(job).train,
         stage=Stage.train,
         runtime=training,
         container=container,
         config=config,
-        # A retried pod resumes from the latest checkpoint on the storage.
-        job_spec={"completions": 1, "parallelism": 1, "backoffLimit": training.backoff_limit},
+        job_spec=_training_job_spec(job),
     )
+    if training.nodes > 1:
+        manifest["spec"]["template"]["spec"]["subdomain"] = common.names(job).train
+    return manifest
+
+
+def build_training_service(job: DistillationJob) -> dict[str, Any] | None:
+    """The headless Service that gives each training pod a DNS name (pod 0's is the rendezvous); None
+    for training on one node, which needs no name."""
+    if job.spec.training.nodes == 1:
+        return None
+    name = common.names(job).train
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": common.metadata(job, name, Stage.train),
+        "spec": {
+            "clusterIP": "None",
+            # The pods find each other before any is ready (training pods have no readiness probe).
+            "publishNotReadyAddresses": True,
+            "selector": common.selector_labels(job, Stage.train),
+            "ports": [
+                {
+                    "name": "rendezvous",
+                    "port": RENDEZVOUS_PORT,
+                    "targetPort": RENDEZVOUS_PORT,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
 
 
 def build_evaluation_job(job: DistillationJob, config: common.BuildConfig) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
     distillery train --job JOB --storage DIR [--metrics-port P]
     torchrun --standalone --nproc_per_node=G --module distillery train --job JOB --storage DIR
+    torchrun --nnodes=N --nproc_per_node=G --rdzv_backend=c10d --rdzv_endpoint=POD0:29400 ... (training.nodes)
 
 Ends with a `TrainSummary` (contract.summaries) on stdout and in the termination message,
 written by rank 0 only, on success and on failure.
@@ -30,7 +31,8 @@ def main(args: argparse.Namespace) -> int:
 
     def work() -> TrainSummary:
         command = TrainCommand.from_args(args)
-        context["gpus"] = command.job.spec.training.gpus
+        # Rank 0's summary is the only one, so it reports every node's GPUs (the other pods write none).
+        context["gpus"] = command.job.spec.training.all_gpus
         start_metrics_server(command.metrics_port if main_rank else 0, metrics.REGISTRY)
         return train_student(command.job, Path(command.storage), command.teacher_url, command.teacher_model)
 

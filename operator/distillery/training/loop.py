@@ -215,6 +215,13 @@ class Trainer:
             micro = [self.collate(group, self.pad_id) for group in groups]
         loss_tokens = max(1, sum(b["loss_tokens"] for b in micro))
         kd_rows = sum(int(b["top_ids"].shape[0]) for b in micro)
+        # DDP averages the ranks' gradients: each rank divides its sums by the whole update's counts over
+        # the number of ranks, so the update is the mean over every rank's tokens, the same as one process
+        # accumulating all of them (ranks with more tokens are not weighed down).
+        norm_tokens, norm_rows = float(loss_tokens), float(kd_rows)
+        if self.dist.world_size > 1:
+            counts = self.dist.all_sum([loss_tokens, kd_rows], self.device)
+            norm_tokens, norm_rows = (count / self.dist.world_size for count in counts)
         # Summed on the device: a float() per micro-batch would make the host wait for the GPU each time.
         ce_total = kd_total = torch.zeros((), device=self.device)
         for index, batch in enumerate(micro):
@@ -225,11 +232,11 @@ class Trainer:
                     torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
                 ):
                     ce_sum, kd_sum = self.runner(**move(batch, self.device), reverse=on_policy)
-                loss = ce_sum / loss_tokens
+                loss = ce_sum / norm_tokens
                 if on_policy:  # reverse KL per graded token; no cross-entropy on the student's own text
-                    loss = kd_sum / max(1, kd_rows)
-                elif config.kd and kd_rows:
-                    loss = (1 - config.alpha) * loss + config.alpha * kd_sum / kd_rows
+                    loss = kd_sum / (norm_rows or 1)
+                elif config.kd and norm_rows:
+                    loss = (1 - config.alpha) * loss + config.alpha * kd_sum / norm_rows
                 self.scaler.scale(loss).backward()
             ce_total = ce_total + ce_sum.detach().float()
             kd_total = kd_total + kd_sum.detach().float()
