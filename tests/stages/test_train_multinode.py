@@ -7,65 +7,18 @@ accumulated), and a pod killed mid-run restarts the pair from the last checkpoin
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from distillery.api import DistillationJob
-from distillery.contract.commands import RENDEZVOUS_ENDPOINT_ENV, SHARD_INDEX_ENV
-from distillery.manifests import BuildConfig, build
 from distillery.storage import Layout
 from distillery.training.checkpoints import Checkpoints
-from tests.support.pods import container_of, free_port, kill_pod, start_pod
-from tests.support.training import answer_records, make_job, run_cli, toy_pairs, write_records
+from tests.support.pods import NAME, job_on, kill_pod, output, report_of, start_pods, wait_all
+from tests.support.training import answer_records, run_cli, toy_pairs, write_records
 
 pytestmark = pytest.mark.stages
 
-NAME = "nodes"
 WAIT_SECONDS = 600
-
-
-def job_on(root: Path, tiny_models: dict[str, Path], **training) -> DistillationJob:
-    """The tiny job with its storage mounted at `root` (the pods' working directory and --storage)."""
-    document = make_job(NAME, tiny_models["student"], tiny_models["teacher"], gpus=0, **training).model_dump(
-        mode="json", by_alias=True, exclude_none=True
-    )
-    document["metadata"].update(namespace="default", uid="9d3c0a4e-0000-4000-8000-000000000001")
-    document["spec"]["storage"] = {"mountPath": str(root), "pvc": {"claimName": "shared"}}
-    return DistillationJob.model_validate(document)
-
-
-def start_pods(job: DistillationJob, root: Path, attempt: int) -> list[subprocess.Popen]:
-    """Every training pod of the job's Indexed Job, pod 0's rendezvous on a loopback port."""
-    manifest = build("train", job, BuildConfig())
-    assert manifest["spec"]["completionMode"] == "Indexed"
-    container = container_of(manifest)
-    endpoint = f"127.0.0.1:{free_port()}"
-    return [
-        start_pod(
-            container,
-            {RENDEZVOUS_ENDPOINT_ENV: endpoint, SHARD_INDEX_ENV: str(index)},
-            root / f"termination-{attempt}-{index}",
-            root,
-        )
-        for index in range(manifest["spec"]["completions"])
-    ]
-
-
-def wait_all(pods: list[subprocess.Popen], root: Path) -> list[int]:
-    codes = [pod.wait(timeout=WAIT_SECONDS) for pod in pods]
-    return codes
-
-
-def output(root: Path) -> str:
-    return "\n".join(p.read_text()[-2000:] for p in sorted(root.glob("termination-*.out")))
-
-
-def report_of(root: Path) -> dict:
-    return json.loads(Layout(root, NAME).training_report.read_text())
 
 
 def test_two_pods_train_the_loss_of_one_process_with_the_same_global_batch(tiny_models, tmp_path):
