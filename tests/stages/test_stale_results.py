@@ -92,12 +92,13 @@ def test_a_lowered_gate_rejudges_the_stored_scores_without_serving_anything(stor
         yield TeacherConnection(vllm_teacher.base_url, vllm_teacher.model), vllm_teacher.process.pid
 
     first = evaluate.evaluate_job(strict, storage, serve=serve, say=lambda m: None)
-    assert first["gate"]["passed"] is False and served == ["student"]
+    # Every compared model is served by the evaluation and measured the same way (evaluation/measure.py).
+    assert first["gate"]["passed"] is False and served == ["teacher", "student"]
     answers = (layout.reports / "evaluation-answers.jsonl").read_text()
 
     lowered = make_job(evaluation={"gate": {"minScore": 0.0}})
     second = evaluate.evaluate_job(lowered, storage, serve=serve, say=lambda m: None)
-    assert served == ["student"], "a changed gate alone must not serve the student again"
+    assert served == ["teacher", "student"], "a changed gate alone must not serve anything again"
     assert second["gate"]["passed"] is True and second["rejudged"]["previousGate"] == first["gate"]["reason"]
     assert second["models"] == first["models"] and second["fingerprints"] == first["fingerprints"]
     assert (layout.reports / "evaluation-answers.jsonl").read_text() == answers
@@ -105,7 +106,7 @@ def test_a_lowered_gate_rejudges_the_stored_scores_without_serving_anything(stor
 
     rescored = make_job(evaluation={"gate": {"minScore": 0.0}, "maxSamples": 4})  # not the gate: scored again
     evaluate.evaluate_job(rescored, storage, serve=serve, say=lambda m: None)
-    assert served == ["student", "student"]
+    assert served == ["teacher", "student", "teacher", "student"]
 
 
 def test_a_changed_spec_under_the_same_name_regenerates_and_training_reads_only_the_new_answers(

@@ -63,6 +63,10 @@ class Reconciler:
         self._seen: dict[
             Key, tuple[Any, dict[str, Any]]
         ] = {}  # (generation, status) as our last reconcile left it
+        # (uid, resourceVersion we wrote over, status) per job: a reconcile running before the watch has
+        # brought our own write back (the cache still shows the object we wrote over) must not write it
+        # again; once the cache has moved on (our write, or anyone's), the cached status decides.
+        self._written: dict[Key, tuple[Any, Any, dict[str, Any]]] = {}
         self._failures: dict[Key, int] = {}  # consecutive failed reconciles per job
         self.faults = faults.Recorder()  # the operator's faults per job, for their Events (`faults`)
         self._fault_due: dict[Key, float] = {}  # seconds until a fault left unreported may be posted
@@ -73,6 +77,7 @@ class Reconciler:
         body = self.cache.job(key)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             self.faults.forget(key)
+            self._written.pop(key, None)
             return None  # deleted: the garbage collector removes owned children
         started = time.monotonic()
         token = self.faults.start()
@@ -191,10 +196,13 @@ class Reconciler:
         new_doc = status.status_document(new)
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         self._seen[key] = ((body.get("metadata") or {}).get("generation"), new_doc)
-        if new_doc == status.status_document(old):
+        metadata = body.get("metadata") or {}
+        written = (metadata.get("uid"), metadata.get("resourceVersion"), new_doc)
+        if new_doc == status.status_document(old) or self._written.get(key) == written:
             return
-        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        namespace, name = metadata["namespace"], metadata["name"]
         await kube.patch_status(self.api, namespace, name, new_doc)
+        self._written[key] = written
         fault_events = [status.Event("Warning", n.reason, n.message) for n in notices]
         for event in [*status.events(old, new), *fault_events]:
             logger.info("%s/%s: %s: %s", namespace, name, event.reason, event.message)
