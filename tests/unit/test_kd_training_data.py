@@ -90,6 +90,32 @@ def test_record_files_skip_rejected_and_errors_name_the_line(tmp_path):
         list(read_records(files))
 
 
+@pytest.mark.parametrize("dedup", [False, True])
+def test_examples_do_not_depend_on_the_order_shards_wrote_their_records(tmp_path, tokenizer, dedup):
+    """A shard writes answers as they come back (and a resumed shard after its restart); the student
+    must train on the same list whatever that order, or a resume changes the student."""
+    from distillery.training.student import load_examples
+
+    def record(line: int, question: str, answer: str) -> str:
+        messages = [{"role": "user", "content": question}]
+        return json.dumps({"id": f"q{line}", "line": line, "messages": messages, "response": answer}) + "\n"
+
+    records = [record(n, f"What is {n}+1?", str(n + 1)) for n in range(1, 13)]
+    records += [record(13, "What is 0+1?", "1"), record(14, "What is 0+1?", "1")]  # answered twice, alike
+    loaded = []
+    for order in (range(len(records)), [5, 13, 0, 9, 2, 12, 7, 1, 11, 4, 10, 3, 8, 6]):
+        run = tmp_path / f"run{len(loaded)}"
+        run.mkdir()
+        written = [records[i] for i in order]
+        (run / "shard-00000-of-00002.jsonl").write_text("".join(written[0::2]))
+        (run / "shard-00001-of-00002.jsonl").write_text("".join(written[1::2]))
+        examples, skipped, _, duplicates = load_examples(record_files(run), tokenizer, 64, False, dedup=dedup)
+        assert (skipped, duplicates) == (0, 1 if dedup else 0)
+        loaded.append([example.input_ids for example in examples])
+    assert loaded[0] == loaded[1]
+    assert len(loaded[0]) == len(records) - dedup
+
+
 def test_length_grouped_batches_cover_everything_once_and_cut_padding():
     import random
 

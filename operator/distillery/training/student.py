@@ -33,16 +33,21 @@ def load_examples(
 ):
     """(examples, skipped, records with the teacher's top-k, duplicates) from record files.
 
+    The examples come ordered by their (prompt, response), not in the order the shards wrote them:
+    a shard writes each answer as it comes back, so that order (and which of two equal answers it
+    kept) changes from run to run and after a resume; the seeded batch order then starts from the
+    same list, so the student is a function of the records.
+
     `dedup`: a record whose (prompt, response) an earlier one had is dropped and counted: each
     shard dedups its own records, this catches those repeated across shards.
     """
     from distillery.training.data import encode
 
-    examples, skipped, scored, duplicates = [], 0, 0, 0
-    seen: set[int] = set()
+    keyed, seen = [], set()
+    skipped, scored, duplicates = 0, 0, 0
     for record in read_records(files):
+        key = record_key(record.messages, record.response)
         if dedup:
-            key = record_key(record.messages, record.response)
             if key in seen:
                 duplicates += 1
                 continue
@@ -52,8 +57,9 @@ def load_examples(
         if example is None:
             skipped += 1
         else:
-            examples.append(example)
-    return examples, skipped, scored, duplicates
+            keyed.append((key, example))
+    keyed.sort(key=lambda pair: pair[0])  # stable: equal pairs (no dedup) keep their file order
+    return [example for _, example in keyed], skipped, scored, duplicates
 
 
 def _save_student(model: Any, tokenizer: Any, target: Path, dtype: Any) -> None:
