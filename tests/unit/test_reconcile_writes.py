@@ -5,10 +5,12 @@ cached status decides again (someone else's change is answered)."""
 from __future__ import annotations
 
 import copy
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
+from distillery.controller import reconcile as reconcile_module
 from distillery.controller.cache import Cache
 from distillery.controller.reconcile import Reconciler
 from distillery.controller.settings import OperatorSettings
@@ -16,6 +18,7 @@ from distillery.controller.settings import OperatorSettings
 pytestmark = pytest.mark.unit
 
 KEY = ("ml", "bad")
+KEY_OK = ("ml", "good")
 
 
 class StatusRecordingApi:
@@ -23,10 +26,13 @@ class StatusRecordingApi:
 
     def __init__(self) -> None:
         self.status_patches: list[dict[str, Any]] = []
+        self.events: list[str] = []  # the reasons of the Events posted
 
     async def request(self, method: str, url: str, body: Any = None, *args: Any, **kwargs: Any) -> dict:
         if method == "PATCH" and url.endswith("/status"):
             self.status_patches.append(body)
+        if method == "POST" and url.endswith("/events"):
+            self.events.append(body["reason"])
         return {}
 
 
@@ -56,6 +62,14 @@ def invalid_job(resource_version: str, status: dict[str, Any] | None = None) -> 
     return body
 
 
+def valid_job(resource_version: str) -> dict[str, Any]:
+    """A job the operator starts: its first reconcile creates the input check."""
+    body = invalid_job(resource_version)
+    body["metadata"]["name"] = "good"
+    del body["spec"]["training"]
+    return body
+
+
 @pytest.mark.asyncio
 async def test_a_stale_cache_does_not_write_the_same_status_twice():
     cache, api = Cache(), StatusRecordingApi()
@@ -77,4 +91,37 @@ async def test_a_stale_cache_does_not_write_the_same_status_twice():
 
     cache.put_job(invalid_job("3"))  # someone cleared the status: the operator writes it again
     await reconcile(KEY)
+    assert len(api.status_patches) == 2
+
+
+class Later(datetime):
+    """The reconcile's clock, moved on by `shift` (a later reconcile of the same job)."""
+
+    shift = timedelta(0)
+
+    @classmethod
+    def now(cls, tz=None):
+        return datetime.now(tz) + cls.shift
+
+
+@pytest.mark.asyncio
+async def test_a_later_reconcile_over_a_stale_cache_takes_no_transition_twice(monkeypatch):
+    """A child's event can run the job's next reconcile before the watch brings back the status the last
+    one wrote; seconds later, starting from the cached status would start the job again: new times in
+    status, a second status write, the same Events twice."""
+    monkeypatch.setattr(reconcile_module, "datetime", Later)
+    cache, api = Cache(), StatusRecordingApi()
+    cache.put_job(valid_job("1"))
+    reconcile = Reconciler(cache, api, settings=OperatorSettings())
+
+    await reconcile(KEY_OK)
+    assert len(api.status_patches) == 1 and api.events, (api.status_patches, api.events)
+    events = list(api.events)
+    Later.shift = timedelta(seconds=5)
+    await reconcile(KEY_OK)  # the cache still shows resourceVersion 1, without the status written
+    assert len(api.status_patches) == 1, api.status_patches
+    assert api.events == events, "the same transition's Events posted twice"
+
+    cache.put_job(valid_job("3"))  # someone cleared the status: the operator writes it again
+    await reconcile(KEY_OK)
     assert len(api.status_patches) == 2

@@ -103,7 +103,7 @@ class Reconciler:
 
     async def _reconcile(self, key: Key, body: dict[str, Any]) -> float | None:
         meta = body.get("metadata") or {}
-        old = read_status(body)
+        old = self._known_status(key, body)
         job, problems = parse(body)
         now = datetime.now(timezone.utc)
         claim_missing = job is not None and await self._claim_missing(job, old)
@@ -163,6 +163,17 @@ class Reconciler:
                 labels[name] = found
         denied = guard.denials(job.spec, self.guard, self.config, labels)
         return Admission(tuple(denied), tuple(missing), self.guard.describe())
+
+    def _known_status(self, key: Key, body: dict[str, Any]) -> DistillationJobStatus:
+        """The job's status as the API server holds it. While the cache still shows the object our last
+        status write went over (a child's event ran this reconcile before the watch brought the write back),
+        that is the cached status with our merge patch applied: starting from the cached one would take the
+        same transition again, post its Events twice and write the status a second time."""
+        meta = body.get("metadata") or {}
+        written = self._written.get(key)
+        if written is not None and written[:2] == (meta.get("uid"), meta.get("resourceVersion")):
+            return read_status({"status": merge_patch(body.get("status") or {}, written[2])})
+        return read_status(body)
 
     def unchanged(self, key: Key, body: dict[str, Any]) -> bool:
         """Whether a watch event only echoes what our last reconcile of the job wrote (nothing to do)."""
@@ -238,6 +249,19 @@ class Reconciler:
         with contextlib.suppress(Exception):
             await self._write(body, old, new, notices)  # the next attempt tries again
         return Backoff(delay)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch, as the API server applies the operator's status writes."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for name, value in patch.items():
+        if value is None:
+            out.pop(name, None)
+        else:
+            out[name] = merge_patch(out.get(name), value)
+    return out
 
 
 def read_status(body: dict[str, Any]) -> DistillationJobStatus:
