@@ -125,3 +125,75 @@ async def test_a_later_reconcile_over_a_stale_cache_takes_no_transition_twice(mo
     cache.put_job(valid_job("3"))  # someone cleared the status: the operator writes it again
     await reconcile(KEY_OK)
     assert len(api.status_patches) == 2
+
+
+class VersionedApi(StatusRecordingApi):
+    """As the API server answers a status patch: the job with its new resourceVersion (2, 3, ...)."""
+
+    async def request(self, method: str, url: str, body: Any = None, *args: Any, **kwargs: Any) -> dict:
+        await super().request(method, url, body, *args, **kwargs)
+        if method == "PATCH" and url.endswith("/status"):
+            return {"metadata": {"resourceVersion": str(len(self.status_patches) + 1)}}
+        return {}
+
+
+def completed_check(job: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The job's check Job, complete, and the pod it ran, whose termination message is the stage's summary."""
+    from distillery.api import DistillationJob
+    from distillery.contract.summaries import CheckSummary, termination_message
+    from distillery.manifests import BuildConfig, build
+
+    check = build("check", DistillationJob.model_validate(job), BuildConfig())
+    check["metadata"].update(uid="j-1", resourceVersion="1")
+    check["status"] = {
+        "succeeded": 1,
+        "startTime": "2026-12-07T12:00:00Z",
+        "completionTime": "2026-12-07T12:00:05Z",
+        "conditions": [{"type": "Complete", "status": "True"}],
+    }
+    template = check["spec"]["template"]
+    terminated = {"exitCode": 0, "reason": "Completed", "message": termination_message(CheckSummary())}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "good-check-x1",
+            "namespace": "ml",
+            "labels": {**template["metadata"]["labels"], "job-name": check["metadata"]["name"]},
+        },
+        "spec": template["spec"],
+        "status": {
+            "phase": "Succeeded",
+            "containerStatuses": [
+                {"name": c["name"], "ready": False, "state": {"terminated": terminated}}
+                for c in template["spec"]["containers"]
+            ],
+        },
+    }
+    return [("Job", check), ("Pod", pod)]
+
+
+@pytest.mark.asyncio
+async def test_the_echo_of_an_earlier_write_is_not_taken_for_the_latest_status(monkeypatch):
+    """Two writes before the watch brings the first back: the first's event (a newer resourceVersion than
+    the cache had) still predates the second, so the job does not go back and take the second step again."""
+    monkeypatch.setattr(reconcile_module, "datetime", Later)
+    Later.shift = timedelta(0)
+    cache, api = Cache(), VersionedApi()
+    cache.put_job(valid_job("1"))
+    reconcile = Reconciler(cache, api, settings=OperatorSettings())
+    await reconcile(KEY_OK)  # Pending, the check created; the write makes resourceVersion 2
+    for kind, body in completed_check(valid_job("1")):
+        cache.put_child(kind, body)
+    await reconcile(KEY_OK)  # the check done: TeacherStarting, over the cache's resourceVersion 1
+    first, second = (patch["status"] for patch in api.status_patches)
+    assert (first["phase"], second["phase"]) == ("Pending", "TeacherStarting")
+    events = list(api.events)
+
+    echo = valid_job("2")
+    echo["status"] = copy.deepcopy(first)
+    cache.put_job(echo)  # the first write's own event arrives now
+    Later.shift = timedelta(seconds=5)
+    await reconcile(KEY_OK)
+    assert len(api.status_patches) == 2, api.status_patches[2:]
+    assert api.events == events

@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -63,10 +63,10 @@ class Reconciler:
         self._seen: dict[
             Key, tuple[Any, dict[str, Any]]
         ] = {}  # (generation, status) as our last reconcile left it
-        # (uid, resourceVersion we wrote over, status) per job: a reconcile running before the watch has
-        # brought our own write back (the cache still shows the object we wrote over) must not write it
-        # again; once the cache has moved on (our write, or anyone's), the cached status decides.
-        self._written: dict[Key, tuple[Any, Any, dict[str, Any]]] = {}
+        # Our last status write per job: a reconcile running before the watch has brought it back (the
+        # cache still shows an object from before it) starts from it; once the cache shows it, or anyone
+        # else's later change, the cached status decides (`_known_status`).
+        self._written: dict[Key, Written] = {}
         self._failures: dict[Key, int] = {}  # consecutive failed reconciles per job
         self.faults = faults.Recorder()  # the operator's faults per job, for their Events (`faults`)
         self._fault_due: dict[Key, float] = {}  # seconds until a fault left unreported may be posted
@@ -171,8 +171,8 @@ class Reconciler:
         same transition again, post its Events twice and write the status a second time."""
         meta = body.get("metadata") or {}
         written = self._written.get(key)
-        if written is not None and written[:2] == (meta.get("uid"), meta.get("resourceVersion")):
-            return read_status({"status": merge_patch(body.get("status") or {}, written[2])})
+        if written is not None and written.stale(meta):
+            return read_status({"status": merge_patch(body.get("status") or {}, written.status)})
         return read_status(body)
 
     def unchanged(self, key: Key, body: dict[str, Any]) -> bool:
@@ -208,12 +208,14 @@ class Reconciler:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         self._seen[key] = ((body.get("metadata") or {}).get("generation"), new_doc)
         metadata = body.get("metadata") or {}
-        written = (metadata.get("uid"), metadata.get("resourceVersion"), new_doc)
-        if new_doc == status.status_document(old) or self._written.get(key) == written:
+        last = self._written.get(key)
+        if new_doc == status.status_document(old) or (
+            last is not None and last.stale(metadata) and last.status == new_doc
+        ):
             return
         namespace, name = metadata["namespace"], metadata["name"]
-        await kube.patch_status(self.api, namespace, name, new_doc)
-        self._written[key] = written
+        answer = await kube.patch_status(self.api, namespace, name, new_doc)
+        self._written[key] = Written.after(last, metadata, answer, new_doc)
         fault_events = [status.Event("Warning", n.reason, n.message) for n in notices]
         for event in [*status.events(old, new), *fault_events]:
             logger.info("%s/%s: %s: %s", namespace, name, event.reason, event.message)
@@ -249,6 +251,39 @@ class Reconciler:
         with contextlib.suppress(Exception):
             await self._write(body, old, new, notices)  # the next attempt tries again
         return Backoff(delay)
+
+
+@dataclass(frozen=True)
+class Written:
+    """The operator's last status write of a job, and the resourceVersions of the job that show it as it
+    was before that write: those it wrote over, and those its own earlier writes made (an event of one of
+    them can still be on its way). Opaque strings, compared for equality only, as the API asks."""
+
+    uid: Any
+    status: dict[str, Any]
+    made: Any  # the resourceVersion this write made (None: the answer did not say)
+    before: tuple[Any, ...]  # the latest last, at most KEPT_VERSIONS
+
+    def stale(self, metadata: dict[str, Any]) -> bool:
+        """Whether a cached body with this metadata predates the write."""
+        return metadata.get("uid") == self.uid and metadata.get("resourceVersion") in self.before
+
+    @staticmethod
+    def after(
+        last: Written | None,
+        metadata: dict[str, Any],
+        answer: dict[str, Any] | None,
+        document: dict[str, Any],
+    ) -> Written:
+        uid = metadata.get("uid")
+        before = (*last.before, last.made) if last is not None and last.uid == uid else ()
+        before = (*before, metadata.get("resourceVersion"))[-KEPT_VERSIONS:]
+        made = ((answer or {}).get("metadata") or {}).get("resourceVersion")
+        return Written(uid, document, made, before)
+
+
+# A job's status is written a few times per stage; events older than this many writes are long delivered.
+KEPT_VERSIONS = 16
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
