@@ -67,6 +67,7 @@ class Reconciler:
         # cache still shows an object from before it) starts from it; once the cache shows it, or anyone
         # else's later change, the cached status decides (`_known_status`).
         self._written: dict[Key, Written] = {}
+        self._exported: dict[Key, tuple[Any, ...]] = {}  # (uid, status, restarts) last set in the metrics
         self._failures: dict[Key, int] = {}  # consecutive failed reconciles per job
         self.faults = faults.Recorder()  # the operator's faults per job, for their Events (`faults`)
         self._fault_due: dict[Key, float] = {}  # seconds until a fault left unreported may be posted
@@ -78,6 +79,7 @@ class Reconciler:
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             self.faults.forget(key)
             self._written.pop(key, None)
+            self._exported.pop(key, None)
             return None  # deleted: the garbage collector removes owned children
         started = time.monotonic()
         token = self.faults.start()
@@ -132,8 +134,11 @@ class Reconciler:
             seconds = status.stage_duration(observed.job(stage))
             if seconds is not None:
                 metrics.STAGE_DURATION.labels(stage).observe(seconds)
-        metrics.export_status(key[0], key[1], meta.get("uid", ""), new)
-        metrics.export_restarts(key[0], key[1], meta.get("uid", ""), observed.restarts())
+        exported = (meta.get("uid", ""), self._seen[key][1], observed.restarts())
+        if self._exported.get(key) != exported:  # a reconcile that changed nothing sets no series again
+            metrics.export_status(key[0], key[1], exported[0], new)
+            metrics.export_restarts(key[0], key[1], exported[0], exported[2])
+            self._exported[key] = exported
         if claim_missing or (admission is not None and admission.missing_secrets):
             return CLAIM_RECHECK_SECONDS
         if job is not None and new.phase is not None and new.phase.is_terminal:
