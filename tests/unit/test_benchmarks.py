@@ -210,3 +210,19 @@ def test_bench_train_gpu_shapes_count_a_tied_embedding_once(shape, parameters):
     config = model.config
     expected = 6 * parameters + 12 * config.num_hidden_layers * config.hidden_size * 600
     assert bench_train.model_flops_per_token(model, 600) == expected
+
+
+def test_the_operators_writes_leave_out_reads_watches_and_the_benchs_own_creates():
+    stats = {
+        "requests": {
+            "create distillery.dev/v1alpha1/distillationjobs": 100,  # the bench's
+            "create batch/v1/jobs": 100,
+            "create v1/events": 400,
+            "patch distillery.dev/v1alpha1/distillationjobs/status": 300,
+            "delete apps/v1/deployments": 2,
+            "list v1/pods": 1,
+            "watch v1/pods": 1,
+            "get v1/persistentvolumeclaims": 5,
+        }
+    }
+    assert operator_stand.writes(stats) == 100 + 400 + 300 + 2
