@@ -63,7 +63,7 @@ def burst(count: int, args: argparse.Namespace, work: Path) -> dict:
         all_s = time.monotonic() - started
         cpu_s, api_s = stand.proc.cpu() - cpu0, stand.api.cpu() - api0
         to_first, to_teacher = stand.delays(count)
-        stand.settle(started, all_s + 60)
+        stand.settle(started, all_s + args.settle)
         result = {
             "mode": "burst",
             "create_seconds": round(created_s, 2),
@@ -100,7 +100,7 @@ def sustained(rate: float, duration: float, args: argparse.Namespace, work: Path
         all_s = time.monotonic() - started
         cpu_s = stand.proc.cpu() - cpu0
         to_first, to_teacher = stand.delays(count)
-        stand.settle(started, all_s + 60)
+        stand.settle(started, all_s + args.settle)
         result = {
             "mode": "sustained",
             "rate_per_s": rate,
@@ -145,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         "--rate", type=float, help="instead of bursts: this many new jobs a second, for --duration seconds"
     )
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of --rate (default 60)")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=60.0,
+        help="most seconds after the last Deployment to wait for the operator to stop writing (default 60)",
+    )
     parser.add_argument(
         "--api-qps",
         type=float,
