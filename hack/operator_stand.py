@@ -212,21 +212,23 @@ class Stand:
     def settle(self, since: float, most: float = 60) -> None:
         """Until the operator has caught up (status writes and Events after the Deployments): no API request
         for 3 s, or at most `most` seconds more."""
-        settled_at, last = time.monotonic(), sum(self.stats()["requests"].values())
+        count = lambda: sum(get_json(self.url + "/_bench/stats?only=requests")["requests"].values())  # noqa: E731
+        settled_at, last = time.monotonic(), count()
         while time.monotonic() - settled_at < 3 and time.monotonic() - since < most:
             time.sleep(0.5)  # sampling the request count, not waiting for a fixed time
-            now = sum(self.stats()["requests"].values())
+            now = count()
             if now != last:
                 settled_at, last = time.monotonic(), now
 
     def steady(self, seconds: float) -> dict:
         """API requests/s and CPU use of the operator and of the API server over a quiet window, and the
         operator's resident memory at its end (at rest)."""
-        requests0, cpu0, api0 = sum(self.stats()["requests"].values()), self.proc.cpu(), self.api.cpu()
+        count = lambda: sum(get_json(self.url + "/_bench/stats?only=requests")["requests"].values())  # noqa: E731
+        requests0, cpu0, api0 = count(), self.proc.cpu(), self.api.cpu()
         started = time.monotonic()
         time.sleep(seconds)  # a fixed measuring window, not a wait for a condition
         window = time.monotonic() - started
-        requests1 = sum(self.stats()["requests"].values())
+        requests1 = count()
         return {
             "steady_requests_per_s": round((requests1 - requests0) / window, 2),
             "steady_operator_cpu_percent": round((self.proc.cpu() - cpu0) / window * 100, 2),
