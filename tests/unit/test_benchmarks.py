@@ -12,11 +12,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hack"))
 
-import bench_operator_scale
+import bench_process
 import bench_quality
 import bench_quality_report
 import bench_train
 import flat_apiserver
+import operator_stand
 import quality_tasks
 
 pytestmark = pytest.mark.unit
@@ -84,11 +85,11 @@ def test_the_stand_ins_completed_check_job_is_what_the_operator_reads_as_a_done_
     from distillery.controller.observe import from_children, settled
     from distillery.manifests import BuildConfig, build
 
-    job = DistillationJob.model_validate(bench_operator_scale.job_body(7))
+    job = DistillationJob.model_validate(operator_stand.job_body(7))
     job.metadata.uid = "u-7"
     check = build("check", job, BuildConfig())
     check["metadata"].update(uid="j-1", resourceVersion="1")
-    pod = flat_apiserver.succeeded_pod(check, bench_operator_scale.check_summary())
+    pod = flat_apiserver.succeeded_pod(check, operator_stand.check_summary())
     check["status"] = {
         "succeeded": 1,
         "completionTime": flat_apiserver.now_rfc3339(),
@@ -110,9 +111,9 @@ def test_the_stand_ins_completed_check_job_is_what_the_operator_reads_as_a_done_
 def test_histogram_quantile_interpolates_like_prometheus():
     buckets = [(0.1, 10.0), (0.5, 30.0), (1.0, 40.0), (float("inf"), 40.0)]
     # rank 20 of 40 falls halfway into (0.1, 0.5]: 0.1 + 0.4 * (20 - 10) / (30 - 10)
-    assert bench_operator_scale.histogram_quantile(0.5, buckets) == pytest.approx(0.3)
-    assert bench_operator_scale.histogram_quantile(0.95, buckets) == pytest.approx(0.5 + 0.5 * 8 / 10)
-    assert bench_operator_scale.histogram_quantile(0.5, [(1.0, 0.0), (float("inf"), 0.0)]) is None
+    assert bench_process.histogram_quantile(0.5, buckets) == pytest.approx(0.3)
+    assert bench_process.histogram_quantile(0.95, buckets) == pytest.approx(0.5 + 0.5 * 8 / 10)
+    assert bench_process.histogram_quantile(0.5, [(1.0, 0.0), (float("inf"), 0.0)]) is None
 
 
 @pytest.mark.parametrize("name", sorted(quality_tasks.CANDIDATES))
@@ -209,3 +210,19 @@ def test_bench_train_gpu_shapes_count_a_tied_embedding_once(shape, parameters):
     config = model.config
     expected = 6 * parameters + 12 * config.num_hidden_layers * config.hidden_size * 600
     assert bench_train.model_flops_per_token(model, 600) == expected
+
+
+def test_the_operators_writes_leave_out_reads_watches_and_the_benchs_own_creates():
+    stats = {
+        "requests": {
+            "create distillery.dev/v1alpha1/distillationjobs": 100,  # the bench's
+            "create batch/v1/jobs": 100,
+            "create v1/events": 400,
+            "patch distillery.dev/v1alpha1/distillationjobs/status": 300,
+            "delete apps/v1/deployments": 2,
+            "list v1/pods": 1,
+            "watch v1/pods": 1,
+            "get v1/persistentvolumeclaims": 5,
+        }
+    }
+    assert operator_stand.writes(stats) == 100 + 400 + 300 + 2

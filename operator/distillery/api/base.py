@@ -11,6 +11,7 @@ a model returns them from `problems()`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
@@ -99,10 +100,7 @@ class Model(BaseModel):
 
     @classmethod
     def all_rules(cls) -> list[Rule]:
-        rules: list[Rule] = []
-        for klass in reversed(cls.__mro__):
-            rules.extend(vars(klass).get("RULES", ()))
-        return rules
+        return list(_rules_of(cls))
 
     def problems(self) -> list[Problem]:
         """Checks CEL cannot express; overridden where a model has some."""
@@ -110,7 +108,7 @@ class Model(BaseModel):
 
     @model_validator(mode="after")
     def _check_rules(self) -> Model:
-        found = [rule.problem() for rule in self.all_rules() if not rule.holds(self)]
+        found = [rule.problem() for rule in _rules_of(type(self)) if not rule.holds(self)]
         raise_problems(found + self.problems())
         return self
 
@@ -160,3 +158,9 @@ def immutable_except(model: type[Model], mutable: tuple[str, ...], message: str)
         return old.model_dump(exclude=exclude) == new.model_dump(exclude=exclude)
 
     return TransitionRule(message, " && ".join(parts), holds)
+
+
+@functools.cache
+def _rules_of(cls: type) -> tuple[Rule, ...]:
+    """A model's rules, its bases' first: read once per class (every status a reconcile builds is checked)."""
+    return tuple(rule for klass in reversed(cls.__mro__) for rule in vars(klass).get("RULES", ()))

@@ -24,6 +24,7 @@ from kubernetes.client.rest import ApiException
 
 from distillery import backoff
 from distillery.controller import faults, metrics
+from distillery.controller.ratelimit import WRITES, TokenBucket
 
 logger = logging.getLogger("distillery.api")
 
@@ -81,14 +82,20 @@ class Api:
         logged_in: asyncio.Event | None = None,
         timeout: float | None = None,
         rng: random.Random | None = None,
+        limiter: TokenBucket | None = None,
+        configuration: client.Configuration | None = None,
     ) -> None:
         # Set once kopf's login has put the credentials in the official client's default
         # configuration; a request made before waits for it rather than take the library's default.
         self.logged_in = logged_in
         self.timeout = timeout  # None: REQUEST_TIMEOUT_SECONDS
         self.rng = rng or random.Random()
+        # The client-side write limit (`ratelimit`; the settings' api_qps / api_burst); None: none.
+        self.limiter = limiter
         self._session: aiohttp.ClientSession | None = None
-        self._config: client.Configuration | None = None
+        # None: the official client's default configuration (kopf's login), read at the first request.
+        self._given = configuration
+        self._config: client.Configuration | None = configuration
         self._token: tuple[str | None, float] = (None, 0.0)  # the Authorization value, and when it was read
 
     def _configure(self) -> client.Configuration:
@@ -141,18 +148,26 @@ class Api:
         accept: str | None = None,
         idempotent: bool = True,
         retries: int = REQUEST_RETRIES,
+        limited: bool = True,
     ) -> dict[str, Any] | None:
         """The decoded answer; raises ApiException for an error status, aiohttp/asyncio errors when unreachable.
 
         A 429, a 5xx, a timeout or a broken connection is retried (`REQUEST_RETRIES`); any other 4xx is
         the answer. A request that is not `idempotent` (a create with generateName) is retried only on a
         429, the one failure that says the server did nothing. `retries=0`: a caller that retries on its own
-        schedule (the leader election, whose every round must end well within the Lease)."""
+        schedule (the leader election, whose every round must end well within the Lease). A write waits for
+        the client-side rate limit (each attempt takes a token, as in client-go) unless `limited` is False
+        (the leader election's Lease, which must not queue behind a burst of job writes)."""
         data = json.dumps(body) if body is not None else None
         if self.logged_in is not None:
             await self.logged_in.wait()
         attempt = 0
+        throttle = self.limiter is not None and limited and method in WRITES
         while True:
+            if throttle:
+                waited = await self.limiter.acquire()
+                if waited:
+                    metrics.API_WRITE_WAIT.inc(waited)
             try:
                 return await self._send(method, url, data, content_type, params, accept)
             except (ApiException, *TRANSIENT) as error:
@@ -186,7 +201,7 @@ class Api:
                 text = await response.text()
                 if response.status == 401 and attempt == 0:
                     # A token refreshed by kopf's re-login (or on disk): start over with the new configuration.
-                    self._config, self._token = None, (None, 0.0)
+                    self._config, self._token = self._given, (None, 0.0)
                     await self.close()
                     continue
                 if response.status >= 400:

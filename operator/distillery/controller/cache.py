@@ -1,7 +1,8 @@
 """What the operator knows of the cluster, kept current by watch events: no API reads per reconcile.
 
 Every DistillationJob, and every object the operator labelled as its own (children and their
-pods, which carry `distillery.dev/job`), is stored as the latest body a watch delivered. A
+pods, which carry `distillery.dev/job`), is stored as the latest body a watch delivered, cut to
+what the operator reads of it (`essentials`). A
 reconcile reads its job and the job's children from here; `kube` only writes. The store is
 shared by kopf's event handlers (the event loop) and the reconcile threads, hence the lock.
 """
@@ -28,6 +29,34 @@ CHILD_KINDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# What the operator reads of a child (controller/observe.py, progress.py, kube.py): its metadata, its
+# status, and these fields of its spec. The rest (a pod template, a pod's containers) is dropped as it
+# arrives: most of a child's size, and the cache holds several children per job.
+SPEC_READ: dict[str, tuple[str, ...]] = {
+    "Job": ("suspend",),
+    "Deployment": ("replicas",),
+    "Pod": ("schedulingGates",),
+}
+# Bookkeeping of the API server's that no part of the operator reads (and the largest part of metadata).
+METADATA_UNREAD = frozenset({"managedFields"})
+
+
+def essentials(kind: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    """The parts of an object the operator reads: for a child, `SPEC_READ` of its spec; for a
+    DistillationJob (`kind` None), its whole spec. Metadata without `METADATA_UNREAD`; status whole."""
+    out = {k: v for k, v in body.items() if k in ("apiVersion", "kind", "status")}
+    out["metadata"] = {k: v for k, v in (body.get("metadata") or {}).items() if k not in METADATA_UNREAD}
+    spec = body.get("spec")
+    if kind is None:
+        if spec is not None:
+            out["spec"] = spec
+    elif isinstance(spec, dict):
+        kept = {name: spec[name] for name in SPEC_READ.get(kind, ()) if name in spec}
+        if kept:
+            out["spec"] = kept
+    return out
+
+
 def key_of(body: dict[str, Any]) -> Key:
     meta = body.get("metadata") or {}
     return meta.get("namespace") or "", meta.get("name") or ""
@@ -45,6 +74,7 @@ class Cache:
 
     def put_job(self, body: dict[str, Any]) -> None:
         namespace, name = key_of(body)
+        body = essentials(None, body)
         with self._lock:
             self._jobs[(namespace, name)] = body
             self._by_label[(namespace, label_value(name))] = name
@@ -76,7 +106,7 @@ class Cache:
             if deleted:
                 children.pop((kind, meta.get("name") or ""), None)
             else:
-                children[(kind, meta.get("name") or "")] = body
+                children[(kind, meta.get("name") or "")] = essentials(kind, body)
             name = self._by_label.get((namespace, label))
         return (namespace, name) if name else None
 

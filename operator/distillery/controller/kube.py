@@ -152,9 +152,12 @@ async def carry_out(
         logger.info("%s/%s: %s the %s Job", namespace, job_name, "suspended" if value else "resumed", stage)
 
 
-async def patch_status(api: Api, namespace: str, name: str, document: dict[str, Any]) -> None:
+async def patch_status(
+    api: Api, namespace: str, name: str, document: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The job as the API server stored it (its new resourceVersion tells the write's own watch event)."""
     url = path(GROUP, VERSION, PLURAL, namespace, name, "status")
-    await api.request("PATCH", url, {"status": document}, MERGE_PATCH)
+    return await api.request("PATCH", url, {"status": document}, MERGE_PATCH)
 
 
 async def delete_job(api: Api, namespace: str, name: str) -> None:

@@ -123,7 +123,11 @@ class LeaderElection:
                     "spec": {**spec, "acquireTime": now, "leaseTransitions": 0},
                 }
                 await self.api.request(
-                    "POST", path("coordination.k8s.io", "v1", "leases", self.namespace), body, retries=0
+                    "POST",
+                    path("coordination.k8s.io", "v1", "leases", self.namespace),
+                    body,
+                    retries=0,
+                    limited=False,  # a Lease renewed late is a leader lost: never behind the job writes
                 )
             else:
                 old = lease.get("spec") or {}
@@ -136,7 +140,7 @@ class LeaderElection:
                     "metadata": {"resourceVersion": lease["metadata"]["resourceVersion"]},
                     "spec": {**spec, "acquireTime": acquired, "leaseTransitions": transitions},
                 }
-                await self.api.request("PATCH", self.url, body, MERGE_PATCH, retries=0)
+                await self.api.request("PATCH", self.url, body, MERGE_PATCH, retries=0, limited=False)
         except ApiException as error:
             if error.status == 409:  # another replica wrote first
                 return False

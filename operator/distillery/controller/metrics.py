@@ -129,6 +129,12 @@ API_RETRIES = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+API_WRITE_WAIT = Counter(
+    "distillery_operator_api_write_wait_seconds_total",
+    "Seconds the operator's writes to the Kubernetes API waited for its client-side rate limit (the chart's "
+    "operator.apiWriteQPS and apiWriteBurst); rising steadily: the limit, not the API server, paces the jobs.",
+    registry=REGISTRY,
+)
 for _reason in FAULT_REASONS:  # exported at 0 from the start, like the reconcile results
     RECONCILE_ERRORS.labels(_reason)
 for _reason in FAULT_REASONS[:4]:

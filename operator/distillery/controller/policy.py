@@ -43,7 +43,24 @@ IMMUTABLE_SECTIONS = (
 
 
 def spec_hashes(spec: DistillationJobSpec) -> dict[str, str]:
-    """A short hash of each immutable section, as the job started with it (kept in status.specHashes)."""
+    """A short hash of each immutable section, as the job started with it (kept in status.specHashes).
+
+    Asked on every reconcile, of the same spec object (`reconcile.parse` validates a spec once): its
+    hashes are kept with it (a strong reference, so that its id is not reused), a bounded few thousand."""
+    kept = _hashed.get(id(spec))
+    if kept is not None and kept[0] is spec:
+        return dict(kept[1])
+    if len(_hashed) > 4096:
+        _hashed.clear()
+    out = _spec_hashes(spec)
+    _hashed[id(spec)] = (spec, out)
+    return dict(out)
+
+
+_hashed: dict[int, tuple[DistillationJobSpec, dict[str, str]]] = {}
+
+
+def _spec_hashes(spec: DistillationJobSpec) -> dict[str, str]:
     out = {}
     for section in IMMUTABLE_SECTIONS:
         value = getattr(spec, section)

@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -63,10 +63,11 @@ class Reconciler:
         self._seen: dict[
             Key, tuple[Any, dict[str, Any]]
         ] = {}  # (generation, status) as our last reconcile left it
-        # (uid, resourceVersion we wrote over, status) per job: a reconcile running before the watch has
-        # brought our own write back (the cache still shows the object we wrote over) must not write it
-        # again; once the cache has moved on (our write, or anyone's), the cached status decides.
-        self._written: dict[Key, tuple[Any, Any, dict[str, Any]]] = {}
+        # Our last status write per job: a reconcile running before the watch has brought it back (the
+        # cache still shows an object from before it) starts from it; once the cache shows it, or anyone
+        # else's later change, the cached status decides (`_known_status`).
+        self._written: dict[Key, Written] = {}
+        self._exported: dict[Key, tuple[Any, ...]] = {}  # (uid, status, restarts) last set in the metrics
         self._failures: dict[Key, int] = {}  # consecutive failed reconciles per job
         self.faults = faults.Recorder()  # the operator's faults per job, for their Events (`faults`)
         self._fault_due: dict[Key, float] = {}  # seconds until a fault left unreported may be posted
@@ -78,6 +79,7 @@ class Reconciler:
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             self.faults.forget(key)
             self._written.pop(key, None)
+            self._exported.pop(key, None)
             return None  # deleted: the garbage collector removes owned children
         started = time.monotonic()
         token = self.faults.start()
@@ -103,7 +105,7 @@ class Reconciler:
 
     async def _reconcile(self, key: Key, body: dict[str, Any]) -> float | None:
         meta = body.get("metadata") or {}
-        old = read_status(body)
+        old = self._known_status(key, body)
         job, problems = parse(body)
         now = datetime.now(timezone.utc)
         claim_missing = job is not None and await self._claim_missing(job, old)
@@ -132,8 +134,11 @@ class Reconciler:
             seconds = status.stage_duration(observed.job(stage))
             if seconds is not None:
                 metrics.STAGE_DURATION.labels(stage).observe(seconds)
-        metrics.export_status(key[0], key[1], meta.get("uid", ""), new)
-        metrics.export_restarts(key[0], key[1], meta.get("uid", ""), observed.restarts())
+        exported = (meta.get("uid", ""), self._seen[key][1], observed.restarts())
+        if self._exported.get(key) != exported:  # a reconcile that changed nothing sets no series again
+            metrics.export_status(key[0], key[1], exported[0], new)
+            metrics.export_restarts(key[0], key[1], exported[0], exported[2])
+            self._exported[key] = exported
         if claim_missing or (admission is not None and admission.missing_secrets):
             return CLAIM_RECHECK_SECONDS
         if job is not None and new.phase is not None and new.phase.is_terminal:
@@ -163,6 +168,17 @@ class Reconciler:
                 labels[name] = found
         denied = guard.denials(job.spec, self.guard, self.config, labels)
         return Admission(tuple(denied), tuple(missing), self.guard.describe())
+
+    def _known_status(self, key: Key, body: dict[str, Any]) -> DistillationJobStatus:
+        """The job's status as the API server holds it. While the cache still shows the object our last
+        status write went over (a child's event ran this reconcile before the watch brought the write back),
+        that is the cached status with our merge patch applied: starting from the cached one would take the
+        same transition again, post its Events twice and write the status a second time."""
+        meta = body.get("metadata") or {}
+        written = self._written.get(key)
+        if written is not None and written.stale(meta):
+            return read_status({"status": merge_patch(body.get("status") or {}, written.status)})
+        return read_status(body)
 
     def unchanged(self, key: Key, body: dict[str, Any]) -> bool:
         """Whether a watch event only echoes what our last reconcile of the job wrote (nothing to do)."""
@@ -197,12 +213,14 @@ class Reconciler:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         self._seen[key] = ((body.get("metadata") or {}).get("generation"), new_doc)
         metadata = body.get("metadata") or {}
-        written = (metadata.get("uid"), metadata.get("resourceVersion"), new_doc)
-        if new_doc == status.status_document(old) or self._written.get(key) == written:
+        last = self._written.get(key)
+        if new_doc == status.status_document(old) or (
+            last is not None and last.stale(metadata) and last.status == new_doc
+        ):
             return
         namespace, name = metadata["namespace"], metadata["name"]
-        await kube.patch_status(self.api, namespace, name, new_doc)
-        self._written[key] = written
+        answer = await kube.patch_status(self.api, namespace, name, new_doc)
+        self._written[key] = Written.after(last, metadata, answer, new_doc)
         fault_events = [status.Event("Warning", n.reason, n.message) for n in notices]
         for event in [*status.events(old, new), *fault_events]:
             logger.info("%s/%s: %s: %s", namespace, name, event.reason, event.message)
@@ -238,6 +256,52 @@ class Reconciler:
         with contextlib.suppress(Exception):
             await self._write(body, old, new, notices)  # the next attempt tries again
         return Backoff(delay)
+
+
+@dataclass(frozen=True)
+class Written:
+    """The operator's last status write of a job, and the resourceVersions of the job that show it as it
+    was before that write: those it wrote over, and those its own earlier writes made (an event of one of
+    them can still be on its way). Opaque strings, compared for equality only, as the API asks."""
+
+    uid: Any
+    status: dict[str, Any]
+    made: Any  # the resourceVersion this write made (None: the answer did not say)
+    before: tuple[Any, ...]  # the latest last, at most KEPT_VERSIONS
+
+    def stale(self, metadata: dict[str, Any]) -> bool:
+        """Whether a cached body with this metadata predates the write."""
+        return metadata.get("uid") == self.uid and metadata.get("resourceVersion") in self.before
+
+    @staticmethod
+    def after(
+        last: Written | None,
+        metadata: dict[str, Any],
+        answer: dict[str, Any] | None,
+        document: dict[str, Any],
+    ) -> Written:
+        uid = metadata.get("uid")
+        before = (*last.before, last.made) if last is not None and last.uid == uid else ()
+        before = (*before, metadata.get("resourceVersion"))[-KEPT_VERSIONS:]
+        made = ((answer or {}).get("metadata") or {}).get("resourceVersion")
+        return Written(uid, document, made, before)
+
+
+# A job's status is written a few times per stage; events older than this many writes are long delivered.
+KEPT_VERSIONS = 16
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch, as the API server applies the operator's status writes."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for name, value in patch.items():
+        if value is None:
+            out.pop(name, None)
+        else:
+            out[name] = merge_patch(out.get(name), value)
+    return out
 
 
 def read_status(body: dict[str, Any]) -> DistillationJobStatus:

@@ -24,6 +24,7 @@ from distillery.api.kube_types import image_problem
 from distillery.api.pods import PodSettings
 from distillery.contract.cost import parse_prices
 from distillery.controller.guard import Guard
+from distillery.controller.ratelimit import TokenBucket
 from distillery.manifests.common import BuildConfig
 
 
@@ -160,6 +161,27 @@ class OperatorSettings(BaseModel):
         le=3600,
     )
 
+    api_qps: float = setting(
+        100.0,
+        "Writes a second to the Kubernetes API the operator keeps to once its burst is spent (creates, patches, "
+        "deletes, Events; a client-side token bucket, as client-go's QPS); 0: no limit. Reads and the leader "
+        "election's Lease are not limited.",
+        env="DISTILLERY_API_QPS",
+        chart="operator.apiWriteQPS",
+        expected="writes per second, a number from 0 (no limit) to 100000",
+        ge=0,
+        le=100000,
+    )
+    api_burst: int = setting(
+        200,
+        "Writes the operator may make at once, above its QPS, after a quiet spell (client-go's Burst).",
+        env="DISTILLERY_API_BURST",
+        chart="operator.apiWriteBurst",
+        expected="a whole number from 1 to 100000",
+        ge=1,
+        le=100000,
+    )
+
     # ---------------------------------------------------------------- the process (command-line flags)
     metrics_port: int = setting(
         8080,
@@ -240,6 +262,10 @@ class OperatorSettings(BaseModel):
             scraper_namespace=self.scraper_namespace,
             scraper_pod_labels=self.scraper_pod_labels,
         )
+
+    def write_limit(self) -> TokenBucket | None:
+        """The token bucket the operator's API writes take from; None without a limit."""
+        return TokenBucket(self.api_qps, self.api_burst) if self.api_qps > 0 else None
 
     def guard(self) -> Guard:
         return Guard(self.guard_image_prefixes, self.guard_secret_label, self.guard_toleration_keys)
