@@ -113,6 +113,9 @@ def serve_emulator(namespaces: Iterable[str] = ()) -> Iterator[tuple[Any, str]]:
         async def _serve_list(self, request: Any) -> Any:
             listed = await super()._serve_list(request)
             items = [obj for obj in listed["items"] if kubectl_api.selected(obj, request.params)]
+            # An API server lists in its storage's key order (/registry/<resource>/<namespace>/<name>),
+            # so clients such as `kubectl logs -l` see pods by name; kmock's order is its store's.
+            items.sort(key=lambda obj: (obj["metadata"].get("namespace") or "", obj["metadata"]["name"]))
             if kubectl_api.wants_table(request.headers):
                 return kubectl_api.table(request.resource.plural, items, str(next(versions)))
             kind = self.resources[request.resource].kind

@@ -102,7 +102,12 @@ def test_the_first_walk_runs_as_written(make_cluster, tmp_path: Path):
     assert len(shown) >= 6, "the page shows what the walk prints"
     for commands, text in shown:
         printed = "".join(outputs[c] for c in commands)
-        assert _shape(text) == _shape(printed), f"{commands} printed:\n{printed}"
+        expected, got = _shape(text), _shape(printed)
+        if any(c.startswith("kubectl logs -l") for c in commands):
+            # kubectl prints each selected pod's log in its own order (it keeps the requests in a Go
+            # map), so the page's order is one of several.
+            expected, got = sorted(expected), sorted(got)
+        assert expected == got, f"{commands} printed:\n{printed}"
     print("\n".join(f"$ {c}\n{o}" for c, o in outputs.items()))
     assert (work / "tiny-report" / "reports" / "evaluation.md").is_file()
     assert (work / "tiny-report" / "student" / "config.json").is_file()
