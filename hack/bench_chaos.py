@@ -14,21 +14,17 @@ and images as the tier does (DOCKER_HOST=$(hack/container-engine.sh); hack/build
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RESULT = "chaos-result "
+sys.path.insert(0, str(REPO))
+
+from tests.support.chaos import parse_result  # noqa: E402  (the run's result line, written and read in one place)
+
 FAULT_KINDS = ("kill", "evict", "500", "429", "timeout", "watch-end")
-
-
-def parse_result(output: str) -> dict | None:
-    """The test's `chaos-result {...}` line, decoded; None when the run printed none (it broke before)."""
-    lines = [line for line in output.splitlines() if line.startswith(RESULT)]
-    return json.loads(lines[-1][len(RESULT) :]) if lines else None
 
 
 def row(name: str, passed: bool, result: dict | None, baseline: float | None) -> str:

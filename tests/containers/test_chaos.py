@@ -29,7 +29,7 @@ import pytest
 
 from tests.harness.apifront import FrontFaults
 from tests.harness.docker import DockerRuntime
-from tests.support.chaos import EVICT, KILL, ChaosDriver, Fault, phase_violations, schedule
+from tests.support.chaos import EVICT, KILL, ChaosDriver, Fault, phase_violations, result_line, schedule
 from tests.support.chart import RELEASE_NAMESPACE, Images
 from tests.support.cluster import start_cluster
 from tests.support.probes import creations, job_status
@@ -118,7 +118,7 @@ def test_tiny_job_finishes_under_chaos(
         wall = time.monotonic() - started
         status = job_status(api)
         counts = driver.counts() + (front_faults.injected if front_faults else {})
-        print(f"chaos-result {json.dumps({'seed': seed, 'wall_seconds': round(wall, 1), 'faults': counts})}")
+        print(result_line(seed, wall, counts))
         if front_faults:
             print("\n".join(front_faults.log))
 

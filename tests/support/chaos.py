@@ -19,6 +19,7 @@ can be replayed: `DISTILLERY_CHAOS_SEED=N pytest -m chaos tests/containers/test_
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import signal
 import threading
@@ -107,6 +108,19 @@ def phase_violations(phases: Iterable[str | None]) -> list[str]:
             problems.append(f"sample {number}: back to Pending from {seen}")
         seen = phase or seen
     return problems
+
+
+RESULT = "chaos-result "  # the line a chaos run ends with, which hack/bench_chaos.py reads
+
+
+def result_line(seed: int | None, wall_seconds: float, faults: Mapping[str, int]) -> str:
+    return RESULT + json.dumps({"seed": seed, "wall_seconds": round(wall_seconds, 1), "faults": dict(faults)})
+
+
+def parse_result(output: str) -> dict[str, Any] | None:
+    """The last `result_line` in a run's output, decoded; None when it printed none (it broke before)."""
+    lines = [line for line in output.splitlines() if line.startswith(RESULT)]
+    return json.loads(lines[-1][len(RESULT) :]) if lines else None
 
 
 @dataclass

@@ -127,3 +127,16 @@ def test_front_faults_end_watches_at_each_boundary():
     assert faults.watch_end(start + 59.9) == start + 60
     assert faults.watch_end(start + 60) == start + 120
     assert faults.watch_end(start + 185) == start + 240
+
+
+def test_the_runs_result_line_is_what_the_benchmark_reads():
+    import bench_chaos  # hack/ is on sys.path (tests/conftest.py)
+    from tests.support.chaos import parse_result, result_line
+
+    output = "noise\n" + result_line(4, 300.04, Counter({"kill": 5, "evict": 1, "500": 6})) + "\nmore\n"
+    result = parse_result(output)
+    assert result == {"seed": 4, "wall_seconds": 300.0, "faults": {"kill": 5, "evict": 1, "500": 6}}
+    assert parse_result("no result here") is None
+    line = bench_chaos.row("seed 4", True, result, baseline=180.0)
+    assert "wall  300.0 s" in line and "+10.0 s/fault" in line and "kill=5" in line and "timeout=0" in line
+    assert "FAIL" in bench_chaos.row("seed 5", False, None, 180.0)
