@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,7 @@ def test_tiny_job_finishes_under_chaos(
             wait_for(lambda: driver.finished, "the DistillationJob to finish", FINISHED_DEADLINE, details=why)
         wall = time.monotonic() - started
         status = job_status(api)
-        counts = driver.counts() + (front_faults.injected if front_faults else {})
+        counts = driver.counts() + (front_faults.injected if front_faults else Counter())
         print(result_line(seed, wall, counts))
         if front_faults:
             print("\n".join(front_faults.log))
