@@ -5,7 +5,7 @@
 # Extra arguments go to pytest, e.g. `hack/test.sh -m unit`, `hack/test.sh -m containers`.
 #
 # The containers tier needs a Docker engine and the images: when it is selected (no -m, or a
-# -m that names it; no paths, or a path that holds it), the engine is started first
+# -m that names it or chaos; no paths, or a path that holds it), the engine is started first
 # (hack/container-engine.sh; as root it installs Debian's docker.io with apt-get when dockerd is
 # missing) and the images built (hack/build-images.sh: about 10 minutes cold on 2 cores, seconds
 # when cached; it installs debootstrap to make a base where nothing can be pulled).
@@ -33,7 +33,8 @@ containers_selected() {
   done
   if [ -n "$marker" ]; then
     marker=${marker//not containers/}
-    [[ $marker == *containers* ]] || return 1
+    marker=${marker//not chaos/}
+    [[ $marker == *containers* || $marker == *chaos* ]] || return 1  # chaos runs in the containers tier
   fi
   [ "$paths" = 0 ] || [ "$ours" = 1 ]
 }

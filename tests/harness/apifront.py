@@ -10,6 +10,12 @@ that carries the token to the emulator, streaming the answer (watches stay open)
 without it are answered 401 and counted in `rejected`, so a client that forgets its
 credentials fails here as it would on a cluster.
 
+With `faults` (a `FrontFaults`, off by default) it also misbehaves as an API server under load or in
+a rollout does, seeded so a run can be replayed: about `ratio` of the other requests are answered
+500, 429 (with Retry-After) or a timeout (forwarded, then the connection hangs and is closed with
+no answer, so a client that gave up may find its write done), and every open watch is ended at
+each `watch_seconds` boundary (as the API server ends watches at their timeout or in a restart).
+
     with serve_api_front(emulator_url, host=gateway) as front:
         access = front.access          # an ApiAccess for the Kubelet
 """
@@ -20,10 +26,13 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
+import random
 import secrets
 import ssl
 import tempfile
 import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +116,42 @@ def make_certificates(host: str) -> tuple[str, str, str]:
     return ca.public_bytes(pem).decode(), cert.public_bytes(pem).decode(), key_pem.decode()
 
 
+FAULT_KINDS = ("500", "429", "timeout")
+
+
+@dataclass
+class FrontFaults:
+    """The faults the front injects, seeded: which request meets which is drawn from `seed` in the order
+    requests arrive. `injected` counts them by kind (and `watch-end`); `log` has one line for each."""
+
+    seed: int
+    ratio: float = 0.1  # of the requests that are not watches
+    watch_seconds: float = 60.0  # every open watch is ended at each multiple of this, from the start
+    hang_seconds: float = 5.0  # a timeout: how long the connection hangs before it is closed
+    retry_after_seconds: int = 1  # a 429's Retry-After
+    injected: Counter = field(default_factory=Counter)
+    log: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self.started = time.monotonic()
+
+    def draw(self) -> str | None:
+        """The fault for the next request that is not a watch (one of FAULT_KINDS), or None to serve it."""
+        if self._rng.random() >= self.ratio:
+            return None
+        return self._rng.choice(FAULT_KINDS)
+
+    def watch_end(self, now: float) -> float:
+        """When a watch open at `now` (monotonic) is ended: the next `watch_seconds` boundary."""
+        elapsed = now - self.started
+        return self.started + (int(elapsed // self.watch_seconds) + 1) * self.watch_seconds
+
+    def note(self, kind: str, what: str) -> None:
+        self.injected[kind] += 1
+        self.log.append(f"{time.monotonic() - self.started:7.1f}s front {kind:9} {what}")
+
+
 @dataclass
 class ApiFront:
     """The running front: what pods need (`access`), and every request it refused."""
@@ -114,13 +159,16 @@ class ApiFront:
     access: ApiAccess
     rejected: list[str] = field(default_factory=list)
     forwarded: int = 0
+    faults: FrontFaults | None = None
 
 
 @contextlib.contextmanager
-def serve_api_front(upstream: str, host: str) -> Iterator[ApiFront]:
-    """The HTTPS front on `host` (any free port), in a thread of its own, for as long as the block runs."""
+def serve_api_front(upstream: str, host: str, faults: FrontFaults | None = None) -> Iterator[ApiFront]:
+    """The HTTPS front on `host` (any free port), in a thread of its own, for as long as the block runs;
+    with `faults`, misbehaving as they say."""
     ca_pem, cert_pem, key_pem = make_certificates(host)
-    front = ApiFront(ApiAccess(host=host, port=0, ca_pem=ca_pem, token=secrets.token_urlsafe(32)))
+    access = ApiAccess(host=host, port=0, ca_pem=ca_pem, token=secrets.token_urlsafe(32))
+    front = ApiFront(access, faults=faults)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     with tempfile.TemporaryDirectory() as directory:
         cert, key = Path(directory) / "tls.crt", Path(directory) / "tls.key"
@@ -158,6 +206,14 @@ def serve_api_front(upstream: str, host: str) -> Iterator[ApiFront]:
         thread.join(15)
 
 
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure"} | {
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
 def _handler(front: ApiFront, upstream: str, session: aiohttp.ClientSession) -> Any:
     async def handle(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -169,18 +225,58 @@ def _handler(front: ApiFront, upstream: str, session: aiohttp.ClientSession) -> 
         front.forwarded += 1
         headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED}
         body = await request.read()
+        faults = front.faults
+        watch = request.query.get("watch") in ("true", "1")
+        fault = faults.draw() if faults is not None and not watch else None
+        what = f"{request.method} {request.path}"
+        if fault == "500":
+            faults.note(fault, what)  # type: ignore[union-attr]
+            return aiohttp.web.json_response(_status(500, "InternalError", "chaos: injected"), status=500)
+        if fault == "429":
+            faults.note(fault, what)  # type: ignore[union-attr]
+            retry = str(faults.retry_after_seconds)  # type: ignore[union-attr]
+            answer = _status(429, "TooManyRequests", "chaos: injected, please retry")
+            return aiohttp.web.json_response(answer, status=429, headers={"Retry-After": retry})
         async with session.request(
             request.method, upstream + request.raw_path, data=body or None, headers=headers
         ) as answer:
+            if fault == "timeout":
+                # Served upstream, but the client never hears: it hangs, then the connection drops.
+                await answer.read()
+                faults.note(fault, what)  # type: ignore[union-attr]
+                await asyncio.sleep(faults.hang_seconds)  # type: ignore[union-attr]
+                if request.transport is not None:
+                    request.transport.close()
+                raise aiohttp.web.HTTPServiceUnavailable()  # never sent: the connection is gone
             response = aiohttp.web.StreamResponse(
                 status=answer.status,
                 headers={"Content-Type": answer.headers.get("Content-Type", "application/json")},
             )
             await response.prepare(request)
             with contextlib.suppress(ConnectionResetError):
-                async for chunk in answer.content.iter_any():
-                    await response.write(chunk)
+                if watch and faults is not None:
+                    if await _stream_until(answer, response, faults.watch_end(time.monotonic())):
+                        faults.note("watch-end", what)
+                else:
+                    async for chunk in answer.content.iter_any():
+                        await response.write(chunk)
                 await response.write_eof()
             return response
 
     return handle
+
+
+async def _stream_until(
+    answer: aiohttp.ClientResponse, response: aiohttp.web.StreamResponse, deadline: float
+) -> bool:
+    """Copy a watch stream until it ends (False) or `deadline` (monotonic) passes (True: the front ended it)."""
+    reading = answer.content.iter_any().__aiter__()
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            chunk = await asyncio.wait_for(reading.__anext__(), left)
+        except StopAsyncIteration:
+            return False
+        except asyncio.TimeoutError:
+            return True
+        await response.write(chunk)
+    return True

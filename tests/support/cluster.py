@@ -51,13 +51,18 @@ class Cluster:
 
 @contextlib.contextmanager
 def start_cluster(
-    root: Path, namespaces: Sequence[str], *, runtime: Runtime | None = None, **kubelet: Any
+    root: Path,
+    namespaces: Sequence[str],
+    *,
+    runtime: Runtime | None = None,
+    front_faults: Any = None,
+    **kubelet: Any,
 ) -> Iterator[Cluster]:
     """The emulator with `namespaces`, and a started Kubelet (`kubelet` are its options) under `root`.
 
     A runtime with a `gateway` (DockerRuntime) gets the API server's HTTPS front there and pods
-    that log in as service accounts; any other runtime (the process runtime by default) talks to
-    the emulator directly.
+    that log in as service accounts (the front injecting `front_faults`, an apifront.FrontFaults,
+    when given); any other runtime (the process runtime by default) talks to the emulator directly.
     """
     with contextlib.ExitStack() as stack:
         emulator, url = stack.enter_context(serve_emulator(list(namespaces)))
@@ -65,7 +70,7 @@ def start_cluster(
         if runtime is not None and getattr(runtime, "gateway", None):
             from tests.harness.apifront import serve_api_front
 
-            front = stack.enter_context(serve_api_front(url, runtime.gateway))
+            front = stack.enter_context(serve_api_front(url, runtime.gateway, front_faults))
             kubelet = {"api_access": front.access, **kubelet}
         first_record = len(getattr(runtime, "records", ()))
         node = Kubelet(url, Path(root) / "kubelet", runtime=runtime, **kubelet)

@@ -175,8 +175,8 @@ def test_a_failed_check_is_degraded_with_the_checks_reason():
     failure = Failure.of(
         FailureReason.input_not_found, "spec.data.train: s3://prompts/train.parquet does not exist"
     )
-    # The check Job has backoffLimit 0: its one failed pod passes it (BackoffLimitExceeded).
-    check = running(failed=True, reason="BackoffLimitExceeded", failed_summary=CheckSummary(failure=failure))
+    # A check's verdict (InputNotFound exits 2) fails its Job at once through podFailurePolicy's FailJob.
+    check = running(failed=True, reason="PodFailurePolicy", failed_summary=CheckSummary(failure=failure))
     *_, status = life(Observed(), Observed(check=check))
     assert_degraded(status, C.inputs_ready, FailureReason.input_not_found.value)
     assert "does not exist" in status.message

@@ -299,6 +299,32 @@ def test_stage_jobs_never_run_two_pods_at_once_and_forgive_disruptions(case: str
         assert spec["template"]["spec"]["restartPolicy"] == "Never"  # what a podFailurePolicy requires
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_a_killed_check_pod_is_retried_but_its_verdict_fails_the_job_at_once(case: str):
+    """A chaos run SIGKILLed the check pod and the whole job failed (backoffLimit 0): a crash is not a
+    verdict. Fed to the harness's Job controller rules (tests/harness/job.py failure_action), as a
+    cluster's would apply them: exit 137 counts against backoffLimit (> 0), a verdict fails the Job."""
+    from distillery.contract.exit_codes import ExitCode
+    from tests.harness.job import failure_action
+
+    job = CASES[case]()
+    spec = build("check", job, BuildConfig())["spec"]
+    assert spec["backoffLimit"] == job.spec.generation.backoff_limit > 0
+    policy = spec["podFailurePolicy"]
+
+    class Ended:  # a failed check pod as failure_action reads it
+        def __init__(self, code: int):
+            self.containers = [type("C", (), {"name": "check", "exit_codes": [code]})()]
+
+        def status(self):
+            return {"conditions": []}
+
+    assert failure_action(policy, Ended(137)) == "Count"
+    assert failure_action(policy, Ended(int(ExitCode.STAGE_FAILED))) == "Count"
+    for verdict in (ExitCode.INVALID_SPEC, ExitCode.STORAGE_UNWRITABLE, ExitCode.MISSING_DEPENDENCY):
+        assert failure_action(policy, Ended(int(verdict))) == "FailJob", verdict
+
+
 def test_secrets_are_passed_by_reference_only():
     for job in (gpu_job(), endpoint_job()):
         text = json.dumps(_children(job))

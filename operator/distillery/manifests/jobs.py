@@ -17,12 +17,19 @@ from distillery.contract.commands import (
     StageCommand,
     TrainCommand,
 )
+from distillery.contract.exit_codes import ExitCode
 from distillery.contract.stages import Stage
 from distillery.manifests import common
 from distillery.manifests.teacher import teacher_model, teacher_url
 
 # Opening a few objects takes seconds; a store that hangs must not hold the job for long.
 CHECK_DEADLINE_SECONDS = 600
+# The check's verdicts: inputs missing or unreadable, the storage refused, a package missing. A retry
+# would only repeat them, so they fail the Job at once; any other end (a crash, an OOM kill, a node's
+# SIGKILL) is retried within generation.backoffLimit, as a stage's crash is.
+CHECK_VERDICTS = sorted(
+    int(code) for code in (ExitCode.INVALID_SPEC, ExitCode.MISSING_DEPENDENCY, ExitCode.STORAGE_UNWRITABLE)
+)
 
 
 def _metrics_port() -> list[dict[str, Any]]:
@@ -44,6 +51,7 @@ def _job(
     container: dict[str, Any],
     job_spec: dict[str, Any],
     config: common.BuildConfig,
+    extra_rules: tuple[dict[str, Any], ...] = (),
 ) -> dict[str, Any]:
     queue = job.spec.queue_name
     extra = {common.KUEUE_QUEUE_LABEL: queue} if queue else {}
@@ -59,7 +67,8 @@ def _job(
         # backoffLimit (the replacement resumes from the storage).
         "podFailurePolicy": {
             "rules": [
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                *extra_rules,
             ]
         },
         "template": common.pod_template(
@@ -84,7 +93,8 @@ def build_check_job(job: DistillationJob, config: common.BuildConfig) -> dict[st
     """A small Job before the teacher: the inputs exist and are readable (`distillery check`).
 
     It runs with the generation stage's image and placement (the nodes that can reach the data)
-    and small requests; a failure is a verdict about the inputs, so the pod is not retried.
+    and small requests; a verdict about the inputs (CHECK_VERDICTS) fails the Job at once, while a
+    crashed or killed check pod is retried like any stage's (a kill must not fail a whole job).
     """
     gen = job.spec.generation
     command = CheckCommand(job=job, storage=job.spec.storage.mount_path)
@@ -105,7 +115,17 @@ def build_check_job(job: DistillationJob, config: common.BuildConfig) -> dict[st
         runtime=runtime,
         container=container,
         config=config,
-        job_spec={"completions": 1, "parallelism": 1, "backoffLimit": 0},
+        job_spec={"completions": 1, "parallelism": 1, "backoffLimit": gen.backoff_limit},
+        extra_rules=(
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": Stage.check.value,
+                    "operator": "In",
+                    "values": CHECK_VERDICTS,
+                },
+            },
+        ),
     )
 
 
