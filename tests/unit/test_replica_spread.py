@@ -11,16 +11,9 @@ import pytest
 from distillery.api import TeacherSpec
 from distillery.serving.client import teacher_connection
 from distillery.serving.replicas import DOWN_SECONDS, REFRESH_SECONDS, Replicas
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.unit
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Dns:

@@ -15,16 +15,9 @@ import pytest
 
 from distillery.controller.ratelimit import TokenBucket
 from distillery.controller.settings import OperatorSettings, SettingsError, from_environment
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.unit
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_burst_goes_at_once_then_one_write_every_one_over_qps():
