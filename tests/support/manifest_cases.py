@@ -146,6 +146,14 @@ def multinode_job() -> DistillationJob:
     return _with_meta(document)
 
 
+def jobset_job() -> DistillationJob:
+    """The multinode case on a cluster that serves JobSets (`launcher: auto` picks one; CONFIGS)."""
+    document = yaml.safe_load((ROOT / "examples" / "distillation.yaml").read_text())
+    document["metadata"]["name"] = "jobset"
+    document["spec"]["training"].update(nodes=2, backoffLimit=2)
+    return _with_meta(document)
+
+
 CASES = {
     "gpu": gpu_job,
     "endpoint": endpoint_job,
@@ -153,8 +161,12 @@ CASES = {
     "onpolicy": onpolicy_job,
     "podsettings": podsettings_job,
     "multinode": multinode_job,
+    "jobset": jobset_job,
 }
-CONFIGS = {"podsettings": BuildConfig(**{**vars(CONFIG), "pod_defaults": POD_DEFAULTS})}
+CONFIGS = {
+    "podsettings": BuildConfig(**{**vars(CONFIG), "pod_defaults": POD_DEFAULTS}),
+    "jobset": BuildConfig(**{**vars(CONFIG), "jobset_installed": True}),
+}
 
 
 def config_for(case: str) -> BuildConfig:

@@ -263,11 +263,11 @@ def object_errors(manifest: dict[str, Any]) -> list[str]:
             f"{meta['name']}-{spec['completions'] - 1}"
         ):
             errors.append("Indexed Job hostname too long")
-    if kind in ("Job", "Deployment"):
+    if kind in ("Job", "Deployment", "StatefulSet"):
         template = spec["template"]
         errors += _labels_errors(template["metadata"].get("labels", {}), "template labels")
         errors += pod_spec_errors(template["spec"])
-    if kind == "Deployment":
+    if kind in ("Deployment", "StatefulSet"):
         selector = spec["selector"]["matchLabels"]
         if any(template["metadata"]["labels"].get(k) != v for k, v in selector.items()):
             errors.append("selector does not match template labels")

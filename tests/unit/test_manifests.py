@@ -21,8 +21,18 @@ import yaml
 from pydantic.alias_generators import to_camel
 
 from distillery.api import DistillationJob, TrainingMethod
-from distillery.manifests import CHILDREN, BuildConfig, build, child_name, fit_name, label_value, names
+from distillery.manifests import (
+    ALTERNATES,
+    CHILDREN,
+    BuildConfig,
+    build,
+    child_name,
+    fit_name,
+    label_value,
+    names,
+)
 from distillery.manifests.common import JOB_LABEL, KUEUE_QUEUE_LABEL, MANAGED_BY, MANAGER
+from tests.support import jobset_crd
 from tests.support.manifest_cases import (
     CASES,
     CONFIG,
@@ -58,24 +68,28 @@ def update_golden_requested(env: dict[str, str] | os._Environ[str]) -> bool:
 UPDATE_GOLDEN = update_golden_requested(os.environ)
 
 
-def _kinds(job: DistillationJob) -> list[str]:
-    """The children this job has: no teacher for an endpoint, no claim for an existing one."""
+def _kinds(job: DistillationJob, config: BuildConfig = CONFIG) -> list[str]:
+    """The children this job has: no teacher for an endpoint, no claim for an existing one, no Service
+    for training on one node or as a JobSet. An alternate (a StatefulSet teacher, a JobSet) is built under
+    the child it stands for (`build` resolves it), not under its own key."""
     served = job.spec.teacher.endpoint is None
     create_claim = job.spec.storage.pvc is not None and job.spec.storage.pvc.size is not None
+    alternates = {alternate for alternate, _ in ALTERNATES.values()}
     return [
         child
         for child in CHILDREN
-        if (served or not child.startswith("teacher"))
+        if child not in alternates
+        and (served or not child.startswith("teacher"))
         and (create_claim or child != "pvc")
-        and (job.spec.training.nodes > 1 or child != "train-service")
+        and (child != "train-service" or build(child, job, config) is not None)
     ]
 
 
 def _children(job: DistillationJob, config: BuildConfig = CONFIG) -> dict[str, dict]:
-    return {child: build(child, job, config) for child in _kinds(job)}
+    return {child: build(child, job, config) for child in _kinds(job, config)}
 
 
-ALL = [(case, child) for case, make in CASES.items() for child in _kinds(make())]
+ALL = [(case, child) for case, make in CASES.items() for child in _kinds(make(), config_for(case))]
 
 
 def _without_inline_job(manifest: dict, job: DistillationJob) -> dict:
@@ -124,9 +138,24 @@ def _golden(case: str, child: str) -> dict:
 @pytest.mark.parametrize(("case", "child"), ALL, ids=[f"{c}-{k}" for c, k in ALL])
 def test_golden_file_passes_the_api_servers_checks(case: str, child: str):
     """The file itself, not the builder's output: a regenerated golden must still be a valid object."""
-    manifest = _golden(case, child)
-    kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
-    assert apiserver.object_errors(manifest) == []
+    _assert_admitted(_golden(case, child))
+
+
+def _assert_admitted(manifest: dict) -> None:
+    """The API server would create it: the upstream schemas (strict) and the ported checks. A JobSet: the
+    upstream CRD's schema and CEL rules (where DISTILLERY_JOBSET_CRD names the file), its webhook's pod
+    name rule, and the Jobs its controller makes from it, checked as any Job."""
+    if manifest["kind"] != "JobSet":
+        kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+        assert apiserver.object_errors(manifest) == []
+        return
+    openapi = jobset_crd.schema()
+    assert openapi is None or jobset_crd.schema_problems(manifest, openapi) == []
+    assert all(apiserver.is_dns1035_label(name) for name in jobset_crd.longest_pod_names(manifest))
+    assert apiserver.object_errors({**manifest, "spec": {}}) == []
+    for job in jobset_crd.child_jobs(manifest):
+        kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+        assert apiserver.object_errors(job) == []
 
 
 def _stage_of(child: str, job: DistillationJob):
@@ -240,8 +269,7 @@ def test_golden_file_says_what_its_spec_says(case: str, child: str):
 
 @pytest.mark.parametrize(("case", "child"), ALL, ids=[f"{c}-{k}" for c, k in ALL])
 def test_validates_against_upstream_schema(case: str, child: str):
-    manifest = build(child, CASES[case](), config_for(case))
-    kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+    _assert_admitted(build(child, CASES[case](), config_for(case)))
 
 
 def test_schema_validation_catches_a_broken_manifest():

@@ -220,8 +220,15 @@ class TrainingSpec(StageRuntime):
         ge=1,
         le=TRAINING_NODES_MAX,
         description="Training pods, each with `gpus` GPUs, one torchrun rank group per pod (data parallel, DDP) "
-        "meeting at pod 0 (c10d rendezvous through the `<job>-train` headless Service), run as an Indexed Job. "
+        "meeting at pod 0 (c10d rendezvous through a headless Service), run as an Indexed Job or a JobSet (`launcher`). "
         "An update is `batchSize` x `gradientAccumulationSteps` x every process's sequences.",
+    )
+    launcher: Literal["auto", "job", "jobset"] = Field(
+        "auto",
+        description="What runs the training pods: `job`, an Indexed Job (with a headless Service for `nodes` > 1); "
+        "`jobset`, a JobSet (jobset.x-k8s.io/v1alpha2; one replicated Job of `nodes` pods, its own headless "
+        "Service, restarted as a whole up to `backoffLimit` times); `auto`, a JobSet when the operator finds the "
+        "JobSet CRD on the cluster, else a Job. Same command line, checkpoints and resume either way.",
     )
     checkpoint_every_steps: int = Field(200, ge=1, description="Save a resumable checkpoint every N updates.")
     on_policy: OnPolicySpec = section(OnPolicySpec, "Settings of `method: onPolicy`.")

@@ -21,7 +21,10 @@ Key = tuple[str, str]  # (namespace, name)
 # (group, version, plural), as kopf names them.
 CHILD_KINDS: dict[str, tuple[str, str, str]] = {
     "Deployment": ("apps", "v1", "deployments"),
+    "StatefulSet": ("apps", "v1", "statefulsets"),  # a teacher of several replicas behind a queue
     "Job": ("batch", "v1", "jobs"),
+    # Training with `launcher: jobset`; unwatched (kopf warns, nothing fails) where the CRD is absent.
+    "JobSet": ("jobset.x-k8s.io", "v1alpha2", "jobsets"),
     "Pod": ("", "v1", "pods"),
     "Service": ("", "v1", "services"),
     "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
@@ -35,6 +38,11 @@ CHILD_KINDS: dict[str, tuple[str, str, str]] = {
 SPEC_READ: dict[str, tuple[str, ...]] = {
     "Job": ("suspend",),
     "Deployment": ("replicas",),
+    "StatefulSet": ("replicas",),
+    "JobSet": (
+        "suspend",
+        "replicatedJobs",
+    ),  # pods per Job (controller.jobsets); one per job, while it trains
     "Pod": ("schedulingGates",),
 }
 # Bookkeeping of the API server's that no part of the operator reads (and the largest part of metadata).

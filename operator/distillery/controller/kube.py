@@ -20,7 +20,7 @@ from distillery.controller import metrics
 from distillery.controller.apiclient import MERGE_PATCH, Api, path
 from distillery.controller.cache import CHILD_KINDS
 from distillery.controller.steps import Step
-from distillery.manifests import CHILDREN, BuildConfig, build, child_name
+from distillery.manifests import CHILDREN, BuildConfig, build, child_name, forms, resolve
 
 REPORTER = "distillery-operator"  # the Events' source
 # Kubernetes keeps Event messages short (events.k8s.io caps its note at 1 KiB); status has the whole text.
@@ -69,6 +69,20 @@ async def get_claim(api: Api, namespace: str, name: str) -> dict[str, Any] | Non
         raise
 
 
+async def jobset_served(api: Api) -> bool:
+    """Whether the cluster serves JobSets (jobset.x-k8s.io/v1alpha2), by API discovery: what
+    `training.launcher: auto` follows. A 404 (no such group or version) is no; other errors propagate."""
+    try:
+        found = await api.request("GET", "/apis/jobset.x-k8s.io/v1alpha2")
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return any(
+        r.get("name") == "jobsets" for r in (found or {}).get("resources") or () if isinstance(r, dict)
+    )
+
+
 # Only the metadata of a Secret: the operator has no use for its data and should never hold it.
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
 
@@ -91,7 +105,7 @@ def _exists(children: dict[str, list[dict[str, Any]]], kind: str, name: str) -> 
 async def create(
     api: Api, job: DistillationJob, child: str, config: BuildConfig, logger: logging.Logger
 ) -> None:
-    kind = CHILDREN[child][1]
+    kind = CHILDREN[resolve(child, job, config)][1]
     manifest = build(child, job, config)
     if manifest is None:
         return
@@ -120,7 +134,7 @@ async def delete(api: Api, key: Key, child: str, logger: logging.Logger) -> None
         if error.status != 404:
             raise
         return
-    what = "its GPUs are free" if child == "teacher" else "the job ended"
+    what = "its GPUs are free" if child in forms("teacher") else "the job ended"
     logger.info("%s/%s: deleted %s %s (%s)", namespace, job_name, kind, name, what)
 
 
@@ -141,15 +155,27 @@ async def carry_out(
     namespace, job_name = key
     if job is not None:
         for child in step.ensure:
-            if not _exists(children, CHILDREN[child][1], child_name(child, job)):
+            # Either form counts (a launcher or queue changed mid-run must not start a second copy).
+            if not any(_exists(children, CHILDREN[c][1], child_name(c, job)) for c in forms(child)):
                 await create(api, job, child, config, logger)
-    for child in step.delete:
+    for child in (form for named in step.delete for form in forms(named)):
         if _exists(children, CHILDREN[child][1], child_name(child, job_name)):
             await delete(api, key, child, logger)
     for stage, value in [(s, True) for s in step.suspend] + [(s, False) for s in step.resume]:
-        url = child_path("Job", namespace, child_name(stage, job_name))
-        await api.request("PATCH", url, {"spec": {"suspend": value}}, MERGE_PATCH)
-        logger.info("%s/%s: %s the %s Job", namespace, job_name, "suspended" if value else "resumed", stage)
+        for form in forms(stage):  # a Job or a JobSet: both suspend by spec.suspend
+            kind, name = CHILDREN[form][1], child_name(form, job_name)
+            if _exists(children, kind, name):
+                await api.request(
+                    "PATCH", child_path(kind, namespace, name), {"spec": {"suspend": value}}, MERGE_PATCH
+                )
+                logger.info(
+                    "%s/%s: %s the %s %s",
+                    namespace,
+                    job_name,
+                    "suspended" if value else "resumed",
+                    stage,
+                    kind,
+                )
 
 
 async def patch_status(

@@ -18,6 +18,7 @@ from typing import Any
 from distillery.contract import stages
 from distillery.contract.stages import Stage
 from distillery.contract.summaries import StageSummary, parse_summary
+from distillery.controller.jobsets import jobset_status
 from distillery.manifests.common import KUEUE_QUEUE_LABEL, STAGE_LABEL
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
@@ -68,15 +69,21 @@ class JobState:
 
 
 # The served teacher's children (keys of manifests.CHILDREN) by kind: all of them go when it is released.
-TEACHER_KINDS = {"Deployment": "teacher", "Service": "teacher-service", "NetworkPolicy": "teacher-policy"}
-TEACHER_CHILDREN = tuple(TEACHER_KINDS.values())
+# A StatefulSet serves a gang-admitted teacher (manifests.teacher_is_gang); it is the "teacher" child too.
+TEACHER_KINDS = {
+    "Deployment": "teacher",
+    "StatefulSet": "teacher",
+    "Service": "teacher-service",
+    "NetworkPolicy": "teacher-policy",
+}
+TEACHER_CHILDREN = tuple(dict.fromkeys(TEACHER_KINDS.values()))
 
 
 @dataclass(frozen=True)
 class TeacherState:
-    exists: bool = False  # its Deployment
+    exists: bool = False  # its Deployment (or StatefulSet)
     ready: bool = False  # at least one replica serves: generation starts, the others join as they load
-    replicas: int = 0  # pods its Deployment asks for
+    replicas: int = 0  # pods its Deployment (or StatefulSet) asks for
     ready_replicas: int = 0
     # Its Service and NetworkPolicy (keys of TEACHER_CHILDREN) that exist: they can outlive the Deployment.
     others: tuple[str, ...] = ()
@@ -274,7 +281,8 @@ def _reason(reason: str, message: str | None) -> str:
 def teacher_state(
     deployment: dict[str, Any] | None, pods: list[dict[str, Any]] = (), children: tuple[str, ...] = ()
 ) -> TeacherState:
-    """The teacher from its Deployment and pods; `children`: which teacher children exist."""
+    """The teacher from its Deployment (or StatefulSet: the same spec.replicas and status.readyReplicas) and
+    pods; `children`: which teacher children exist."""
     others = tuple(c for c in children if c != "teacher")
     if deployment is None:
         return TeacherState(others=others)
@@ -291,6 +299,12 @@ def teacher_state(
         gated=sum(1 for pod in pods if kueue_gated(pod)),
         restarts=container_restarts(pods),
     )
+
+
+def _stage_state(one: Any, pods: list[dict[str, Any]], stage: str) -> JobState:
+    """A stage's Job, or the JobSet that runs it (training with `launcher: jobset`)."""
+    jobset = one("JobSet", stage)
+    return job_state(jobset_status(jobset) if jobset is not None else one("Job", stage), pods)
 
 
 def _stage(body: dict[str, Any]) -> str:
@@ -316,12 +330,12 @@ def from_children(
         claim_missing=claim_missing,
         admission=admission,
         teacher=teacher_state(
-            one("Deployment", "teacher"),
+            one("Deployment", "teacher") or one("StatefulSet", "teacher"),
             of("Pod", "teacher"),
             tuple(child for kind, child in TEACHER_KINDS.items() if of(kind, "teacher")),
         ),
         live=dict(live or {}),
-        jobs={f.stage: job_state(one("Job", f.stage), of("Pod", f.stage)) for f in stages.STAGES},
+        jobs={f.stage: _stage_state(one, of("Pod", f.stage), f.stage) for f in stages.STAGES},
     )
 
 

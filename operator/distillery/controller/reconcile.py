@@ -26,6 +26,7 @@ from kubernetes.client.rest import ApiException
 from distillery import backoff
 from distillery.api import DistillationJob, DistillationJobStatus, Phase, cluster_problems
 from distillery.contract.cost import priced
+from distillery.contract.stages import Stage
 from distillery.controller import faults, guard, kube, metrics, phases, policy, status
 from distillery.controller.apiclient import TRANSIENT, Api, fault_reason
 from distillery.controller.cache import Cache, Key
@@ -57,6 +58,8 @@ class Reconciler:
         self.api = api
         self.guard = settings.guard()
         self.config = settings.build_config()  # what the builders make every child with
+        # Whether the JobSet CRD is served, looked up once, when a training stage is first made (kube.jobset_served).
+        self._discovered = False
         # Validated with the settings: a bad table stops the operator at start.
         self.prices = settings.prices()
         self.live = live if live is not None else {}  # what running stage pods report (controller.progress)
@@ -120,6 +123,15 @@ class Reconciler:
             logger.info("%s/%s: ttlSecondsAfterFinished has passed; deleting the DistillationJob", *key)
             await kube.delete_job(self.api, *key)
             return None
+        if Stage.train in step.ensure and not self._discovered:
+            self.config = replace(self.config, jobset_installed=await kube.jobset_served(self.api))
+            self._discovered = True
+            logger.info(
+                "JobSet CRD %s",
+                "found: training.launcher auto runs JobSets"
+                if self.config.jobset_installed
+                else "absent: training runs as Jobs",
+            )
         try:
             await kube.carry_out(self.api, key, job, step, self.cache.children(key), self.config, logger)
         except kube.ChildRefused as refusal:

@@ -22,11 +22,15 @@ from distillery.manifests.jobs import (
     build_training_job,
     build_training_service,
     rendezvous_endpoint,
+    training_launcher,
 )
+from distillery.manifests.jobset import build_training_jobset, jobset_rendezvous_endpoint
 from distillery.manifests.teacher import (
     build_teacher_deployment,
     build_teacher_network_policy,
     build_teacher_service,
+    build_teacher_statefulset,
+    teacher_is_gang,
     teacher_model,
     teacher_url,
 )
@@ -52,7 +56,10 @@ CHILDREN: dict[str, tuple[str, str, str, str, Builder]] = {
         build_teacher_network_policy,
     ),
     # Only with training.nodes > 1 (None otherwise): the training pods' names in DNS.
-    "train-service": ("v1", "Service", "services", "train", lambda j, c: build_training_service(j)),
+    "train-service": ("v1", "Service", "services", "train", build_training_service),
+    # The alternates (ALTERNATES): what "teacher" and the training stage become in some specs.
+    "teacher-gang": ("apps/v1", "StatefulSet", "statefulsets", "teacher", build_teacher_statefulset),
+    "train-set": ("jobset.x-k8s.io/v1alpha2", "JobSet", "jobsets", "train_set", build_training_jobset),
     **{
         entry.stage: ("batch/v1", "Job", "jobs", entry.stage.value, JOB_BUILDERS[entry.stage])
         for entry in stages.STAGES
@@ -60,8 +67,29 @@ CHILDREN: dict[str, tuple[str, str, str, str, Builder]] = {
 }
 
 
+# A child the phase machine names -> (the child built instead, when it is chosen for this job). The phase
+# machine speaks of "teacher" and the train stage only; which kind serves them is the builders' choice.
+ALTERNATES: dict[str, tuple[str, Callable[[DistillationJob, BuildConfig], bool]]] = {
+    "teacher": ("teacher-gang", lambda j, c: teacher_is_gang(j)),
+    Stage.train: ("train-set", lambda j, c: training_launcher(j, c) == "jobset"),
+}
+
+
+def resolve(child: str, job: DistillationJob, config: BuildConfig) -> str:
+    """The child that stands for `child` in this job: itself, or its alternate when that is chosen."""
+    alternate = ALTERNATES.get(child)
+    return alternate[0] if alternate is not None and alternate[1](job, config) else child
+
+
+def forms(child: str) -> tuple[str, ...]:
+    """Every child that may stand for `child` (itself and its alternate): what to look for or delete."""
+    alternate = ALTERNATES.get(child)
+    return (child, alternate[0]) if alternate is not None else (child,)
+
+
 def build(child: str, job: DistillationJob, config: BuildConfig) -> dict[str, Any] | None:
-    return CHILDREN[child][4](job, config)
+    """The manifest of `child` as the operator creates it for this job (its alternate where chosen)."""
+    return CHILDREN[resolve(child, job, config)][4](job, config)
 
 
 def child_name(child: str, job: DistillationJob | str) -> str:
@@ -70,6 +98,7 @@ def child_name(child: str, job: DistillationJob | str) -> str:
 
 
 __all__ = [
+    "ALTERNATES",
     "CHILDREN",
     "JOB_BUILDERS",
     "BuildConfig",
@@ -82,13 +111,20 @@ __all__ = [
     "build_teacher_deployment",
     "build_teacher_network_policy",
     "build_teacher_service",
+    "build_teacher_statefulset",
     "build_training_job",
+    "build_training_jobset",
     "build_training_service",
     "child_name",
     "fit_name",
+    "forms",
+    "jobset_rendezvous_endpoint",
     "label_value",
     "names",
     "rendezvous_endpoint",
+    "resolve",
+    "teacher_is_gang",
     "teacher_model",
     "teacher_url",
+    "training_launcher",
 ]

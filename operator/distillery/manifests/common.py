@@ -34,6 +34,9 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # controllers add "-<index>" to Indexed pods' hostnames, so Job names keep room for it.
 NAME_LIMIT = 63
 JOB_NAME_LIMIT = 52
+# A JobSet names each pod `<jobset>-<replicatedJob>-<jobIndex>-<podIndex>-<5 random>` and refuses a JobSet
+# whose longest pod name is not a DNS-1035 label (its webhook): room for "-node-0-63-abcde" (64 nodes).
+JOBSET_NAME_LIMIT = NAME_LIMIT - len("-node-0-63-abcde")
 
 # Non-root user for every pod: the uid the worker images run as (images/README.md); the
 # upstream vLLM image runs fine as any uid once HOME and the caches point at writable places.
@@ -68,6 +71,9 @@ class BuildConfig:
     # namespace ("" admits none) and its pods' labels (`key=value,...`; "" any pod there).
     scraper_namespace: str = ""
     scraper_pod_labels: str = ""
+    # The JobSet CRD (jobset.x-k8s.io/v1alpha2) is served by the cluster: `training.launcher: auto`
+    # then runs training as a JobSet (the operator looks it up by API discovery at start).
+    jobset_installed: bool = False
 
     def scraper_selector(self) -> dict[str, Any] | None:
         """The NetworkPolicy peer of that Prometheus, or None when none is named."""
@@ -142,6 +148,10 @@ class Names:
     @property
     def train(self) -> str:
         return fit_name(self.job, "train", JOB_NAME_LIMIT)
+
+    @property
+    def train_set(self) -> str:  # the training JobSet: its longest pod name must be a DNS label
+        return fit_name(self.job, "train", JOBSET_NAME_LIMIT)
 
     @property
     def evaluate(self) -> str:

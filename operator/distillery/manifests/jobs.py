@@ -178,6 +178,15 @@ def build_generation_job(job: DistillationJob, config: common.BuildConfig) -> di
     )
 
 
+def training_launcher(job: DistillationJob, config: common.BuildConfig) -> str:
+    """`job` or `jobset`: what runs the training pods (`training.launcher`; `auto` follows whether the
+    operator found the JobSet CRD on the cluster, `config.jobset_installed`)."""
+    chosen = job.spec.training.launcher
+    if chosen == "auto":
+        return "jobset" if config.jobset_installed else "job"
+    return chosen
+
+
 def rendezvous_endpoint(job: DistillationJob) -> str:
     """Pod 0's name in DNS and the rendezvous port: an Indexed Job names each pod's host `<job>-<index>`,
     and the headless Service that is the pods' subdomain gives it a record (Kubernetes' "Indexed Job with
@@ -202,9 +211,11 @@ def _training_job_spec(job: DistillationJob) -> dict[str, Any]:
     }
 
 
-def build_training_job(job: DistillationJob, config: common.BuildConfig) -> dict[str, Any]:
-    """The training Job: one pod, or with `training.nodes` > 1 an Indexed Job of that many pods whose
-    torchrun meet at pod 0 through the headless Service `build_training_service`."""
+def training_job(
+    job: DistillationJob, config: common.BuildConfig, *, name: str, endpoint: str | None
+) -> dict[str, Any]:
+    """The training pods as a Job named `name` whose torchrun meet at `endpoint` (None on one node): the
+    Job itself (`build_training_job`) or a JobSet's Job template (`manifests.jobset`)."""
     training = job.spec.training
     asks_teacher = stages.facts(Stage.train).needs_teacher(
         job.spec
@@ -218,8 +229,8 @@ def build_training_job(job: DistillationJob, config: common.BuildConfig) -> dict
     )
     env = _teacher_key_env(job) if asks_teacher else []
     ports = _metrics_port()
-    if training.nodes > 1:
-        env = [*env, {"name": RENDEZVOUS_ENDPOINT_ENV, "value": rendezvous_endpoint(job)}]
+    if endpoint is not None:
+        env = [*env, {"name": RENDEZVOUS_ENDPOINT_ENV, "value": endpoint}]
         ports = [*ports, {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}]
     container = common.container(
         job,
@@ -230,24 +241,34 @@ def build_training_job(job: DistillationJob, config: common.BuildConfig) -> dict
         resource_spec=common.resources(training.resources, Stage.train, training.gpus),
         ports=ports,
     )
-    manifest = _job(
+    return _job(
         job,
-        name=common.names(job).train,
+        name=name,
         stage=Stage.train,
         runtime=training,
         container=container,
         config=config,
         job_spec=_training_job_spec(job),
     )
-    if training.nodes > 1:
-        manifest["spec"]["template"]["spec"]["subdomain"] = common.names(job).train
+
+
+def build_training_job(job: DistillationJob, config: common.BuildConfig) -> dict[str, Any]:
+    """The training Job: one pod, or with `training.nodes` > 1 an Indexed Job of that many pods whose
+    torchrun meet at pod 0 through the headless Service `build_training_service`."""
+    several = job.spec.training.nodes > 1
+    name = common.names(job).train
+    manifest = training_job(job, config, name=name, endpoint=rendezvous_endpoint(job) if several else None)
+    if several:
+        manifest["spec"]["template"]["spec"]["subdomain"] = name
     return manifest
 
 
-def build_training_service(job: DistillationJob) -> dict[str, Any] | None:
+def build_training_service(
+    job: DistillationJob, config: common.BuildConfig | None = None
+) -> dict[str, Any] | None:
     """The headless Service that gives each training pod a DNS name (pod 0's is the rendezvous); None
-    for training on one node, which needs no name."""
-    if job.spec.training.nodes == 1:
+    for training on one node, which needs no name, and for a JobSet, which makes its own."""
+    if job.spec.training.nodes == 1 or training_launcher(job, config or common.BuildConfig()) == "jobset":
         return None
     name = common.names(job).train
     return {

@@ -112,6 +112,40 @@ def build_teacher_deployment(
     }
 
 
+def teacher_is_gang(job: DistillationJob) -> bool:
+    """Several replicas behind a Kueue queue: served by a StatefulSet, which Kueue admits as one pod group.
+
+    Kueue admits each pod of a Deployment as its own Workload (https://kueue.sigs.k8s.io/docs/tasks/run/
+    deployment/), so a queue short of quota could start some replicas and hold the GPUs of those while the
+    rest wait. A StatefulSet is "represented as a single independent workload" built on the plain pod group
+    (https://kueue.sigs.k8s.io/docs/tasks/run/statefulset/): its webhook gives the pod template the group's
+    name and total count (`spec.replicas`), and Kueue admits every replica together or none. One replica
+    (or no queue) keeps the Deployment."""
+    return bool(job.spec.queue_name) and job.spec.teacher.replicas > 1
+
+
+def build_teacher_statefulset(
+    job: DistillationJob, config: common.BuildConfig | None = None
+) -> dict[str, Any]:
+    """The teacher's replicas as a StatefulSet (`teacher_is_gang`): the same pods as the Deployment's."""
+    deployment = build_teacher_deployment(job, config)
+    spec = deployment["spec"]
+    del spec["strategy"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": deployment["metadata"],
+        "spec": {
+            **spec,
+            # Its headless Service (the teacher's, which is headless for the clients' own balancing).
+            "serviceName": common.names(job).teacher,
+            # Every replica at once, as the Deployment starts them: Kueue admits the group as a whole, and
+            # OrderedReady would wait for replica 0 to be ready before even creating replica 1.
+            "podManagementPolicy": "Parallel",
+        },
+    }
+
+
 def build_teacher_service(job: DistillationJob) -> dict[str, Any]:
     """The teacher's name in DNS: a headless Service, so the name resolves to every ready replica's pod IP.
 
