@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import scenarios
+from tests.support import scale_out, scenarios
 from tests.support.chart import find, granted, render
 from tests.support.ha_scenario import two_chart_replicas_one_reconciles_the_other_takes_over
 from tests.support.kmock_cluster import SEEN_REQUESTS, Cluster
@@ -36,6 +36,9 @@ CLUSTER_WIDE = [
     scenarios.a_finished_job_is_deleted_after_its_ttl,
     scenarios.pending_until_the_named_claim_exists,
     scenarios.a_spec_made_invalid_by_a_patch_stops_the_teacher_and_the_running_shards,
+    scale_out.training_runs_as_a_jobset_where_the_crd_is_served,
+    scale_out.a_spec_made_invalid_mid_training_deletes_the_jobset,
+    scale_out.a_queued_teacher_of_several_replicas_is_one_statefulset,
 ]
 NAMESPACED = scenarios.an_operator_restricted_to_one_namespace
 HA = two_chart_replicas_one_reconciles_the_other_takes_over

@@ -33,6 +33,7 @@ DJ = "distillery.dev/v1alpha1/distillationjobs"
 RESOURCES: dict[str, dict[str, Any]] = {
     DJ: {"namespaced": True, "kind": "DistillationJob", "subresources": ["status"]},
     "apps/v1/deployments": {"namespaced": True, "kind": "Deployment"},
+    "apps/v1/statefulsets": {"namespaced": True, "kind": "StatefulSet"},
     "batch/v1/jobs": {"namespaced": True, "kind": "Job", "subresources": ["status"]},
     "v1/services": {"namespaced": True, "kind": "Service"},
     "v1/persistentvolumeclaims": {"namespaced": True, "kind": "PersistentVolumeClaim"},
@@ -47,6 +48,12 @@ RESOURCES: dict[str, dict[str, Any]] = {
     },
     "coordination.k8s.io/v1/leases": {"namespaced": True, "kind": "Lease"},
 }
+
+
+# The JobSet CRD: registered only by a scenario that asks for it (tests/support/scale_out.py), as on a cluster
+# where JobSet is installed; elsewhere the emulator, like most clusters, does not serve it.
+JOBSET = "jobset.x-k8s.io/v1alpha2/jobsets"
+JOBSET_RESOURCE = {"namespaced": True, "kind": "JobSet", "subresources": ["status"]}
 
 
 VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]

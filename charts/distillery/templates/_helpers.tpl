@@ -102,9 +102,15 @@ tests and fails when a rule here is missing or was never needed.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["list", "watch", "create", "delete"]  # delete: the teacher goes as soon as it is not needed
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["list", "watch", "create", "delete"]  # a teacher of several replicas behind a Kueue queue (one pod group)
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["list", "watch", "create", "patch", "delete"]  # patch: suspend; delete: stop a job that ended
+- apiGroups: ["jobset.x-k8s.io"]
+  resources: ["jobsets"]
+  verbs: ["list", "watch", "create", "patch", "delete"]  # training.launcher jobset: as the training Job
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "watch", "create", "delete"]  # the teacher's Service (deleted with it) and the training's (nodes > 1)
