@@ -138,10 +138,10 @@ def _golden(case: str, child: str) -> dict:
 @pytest.mark.parametrize(("case", "child"), ALL, ids=[f"{c}-{k}" for c, k in ALL])
 def test_golden_file_passes_the_api_servers_checks(case: str, child: str):
     """The file itself, not the builder's output: a regenerated golden must still be a valid object."""
-    _assert_admitted(_golden(case, child))
+    assert_admitted(_golden(case, child))
 
 
-def _assert_admitted(manifest: dict) -> None:
+def assert_admitted(manifest: dict) -> None:
     """The API server would create it: the upstream schemas (strict) and the ported checks. A JobSet: the
     upstream CRD's schema and CEL rules (where DISTILLERY_JOBSET_CRD names the file), its webhook's pod
     name rule, and the Jobs its controller makes from it, checked as any Job."""
@@ -269,7 +269,7 @@ def test_golden_file_says_what_its_spec_says(case: str, child: str):
 
 @pytest.mark.parametrize(("case", "child"), ALL, ids=[f"{c}-{k}" for c, k in ALL])
 def test_validates_against_upstream_schema(case: str, child: str):
-    _assert_admitted(build(child, CASES[case](), config_for(case)))
+    assert_admitted(build(child, CASES[case](), config_for(case)))
 
 
 def test_schema_validation_catches_a_broken_manifest():
