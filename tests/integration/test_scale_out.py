@@ -55,3 +55,17 @@ async def test_without_the_crd_auto_trains_as_an_indexed_job(cluster: Cluster):
 async def test_a_queued_teacher_of_several_replicas_is_one_statefulset(cluster: Cluster):
     status = await scale_out.a_queued_teacher_of_several_replicas_is_one_statefulset(cluster)
     assert (status["teacher"]["replicas"], status["teacher"]["readyReplicas"]) == (3, 3)
+
+
+async def test_a_jobset_asked_for_where_none_is_served_fails_the_job_naming_it(cluster: Cluster):
+    async with cluster.operator():
+        await cluster.create_job("nj", spec(training={"gpus": 0, "nodes": 2, "launcher": "jobset"}))
+        await cluster.inputs_ready("nj")
+        await cluster.wait_phase("nj", "TeacherStarting")
+        await cluster.teacher_ready("nj-teacher")
+        gen = await cluster.wait_child("batch/v1/jobs", "nj-generate")
+        for index in range(2):
+            await cluster.finish_pod(gen, "generate", GEN, index=index)
+        await cluster.job_done("nj-generate", succeeded=2)
+        status = await cluster.wait_phase("nj", "Failed")
+    assert "JobSet nj-train" in status["message"], status["message"]

@@ -110,6 +110,13 @@ async def create(
     if manifest is None:
         return
     name = manifest["metadata"]["name"]
+    if kind == "JobSet" and not config.jobset_installed:
+        # What the API server answers (404: no such resource), said before asking it, with the fix.
+        raise ChildRefused(
+            child,
+            f"JobSet {name}: spec.training.launcher is jobset, but the cluster serves no "
+            "jobset.x-k8s.io/v1alpha2 JobSets (install JobSet and restart the operator, or set launcher auto or job)",
+        )
     try:
         await api.request("POST", child_path(kind, job.metadata.namespace), manifest)
     except ApiException as error:
