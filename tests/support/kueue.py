@@ -1,4 +1,5 @@
-"""Kueue's admission contract, applied to manifests by its documented rules (no Kueue runs here).
+"""Kueue's admission contract, applied to manifests by its documented rules (no Kueue runs here): the
+Workloads it makes, beside its webhooks, which the harness plays (tests/harness/kueue.py).
 
 What Workloads Kueue makes for the objects it manages, and whether anything of them runs before it admits:
 
@@ -22,7 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+from tests.harness.kueue import queue_of
+
 PARTIAL_ADMISSION = ("kueue.x-k8s.io/job-min-parallelism", "kueue.x-k8s.io/elastic-job")
 
 
@@ -36,10 +38,6 @@ class Workload:
     @property
     def pods(self) -> int:
         return sum(count for _, count in self.pod_sets)
-
-
-def queue_of(manifest: dict[str, Any]) -> str:
-    return ((manifest.get("metadata") or {}).get("labels") or {}).get(QUEUE_LABEL, "")
 
 
 def workloads(manifest: dict[str, Any]) -> list[Workload]:
