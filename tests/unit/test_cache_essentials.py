@@ -134,3 +134,29 @@ def test_the_cut_bodies_read_as_the_whole_ones():
     assert (
         "managedFields" not in cache.job(("ml", "j"))["metadata"] and cache.job(("ml", "j"))["spec"] == SPEC
     )
+
+
+def test_a_training_jobset_cut_reads_as_the_whole_one():
+    """A JobSet keeps only its replicated Jobs' names and parallelism (what controller.jobsets reads)."""
+    spec = {**SPEC, "training": {"nodes": 3, "launcher": "jobset"}}
+    job = DistillationJob.model_validate(
+        {
+            "apiVersion": "distillery.dev/v1alpha1",
+            "kind": "DistillationJob",
+            "metadata": {"name": "j"},
+            "spec": spec,
+        }
+    )
+    job.metadata.namespace, job.metadata.uid = "ml", "u-1"
+    jobset = build("train", job, BuildConfig(jobset_installed=True))
+    jobset["status"] = {
+        "replicatedJobsStatus": [{"name": "node", "succeeded": 1, "active": 0, "ready": 0, "failed": 0}],
+        "conditions": [{"type": "Completed", "status": "True", "lastTransitionTime": "2026-12-07T12:00:00Z"}],
+    }
+    cache = Cache()
+    cache.put_job({"metadata": {"namespace": "ml", "name": "j", "uid": "u-1"}, "spec": spec})
+    cache.put_child("JobSet", copy.deepcopy(jobset))
+    cut = cache.children(("ml", "j"))
+    assert from_children(cut) == from_children({"JobSet": [jobset]})
+    assert from_children(cut).job("train").succeeded == 3
+    assert len(repr(cut)) < len(repr(jobset)) / 3

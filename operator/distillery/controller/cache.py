@@ -39,10 +39,7 @@ SPEC_READ: dict[str, tuple[str, ...]] = {
     "Job": ("suspend",),
     "Deployment": ("replicas",),
     "StatefulSet": ("replicas",),
-    "JobSet": (
-        "suspend",
-        "replicatedJobs",
-    ),  # pods per Job (controller.jobsets); one per job, while it trains
+    "JobSet": ("suspend", "replicatedJobs"),  # cut to each one's pods per Job (`_replicated_jobs`)
     "Pod": ("schedulingGates",),
 }
 # Bookkeeping of the API server's that no part of the operator reads (and the largest part of metadata).
@@ -60,9 +57,26 @@ def essentials(kind: str | None, body: dict[str, Any]) -> dict[str, Any]:
             out["spec"] = spec
     elif isinstance(spec, dict):
         kept = {name: spec[name] for name in SPEC_READ.get(kind, ()) if name in spec}
+        if "replicatedJobs" in kept:
+            kept["replicatedJobs"] = _replicated_jobs(kept["replicatedJobs"])
         if kept:
             out["spec"] = kept
     return out
+
+
+def _replicated_jobs(items: Any) -> list[dict[str, Any]]:
+    """A JobSet's replicated Jobs as controller.jobsets reads them: name and each Job's parallelism (their pod
+    templates, with the job's whole spec in the arguments, are most of a JobSet's size)."""
+    return [
+        {
+            "name": item.get("name"),
+            "template": {
+                "spec": {"parallelism": ((item.get("template") or {}).get("spec") or {}).get("parallelism")}
+            },
+        }
+        for item in items or ()
+        if isinstance(item, dict)
+    ]
 
 
 def key_of(body: dict[str, Any]) -> Key:
