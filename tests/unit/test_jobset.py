@@ -11,8 +11,9 @@ import pytest
 from distillery.contract.commands import RENDEZVOUS_ENDPOINT_ENV
 from distillery.contract.stages import Stage
 from distillery.contract.summaries import TrainSummary, termination_message
+from distillery.controller.cache import CHILD_KINDS
 from distillery.controller.observe import from_children
-from distillery.manifests import BuildConfig, build, names, training_launcher
+from distillery.manifests import CHILDREN, BuildConfig, build, names, training_launcher
 from tests.support import jobset_crd
 from tests.support.manifest_cases import multinode_job
 from tests.support.pods import container_of, literal_env
@@ -160,3 +161,10 @@ def test_a_queued_jobset_is_held_by_kueue_until_admitted():
     admitted = copy.deepcopy(jobset)
     admitted["spec"]["suspend"] = False
     assert not from_children({"JobSet": [admitted]}).job(Stage.train).held_by_kueue
+
+
+def test_every_kind_the_builders_make_is_watched_at_the_same_coordinates():
+    """The operator's cache learns of a JobSet or StatefulSet it made only if it watches that kind there."""
+    for child, (api_version, kind, plural, _, _) in CHILDREN.items():
+        group, _, version = api_version.rpartition("/")
+        assert CHILD_KINDS[kind] == (group, version, plural), child
