@@ -1,4 +1,5 @@
-"""The served teacher, all of it (its Deployment of N replicas, its Service, its NetworkPolicy), is released
+"""The served teacher, all of it (its Deployment of N replicas, or the StatefulSet Kueue admits as one gang
+behind a queue, its Service, its NetworkPolicy), is released
 right after generation (after training for onPolicy) and on every way a job ends; status.teacher counts its
 ready replicas meanwhile."""
 
@@ -15,47 +16,57 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 TWO = {"model": "models/teacher", "gpus": 0, "replicas": 2, "startupTimeoutSeconds": 600}
 
 
-def teacher_children(name: str) -> list[tuple[str, str]]:
+DEPLOYMENT, STATEFULSET = "apps/v1/deployments", "apps/v1/statefulsets"
+
+
+def teacher_children(name: str, workload: str = DEPLOYMENT) -> list[tuple[str, str]]:
     return [
-        ("apps/v1/deployments", f"{name}-teacher"),
+        (workload, f"{name}-teacher"),
         ("v1/services", f"{name}-teacher"),
         ("networking.k8s.io/v1/networkpolicies", f"{name}-teacher-ingress"),
     ]
 
 
-async def released(cluster: Cluster, name: str) -> None:
-    for resource, child in teacher_children(name):
+async def released(cluster: Cluster, name: str, workload: str = DEPLOYMENT) -> None:
+    for resource, child in teacher_children(name, workload):
         await wait_for_async(
             lambda r=resource, c=child: absent(cluster, r, c), f"{resource} {child} to go", 20
         )
 
 
-async def serving(cluster: Cluster, name: str, job_spec: dict) -> None:
+async def serving(cluster: Cluster, name: str, job_spec: dict, workload: str = DEPLOYMENT) -> None:
     """The job's teacher (two replicas) ready, every teacher child there, its shards running."""
     await cluster.create_job(name, job_spec)
     await cluster.inputs_ready(name)
     await cluster.wait_phase(name, "TeacherStarting")
-    for resource, child in teacher_children(name):
+    for resource, child in teacher_children(name, workload):
         await cluster.wait_child(resource, child)
-    deployment = await cluster.get("apps/v1/deployments", f"{name}-teacher")
+    deployment = await cluster.get(workload, f"{name}-teacher")
     assert deployment["spec"]["replicas"] == 2
     await cluster.patch(
-        "apps/v1/deployments", f"{name}-teacher", {"status": {"replicas": 2, "readyReplicas": 2}}, "status"
+        workload, f"{name}-teacher", {"status": {"replicas": 2, "readyReplicas": 2}}, "status"
     )
     await cluster.wait_child("batch/v1/jobs", f"{name}-generate")
     await cluster.wait_phase(name, "Generating")
 
 
-async def test_a_failed_shard_releases_the_whole_teacher_at_once(cluster: Cluster):
+@pytest.mark.parametrize(
+    ("queue", "workload"),
+    [({}, DEPLOYMENT), ({"queueName": "gpu-queue"}, STATEFULSET)],
+    ids=["plain", "queued"],
+)
+async def test_a_failed_shard_releases_the_whole_teacher_at_once(
+    cluster: Cluster, queue: dict, workload: str
+):
     async with cluster.operator():
-        await serving(cluster, "shardfail", spec(teacher=TWO))
+        await serving(cluster, "shardfail", spec(teacher=TWO, **queue), workload)
         status = await wait_for_async(
             lambda: _teacher_summary(cluster, "shardfail", "2/2"), "status.teacher 2/2", 20
         )
         assert status["teacher"] == {"replicas": 2, "readyReplicas": 2, "summary": "2/2"}
         await cluster.job_failed("shardfail-generate", "BackoffLimitExceeded", "shard 1 failed")
         await cluster.wait_phase("shardfail", "Failed")
-        await released(cluster, "shardfail")
+        await released(cluster, "shardfail", workload)
         await wait_for_async(lambda: _teacher_summary(cluster, "shardfail", "0/0"), "status.teacher 0/0", 20)
 
 
