@@ -2,8 +2,10 @@
 
 The schema is upstream's own CRD (kubernetes-sigs/jobset, config/components/crd/bases/
 jobset.x-k8s.io_jobsets.yaml), read from the file the environment variable DISTILLERY_JOBSET_CRD names
-(not committed; docs/scale-out.md says where to get it). Without it the schema checks are skipped; the
-Jobs the JobSet controller would make from it are checked against the upstream Kubernetes schemas anyway.
+(not committed; docs/scale-out.md says where to get it). Without it that check is skipped, but every
+JobSet is still parsed by the JobSet models Kubeflow Trainer's API package (PyPI kubeflow-trainer-api)
+generates from upstream's OpenAPI (strict types; a field they do not know is refused), and the Jobs the
+JobSet controller would make from it are checked against the upstream Kubernetes schemas.
 """
 
 from __future__ import annotations
@@ -49,6 +51,35 @@ def schema_problems(manifest: dict[str, Any], openapi: dict[str, Any]) -> list[s
     if not found:  # CEL runs on a schema-valid object
         found += [f"{path}: {message}" for path, message in sorted(cel_problems(manifest, openapi))]
     return found
+
+
+def model_problems(manifest: dict[str, Any]) -> list[str]:
+    """What upstream's generated JobSet v1alpha2 models refuse: a wrong type (they are strict) or a field
+    they do not know (their `from_dict` drops it, so it is missing from the round trip)."""
+    from kubeflow_trainer_api.models.jobset_v1alpha2_job_set import JobsetV1alpha2JobSet
+    from pydantic import ValidationError
+
+    try:
+        parsed = JobsetV1alpha2JobSet.from_dict(manifest)
+    except ValidationError as error:
+        return [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()]
+    return [f"{path}: unknown field" for path in _dropped(manifest, parsed.to_dict(), "")]
+
+
+def _dropped(given: Any, kept: Any, path: str) -> list[str]:
+    if isinstance(given, dict):
+        return [
+            found
+            for key, value in given.items()
+            for found in (
+                _dropped(value, kept[key], f"{path}.{key}")
+                if isinstance(kept, dict) and key in kept
+                else [f"{path}.{key}"]
+            )
+        ]
+    if isinstance(given, list) and isinstance(kept, list):
+        return [f for i, (a, b) in enumerate(zip(given, kept)) for f in _dropped(a, b, f"{path}[{i}]")]
+    return []
 
 
 def child_jobs(manifest: dict[str, Any]) -> list[dict[str, Any]]:

@@ -79,6 +79,22 @@ def test_a_long_job_name_gives_pod_names_jobset_accepts_at_the_most_nodes():
         assert apiserver.object_errors(child) == []
 
 
+def test_upstream_s_jobset_models_take_what_we_build_and_refuse_what_they_should():
+    """Kubeflow Trainer's API package generates JobSet v1alpha2 models from upstream's OpenAPI: every
+    JobSet we build (1 and 64 nodes, a queue or none) parses with nothing dropped; a typo or a wrong type fails."""
+    for job in (_job(), _job(nodes=64, name="a" * 253), _job(nodes=1)):
+        for queue in (None, "gpu-team-a"):
+            queued = job.model_copy(update={"spec": job.spec.model_copy(update={"queue_name": queue})})
+            assert jobset_crd.model_problems(build("train", queued, INSTALLED)) == []
+    good = build("train", _job(), INSTALLED)
+    unknown = copy.deepcopy(good)
+    unknown["spec"]["failurePolicy"]["maxRestart"] = 1
+    wrong_type = copy.deepcopy(good)
+    wrong_type["spec"]["replicatedJobs"][0]["replicas"] = "2"
+    assert jobset_crd.model_problems(unknown) == [".spec.failurePolicy.maxRestart: unknown field"]
+    assert "replicas" in jobset_crd.model_problems(wrong_type)[0]
+
+
 def test_the_upstream_crd_refuses_what_it_should():
     """The schema check can fail: an unknown field, a wrong type, a broken CEL rule are each refused."""
     openapi = jobset_crd.schema()
