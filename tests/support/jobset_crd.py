@@ -78,7 +78,11 @@ def _dropped(given: Any, kept: Any, path: str) -> list[str]:
             )
         ]
     if isinstance(given, list) and isinstance(kept, list):
-        return [f for i, (a, b) in enumerate(zip(given, kept)) for f in _dropped(a, b, f"{path}[{i}]")]
+        return [
+            f
+            for i, (a, b) in enumerate(zip(given, kept, strict=True))
+            for f in _dropped(a, b, f"{path}[{i}]")
+        ]
     return []
 
 
