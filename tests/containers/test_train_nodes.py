@@ -61,10 +61,15 @@ def run_training(cluster: Cluster, job: DistillationJob, images: Images) -> tupl
     """Create the training children as the operator does (the Service first) and wait for the Job to
     complete: its name and the seconds from create to Complete."""
     config = BuildConfig(worker_image=images.worker)
-    api = cluster.api(NAMESPACE)
     started = time.monotonic()
     create_training(cluster, job, config)
     name = build("train", job, config)["metadata"]["name"]
+    wait_complete(cluster, name)
+    return name, time.monotonic() - started
+
+
+def wait_complete(cluster: Cluster, name: str) -> None:
+    api = cluster.api(NAMESPACE)
     status = wait_for(
         lambda: finished(api, name),
         f"training Job {name} to finish",
@@ -72,7 +77,6 @@ def run_training(cluster: Cluster, job: DistillationJob, images: Images) -> tupl
         details=cluster.kubelet.diagnostics,
     )
     assert condition(status, "Complete"), cluster.kubelet.diagnostics()
-    return name, time.monotonic() - started
 
 
 def create_training(cluster: Cluster, job: DistillationJob, config: BuildConfig) -> None:
@@ -83,7 +87,7 @@ def create_training(cluster: Cluster, job: DistillationJob, config: BuildConfig)
     api.create(build("train", job, config))
 
 
-def history(storage: Path, name: str) -> dict[str, Any]:
+def report_of(storage: Path, name: str) -> dict[str, Any]:
     return json.loads(Layout(storage, name).training_report.read_text())
 
 
@@ -107,7 +111,7 @@ def test_two_pods_in_containers_train_the_loss_of_one_pod_with_the_same_global_b
         pods = [p for p in cluster.kubelet.pods() if p.owner == f"Job/{two_name}"]
         records_of_pods = [r for r in cluster.records if r.pod.startswith(f"{NAMESPACE}/{two_name}-")]
 
-    two_nodes, one_node = history(pair, "pair"), history(alone, "alone")
+    two_nodes, one_node = report_of(pair, "pair"), report_of(alone, "alone")
     print(
         f"\n2 pods x 1 process: {two_nodes['tokens_per_second']:,.0f} tok/s, Job done in {two_seconds:.1f} s; "
         f"1 pod, 2 micro-batches: {one_node['tokens_per_second']:,.0f} tok/s, Job done in {one_seconds:.1f} s; "
@@ -155,13 +159,7 @@ def test_killing_the_rendezvous_pod_resumes_both_from_the_last_checkpoint(
         cluster.kubelet.kill(first.name)  # pod 0, the rendezvous host, dies with its container
         killed_after = int(checkpoints.latest().name.split("-")[1])
         assert killed_after < total, "the pod was killed after training ended; give it more updates"
-        status = wait_for(
-            lambda: finished(api, name),
-            f"training Job {name} to finish",
-            TRAIN_DEADLINE,
-            details=cluster.kubelet.diagnostics,
-        )
-        assert condition(status, "Complete"), cluster.kubelet.diagnostics()
+        wait_complete(cluster, name)
         pods = [p for p in cluster.kubelet.pods() if p.owner == f"Job/{name}"]
         logs = "\n".join(p.log.read_text(errors="replace") for p in pods if p.log.is_file())
 
@@ -171,7 +169,7 @@ def test_killing_the_rendezvous_pod_resumes_both_from_the_last_checkpoint(
         runs = [p for p in pods if p.index == index]
         assert len(runs) >= 2 and runs[-1].exit_codes == [0], pods
         assert all(p.exit_codes[-1] != 0 for p in runs[:-1]), pods
-    report = history(storage, "killed")
+    report = report_of(storage, "killed")
     print(
         f"\nkilled pod 0 after checkpoint step-{killed_after:08d}; resumed from update "
         f"{report['resumed_from_step']} of {total}; {len(pods)} pods in all"
