@@ -10,6 +10,8 @@ the objects it sees there, one module each:
   the Pods it made, its own thread, and what a test calls (`pods()`, `kill()`, `diagnostics()`).
 - `job.py`, `deployment.py` (base: `controller.py`): the Job and Deployment controllers.
 - `service_proxy.py`: kube-proxy and cluster DNS, a TCP proxy per Service port.
+- `dns.py`: cluster DNS's rules for a pod's own names (hostname, and `hostname.subdomain` under a
+  headless Service: how an Indexed Job's pods find pod 0), which a runtime that resolves names answers.
 - `pod.py`: one pod's lifecycle: init containers, `restartPolicy`, back-off, termination
   messages, the status it writes (`probes.py`: startup, readiness, liveness).
 - `podconfig.py`: what the kubelet resolves from the API before a container starts

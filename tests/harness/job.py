@@ -2,7 +2,7 @@
 
 Pods for `NonIndexed` and `Indexed` jobs (one per index, labelled `job-name`,
 `controller-uid`, `batch.kubernetes.io/job-completion-index`, with `JOB_COMPLETION_INDEX`
-injected as the real controller does), `parallelism`, `suspend`, `backoffLimit`,
+injected and the hostname `<job>-<index>` set as the real controller does), `parallelism`, `suspend`, `backoffLimit`,
 `backoffLimitPerIndex` + `maxFailedIndexes`, `activeDeadlineSeconds`; status
 `startTime/active/ready/succeeded/failed/completedIndexes/failedIndexes/conditions/
 completionTime`, with zero counts omitted as the API server omits them. A failed pod's
@@ -225,6 +225,8 @@ class JobController(Controller):
             prefix = f"{self.name}-{index}"
         obj = self.pod_object(template, f"{prefix}-{random_suffix()}", labels, annotations)
         if index is not None:
+            # Each index's pod is the host `<job>-<index>` (with a subdomain: its name in DNS).
+            obj["spec"]["hostname"] = obj["spec"].get("hostname") or f"{self.name}-{index}"
             # The Job controller injects the index into every container, from the annotation.
             for container in obj["spec"].get("containers", []) + obj["spec"].get("initContainers", []):
                 container["env"] = [

@@ -25,6 +25,7 @@ import aiohttp
 
 from tests.harness.controller import Controller
 from tests.harness.deployment import DeploymentController
+from tests.harness.dns import pod_dns_names
 from tests.harness.errors import HarnessError
 from tests.harness.helpers import log_tail
 from tests.harness.job import JobController
@@ -243,6 +244,10 @@ class Kubelet:
 
     def local_pods(self) -> list[Pod]:
         return [pod for pod in self._pods.values() if not pod.deleted]
+
+    def dns_names(self, pod: dict[str, Any]) -> list[str]:
+        """The pod's own names in cluster DNS, by the Services that exist now (`dns.pod_dns_names`)."""
+        return pod_dns_names(pod, self._services.values())
 
     def service_addresses(self) -> dict[ServiceKey, Address]:
         """Every Service port that exists now, and where its proxy listens."""

@@ -199,7 +199,9 @@ class Pod:
         with scheduling gates is only created: it stays Pending until `ungate`."""
         self.dir.mkdir(parents=True, exist_ok=True)
         if not self.scheduling_gates:
-            self.sandbox = await self.kubelet.runtime.run_sandbox(self.obj, self.dir)
+            self.sandbox = await self.kubelet.runtime.run_sandbox(
+                self.obj, self.dir, self.kubelet.dns_names(self.obj)
+            )
         if create:
             self.obj.setdefault("status", {}).update(self.status())
             await self.kubelet.api.request("POST", api_path("v1", "pods", self.namespace), self.obj)
@@ -223,7 +225,9 @@ class Pod:
         self.scheduling_gates = []
         self.spec.pop("schedulingGates", None)
         self.kubelet.event(f"pod {self.namespace}/{self.name} ungated: scheduled")
-        self.sandbox = await self.kubelet.runtime.run_sandbox(self.obj, self.dir)
+        self.sandbox = await self.kubelet.runtime.run_sandbox(
+            self.obj, self.dir, self.kubelet.dns_names(self.obj)
+        )
         self.changed()
         self.task = self.kubelet.spawn(self._run(), f"pod {self.name}")
 

@@ -10,10 +10,13 @@ whatever its containers share), containers started in it, exec for probes.
 
 What a backend must do:
 
-- `run_sandbox(pod, directory)`: make the pod's sandbox before its first container. Its `ip`
-  is the pod's `status.podIP` (and `fieldRef: status.podIP`). The process backend gives every
+- `run_sandbox(pod, directory, dns_names)`: make the pod's sandbox before its first container. Its
+  `ip` is the pod's `status.podIP` (and `fieldRef: status.podIP`). The process backend gives every
   pod 127.0.0.1 and a port map; a container engine gives each pod a network namespace and an
-  address of its own. `directory` is the pod's directory on the host (logs, emptyDirs).
+  address of its own, with the pod's hostname (`dns.pod_hostname`). `directory` is the pod's
+  directory on the host (logs, emptyDirs). `dns_names` are the pod's own names in cluster DNS
+  (`dns.pod_dns_names`: hostname + subdomain + a headless Service), which a backend that resolves
+  names answers with the pod's address; the process backend has none to give.
 - `start(sandbox, config, services)`: start one container as `config` says, and return its
   handle. `config.command` (empty: the image's ENTRYPOINT) and `config.args` are as the
   manifest wrote them after `$(VAR)` expansion; `config.env` holds the container's own
@@ -51,7 +54,7 @@ reports: 128 + N for a process killed by signal N.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -122,7 +125,9 @@ class ContainerHandle(Protocol):
 class Runtime(Protocol):
     """Runs a pod's containers (see the module docstring for the contract)."""
 
-    async def run_sandbox(self, pod: Mapping[str, Any], directory: Path) -> PodSandbox: ...
+    async def run_sandbox(
+        self, pod: Mapping[str, Any], directory: Path, dns_names: Sequence[str] = ()
+    ) -> PodSandbox: ...
 
     async def start(
         self, sandbox: PodSandbox, config: ContainerConfig, services: Mapping[ServiceKey, Address]

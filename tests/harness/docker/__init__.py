@@ -3,7 +3,8 @@ rewrites of paths, ports or names.
 
 A pod is a sandbox container (the pause container's part: `sleep infinity` as uid 65535, read-only,
 no capabilities) on a user-defined bridge network of the runtime's own: its address is the pod's
-`status.podIP`, its hostname the pod's name, its resolv.conf the cluster's DNS search path
+`status.podIP`, its hostname the pod's (`spec.hostname`, else its name), its own DNS names
+(`hostname.subdomain` under a headless Service, tests/harness/dns.py) network aliases, its resolv.conf the cluster's DNS search path
 (`<ns>.svc.cluster.local svc.cluster.local cluster.local`, ndots 5). Each container of the pod
 joins that network namespace (`--network container:<sandbox>`), so a restarted container keeps
 the pod's address and the pod's containers share localhost. The translation of a container

@@ -11,11 +11,12 @@ import signal
 import socket
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.harness.dns import pod_hostname
 from tests.harness.docker import args as translate
 from tests.harness.docker.engine import Docker, DockerError, labels_filter
 from tests.harness.docker.services import ServiceAddresses, dns_search
@@ -236,7 +237,9 @@ class DockerRuntime:
 
     # ------------------------------------------------------------ the Runtime protocol
 
-    async def run_sandbox(self, pod: Mapping[str, Any], directory: Path) -> DockerSandbox:
+    async def run_sandbox(
+        self, pod: Mapping[str, Any], directory: Path, dns_names: Sequence[str] = ()
+    ) -> DockerSandbox:
         meta, spec = pod["metadata"], pod["spec"]
         name, namespace = meta["name"], meta.get("namespace") or "default"
         if spec.get("hostNetwork") or spec.get("hostPID") or spec.get("hostIPC"):
@@ -262,8 +265,10 @@ class DockerRuntime:
             "--network",
             self.network,
             "--hostname",
-            name[:63],
+            pod_hostname(pod),
         ]
+        for alias in dns_names:  # the pod's own names (hostname.subdomain): Docker's DNS answers them
+            args += ["--network-alias", alias]
         for domain in dns_search(namespace):
             args += ["--dns-search", domain]
         args += ["--dns-option", "ndots:5"]

@@ -23,11 +23,11 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
+from tests.harness.dns import CLUSTER_DOMAIN
 from tests.harness.docker.engine import Docker
 from tests.harness.errors import HarnessError
 from tests.harness.runtime import Address, ServiceKey
 
-CLUSTER_DOMAIN = "cluster.local"
 FORWARDER_READY_SECONDS = 60.0
 
 # Listens on each "PORT:HOST:TARGET" argument and pipes every connection to HOST:TARGET.

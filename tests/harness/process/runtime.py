@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,7 +100,10 @@ class ProcessRuntime:
 
     # ------------------------------------------------------------ the Runtime protocol
 
-    async def run_sandbox(self, pod: Mapping[str, Any], directory: Path) -> ProcessSandbox:
+    async def run_sandbox(
+        self, pod: Mapping[str, Any], directory: Path, dns_names: Sequence[str] = ()
+    ) -> ProcessSandbox:
+        # No names of its own: every pod shares the host's loopback (Service names are rewritten).
         meta = pod["metadata"]
         directory.mkdir(parents=True, exist_ok=True)
         sandbox = ProcessSandbox(

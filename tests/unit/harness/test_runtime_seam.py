@@ -20,7 +20,7 @@ import signal
 import socket
 import threading
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,7 +85,9 @@ class ScriptedRuntime:
         self.proxies: dict[ServiceKey, Address] = {}
         self.unpullable: dict[str, ImagePullError] = {}  # image -> what each pull of it raises, until removed
 
-    async def run_sandbox(self, pod: Mapping[str, Any], directory: Path) -> Sandbox:
+    async def run_sandbox(
+        self, pod: Mapping[str, Any], directory: Path, dns_names: Sequence[str] = ()
+    ) -> Sandbox:
         sandbox = Sandbox(pod["metadata"]["name"], f"10.244.0.{len(self.sandboxes) + 1}")
         self.sandboxes.append(sandbox)
         return sandbox
