@@ -94,3 +94,26 @@ def test_rows_take_the_published_metric_and_the_table_states_gap_and_stderr():
 def test_rows_name_the_missing_metric():
     with pytest.raises(KeyError, match=r"acc_norm,none.*arc_challenge_local"):
         pb.rows_from_results("hf", {"arc_challenge_local": {"acc,none": 0.3}}, {"arc_challenge": 10})
+
+
+def test_q4_1_roundtrip_keeps_16_levels_per_block_and_is_idempotent_on_its_grid():
+    torch = pytest.importorskip("torch")
+    import requant_q4_1
+
+    weight = torch.randn(3, 80, generator=torch.Generator().manual_seed(0))
+    once = requant_q4_1.q4_1_roundtrip(weight)
+    for block in once[:, :64].reshape(3, 2, 32).unbind(1):
+        assert all(len(torch.unique(row)) <= 16 for row in block)
+    assert (once - weight).abs().max() < (weight.max() - weight.min()) / 15  # within one step of a level
+    assert torch.equal(requant_q4_1.q4_1_roundtrip(once), once)  # the same blocks: nothing moves
+    assert not torch.equal(requant_q4_1.q4_1_roundtrip(once, offset=16), once)  # straddling blocks: new noise
+
+
+def test_q4_1_roundtrip_names_a_bad_offset_or_shape():
+    torch = pytest.importorskip("torch")
+    import requant_q4_1
+
+    with pytest.raises(ValueError, match="offset"):
+        requant_q4_1.q4_1_roundtrip(torch.zeros(2, 32), offset=32)
+    with pytest.raises(ValueError, match="2-D"):
+        requant_q4_1.q4_1_roundtrip(torch.zeros(32))
