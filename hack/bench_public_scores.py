@@ -20,6 +20,7 @@ backends need its `api` extra (tenacity), i.e. `lm-eval[api]`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -58,7 +59,8 @@ def write_tasks(data_dir: Path, work: Path, tasks: list[str], n: int, seed: int)
         docs = pb.pick(source.read_text().splitlines(), n, seed)
         data_path = work / f"{task.name}.jsonl"
         data_path.write_text("\n".join(docs) + "\n")
-        (work / f"{task.name}.yaml").write_text(yaml.safe_dump(pb.task_config(task, str(data_path))))
+        # A relative data path: the directory is what evaluation.benchmarkTasks takes, as is.
+        (work / f"{task.name}.yaml").write_text(yaml.safe_dump(pb.task_config(task, data_path.name)))
         counts[upstream] = len(docs)
     return counts
 
@@ -68,14 +70,15 @@ def evaluate(model: str, model_args: str, work: Path, counts: dict[str, int], **
     from lm_eval.tasks import TaskManager
 
     names = [pb.TASKS[t].name for t in counts]
-    out = lm_eval.simple_evaluate(
-        model=model,
-        model_args=model_args,
-        tasks=names,
-        num_fewshot=0,
-        task_manager=TaskManager(include_path=str(work)),
-        **kw,
-    )
+    with contextlib.chdir(work):  # the YAMLs name their data relative to their directory
+        out = lm_eval.simple_evaluate(
+            model=model,
+            model_args=model_args,
+            tasks=names,
+            num_fewshot=0,
+            task_manager=TaskManager(include_path=str(work.resolve())),
+            **kw,
+        )
     return out["results"]
 
 

@@ -99,7 +99,10 @@ def pick(lines: Sequence[str], n: int, seed: int) -> list[str]:
 
 
 def task_config(task: PublicTask, data_path: str) -> dict:
-    """An lm-eval task YAML (as a dict) that reads `data_path` offline with the upstream prompt."""
+    """An lm-eval task YAML (as a dict) that reads `data_path` offline with the upstream prompt.
+
+    Given a bare file name, the directory holding the YAML and that file is what `evaluation.benchmarkTasks`
+    takes (the evaluation stage loads tasks from inside it), and lm-eval reads it when run from there."""
     return {
         "task": task.name,
         "dataset_path": "json",

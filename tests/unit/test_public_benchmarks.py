@@ -52,14 +52,15 @@ def test_binomial_stderr():
 
 
 @pytest.mark.parametrize("upstream", sorted(pb.TASKS))
-def test_task_config_is_read_by_lm_eval_and_renders_the_upstream_prompt(tmp_path, upstream):
+def test_task_config_is_read_by_lm_eval_and_renders_the_upstream_prompt(tmp_path, monkeypatch, upstream):
     TaskManager = pytest.importorskip("lm_eval.tasks").TaskManager  # lm-eval is the evaluation extra
 
     task = pb.TASKS[upstream]
     query = "Question: Which is a mammal?" + ("\n" if upstream == "piqa" else "")
     data = tmp_path / "docs.jsonl"
     data.write_text(json.dumps({"query": query, "choices": ["trout", "whale"], "gold": 1}) + "\n")
-    (tmp_path / f"{task.name}.yaml").write_text(yaml.safe_dump(pb.task_config(task, str(data))))
+    (tmp_path / f"{task.name}.yaml").write_text(yaml.safe_dump(pb.task_config(task, data.name)))
+    monkeypatch.chdir(tmp_path)  # a relative data path, read from the task directory (as the stage does)
 
     obj = TaskManager(include_path=str(tmp_path)).load([task.name])["tasks"][task.name]
     doc = next(iter(obj.test_docs()))
