@@ -123,7 +123,12 @@ def run_vllm(args, runs: list[tuple[Path, dict[str, int]]]) -> list[pb.Row]:
 
 def run_hf(args, work: Path, counts: dict[str, int]) -> list[pb.Row]:
     results = evaluate(
-        "hf", f"pretrained={args.model_dir},dtype=float32", work, counts, batch_size=args.hf_batch
+        "hf",
+        f"pretrained={args.model_dir},dtype=float32",
+        work,
+        counts,
+        batch_size=args.hf_batch,
+        device="cpu",
     )
     return pb.rows_from_results("hf-fp32", results, counts)
 
@@ -160,17 +165,23 @@ def main(argv: list[str] | None = None) -> int:
     main_counts = write_tasks(args.data_dir, main_work, tasks, args.n, args.seed)
     hf_counts = write_tasks(args.data_dir, hf_work, tasks, args.hf_n, args.seed)
     rows: list[pb.Row] = []
+
+    def keep(new: list[pb.Row]) -> None:  # saved after each backend, so a later failure loses nothing
+        rows.extend(new)
+        print(pb.table(new), flush=True)
+        (args.out / "results.json").write_text(
+            json.dumps([{**r.__dict__, "published": r.published, "gap": r.gap} for r in rows], indent=2)
+        )
+
     if "vllm" in backends:
         runs = [(main_work, main_counts)]
         if "hf" in backends and hf_counts != main_counts:
             runs.append((hf_work, hf_counts))
-        rows += run_vllm(args, runs)
+        keep(run_vllm(args, runs))
     if "hf" in backends:
-        rows += run_hf(args, hf_work, hf_counts)
-    print(pb.table(rows))
-    print(f"\nseed {args.seed}; wall {time.monotonic() - started:.0f}s; load {os.getloadavg()}")
-    (args.out / "results.json").write_text(
-        json.dumps([{**r.__dict__, "published": r.published, "gap": r.gap} for r in rows], indent=2)
+        keep(run_hf(args, hf_work, hf_counts))
+    print(
+        f"\n{pb.table(rows)}\n\nseed {args.seed}; wall {time.monotonic() - started:.0f}s; load {os.getloadavg()}"
     )
     return 0
 
