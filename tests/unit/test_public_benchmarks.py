@@ -53,7 +53,7 @@ def test_binomial_stderr():
 
 @pytest.mark.parametrize("upstream", sorted(pb.TASKS))
 def test_task_config_is_read_by_lm_eval_and_renders_the_upstream_prompt(tmp_path, monkeypatch, upstream):
-    TaskManager = pytest.importorskip("lm_eval.tasks").TaskManager  # lm-eval is the evaluation extra
+    from lm_eval.tasks import TaskManager
 
     task = pb.TASKS[upstream]
     query = "Question: Which is a mammal?" + ("\n" if upstream == "piqa" else "")
