@@ -22,7 +22,7 @@ from typing import Any
 
 from distillery.api import BenchmarkSpec, DistillationJob
 from distillery.benchmark_tasks import BenchmarkFailed, inside, task_directory, task_manager
-from distillery.contract.report import BenchmarkRun, Benchmarks, ModelEntry
+from distillery.contract.report import MODEL_ORDER, BenchmarkRun, Benchmarks, EvaluationReport, ModelEntry
 from distillery.contract.summaries import FailureReason, StageFailed
 from distillery.serving.client import TeacherConnection
 
@@ -206,3 +206,57 @@ def status_rows(models: dict[str, ModelEntry], retained: dict[str, dict[str, flo
         row["retention"] = retained.get(task, {}).get(metric)
         rows.append(row)
     return rows
+
+
+# ------------------------------------------------------------------ renderings
+
+
+def _value(score: Any) -> str:
+    if score is None or score.value is None:
+        return "-"
+    return f"{score.value:.3f}" + (f" ± {score.stderr:.3f}" if score.stderr is not None else "")
+
+
+def markdown_lines(report: EvaluationReport) -> list[str]:
+    """The report's "Public benchmarks" section: every task and metric per model, ± its standard error."""
+    section = report.benchmarks
+    if section is None:
+        return []
+    compared = report.compared()
+    out = [
+        "## Public benchmarks",
+        "",
+        f"{section.harness}; every model served with the same settings. Value ± standard error (lm-eval's).",
+        "",
+        "| task | shots | metric | n | " + " | ".join(name for name, _ in compared) + " | retention |",
+        "|" + "---|" * (5 + len(compared)),
+    ]
+    for run in section.tasks:
+        results = [(name, entry.benchmarks.get(run.task)) for name, entry in compared]
+        metrics = dict.fromkeys(m for _, r in results if r for m in r.metrics)
+        samples = next((r.samples for _, r in results if r and r.samples is not None), None)
+        for metric in metrics:
+            cells = [_value(r.metrics.get(metric) if r else None) for _, r in results]
+            kept = section.retention.get(run.task, {}).get(metric)
+            row = [
+                run.task,
+                str(run.num_fewshot),
+                metric,
+                str(samples if samples is not None else "-"),
+                *cells,
+            ]
+            out.append("| " + " | ".join([*row, f"{kept:.3f}" if kept is not None else "-"]) + " |")
+    return [*out, ""]
+
+
+def summary_lines(report: EvaluationReport) -> list[str]:
+    """One line per task for the end of `distillery run`: its first metric per model, and retention."""
+    if report.benchmarks is None:
+        return []
+    rows = status_rows(dict(report.compared()), report.benchmarks.retention)
+    lines = []
+    for row in rows:
+        figures = "   ".join(f"{name} {row[name]:.3f}" for name in MODEL_ORDER if row.get(name) is not None)
+        kept = f"   retention {row['retention']:.3f}" if row.get("retention") is not None else ""
+        lines.append(f"  benchmark {row['task']} {row['metric']}: {figures}{kept}")
+    return lines
