@@ -158,3 +158,16 @@ def test_a_missing_benchmark_score_fails_its_floor_and_says_why():
     assert "tiny_sentiment acc unknown < minScore 0.1 (no score for metric acc of task tiny_sentiment)" in (
         failed.reason
     )
+
+
+def test_check_says_a_hub_task_cannot_load_on_an_offline_cluster(tmp_path, monkeypatch):
+    import datasets.config
+
+    # As the worker image runs (HF_HUB_OFFLINE=1): the hub is never asked.
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    job = job_with(tmp_path, ["arc_easy"])
+    [finding] = check_job(job, tmp_path).findings
+    assert finding.field == "spec.evaluation.benchmarks[0].task"
+    assert finding.message.startswith(
+        "arc_easy: its data comes from the Hugging Face hub, which cannot be reached"
+    )

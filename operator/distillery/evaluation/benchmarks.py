@@ -40,17 +40,25 @@ MAX_RETRIES = 3
 
 
 def run_benchmarks(
-    benchmarks: list[BenchmarkSpec], directory: Path | None, base_url: str, model: str, tokenizer: str
+    benchmarks: list[BenchmarkSpec],
+    directory: Path | None,
+    base_url: str,
+    model: str,
+    tokenizer: str,
+    api_key: str | None = None,
+    manager: Any = None,
 ) -> dict[str, dict[str, Any]]:
     """Every listed task against one served model; returns `scores(results)` of lm-eval's results.
 
     `base_url` ends in /v1 (an OpenAI-compatible server); `model` is its served name; `tokenizer`
-    a local directory (or hub id) of the model's tokenizer. Tasks with the same fewshot and limit
+    a local directory (or hub id) of the model's tokenizer; `api_key` is sent as a bearer token
+    (an external teacher endpoint); `manager` a `task_manager(directory)` to reuse (indexing lm-eval's
+    thousands of task YAMLs takes seconds). Tasks with the same fewshot and limit
     run in one `simple_evaluate` call.
     """
     from lm_eval import simple_evaluate
 
-    manager = task_manager(directory)
+    manager = manager or task_manager(directory)
     args = {
         "base_url": base_url.rstrip("/") + "/completions",
         "model": model,
@@ -59,6 +67,8 @@ def run_benchmarks(
         "num_concurrent": CONCURRENT_REQUESTS,
         "max_retries": MAX_RETRIES,
     }
+    if api_key:
+        args["header"] = {"Authorization": f"Bearer {api_key}"}
     found: dict[str, dict[str, Any]] = {}
     groups: dict[tuple[int, int | None], list[str]] = {}
     for benchmark in benchmarks:
@@ -136,12 +146,23 @@ def runner(
         return None
     directory = task_directory(job, root, work / "benchmark-tasks")
     names = ", ".join(b.task for b in benchmarks)
+    managers: list[Any] = []  # built on first use, then shared by every model
 
     def run(name: str, connection: TeacherConnection, tokenizer: str) -> dict[str, Any]:
         say(f"{name}: lm-eval {names}")
         started = time.monotonic()
         try:
-            found = run_benchmarks(benchmarks, directory, connection.base_url, connection.model, tokenizer)
+            if not managers:
+                managers.append(task_manager(directory))
+            found = run_benchmarks(
+                benchmarks,
+                directory,
+                connection.base_url,
+                connection.model,
+                tokenizer,
+                connection.api_key,
+                managers[0],
+            )
         except StageFailed:
             raise
         except Exception as error:  # the harness raises many kinds; the job needs one message
