@@ -171,3 +171,23 @@ def test_check_says_a_hub_task_cannot_load_on_an_offline_cluster(tmp_path, monke
     assert finding.message.startswith(
         "arc_easy: its data comes from the Hugging Face hub, which cannot be reached"
     )
+
+
+def test_the_termination_message_keeps_the_benchmark_rows_that_fit_in_4_kib():
+    from distillery.api import BenchmarkStatus, EvaluationStatus
+    from distillery.contract.summaries import (
+        TERMINATION_LIMIT,
+        EvaluateSummary,
+        parse_summary,
+        termination_message,
+    )
+
+    rows = [
+        BenchmarkStatus(task=f"mmlu_task_with_a_long_name_{k}", metric="acc_norm", teacher=0.5, student=0.4)
+        for k in range(64)
+    ]
+    summary = EvaluateSummary(evaluation=EvaluationStatus(metric="accuracy", benchmarks=rows))
+    text = termination_message(summary)
+    assert len(text.encode()) <= TERMINATION_LIMIT
+    kept = parse_summary(text).evaluation.benchmarks
+    assert 0 < len(kept) < 64 and kept == rows[: len(kept)]
