@@ -368,10 +368,10 @@ def evaluate_job(
         job,
         layout,
         serve,
-        served,
+        served,  # type: ignore[arg-type]
         live,
         prompts,
-        say,  # type: ignore[arg-type]
+        say,
         benchmark=bench,
         tokenizers={"teacher": models["teacher"]} if models["teacher"] else None,
     )
