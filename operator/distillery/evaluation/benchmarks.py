@@ -59,6 +59,9 @@ def run_benchmarks(
     from lm_eval import simple_evaluate
 
     manager = manager or task_manager(directory)
+    # Absolute before lm-eval runs inside the task directory (a relative path would then miss it).
+    if Path(tokenizer).exists():
+        tokenizer = str(Path(tokenizer).resolve())
     args = {
         "base_url": base_url.rstrip("/") + "/completions",
         "model": model,
