@@ -53,13 +53,13 @@ def task_directory(job: DistillationJob, root: Path, local: Path) -> Path | None
             raise BenchmarkFailed(
                 f"evaluation.benchmarkTasks: {value} is not a directory under the storage {root}"
             )
-        return path
+        return path.resolve()  # absolute: lm-eval runs inside it
     fs, remote = filesystem(location, job.spec.storage.object_store)
     if not fs.exists(remote):
         raise BenchmarkFailed(f"evaluation.benchmarkTasks: nothing under {value}")
     local.mkdir(parents=True, exist_ok=True)
     fs.get(remote.rstrip("/") + "/", str(local) + "/", recursive=True)
-    return local
+    return local.resolve()
 
 
 def task_manager(directory: Path | None) -> Any:
