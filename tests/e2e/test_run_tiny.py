@@ -2,7 +2,9 @@
 
 The run is interrupted once training has written a checkpoint, then run again: generation is
 skipped, training resumes from its checkpoint, evaluation scores teacher, baseline and the
-distilled student, and the report says the student beats its baseline.
+distilled student, and the report says the student beats its baseline. Two tiny lm-eval tasks (one
+multiple choice: prompt log-probabilities; one generate_until) run against each served model, from a
+task directory on the storage, and the gate reads one of their scores.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 import yaml
 
 from distillery.api import CostStatus
+from tests.support.lmeval_tasks import SENTIMENT, SUMS, write_tasks
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -49,8 +52,14 @@ def test_tiny_example_runs_resumes_and_reports(tmp_path, tiny_models):
     for name in ("teacher", "student"):  # the models prepare_tiny.py makes (same script, seed, steps)
         shutil.copytree(tiny_models[name], storage / "models" / name)
     write_data(storage)
+    write_tasks(storage / "lm-eval-tasks")
     document = yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text())
     document["spec"]["storage"]["path"] = "storage"  # the example itself, on this test's storage
+    evaluation = document["spec"]["evaluation"]
+    evaluation["benchmarks"] = [{"task": SENTIMENT}, {"task": SUMS, "limit": 4}]
+    evaluation["benchmarkTasks"] = "lm-eval-tasks"
+    # A floor every real score meets: the gate must find the student's score to pass it.
+    evaluation["gate"]["benchmarks"] = [{"task": SENTIMENT, "metric": "acc", "minScore": 0.0}]
     spec = tmp_path / "tiny.yaml"
     spec.write_text(yaml.safe_dump(document))
     work = storage / "jobs" / "tiny"
@@ -104,6 +113,23 @@ def test_tiny_example_runs_resumes_and_reports(tmp_path, tiny_models):
     assert "PASSED: quality gate passed" in second
     assert f"retention {report['retention']:.3f}" in second
     assert report["retention"] >= document["spec"]["evaluation"]["gate"]["minRetention"]
+
+    # Public benchmarks: each model scored by lm-eval on the same server, the gate's floor read.
+    for name, entry in report["models"].items():
+        sentiment, sums = entry["benchmarks"][SENTIMENT], entry["benchmarks"][SUMS]
+        assert sentiment["samples"] == 6 and sums["samples"] == 4, (name, entry["benchmarks"])
+        assert 0 <= sentiment["metrics"]["acc"]["value"] <= 1
+        assert sentiment["metrics"]["acc"]["stderr"] is not None
+        assert 0 <= sums["metrics"]["exact_match,strip"]["value"] <= 1
+    assert [t["task"] for t in report["benchmarks"]["tasks"]] == [SENTIMENT, SUMS]
+    assert "tiny_sentiment acc" in report["gate"]["reason"] and ">= minScore 0" in report["gate"]["reason"]
+    assert "## Public benchmarks" in (work / "reports" / "evaluation.md").read_text()
+    assert "  benchmark tiny_sentiment acc: teacher " in second
+    # status.evaluation as the stage's summary carries it: each task's first metric per model
+    rows = json.loads((work / "state" / "evaluate.done.json").read_text())["evaluation"]["benchmarks"]
+    assert [(r["task"], r["metric"]) for r in rows] == [(SENTIMENT, "acc"), (SUMS, "exact_match,strip")]
+    sentiment = report["models"]["student"]["benchmarks"][SENTIMENT]["metrics"]["acc"]["value"]
+    assert rows[0]["student"] == sentiment
 
     # Fair: every model served by the evaluation and measured the same way (same prompts, rounds,
     # concurrency and server settings), so the speed columns compare like with like.

@@ -138,11 +138,63 @@ def test_missing_required_fields():
         ),
         ({"data__validation": None, "evaluation__gate__minScore": 0.5}, "spec.data.validation: is empty"),
         ({"data__taskType": "nli", "data__labels": ["yes"]}, "spec.data.labels: expected at least two"),
+        (
+            {"evaluation__benchmarks": [{"task": "piqa"}, {"task": "piqa", "limit": 5}]},
+            "spec.evaluation.benchmarks: lists a task twice",
+        ),
+        (
+            {"evaluation__benchmarks": [{"task": " "}]},
+            "spec.evaluation.benchmarks[0].task: string should match pattern",
+        ),
+        (
+            {"evaluation__benchmarks": [{"task": "piqa", "numFewshot": -1}]},
+            "spec.evaluation.benchmarks[0].numFewshot: input should be greater",
+        ),
+        (
+            {"evaluation__benchmarks": [{"task": "piqa", "limit": 0}]},
+            "spec.evaluation.benchmarks[0].limit: input should be greater",
+        ),
+        ({"evaluation__benchmarkTasks": "gs://b/tasks"}, "spec.evaluation.benchmarkTasks: expected a path"),
+        (
+            {"evaluation__gate__benchmarks": [{"task": "piqa", "metric": "acc", "minScore": 0.5}]},
+            "spec.evaluation.gate.benchmarks: names a task that is not in evaluation.benchmarks",
+        ),
+        (
+            {
+                "evaluation__benchmarks": [{"task": "piqa"}],
+                "evaluation__gate__benchmarks": [{"task": "piqa", "metric": "acc"}],
+            },
+            "spec.evaluation.gate.benchmarks[0].minRetention: set exactly one of minRetention and minScore",
+        ),
+        (
+            {
+                "evaluation__compare": ["student"],
+                "evaluation__benchmarks": [{"task": "piqa"}],
+                "evaluation__gate__benchmarks": [{"task": "piqa", "metric": "acc", "minRetention": 0.9}],
+            },
+            "spec.evaluation.gate.benchmarks: a minRetention floor needs 'teacher'",
+        ),
     ],
 )
 def test_cross_field_rules(changes, expected):
     found = problems(job(**changes))
     assert any(line.startswith(expected) for line in found), found
+
+
+def test_benchmarks_are_read_with_their_defaults():
+    evaluation = parse_job(
+        job(
+            evaluation__benchmarks=[{"task": "arc_easy"}, {"task": "piqa", "numFewshot": 5, "limit": 50}],
+            evaluation__benchmarkTasks="s3://tasks-bucket/lm-eval",
+            evaluation__gate__benchmarks=[{"task": "piqa", "metric": "acc_norm", "minRetention": 0.9}],
+        )
+    ).spec.evaluation
+    assert [(b.task, b.num_fewshot, b.limit) for b in evaluation.benchmarks] == [
+        ("arc_easy", 0, None),
+        ("piqa", 5, 50),
+    ]
+    assert evaluation.benchmark_tasks == "s3://tasks-bucket/lm-eval"
+    assert evaluation.gate.benchmarks[0].metric == "acc_norm"
 
 
 def test_kd_with_logprobs_is_accepted():

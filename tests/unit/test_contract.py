@@ -222,6 +222,7 @@ ALLOWED = {
 BASE = {
     "api",
     "datasource",
+    "benchmark_tasks",
     "fingerprints",
     "errors",
     "storage",

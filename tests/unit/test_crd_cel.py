@@ -135,6 +135,35 @@ TABLE = {
     "gate-without-validation": job(data__validation=None, evaluation__gate={"minScore": 0.5}),
     "retention-without-validation": job(data__validation=None, evaluation__gate={"minRetention": 0.5}),
     "no-gate-no-validation": job(data__validation=None),
+    "benchmarks": job(
+        evaluation__benchmarks=[{"task": "arc_easy"}, {"task": "piqa", "numFewshot": 5, "limit": 100}],
+        evaluation__benchmarkTasks="s3://tasks-bucket/lm-eval",
+        evaluation__gate={"benchmarks": [{"task": "piqa", "metric": "acc", "minRetention": 0.9}]},
+    ),
+    "benchmark-twice": job(evaluation__benchmarks=[{"task": "arc_easy"}, {"task": "arc_easy", "limit": 5}]),
+    "benchmark-tasks-other-scheme": job(evaluation__benchmarkTasks="gs://bucket/tasks"),
+    "benchmark-gate-unknown-task": job(
+        evaluation__benchmarks=[{"task": "arc_easy"}],
+        evaluation__gate={"benchmarks": [{"task": "piqa", "metric": "acc", "minScore": 0.5}]},
+    ),
+    "benchmark-gate-no-benchmarks": job(
+        evaluation__gate={"benchmarks": [{"task": "piqa", "metric": "acc", "minScore": 0.5}]}
+    ),
+    "benchmark-gate-both-floors": job(
+        evaluation__benchmarks=[{"task": "piqa"}],
+        evaluation__gate={
+            "benchmarks": [{"task": "piqa", "metric": "acc", "minScore": 0.5, "minRetention": 1}]
+        },
+    ),
+    "benchmark-gate-no-floor": job(
+        evaluation__benchmarks=[{"task": "piqa"}],
+        evaluation__gate={"benchmarks": [{"task": "piqa", "metric": "acc"}]},
+    ),
+    "benchmark-retention-without-teacher": job(
+        evaluation__compare=["student"],
+        evaluation__benchmarks=[{"task": "piqa"}],
+        evaluation__gate={"benchmarks": [{"task": "piqa", "metric": "acc", "minRetention": 0.9}]},
+    ),
     "nli-one-label": job(data__taskType="nli", data__labels=["yes"]),
     "nli-two-labels": job(data__taskType="nli", data__labels=["yes", "no"]),
     "qa-one-label": job(data__labels=["x"]),

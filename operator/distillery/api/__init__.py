@@ -7,6 +7,7 @@ classes. The package's modules, from the bottom up:
     kube_types  Kubernetes value types (names, quantities, images, tolerations), validated as the API server does
     pods        pod settings (per section and the chart's defaults) and a stage's runtime built on them
     storage     storage, object stores, the export, decontamination
+    benchmarks  public benchmarks (lm-eval tasks) and the gate's floors on them
     stages      the generation, training and evaluation sections
     status      phase, conditions, reasons, progress, cost, artifacts
     job         the spec, the job, the API's names
@@ -16,6 +17,7 @@ Every public name of these modules is re-exported here; the rest of the code imp
 """
 
 from distillery.api.base import *  # noqa: F403
+from distillery.api.benchmarks import *  # noqa: F403
 from distillery.api.job import *  # noqa: F403
 from distillery.api.kube_types import *  # noqa: F403
 from distillery.api.pods import *  # noqa: F403

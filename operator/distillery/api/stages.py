@@ -11,8 +11,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from distillery.api.base import LIST_MAX, Arg, Model, Name, Rule, section
+from distillery.api.base import LIST_MAX, PATH_MAX, Arg, Model, Name, Rule, section
+from distillery.api.benchmarks import BenchmarkGate, BenchmarkSpec
 from distillery.api.pods import StageRuntime
+from distillery.api.storage import uri_rule
 
 
 class TrainingMethod(str, enum.Enum):
@@ -272,6 +274,11 @@ class GateSpec(Model):
     max_latency_ms: float | None = Field(
         None, gt=0.0, description="Largest p95 latency of the student, in ms."
     )
+    benchmarks: list[BenchmarkGate] = Field(
+        default_factory=list,
+        max_length=LIST_MAX,
+        description="Floors on the student's public benchmark scores (tasks of `evaluation.benchmarks`).",
+    )
 
 
 class EvaluationSpec(StageRuntime):
@@ -282,6 +289,27 @@ class EvaluationSpec(StageRuntime):
             "!has(self.gate.minRetention) || 'teacher' in self.compare",
             lambda e: e.gate.min_retention is None or "teacher" in e.compare,
         ),
+        Rule(
+            "benchmarks",
+            "lists a task twice; each lm-eval task is run once",
+            "!has(self.benchmarks) || self.benchmarks.all(b, self.benchmarks.filter(c, c.task == b.task).size() == 1)",
+            lambda e: len({b.task for b in e.benchmarks}) == len(e.benchmarks),
+        ),
+        Rule(
+            "gate.benchmarks",
+            "names a task that is not in evaluation.benchmarks",
+            "!has(self.gate.benchmarks) || self.gate.benchmarks.all(g, "
+            "has(self.benchmarks) && self.benchmarks.exists(b, b.task == g.task))",
+            lambda e: {g.task for g in e.gate.benchmarks} <= {b.task for b in e.benchmarks},
+        ),
+        Rule(
+            "gate.benchmarks",
+            "a minRetention floor needs 'teacher' in evaluation.compare to compute retention",
+            "!has(self.gate.benchmarks) || 'teacher' in self.compare "
+            "|| self.gate.benchmarks.all(g, !has(g.minRetention))",
+            lambda e: "teacher" in e.compare or all(g.min_retention is None for g in e.gate.benchmarks),
+        ),
+        uri_rule("benchmarkTasks", optional=True),
     )
 
     metrics: list[Metric] = Field(
@@ -314,5 +342,19 @@ class EvaluationSpec(StageRuntime):
         max_length=LIST_MAX,
         description="More vLLM server arguments when serving the student and the baseline, "
         "e.g. `--max-model-len 4096`; passed as is.",
+    )
+    benchmarks: list[BenchmarkSpec] = Field(
+        default_factory=list,
+        max_length=LIST_MAX,
+        description="Public benchmarks: lm-evaluation-harness tasks run against every compared model while "
+        "vLLM serves it; loglikelihood and multiple-choice tasks use the server's prompt log-probabilities.",
+    )
+    benchmark_tasks: str | None = Field(
+        None,
+        min_length=1,
+        max_length=PATH_MAX,
+        description="Directory of lm-eval task YAMLs and their data files, for tasks the hub cannot give "
+        "(an offline cluster): a path on the job's storage or an `s3://bucket/prefix`; copied to local disk "
+        "and passed to lm-eval as its include path. Data paths in the YAMLs are relative to it.",
     )
     gate: GateSpec = section(GateSpec, "Quality gate; a failed gate fails the job but keeps every artifact.")

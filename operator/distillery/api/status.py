@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from distillery.api.base import Model
+from distillery.api.base import LIST_MAX, NAME_MAX, Model
 
 
 class Phase(str, enum.Enum):
@@ -166,6 +166,19 @@ class ModelScore(Model):
     latency_p95_ms: float | None = Field(None, description="95th-percentile latency, in ms.")
 
 
+class BenchmarkStatus(Model):
+    """One public benchmark's headline score per compared model (the report has every metric and its stderr)."""
+
+    task: str = Field(max_length=NAME_MAX, description="lm-eval task name.")
+    metric: str = Field(
+        max_length=NAME_MAX, description="The metric shown, as lm-eval names it (e.g. `acc`)."
+    )
+    teacher: float | None = Field(None, description="The teacher's score.")
+    baseline: float | None = Field(None, description="The student's base model's score.")
+    student: float | None = Field(None, description="The distilled student's score.")
+    retention: float | None = Field(None, description="Student score / teacher score.")
+
+
 class EvaluationStatus(Model):
     metric: str | None = Field(None, description="Name of the task score.")
     teacher: ModelScore | None = Field(None, description="Teacher's scores.")
@@ -174,6 +187,11 @@ class EvaluationStatus(Model):
     retention: float | None = Field(None, description="Student score / teacher score.")
     gate_passed: bool | None = Field(None, description="Whether the quality gate passed.")
     gate_reason: str | None = Field(None, description="Why the gate passed or failed.")
+    benchmarks: list[BenchmarkStatus] = Field(
+        default_factory=list,
+        max_length=LIST_MAX,
+        description="Public benchmarks (`evaluation.benchmarks`): each task's first metric, per model.",
+    )
 
 
 class StageCost(Model):

@@ -5,7 +5,10 @@ Each input (`data.train`, `data.validation`: a path on the storage or an `s3://`
 and its first records parsed and turned into prompts, so a missing object, refused credentials,
 an unreachable store, a wrong format or a record the task cannot use fails in seconds, naming the
 field and the location, instead of after the teacher has loaded. Models given as paths on the
-storage must be directories there (a Hugging Face id is left to the server that loads it).
+storage must be directories there (a Hugging Face id is left to the server that loads it). Every
+lm-eval task in `evaluation.benchmarks` is loaded as the evaluation will load it (its YAML found,
+its data read and parsed), so an unknown task, a missing data file or a hub-only task on an offline
+cluster fails here, naming the task.
 """
 
 from __future__ import annotations
@@ -118,7 +121,36 @@ def check_job(job: DistillationJob, root: Path | str, records: int = RECORDS_CHE
         except InputError as error:
             result.findings.append(_finding(field_name, value, root, error))
     result.findings += model_findings(job, root)
+    result.findings += benchmark_findings(job, root)
     return result
+
+
+def benchmark_findings(job: DistillationJob, root: Path, work: Path | None = None) -> list[Finding]:
+    """Each lm-eval task of `evaluation.benchmarks` that cannot load, naming the task and what is missing.
+    An `s3://` task directory is copied under `work` (a temporary directory when None)."""
+    import tempfile
+
+    from distillery.benchmark_tasks import BenchmarkFailed, load_problems, task_directory
+
+    benchmarks = job.spec.evaluation.benchmarks
+    if not benchmarks:
+        return []
+    with tempfile.TemporaryDirectory(prefix="benchmark-tasks-") as scratch:
+        try:
+            directory = task_directory(job, root, Path(work or scratch) / "benchmark-tasks")
+        except (BenchmarkFailed, InputError, OSError) as error:
+            message = str(error).removeprefix("evaluation.benchmarkTasks: ")
+            return [Finding("spec.evaluation.benchmarkTasks", message, FailureReason.input_not_found)]
+        problems = load_problems(benchmarks, directory)
+    index = {b.task: k for k, b in enumerate(benchmarks)}
+    return [
+        Finding(
+            f"spec.evaluation.benchmarks[{index[p.task]}].task",
+            f"{p.task}: {p.message}",
+            FailureReason.input_not_found,
+        )
+        for p in problems
+    ]
 
 
 def failure_text(result: InputsChecked) -> str:

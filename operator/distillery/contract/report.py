@@ -25,8 +25,22 @@ class Part(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
 
 
+class BenchmarkScore(Part):
+    """One metric of one lm-eval task: its value and, where lm-eval gives one, its standard error."""
+
+    value: float | None = None
+    stderr: float | None = None
+
+
+class BenchmarkResult(Part):
+    """One lm-eval task's scores for one model, by metric as lm-eval names it (`acc`, `exact_match,strip`)."""
+
+    samples: int | None = None
+    metrics: dict[str, BenchmarkScore] = {}
+
+
 class ModelEntry(Part):
-    """One compared model's row: task scores, serving figures, size."""
+    """One compared model's row: task scores, serving figures, size, public benchmark scores by task."""
 
     model: str | None = None
     source: str = ""
@@ -47,6 +61,13 @@ class ModelEntry(Part):
     size_bytes: int | None = None
     answered: int | None = None
     errors: int | None = None
+    benchmarks: dict[str, BenchmarkResult] = {}
+
+    def benchmark(self, task: str, metric: str) -> float | None:
+        """One benchmark score, or None when this model has none for that task and metric."""
+        result = self.benchmarks.get(task)
+        score = result.metrics.get(metric) if result else None
+        return score.value if score else None
 
     def value(self, column: str) -> Any:
         """A column by its name in the JSON (`accuracy`, `rougeL`, `teacherAgreement`, ...)."""
@@ -90,6 +111,22 @@ class Measurement(Part):
     sources: dict[str, str] = {}
     comparable: bool = False
     text: str = ""
+
+
+class BenchmarkRun(Part):
+    """One lm-eval task as it was run: the spec's entry."""
+
+    task: str
+    num_fewshot: int = 0
+    limit: int | None = None
+
+
+class Benchmarks(Part):
+    """The public benchmarks run against every compared model (`evaluation.benchmarks`)."""
+
+    harness: str = ""
+    tasks: list[BenchmarkRun] = []
+    retention: dict[str, dict[str, float]] = {}  # task -> metric -> student / teacher
 
 
 class Output(Part):
@@ -188,6 +225,7 @@ class EvaluationReport(Part):
     cost: CostStatus | None = None
     output: Output | None = None
     rejudged: Rejudged | None = None
+    benchmarks: Benchmarks | None = None
 
     @classmethod
     def of(cls, report: EvaluationReport | dict[str, Any]) -> EvaluationReport:

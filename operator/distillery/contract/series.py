@@ -42,6 +42,7 @@ EVAL_LATENCY = "distillery_eval_latency_seconds"
 EVAL_THROUGHPUT = "distillery_eval_output_tokens_per_second"
 EVAL_MODELS_COMPARED = "distillery_eval_models_compared"
 EVAL_MODELS_DONE = "distillery_eval_models_done"
+EVAL_BENCHMARK_SCORE = "distillery_eval_benchmark_score"
 
 # ------------------------------------------------------------------ the teacher (vLLM's own /metrics)
 
@@ -86,5 +87,12 @@ BY_STAGE = {
         TRAIN_ON_POLICY_LOSS,
         TRAIN_TEACHER_GRADED_TOKENS,
     ),
-    "evaluate": (EVAL_SCORE, EVAL_LATENCY, EVAL_THROUGHPUT, EVAL_MODELS_COMPARED, EVAL_MODELS_DONE),
+    "evaluate": (
+        EVAL_SCORE,
+        EVAL_LATENCY,
+        EVAL_THROUGHPUT,
+        EVAL_MODELS_COMPARED,
+        EVAL_MODELS_DONE,
+        EVAL_BENCHMARK_SCORE,
+    ),
 }

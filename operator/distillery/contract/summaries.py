@@ -199,6 +199,13 @@ def termination_message(summary: StageSummary) -> str:
         update={"error_samples": [], "splits": {}} if isinstance(summary, GenerateSummary) else {}
     )
     text = _dump(slim)
+    # Benchmark rows last first (the report keeps them all): status shows those that fit.
+    rows = list(slim.evaluation.benchmarks) if isinstance(slim, EvaluateSummary) and slim.evaluation else []
+    while rows and len(text.encode()) > TERMINATION_LIMIT:
+        rows.pop()
+        evaluation = slim.evaluation.model_copy(update={"benchmarks": rows})  # type: ignore[union-attr]
+        slim = slim.model_copy(update={"evaluation": evaluation})
+        text = _dump(slim)
     while (
         len(text.encode()) > TERMINATION_LIMIT and slim.failure is not None and len(slim.failure.message) > 80
     ):

@@ -63,6 +63,8 @@ class ModelRun:
     timed: list[Answer] | None = None
     rounds: int = 1
     cpu_seconds: float | None = None  # the server's CPU time over the timed rounds (None: not ours to see)
+    # lm-eval scores while the model was served: task -> {samples, metrics} (`evaluation.benchmarks`)
+    benchmarks: dict[str, Any] | None = None
 
 
 # ------------------------------------------------------------------ prompts and the teacher's answers

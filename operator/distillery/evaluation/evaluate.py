@@ -27,9 +27,9 @@ from typing import Any
 
 from distillery import atomic, fingerprints
 from distillery.api import CostStatus, DistillationJob, EvaluationStatus, ModelScore
-from distillery.contract.report import MODEL_ORDER, EvaluationReport, TrainingReport
+from distillery.contract.report import MODEL_ORDER, EvaluationReport, ModelEntry, TrainingReport
 from distillery.contract.summaries import EvaluateSummary, FailureReason
-from distillery.evaluation import export, measure, metrics, scoring
+from distillery.evaluation import benchmarks, export, measure, metrics, scoring
 from distillery.evaluation import report as reports
 from distillery.evaluation.answers import (
     EvaluationFailed,
@@ -70,6 +70,8 @@ def model_entry(
     entry["sizeBytes"] = reports.directory_bytes(local) if local else None
     entry["answered"] = sum(a.error is None for a in run.answers)
     entry["errors"] = len(run.answers) - entry["answered"]
+    if run.benchmarks is not None:
+        entry["benchmarks"] = run.benchmarks
     return entry
 
 
@@ -95,8 +97,14 @@ def build_report(
     score = lambda name: (entries.get(name) or {}).get("score")  # noqa: E731
     retention = scoring.retention(score("student"), score("teacher"))
     student = entries.get("student") or {}
+    parsed = {name: ModelEntry.model_validate(entry) for name, entry in entries.items()}
     gate = scoring.apply_gate(
-        spec.evaluation.gate, metric, score("student"), retention, student.get("latencyP95Ms")
+        spec.evaluation.gate,
+        metric,
+        score("student"),
+        retention,
+        student.get("latencyP95Ms"),
+        benchmarks.gate_scores(parsed),
     )
     notes = [note for run in runs.values() for note in run.notes]
     return {
@@ -117,6 +125,7 @@ def build_report(
         "notes": notes,
         "dataCleaning": data_cleaning(job, layout),
         "lineage": reports.lineage(job, layout),
+        "benchmarks": benchmarks.report_section(job, entries),
     }
 
 
@@ -183,7 +192,12 @@ def rejudge(job: DistillationJob, report: dict[str, Any]) -> dict[str, Any]:
     stored = EvaluationReport.of(report)
     student = stored.student
     gate = scoring.apply_gate(
-        job.spec.evaluation.gate, stored.metric, student.score, stored.retention, student.latency_p95_ms
+        job.spec.evaluation.gate,
+        stored.metric,
+        student.score,
+        stored.retention,
+        student.latency_p95_ms,
+        benchmarks.gate_scores(stored.models),
     )
     judged = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
@@ -249,6 +263,9 @@ def evaluate_summary(report: EvaluationReport | dict[str, Any], report_path: str
         retention=report.retention,
         gate_passed=report.gate.passed,
         gate_reason=report.gate.reason,
+        benchmarks=benchmarks.status_rows(
+            dict(report.compared()), report.benchmarks.retention if report.benchmarks else {}
+        ),
         **scores,
     )
     output = report.output
@@ -275,6 +292,10 @@ def _publish_metrics(report: EvaluationReport | dict[str, Any]) -> None:
                 metrics.EVAL_LATENCY.labels(name, percentile).set(value / 1000)
         if entry.output_tokens_per_second is not None:
             metrics.EVAL_THROUGHPUT.labels(name).set(entry.output_tokens_per_second)
+        for task, result in entry.benchmarks.items():
+            for metric, value in result.metrics.items():
+                if value.value is not None:
+                    metrics.EVAL_BENCHMARK_SCORE.labels(name, task, metric).set(value.value)
 
 
 # ------------------------------------------------------------------ the stage
@@ -342,7 +363,18 @@ def evaluate_job(
             del served["teacher"]
             say("teacher: scored from its generation records (its figures are not comparable)")
     started = time.monotonic()
-    runs = measure.measure_models(job, layout, serve, served, live, prompts, say)  # type: ignore[arg-type]
+    bench = benchmarks.runner(job, root, layout.work, say)
+    runs = measure.measure_models(
+        job,
+        layout,
+        serve,
+        served,  # type: ignore[arg-type]
+        live,
+        prompts,
+        say,
+        benchmark=bench,
+        tokenizers={"teacher": models["teacher"]} if models["teacher"] else None,
+    )
     if records is not None:
         runs["teacher"] = records
     runs = {name: runs[name] for name in MODEL_ORDER if name in runs}

@@ -132,6 +132,10 @@ def _rounds(
     return runs
 
 
+# Runs the public benchmarks against one model while it is served: (name, connection, tokenizer) -> scores.
+Benchmark = Callable[[str, TeacherConnection, str], dict[str, Any]]
+
+
 def measure_models(
     job: DistillationJob,
     layout: Layout,
@@ -141,15 +145,26 @@ def measure_models(
     prompts: list[Any],
     say: Callable[[str], None],
     rounds: int = MEASURE_ROUNDS,
+    benchmark: Benchmark | None = None,
+    tokenizers: dict[str, str] | None = None,
 ) -> dict[str, ModelRun]:
     """Ask the `live` connections, then serve each of `models` (name -> model path or id) in turn with
-    the evaluation's settings and ask it the same way; returns each model's run."""
+    the evaluation's settings and ask it the same way; returns each model's run. With `benchmark`,
+    each model also runs the public benchmarks after its rounds, on the same server (tokenizer: the
+    model's path, or `tokenizers[name]` for a live one)."""
     runs = _rounds({name: (connection, None) for name, connection in live.items()}, prompts, job, say, rounds)
+    for name, connection in live.items():
+        if benchmark is not None:
+            runs[name].benchmarks = benchmark(
+                name, connection, (tokenizers or {}).get(name) or connection.model
+            )
     for name, model in models.items():
         kind = "a local path" if Path(model or "").exists() else "a Hugging Face hub id"
         say(f"{name}: serving {model} ({kind})")
         started = time.monotonic()
         with serve(job, layout, name, model) as connection_pid:
             runs.update(_rounds({name: connection_pid}, prompts, job, say, rounds))
+            if benchmark is not None:
+                runs[name].benchmarks = benchmark(name, connection_pid[0], model)
         say(f"{name}: done in {time.monotonic() - started:.0f}s (server start included)")
     return runs

@@ -23,6 +23,13 @@ EVAL_THROUGHPUT = Gauge(
     ["model"],
     registry=REGISTRY,
 )
+# Bounded labels: the compared models x the tasks and metrics the spec lists (at most 64 tasks).
+EVAL_BENCHMARK_SCORE = Gauge(
+    series.EVAL_BENCHMARK_SCORE,
+    "Public benchmark score of a compared model: one lm-eval task and metric (e.g. acc, 0-1).",
+    ["model", "task", "metric"],
+    registry=REGISTRY,
+)
 EVAL_MODELS_TOTAL = Gauge(
     series.EVAL_MODELS_COMPARED,
     "Models this evaluation compares (teacher, baseline, student).",

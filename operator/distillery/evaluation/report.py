@@ -18,6 +18,7 @@ from distillery import __version__, atomic
 from distillery.api import DistillationJob
 from distillery.contract.cost import cost_lines, cost_markdown
 from distillery.contract.report import EvaluationReport, StudentFiles
+from distillery.evaluation import benchmarks
 from distillery.storage import ANSWERS, Layout, resolve_model, shard_name
 
 _CHUNK = 1 << 20
@@ -225,6 +226,7 @@ def summary_lines(report: EvaluationReport | dict[str, Any]) -> list[str]:
     delta = report.improvement.absolute if report.improvement else None
     if delta is not None:
         lines.append(f"  improvement over baseline {delta:+.3f} {metric}")
+    lines += benchmarks.summary_lines(report)
     gate = report.gate
     lines.append(f"  {'PASSED' if gate.passed else 'FAILED'}: {gate.reason}")
     if report.rejudged:
@@ -296,6 +298,7 @@ def render_markdown(report: EvaluationReport | dict[str, Any], png_name: str | N
     out.append("")
     if png_name:
         out += [f"![score versus p95 latency]({png_name})", ""]
+    out += benchmarks.markdown_lines(report)
     if report.cost:
         out += ["## Cost", "", *cost_markdown(report.cost), ""]
     if report.notes:

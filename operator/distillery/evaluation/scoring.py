@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distillery import tasks
-from distillery.api import GateSpec, TaskType
+from distillery.api import BenchmarkGate, GateSpec, TaskType
 
 # The task score of each task type: what the gate, retention and the report's headline use.
 CLASSIFICATION_TASKS = (TaskType.nli, TaskType.qa, TaskType.math)
@@ -191,17 +191,54 @@ class GateResult:
     checks: list[dict[str, Any]] = field(default_factory=list)
 
 
+# model -> task -> metric -> value: the lm-eval scores the gate reads (from the report's model entries).
+BenchmarkScores = dict[str, dict[str, dict[str, float | None]]]
+
+
+def benchmark_check(floor: BenchmarkGate, scores: BenchmarkScores) -> dict[str, Any]:
+    """One `gate.benchmarks` entry against the student's (and for retention the teacher's) score."""
+    student = scores.get("student", {}).get(floor.task, {}).get(floor.metric)
+    what = f"{floor.task} {floor.metric}"
+    if floor.min_score is not None:
+        name, threshold, value = "minScore", floor.min_score, student
+        subject = what
+    else:
+        teacher = scores.get("teacher", {}).get(floor.task, {}).get(floor.metric)
+        name, threshold = "minRetention", floor.min_retention
+        value = student / teacher if student is not None and teacher else None
+        subject = f"{what} retention"
+    assert threshold is not None  # the model requires exactly one floor
+    ok = value is not None and value >= threshold
+    text = f"{subject} {_fmt(value)} {'>=' if ok else '<'} {name} {threshold:g}"
+    if value is None:
+        text += f" (no score for metric {floor.metric} of task {floor.task}"
+        text += ")" if floor.min_score is not None else ", or the teacher scored 0)"
+    return {
+        "name": f"benchmarks.{floor.task}.{floor.metric}.{name}",
+        "threshold": threshold,
+        "value": value,
+        "passed": ok,
+        "text": text,
+    }
+
+
 def _fmt(value: float | None, unit: str = "") -> str:
     return "unknown" if value is None else f"{value:.4g}{unit}"
 
 
 def apply_gate(
-    gate: GateSpec, metric: str, score: float | None, retention_: float | None, latency_p95_ms: float | None
+    gate: GateSpec,
+    metric: str,
+    score: float | None,
+    retention_: float | None,
+    latency_p95_ms: float | None,
+    benchmarks: BenchmarkScores | None = None,
 ) -> GateResult:
     """Check the student against each threshold the spec sets; an unknown value fails its check.
 
     The reason names every failed check with the value and the threshold, e.g.
     `retention 0.42 < minRetention 0.9`; when all pass it lists what was checked.
+    `benchmarks` gives, per model, task and metric, the lm-eval scores `gate.benchmarks` floors.
     """
     checks = []
     if gate.min_retention is not None:
@@ -239,6 +276,7 @@ def apply_gate(
                 "text": f"p95 latency {_fmt(latency_p95_ms, ' ms')} {'<=' if ok else '>'} maxLatencyMs {gate.max_latency_ms:g}",
             }
         )
+    checks += [benchmark_check(floor, benchmarks or {}) for floor in gate.benchmarks]
     failed = [c["text"] for c in checks if not c["passed"]]
     if failed:
         return GateResult(False, "quality gate failed: " + "; ".join(failed), checks)
