@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import ProcessRuntime
+from tests.support.lmeval_tasks import SENTIMENT, write_tasks
 from tests.support.recovery import ProcessOperator, assert_recovered, kill_and_recover
 from tests.support.tiny import CLAIM, NAMESPACE, POD_ENV, prepare_claim, tiny_job
 
@@ -59,11 +60,15 @@ def test_tiny_job_end_to_end_survives_operator_and_pod_kills(
     cluster, operator: ProcessOperator, storage: Path
 ):
     shutil.rmtree(storage / "jobs", ignore_errors=True)  # a rerun starts from the prepared inputs only
+    # One tiny lm-eval task from the claim: the check pod loads it, the evaluation pod scores each model.
+    write_tasks(storage / "lm-eval-tasks")
+    document = tiny_job()
+    document["spec"]["evaluation"].update(benchmarks=[{"task": SENTIMENT}], benchmarkTasks="lm-eval-tasks")
     recovery = kill_and_recover(
         cluster,
         operator,
         storage,
-        tiny_job(),
+        document,
         generating_deadline=GENERATING_DEADLINE,
         succeeded_deadline=SUCCEEDED_DEADLINE,
     )
@@ -79,6 +84,9 @@ def test_tiny_job_end_to_end_survives_operator_and_pod_kills(
     assert progress["records"] > 0, progress
     evaluation = status["evaluation"]
     assert evaluation["student"]["score"] is not None and evaluation["retention"] is not None, evaluation
+    [benchmark] = evaluation["benchmarks"]
+    assert (benchmark["task"], benchmark["metric"]) == (SENTIMENT, "acc"), evaluation
+    assert all(0 <= benchmark[name] <= 1 for name in ("teacher", "baseline", "student")), evaluation
     assert status.get("completionTime") and status.get("startTime"), status
     assert live and live[0]["summary"].startswith("train ") and "epoch" in live[0]["summary"], (
         "no live training progress in status"
