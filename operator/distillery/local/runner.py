@@ -153,7 +153,11 @@ def teacher(
         progress(
             f"teacher: serving {spec.teacher.model} ({kind}) with vLLM (log: {layout.work / 'logs' / 'teacher.log'})"
         )
-    env = cpu_server_env() if spec.teacher.gpus == 0 else None
+    env = (
+        cpu_server_env(spec.teacher.extra_args, spec.teacher.tensor_parallel_size)
+        if spec.teacher.gpus == 0
+        else None
+    )
     with serve_teacher(job, root, env=env) as connection:
         ready = time.monotonic()
         try:
