@@ -137,14 +137,16 @@ def measure_models(
     layout: Layout,
     serve: Server,
     models: dict[str, str],
-    live: dict[str, TeacherConnection],
+    live: dict[str, tuple[TeacherConnection, int | None]],
     prompts: list[Any],
     say: Callable[[str], None],
     rounds: int = MEASURE_ROUNDS,
 ) -> dict[str, ModelRun]:
-    """Ask the `live` connections, then serve each of `models` (name -> model path or id) in turn with
-    the evaluation's settings and ask it the same way; returns each model's run."""
-    runs = _rounds({name: (connection, None) for name, connection in live.items()}, prompts, job, say, rounds)
+    """Ask the `live` connections (name -> connection and its server's pid: with a pid, a server this
+    machine runs with the evaluation's settings, measured as served), then serve each of `models` (name
+    -> model path or id) in turn with the evaluation's settings and ask it the same way; returns each
+    model's run."""
+    runs = _rounds(live, prompts, job, say, rounds)
     for name, model in models.items():
         kind = "a local path" if Path(model or "").exists() else "a Hugging Face hub id"
         say(f"{name}: serving {model} ({kind})")

@@ -50,7 +50,7 @@ class VllmServer:
         return self.base_url.removesuffix("/v1")
 
     def connection(self) -> TeacherConnection:
-        return TeacherConnection(self.base_url, self.model)
+        return TeacherConnection(self.base_url, self.model, server_pid=self.process.pid)
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(log_tail(self.log_path).splitlines()[-lines:])
