@@ -6,7 +6,8 @@ The same stage code the operator's pods run, chained here:
 
 1. generate  the teacher is served by a local vLLM (or `teacher.endpoint` is used), the shards
              run as parallel local workers (`distillery generate` subprocesses, at most
-             `generation.parallelism` at once), then the teacher is stopped;
+             `generation.parallelism` at once), then the teacher is stopped (kept, on CPU, when the
+             evaluation would start the same server: `local.teacher.keep_teacher`);
 2. train     `distillery train` in a subprocess (so its memory is returned before serving);
 3. evaluate  `distillery evaluate`: student vs baseline vs teacher, the report, the gate.
 
