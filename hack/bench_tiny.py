@@ -6,7 +6,8 @@
 hack/prepare_tiny.py once into OUT (models remade, so they are the script's deterministic ones), then
 N times: OUT's jobs/ emptied (every stage runs again) and `distillery run examples/tiny.yaml --storage
 OUT` timed as a subprocess. Each run's figures come from its report (`evaluation.json`), where the
-evaluation measured the teacher, the baseline and the student the same way. The 1-minute load
+evaluation measured the teacher, the baseline and the student the same way, and from its log: each
+stage's time and each vLLM start's (`log_times`). The 1-minute load
 average is printed beside each run: on a shared machine the wall time says more about the others'
 work than about this one's. Prints a table, the medians, then one JSON line.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -40,9 +42,33 @@ COLUMNS = (
     ("student_p50_ms", ".0f"),
     ("teacher_tok_s", ".0f"),
     ("student_tok_s", ".0f"),
+    ("teacher_cpu_ms_tok", ".1f"),
+    ("student_cpu_ms_tok", ".1f"),
+    ("generate_s", ".0f"),
+    ("train_s", ".0f"),
+    ("evaluate_s", ".0f"),
+    ("vllm_ready_s", "s"),
     ("load_before", ".2f"),
     ("load_after", ".2f"),
 )
+
+# What `distillery run` prints: `[1/3] generate: done in 32s` (local.runner.timed) and
+# `vllm: 'teacher' ready in 27s` (serving.vllm.local_vllm_server).
+STAGE_DONE = re.compile(r"^\[\d+/\d+\] (?P<stage>\w+): done in (?P<seconds>\d+)s$")
+SERVER_READY = re.compile(r"^vllm: '(?P<name>[^']+)' ready in (?P<seconds>\d+)s$")
+
+
+def log_times(text: str) -> dict:
+    """Each stage's wall seconds and each vLLM start's seconds (in order, as `18/11/12`) from a run's log."""
+    times: dict = {}
+    starts = []
+    for line in text.splitlines():
+        if found := STAGE_DONE.match(line.strip()):
+            times[f"{found['stage']}_s"] = float(found["seconds"])
+        elif found := SERVER_READY.match(line.strip()):
+            starts.append(found["seconds"])
+    times["vllm_ready_s"] = "/".join(starts) or None
+    return times
 
 
 def one_run(number: int, out: Path) -> dict:
@@ -77,6 +103,9 @@ def one_run(number: int, out: Path) -> dict:
         "student_p50_ms": student.latency_p50_ms,
         "teacher_tok_s": teacher.output_tokens_per_second,
         "student_tok_s": student.output_tokens_per_second,
+        "teacher_cpu_ms_tok": teacher.cpu_ms_per_output_token,
+        "student_cpu_ms_tok": student.cpu_ms_per_output_token,
+        **log_times(log.read_text(errors="replace")),
         "load_before": load_before,
         "load_after": os.getloadavg()[0],
         "comparable": report.measurement.comparable if report.measurement else False,
@@ -115,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     median = {}
     for name, _ in COLUMNS[1:]:
         values = [r[name] for r in runs if r.get(name) is not None]
-        if name != "exit" and values:
+        if name not in ("exit", "vllm_ready_s") and values:
             median[name] = statistics.median(values)
     print("med" + row(median)[3:])
     print("uptime: " + subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())

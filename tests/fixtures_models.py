@@ -43,22 +43,26 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
 
 def vllm_env() -> dict[str, str]:
-    env = {}
-    env["VLLM_CPU_KVCACHE_SPACE"] = os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; must be an integer
-    env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "2")
+    """The environment `distillery run` gives a CPU server (`cpu_server_env`: a 1 GiB KV cache, vLLM's
+    single-process mode), offline and without usage reports."""
+    from distillery.serving.vllm import cpu_server_env
+
+    env = cpu_server_env(vllm_options_args())
     env.update(VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     return env
 
 
-def vllm_options() -> dict:
-    """Settings of every test vLLM server, for `distillery.serving.vllm.local_vllm_server`.
+def vllm_options_args() -> list[str]:
+    """-O0: no torch.compile; startup ~30 s instead of ~70 s on 2 cores, same answers."""
+    return ["-O0"]
 
-    -O0: no torch.compile; startup ~30 s instead of ~70 s on 2 cores, same answers.
-    """
+
+def vllm_options() -> dict:
+    """Settings of every test vLLM server, for `distillery.serving.vllm.local_vllm_server`."""
     return {
         "dtype": "float32",
         "max_model_len": 512,
-        "extra_args": ["-O0"],
+        "extra_args": vllm_options_args(),
         "startup_timeout": STARTUP_DEADLINE_S,
         "env": vllm_env(),
     }

@@ -153,7 +153,8 @@ def test_tiny_example_runs_resumes_and_reports(tmp_path, tiny_models):
 @pytest.mark.timeout(1800)  # two vLLM starts (the teacher, kept; the student) and a short training run
 def test_on_policy_keeps_one_teacher_from_generation_through_training(tmp_path, tiny_models):
     """`training.method: onPolicy` on one machine: the teacher vLLM started for generation still serves when
-    training asks it to grade the student's samples, and is stopped before evaluation."""
+    training asks it to grade the student's samples; as the evaluation would start the same server
+    (`local.teacher.keep_teacher`), the evaluation measures it too, and it is stopped after the evaluation."""
     from prepare_tiny import write_data  # hack/
 
     storage = tmp_path / "storage"
@@ -178,15 +179,15 @@ def test_on_policy_keeps_one_teacher_from_generation_through_training(tmp_path, 
             run.kill()
     text = log.read_text()
     assert code == 0, text[-4000:]
-    # One teacher for both stages (evaluation serves its own, to measure it as it measures the student).
-    assert text.split("[3/3]")[0].count("vllm: starting 'teacher'") == 1, text[-4000:]
-    # Kept from before generation until training is done, stopped before evaluation starts.
+    # One teacher server for the whole run: generation, training's grades and the evaluation's measurement.
+    assert text.count("vllm: starting 'teacher'") == 1, text[-4000:]
+    assert "teacher: measuring the server kept from generation" in text, text[-4000:]
     order = [
-        "[kept for training] teacher: serving",
+        "[kept for evaluation] teacher: serving",
         "[1/3] generate: done",
         "[2/3] train: done",
-        "[kept for training] teacher stopped",
-        "[3/3] evaluate: starting",
+        "[3/3] evaluate: done",
+        "[kept for evaluation] teacher stopped",
     ]
     assert [text.index(line) for line in order] == sorted(text.index(line) for line in order), text[-4000:]
     train = json.loads((storage / "jobs" / "tiny" / "state" / "train.done.json").read_text())

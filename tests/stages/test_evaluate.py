@@ -238,3 +238,44 @@ def test_cli_measures_a_live_teacher_and_exits_gate_failed_on_a_failed_gate(stor
     assert teacher["source"] == "live" and teacher["answered"] == VALIDATION
     assert teacher["outputTokensPerSecond"] > 0
     assert "baseline" not in report["models"]
+
+
+def test_cli_measures_a_kept_local_teacher_as_served(storage, tmp_path, vllm_teacher):
+    """`distillery run` hands the evaluation its generation teacher (--teacher-url and --teacher-pid) when
+    the evaluation would start the same server: it is measured as the servers the stage starts are."""
+    root = fresh(storage, tmp_path)
+    job = make_job(root, {}, compare=["teacher"])
+    document = json.dumps(job.model_dump(mode="json", by_alias=True, exclude_none=True))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distillery",
+            "evaluate",
+            "--job",
+            document,
+            "--storage",
+            str(root),
+            "--teacher-url",
+            vllm_teacher.base_url,
+            "--teacher-model",
+            vllm_teacher.model,
+            "--teacher-pid",
+            str(vllm_teacher.process.pid),
+            "--gate-exit-code",
+            "0",  # as `distillery run` passes it: here only the teacher is compared, so no gate can pass
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "DISTILLERY_TERMINATION_LOG": str(tmp_path / "termination-log")},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "measuring the server kept from generation" in result.stderr
+    report = json.loads(Layout(root, "evaljob").evaluation_report.read_text())
+    assert report["measurement"]["sources"] == {"teacher": "served"}
+    assert report["measurement"]["comparable"] is True
+    teacher = report["models"]["teacher"]
+    assert teacher["answered"] == VALIDATION
+    # Read from the server's process, as for every model the stage serves itself.
+    assert teacher["cpuMsPerOutputToken"] > 0 and teacher["peakMemoryBytes"] > 0

@@ -226,3 +226,19 @@ def test_the_operators_writes_leave_out_reads_watches_and_the_benchs_own_creates
         }
     }
     assert operator_stand.writes(stats) == 100 + 400 + 300 + 2
+
+
+def test_bench_tiny_reads_stage_and_server_start_times_from_what_distillery_run_prints(capsys):
+    import bench_tiny
+    from distillery.local.runner import timed
+
+    with timed("generate", 1):
+        pass
+    with timed("train", 2):
+        pass
+    printed = capsys.readouterr().err
+    # The launcher's line as a run prints it (serving.vllm.local_vllm_server), between the stage lines.
+    log = printed.replace("[2/3] train: starting", "vllm: 'teacher' ready in 18s\n[2/3] train: starting")
+    log += "vllm: 'baseline' ready in 12s\n"
+    times = bench_tiny.log_times(log)
+    assert times == {"generate_s": 0.0, "train_s": 0.0, "vllm_ready_s": "18/12"}

@@ -111,20 +111,41 @@ def test_generation_counts_as_complete_only_when_every_shard_summary_exists(tmp_
 
 
 @pytest.mark.parametrize(
-    ("method", "done", "expected"),
+    ("method", "done", "keep", "expected"),
     [
         # onPolicy: one teacher from generation through training, gone before evaluation.
-        ("onPolicy", (), ["teacher up", "generate with it", "train with it", "teacher down", "evaluate"]),
+        (
+            "onPolicy",
+            (),
+            False,
+            ["teacher up", "generate with it", "train with it", "teacher down", "evaluate"],
+        ),
         # resumed after generation: the teacher comes back for training only.
-        ("onPolicy", ("generate",), ["teacher up", "train with it", "teacher down", "evaluate"]),
-        ("onPolicy", ("generate", "train"), ["evaluate"]),
+        ("onPolicy", ("generate",), False, ["teacher up", "train with it", "teacher down", "evaluate"]),
+        ("onPolicy", ("generate", "train"), False, ["evaluate"]),
         # other methods: the teacher serves generation only.
-        ("sft", (), ["teacher up", "generate with it", "teacher down", "train alone", "evaluate"]),
-        ("sft", ("generate",), ["train alone", "evaluate"]),
+        ("sft", (), False, ["teacher up", "generate with it", "teacher down", "train alone", "evaluate"]),
+        ("sft", ("generate",), False, ["train alone", "evaluate"]),
+        # kept for the evaluation (`local.teacher.keep_teacher`): its cost span ends where generation does,
+        # training runs without it, the evaluation is handed it, and it goes after the evaluation.
+        (
+            "sft",
+            (),
+            True,
+            ["teacher up", "generate with it", "span", "train alone", "evaluate with it", "teacher down"],
+        ),
+        (
+            "onPolicy",
+            (),
+            True,
+            ["teacher up", "generate with it", "train with it", "span", "evaluate with it", "teacher down"],
+        ),
+        # nothing to keep when generation is not run again: the evaluation serves its own teacher.
+        ("sft", ("generate",), True, ["train alone", "evaluate"]),
     ],
 )
-def test_the_teacher_is_kept_through_training_only_for_on_policy(
-    tmp_path, monkeypatch, method, done, expected
+def test_the_teacher_is_kept_through_training_for_on_policy_and_for_the_evaluation_when_it_can(
+    tmp_path, monkeypatch, method, done, keep, expected
 ):
     """The stage functions and the teacher are stand-ins that record what run_job asks of them."""
     import contextlib
@@ -135,14 +156,21 @@ def test_the_teacher_is_kept_through_training_only_for_on_policy(
     @contextlib.contextmanager
     def teacher(*_args, **_kwargs):
         calls.append("teacher up")
-        yield connection
+        recorded = []
+
+        def record():
+            if not recorded:
+                recorded.append(True)
+                calls.append("span")
+
+        yield connection, record
         calls.append("teacher down")
 
     def stage(name):
         def run(_job, _root, layout, _progress, given=None):
             if name == "evaluate":
                 assert isinstance(given, local.Spent)  # what the stages before it cost, for the report
-                calls.append("evaluate")
+                calls.append("evaluate with it" if given.teacher is connection else "evaluate")
                 layout.evaluation_report.parent.mkdir(parents=True, exist_ok=True)
                 layout.evaluation_report.write_text("{}")
             else:
@@ -154,6 +182,7 @@ def test_the_teacher_is_kept_through_training_only_for_on_policy(
         return run
 
     monkeypatch.setattr(local, "teacher", teacher)
+    monkeypatch.setattr(local, "keep_teacher", lambda *_args: keep)
     monkeypatch.setattr(local, "STAGE_FUNCTIONS", {name: stage(name) for name in local.local_stages()})
     spec = job(training={"method": method})
     layout = Layout.of(spec, tmp_path)

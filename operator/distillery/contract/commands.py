@@ -286,6 +286,14 @@ class EvaluateCommand(StageCommand):
     teacher_model: str | None = option(
         "--teacher-model", "model name to request from --teacher-url", metavar="NAME"
     )
+    teacher_pid: int | None = option(
+        "--teacher-pid",
+        "the process of the server at --teacher-url when it runs on this machine with the evaluation's own "
+        "vLLM settings (`distillery run` keeps its generation teacher): the teacher is then measured as "
+        "served, its CPU time and memory included",
+        metavar="PID",
+        parse=int,
+    )
     spent: CostStatus | None = option(
         "--spent",
         "what the job cost before evaluation (status.cost as JSON: the teacher, generation, training), "

@@ -278,12 +278,13 @@ def serve_local(
     """A compared model served by a local vLLM; yields its connection and the server's pid."""
     from distillery.serving.vllm import cpu_server_env, local_vllm_server
 
+    args = serving_args(job, layout, model)
     with local_vllm_server(
         model,
         name,
-        extra_args=serving_args(job, layout, model),
+        extra_args=args,
         log_path=layout.work / "logs" / f"evaluate-{name}.log",
-        env=cpu_server_env() if job.spec.evaluation.gpus == 0 else None,
+        env=cpu_server_env(args) if job.spec.evaluation.gpus == 0 else None,
         # the baseline is student.model as given; the student is what training wrote
         fields={
             "arguments": "spec.evaluation.extraArgs",

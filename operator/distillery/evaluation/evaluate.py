@@ -315,7 +315,8 @@ def evaluate_job(
 
     `teacher`: measure the teacher live at this connection; None serves `teacher.model` like the
     others (or asks `teacher.endpoint`), or with `teacher_from_records` scores it from generation's
-    records. `serve(job, layout, name, model)` serves a compared model (a local vLLM by default;
+    records. A `teacher` with a `server_pid` is a server on this machine started with this evaluation's
+    vLLM settings (`distillery run` keeps its generation teacher): it is measured as served. `serve(job, layout, name, model)` serves a compared model (a local vLLM by default;
     tests may pass an already running server). `cost(report)`: what the job cost,
     this evaluation included, for the report's cost section.
     """
@@ -346,7 +347,7 @@ def evaluate_job(
     metrics.EVAL_MODELS_TOTAL.set(len(compare))
     metrics.EVAL_MODELS_DONE.set(0)
     served = {name: models[name] for name in ("teacher", "baseline", "student") if name in compare}
-    live: dict[str, TeacherConnection] = {}
+    live: dict[str, tuple[TeacherConnection, int | None]] = {}
     records: ModelRun | None = None
     if "teacher" in compare:
         if teacher is None and spec.teacher.endpoint is not None:
@@ -354,8 +355,10 @@ def evaluate_job(
 
             teacher = teacher_connection(spec.teacher)
         if teacher is not None:
-            say(f"teacher: asking {teacher.model} at {teacher.base_url}")
-            live["teacher"] = teacher
+            kept = teacher.server_pid is not None
+            how = "measuring the server kept from generation (the same settings)" if kept else "asking"
+            say(f"teacher: {how}: {teacher.model} at {teacher.base_url}")
+            live["teacher"] = (teacher, teacher.server_pid)
             models["teacher"] = models["teacher"] or teacher.model
             del served["teacher"]
         elif teacher_from_records or not models["teacher"]:

@@ -141,19 +141,20 @@ def measure_models(
     layout: Layout,
     serve: Server,
     models: dict[str, str],
-    live: dict[str, TeacherConnection],
+    live: dict[str, tuple[TeacherConnection, int | None]],
     prompts: list[Any],
     say: Callable[[str], None],
     rounds: int = MEASURE_ROUNDS,
     benchmark: Benchmark | None = None,
     tokenizers: dict[str, str] | None = None,
 ) -> dict[str, ModelRun]:
-    """Ask the `live` connections, then serve each of `models` (name -> model path or id) in turn with
-    the evaluation's settings and ask it the same way; returns each model's run. With `benchmark`,
-    each model also runs the public benchmarks after its rounds, on the same server (tokenizer: the
-    model's path, or `tokenizers[name]` for a live one)."""
-    runs = _rounds({name: (connection, None) for name, connection in live.items()}, prompts, job, say, rounds)
-    for name, connection in live.items():
+    """Ask the `live` connections (name -> connection and its server's pid: with a pid, a server this
+    machine runs with the evaluation's settings, measured as served), then serve each of `models` (name
+    -> model path or id) in turn with the evaluation's settings and ask it the same way; returns each
+    model's run. With `benchmark`, each model also runs the public benchmarks after its rounds, on the
+    same server (tokenizer: the model's path, or `tokenizers[name]` for a live one)."""
+    runs = _rounds(live, prompts, job, say, rounds)
+    for name, (connection, _pid) in live.items():
         if benchmark is not None:
             runs[name].benchmarks = benchmark(
                 name, connection, (tokenizers or {}).get(name) or connection.model

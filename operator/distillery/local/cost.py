@@ -19,6 +19,7 @@ from distillery.api import CostStatus, DistillationJob, StageCost
 from distillery.contract.cost import TEACHER, job_cost, parse_prices, stage_cost
 from distillery.contract.stages import Stage
 from distillery.contract.summaries import GenerateSummary, TrainSummary, read_summary
+from distillery.serving.client import TeacherConnection
 from distillery.storage import Layout
 
 
@@ -75,11 +76,13 @@ def spent_before_evaluation(job: DistillationJob, layout: Layout, keys: dict[str
 
 
 class Spent(NamedTuple):
-    """What `distillery run` hands the evaluation stage: the cost so far and how to price it."""
+    """What `distillery run` hands the evaluation stage: the cost so far, how to price it, and the
+    generation teacher's server when it was kept for the evaluation (`local.teacher`)."""
 
     cost: CostStatus
     prices: str | None = None
     currency: str | None = None
+    teacher: TeacherConnection | None = None
 
 
 def price_table(text: str) -> str:

@@ -6,7 +6,8 @@ The same stage code the operator's pods run, chained here:
 
 1. generate  the teacher is served by a local vLLM (or `teacher.endpoint` is used), the shards
              run as parallel local workers (`distillery generate` subprocesses, at most
-             `generation.parallelism` at once), then the teacher is stopped;
+             `generation.parallelism` at once), then the teacher is stopped (kept, on CPU, when the
+             evaluation would start the same server: `local.teacher.keep_teacher`);
 2. train     `distillery train` in a subprocess (so its memory is returned before serving);
 3. evaluate  `distillery evaluate`: student vs baseline vs teacher, the report, the gate.
 
@@ -56,10 +57,11 @@ from distillery.contract.summaries import (
     generation_totals,
 )
 from distillery.errors import InvalidJob
-from distillery.local.cost import Spent, price_table, record_teacher, spent_before_evaluation
+from distillery.local.cost import Spent, price_table, spent_before_evaluation
 from distillery.local.preflight import check_tokenizers, preflight, storage_problem, storage_root
 from distillery.local.process import failure_text, run_stage_process, stop_children
-from distillery.storage import Layout, resolve_model
+from distillery.local.teacher import keep_teacher, teacher
+from distillery.storage import Layout
 
 
 def local_stages() -> tuple[Stage, ...]:
@@ -128,43 +130,6 @@ def shard_summaries(
 def generation_complete(job: DistillationJob, layout: Layout, fingerprint: str | None = None) -> bool:
     """Every shard wrote its summary for every split it has (generation renames its files before that)."""
     return all(shard_summaries(job, layout, fingerprint))
-
-
-@contextlib.contextmanager
-def teacher(
-    job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None], key: str = ""
-) -> Iterator[Any]:
-    """The teacher's connection: its endpoint, or its model served by a local vLLM until the block ends.
-
-    Its served time (ready to stopped) is recorded for the cost, under `key` (generation's fingerprint)."""
-    from distillery.check.inputs import model_ref
-    from distillery.serving.vllm import cpu_server_env, serve_teacher
-
-    spec = job.spec
-    if spec.teacher.endpoint is not None:
-        progress(f"teacher: the endpoint {spec.teacher.endpoint.url} ({spec.teacher.endpoint.model})")
-    else:
-        what = model_ref(root, spec.teacher.model or "")
-        kind = (
-            f"{what.describe()}: {resolve_model(root, what.value)}"
-            if what.kind == "path"
-            else what.describe()
-        )
-        progress(
-            f"teacher: serving {spec.teacher.model} ({kind}) with vLLM (log: {layout.work / 'logs' / 'teacher.log'})"
-        )
-    env = cpu_server_env() if spec.teacher.gpus == 0 else None
-    with serve_teacher(job, root, env=env) as connection:
-        ready = time.monotonic()
-        try:
-            yield connection
-        finally:
-            gpus = (
-                spec.teacher.gpus if spec.teacher.endpoint is None else 0
-            )  # an endpoint is not ours to count
-            record_teacher(layout, key, gpus, time.monotonic() - ready)
-    if spec.teacher.endpoint is None:
-        progress("teacher stopped")
 
 
 def run_generate(
@@ -241,11 +206,16 @@ def run_train(
 def run_evaluate(
     job: DistillationJob, root: Path, layout: Layout, progress: Callable[[str], None], spent: Spent
 ) -> Any:
-    """Evaluation, told what the stages before it cost (and the prices) for the report's cost."""
+    """Evaluation, told what the stages before it cost (and the prices) for the report's cost, and the
+    generation teacher's server when it was kept to be measured (`local.teacher`)."""
     # A failed gate is a verdict (read from the summary), so the stage exits 0 either way.
+    kept = spent.teacher
     command = EvaluateCommand(
         job=job,
         storage=str(root),
+        teacher_url=kept.base_url if kept else None,
+        teacher_model=kept.model if kept else None,
+        teacher_pid=kept.server_pid if kept else None,
         gate_exit_code=0,
         spent=spent.cost,
         gpu_hour_prices=spent.prices,
@@ -287,8 +257,12 @@ def run_job(
     `prices` (TYPE=PRICE,...) and `currency` price the report's cost."""
     layout = Layout.of(job, root)
     keys = run_keys(job, root)
+    # One start fewer: the generation teacher's server stands for the evaluation's when it would be the same.
+    keep = stage_state(layout, Stage.evaluate, keys[Stage.evaluate]) != "done" and keep_teacher(
+        job, root, layout
+    )
     with contextlib.ExitStack() as kept:
-        connection = None
+        connection = record = None
         order = local_stages()
         for number, stage in enumerate(order, 1):
             marker, key = layout.stage_done(stage), keys[stage]
@@ -307,17 +281,22 @@ def run_job(
             if state == "changed":
                 say(f"[{number}/{len(order)}] {stage}: {CHANGED[stage]}; running it again")
             needs_teacher = stages.facts(stage).needs_teacher(job.spec)
-            if not needs_teacher:
+            if not needs_teacher and keep and record is not None:
+                record()  # its cost: what it served for the stages that need it; the rest is the evaluation's
+            elif not needs_teacher:
                 kept.close()  # the teacher goes as soon as nothing needs it
                 connection = None
             with timed(stage, number) as progress:
                 if needs_teacher and connection is None:  # onPolicy: one teacher for generation and training
-                    kept_on = stages.facts(Stage.train).needs_teacher(job.spec)
-                    tell = (lambda m: say(f"[kept for training] {m}")) if kept_on else progress
-                    connection = kept.enter_context(teacher(job, root, layout, tell, keys[Stage.generate]))
-                given = connection
+                    kept_on = keep or stages.facts(Stage.train).needs_teacher(job.spec)
+                    what = "evaluation" if keep else "training"
+                    tell = (lambda m, what=what: say(f"[kept for {what}] {m}")) if kept_on else progress
+                    served = teacher(job, root, layout, tell, keys[Stage.generate])
+                    connection, record = kept.enter_context(served)
+                given = connection if needs_teacher else None
                 if stage == Stage.evaluate:
-                    given = Spent(spent_before_evaluation(job, layout, keys), prices, currency)
+                    spent = spent_before_evaluation(job, layout, keys)
+                    given = Spent(spent, prices, currency, connection if keep else None)
                 summary = STAGE_FUNCTIONS[stage](job, root, layout, progress, given)
                 _write_done(layout, stage, summary, key)
     report_path = layout.evaluation_report

@@ -46,6 +46,9 @@ class TeacherConnection:
     spread: bool = False
     # How the host name is resolved to the replicas' addresses (DNS unless a test names its servers).
     resolve: Resolver | None = field(default=None, compare=False)
+    # The local server's process when this process started it (`serving.vllm`): its CPU time and memory
+    # can then be measured, as for every model the evaluation serves.
+    server_pid: int | None = field(default=None, compare=False)
 
     def __repr__(self) -> str:  # never print the key
         key = "set" if self.api_key else "none"

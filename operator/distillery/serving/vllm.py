@@ -50,7 +50,7 @@ class VllmServer:
         return self.base_url.removesuffix("/v1")
 
     def connection(self) -> TeacherConnection:
-        return TeacherConnection(self.base_url, self.model)
+        return TeacherConnection(self.base_url, self.model, server_pid=self.process.pid)
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(log_tail(self.log_path).splitlines()[-lines:])
@@ -134,18 +134,32 @@ def wait_until_ready(
         time.sleep(0.5)  # poll interval of the readiness loop (bounded by the deadline above)
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the process group `pgid` is still there."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # there, but not ours to signal
+        return True
+    return True
+
+
 def stop_process(process: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> None:
-    """SIGTERM the process group (vLLM runs its engine in child processes), SIGKILL after `grace` seconds."""
-    if process.poll() is not None:
-        return
+    """SIGTERM the process group (vLLM runs its engine in child processes), SIGKILL after `grace` seconds.
+
+    Returns when no process of the group is left (or 10 s after the SIGKILL): vLLM's engine can outlive
+    its API server by a moment, and the next server started on these cores should not meet it."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        if process.poll() is not None and not group_alive(process.pid):
+            return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if process.poll() is not None and not group_alive(process.pid):
+                return
+            time.sleep(0.1)  # poll interval while the group exits (bounded by the deadline above)
 
 
 @contextlib.contextmanager
@@ -253,7 +267,38 @@ def serve_teacher(
         yield server.connection()
 
 
-def cpu_server_env() -> dict[str, str]:
-    """vLLM's CPU build reserves VLLM_CPU_KVCACHE_SPACE GiB for its KV cache; a job this machine can
-    run needs little, so 1 GiB unless the environment says otherwise."""
-    return {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+# Arguments that ask vLLM for more than one worker, which its single-process mode cannot run.
+PARALLEL_FLAGS = (
+    "--tensor-parallel-size",
+    "-tp",
+    "--pipeline-parallel-size",
+    "-pp",
+    "--data-parallel-size",
+    "-dp",
+    "--distributed-executor-backend",
+)
+
+
+def cpu_server_env(
+    extra_args: Sequence[str] = (), tensor_parallel_size: int = 1, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of a local vLLM on CPU (added to `environ`, default this process's).
+
+    - VLLM_CPU_KVCACHE_SPACE: the CPU build reserves that many GiB for its KV cache; a job this
+      machine can run needs little, so 1 GiB unless the environment says otherwise.
+    - VLLM_ENABLE_V1_MULTIPROCESSING=0 for a one-worker server: vLLM's CPU build then runs its
+      model in the engine process instead of spawning a third process that imports torch and vLLM
+      again; the tiny server is ready in about half the time on 2 cores (docs/benchmarks.md 4a).
+      With it vLLM skips its OpenMP set-up, which gives the model all cores but one (the other is
+      left to the API server), so OMP_NUM_THREADS says the same: unset, the model's threads spin
+      on the API server's core and a request costs several times the CPU. A server asked for more
+      than one worker (`PARALLEL_FLAGS`), or an environment that sets either variable, is left alone.
+    """
+    environ = os.environ if environ is None else environ
+    env = {"VLLM_CPU_KVCACHE_SPACE": environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+    parallel = tensor_parallel_size > 1 or any(arg.split("=")[0] in PARALLEL_FLAGS for arg in extra_args)
+    if parallel or "VLLM_ENABLE_V1_MULTIPROCESSING" in environ:
+        return env
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = environ.get("OMP_NUM_THREADS") or str(max(1, cores - 1))
+    return {**env, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": threads}

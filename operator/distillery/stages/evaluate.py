@@ -55,6 +55,8 @@ def main(args: argparse.Namespace) -> int:
             teacher = teacher_connection(job.spec.teacher, command.teacher_url)
             if command.teacher_model:
                 teacher = replace(teacher, model=command.teacher_model)
+            if command.teacher_pid:  # one local server: asked as the servers this stage starts are
+                teacher = replace(teacher, spread=False, server_pid=command.teacher_pid)
 
         def cost(report: dict) -> CostStatus:
             spent = evaluation_cost(
