@@ -88,8 +88,8 @@ def test_every_model_is_asked_the_same_prompts_the_same_way_one_server_at_a_time
     assert list(runs) == ["teacher", "baseline", "student"]
     for name in runs:
         calls = [call for call in asked if call[0] == name]
-        # one warm-up request, then MEASURE_ROUNDS rounds of every prompt, at the evaluation's concurrency
-        assert [c[1] for c in calls] == [1] + [PROMPTS] * measure.MEASURE_ROUNDS
+        # one untimed warm-up round, then MEASURE_ROUNDS timed rounds of every prompt, at the evaluation's concurrency
+        assert [c[1] for c in calls] == [PROMPTS] * (1 + measure.MEASURE_ROUNDS)
         assert {c[2] for c in calls} == {3}
         assert {c[3] for c in calls} == {(name,)}  # only its own server was up while it was measured
         run = runs[name]

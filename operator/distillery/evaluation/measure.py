@@ -61,7 +61,7 @@ def measurement(job: DistillationJob, runs: dict[str, ModelRun], prompts: int) -
     evaluation = job.spec.evaluation
     how = f"served one at a time by vLLM with the same settings ({' '.join(evaluation.extra_args) or 'defaults'})"
     text = (
-        f"every model answered the same {prompts} prompts {rounds} time(s) after one warm-up request, "
+        f"every model answered the same {prompts} prompts {rounds} time(s) after one untimed warm-up round, "
         f"{evaluation.concurrency} requests in flight, greedy, at most {max_tokens(job)} tokens; {how}"
     )
     if not comparable:
@@ -105,9 +105,12 @@ def _rounds(
     say: Callable[[str], None],
     rounds: int,
 ) -> dict[str, ModelRun]:
-    """Warm each model up with one request, then `rounds` rounds in which each model answers every prompt."""
+    """Warm each model up with one untimed round of every prompt, then `rounds` timed rounds in which each
+    model answers every prompt. A whole round, not one request: a teacher kept from generation has
+    answered hundreds of requests already, and a fresh server measured after one request ran slower
+    than the same server warm (docs/benchmarks.md 4a)."""
     for name, (connection, pid) in live.items():
-        _ask_round(name, connection, pid, prompts[:1], job, lambda m: None)
+        _ask_round(name, connection, pid, prompts, job, lambda m: None)
     runs: dict[str, ModelRun] = {}
     for number in range(rounds):
         for name, (connection, pid) in live.items():

@@ -4,7 +4,7 @@ cost, and kept for the evaluation when that saves a server start.
 The evaluation measures teacher, baseline and student each on a vLLM it starts with
 `evaluation.extraArgs` (`evaluation.measure`). On one machine the teacher's server from generation is
 the same server when it was started with the same settings: then it is kept, through training, and the
-evaluation measures it as it measures the others (the same warm-up request and rounds, its CPU time and
+evaluation measures it as it measures the others (the same untimed warm-up round and timed rounds, its CPU time and
 memory read from its pid). Only on CPU: a GPU teacher kept through training would hold the memory
 training needs. On a cluster the operator still scales the teacher away after generation.
 """
