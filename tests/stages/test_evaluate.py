@@ -197,6 +197,29 @@ def test_failed_gate_reports_why_and_keeps_every_artifact(storage, tmp_path, vll
     assert "Quality gate FAILED" in layout.evaluation_report.with_suffix(".md").read_text()
 
 
+def _evaluate_cli(job, root, termination, *args: str) -> subprocess.CompletedProcess:
+    """`distillery evaluate` as a pod runs it: the job as inline JSON, its summary to `termination`."""
+    document = json.dumps(job.model_dump(mode="json", by_alias=True, exclude_none=True))
+    command = [
+        sys.executable,
+        "-m",
+        "distillery",
+        "evaluate",
+        "--job",
+        document,
+        "--storage",
+        str(root),
+        *args,
+    ]
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "DISTILLERY_TERMINATION_LOG": str(termination)},
+    )
+
+
 def test_cli_measures_a_live_teacher_and_exits_gate_failed_on_a_failed_gate(storage, tmp_path, vllm_teacher):
     root = fresh(storage, tmp_path)
     job = make_job(
@@ -205,26 +228,8 @@ def test_cli_measures_a_live_teacher_and_exits_gate_failed_on_a_failed_gate(stor
         compare=["teacher"],
         endpoint={"url": vllm_teacher.base_url, "model": vllm_teacher.model},
     )
-    document = json.dumps(job.model_dump(mode="json", by_alias=True, exclude_none=True))
     termination = tmp_path / "termination-log"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "distillery",
-            "evaluate",
-            "--job",
-            document,
-            "--storage",
-            str(root),
-            "--teacher-url",
-            vllm_teacher.base_url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "DISTILLERY_TERMINATION_LOG": str(termination)},
-    )
+    result = _evaluate_cli(job, root, termination, "--teacher-url", vllm_teacher.base_url)
     assert result.returncode == ExitCode.GATE_FAILED, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert (
@@ -245,30 +250,14 @@ def test_cli_measures_a_kept_local_teacher_as_served(storage, tmp_path, vllm_tea
     the evaluation would start the same server: it is measured as the servers the stage starts are."""
     root = fresh(storage, tmp_path)
     job = make_job(root, {}, compare=["teacher"])
-    document = json.dumps(job.model_dump(mode="json", by_alias=True, exclude_none=True))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "distillery",
-            "evaluate",
-            "--job",
-            document,
-            "--storage",
-            str(root),
-            "--teacher-url",
-            vllm_teacher.base_url,
-            "--teacher-model",
-            vllm_teacher.model,
-            "--teacher-pid",
-            str(vllm_teacher.process.pid),
-            "--gate-exit-code",
-            "0",  # as `distillery run` passes it: here only the teacher is compared, so no gate can pass
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "DISTILLERY_TERMINATION_LOG": str(tmp_path / "termination-log")},
+    result = _evaluate_cli(
+        job,
+        root,
+        tmp_path / "termination-log",
+        *("--teacher-url", vllm_teacher.base_url, "--teacher-model", vllm_teacher.model),
+        *("--teacher-pid", str(vllm_teacher.process.pid)),
+        # as `distillery run` passes it: here only the teacher is compared, so no gate can pass
+        *("--gate-exit-code", "0"),
     )
     assert result.returncode == 0, result.stderr
     assert "measuring the server kept from generation" in result.stderr
