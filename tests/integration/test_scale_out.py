@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support import scale_out
-from tests.support.kmock_cluster import Cluster, spec
-from tests.support.scenarios import GEN
+from tests.support.kmock_cluster import Cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
@@ -38,14 +37,7 @@ async def test_a_spec_made_invalid_mid_training_deletes_the_jobset(cluster: Clus
 
 async def test_without_the_crd_auto_trains_as_an_indexed_job(cluster: Cluster):
     async with cluster.operator():
-        await cluster.create_job("ij", spec(training={"gpus": 0, "nodes": 2}))
-        await cluster.inputs_ready("ij")
-        await cluster.wait_phase("ij", "TeacherStarting")
-        await cluster.teacher_ready("ij-teacher")
-        gen = await cluster.wait_child("batch/v1/jobs", "ij-generate")
-        for index in range(2):
-            await cluster.finish_pod(gen, "generate", GEN, index=index)
-        await cluster.job_done("ij-generate", succeeded=2)
+        await scale_out.through_generation(cluster, "ij", {"gpus": 0, "nodes": 2})
         train = await cluster.wait_child("batch/v1/jobs", "ij-train")
         await cluster.wait_child("v1/services", "ij-train")
     assert train["spec"]["completionMode"] == "Indexed"
@@ -59,13 +51,6 @@ async def test_a_queued_teacher_of_several_replicas_is_one_statefulset(cluster: 
 
 async def test_a_jobset_asked_for_where_none_is_served_fails_the_job_naming_it(cluster: Cluster):
     async with cluster.operator():
-        await cluster.create_job("nj", spec(training={"gpus": 0, "nodes": 2, "launcher": "jobset"}))
-        await cluster.inputs_ready("nj")
-        await cluster.wait_phase("nj", "TeacherStarting")
-        await cluster.teacher_ready("nj-teacher")
-        gen = await cluster.wait_child("batch/v1/jobs", "nj-generate")
-        for index in range(2):
-            await cluster.finish_pod(gen, "generate", GEN, index=index)
-        await cluster.job_done("nj-generate", succeeded=2)
+        await scale_out.through_generation(cluster, "nj", {"gpus": 0, "nodes": 2, "launcher": "jobset"})
         status = await cluster.wait_phase("nj", "Failed")
     assert "JobSet nj-train" in status["message"], status["message"]

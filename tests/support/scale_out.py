@@ -23,9 +23,9 @@ def serve_jobsets(cluster: Cluster) -> None:
     cluster.server.resources[JOBSET] = {**JOBSET_RESOURCE, "verbs": VERBS}
 
 
-async def train_as_jobset(cluster: Cluster, name: str) -> dict:
-    """Through generation to the training JobSet the operator makes (2 nodes, training.backoffLimit 3)."""
-    await cluster.create_job(name, spec(training={"gpus": 0, "nodes": 2, "backoffLimit": 3}))
+async def through_generation(cluster: Cluster, name: str, training: dict) -> None:
+    """A job with this `training` created, its inputs and teacher ready, and its 2 generation shards done."""
+    await cluster.create_job(name, spec(training=training))
     await cluster.inputs_ready(name)
     await cluster.wait_phase(name, "TeacherStarting")
     await cluster.teacher_ready(f"{name}-teacher")
@@ -33,6 +33,11 @@ async def train_as_jobset(cluster: Cluster, name: str) -> dict:
     for index in range(2):
         await cluster.finish_pod(gen, "generate", GEN, index=index)
     await cluster.job_done(f"{name}-generate", succeeded=2)
+
+
+async def train_as_jobset(cluster: Cluster, name: str) -> dict:
+    """Through generation to the training JobSet the operator makes (2 nodes, training.backoffLimit 3)."""
+    await through_generation(cluster, name, {"gpus": 0, "nodes": 2, "backoffLimit": 3})
     jobset = await cluster.wait_child(JOBSET, f"{name}-train")
     await cluster.wait_phase(name, "Training")
     return jobset
