@@ -88,13 +88,26 @@ def test_every_model_is_asked_the_same_prompts_the_same_way_one_server_at_a_time
     assert list(runs) == ["teacher", "baseline", "student"]
     for name in runs:
         calls = [call for call in asked if call[0] == name]
-        # one untimed warm-up round, then MEASURE_ROUNDS timed rounds of every prompt, at the evaluation's concurrency
-        assert [c[1] for c in calls] == [PROMPTS] * (1 + measure.MEASURE_ROUNDS)
+        # one untimed warm-up round, then timed rounds of every prompt, at the evaluation's concurrency
+        assert [c[1] for c in calls] == [PROMPTS] * (1 + measure.timed_rounds(PROMPTS))
         assert {c[2] for c in calls} == {3}
         assert {c[3] for c in calls} == {(name,)}  # only its own server was up while it was measured
         run = runs[name]
-        assert (run.source, run.rounds, len(run.answers)) == ("served", measure.MEASURE_ROUNDS, PROMPTS)
-        assert len(run.timed) == PROMPTS * measure.MEASURE_ROUNDS
+        assert (run.source, run.rounds, len(run.answers)) == (
+            "served",
+            measure.timed_rounds(PROMPTS),
+            PROMPTS,
+        )
+        assert len(run.timed) == PROMPTS * measure.timed_rounds(PROMPTS)
+
+
+@pytest.mark.parametrize("prompts", [0, 1, 4, 40, 99, 100, 133, 134, 400, 5000])
+def test_small_validation_sets_get_more_timed_rounds_so_every_model_is_timed_on_enough_requests(prompts):
+    rounds = measure.timed_rounds(prompts)
+    assert measure.MEASURE_ROUNDS <= rounds <= measure.MAX_ROUNDS
+    # enough requests timed, unless the cap stops it; and no round more than that needs
+    assert rounds * prompts >= measure.MIN_TIMED_REQUESTS or rounds == measure.MAX_ROUNDS
+    assert rounds == measure.MEASURE_ROUNDS or (rounds - 1) * prompts < measure.MIN_TIMED_REQUESTS
 
 
 def test_the_reports_figures_for_every_model_come_from_its_measured_rounds(monkeypatch, tmp_path):
@@ -123,10 +136,12 @@ def test_the_reports_figures_for_every_model_come_from_its_measured_rounds(monke
     measurement = report.measurement
     assert measurement is not None and measurement.comparable
     assert measurement.sources == {"teacher": "served", "baseline": "served", "student": "served"}
-    assert (measurement.rounds, measurement.concurrency, measurement.server_args) == (3, 3, ["-O0"])
+    rounds = measure.timed_rounds(PROMPTS)
+    assert (measurement.rounds, measurement.concurrency, measurement.server_args) == (rounds, 3, ["-O0"])
     lines = summary_lines(report)
     assert any(
-        line.startswith("  measured: every model answered the same 4 prompts 3 time(s)") for line in lines
+        line.startswith(f"  measured: every model answered the same 4 prompts {rounds} time(s)")
+        for line in lines
     )
     assert any("tok/s" in line and line.strip().startswith("student") for line in lines)
 

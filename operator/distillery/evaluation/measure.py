@@ -1,8 +1,8 @@
 """How every compared model is measured: one path for the teacher, the baseline and the student.
 
 Each model is served by the evaluation with the same vLLM settings (`evaluation.extraArgs`,
-`evaluation.gpus`), warmed up with one request, then asked every validation prompt through the
-same client at `evaluation.concurrency`, greedy, `MEASURE_ROUNDS` times in a row. One server runs at
+`evaluation.gpus`), warmed up with one untimed round, then asked every validation prompt through the
+same client at `evaluation.concurrency`, greedy, `timed_rounds` times in a row. One server runs at
 a time: started together, their starts fight for the same cores (three tiny servers on 2 cores took
 as long as three in turn) and on a GPU each takes most of its memory. Latency and throughput of
 every model come from `serving_figures` of its run; the scores from its first round (greedy
@@ -33,9 +33,20 @@ from distillery.evaluation.answers import (
 from distillery.serving.client import TeacherConnection
 from distillery.storage import Layout
 
-# Three rounds: enough that one burst of load on a shared machine does not decide the comparison,
-# and still a second or two per model for the tiny example.
+# At least three rounds: enough that one burst of load on a shared machine does not decide the comparison.
 MEASURE_ROUNDS = 3
+# A small validation set answers a round in a fraction of a second, where scheduling noise on a shared
+# CPU moved one model's tokens/s by a third between runs: rounds are added until this many requests are
+# timed (the tiny example's 40 prompts: 10 rounds, about a second per model), at most MAX_ROUNDS.
+MIN_TIMED_REQUESTS = 400
+MAX_ROUNDS = 10
+
+
+def timed_rounds(prompts: int) -> int:
+    """How many timed rounds every model answers, the same for each: MEASURE_ROUNDS, or more for a
+    small validation set (pure)."""
+    needed = -(-MIN_TIMED_REQUESTS // max(prompts, 1))
+    return max(MEASURE_ROUNDS, min(MAX_ROUNDS, needed))
 
 
 def serving_figures(run: ModelRun) -> dict[str, float | None]:
@@ -147,7 +158,7 @@ def measure_models(
     live: dict[str, tuple[TeacherConnection, int | None]],
     prompts: list[Any],
     say: Callable[[str], None],
-    rounds: int = MEASURE_ROUNDS,
+    rounds: int | None = None,
     benchmark: Benchmark | None = None,
     tokenizers: dict[str, str] | None = None,
 ) -> dict[str, ModelRun]:
@@ -155,7 +166,9 @@ def measure_models(
     machine runs with the evaluation's settings, measured as served), then serve each of `models` (name
     -> model path or id) in turn with the evaluation's settings and ask it the same way; returns each
     model's run. With `benchmark`, each model also runs the public benchmarks after its rounds, on the
-    same server (tokenizer: the model's path, or `tokenizers[name]` for a live one)."""
+    same server (tokenizer: the model's path, or `tokenizers[name]` for a live one). `rounds` defaults to
+    `timed_rounds` of the prompts."""
+    rounds = rounds or timed_rounds(len(prompts))
     runs = _rounds(live, prompts, job, say, rounds)
     for name, (connection, _pid) in live.items():
         if benchmark is not None:
