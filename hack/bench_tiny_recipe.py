@@ -3,7 +3,7 @@
 
     python hack/bench_tiny_recipe.py [--teachers 0,1,2,3] [--seeds 42,7] [--set epochs=60 ...]
 
-The tiny teacher is pretrained for seconds from a seed (hack/make_tiny_models.py); another seed,
+The tiny teacher is pretrained for about a minute from a seed (hack/make_tiny_models.py); another seed,
 or the same seed on another CPU (other float rounding), is another teacher, with other answers for
 the student to learn. For each teacher seed this makes the models and the example's prompts
 (hack/prepare_tiny.py's writer) under build/bench-recipe/t<seed>, has the teacher answer every
@@ -23,6 +23,7 @@ import contextlib
 import copy
 import io
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -35,7 +36,7 @@ sys.path.insert(0, str(REPO / "hack"))
 from distillery.api import DistillationJob, TaskType  # noqa: E402
 from distillery.evaluation.scoring import accuracy  # noqa: E402
 from distillery.training.student import train_student  # noqa: E402
-from make_tiny_models import make_tiny_models  # noqa: E402
+from make_tiny_models import TEACHER_LAYERS, make_tiny_models  # noqa: E402
 from prepare_tiny import PRETRAIN_STEPS, write_data  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "tiny.yaml"
@@ -62,8 +63,12 @@ def greedy_answers(model_dir: Path, prompts: list[str], max_tokens: int) -> list
 
 def prepare_teacher(root: Path, seed: int, max_tokens: int) -> None:
     """Models, prompts and the teacher's records (two shards, as the example's generation writes)."""
-    if (root / "jobs" / "tiny" / "generated" / "validation").is_dir():
+    # Kept from an earlier run only when made the same way (a deeper teacher is another teacher).
+    stamp = root / "recipe-teacher.json"
+    settings = {"seed": seed, "pretrain_steps": PRETRAIN_STEPS, "teacher_layers": TEACHER_LAYERS}
+    if stamp.exists() and json.loads(stamp.read_text()) == settings:
         return
+    shutil.rmtree(root / "jobs", ignore_errors=True)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         make_tiny_models(root / "models", seed=seed, pretrain_steps=PRETRAIN_STEPS)
     write_data(root)
@@ -87,6 +92,7 @@ def prepare_teacher(root: Path, seed: int, max_tokens: int) -> None:
                 if number % 2 == shard
             ]
             (out / f"shard-{shard:05d}-of-00002.jsonl").write_text("".join(lines))
+    stamp.write_text(json.dumps(settings) + "\n")
 
 
 def parse_value(text: str) -> object:

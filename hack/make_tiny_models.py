@@ -6,9 +6,10 @@
 Creates under OUT_DIR:
 
 * ``teacher/``                 LlamaForCausalLM, hidden 128, 2 heads (head_dim 64, which vLLM's CPU
-                               attention accepts), 2 layers, byte-level BPE tokenizer with a
-                               ChatML chat template.
-* ``student/``                 the same shape with 1 layer and the SAME tokenizer (vLLM serves it too).
+                               attention accepts), 8 layers (1.39M parameters), byte-level BPE
+                               tokenizer with a ChatML chat template.
+* ``student/``                 the same shape with 1 layer (240k parameters) and the SAME tokenizer
+                               (vLLM serves it too).
 * ``other-tokenizer-student/`` a 1-layer student whose tokenizer has a different vocabulary, for
                                the "mismatched tokenizers are refused" checks.
 
@@ -28,6 +29,11 @@ import random
 import sys
 import time
 from pathlib import Path
+
+# The teacher is 8 layers deep against the student's 1 so that distillation visibly buys speed: at this
+# size vLLM's per-step overhead dominates, and a 2-layer teacher served as fast as the 1-layer student
+# within run-to-run noise on 2 CPU cores; 8 layers serve ~1.5x slower (docs/benchmarks.md 4a).
+TEACHER_LAYERS, STUDENT_LAYERS = 8, 1
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
@@ -212,17 +218,17 @@ def make_tiny_models(out_dir: Path, seed: int = 0, pretrain_steps: int = 0) -> d
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
 
     tokenizer = build_tokenizer(vocab_size=600)
-    teacher = _llama(tokenizer, layers=2, seed=seed)
+    teacher = _llama(tokenizer, layers=TEACHER_LAYERS, seed=seed)
     info: dict = {"seed": seed, "vocab_size": len(tokenizer)}
     if pretrain_steps > 0:
         info["pretrain"] = pretrain(teacher, tokenizer, steps=pretrain_steps, seed=seed)
     paths = {"teacher": _save(teacher, tokenizer, out_dir / "teacher")}
 
-    student = _llama(tokenizer, layers=1, seed=seed + 1)
+    student = _llama(tokenizer, layers=STUDENT_LAYERS, seed=seed + 1)
     paths["student"] = _save(student, tokenizer, out_dir / "student")
 
     other_tok = build_tokenizer(vocab_size=400)  # a different vocabulary (and size)
-    other = _llama(other_tok, layers=1, seed=seed + 2)
+    other = _llama(other_tok, layers=STUDENT_LAYERS, seed=seed + 2)
     paths["other-tokenizer-student"] = _save(other, other_tok, out_dir / "other-tokenizer-student")
 
     (out_dir / "tiny-models.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -29,7 +29,7 @@ HACK = Path(__file__).resolve().parent
 REPO = HACK.parent
 sys.path.insert(0, str(HACK))
 
-from make_tiny_models import make_tiny_models, task_examples  # noqa: E402
+from make_tiny_models import TEACHER_LAYERS, make_tiny_models, task_examples  # noqa: E402
 
 DEFAULT_OUT = REPO / "build" / "tiny"
 TRAIN_SEED, VALIDATION_SEED = 1, 2
@@ -52,7 +52,8 @@ def write_records(path: Path, pairs: list[tuple[str, str]], prefix: str) -> None
 def prepare(out: Path, train: int, validation: int, pretrain_steps: int, seed: int, force: bool) -> dict:
     out = Path(out)
     models = out / "models"
-    settings = {"seed": seed, "pretrain_steps": pretrain_steps}
+    # The models are remade when any of what decides their weights changes (a deeper teacher, too).
+    settings = {"seed": seed, "pretrain_steps": pretrain_steps, "teacher_layers": TEACHER_LAYERS}
     stamp = models / "prepare-tiny.json"
     if force or not stamp.exists() or json.loads(stamp.read_text()) != settings:
         started = time.monotonic()

@@ -4,7 +4,7 @@ Register from tests/conftest.py with ``pytest_plugins = ["tests.fixtures_models"
 
 * ``tiny_models``  -> dict name -> Path ("teacher", "student", "other-tokenizer-student"), made once per
                       session by hack/make_tiny_models.py (the teacher is pretrained on the tiny task so its
-                      answers are meaningful; ~25 s on 2 cores, set DISTILLERY_TINY_PRETRAIN_STEPS=0 for
+                      answers are meaningful; ~75 s on one core, set DISTILLERY_TINY_PRETRAIN_STEPS=0 for
                       random weights in ~5 s).
 * ``vllm_teacher`` -> VllmServer(base_url=".../v1", model="teacher", process, log_path), ONE server per session,
                       started by the project's own launcher (``distillery.serving.vllm.local_vllm_server``).
