@@ -426,9 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     for number, name in enumerate(args.tasks.split(",")):
         seeds = [int(s) for s in (args.seeds_first_task if number == 0 else args.seeds).split(",")]
         teacher_row, rows = run_task(args, CANDIDATES[name], seeds)
-        report[name] = {"teacher": teacher_row, "runs": rows}
+        leak = CANDIDATES[name].leak
+        report[name] = {"teacher": teacher_row, "runs": rows, **({"leaky": leak} if leak else {})}
         print(
-            f"\n{name}: teacher {teacher_row['score']:.3f} (p50 {teacher_row['latencyP50Ms']:.0f} ms, "
+            f"\n{name}{f' (LEAKY: {leak})' if leak else ''}: teacher {teacher_row['score']:.3f} (p50 {teacher_row['latencyP50Ms']:.0f} ms, "
             f"p95 {teacher_row['latencyP95Ms']:.0f} ms, {teacher_row['load']})"
         )
         for line in table(rows) + aggregate(rows):

@@ -248,3 +248,15 @@ def test_costs_measure_a_stage_once(tmp_path):
     with again.measure("generate"):  # a rerun that reuses the cached stage keeps the first measurement
         pass
     assert again.stages["generate"] == first
+
+
+def test_v2s_zoo_task_is_labelled_leaky_because_its_validation_animals_are_trained_on():
+    import quality_tasks
+
+    zoo = quality_tasks.CANDIDATES["zoo"]
+    validation = zoo.records(2, 100, prefix="val")  # v2's split: seed 2 validation, seed 1 training
+    train = zoo.records(1, 800, exclude={r["prompt"] for r in validation}, prefix="train", fewer=True)
+    animal = lambda prompt: prompt.split()[-1]  # noqa: E731  # "a wild goose" -> "goose"
+    assert {animal(r["prompt"]) for r in validation} <= {animal(r["prompt"]) for r in train}
+    assert "training prompts" in zoo.leak
+    assert not quality_tasks.SENTIMENT.leak  # its reviews differ; the label marks only the known leak
