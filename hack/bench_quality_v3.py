@@ -170,13 +170,14 @@ def link_models(out: Path, root: Path, layers: int) -> None:
 def generate(args, task: PublicTask, root: Path, data_job: Path, base_url: str, costs: Costs) -> None:
     if (root / "results" / "generate.json").exists():
         return
-    started, load = time.monotonic(), load_average()
+    started, load, shards = time.monotonic(), load_average(), []
     with costs.measure("generate (2 shards)"):
         for shard in range(v2.SHARDS):
             argv = ["generate", "--job", str(data_job), "--storage", str(root), "--teacher-url", base_url]
-            v2.stage([*argv, "--shard-index", str(shard)], root, root / "logs" / f"generate-{shard}.log")
+            log = root / "logs" / f"generate-{shard}.log"
+            shards.append(v2.stage([*argv, "--shard-index", str(shard)], root, log)[1])
     (root / "results" / "generate.json").write_text(
-        json.dumps({"seconds": round(time.monotonic() - started, 1), "load": load})
+        json.dumps({"seconds": round(time.monotonic() - started, 1), "load": load, "shards": shards})
     )
 
 
