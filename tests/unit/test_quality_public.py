@@ -226,6 +226,13 @@ def test_stage_costs_total_wall_and_cpu_hours():
     )
     assert "| generate | 100 | 180 | 0.050 | load 2.0 |" in lines
     assert lines[-1] == "| total | 160 | 3600 | 1.000 | |"
+    nested = {
+        "teacher served (incl. generate) 0": {"wall_s": 500, "cpu_s": 900},
+        "generate": {"wall_s": 100, "cpu_s": 180},
+    }
+    assert (
+        report.stage_costs(nested)[-1] == "| total | 100 | 180 | 0.050 | |"
+    )  # the span is not counted twice
 
 
 def test_sample_answers_show_every_model_cut_to_width():
