@@ -75,8 +75,9 @@ def job_document(
     epochs: int = 1,
     compare: list[str] | None = None,
 ) -> dict:
-    """A DistillationJob on storage OUT/<task>, the models linked in as models/."""
-    return {
+    """A DistillationJob on storage OUT/<task>, the models linked in as models/; a task with a `customize`
+    method (v3's, hack/bench_quality_v3.py) adjusts it, so every job of that task gets the same settings."""
+    document = {
         "apiVersion": "distillery.dev/v1alpha1",
         "kind": "DistillationJob",
         "metadata": {"name": name},
@@ -127,6 +128,8 @@ def job_document(
             "storage": {"path": "."},
         },
     }
+    customize = getattr(task, "customize", None)
+    return customize(document) if customize else document
 
 
 def write_job(root: Path, document: dict) -> Path:
@@ -303,7 +306,8 @@ def train_run(args, task, root, method, seed, epochs, teacher_url=None) -> dict:
     return result
 
 
-def evaluate_run(root: Path, run: dict, with_baseline: bool) -> dict:
+def evaluate_run(root: Path, run: dict, compare: list[str] | None = None) -> dict:
+    """Evaluate one run's student (and the models in `compare`, when given); cached in results/."""
     from distillery.contract.report import EvaluationReport
     from distillery.storage import Layout
 
@@ -311,11 +315,11 @@ def evaluate_run(root: Path, run: dict, with_baseline: bool) -> dict:
     if cached.exists():
         return json.loads(cached.read_text())
     job = Path(run["job"])
-    if with_baseline:  # the untrained cut is the same for every run: scored once
+    if compare:  # e.g. the untrained cut, the same for every run: scored once
         import yaml
 
         document = yaml.safe_load(job.read_text())
-        document["spec"]["evaluation"]["compare"] = ["baseline", "student"]
+        document["spec"]["evaluation"]["compare"] = compare
         job.write_text(yaml.safe_dump(document, sort_keys=False))
     seconds, _ = stage(
         ["evaluate", "--job", str(job), "--storage", str(root), "--gate-exit-code", "0"],
@@ -379,7 +383,7 @@ def run_task(args: argparse.Namespace, task: Task, seeds: list[int]) -> tuple[di
     generation = json.loads((root / "results" / "generate.json").read_text())
     rows = []
     for index, run in enumerate(trained):
-        evaluated = evaluate_run(root, run, with_baseline=index == 0)
+        evaluated = evaluate_run(root, run, ["baseline", "student"] if index == 0 else None)
         rows.append(run_row(run, evaluated, teacher, generation))
     teacher["measure_seconds"] = round(generate_seconds, 1)
     return teacher, rows
@@ -422,9 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     for number, name in enumerate(args.tasks.split(",")):
         seeds = [int(s) for s in (args.seeds_first_task if number == 0 else args.seeds).split(",")]
         teacher_row, rows = run_task(args, CANDIDATES[name], seeds)
-        report[name] = {"teacher": teacher_row, "runs": rows}
+        leak = CANDIDATES[name].leak
+        report[name] = {"teacher": teacher_row, "runs": rows, **({"leaky": leak} if leak else {})}
         print(
-            f"\n{name}: teacher {teacher_row['score']:.3f} (p50 {teacher_row['latencyP50Ms']:.0f} ms, "
+            f"\n{name}{f' (LEAKY: {leak})' if leak else ''}: teacher {teacher_row['score']:.3f} (p50 {teacher_row['latencyP50Ms']:.0f} ms, "
             f"p95 {teacher_row['latencyP95Ms']:.0f} ms, {teacher_row['load']})"
         )
         for line in table(rows) + aggregate(rows):

@@ -22,6 +22,7 @@ class Task:
     labels: list[str] = field(default_factory=list)  # nli only
     max_tokens: int = 8
     chance: float = 0.0  # the score of guessing (nli: 1 / labels)
+    leak: str = ""  # how validation answers also occur in training (labelled 'leaky' in every report)
 
     def data(self) -> dict:
         """The job's `data` section, minus the files."""
@@ -316,6 +317,7 @@ CANDIDATES = {
             zoo_class,
             labels=sorted(ZOO),
             chance=1 / 3,
+            leak="every validation animal also occurs in the training prompts, in other phrasings",
         ),
         Task(
             "continent",
