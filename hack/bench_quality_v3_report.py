@@ -10,19 +10,14 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping, Sequence
 
+from distillery.evaluation.scoring import retention  # the report's own: one definition of retention
+
 
 def benchmark_score(entry: Mapping, task: str, metric: str) -> tuple[float | None, float | None, int | None]:
     """(value, stderr, documents) of one lm-eval metric in a report's model entry; Nones when absent."""
     result = (entry.get("benchmarks") or {}).get(task) or {}
     score = (result.get("metrics") or {}).get(metric) or {}
     return score.get("value"), score.get("stderr"), result.get("samples")
-
-
-def retention(value: float | None, teacher: float | None) -> float | None:
-    """value / teacher; None when either is missing or the teacher scored 0."""
-    if value is None or not teacher:
-        return None
-    return value / teacher
 
 
 def model_row(
